@@ -1,0 +1,1 @@
+"""conf: the TOML configuration file -> a frozen Config (see schema.py, load.py)."""

@@ -1,0 +1,98 @@
+"""The configuration as the rest of the program sees it: frozen, validated, fully resolved.
+
+``load.py`` builds these from TOML; nothing else constructs them outside tests. Durations are
+seconds; networks are ``ipaddress`` objects; relative paths are already resolved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from applianced.rules.decision import IPNetwork
+
+__all__ = ["Config", "IncrementConf", "JailConf", "ListenerConf"]
+
+Transport = Literal["udp", "tcp"]
+Protocol = Literal["tcp", "udp", "both"]
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerConf:
+    """One socket the receiver opens. Datagrams and connections from outside
+    ``allowed_senders`` are dropped and counted."""
+
+    transport: Transport
+    address: str
+    port: int
+    allowed_senders: tuple[IPNetwork, ...]
+    max_message_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class IncrementConf:
+    """Escalation for repeat offenders: bantime * factor ** prior_bans, capped at maxtime."""
+
+    enabled: bool
+    factor: float
+    maxtime: float
+
+
+@dataclass(frozen=True, slots=True)
+class JailConf:
+    """One jail, with the global defaults already applied.
+
+    ``failregex``/``ignoreregex``/``programs`` are resolved from the named filter when the jail
+    does not set them. ``programs`` are app-name selectors (exact names or ``fnmatch`` globs);
+    empty means every program. ``senders`` restricts the jail to messages delivered by these
+    syslog peers; empty means any allowed sender. ``ignoreip`` holds the global and the jail's
+    entries together.
+    """
+
+    name: str
+    enabled: bool
+    filter: str | None
+    failregex: tuple[str, ...]
+    ignoreregex: tuple[str, ...]
+    programs: tuple[str, ...]
+    senders: tuple[IPNetwork, ...]
+    ports: tuple[str, ...]
+    protocol: Protocol
+    bantime: float
+    findtime: float
+    maxretry: int
+    ignoreip: tuple[IPNetwork, ...]
+    bantime_increment: IncrementConf
+    max_count: int
+    findtime_history: float
+    max_tracked: int
+    ipv6_prefix: int
+    use_dns: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration. ``jails`` holds every jail, enabled or not, in file order."""
+
+    path: Path
+    listeners: tuple[ListenerConf, ...]
+    jails: tuple[JailConf, ...]
+    state_dir: Path
+    control_socket: Path
+    lines_per_ban: int
+
+    @property
+    def enabled_jails(self) -> tuple[JailConf, ...]:
+        return tuple(j for j in self.jails if j.enabled)
+
+    def jail(self, name: str) -> JailConf | None:
+        return next((j for j in self.jails if j.name == name), None)
+
+    @property
+    def allowed_senders(self) -> tuple[IPNetwork, ...]:
+        """Every listener's allowed senders: these are never banned."""
+        seen: dict[IPNetwork, None] = {}
+        for listener in self.listeners:
+            seen.update(dict.fromkeys(listener.allowed_senders))
+        return tuple(seen)

@@ -1,0 +1,1 @@
+"""enforcement: ban decisions -> the world (kernel sets; later, mail)."""

@@ -1,0 +1,59 @@
+"""The Enforcer interface: the few operations every firewall backend offers.
+
+Bans decided in one reactor turn reach a backend as one ``apply`` call, which a backend must
+carry out as one transaction. The durable store, not the backend, is the source of truth: the
+service calls ``restore`` at start with every active ban, and the backend makes its state equal
+to that list (restoring what is missing, removing what the store does not know).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+from applianced.rules.decision import Ban
+
+__all__ = ["Enforcer", "JailRules"]
+
+
+@dataclass(frozen=True, slots=True)
+class JailRules:
+    """What a backend needs to know of a jail to guard its ports.
+
+    ``ports`` are ``"25"`` or ranges ``"1000-2000"``; ``("all",)`` guards every port (and
+    every protocol, whatever ``protocol`` says).
+    """
+
+    name: str
+    ports: tuple[str, ...]
+    protocol: Literal["tcp", "udp", "both"]
+    hook: Literal["input", "forward"] = "input"
+    verdict: Literal["drop", "reject"] = "drop"
+
+
+@runtime_checkable
+class Enforcer(Protocol):
+    """A firewall backend. Every method may raise EnforcementError; none blocks for long."""
+
+    name: str
+
+    def setup(self, jails: Sequence[JailRules]) -> None:
+        """Build (or rebuild) what the backend owns for these jails, atomically. Bans of
+        jails that remain are kept; those of jails no longer listed go with them."""
+
+    def apply(self, bans: Sequence[Ban], unbans: Sequence[Ban], now: float) -> None:
+        """Add ``bans`` (each for its remaining time at ``now``) and remove ``unbans``, as one
+        transaction. Removing a ban that is not there is not an error."""
+
+    def restore(self, active: Sequence[Ban], now: float) -> None:
+        """Make the backend hold exactly ``active``, with their remaining times at ``now``."""
+
+    def counts(self) -> Mapping[str, int]:
+        """Elements currently enforced, per jail name."""
+
+    def flush(self) -> None:
+        """Remove every ban (the jails' rules may stay)."""
+
+    def close(self) -> None:
+        """Release resources. Bans stay in force unless ``flush`` was called."""

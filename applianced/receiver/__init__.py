@@ -1,0 +1,1 @@
+"""receiver: bytes -> SyslogMessage (sans-io parsing and framing, Twisted listeners)."""

@@ -1,0 +1,47 @@
+"""SyslogMessage: what the receiver hands to the rules engine.
+
+Owned here because the receiver creates it; the rules and the store only read it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+__all__ = ["SyslogMessage"]
+
+
+@dataclass(frozen=True, slots=True)
+class SyslogMessage:
+    """One syslog message, parsed.
+
+    ``timestamp`` is the time written in the message (aware, or None); it is kept for display
+    only. Windows and bans run on ``received_at`` (POSIX seconds, from the injected clock).
+    ``sender`` is the address of the peer that delivered the message (the socket's, never the
+    forgeable HOSTNAME field); None when the message did not come over a socket (a file).
+    """
+
+    facility: int
+    severity: int
+    timestamp: datetime | None
+    hostname: str | None
+    app_name: str | None
+    procid: str | None
+    msgid: str | None
+    structured_data: str | None
+    msg: str
+    sender: str | None = None
+    transport: str | None = None
+    received_at: float = 0.0
+
+    @property
+    def line(self) -> str:
+        """The traditional one-line form fail2ban filters expect after their date."""
+        host = self.hostname or "-"
+        app = self.app_name or "-"
+        pid = f"[{self.procid}]" if self.procid else ""
+        return f"{host} {app}{pid}: {self.msg}"
+
+    def received(self, sender: str | None, transport: str, at: float) -> SyslogMessage:
+        """A copy stamped with where and when it arrived."""
+        return replace(self, sender=sender, transport=transport, received_at=at)

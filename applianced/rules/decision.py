@@ -1,0 +1,88 @@
+"""The values that flow out of the rules: failures, offences, ban decisions and bans.
+
+Times are POSIX seconds (UTC) from the injected clock; durations are seconds; ``None`` as a
+duration or expiry means permanent (the jail's blacklist).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+
+__all__ = [
+    "Ban",
+    "BanDecision",
+    "BanKind",
+    "IPAddress",
+    "IPNetwork",
+    "Offence",
+]
+
+IPAddress = IPv4Address | IPv6Address
+IPNetwork = IPv4Network | IPv6Network
+
+
+class BanKind(StrEnum):
+    """Why a ban exists."""
+
+    AUTO = "auto"  # a jail counted maxretry failures within findtime
+    MANUAL = "manual"  # an operator said `appliancectl ban`
+    BLACKLIST = "blacklist"  # permanent: max_count bans reached, or `blacklist add`
+
+
+@dataclass(frozen=True, slots=True)
+class Offence:
+    """A jail's window for ``network`` reached maxretry: the engine's output, before policy.
+
+    ``lines`` are the matched lines, each prefixed with the syslog sender that delivered it.
+    """
+
+    jail: str
+    network: IPNetwork
+    address: IPAddress
+    failures: int
+    lines: tuple[str, ...]
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class BanDecision:
+    """A ban to record and enforce. ``count`` is the ban's rank for this network in this jail
+    (1 for a first offence); ``duration`` is seconds or None for permanent."""
+
+    jail: str
+    network: IPNetwork
+    duration: float | None
+    kind: BanKind
+    count: int
+    at: float
+    lines: tuple[str, ...] = ()
+
+    @property
+    def expires_at(self) -> float | None:
+        return None if self.duration is None else self.at + self.duration
+
+
+@dataclass(frozen=True, slots=True)
+class Ban:
+    """A ban as the store and the enforcers know it."""
+
+    jail: str
+    network: IPNetwork
+    started_at: float
+    expires_at: float | None
+    kind: BanKind
+    count: int
+
+    @property
+    def permanent(self) -> bool:
+        return self.expires_at is None
+
+    def remaining(self, now: float) -> float | None:
+        """Seconds left at ``now`` (0 when expired), None when permanent."""
+        return None if self.expires_at is None else max(0.0, self.expires_at - now)
+
+    @classmethod
+    def from_decision(cls, d: BanDecision) -> Ban:
+        return cls(d.jail, d.network, d.at, d.expires_at, d.kind, d.count)
