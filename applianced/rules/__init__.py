@@ -1,1 +1,1 @@
-"""rules: (message, now) -> failures -> ban decisions. Pure: no clock, no I/O, no logging."""
+"""rules: (message, now) -> offences -> ban decisions (pure), and the durable offenders store."""

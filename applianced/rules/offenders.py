@@ -1,0 +1,394 @@
+"""The durable offenders store: every ban ever recorded, which are active, and why.
+
+ARCHITECTURE. This module owns the ban history; the rules decide, this remembers. The service
+calls it from the reactor thread: ``record_bans`` with one reactor turn's decisions before they
+reach the Enforcer; ``due_expiries`` then ``end_bans(..., "expired")`` on its expiry timer (and
+at start, when a downtime may have left many due); ``end_bans`` for unban and flush;
+``active_bans`` at start, to restore the kernel sets; ``prior_bans`` when turning an Offence into
+a BanDecision (escalation, the max_count blacklist); ``find_active`` and ``history`` for
+``appliancectl`` (banned, why). ``OffenderStore`` is the interface the rest of the code may use;
+``SqliteOffenderStore`` is the embedded default, and a PostgreSQL backend will implement the
+same Protocol, so SQL and connection handling stay inside the backends.
+
+Units: times are POSIX seconds (UTC, floats) from the injected clock. Networks are stored as
+``str(network)`` (canonical), jails by name. A write returns only once it is durable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from ipaddress import ip_network
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from applianced.errors import StoreError
+from applianced.rules.decision import Ban, BanDecision, BanKind, IPAddress, IPNetwork
+
+__all__ = ["BanRecord", "OffenderStore", "SqliteOffenderStore"]
+
+
+@dataclass(frozen=True, slots=True)
+class BanRecord:
+    """A ban as history shows it: the Ban, how it ended (both None while it has not), and the
+    matched lines that caused it, oldest first."""
+
+    ban: Ban
+    ended_at: float | None
+    end_reason: str | None
+    lines: tuple[str, ...]
+
+
+@runtime_checkable
+class OffenderStore(Protocol):
+    """What the rest of applianced may ask of the durable store. Every method may raise
+    StoreError; writes are one transaction each and durable when they return."""
+
+    def record_bans(self, decisions: Sequence[BanDecision]) -> list[Ban]:
+        """Record one ban per decision, all or none, and return the Bans. A (jail, network) has
+        at most one ban not ended: a new one ends the previous one with reason "superseded"
+        at the new one's start (so does a later decision for the same pair in one batch)."""
+
+    def end_bans(self, bans: Sequence[Ban], at: float, reason: str) -> int:
+        """End the not-yet-ended ban of each (jail, network) at ``at``, with ``reason``
+        ("unban", "expired", "flush", ...), unless it started after the given Ban's
+        ``started_at`` (a newer ban the caller has not seen). Returns how many were ended;
+        0 is not an error."""
+
+    def active_bans(self, now: float) -> list[Ban]:
+        """Bans not ended that are permanent or expire after ``now``."""
+
+    def due_expiries(self, now: float) -> list[Ban]:
+        """Bans not ended whose expiry is at or before ``now``."""
+
+    def find_active(self, network: IPNetwork, jail: str | None = None) -> list[Ban]:
+        """Bans not ended (whatever their expiry) whose network contains or equals
+        ``network``, in every jail or in ``jail``."""
+
+    def prior_bans(self, jail: str, network: IPNetwork, since: float) -> int:
+        """How many bans of exactly ``network`` in ``jail`` started at or after ``since``."""
+
+    def history(self, address: IPAddress | IPNetwork, limit: int = 20) -> list[BanRecord]:
+        """Up to ``limit`` bans, any jail, ended or not, whose network contains ``address``,
+        newest first."""
+
+    def close(self) -> None:
+        """Release the store. Closing twice is harmless."""
+
+
+_APPLICATION_ID = 0x41504C44  # "APLD" in the file header: this file is an offenders store
+_BUSY_TIMEOUT = 5.0  # seconds; only another process (a backup, sqlite3 by hand) holds the lock
+
+# Ordered migrations: _MIGRATIONS[n - 1] takes user_version n - 1 to n. Append only; never edit
+# one that has shipped.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (  # 1: the initial schema
+        """CREATE TABLE bans (
+            id         INTEGER PRIMARY KEY,
+            jail       TEXT    NOT NULL,
+            network    TEXT    NOT NULL,             -- str(ip_network(...)), canonical
+            version    INTEGER NOT NULL CHECK (version IN (4, 6)),
+            first      BLOB    NOT NULL,             -- network address, big-endian
+            last       BLOB    NOT NULL,             -- last address, same width
+            started_at REAL    NOT NULL,             -- POSIX seconds, UTC
+            expires_at REAL,                         -- NULL: permanent
+            kind       TEXT    NOT NULL,             -- BanKind value
+            count      INTEGER NOT NULL,             -- rank of this ban for (jail, network)
+            ended_at   REAL,                         -- NULL: not ended
+            end_reason TEXT,                         -- "unban", "expired", "superseded"...
+            CHECK (length(first) = length(last)
+                   AND length(first) = CASE version WHEN 4 THEN 4 ELSE 16 END),
+            CHECK ((ended_at IS NULL) = (end_reason IS NULL))
+        )""",
+        # Apart from bans, so that scans of bans stay on small rows; only history reads them.
+        """CREATE TABLE ban_lines (
+            ban_id INTEGER PRIMARY KEY REFERENCES bans (id) ON DELETE CASCADE,
+            lines  TEXT    NOT NULL                  -- JSON array of matched lines, oldest first
+        )""",
+        # active_bans and due_expiries: only rows not ended, ordered by expiry.
+        "CREATE INDEX bans_open ON bans (expires_at) WHERE ended_at IS NULL",
+        # At most one ban not ended per (jail, network), as in the kernel sets; end_bans.
+        "CREATE UNIQUE INDEX bans_one_open ON bans (jail, network) WHERE ended_at IS NULL",
+        # A new ban supersedes the open one of its (jail, network), in the same statement.
+        """CREATE TRIGGER bans_supersede BEFORE INSERT ON bans BEGIN
+            UPDATE bans SET ended_at = NEW.started_at, end_reason = 'superseded'
+            WHERE jail = NEW.jail AND network = NEW.network AND ended_at IS NULL;
+        END""",
+        # prior_bans.
+        "CREATE INDEX bans_prior ON bans (jail, network, started_at)",
+        # find_active and history: see _containing.
+        "CREATE INDEX bans_net ON bans (version, first, last)",
+        f"PRAGMA application_id = {_APPLICATION_ID}",
+    ),
+)
+
+_BAN_COLUMNS = "jail, network, started_at, expires_at, kind, count"
+_INSERT = (
+    "INSERT INTO bans (id, jail, network, version, first, last, started_at, expires_at, kind,"
+    " count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_LINES = "INSERT INTO ban_lines (ban_id, lines) VALUES (?, ?)"
+
+
+def _containing(bits: int, select: str, where: str, tail: str) -> str:
+    # A stored network N contains the queried Q when N.first <= Q.first and N.last >= Q.last
+    # (same version). As a range on `first` that would scan every row below Q.first. But N is
+    # a CIDR block, so N.first is Q.first with its low bits cleared: one of bits + 1 values.
+    # Passing all of them as an IN list turns the query into at most 33 (IPv4) or 129 (IPv6)
+    # probes of bans_net, whatever the table's size. The list always has bits + 1 entries
+    # (repeats are harmless), so there are only a few distinct statements, all cached.
+    marks = ", ".join("?" * (bits + 1))
+    return f"{select} WHERE version = ? AND first IN ({marks}) AND last >= ? {where} {tail}"
+
+
+_FIND = {
+    (bits, by_jail): _containing(
+        bits,
+        f"SELECT {_BAN_COLUMNS} FROM bans",
+        "AND ended_at IS NULL" + (" AND jail = ?" if by_jail else ""),
+        "ORDER BY started_at, id",
+    )
+    for bits in (32, 128)
+    for by_jail in (False, True)
+}
+_HISTORY = {
+    bits: _containing(
+        bits,
+        f"SELECT {_BAN_COLUMNS}, ended_at, end_reason, lines"
+        " FROM bans LEFT JOIN ban_lines ON ban_id = id",
+        "",
+        "ORDER BY started_at DESC, id DESC LIMIT ?",
+    )
+    for bits in (32, 128)
+}
+
+
+def _span(network: IPNetwork) -> tuple[bytes, bytes]:
+    """The first and last address of ``network``, big-endian, 4 or 16 bytes."""
+    # Integer arithmetic: ``broadcast_address`` builds an address object, 3x slower in batches.
+    bits = network.max_prefixlen
+    first = int(network.network_address)
+    last = first | ((1 << (bits - network.prefixlen)) - 1)
+    return first.to_bytes(bits // 8, "big"), last.to_bytes(bits // 8, "big")
+
+
+def _containment_params(network: IPNetwork) -> list[Any]:
+    bits = network.max_prefixlen
+    width = bits // 8
+    first = int(network.network_address)
+    full = (1 << bits) - 1
+    candidates = [
+        (first & (full ^ ((1 << (bits - p)) - 1))).to_bytes(width, "big") for p in range(bits + 1)
+    ]
+    return [network.version, *candidates, _span(network)[1]]
+
+
+def _ban(row: Sequence[Any]) -> Ban:
+    return Ban(row[0], ip_network(row[1]), row[2], row[3], BanKind(row[4]), row[5])
+
+
+def _explain(path: Path, error: sqlite3.Error) -> str:
+    """An operator's reading of a SQLite error: what happened to which file, what to check."""
+    name = getattr(error, "sqlite_errorname", "")
+    if name == "SQLITE_NOTADB":
+        return (
+            f"{path} is not a SQLite database (or is damaged); move it aside to start with an"
+            " empty ban history, or restore it from a backup"
+        )
+    if name.startswith("SQLITE_CANTOPEN") or name.startswith("SQLITE_READONLY"):
+        return (
+            f"cannot write the offenders database {path} ({error}); check that {path.parent}"
+            " and the file are writable by the applianced user (SQLite also creates"
+            f" {path.name}-wal and {path.name}-shm there)"
+        )
+    if name.startswith("SQLITE_BUSY") or name.startswith("SQLITE_LOCKED"):
+        return f"{path} is locked by another process ({error}); close it and retry"
+    if name == "SQLITE_FULL":
+        return f"{path}: the disk is full ({error}); free space on {path.parent}"
+    return f"offenders database {path}: {error}"
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    try:
+        path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+        # Create the file ourselves so its mode (copied by SQLite to -wal and -shm) keeps the
+        # offenders' addresses and log lines away from other users.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o640))
+    except OSError as e:
+        raise StoreError(
+            f"cannot create or open the offenders database {path}: {e.strerror}; check that"
+            f" {path.parent} is a directory and that both are writable by the applianced user"
+        ) from e
+    try:
+        conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT, isolation_level=None)
+    except sqlite3.Error as e:
+        raise StoreError(_explain(path, e)) from e
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT * 1000)}")
+        if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] != "wal":
+            raise StoreError(f"{path}: SQLite refused WAL mode; is it on a network filesystem?")
+        # FULL: a committed ban survives a power cut, not only a crash of the process.
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        _migrate(conn, path)
+    except sqlite3.Error as e:
+        conn.close()
+        raise StoreError(_explain(path, e)) from e
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring the schema to the latest version in one transaction, or refuse the file."""
+    latest = len(_MIGRATIONS)
+    conn.execute("BEGIN IMMEDIATE")  # taken before reading the version: two openers serialise
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        foreign = version == 0 and conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]
+        if foreign or (version and app_id != _APPLICATION_ID):
+            raise StoreError(
+                f"{path} is a SQLite database but not an applianced offenders store;"
+                " check the configured path"
+            )
+        if version > latest:
+            raise StoreError(
+                f"{path} has schema version {version}, but this applianced knows versions 1 to"
+                f" {latest}: it was written by a newer applianced; upgrade applianced, or"
+                " restore a backup made by this version"
+            )
+        for number in range(version + 1, latest + 1):
+            for statement in _MIGRATIONS[number - 1]:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+class SqliteOffenderStore:
+    """The OffenderStore in one SQLite file (WAL, synchronous=FULL). Not thread-safe: use it
+    from the reactor thread only. Each write is one BEGIN IMMEDIATE ... COMMIT; each read is
+    one statement, hence one (implicit) read transaction."""
+
+    def __init__(self, path: Path, *, lines_per_ban: int = 20) -> None:
+        if lines_per_ban < 0:
+            raise ValueError(f"lines_per_ban is {lines_per_ban}; it must be 0 or more")
+        self.path = Path(path)
+        self._lines_per_ban = lines_per_ban
+        self._conn = _open(self.path)
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as e:
+            raise StoreError(_explain(self.path, e)) from e
+
+    def _read(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        try:
+            return self._conn.execute(sql, params).fetchall()
+        except sqlite3.Error as e:
+            raise StoreError(_explain(self.path, e)) from e
+
+    def record_bans(self, decisions: Sequence[BanDecision]) -> list[Ban]:
+        if not decisions:
+            return []
+        rows = [
+            (
+                d.jail,
+                str(d.network),
+                d.network.version,
+                *_span(d.network),
+                d.at,
+                d.expires_at,
+                d.kind.value,
+                d.count,
+            )
+            for d in decisions
+        ]
+        keep = self._lines_per_ban  # the most recent lines: decisions list them oldest first
+        lines = [
+            (i, json.dumps(d.lines[-keep:], ensure_ascii=False))
+            for i, d in enumerate(decisions)
+            if keep and d.lines
+        ]
+        with self._write() as conn:
+            # Ids chosen here (as SQLite would: max + 1) tie each ban to its lines without a
+            # round trip per row; BEGIN IMMEDIATE holds the write lock, so no one else inserts.
+            first_id = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM bans").fetchone()[0]
+            conn.executemany(_INSERT, [(first_id + i, *row) for i, row in enumerate(rows)])
+            conn.executemany(_INSERT_LINES, [(first_id + i, text) for i, text in lines])
+        return [Ban.from_decision(d) for d in decisions]
+
+    def end_bans(self, bans: Sequence[Ban], at: float, reason: str) -> int:
+        if not bans:
+            return 0
+        rows = [(at, reason, b.jail, str(b.network), b.started_at) for b in bans]
+        with self._write() as conn:
+            # started_at <= ?: a Ban read before another ban superseded it (by this process
+            # or, with a shared backend, another appliance) must not end the newer one.
+            cursor = conn.executemany(
+                "UPDATE bans SET ended_at = ?, end_reason = ?"
+                " WHERE jail = ? AND network = ? AND ended_at IS NULL AND started_at <= ?",
+                rows,
+            )
+            return cursor.rowcount
+
+    def active_bans(self, now: float) -> list[Ban]:
+        rows = self._read(
+            f"SELECT {_BAN_COLUMNS} FROM bans WHERE ended_at IS NULL"
+            " AND (expires_at IS NULL OR expires_at > ?) ORDER BY started_at, id",
+            (now,),
+        )
+        return [_ban(r) for r in rows]
+
+    def due_expiries(self, now: float) -> list[Ban]:
+        rows = self._read(
+            f"SELECT {_BAN_COLUMNS} FROM bans WHERE ended_at IS NULL AND expires_at <= ?"
+            " ORDER BY expires_at, id",
+            (now,),
+        )
+        return [_ban(r) for r in rows]
+
+    def find_active(self, network: IPNetwork, jail: str | None = None) -> list[Ban]:
+        params = _containment_params(network)
+        if jail is not None:
+            params.append(jail)
+        rows = self._read(_FIND[network.max_prefixlen, jail is not None], params)
+        return [_ban(r) for r in rows]
+
+    def prior_bans(self, jail: str, network: IPNetwork, since: float) -> int:
+        rows = self._read(
+            "SELECT count(*) FROM bans WHERE jail = ? AND network = ? AND started_at >= ?",
+            (jail, str(network), since),
+        )
+        return int(rows[0][0])
+
+    def history(self, address: IPAddress | IPNetwork, limit: int = 20) -> list[BanRecord]:
+        network = ip_network(address)
+        params = [*_containment_params(network), limit]
+        rows = self._read(_HISTORY[network.max_prefixlen], params)
+        return [BanRecord(_ban(r), r[6], r[7], tuple(json.loads(r[8] or "[]"))) for r in rows]
+
+    def close(self) -> None:
+        # What SQLite advises before closing; if it fails (closed, busy) only statistics are lost.
+        with suppress(sqlite3.Error):
+            self._conn.execute("PRAGMA optimize")
+        self._conn.close()
