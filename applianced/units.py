@@ -23,7 +23,7 @@ def parse_duration(text: str | int | float) -> float:
         raise ValueError(f"{text!r} is not a duration; use seconds or 10m, 1h, 1d, 1w")
     if isinstance(text, int | float):
         if text < 0:
-            raise ValueError(f"{text} is negative; a duration is 0 or more seconds")
+            raise ValueError(f"{text} is negative; use 0 or more seconds, or 10m, 1h, 1d, 1w")
         return float(text)
     s = text.strip().lower()
     total = 0.0

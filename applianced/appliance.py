@@ -1,0 +1,446 @@
+"""The Appliance: what happens between the rules engine, the durable store and the enforcer.
+
+It owns the life of a ban: offences from the engine become decisions (the policy needs the
+repeat count, read from the store), decisions of one reactor turn are written to the store in
+one transaction and then sent to the enforcer as one batch; expiries are recorded and lifted;
+manual bans, unbans and the blacklist go through the same path. It also answers the control
+verbs (status, banned, why). Time comes from the injected reactor, never from a global clock.
+
+``service.py`` wires it to the listeners and the control socket; tests drive it directly with
+a ``task.Clock``, a temporary store and the in-memory enforcer.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from ipaddress import ip_address, ip_network
+from typing import Any
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from applianced.conf.schema import Config, JailConf
+from applianced.enforcement.base import Enforcer, JailRules
+from applianced.errors import ApplianceError, EnforcementError, StoreError
+from applianced.receiver.listeners import ReceiverStats
+from applianced.receiver.message import SyslogMessage
+from applianced.rules.decision import Ban, BanDecision, BanKind, IPAddress, IPNetwork, Offence
+from applianced.rules.engine import Engine
+from applianced.rules.filters import Filter
+from applianced.rules.jail import Jail, decide, network_of
+from applianced.rules.offenders import OffenderStore
+from applianced.units import format_duration
+
+__all__ = ["Appliance", "RequestError", "ban_json", "parse_address", "parse_target"]
+
+log = Logger()
+
+_RETRY_FIRST, _RETRY_MAX = 1.0, 60.0  # seconds between tries of a failed kernel batch
+
+
+class RequestError(ApplianceError):
+    """An operator's request cannot be carried out (unknown jail, ignored address, ...)."""
+
+
+@dataclass(slots=True)
+class _Health:
+    store_errors: int = 0
+    enforcement_errors: int = 0
+    last_error: str | None = None
+    unapplied: int = 0
+    bans_total: int = 0
+    unbans_total: int = 0
+    expired_total: int = 0
+    batches: int = 0
+    skipped_already_banned: int = 0
+
+
+class Appliance:
+    """The running appliance's state. Call ``start`` before feeding messages."""
+
+    def __init__(self, config: Config, store: OffenderStore, enforcer: Enforcer,
+                 clock: IReactorTime, own_addresses: Iterable[IPNetwork] = (),
+                 receiver_stats: ReceiverStats | None = None) -> None:  # fmt: skip
+        self.config = config
+        self.store = store
+        self.enforcer = enforcer
+        self.clock = clock
+        self.own_addresses = tuple(own_addresses)
+        self.receiver_stats = receiver_stats or ReceiverStats()
+        self.engine = Engine()
+        self.health = _Health()
+        self.active: dict[tuple[str, IPNetwork], Ban] = {}
+        self._expiries: list[tuple[float, str, IPNetwork]] = []
+        self._pending: list[Offence] = []
+        self._unapplied_bans: dict[tuple[str, IPNetwork], Ban] = {}
+        self._unapplied_unbans: dict[tuple[str, IPNetwork], Ban] = {}
+        self._flush_call: IDelayedCall | None = None
+        self._expiry_call: IDelayedCall | None = None
+        self._retry_call: IDelayedCall | None = None
+        self._retry_delay = _RETRY_FIRST
+        self.started_at = clock.seconds()
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Build the enforcer's tables, record what expired while we were down, restore every
+        active ban. Must finish before the listeners open."""
+        now = self.clock.seconds()
+        self._install_jails(self.config)
+        due = self.store.due_expiries(now)
+        if due:
+            self.store.end_bans(due, now, "expired")
+            log.info("{count} bans expired while the appliance was down", count=len(due))
+        active = [b for b in self.store.active_bans(now) if b.jail in self.engine.jails]
+        self.active = {(b.jail, b.network): b for b in active}
+        self._expiries = [(b.expires_at, b.jail, b.network) for b in active if b.expires_at]
+        heapq.heapify(self._expiries)
+        try:
+            self.enforcer.restore(active, now)
+        except EnforcementError as e:
+            self._enforcement_failed(e, active, ())
+        log.info("restored {count} active bans into the {backend} backend",
+                 count=len(active), backend=self.enforcer.name)  # fmt: skip
+        self._schedule_expiry()
+
+    def stop(self) -> None:
+        for call in (self._flush_call, self._expiry_call, self._retry_call):
+            if call is not None and call.active():
+                call.cancel()
+        if self._pending:
+            self._flush()
+        self.enforcer.close()
+        self.store.close()
+
+    def reload(self, config: Config) -> None:
+        """Switch to ``config``: new jails start, removed jails stop (their bans leave the
+        enforcer, their history stays), kept jails keep their windows and bans."""
+        self.config = config
+        self._install_jails(config)
+        gone = [b for k, b in self.active.items() if k[0] not in self.engine.jails]
+        for ban in gone:
+            del self.active[(ban.jail, ban.network)]
+
+    def _install_jails(self, config: Config) -> None:
+        never_ban = (*config.allowed_senders, *self.own_addresses)
+        jails = [
+            Jail(conf, Filter(conf.failregex, conf.ignoreregex, allow_dns=conf.use_dns,
+                              name=conf.name), never_ban)  # fmt: skip
+            for conf in config.enabled_jails
+        ]
+        self.engine.set_jails(jails)
+        self.enforcer.setup([_rules(j) for j in config.enabled_jails])
+
+    # -- the hot path -----------------------------------------------------------------------
+
+    def receive(self, message: SyslogMessage) -> None:
+        """The listeners' sink: run the jails; offences are settled at the end of this turn."""
+        offences = self.engine.feed(message, message.received_at)
+        if offences:
+            self._pending.extend(offences)
+            if self._flush_call is None:
+                self._flush_call = self.clock.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        """Settle the offences of one reactor turn: decide, store (one transaction), enforce
+        (one batch)."""
+        self._flush_call = None
+        pending, self._pending = self._pending, []
+        decisions: dict[tuple[str, IPNetwork], BanDecision] = {}
+        for offence in pending:
+            key = (offence.jail, offence.network)
+            if key in self.active or key in decisions or offence.jail not in self.engine.jails:
+                self.health.skipped_already_banned += 1
+                continue
+            conf = self.engine.jails[offence.jail].conf
+            prior = self._prior(conf, offence.network, offence.at)
+            decisions[key] = decide(conf, offence, prior)
+        if decisions:
+            self._commit(list(decisions.values()))
+
+    def _prior(self, conf: JailConf, network: IPNetwork, now: float) -> int:
+        try:
+            return self.store.prior_bans(conf.name, network, now - conf.findtime_history)
+        except StoreError as e:
+            self._store_failed(e)
+            return 0
+
+    def _commit(self, decisions: Sequence[BanDecision]) -> list[Ban]:
+        try:
+            bans = self.store.record_bans(decisions)
+        except StoreError as e:
+            self._store_failed(e)
+            bans = [Ban.from_decision(d) for d in decisions]
+        replaced = [self.active[k] for b in bans if (k := (b.jail, b.network)) in self.active]
+        for ban in bans:
+            self.active[(ban.jail, ban.network)] = ban
+            if ban.expires_at is not None:
+                heapq.heappush(self._expiries, (ban.expires_at, ban.jail, ban.network))
+            log.info("ban {jail} {network} for {duration} ({kind}, ban #{count})",
+                     jail=ban.jail, network=str(ban.network), kind=str(ban.kind), count=ban.count,
+                     duration=format_duration(ban.remaining(self.clock.seconds())))  # fmt: skip
+        self.health.bans_total += len(bans)
+        self._enforce(bans, replaced)
+        self._schedule_expiry()
+        return bans
+
+    def _enforce(self, bans: Sequence[Ban], unbans: Sequence[Ban]) -> None:
+        self.health.batches += 1
+        banned = {(b.jail, b.network) for b in bans}
+        unbans = [u for u in unbans if (u.jail, u.network) not in banned]
+        try:
+            self.enforcer.apply(bans, unbans, self.clock.seconds())
+        except EnforcementError as e:
+            self._enforcement_failed(e, bans, unbans)
+
+    def _enforcement_failed(self, error: EnforcementError, bans: Sequence[Ban],
+                            unbans: Sequence[Ban]) -> None:  # fmt: skip
+        """Keep the batch and retry with backoff; the store already holds the truth."""
+        self.health.enforcement_errors += 1
+        self.health.last_error = f"enforcement: {error}"
+        for b in bans:
+            self._unapplied_bans[(b.jail, b.network)] = b
+            self._unapplied_unbans.pop((b.jail, b.network), None)
+        for u in unbans:
+            self._unapplied_unbans[(u.jail, u.network)] = u
+            self._unapplied_bans.pop((u.jail, u.network), None)
+        self.health.unapplied = len(self._unapplied_bans) + len(self._unapplied_unbans)
+        log.error("the {backend} backend refused a batch of {bans} bans and {unbans} unbans; "
+                  "retrying in {delay:.0f}s: {error}", backend=self.enforcer.name,
+                  bans=len(bans), unbans=len(unbans), delay=self._retry_delay,
+                  error=str(error))  # fmt: skip
+        if self._retry_call is None or not self._retry_call.active():
+            self._retry_call = self.clock.callLater(self._retry_delay, self._retry)
+            self._retry_delay = min(self._retry_delay * 2, _RETRY_MAX)
+
+    def _retry(self) -> None:
+        now = self.clock.seconds()
+        bans = [b for b in self._unapplied_bans.values()
+                if self.active.get((b.jail, b.network)) == b and (b.remaining(now) or 1) > 0]  # fmt: skip
+        unbans = list(self._unapplied_unbans.values())
+        self._unapplied_bans, self._unapplied_unbans = {}, {}
+        self.health.unapplied = 0
+        try:
+            self.enforcer.apply(bans, unbans, now)
+        except EnforcementError as e:
+            self._enforcement_failed(e, bans, unbans)
+        else:
+            self._retry_delay = _RETRY_FIRST
+            log.info("the {backend} backend accepted the retried batch", backend=self.enforcer.name)
+
+    def _store_failed(self, error: StoreError) -> None:
+        self.health.store_errors += 1
+        self.health.last_error = f"store: {error}"
+        log.error("the offenders store failed; the ban is enforced but may not survive a "
+                  "restart: {error}", error=str(error))  # fmt: skip
+
+    # -- expiry -----------------------------------------------------------------------------
+
+    def _schedule_expiry(self) -> None:
+        if not self._expiries:
+            return
+        at = self._expiries[0][0]
+        if self._expiry_call is not None and self._expiry_call.active():
+            if self._expiry_call.getTime() <= at:
+                return
+            self._expiry_call.cancel()
+        self._expiry_call = self.clock.callLater(max(0.0, at - self.clock.seconds()), self._expire)
+
+    def _expire(self) -> None:
+        now = self.clock.seconds()
+        due: list[Ban] = []
+        while self._expiries and self._expiries[0][0] <= now:
+            at, jail, network = heapq.heappop(self._expiries)
+            ban = self.active.get((jail, network))
+            if ban is not None and ban.expires_at == at:
+                due.append(self.active.pop((jail, network)))
+        if due:
+            self._end(due, "expired")
+            self.health.expired_total += len(due)
+        self._expiry_call = None
+        self._schedule_expiry()
+
+    def _end(self, bans: Sequence[Ban], reason: str) -> None:
+        now = self.clock.seconds()
+        try:
+            self.store.end_bans(bans, now, reason)
+        except StoreError as e:
+            self._store_failed(e)
+        for ban in bans:
+            log.info("unban {jail} {network} ({reason})", jail=ban.jail,
+                     network=str(ban.network), reason=reason)  # fmt: skip
+        self._enforce((), bans)
+
+    # -- operator requests (control socket) -------------------------------------------------
+
+    def jail_conf(self, name: str) -> JailConf:
+        jail = self.engine.jails.get(name)
+        if jail is None:
+            known = ", ".join(sorted(self.engine.jails)) or "none"
+            raise RequestError(f"unknown or disabled jail {name!r}; enabled jails: {known}")
+        return jail.conf
+
+    def check_bannable(self, network: IPNetwork, jail: str) -> None:
+        """Refuse a network that covers anything the jail must never ban."""
+        for protected in self.engine.jails[jail].never_ban:
+            if network.overlaps(protected):
+                raise RequestError(
+                    f"{network} is protected in jail {jail} (it overlaps {protected}: ignoreip, "
+                    "an allowed syslog sender or the appliance's own address); refusing to ban it"
+                )
+
+    def ban(self, jail: str, target: str, duration: float | None = None,
+            permanent: bool = False) -> Ban:  # fmt: skip
+        """A manual ban (or a blacklist entry when ``permanent``) of an address or CIDR."""
+        conf = self.jail_conf(jail)
+        network = parse_target(target, conf.ipv6_prefix)
+        self.check_bannable(network, jail)
+        now = self.clock.seconds()
+        prior = self._prior(conf, network, now)
+        decision = BanDecision(
+            jail=jail,
+            network=network,
+            duration=None if permanent else (duration if duration is not None else conf.bantime),
+            kind=BanKind.BLACKLIST if permanent else BanKind.MANUAL,
+            count=prior + 1,
+            at=now,
+            lines=("[appliancectl] manual " + ("blacklist entry" if permanent else "ban"),),
+        )
+        return self._commit([decision])[0]
+
+    def unban(self, target: str, jail: str | None = None, *,
+              permanent_only: bool = False) -> list[Ban]:  # fmt: skip
+        """Lift every active ban covering ``target`` (in ``jail``, or in every jail)."""
+        if jail is not None:
+            self.jail_conf(jail)
+        network = parse_target(target, 128)
+        found = [
+            b for (j, net), b in self.active.items()
+            if (jail is None or j == jail) and net.version == network.version
+            and (net.overlaps(network))
+            and (not permanent_only or b.permanent)
+        ]  # fmt: skip
+        if not found:
+            where = f"jail {jail}" if jail else "any jail"
+            kind = "blacklisted" if permanent_only else "banned"
+            raise RequestError(f"{target} is not {kind} in {where}")
+        for ban in found:
+            del self.active[(ban.jail, ban.network)]
+        self.health.unbans_total += len(found)
+        self._end(found, "unban")
+        return found
+
+    def banned(self, jail: str | None = None) -> list[Ban]:
+        return sorted(
+            (b for b in self.active.values() if jail is None or b.jail == jail),
+            key=lambda b: (b.jail, b.started_at),
+        )
+
+    def why(self, target: str) -> dict[str, Any]:
+        """Every jail's view of an address: failures in the window, bans past and present."""
+        address = parse_address(target)
+        now = self.clock.seconds()
+        jails = {}
+        for name, jail in self.engine.jails.items():
+            net = network_of(address, jail.conf.ipv6_prefix)
+            active = self.active.get((name, net)) or self.active.get((name, ip_network(address)))
+            try:
+                prior = self.store.prior_bans(name, net, now - jail.conf.findtime_history)
+            except StoreError:
+                prior = 0
+            jails[name] = {
+                "failures": jail.failures(address, now),
+                "maxretry": jail.conf.maxretry,
+                "recent_lines": list(jail.recent_lines(address)),
+                "ignored": jail.ignores(address),
+                "active_ban": ban_json(active, now) if active else None,
+                "repeat_count": prior,
+                "blacklisted": bool(active and active.permanent),
+            }
+        history = [
+            {**ban_json(r.ban, now), "ended_at": r.ended_at, "end_reason": r.end_reason,
+             "lines": list(r.lines)}
+            for r in self.store.history(address)
+        ]  # fmt: skip
+        return {"address": str(address), "jails": jails, "history": history}
+
+    def status(self, jail: str | None = None) -> dict[str, Any]:
+        counts = dict(self.enforcer.counts())
+        per_jail = {}
+        for name, j in self.engine.jails.items():
+            if jail is not None and name != jail:
+                continue
+            active = [b for (n, _), b in self.active.items() if n == name]
+            per_jail[name] = {
+                "programs": list(j.conf.programs),
+                "maxretry": j.conf.maxretry,
+                "findtime": j.conf.findtime,
+                "bantime": j.conf.bantime,
+                "tracked": j.tracked,
+                "matched": j.stats.matched,
+                "ignored": j.stats.ignored,
+                "offences": j.stats.offences,
+                "evicted": j.stats.evicted,
+                "banned": sum(1 for b in active if not b.permanent),
+                "blacklisted": sum(1 for b in active if b.permanent),
+                "kernel_elements": counts.get(name, 0),
+            }
+        if jail is not None:
+            self.jail_conf(jail)
+        h = self.health
+        return {
+            "uptime": self.clock.seconds() - self.started_at,
+            "backend": self.enforcer.name,
+            "jails": per_jail,
+            "receiver": asdict(self.receiver_stats),
+            "health": {
+                "store_errors": h.store_errors,
+                "enforcement_errors": h.enforcement_errors,
+                "unapplied": h.unapplied,
+                "last_error": h.last_error,
+            },
+            "totals": {
+                "bans": h.bans_total,
+                "unbans": h.unbans_total,
+                "expired": h.expired_total,
+                "batches": h.batches,
+            },
+        }
+
+
+def parse_address(text: str) -> IPAddress:
+    try:
+        address = ip_address(text.strip())
+    except ValueError:
+        raise RequestError(f"{text!r} is not an IPv4 or IPv6 address") from None
+    if address.version == 6 and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def parse_target(text: str, ipv6_prefix: int) -> IPNetwork:
+    """An address (IPv6 widened to the jail's prefix) or an explicit CIDR."""
+    if "/" in text:
+        try:
+            return ip_network(text.strip(), strict=False)
+        except ValueError:
+            raise RequestError(f"{text!r} is not an address or CIDR network") from None
+    return network_of(parse_address(text), ipv6_prefix)
+
+
+def ban_json(ban: Ban, now: float) -> dict[str, Any]:
+    return {
+        "jail": ban.jail,
+        "address": str(ban.network),
+        "kind": str(ban.kind),
+        "count": ban.count,
+        "started_at": ban.started_at,
+        "expires_at": ban.expires_at,
+        "remaining": ban.remaining(now),
+    }
+
+
+def _rules(conf: JailConf) -> JailRules:
+    return JailRules(name=conf.name, ports=conf.ports, protocol=conf.protocol)

@@ -1,0 +1,426 @@
+"""``appliancectl``: the operator's command line.
+
+Online verbs talk to the running daemon over the control socket (``control.py`` is the server):
+status, banned, ban, unban, blacklist, why, reload. Offline verbs need no daemon: ``check``
+(validate a config), ``parse`` (syslog messages -> fields) and ``test-filter`` (a filter or a
+jail over a log file). Every verb has ``--json`` for scripts; errors go to stderr with a
+non-zero exit: 1 for a refused request, 2 for bad usage or config, 3 when the daemon is down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from rich.console import Console
+from rich.table import Table
+
+from applianced.conf.load import load_config
+from applianced.errors import ApplianceError, ConfigError, FilterError
+from applianced.receiver.parse import message_fields, parse
+from applianced.rules.filters import Filter, Outcome, shipped_filter, shipped_filter_names
+from applianced.rules.jail import ProgramSelector
+from applianced.service import config_path
+from applianced.units import format_duration
+
+__all__ = ["main"]
+
+EXIT_REFUSED, EXIT_USAGE, EXIT_DOWN = 1, 2, 3
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_REFUSED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# -- the control socket client --------------------------------------------------------------
+
+
+def request(sock_path: Path, verb: str, args: dict[str, Any] | None = None,
+            timeout: float = 30.0) -> Any:  # fmt: skip
+    """Send one request to the daemon and return its result, or raise CliError."""
+    line = json.dumps({"verb": verb, "args": args or {}}).encode() + b"\n"
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(str(sock_path))
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise CliError(
+            f"applianced is not running (nothing answers on {sock_path}); start it with "
+            "`systemctl start applianced` or `./dev run`, or pass --socket/--config",
+            EXIT_DOWN,
+        ) from None
+    except PermissionError:
+        raise CliError(f"no permission to use {sock_path}; run as root or as a member of the "
+                       "applianced group", EXIT_DOWN) from None  # fmt: skip
+    try:
+        s.sendall(line)
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = s.recv(1 << 16)
+            if not chunk:
+                break
+            data += chunk
+    except OSError as e:
+        raise CliError(f"lost the connection to applianced: {e}", EXIT_DOWN) from None
+    finally:
+        s.close()
+    try:
+        answer = json.loads(data)
+    except ValueError:
+        raise CliError("applianced sent an unreadable answer; see its log", EXIT_DOWN) from None
+    if not answer.get("ok"):
+        raise CliError(str(answer.get("error", "request refused")))
+    return answer.get("result")
+
+
+# -- output helpers ---------------------------------------------------------------------------
+
+
+def _out(args: argparse.Namespace, data: Any, human: Any) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(data, indent=None if isinstance(data, list) else 2))
+    else:
+        human(data)
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "never"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _bans_table(bans: list[dict[str, Any]], title: str) -> None:
+    console = Console()
+    if not bans:
+        console.print(f"{title}: none")
+        return
+    table = Table(title=title)
+    for col in ("jail", "address", "kind", "ban #", "started", "expires", "left"):
+        table.add_column(col)
+    for b in bans:
+        table.add_row(b["jail"], b["address"], b["kind"], str(b["count"]), _when(b["started_at"]),
+                      _when(b["expires_at"]), format_duration(b["remaining"]))  # fmt: skip
+    console.print(table)
+
+
+# -- online verbs -----------------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    result = request(args.sock, "status", {"jail": args.jail} if args.jail else {})
+
+    def human(r: dict[str, Any]) -> None:
+        console = Console()
+        h = r["health"]
+        console.print(f"applianced up {format_duration(r['uptime'])}, backend {r['backend']}"
+                      + ("" if r["backend"] != "memory" else " (DRY RUN: nothing enforced)"))  # fmt: skip
+        if h["last_error"] or h["unapplied"]:
+            console.print(f"[bold red]problem:[/] {h['last_error']} ({h['unapplied']} changes not "
+                          "yet in the kernel, retrying)")  # fmt: skip
+        rc = r["receiver"]
+        console.print(f"received {rc['received']} messages; dropped: {rc['parse_errors']} "
+                      f"unparsable, {rc['frame_errors']} bad frames, {rc['oversize']} oversize, "
+                      f"{rc['refused_senders']} from refused senders")  # fmt: skip
+        table = Table()
+        for col in ("jail", "matched", "tracked", "banned", "blacklisted", "in kernel",
+                    "maxretry/findtime", "bantime"):  # fmt: skip
+            table.add_column(col)
+        for name, j in r["jails"].items():
+            table.add_row(name, str(j["matched"]), str(j["tracked"]), str(j["banned"]),
+                          str(j["blacklisted"]), str(j["kernel_elements"]),
+                          f"{j['maxretry']} in {format_duration(j['findtime'])}",
+                          format_duration(j["bantime"]))  # fmt: skip
+        console.print(table)
+
+    _out(args, result, human)
+
+
+def cmd_banned(args: argparse.Namespace) -> None:
+    result = request(args.sock, "banned", {"jail": args.jail} if args.jail else {})
+    _out(args, result, lambda r: _bans_table(r, "active bans"))
+
+
+def cmd_ban(args: argparse.Namespace) -> None:
+    payload = {"jail": args.jail, "target": args.address}
+    if args.duration is not None:
+        payload["duration"] = args.duration
+    result = request(args.sock, "ban", payload)
+    _out(args, result, lambda b: print(f"banned {b['address']} in {b['jail']} for "
+                                       f"{format_duration(b['remaining'])}"))  # fmt: skip
+
+
+def cmd_unban(args: argparse.Namespace) -> None:
+    payload = {"target": args.address}
+    if args.jail:
+        payload["jail"] = args.jail
+    result = request(args.sock, "unban", payload)
+    _out(args, result, lambda r: [print(f"unbanned {b['address']} in {b['jail']}") for b in r])
+
+
+def cmd_blacklist(args: argparse.Namespace) -> None:
+    if args.action == "add":
+        if not args.address:
+            raise CliError("usage: appliancectl blacklist add JAIL ADDR", EXIT_USAGE)
+        result = request(args.sock, "blacklist_add", {"jail": args.jail_or_addr,
+                                                      "target": args.address})  # fmt: skip
+        _out(args, result, lambda b: print(f"blacklisted {b['address']} in {b['jail']}"))
+    elif args.action == "remove":
+        payload = {"target": args.jail_or_addr}
+        if args.jail:
+            payload["jail"] = args.jail
+        result = request(args.sock, "blacklist_remove", payload)
+        _out(args, result, lambda r: [print(f"removed {b['address']} from the {b['jail']} "
+                                            "blacklist") for b in r])  # fmt: skip
+    else:
+        result = request(args.sock, "blacklist_list", {"jail": args.jail} if args.jail else {})
+        _out(args, result, lambda r: _bans_table(r, "blacklist"))
+
+
+def cmd_why(args: argparse.Namespace) -> None:
+    result = request(args.sock, "why", {"target": args.address})
+
+    def human(r: dict[str, Any]) -> None:
+        console = Console()
+        console.print(f"[bold]{r['address']}[/]")
+        for name, j in r["jails"].items():
+            state = "ignored (never banned)" if j["ignored"] else (
+                "BLACKLISTED" if j["blacklisted"] else
+                (f"banned, {format_duration(j['active_ban']['remaining'])} left"
+                 if j["active_ban"] else "not banned"))  # fmt: skip
+            console.print(f"  {name}: {state}; {j['failures']}/{j['maxretry']} failures in the "
+                          f"window; {j['repeat_count']} earlier bans")  # fmt: skip
+            for line in j["recent_lines"]:
+                console.print(f"      {line}", markup=False, highlight=False)
+        if r["history"]:
+            console.print("  history:")
+        for h in r["history"]:
+            end = f"ended {_when(h['ended_at'])} ({h['end_reason']})" if h["ended_at"] else "active"
+            console.print(f"    {h['jail']} {h['address']} ban #{h['count']} {h['kind']} from "
+                          f"{_when(h['started_at'])}, {end}")  # fmt: skip
+            for line in h["lines"]:
+                console.print(f"      {line}", markup=False, highlight=False)
+
+    _out(args, result, human)
+
+
+def cmd_reload(args: argparse.Namespace) -> None:
+    result = request(args.sock, "reload")
+    _out(args, result, lambda r: print(f"reloaded; enabled jails: {', '.join(r['jails'])}"))
+
+
+# -- offline verbs ----------------------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace) -> None:
+    path = config_path(args.config)
+    try:
+        config = load_config(path)
+    except ConfigError as e:
+        raise CliError(str(e), EXIT_USAGE) from None
+    summary = {
+        "config": str(path),
+        "listeners": [f"{c.transport}/{c.address}:{c.port}" for c in config.listeners],
+        "jails": {j.name: j.enabled for j in config.jails},
+    }
+    _out(args, summary, lambda s: print(
+        f"{s['config']}: OK; listeners {', '.join(s['listeners'])}; jails "
+        + ", ".join(f"{n}{'' if on else ' (disabled)'}" for n, on in s["jails"].items())))  # fmt: skip
+
+
+def _lines(source: str) -> Iterator[tuple[int, bytes]]:
+    stream: IO[bytes] = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115
+    with stream:
+        for number, raw in enumerate(stream, start=1):
+            yield number, raw.rstrip(b"\r\n")
+
+
+def cmd_parse(args: argparse.Namespace) -> None:
+    now = datetime.now(UTC)
+    for _, raw in _lines("-"):
+        if not raw.strip():
+            continue
+        try:
+            fields: dict[str, Any] = message_fields(parse(raw, now))
+        except ApplianceError as e:
+            fields = {"error": str(e)}
+        if args.json:
+            print(json.dumps(fields), flush=False)
+        elif "error" in fields:
+            print(f"error: {fields['error']}")
+        else:
+            print("  ".join(f"{k}={v}" for k, v in fields.items() if v is not None))
+
+
+def _resolve_filter(args: argparse.Namespace) -> tuple[Filter, tuple[str, ...]]:
+    """FILTER is a jail of the config or a shipped filter; returns it and its programs."""
+    name = args.filter
+    try:
+        config = load_config(config_path(args.config))
+    except ConfigError:
+        config = None
+    jail = config.jail(name) if config else None
+    try:
+        if jail is not None:
+            f = Filter(jail.failregex, jail.ignoreregex, allow_dns=jail.use_dns, name=name)
+            return f, jail.programs
+        if name in shipped_filter_names():
+            fdef = shipped_filter(name)
+            return fdef.compile(), fdef.programs
+    except FilterError as e:
+        raise CliError(str(e), EXIT_USAGE) from None
+    jails = ", ".join(j.name for j in config.jails) if config else "none (no config)"
+    raise CliError(f"{name!r} is neither a jail ({jails}) nor a shipped filter "
+                   f"({', '.join(shipped_filter_names())})", EXIT_USAGE)  # fmt: skip
+
+
+def cmd_test_filter(args: argparse.Namespace) -> None:
+    filt, programs = _resolve_filter(args)
+    selects = ProgramSelector(programs)
+    now = datetime.now(UTC)
+    counts = {"lines": 0, "matched": 0, "ignored": 0, "missed": 0, "other_program": 0}
+    per_regex: dict[int, int] = {}
+    missed: list[str] = []
+    started = time.monotonic()
+    try:
+        for number, raw in _lines(args.log):
+            if not raw.strip():
+                continue
+            counts["lines"] += 1
+            try:
+                message = parse(raw, now)
+            except ApplianceError:
+                counts["missed"] += 1
+                continue
+            if message.app_name is not None and not selects(message.app_name):
+                counts["other_program"] += 1
+                continue
+            outcome, match, index = filt.examine(message.msg)
+            if outcome is Outcome.MATCHED and match is not None:
+                counts["matched"] += 1
+                per_regex[index or 0] = per_regex.get(index or 0, 0) + 1
+                if args.json:
+                    row: dict[str, Any] = {"lineno": number, "host": match.host}
+                    if match.user is not None:
+                        row["user"] = match.user
+                    print(json.dumps(row))
+            elif outcome is Outcome.IGNORED:
+                counts["ignored"] += 1
+            else:
+                counts["missed"] += 1
+                if args.missed:
+                    missed.append(f"{number}: {raw.decode('utf-8', 'replace')}")
+    except OSError as e:
+        raise CliError(f"cannot read {args.log}: {e}", EXIT_USAGE) from None
+    elapsed = time.monotonic() - started
+    rate = counts["lines"] / elapsed if elapsed > 0 else 0.0
+    summary = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items())
+    print(f"{args.filter}: {summary} ({rate:,.0f} lines/s)", file=sys.stderr)
+    if not args.json:
+        for index, hits in sorted(per_regex.items()):
+            print(f"  failregex #{index + 1}: {hits} hits")
+        for line in missed:
+            print(f"  missed {line}")
+
+
+# -- argument parsing -------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="appliancectl",
+        description="Control and inspect applianced. Online verbs talk to the running daemon; "
+        "check, parse and test-filter work offline.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  appliancectl status\n  appliancectl banned --json\n"
+        "  appliancectl ban postfix-sasl 203.0.113.7 --for 1d\n  appliancectl why 203.0.113.7\n"
+        "exit codes: 0 ok, 1 request refused, 2 bad usage or config, 3 daemon not reachable",
+    )
+    p.add_argument("--config", type=Path, default=None,
+                   help="config file, used to find the control socket (default: "
+                   "$APPLIANCED_CONFIG, /etc/applianced/appliance.toml, the shipped one)")  # fmt: skip
+    p.add_argument("--socket", type=Path, default=None, help="control socket (overrides config)")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def verb(name: str, help: str, example: str) -> argparse.ArgumentParser:
+        v = sub.add_parser(name, help=help, description=help, epilog=f"example:\n  {example}",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+        v.add_argument("--json", action="store_true", help="machine-readable output")
+        return v
+
+    v = verb("status", "daemon health and per-jail counters", "appliancectl status postfix-sasl")
+    v.add_argument("jail", nargs="?", help="only this jail")
+    v.set_defaults(fn=cmd_status)
+    v = verb("banned", "list active bans with their remaining time", "appliancectl banned --json")
+    v.add_argument("--jail", help="only this jail")
+    v.set_defaults(fn=cmd_banned)
+    v = verb("ban", "ban an address or CIDR in a jail (refused for ignored addresses)",
+             "appliancectl ban postfix-sasl 203.0.113.7 --for 1h")  # fmt: skip
+    v.add_argument("jail")
+    v.add_argument("address", help="an IPv4/IPv6 address or a CIDR such as 203.0.113.0/24")
+    v.add_argument("--for", dest="duration", metavar="DURATION",
+                   help="600, 10m, 1h, 1d, 1w (default: the jail's bantime)")  # fmt: skip
+    v.set_defaults(fn=cmd_ban)
+    v = verb("unban", "lift the bans covering an address", "appliancectl unban 203.0.113.7")
+    v.add_argument("address")
+    v.add_argument("--jail", help="only in this jail (default: every jail)")
+    v.set_defaults(fn=cmd_unban)
+    v = verb("blacklist", "permanent bans: add JAIL ADDR | remove ADDR [--jail J] | list",
+             "appliancectl blacklist add postfix-sasl 203.0.113.0/24")  # fmt: skip
+    v.add_argument("action", choices=("add", "remove", "list"))
+    v.add_argument("jail_or_addr", nargs="?", metavar="JAIL|ADDR",
+                   help="add: the jail; remove: the address")  # fmt: skip
+    v.add_argument("address", nargs="?", metavar="ADDR", help="add: the address or CIDR")
+    v.add_argument("--jail", help="remove/list: only this jail")
+    v.set_defaults(fn=cmd_blacklist)
+    v = verb("why", "every jail's view of an address: failures, bans, lines that caused them",
+             "appliancectl why 203.0.113.7")  # fmt: skip
+    v.add_argument("address")
+    v.set_defaults(fn=cmd_why)
+    v = verb("reload", "re-read the config; a bad config is refused and the running one stays",
+             "appliancectl reload")  # fmt: skip
+    v.set_defaults(fn=cmd_reload)
+    v = verb("check", "validate a config file (offline)",
+             "appliancectl check --config /etc/applianced/appliance.toml")  # fmt: skip
+    v.set_defaults(fn=cmd_check)
+    v = verb("parse", "parse syslog messages from stdin, one per line (offline)",
+             "printf '<38>Nov 22 10:00:01 mx sshd[1]: hi\\n' | appliancectl parse --json")  # fmt: skip
+    v.set_defaults(fn=cmd_parse)
+    v = verb("test-filter", "run a shipped filter or a config jail over a log file (offline)",
+             "appliancectl test-filter sshd /var/log/auth.log --json")  # fmt: skip
+    v.add_argument("filter", help="a shipped filter name or a jail of the config")
+    v.add_argument("log", help="a log file, or - for stdin")
+    v.add_argument("--missed", action="store_true", help="print the lines that did not match")
+    v.set_defaults(fn=cmd_test_filter)
+    return p
+
+
+def _socket_path(args: argparse.Namespace) -> Path:
+    if args.socket is not None:
+        return Path(args.socket)
+    try:
+        return load_config(config_path(args.config)).control_socket
+    except ConfigError as e:
+        raise CliError(f"cannot find the control socket: {e}; pass --socket", EXIT_USAGE) from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.verb in ("status", "banned", "ban", "unban", "blacklist", "why", "reload"):
+            args.sock = _socket_path(args)
+        args.fn(args)
+    except CliError as e:
+        print(f"appliancectl: {e}", file=sys.stderr)
+        return e.code
+    except BrokenPipeError:
+        return 0
+    return 0

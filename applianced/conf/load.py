@@ -1,0 +1,392 @@
+"""TOML -> Config. Every error names the file, the line (when it can be found) and the key.
+
+Unknown keys are errors (a typo must not silently disable a jail). Durations accept seconds or
+``10m``/``1h``/``1d``/``1w``. A jail's ``filter`` names a shipped filter whose failregex,
+ignoreregex and programs the jail takes unless it sets its own; every regex is compiled here so
+that ``appliancectl check`` catches a bad one before the daemon does.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from ipaddress import ip_network
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from applianced.conf.schema import Config, IncrementConf, JailConf, ListenerConf
+from applianced.errors import ConfigError, FilterError
+from applianced.rules.decision import IPNetwork
+from applianced.rules.filters import Filter, shipped_filter
+from applianced.units import parse_duration
+
+__all__ = ["DEFAULT_CONFIG", "load_config", "parse_config"]
+
+DEFAULT_CONFIG = Path(__file__).parent / "defaults" / "appliance.toml"
+
+T = TypeVar("T")
+
+_TOP = {"daemon", "receiver", "listeners", "defaults", "jails"}
+_DAEMON = {"state_dir", "control_socket", "lines_per_ban"}
+_RECEIVER = {"allowed_senders", "max_message_size"}
+_LISTENER = {"transport", "address", "port", "allowed_senders", "max_message_size"}
+_POLICY = {
+    "bantime", "findtime", "maxretry", "ignoreip", "bantime_increment", "max_count",
+    "findtime_history", "max_tracked", "ipv6_prefix", "use_dns", "ports", "protocol",
+}  # fmt: skip
+_INCREMENT = {"enabled", "factor", "maxtime"}
+_JAIL = _POLICY | {"enabled", "filter", "failregex", "ignoreregex", "programs", "senders"}
+
+_BUILTIN_POLICY: dict[str, Any] = {
+    "bantime": 600,
+    "findtime": 600,
+    "maxretry": 5,
+    "ignoreip": [],
+    "bantime_increment": {"enabled": True, "factor": 2.0, "maxtime": "1w"},
+    "max_count": 0,
+    "findtime_history": "1w",
+    "max_tracked": 100_000,
+    "ipv6_prefix": 64,
+    "use_dns": False,
+    "ports": ["all"],
+    "protocol": "tcp",
+}
+
+
+def load_config(path: Path | str) -> Config:
+    """Read and validate the configuration file at ``path``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(path, "", "file not found; pass --config PATH") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(path, "", f"cannot read the file: {e}") from None
+    return parse_config(text, path)
+
+
+def parse_config(text: str, path: Path) -> Config:
+    """Validate TOML ``text`` (read from ``path``, used for messages and relative paths)."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        found = re.search(r"at line (\d+)", str(e))
+        line = int(found[1]) if found else None
+        raise ConfigError(path, "", f"not valid TOML: {e}", line) from None
+    return _Loader(path, text).config(raw)
+
+
+class _Loader:
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.lines = text.splitlines()
+
+    # -- errors -----------------------------------------------------------------------------
+
+    def error(self, keys: tuple[str | int, ...], message: str) -> ConfigError:
+        return ConfigError(self.path, _dotted(keys), message, self.find_line(keys))
+
+    def find_line(self, keys: tuple[str | int, ...]) -> int | None:
+        """The line where ``keys`` is set: a best effort over the text, since tomllib keeps
+        no positions. Tables are tracked from their headers; array-of-tables by count."""
+        *table, last = keys
+        want = [k for k in table if not isinstance(k, int)]
+        index = next((k for k in table if isinstance(k, int)), None)
+        current: list[str] = []
+        seen_array = -1
+        header_line = None
+        for number, raw in enumerate(self.lines, start=1):
+            line = raw.strip()
+            if line.startswith("["):
+                is_array = line.startswith("[[")
+                current = _split_header(line.strip("[]").strip())
+                if is_array and current == want[: len(current)]:
+                    seen_array += 1
+                in_table = current == want and (index is None or seen_array == index)
+                if in_table:
+                    header_line = number
+                continue
+            if current == want and (index is None or seen_array == index):
+                name = line.split("=", 1)[0].strip().strip('"').strip("'")
+                if "=" in line and name == str(last):
+                    return number
+        if header_line is None and not isinstance(last, int):
+            # The key may itself be a table: [jails.NAME] or [defaults.bantime_increment].
+            target = [*want, str(last)]
+            for number, raw in enumerate(self.lines, start=1):
+                line = raw.strip()
+                header = _split_header(line.strip("[]").strip())
+                if line.startswith("[") and header[: len(target)] == target:
+                    return number
+        return header_line
+
+    # -- typed reads ------------------------------------------------------------------------
+
+    def table(self, raw: Mapping[str, Any], keys: tuple[str | int, ...], allowed: set[str]
+              ) -> Mapping[str, Any]:  # fmt: skip
+        value = _get(raw, keys)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.error(keys, "must be a table")
+        for key in value:
+            if key not in allowed:
+                raise self.error(
+                    (*keys, key),
+                    f"unknown key {key!r}; allowed here: {', '.join(sorted(allowed))}",
+                )
+        return cast(Mapping[str, Any], value)
+
+    def typed(self, value: Any, keys: tuple[str | int, ...], kind: type[T], what: str) -> T:
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self.error(keys, f"must be {what}, not {value!r}")
+        return value
+
+    def convert(self, value: Any, keys: tuple[str | int, ...], fn: Callable[[Any], T]) -> T:
+        try:
+            return fn(value)
+        except (ValueError, TypeError) as e:
+            raise self.error(keys, str(e)) from None
+
+    def int_in(self, value: Any, keys: tuple[str | int, ...], low: int, high: int) -> int:
+        n = self.typed(value, keys, int, "a whole number")
+        if not low <= n <= high:
+            raise self.error(keys, f"must be between {low} and {high}, not {n}")
+        return n
+
+    def strings(self, value: Any, keys: tuple[str | int, ...]) -> tuple[str, ...]:
+        items = self.typed(value, keys, list, "a list of strings")
+        for i, item in enumerate(items):
+            self.typed(item, (*keys, i), str, "a string")
+        return tuple(items)
+
+    def networks(self, value: Any, keys: tuple[str | int, ...]) -> tuple[IPNetwork, ...]:
+        return tuple(
+            self.convert(s, keys, lambda s: ip_network(s, strict=False))
+            for s in self.strings(value, keys)
+        )
+
+    def path_of(self, value: Any, keys: tuple[str | int, ...]) -> Path:
+        p = Path(self.typed(value, keys, str, "a path"))
+        return p if p.is_absolute() else (self.path.parent / p).resolve()
+
+    # -- sections ---------------------------------------------------------------------------
+
+    def config(self, raw: Mapping[str, Any]) -> Config:
+        for key in raw:
+            if key not in _TOP:
+                raise self.error(
+                    (key,), f"unknown section {key!r}; allowed: {', '.join(sorted(_TOP))}"
+                )
+        daemon = self.table(raw, ("daemon",), _DAEMON)
+        receiver = self.table(raw, ("receiver",), _RECEIVER)
+        default_senders = self.networks(
+            receiver.get("allowed_senders", ["127.0.0.0/8", "::1/128"]),
+            ("receiver", "allowed_senders"),
+        )
+        default_size = self.int_in(
+            receiver.get("max_message_size", 8192), ("receiver", "max_message_size"), 480, 1 << 20
+        )
+        listeners_raw = raw.get("listeners", [])
+        self.typed(listeners_raw, ("listeners",), list, "an array of tables [[listeners]]")
+        listeners = tuple(
+            self.listener(raw, i, default_senders, default_size) for i in range(len(listeners_raw))
+        )
+        if not listeners:
+            raise self.error(("listeners",), "at least one [[listeners]] table is required")
+        policy = self.policy(raw)
+        jails_raw = self.table(raw, ("jails",), set(_get(raw, ("jails",)) or ()))
+        jails = tuple(self.jail(raw, name, policy) for name in jails_raw)
+        return Config(
+            path=self.path,
+            listeners=listeners,
+            jails=jails,
+            state_dir=self.path_of(
+                daemon.get("state_dir", "/var/lib/applianced"), ("daemon", "state_dir")
+            ),
+            control_socket=self.path_of(
+                daemon.get("control_socket", "/run/applianced/control.sock"),
+                ("daemon", "control_socket"),
+            ),
+            lines_per_ban=self.int_in(
+                daemon.get("lines_per_ban", 20), ("daemon", "lines_per_ban"), 0, 1000
+            ),
+        )
+
+    def listener(self, raw: Mapping[str, Any], i: int, senders: tuple[IPNetwork, ...],
+                 size: int) -> ListenerConf:  # fmt: skip
+        keys: tuple[str | int, ...] = ("listeners", i)
+        t = self.table(raw, keys, _LISTENER)
+        transport = t.get("transport", "udp")
+        if transport not in ("udp", "tcp"):
+            raise self.error((*keys, "transport"), f"must be 'udp' or 'tcp', not {transport!r}")
+        address = self.typed(t.get("address", "127.0.0.1"), (*keys, "address"), str, "a string")
+        self.convert(address, (*keys, "address"), _check_bind_address)
+        port = self.int_in(t.get("port", 514), (*keys, "port"), 0, 65535)
+        return ListenerConf(
+            transport=transport,
+            address=address,
+            port=port,
+            allowed_senders=(
+                self.networks(t["allowed_senders"], (*keys, "allowed_senders"))
+                if "allowed_senders" in t
+                else senders
+            ),
+            max_message_size=self.int_in(
+                t.get("max_message_size", size), (*keys, "max_message_size"), 480, 1 << 20
+            ),
+        )
+
+    def policy(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """The [defaults] table over the built-in defaults; values still raw, keys checked."""
+        t = self.table(raw, ("defaults",), _POLICY)
+        inc = self.table(raw, ("defaults", "bantime_increment"), _INCREMENT)
+        return {**_BUILTIN_POLICY, **t,
+                "bantime_increment": {**_BUILTIN_POLICY["bantime_increment"], **inc}}  # fmt: skip
+
+    def jail(self, raw: Mapping[str, Any], name: str, defaults: Mapping[str, Any]) -> JailConf:
+        keys: tuple[str, ...] = ("jails", name)
+        if not name.replace("-", "").replace("_", "").isalnum() or len(name) > 24:
+            raise self.error(
+                keys,
+                f"jail name {name!r}: use letters, digits, '-' and '_' only, at most 24 chars",
+            )
+        t = self.table(raw, keys, _JAIL)
+        p = {**defaults, **t}
+
+        def at(key: str) -> tuple[str, ...]:
+            """Where ``key``'s value was set: the jail's table, else [defaults]."""
+            return (*keys, key) if key in t else ("defaults", key)
+
+        filter_name = t.get("filter")
+        failregex = self.strings(t["failregex"], at("failregex")) if "failregex" in t else ()
+        ignoreregex = self.strings(t["ignoreregex"], at("ignoreregex")) if "ignoreregex" in t else ()
+        programs = self.strings(t["programs"], at("programs")) if "programs" in t else None
+        if filter_name is not None:
+            self.typed(filter_name, at("filter"), str, "a filter name")
+            try:
+                fdef = shipped_filter(filter_name)
+            except FilterError as e:
+                raise self.error(at("filter"), str(e)) from None
+            failregex = failregex or fdef.failregex
+            ignoreregex = ignoreregex or fdef.ignoreregex
+            programs = fdef.programs if programs is None else programs
+        if not failregex:
+            raise self.error(keys, "needs 'filter' (a shipped filter name) or 'failregex'")
+        use_dns = self.typed(p["use_dns"], at("use_dns"), bool, "true or false")
+        try:
+            Filter(failregex, ignoreregex, allow_dns=use_dns, name=name)
+        except FilterError as e:
+            where = at("failregex") if "failregex" in t or filter_name is None else at("filter")
+            raise self.error(where, str(e)) from None
+        inc_keys = at("bantime_increment")
+        inc_raw = {
+            **defaults["bantime_increment"],
+            **self.table(raw, (*keys, "bantime_increment"), _INCREMENT),
+        }
+        increment = IncrementConf(
+            enabled=self.typed(inc_raw["enabled"], (*inc_keys, "enabled"), bool, "true or false"),
+            factor=self.convert(inc_raw["factor"], (*inc_keys, "factor"), _factor),
+            maxtime=self.convert(inc_raw["maxtime"], (*inc_keys, "maxtime"), parse_duration),
+        )
+        protocol = p["protocol"]
+        if protocol not in ("tcp", "udp", "both"):
+            raise self.error(at("protocol"), f"must be 'tcp', 'udp' or 'both', not {protocol!r}")
+        maxretry = self.int_in(p["maxretry"], at("maxretry"), 1, 1_000_000)
+        return JailConf(
+            name=name,
+            enabled=self.typed(t.get("enabled", True), (*keys, "enabled"), bool, "true or false"),
+            filter=filter_name,
+            failregex=failregex,
+            ignoreregex=ignoreregex,
+            programs=programs or (),
+            senders=self.networks(t.get("senders", []), (*keys, "senders")),
+            ports=self.convert(p["ports"], at("ports"), _ports),
+            protocol=protocol,
+            bantime=self.convert(p["bantime"], at("bantime"), _positive_duration),
+            findtime=self.convert(p["findtime"], at("findtime"), _positive_duration),
+            maxretry=maxretry,
+            ignoreip=tuple(
+                dict.fromkeys(
+                    (*self.networks(defaults["ignoreip"], ("defaults", "ignoreip")),
+                     *(self.networks(t["ignoreip"], (*keys, "ignoreip")) if "ignoreip" in t else ()))
+                )
+            ),  # fmt: skip
+            bantime_increment=increment,
+            max_count=self.int_in(p["max_count"], at("max_count"), 0, 1000),
+            findtime_history=self.convert(
+                p["findtime_history"], at("findtime_history"), _positive_duration
+            ),
+            max_tracked=self.int_in(p["max_tracked"], at("max_tracked"), 1, 100_000_000),
+            ipv6_prefix=self.int_in(p["ipv6_prefix"], at("ipv6_prefix"), 1, 128),
+            use_dns=use_dns,
+        )
+
+
+def _get(raw: Mapping[str, Any], keys: tuple[str | int, ...]) -> Any:
+    value: Any = raw
+    for k in keys:
+        if isinstance(k, int):
+            value = value[k] if isinstance(value, list) and k < len(value) else None
+        else:
+            value = value.get(k) if isinstance(value, dict) else None
+        if value is None:
+            return None
+    return value
+
+
+def _dotted(keys: tuple[str | int, ...]) -> str:
+    out = ""
+    for k in keys:
+        out += f"[{k}]" if isinstance(k, int) else (f".{k}" if out else k)
+    return out
+
+
+def _split_header(header: str) -> list[str]:
+    return [part.strip().strip('"').strip("'") for part in header.split(".")]
+
+
+def _check_bind_address(address: str) -> None:
+    from ipaddress import ip_address
+
+    try:
+        ip_address(address)
+    except ValueError:
+        raise ValueError(f"{address!r} is not an IP address to listen on") from None
+
+
+def _factor(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 1:
+        raise ValueError(f"must be a number of at least 1, not {value!r}")
+    return float(value)
+
+
+def _positive_duration(value: Any) -> float:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"must be more than 0 seconds, not {value!r}")
+    return seconds
+
+
+def _ports(value: Any) -> tuple[str, ...]:
+    """``[25, 465, "1000-2000"]`` or ``["all"]`` -> normalised strings."""
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"must be a non-empty list of ports, ranges or 'all', not {value!r}")
+    out: list[str] = []
+    for item in value:
+        if item == "all":
+            if len(value) > 1:
+                raise ValueError("'all' cannot be combined with other ports")
+            return ("all",)
+        text = str(item) if isinstance(item, int) and not isinstance(item, bool) else item
+        if not isinstance(text, str):
+            raise ValueError(f"{item!r} is not a port; use 25, \"1000-2000\" or \"all\"")
+        low, _, high = text.partition("-")
+        if not low.isdigit() or (high and not high.isdigit()):
+            raise ValueError(f"{item!r} is not a port; use 25, \"1000-2000\" or \"all\"")
+        lo, hi = int(low), int(high or low)
+        if not 1 <= lo <= hi <= 65535:
+            raise ValueError(f"{item!r}: ports are 1 to 65535, ranges low-high")
+        out.append(f"{lo}-{hi}" if hi != lo else str(lo))
+    return tuple(out)

@@ -1,0 +1,133 @@
+"""The control socket, server side: JSON lines over a UNIX socket.
+
+Each request is one line ``{"verb": "...", "args": {...}}``; each answer one line
+``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "what went wrong and what to do"}``.
+Access control is the socket file's mode (0660) and its directory's; ``cli.py`` is the client.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from twisted.logger import Logger
+from twisted.protocols.basic import LineOnlyReceiver
+
+from twisted.internet.protocol import Factory
+
+from applianced.appliance import Appliance, ban_json
+from applianced.errors import ApplianceError
+from applianced.units import parse_duration
+
+__all__ = ["ControlFactory", "Dispatcher"]
+
+log = Logger()
+
+Handler = Callable[[dict[str, Any]], Any]
+
+
+class Dispatcher:
+    """Maps verbs to the Appliance. ``reload`` is provided by the service."""
+
+    def __init__(self, appliance: Appliance, reload: Callable[[], Any] | None = None) -> None:
+        self.appliance = appliance
+        self.verbs: dict[str, Handler] = {
+            "ping": lambda a: "pong",
+            "status": lambda a: appliance.status(a.get("jail")),
+            "banned": self.banned,
+            "ban": self.ban,
+            "unban": self.unban,
+            "blacklist_add": self.blacklist_add,
+            "blacklist_remove": self.blacklist_remove,
+            "blacklist_list": self.blacklist_list,
+            "why": lambda a: appliance.why(_str(a, "target")),
+        }
+        if reload is not None:
+            self.verbs["reload"] = lambda a: reload()
+
+    def handle(self, request: Any) -> dict[str, Any]:
+        if not isinstance(request, dict) or not isinstance(request.get("verb"), str):
+            return {"ok": False, "error": 'a request is {"verb": "...", "args": {...}}'}
+        handler = self.verbs.get(request["verb"])
+        if handler is None:
+            return {"ok": False, "error": f"unknown verb {request['verb']!r}"}
+        args = request.get("args") or {}
+        if not isinstance(args, dict):
+            return {"ok": False, "error": "args must be an object"}
+        try:
+            return {"ok": True, "result": handler(args)}
+        except (ApplianceError, ValueError) as e:
+            return {"ok": False, "error": str(e)}
+
+    def _now(self) -> float:
+        return self.appliance.clock.seconds()
+
+    def banned(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        jail = args.get("jail")
+        if jail is not None:
+            self.appliance.jail_conf(jail)
+        return [ban_json(b, self._now()) for b in self.appliance.banned(jail)]
+
+    def ban(self, args: dict[str, Any]) -> dict[str, Any]:
+        duration = args.get("duration")
+        seconds = parse_duration(duration) if duration is not None else None
+        if seconds is not None and seconds <= 0:
+            raise ValueError("a ban lasts more than 0 seconds")
+        ban = self.appliance.ban(_str(args, "jail"), _str(args, "target"), seconds)
+        return ban_json(ban, self._now())
+
+    def unban(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        bans = self.appliance.unban(_str(args, "target"), args.get("jail"))
+        return [ban_json(b, self._now()) for b in bans]
+
+    def blacklist_add(self, args: dict[str, Any]) -> dict[str, Any]:
+        ban = self.appliance.ban(_str(args, "jail"), _str(args, "target"), permanent=True)
+        return ban_json(ban, self._now())
+
+    def blacklist_remove(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        bans = self.appliance.unban(_str(args, "target"), args.get("jail"), permanent_only=True)
+        return [ban_json(b, self._now()) for b in bans]
+
+    def blacklist_list(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        return [b for b in self.banned(args) if b["expires_at"] is None]
+
+
+def _str(args: dict[str, Any], key: str) -> str:
+    value = args.get(key)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"missing argument {key!r}")
+    return value
+
+
+class _ControlProtocol(LineOnlyReceiver):
+    MAX_LENGTH = 1 << 16
+    delimiter = b"\n"
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+
+    def lineReceived(self, line: bytes) -> None:  # noqa: N802
+        try:
+            request = json.loads(line)
+        except ValueError:
+            answer: dict[str, Any] = {"ok": False, "error": "not a JSON line"}
+        else:
+            try:
+                answer = self.dispatcher.handle(request)
+            except Exception as e:
+                log.failure("control request failed: {request}", request=request)
+                answer = {"ok": False, "error": f"internal error: {e}; see the daemon's log"}
+        self.sendLine(json.dumps(answer).encode())
+
+    def lineLengthExceeded(self, line: bytes) -> None:  # noqa: N802
+        self.sendLine(json.dumps({"ok": False, "error": "request too long"}).encode())
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+
+class ControlFactory(Factory):
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+
+    def buildProtocol(self, addr: object) -> _ControlProtocol:  # noqa: N802
+        return _ControlProtocol(self.dispatcher)

@@ -1,0 +1,65 @@
+"""The engine: routes each message to the jails that select it and returns their offences.
+
+Pure: ``feed(message, now)`` reads no clock, logs nothing, touches no store or firewall. The
+hot path is one dict lookup for a message whose program no jail reads; routes are cached per
+app-name (bounded), and each jail's filter runs its literal prefilter before any regex.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from applianced.receiver.message import SyslogMessage
+from applianced.rules.decision import Offence
+from applianced.rules.jail import Jail
+
+__all__ = ["Engine"]
+
+_ROUTE_CACHE_MAX = 4096
+
+
+class Engine:
+    """Holds the enabled jails. Replace them with ``set_jails`` (a reload)."""
+
+    def __init__(self, jails: Sequence[Jail] = ()) -> None:
+        self.jails: dict[str, Jail] = {}
+        self._routes: dict[str | None, tuple[Jail, ...]] = {}
+        self.set_jails(jails)
+
+    def set_jails(self, jails: Sequence[Jail]) -> None:
+        """Install a new set of jails; a jail that keeps its name keeps its windows."""
+        new = {j.name: j for j in jails}
+        for name, jail in new.items():
+            old = self.jails.get(name)
+            if old is not None and old is not jail:
+                jail.adopt(old)
+        self.jails = new
+        self._routes = {}
+
+    def route(self, app_name: str | None) -> tuple[Jail, ...]:
+        jails = self._routes.get(app_name)
+        if jails is None:
+            jails = tuple(j for j in self.jails.values() if j.reads_program(app_name))
+            if len(self._routes) >= _ROUTE_CACHE_MAX:
+                self._routes.clear()
+            self._routes[app_name] = jails
+        return jails
+
+    def feed(self, message: SyslogMessage, now: float) -> list[Offence]:
+        """Offences caused by ``message`` received at ``now`` (POSIX seconds)."""
+        offences: list[Offence] = []
+        for jail in self.route(message.app_name):
+            if not jail.reads_sender(message.sender):
+                continue
+            match = jail.filter.match(message.msg)
+            if match is None or match.address is None:
+                continue
+            offence = jail.fail(match.address, _evidence(message), now)
+            if offence is not None:
+                offences.append(offence)
+        return offences
+
+
+def _evidence(message: SyslogMessage) -> str:
+    """The matched line as kept for `why` and reports: who delivered it, then the line."""
+    return f"[{message.sender or 'file'}] {message.line}"

@@ -1,0 +1,192 @@
+"""A Jail: which messages it reads, its sliding windows, its ignore list, its ban-time policy.
+
+Pure and synchronous: the engine feeds it failures with the time of receipt; it answers with an
+``Offence`` when an address (or IPv6 prefix) reaches ``maxretry`` failures within ``findtime``.
+``decide`` turns an offence into a ``BanDecision`` given how many bans the address already had,
+which the service reads from the durable store.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from ipaddress import ip_address, ip_network
+
+from applianced.conf.schema import JailConf
+from applianced.rules.decision import BanDecision, BanKind, IPAddress, IPNetwork, Offence
+from applianced.rules.filters import Filter
+
+__all__ = ["Jail", "JailStats", "ProgramSelector", "ban_duration", "decide", "network_of"]
+
+_SENDER_CACHE_MAX = 1024
+
+
+def network_of(address: IPAddress, ipv6_prefix: int) -> IPNetwork:
+    """The network a ban of ``address`` covers: the address itself for IPv4, its
+    ``ipv6_prefix`` for IPv6 (one host usually owns a whole /64)."""
+    if address.version == 6 and ipv6_prefix < 128:
+        return ip_network((address, ipv6_prefix), strict=False)
+    return ip_network(address)
+
+
+def ban_duration(base: float, factor: float, prior: int, cap: float) -> float:
+    """Seconds of ban for an offender with ``prior`` earlier bans: base * factor**prior,
+    never more than ``cap`` (and never less than ``base``)."""
+    return min(base * factor**prior, max(cap, base))
+
+
+def decide(conf: JailConf, offence: Offence, prior: int) -> BanDecision:
+    """The ban for ``offence``, the (prior + 1)-th ban of this network in this jail.
+
+    The ban that brings the count to ``max_count`` (when not 0) is permanent: the address moves
+    to the jail's blacklist.
+    """
+    count = prior + 1
+    if conf.max_count and count >= conf.max_count:
+        duration: float | None = None
+        kind = BanKind.BLACKLIST
+    else:
+        inc = conf.bantime_increment
+        duration = (
+            ban_duration(conf.bantime, inc.factor, prior, inc.maxtime)
+            if inc.enabled
+            else conf.bantime
+        )
+        kind = BanKind.AUTO
+    return BanDecision(
+        jail=offence.jail,
+        network=offence.network,
+        duration=duration,
+        kind=kind,
+        count=count,
+        at=offence.at,
+        lines=offence.lines,
+    )
+
+
+@dataclass(slots=True)
+class JailStats:
+    """Counters since start (or since the jail was created by a reload)."""
+
+    matched: int = 0
+    ignored: int = 0
+    offences: int = 0
+    evicted: int = 0
+
+
+class Jail:
+    """One jail's state: the windows of failures per network, bounded by ``max_tracked``.
+
+    ``never_ban`` holds every network the jail must not ban whatever a message says: the
+    jail's and the global ``ignoreip``, the allowed syslog senders, the appliance's own
+    addresses. A failure from inside it is counted as ignored and forgotten.
+    """
+
+    def __init__(self, conf: JailConf, filter: Filter, never_ban: Iterable[IPNetwork] = ()) -> None:
+        self.conf = conf
+        self.filter = filter
+        self.never_ban = tuple(dict.fromkeys((*conf.ignoreip, *never_ban)))
+        self.stats = JailStats()
+        self._windows: OrderedDict[IPNetwork, deque[tuple[float, str]]] = OrderedDict()
+        self.reads_program = ProgramSelector(conf.programs)
+        self._senders: dict[str, bool] = {}
+
+    @property
+    def name(self) -> str:
+        return self.conf.name
+
+    def reads_sender(self, sender: str | None) -> bool:
+        """Whether the jail counts messages delivered by this syslog peer."""
+        if not self.conf.senders:
+            return True
+        if sender is None:
+            return False
+        known = self._senders.get(sender)
+        if known is None:
+            try:
+                addr = ip_address(sender)
+            except ValueError:
+                known = False
+            else:
+                known = any(addr in net for net in self.conf.senders)
+            if len(self._senders) >= _SENDER_CACHE_MAX:
+                self._senders.clear()
+            self._senders[sender] = known
+        return known
+
+    def ignores(self, address: IPAddress) -> bool:
+        return any(address in net for net in self.never_ban)
+
+    def fail(self, address: IPAddress, line: str, now: float) -> Offence | None:
+        """Count one failure of ``address`` at ``now`` (seconds); an Offence when the window
+        reaches maxretry. The window is then cleared: the next offence needs maxretry more."""
+        if self.ignores(address):
+            self.stats.ignored += 1
+            return None
+        self.stats.matched += 1
+        network = network_of(address, self.conf.ipv6_prefix)
+        window = self._windows.get(network)
+        if window is None:
+            window = deque(maxlen=self.conf.maxretry)
+            self._windows[network] = window
+            if len(self._windows) > self.conf.max_tracked:
+                self._windows.popitem(last=False)
+                self.stats.evicted += 1
+        else:
+            self._windows.move_to_end(network)
+        horizon = now - self.conf.findtime
+        while window and window[0][0] <= horizon:
+            window.popleft()
+        window.append((now, line))
+        if len(window) < self.conf.maxretry:
+            return None
+        del self._windows[network]
+        self.stats.offences += 1
+        if network.num_addresses > 1 and any(network.overlaps(n) for n in self.never_ban):
+            # A prefix ban would also cover an address we must never ban: ban the host only.
+            network = ip_network(address)
+        return Offence(self.name, network, address, len(window), tuple(text for _, text in window), now)
+
+    def failures(self, address: IPAddress, now: float) -> int:
+        """Failures of ``address``'s network still inside the window at ``now``."""
+        window = self._windows.get(network_of(address, self.conf.ipv6_prefix))
+        if window is None:
+            return 0
+        return sum(1 for t, _ in window if t > now - self.conf.findtime)
+
+    def recent_lines(self, address: IPAddress) -> tuple[str, ...]:
+        window = self._windows.get(network_of(address, self.conf.ipv6_prefix))
+        return tuple(line for _, line in window) if window else ()
+
+    @property
+    def tracked(self) -> int:
+        return len(self._windows)
+
+    def adopt(self, old: Jail) -> None:
+        """Take over the windows and counters of the jail this one replaces (a reload)."""
+        self.stats = old.stats
+        for network, window in old._windows.items():
+            self._windows[network] = deque(window, maxlen=self.conf.maxretry)
+        while len(self._windows) > self.conf.max_tracked:
+            self._windows.popitem(last=False)
+            self.stats.evicted += 1
+
+
+class ProgramSelector:
+    """Whether a jail reads a program's messages: app-names given exactly or as ``fnmatch``
+    globs (``postfix/*``); an empty selector reads every program."""
+
+    def __init__(self, programs: Iterable[str]) -> None:
+        programs = tuple(programs)
+        self.every = not programs
+        self.exact = frozenset(p for p in programs if not any(c in p for c in "*?["))
+        self.globs = tuple(p for p in programs if p not in self.exact)
+
+    def __call__(self, app_name: str | None) -> bool:
+        if self.every:
+            return True
+        if app_name is None:
+            return False
+        return app_name in self.exact or any(fnmatchcase(app_name, g) for g in self.globs)

@@ -1,0 +1,191 @@
+"""The config loader: TOML into frozen Config, and errors an operator can act on."""
+
+from __future__ import annotations
+
+from ipaddress import ip_network
+from pathlib import Path
+
+import pytest
+
+from applianced.conf.load import DEFAULT_CONFIG, load_config, parse_config
+from applianced.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+MINIMAL = """\
+[[listeners]]
+transport = "udp"
+port = 5514
+
+[jails.sshd]
+filter = "sshd"
+"""
+
+
+def load(text: str, tmp_path: Path) -> object:
+    path = tmp_path / "appliance.toml"
+    path.write_text(text)
+    return load_config(path)
+
+
+def error_of(text: str, tmp_path: Path) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        load(text, tmp_path)
+    return info.value
+
+
+def test_shipped_default_config_is_valid() -> None:
+    """The config `./dev run` starts on loads and enables the three core jails."""
+    config = load_config(DEFAULT_CONFIG)
+    assert [j.name for j in config.enabled_jails] == ["postfix-sasl", "dovecot", "sshd"]
+    assert {(c.transport, c.address, c.port) for c in config.listeners} == {
+        ("udp", "127.0.0.1", 5514), ("tcp", "127.0.0.1", 5514)}  # fmt: skip
+    assert all(j.failregex and j.programs for j in config.jails)
+
+
+def test_production_example_is_valid() -> None:
+    """The documented production example listens on 0.0.0.0:514."""
+    config = load_config(ROOT / "examples" / "appliance.production.toml")
+    assert {(c.address, c.port) for c in config.listeners} == {("0.0.0.0", 514)}
+    assert config.jail("postfix-sasl") is not None
+    assert config.jail("postfix-sasl").senders == (ip_network("192.0.2.10/32"),)  # type: ignore[union-attr]
+
+
+def test_defaults_apply_and_jails_override(tmp_path: Path) -> None:
+    """A jail takes [defaults] unless it sets a key; ignoreip lists are merged."""
+    config = parse_config(
+        MINIMAL
+        + """
+[defaults]
+bantime = "1h"
+maxretry = 7
+ignoreip = ["192.0.2.0/24"]
+
+[jails.other]
+failregex = ['^bad <HOST>$']
+maxretry = 2
+ignoreip = ["198.51.100.1"]
+bantime_increment = { factor = 3 }
+""",
+        tmp_path / "x.toml",
+    )
+    sshd, other = config.jails
+    assert (sshd.bantime, sshd.maxretry) == (3600.0, 7)
+    assert (other.bantime, other.maxretry) == (3600.0, 2)
+    assert other.ignoreip == (ip_network("192.0.2.0/24"), ip_network("198.51.100.1/32"))
+    assert other.bantime_increment.factor == 3.0
+    assert other.bantime_increment.enabled is True
+    assert other.programs == ()
+    assert sshd.programs == ("sshd",)
+
+
+def test_unknown_key_in_a_jail_names_file_line_and_allowed_keys(tmp_path: Path) -> None:
+    """A typo must not silently disable a jail: it is an error with its line."""
+    e = error_of(MINIMAL + "maxretyr = 3\n", tmp_path)
+    assert e.line == 7
+    assert e.key == "jails.sshd.maxretyr"
+    assert "maxretry" in str(e) and "appliance.toml:7" in str(e)
+
+
+def test_unknown_section_is_an_error(tmp_path: Path) -> None:
+    """A misspelt section is refused."""
+    e = error_of(MINIMAL + "[jail.sshd]\nenabled = true\n", tmp_path)
+    assert "unknown section 'jail'" in str(e)
+    assert e.line == 7
+
+
+def test_bad_duration_points_at_its_line_in_defaults(tmp_path: Path) -> None:
+    """A jail that inherits a bad value from [defaults] is reported at [defaults]."""
+    e = error_of(MINIMAL + '\n[defaults]\nbantime = "ten minutes"\n', tmp_path)
+    assert e.key == "defaults.bantime"
+    assert e.line == 9
+    assert "10m" in str(e)
+
+
+def test_bad_cidr_is_reported(tmp_path: Path) -> None:
+    """Networks are validated."""
+    e = error_of(MINIMAL + 'senders = ["192.0.2.300/24"]\n', tmp_path)
+    assert e.key == "jails.sshd.senders" and e.line == 7
+
+
+def test_bad_regex_is_reported_with_the_jail_and_line(tmp_path: Path) -> None:
+    """An inline failregex that does not compile fails the load, not the daemon later."""
+    e = error_of(MINIMAL + "[jails.x]\nfailregex = ['^(unclosed <HOST>']\n", tmp_path)
+    assert e.key == "jails.x.failregex" and e.line == 8
+
+
+def test_regex_without_host_is_refused(tmp_path: Path) -> None:
+    """A failregex must say where the address is."""
+    e = error_of(MINIMAL + "[jails.x]\nfailregex = ['^no host here']\n", tmp_path)
+    assert "HOST" in str(e)
+
+
+def test_unknown_filter_lists_the_shipped_ones(tmp_path: Path) -> None:
+    """filter names a shipped filter; a wrong name says which exist."""
+    e = error_of(MINIMAL.replace('"sshd"', '"sshdd"'), tmp_path)
+    assert "sshd" in str(e) and "dovecot" in str(e) and e.line == 6
+
+
+def test_jail_needs_a_filter_or_failregex(tmp_path: Path) -> None:
+    """A jail with nothing to match is an error."""
+    e = error_of(MINIMAL + "[jails.empty]\nmaxretry = 3\n", tmp_path)
+    assert "filter" in str(e) and e.line == 7
+
+
+def test_toml_syntax_error_has_a_line(tmp_path: Path) -> None:
+    """tomllib's own position is kept."""
+    e = error_of(MINIMAL + "bantime = \n", tmp_path)
+    assert e.line == 7
+
+
+def test_missing_file_says_how_to_point_elsewhere(tmp_path: Path) -> None:
+    """The error names the path and the flag."""
+    with pytest.raises(ConfigError, match="--config"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_listeners_are_required_and_validated(tmp_path: Path) -> None:
+    """No listener, a bad transport or a bad address are errors."""
+    assert "listeners" in str(error_of("[jails.sshd]\nfilter = 'sshd'\n", tmp_path))
+    e = error_of(MINIMAL.replace('"udp"', '"sctp"'), tmp_path)
+    assert e.key == "listeners[0].transport" and e.line == 2
+    e = error_of(MINIMAL.replace("port = 5514", "port = 5514\naddress = 'localhost'"), tmp_path)
+    assert "IP address" in str(e)
+
+
+def test_listener_inherits_receiver_senders(tmp_path: Path) -> None:
+    """allowed_senders defaults to [receiver], then to loopback."""
+    config = parse_config(MINIMAL, tmp_path / "a.toml")
+    assert config.listeners[0].allowed_senders == (ip_network("127.0.0.0/8"), ip_network("::1/128"))
+    text = '[receiver]\nallowed_senders = ["192.0.2.10"]\n' + MINIMAL
+    config = parse_config(text, tmp_path / "a.toml")
+    assert config.listeners[0].allowed_senders == (ip_network("192.0.2.10/32"),)
+
+
+def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    """state_dir = "state" in /x/appliance.toml means /x/state."""
+    config = parse_config('[daemon]\nstate_dir = "state"\n' + MINIMAL, tmp_path / "a.toml")
+    assert config.state_dir == tmp_path / "state"
+
+
+@pytest.mark.parametrize(
+    ("ports", "expected"),
+    [("[25, 465]", ("25", "465")), ('["1000-2000"]', ("1000-2000",)), ('["all"]', ("all",))],
+)
+def test_ports(tmp_path: Path, ports: str, expected: tuple[str, ...]) -> None:
+    """Ports are numbers, ranges or 'all'."""
+    config = parse_config(MINIMAL + f"ports = {ports}\n", tmp_path / "a.toml")
+    assert config.jails[0].ports == expected
+
+
+@pytest.mark.parametrize("ports", ["[]", "[0]", '["25-20"]', '["all", 25]', '["smtp"]'])
+def test_bad_ports(tmp_path: Path, ports: str) -> None:
+    """Bad port lists are refused with the jail's line."""
+    e = error_of(MINIMAL + f"ports = {ports}\n", tmp_path)
+    assert e.key == "jails.sshd.ports" and e.line == 7
+
+
+def test_jail_names_must_fit_nftables(tmp_path: Path) -> None:
+    """Jail names become nftables set names: letters, digits, - and _."""
+    e = error_of(MINIMAL + "[jails.'bad name!']\nfilter = 'sshd'\n", tmp_path)
+    assert "letters, digits" in str(e)

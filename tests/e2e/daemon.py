@@ -1,0 +1,113 @@
+"""Run the real ``applianced`` process for end-to-end tests, and talk to it with the real
+``appliancectl``. Waiting is polling with a deadline, never a fixed sleep."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+BIN = Path(sys.executable).parent
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+            t.bind(("127.0.0.1", 0))
+            port = int(t.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                try:
+                    u.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no free port")
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 15.0) -> T:
+    """Poll ``probe`` until it returns something truthy, or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+class Daemon:
+    """One applianced process on a config written into ``workdir``."""
+
+    def __init__(self, workdir: Path, config_text: str, args: Sequence[str] = ("--dry-run",),
+                 prefix: Sequence[str] = ()) -> None:  # fmt: skip
+        self.workdir = workdir
+        self.config = workdir / "appliance.toml"
+        self.config.write_text(config_text)
+        self.socket = workdir / "control.sock"
+        self.args = list(args)
+        self.prefix = list(prefix)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = workdir / "applianced.log"
+
+    def start(self) -> Daemon:
+        logf = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            [*self.prefix, str(BIN / "applianced"), "--config", str(self.config), *self.args],
+            stdout=logf, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        logf.close()
+        wait_for("applianced to answer on its control socket", self._answers)
+        return self
+
+    def _answers(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"applianced exited with {self.proc.returncode}:\n{self.output}")
+        return self.ctl_rc("status", "--json")[0] == 0
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def ctl_rc(self, *args: str) -> tuple[int, str, str]:
+        done = subprocess.run(
+            [*self.prefix, str(BIN / "appliancectl"), "--socket", str(self.socket), *args],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        return done.returncode, done.stdout, done.stderr
+
+    def ctl(self, *args: str) -> Any:
+        """Run appliancectl with --json and return the parsed output; fail on non-zero exit."""
+        rc, out, err = self.ctl_rc(*args, "--json")
+        assert rc == 0, f"appliancectl {' '.join(args)} exited {rc}: {err}"
+        return json.loads(out)
+
+    def kill(self, sig: int = signal.SIGKILL) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.kill(signal.SIGTERM)
+
+
+def logger(port: int, message: str, *, tag: str, transport: str = "udp",
+           extra: Sequence[str] = ()) -> None:  # fmt: skip
+    """Send one message with util-linux logger, the way an admin would test by hand."""
+    cmd = ["logger", "--server", "127.0.0.1", "--port", str(port), f"--{transport}",
+           "--tag", tag, *extra, message]  # fmt: skip
+    subprocess.run(cmd, check=True, timeout=10)
+
+
+def env_root() -> dict[str, str]:
+    return dict(os.environ)

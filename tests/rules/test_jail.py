@@ -1,0 +1,151 @@
+"""Jail windows, eviction, ignore lists and the ban-time policy, on an injected time."""
+
+from __future__ import annotations
+
+from ipaddress import ip_address, ip_network
+
+import pytest
+
+from applianced.conf.schema import IncrementConf
+from applianced.rules.decision import BanKind, Offence
+from applianced.rules.filters import Filter
+from applianced.rules.jail import Jail, ProgramSelector, ban_duration, decide, network_of
+from tests.helpers import SSHD_REGEX, jail_conf
+
+A = ip_address("203.0.113.7")
+
+
+def make(**overrides: object) -> Jail:
+    return Jail(jail_conf(**overrides), Filter(SSHD_REGEX, name="sshd"))
+
+
+def test_bans_at_maxretry_within_findtime() -> None:
+    """The maxretry-th failure inside findtime is an offence carrying every line."""
+    jail = make()
+    assert jail.fail(A, "l1", 0.0) is None
+    assert jail.fail(A, "l2", 30.0) is None
+    offence = jail.fail(A, "l3", 59.0)
+    assert offence is not None
+    assert offence.network == ip_network("203.0.113.7/32")
+    assert offence.lines == ("l1", "l2", "l3")
+    assert offence.failures == 3
+
+
+def test_failures_older_than_findtime_do_not_count() -> None:
+    """A failure exactly findtime old has left the window."""
+    jail = make()
+    jail.fail(A, "l1", 0.0)
+    jail.fail(A, "l2", 1.0)
+    assert jail.fail(A, "l3", 60.0) is None  # l1 (t=0) is out: window is (0, 60]
+    assert jail.failures(A, 60.0) == 2
+    assert jail.fail(A, "l4", 60.5) is not None
+
+
+def test_window_is_cleared_after_an_offence() -> None:
+    """After an offence the next one needs maxretry new failures."""
+    jail = make()
+    for t in range(3):
+        jail.fail(A, "x", float(t))
+    assert jail.failures(A, 3.0) == 0
+    assert jail.fail(A, "x", 4.0) is None
+
+
+def test_max_tracked_evicts_the_oldest_and_counts_it() -> None:
+    """Memory is bounded: the least recently failing address is forgotten first."""
+    jail = make(max_tracked=2)
+    b, c = ip_address("203.0.113.8"), ip_address("203.0.113.9")
+    jail.fail(A, "x", 0.0)
+    jail.fail(b, "x", 1.0)
+    jail.fail(A, "x", 2.0)  # A is now the most recent
+    jail.fail(c, "x", 3.0)  # evicts b
+    assert jail.tracked == 2
+    assert jail.stats.evicted == 1
+    assert jail.failures(b, 3.0) == 0
+    assert jail.failures(A, 3.0) == 2
+
+
+def test_ignored_addresses_never_offend() -> None:
+    """ignoreip and the never-ban list (senders, own addresses) are counted, not tracked."""
+    jail = Jail(
+        jail_conf(ignoreip=(ip_network("203.0.113.0/24"),)),
+        Filter(SSHD_REGEX),
+        never_ban=[ip_network("127.0.0.0/8")],
+    )
+    for t in range(10):
+        assert jail.fail(A, "x", float(t)) is None
+        assert jail.fail(ip_address("127.0.0.1"), "x", float(t)) is None
+    assert jail.stats.ignored == 20
+    assert jail.tracked == 0
+
+
+def test_ipv6_failures_are_counted_per_prefix() -> None:
+    """Addresses of one /64 share a window and the ban covers the /64."""
+    jail = make()
+    offence = None
+    for i in range(1, 4):
+        offence = jail.fail(ip_address(f"2001:db8::{i}"), "x", float(i))
+    assert offence is not None
+    assert offence.network == ip_network("2001:db8::/64")
+
+
+def test_ipv6_prefix_ban_shrinks_to_the_host_when_it_would_cover_an_ignored_address() -> None:
+    """Never ban the wrong address: a /64 holding an ignored address bans only the host."""
+    jail = make(ignoreip=(ip_network("2001:db8::1/128"),))
+    offence = None
+    for t in range(3):
+        offence = jail.fail(ip_address("2001:db8::2"), "x", float(t))
+    assert offence is not None
+    assert offence.network == ip_network("2001:db8::2/128")
+
+
+def test_network_of_keeps_ipv4_hosts() -> None:
+    """IPv4 bans are single addresses whatever the IPv6 prefix."""
+    assert network_of(A, 64) == ip_network("203.0.113.7/32")
+    assert network_of(ip_address("2001:db8::5"), 128) == ip_network("2001:db8::5/128")
+
+
+@pytest.mark.parametrize(
+    ("prior", "expected"), [(0, 100.0), (1, 200.0), (2, 400.0), (3, 800.0), (4, 1000.0)]
+)
+def test_ban_duration_escalates_and_is_capped(prior: int, expected: float) -> None:
+    """bantime * factor**prior, never above maxtime."""
+    assert ban_duration(100.0, 2.0, prior, 1000.0) == expected
+
+
+def test_decide_makes_the_max_count_th_ban_permanent() -> None:
+    """With max_count=3 the third ban is a blacklist entry."""
+    conf = jail_conf(max_count=3)
+    jail = Jail(conf, Filter(SSHD_REGEX))
+    offence = None
+    for t in range(3):
+        offence = jail.fail(A, "x", float(t))
+    assert offence is not None
+    second = decide(conf, offence, prior=1)
+    assert (second.kind, second.duration, second.count) == (BanKind.AUTO, 200.0, 2)
+    third = decide(conf, offence, prior=2)
+    assert (third.kind, third.duration, third.count) == (BanKind.BLACKLIST, None, 3)
+
+
+def test_decide_without_increment_uses_bantime() -> None:
+    """bantime_increment disabled: every ban lasts bantime."""
+    conf = jail_conf(bantime_increment=IncrementConf(False, 2.0, 1000.0))
+    offence = Offence("sshd", ip_network(A), A, 3, ("x",), 0.0)
+    assert decide(conf, offence, prior=5).duration == 100.0
+
+
+def test_program_selector_takes_names_and_globs() -> None:
+    """Exact app-names and fnmatch globs select; an empty selector takes everything."""
+    sel = ProgramSelector(["sshd", "postfix/*"])
+    assert sel("sshd") and sel("postfix/smtpd") and sel("postfix/submission/smtpd")
+    assert not sel("dovecot") and not sel(None)
+    assert ProgramSelector([])(None)
+
+
+def test_adopt_keeps_windows_across_a_reload() -> None:
+    """A reloaded jail keeps the failures counted so far."""
+    old = make()
+    old.fail(A, "x", 0.0)
+    old.fail(A, "x", 1.0)
+    new = make(bantime=500.0)
+    new.adopt(old)
+    assert new.fail(A, "x", 2.0) is not None

@@ -1,0 +1,235 @@
+"""The Appliance: offences -> store -> enforcer, expiry, restart, manual requests.
+
+Driven with a task.Clock, a real SQLite store in tmp_path and the in-memory enforcer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from ipaddress import ip_network
+from pathlib import Path
+
+import pytest
+from twisted.internet.task import Clock
+
+from applianced.appliance import Appliance, RequestError
+from applianced.conf.schema import Config
+from applianced.enforcement.memory import MemoryEnforcer
+from applianced.errors import EnforcementError
+from applianced.rules.decision import Ban, BanKind
+from applianced.rules.offenders import SqliteOffenderStore
+from tests.helpers import config, jail_conf, message, ssh_failure
+
+T0 = 1_800_000_000.0
+
+
+def start(tmp_path: Path, conf: Config | None = None, clock: Clock | None = None,
+          enforcer: MemoryEnforcer | None = None) -> tuple[Appliance, Clock, MemoryEnforcer]:  # fmt: skip
+    clock = clock or Clock()
+    if clock.seconds() == 0:
+        clock.advance(T0)
+    enforcer = enforcer or MemoryEnforcer()
+    store = SqliteOffenderStore(tmp_path / "offenders.sqlite")
+    app = Appliance(conf or config(tmp_path), store, enforcer, clock)
+    app.start()
+    return app, clock, enforcer
+
+
+def attack(app: Appliance, clock: Clock, address: str, times: int = 3, **kw: str) -> None:
+    for _ in range(times):
+        app.receive(message(ssh_failure(address), at=clock.seconds(), **kw))
+    clock.advance(0)
+
+
+def test_maxretry_failures_ban_in_store_and_enforcer(tmp_path: Path) -> None:
+    """Three failures ban the address for bantime, recorded then enforced."""
+    app, clock, enforcer = start(tmp_path)
+    attack(app, clock, "203.0.113.7")
+    ban = enforcer.bans[("sshd", ip_network("203.0.113.7/32"))]
+    assert (ban.expires_at, ban.kind, ban.count) == (T0 + 100.0, BanKind.AUTO, 1)
+    assert [b.network for b in app.store.active_bans(clock.seconds())] == [ban.network]
+
+
+def test_offences_of_one_reactor_turn_are_one_batch(tmp_path: Path) -> None:
+    """Many offenders in one turn reach the enforcer in one apply call."""
+    app, clock, enforcer = start(tmp_path)
+    before = enforcer.transactions
+    for i in range(50):
+        for _ in range(3):
+            app.receive(message(ssh_failure(f"203.0.113.{i}"), at=clock.seconds()))
+    clock.advance(0)
+    assert enforcer.transactions == before + 1
+    assert len(enforcer.bans) == 50
+
+
+def test_an_active_ban_is_not_doubled(tmp_path: Path) -> None:
+    """More failures from a banned address neither re-ban nor extend."""
+    app, clock, enforcer = start(tmp_path)
+    attack(app, clock, "203.0.113.7")
+    clock.advance(10)
+    attack(app, clock, "203.0.113.7")
+    assert len(app.store.history(ip_network("203.0.113.7/32"))) == 1
+    assert enforcer.bans[("sshd", ip_network("203.0.113.7/32"))].expires_at == T0 + 100.0
+
+
+def test_bans_expire_on_time(tmp_path: Path) -> None:
+    """At bantime the ban leaves the enforcer and is recorded as expired."""
+    app, clock, enforcer = start(tmp_path)
+    attack(app, clock, "203.0.113.7")
+    clock.advance(99.9)
+    assert enforcer.bans
+    clock.advance(0.1)
+    assert not enforcer.bans
+    (record,) = app.store.history(ip_network("203.0.113.7/32"))
+    assert record.end_reason == "expired"
+
+
+def test_repeat_offenders_escalate_then_get_blacklisted(tmp_path: Path) -> None:
+    """bantime doubles per earlier ban; the max_count-th ban is permanent."""
+    app, clock, enforcer = start(tmp_path, config(tmp_path, jail_conf(max_count=3)))
+    key = ("sshd", ip_network("203.0.113.7/32"))
+    durations = []
+    for _ in range(3):
+        attack(app, clock, "203.0.113.7")
+        ban = enforcer.bans[key]
+        durations.append(ban.remaining(clock.seconds()))
+        clock.advance(1000)
+    assert durations == [100.0, 200.0, None]
+    assert enforcer.bans[key].kind is BanKind.BLACKLIST
+
+
+def test_state_survives_a_restart(tmp_path: Path) -> None:
+    """A new Appliance on the same store restores bans with their remaining time and counts."""
+    app, clock, _ = start(tmp_path)
+    attack(app, clock, "203.0.113.7")
+    attack(app, clock, "203.0.113.8")
+    clock.advance(40)
+    app.store.close()  # no graceful stop: as after SIGKILL, only the store remains
+    enforcer = MemoryEnforcer()
+    app2, _, _ = start(tmp_path, clock=clock, enforcer=enforcer)
+    assert {b.network for b in enforcer.bans.values()} == {
+        ip_network("203.0.113.7/32"), ip_network("203.0.113.8/32")}  # fmt: skip
+    assert all(b.remaining(clock.seconds()) == 60.0 for b in enforcer.bans.values())
+    clock.advance(60)
+    assert not enforcer.bans
+    attack(app2, clock, "203.0.113.7")
+    assert enforcer.bans[("sshd", ip_network("203.0.113.7/32"))].count == 2
+
+
+def test_bans_that_expired_while_down_are_recorded_not_restored(tmp_path: Path) -> None:
+    """Downtime longer than the ban: nothing restored, the history says expired."""
+    app, clock, _ = start(tmp_path)
+    attack(app, clock, "203.0.113.7")
+    app.store.close()
+    clock.advance(500)
+    _, _, enforcer = start(tmp_path, clock=clock)
+    assert not enforcer.bans
+    (record,) = SqliteOffenderStore(tmp_path / "offenders.sqlite").history(
+        ip_network("203.0.113.7/32"))  # fmt: skip
+    assert record.end_reason == "expired"
+
+
+def test_jail_senders_selector_counts_only_its_senders(tmp_path: Path) -> None:
+    """A jail with senders ignores what other syslog peers say."""
+    conf = config(tmp_path, jail_conf(senders=(ip_network("127.0.0.2/32"),)))
+    app, clock, enforcer = start(tmp_path, conf)
+    attack(app, clock, "203.0.113.7", sender="127.0.0.3")
+    assert not enforcer.bans
+    attack(app, clock, "203.0.113.7", sender="127.0.0.2")
+    assert enforcer.bans
+
+
+def test_allowed_senders_are_never_banned(tmp_path: Path) -> None:
+    """A message naming the syslog sender's own address bans nobody."""
+    app, clock, enforcer = start(tmp_path)
+    attack(app, clock, "127.0.0.1", times=10)
+    assert not enforcer.bans
+    with pytest.raises(RequestError, match="protected"):
+        app.ban("sshd", "127.0.0.1")
+
+
+def test_manual_ban_unban_and_blacklist(tmp_path: Path) -> None:
+    """Manual bans take --for or bantime; unban lifts every covering ban; blacklist is permanent."""
+    app, clock, enforcer = start(tmp_path)
+    ban = app.ban("sshd", "203.0.113.0/24", duration=30.0)
+    assert (ban.kind, ban.remaining(clock.seconds())) == (BanKind.MANUAL, 30.0)
+    assert app.ban("sshd", "2001:db8::5").network == ip_network("2001:db8::/64")
+    lifted = app.unban("203.0.113.9")
+    assert [b.network for b in lifted] == [ip_network("203.0.113.0/24")]
+    permanent = app.ban("sshd", "198.51.100.7", permanent=True)
+    assert permanent.expires_at is None and permanent.kind is BanKind.BLACKLIST
+    with pytest.raises(RequestError, match="not blacklisted"):
+        app.unban("2001:db8::5", permanent_only=True)
+    app.unban("198.51.100.7", permanent_only=True)
+    assert set(enforcer.bans) == {("sshd", ip_network("2001:db8::/64"))}
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [(("nope", "203.0.113.7"), "unknown or disabled jail"),
+     (("sshd", "not-an-ip"), "not an IPv4 or IPv6 address"),
+     (("sshd", "203.0.113.0/33"), "not an address or CIDR")],
+)  # fmt: skip
+def test_manual_ban_errors(tmp_path: Path, args: tuple[str, str], error: str) -> None:
+    """Bad requests are refused with a message that says why."""
+    app, _, _ = start(tmp_path)
+    with pytest.raises(RequestError, match=error):
+        app.ban(*args)
+
+
+def test_unban_of_an_unbanned_address_is_an_error(tmp_path: Path) -> None:
+    """The operator learns that nothing was lifted."""
+    app, _, _ = start(tmp_path)
+    with pytest.raises(RequestError, match="not banned"):
+        app.unban("203.0.113.7")
+
+
+class FlakyEnforcer(MemoryEnforcer):
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def apply(self, bans: Sequence[Ban], unbans: Sequence[Ban], now: float) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise EnforcementError("netlink: Operation not permitted")
+        super().apply(bans, unbans, now)
+
+
+def test_refused_batches_are_retried_and_reported(tmp_path: Path) -> None:
+    """A failing kernel batch is kept, shown in status and retried with backoff."""
+    enforcer = FlakyEnforcer(failures=0)
+    app, clock, _ = start(tmp_path, enforcer=enforcer)
+    enforcer.failures = 2
+    attack(app, clock, "203.0.113.7")
+    status = app.status()["health"]
+    assert status["enforcement_errors"] == 1 and status["unapplied"] == 1
+    assert "Operation not permitted" in status["last_error"]
+    clock.advance(1.0)  # first retry fails too
+    assert not enforcer.bans and app.status()["health"]["enforcement_errors"] == 2
+    clock.advance(2.0)
+    assert enforcer.bans and app.status()["health"]["unapplied"] == 0
+
+
+def test_why_shows_windows_bans_and_lines(tmp_path: Path) -> None:
+    """why: failures in the window, the active ban, the lines with their sender."""
+    app, clock, _ = start(tmp_path)
+    attack(app, clock, "203.0.113.7")
+    app.receive(message(ssh_failure("203.0.113.8"), at=clock.seconds()))
+    seen = app.why("203.0.113.7")
+    assert seen["jails"]["sshd"]["active_ban"]["count"] == 1
+    assert seen["history"][0]["lines"][0].startswith("[127.0.0.1] mx sshd[1]: Failed password")
+    assert app.why("203.0.113.8")["jails"]["sshd"]["failures"] == 1
+
+
+def test_reload_keeps_bans_of_kept_jails_and_drops_removed_ones(tmp_path: Path) -> None:
+    """Reload: a kept jail keeps bans and windows; a removed jail's bans leave the enforcer."""
+    conf = config(tmp_path, jail_conf(), jail_conf("other", programs=("other",)))
+    app, clock, enforcer = start(tmp_path, conf)
+    attack(app, clock, "203.0.113.7")
+    app.ban("other", "203.0.113.9")
+    app.receive(message(ssh_failure("203.0.113.8"), at=clock.seconds()))
+    app.reload(replace(conf, jails=(jail_conf(bantime=999.0),)))
+    assert set(enforcer.bans) == {("sshd", ip_network("203.0.113.7/32"))}
+    assert app.why("203.0.113.8")["jails"]["sshd"]["failures"] == 1
