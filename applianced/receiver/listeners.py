@@ -148,7 +148,7 @@ class _SyslogStream(Protocol):
 
     def _frame_error(self, error: FrameError) -> None:
         self.edge.stats.frame_errors += 1
-        if "size" in error.reason or "long" in error.reason:
+        if error.oversize:
             self.edge.stats.oversize += 1
         self.edge.complain("frame", "bad syslog frame from {sender}: {reason}{action}",
                            sender=self.host, reason=error.reason,

@@ -1,0 +1,218 @@
+"""Syslog parsing: one frame or datagram (bytes) -> SyslogMessage.
+
+Owns the wire grammars: RFC 5424, RFC 3164 and the lenient variants real senders emit (no
+hostname, an ISO timestamp, no PRI). Sans-io: no sockets, no clock (the receipt time is passed
+in), no logging; bad input raises ParseError. Called by the listeners for every message (the hot
+path: precompiled regexes, one match per message) and by ``appliancectl parse``.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from datetime import UTC, datetime
+
+from applianced.errors import ParseError
+from applianced.receiver.message import SyslogMessage
+
+__all__ = ["message_fields", "parse"]
+
+# RFC 3164 4.3.3: a message without a PRI gets facility 1 (user), severity 5 (notice).
+_DEFAULT_PRI = 13
+
+# RFC 5424 6.2.1: PRI = "<" PRIVAL ">"; PRIVAL = 1*3DIGIT ; range 0 .. 191
+# Any digit run is matched so that "<999>" and "<0013>" are rejected rather than read as text.
+_PRI = re.compile(r"<([0-9]+)>")
+
+# RFC 5424 6.2.3 (RFC 3339): FULL-DATE "T" PARTIAL-TIME TIME-OFFSET
+#   TIME-SECFRAC = "." 1*6DIGIT; TIME-OFFSET = "Z" / TIME-NUMOFFSET ("+"/"-" hh ":" mm)
+# Longer fractions are accepted (and truncated); a missing offset means UTC.
+_ISO = (
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?"
+    r"(?:Z|[+-][0-9]{2}:[0-9]{2})?"
+)
+
+# RFC 5424 6: SYSLOG-MSG = HEADER SP STRUCTURED-DATA [SP MSG]
+#   HEADER = PRI VERSION SP TIMESTAMP SP HOSTNAME SP APP-NAME SP PROCID SP MSGID
+#   each header field is NILVALUE ("-") or 1*nPRINTUSASCII (no SP)
+#   STRUCTURED-DATA = NILVALUE / 1*SD-ELEMENT
+#   SD-ELEMENT = "[" SD-ID *(SP SD-PARAM) "]"
+#   SD-PARAM = PARAM-NAME "=" %d34 PARAM-VALUE %d34   ; '"' '\' ']' escaped as \" \\ \]
+#   SD-ID, PARAM-NAME = 1*32PRINTUSASCII except '=', SP, ']', %d34
+# Possessive quantifiers keep a hostile 64 KiB SD linear.
+_SD_NAME = r'[^= \]"]++'
+_SD_ELEMENT = rf'\[{_SD_NAME}(?: {_SD_NAME}="(?:[^"\\]++|\\.)*+")*+\]'
+_RFC5424_HEADER = r"1 ([^ ]++) ([^ ]++) ([^ ]++) ([^ ]++) ([^ ]++) "
+_RFC5424 = re.compile(rf"{_RFC5424_HEADER}(-|(?:{_SD_ELEMENT})++)", re.ASCII | re.DOTALL)
+_RFC5424_HEADER_ONLY = re.compile(_RFC5424_HEADER)
+
+# RFC 3164 4.1.2: TIMESTAMP = Mmm SP dd SP hh:mm:ss, a one-digit day padded with a space.
+# Also seen: an unpadded day, a year before the time (network gear), fractional seconds, and an
+# RFC 3339 timestamp in its place (rsyslog's RSYSLOG_ForwardFormat).
+_MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_MONTHS = {name: number for number, name in enumerate(_MONTH_NAMES, 1)}
+_BSD_TS = (
+    r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) {1,2}([0-9]{1,2}) (?:([0-9]{4}) )?"
+    r"([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,6})[0-9]*)?"
+)
+# RFC 3164 4.1.3: MSG = TAG CONTENT; in practice TAG ["[" PID "]"] ":" SP CONTENT, where TAG may
+# hold '/', '-' and '.' (postfix/submission/smtpd). The colon must end a token, so that an IPv6
+# address is never read as a TAG.
+_TAG = r"([^ \[\]:]++)(?:\[([^\] ]*+)\])?+:(?: |\Z)"
+_TAG_SHAPE = r"[^ \[\]:]++(?:\[[^\] ]*+\])?+:(?: |\Z)"
+# After the timestamp the first token is the HOSTNAME unless it already parses as a TAG.
+_RFC3164 = re.compile(
+    rf"(?:{_BSD_TS}|({_ISO}))(?: |\Z)(?:(?!{_TAG_SHAPE})([^ ]++)(?: |\Z))?(?:{_TAG})?",
+    re.ASCII | re.DOTALL,
+)
+_TAG_ONLY = re.compile(_TAG, re.ASCII)
+
+_BOM = "\ufeff"
+
+
+def parse(data: bytes, reference: datetime) -> SyslogMessage:
+    """Parse one syslog message; raise ParseError when it cannot be read at all.
+
+    ``reference`` is the receipt time (aware, UTC); it only supplies the year RFC 3164 timestamps
+    lack. The result has no sender, transport or receipt time: the listener stamps those.
+    """
+    data = data.rstrip(b"\n\r\x00")
+    if b"\x00" in data:
+        data = data.replace(b"\x00", b" ")
+    text = data.decode("utf-8", "replace")
+    if text.startswith("<") and (m := _PRI.match(text)) is not None:
+        digits = m.group(1)
+        if len(digits) > 3 or int(digits) > 191:
+            raise ParseError(f"PRI out of range 0..191: <{digits[:6]}>")
+        pri = int(digits)
+        pos = m.end()
+        if text.startswith("1 ", pos):
+            return _parse_5424(text, pos, pri)
+        has_pri = True
+    else:
+        pri, pos, has_pri = _DEFAULT_PRI, 0, False
+    return _parse_3164(text, pos, pri, has_pri, reference)
+
+
+def _parse_5424(text: str, pos: int, pri: int) -> SyslogMessage:
+    m = _RFC5424.match(text, pos)
+    end = -1 if m is None else m.end()
+    if m is not None and (end == len(text) or text[end] == " "):
+        ts, host, app, procid, msgid, sd = m.groups()
+        msg = text[end + 1 :]
+    else:
+        # A header with a malformed STRUCTURED-DATA: keep the text rather than lose the message.
+        m = _RFC5424_HEADER_ONLY.match(text, pos)
+        if m is None:
+            raise ParseError("truncated RFC 5424 header")
+        ts, host, app, procid, msgid = m.groups()
+        sd = "-"
+        msg = text[m.end() :]
+    if msg.startswith(_BOM):
+        msg = msg[1:]
+    # Positional (field order of SyslogMessage): keywords cost 0.4 us a message on this path.
+    return SyslogMessage(
+        pri >> 3,
+        pri & 7,
+        None if ts == "-" else _iso_datetime(ts),
+        None if host == "-" else host,
+        None if app == "-" else app,
+        None if procid == "-" else procid,
+        None if msgid == "-" else msgid,
+        None if sd == "-" else sd,
+        msg,
+    )
+
+
+def _parse_3164(text: str, pos: int, pri: int, has_pri: bool, reference: datetime) -> SyslogMessage:
+    timestamp: datetime | None = None
+    host = app = procid = None
+    m = _RFC3164.match(text, pos)
+    if m is not None:
+        mon, day, year, hh, mm, ss, frac, iso, host, app, procid = m.groups()
+        if iso is not None:
+            timestamp = _iso_datetime(iso)
+        else:
+            timestamp = _bsd_datetime(mon, day, year, hh, mm, ss, frac, reference)
+        msg = text[m.end() :]
+    elif has_pri:
+        # No timestamp: most likely "TAG: MSG" straight after the PRI.
+        t = _TAG_ONLY.match(text, pos)
+        if t is not None:
+            app, procid = t.groups()
+            pos = t.end()
+        msg = text[pos:]
+    else:
+        # Neither PRI nor timestamp: arbitrary text, kept whole.
+        msg = text
+    # Positional: facility, severity, timestamp, hostname, app_name, procid, msgid, SD, msg.
+    return SyslogMessage(pri >> 3, pri & 7, timestamp, host, app, procid or None, None, None, msg)
+
+
+def _iso_datetime(text: str) -> datetime | None:
+    """An RFC 3339 timestamp, aware (UTC when it names no offset); None when invalid."""
+    try:
+        ts = datetime.fromisoformat(text)
+    except ValueError:
+        # RFC 5424 allows a leap second (":60"), which datetime cannot hold.
+        try:
+            ts = datetime.fromisoformat(text.upper().replace(":60", ":59", 1))
+        except ValueError:
+            return None
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+
+
+def _bsd_datetime(
+    mon: str,
+    day: str,
+    year: str | None,
+    hh: str,
+    mm: str,
+    ss: str,
+    frac: str | None,
+    reference: datetime,
+) -> datetime | None:
+    """An RFC 3164 timestamp in UTC, in the year that puts it nearest to ``reference``."""
+    month = _MONTHS[mon]
+    if year is not None:
+        return _bsd_in_year(int(year), month, day, hh, mm, ss, frac)
+    if -4 <= month - reference.month <= 4:
+        # Less than half a year apart whatever the days: the receipt year is the nearest.
+        ts = _bsd_in_year(reference.year, month, day, hh, mm, ss, frac)
+        if ts is not None:
+            return ts
+    # Near New Year, or 29 February outside a leap year: the nearest year where the date exists.
+    candidates = [
+        c
+        for y in (reference.year - 1, reference.year, reference.year + 1)
+        if (c := _bsd_in_year(y, month, day, hh, mm, ss, frac)) is not None
+    ]
+    return min(candidates, key=lambda c: abs(c - reference), default=None)
+
+
+# Messages come in bursts sharing a timestamp (one a second per sender), and building the
+# datetime is the costliest step of a parse after the message itself: a cache hit is 5x faster.
+@functools.lru_cache(maxsize=1024)
+def _bsd_in_year(
+    year: int, month: int, day: str, hh: str, mm: str, ss: str, frac: str | None
+) -> datetime | None:
+    us = int(frac.ljust(6, "0")) if frac else 0
+    try:
+        return datetime(year, month, int(day), int(hh), int(mm), int(ss), us, tzinfo=UTC)
+    except ValueError:  # 31 November, 25:00:00, 29 February in a common year
+        return None
+
+
+def message_fields(msg: SyslogMessage) -> dict[str, object]:
+    """The parsed fields as plain JSON-ready values (timestamp as ISO 8601), for --json output."""
+    return {
+        "facility": msg.facility,
+        "severity": msg.severity,
+        "timestamp": msg.timestamp.isoformat() if msg.timestamp is not None else None,
+        "hostname": msg.hostname,
+        "app_name": msg.app_name,
+        "procid": msg.procid,
+        "msgid": msg.msgid,
+        "structured_data": msg.structured_data,
+        "msg": msg.msg,
+    }
