@@ -13,6 +13,7 @@ a ``task.Clock``, a temporary store and the in-memory enforcer.
 from __future__ import annotations
 
 import heapq
+import random
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from ipaddress import ip_address, ip_network
@@ -62,13 +63,15 @@ class Appliance:
 
     def __init__(self, config: Config, store: OffenderStore, enforcer: Enforcer,
                  clock: IReactorTime, own_addresses: Iterable[IPNetwork] = (),
-                 receiver_stats: ReceiverStats | None = None) -> None:  # fmt: skip
+                 receiver_stats: ReceiverStats | None = None,
+                 rng: random.Random | None = None) -> None:  # fmt: skip
         self.config = config
         self.store = store
         self.enforcer = enforcer
         self.clock = clock
         self.own_addresses = tuple(own_addresses)
         self.receiver_stats = receiver_stats or ReceiverStats()
+        self.rng = rng or random.Random()
         self.engine = Engine()
         self.health = _Health()
         self.active: dict[tuple[str, IPNetwork], Ban] = {}
@@ -111,6 +114,10 @@ class Appliance:
                 call.cancel()
         if self._pending:
             self._flush()
+        if self.config.enforcement.on_stop == "flush":
+            self.enforcer.flush()
+            log.info("on_stop = flush: removed every ban from the {backend} backend",
+                     backend=self.enforcer.name)  # fmt: skip
         self.enforcer.close()
         self.store.close()
 
@@ -156,7 +163,8 @@ class Appliance:
                 continue
             conf = self.engine.jails[offence.jail].conf
             prior = self._prior(conf, offence.network, offence.at)
-            decisions[key] = decide(conf, offence, prior)
+            jitter = self.rng.uniform(0, conf.bantime_jitter) if conf.bantime_jitter else 0.0
+            decisions[key] = decide(conf, offence, prior, jitter)
         if decisions:
             self._commit(list(decisions.values()))
 
@@ -332,6 +340,17 @@ class Appliance:
         self._end(found, "unban")
         return found
 
+    def flush(self, jail: str | None = None) -> list[Ban]:
+        """Lift every active ban (blacklist included), in one jail or in all."""
+        if jail is not None:
+            self.jail_conf(jail)
+        found = [b for (j, _), b in self.active.items() if jail is None or j == jail]
+        for ban in found:
+            del self.active[(ban.jail, ban.network)]
+        self.health.unbans_total += len(found)
+        self._end(found, "flush")
+        return found
+
     def banned(self, jail: str | None = None) -> list[Ban]:
         return sorted(
             (b for b in self.active.values() if jail is None or b.jail == jail),
@@ -443,4 +462,5 @@ def ban_json(ban: Ban, now: float) -> dict[str, Any]:
 
 
 def _rules(conf: JailConf) -> JailRules:
-    return JailRules(name=conf.name, ports=conf.ports, protocol=conf.protocol)
+    return JailRules(name=conf.name, ports=conf.ports, protocol=conf.protocol, hook=conf.hook,
+                     verdict=conf.verdict)  # fmt: skip

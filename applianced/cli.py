@@ -212,6 +212,11 @@ def cmd_why(args: argparse.Namespace) -> None:
     _out(args, result, human)
 
 
+def cmd_flush(args: argparse.Namespace) -> None:
+    result = request(args.sock, "flush", {"jail": args.jail} if args.jail else {})
+    _out(args, result, lambda r: print(f"lifted {len(r)} bans"))
+
+
 def cmd_reload(args: argparse.Namespace) -> None:
     result = request(args.sock, "reload")
     _out(args, result, lambda r: print(f"reloaded; enabled jails: {', '.join(r['jails'])}"))
@@ -385,6 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
              "appliancectl why 203.0.113.7")  # fmt: skip
     v.add_argument("address")
     v.set_defaults(fn=cmd_why)
+    v = verb("flush", "lift every active ban, blacklist included (in one jail or all)",
+             "appliancectl flush --jail sshd")  # fmt: skip
+    v.add_argument("--jail", help="only this jail")
+    v.set_defaults(fn=cmd_flush)
     v = verb("reload", "re-read the config; a bad config is refused and the running one stays",
              "appliancectl reload")  # fmt: skip
     v.set_defaults(fn=cmd_reload)
@@ -415,7 +424,8 @@ def _socket_path(args: argparse.Namespace) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.verb in ("status", "banned", "ban", "unban", "blacklist", "why", "reload"):
+        if args.verb in ("status", "banned", "ban", "unban", "blacklist", "why", "flush",
+                         "reload"):
             args.sock = _socket_path(args)
         args.fn(args)
     except CliError as e:

@@ -42,6 +42,7 @@ class Dispatcher:
             "blacklist_remove": self.blacklist_remove,
             "blacklist_list": self.blacklist_list,
             "why": lambda a: appliance.why(_str(a, "target")),
+            "flush": lambda a: [ban_json(b, self._now()) for b in appliance.flush(a.get("jail"))],
         }
         if reload is not None:
             self.verbs["reload"] = lambda a: reload()

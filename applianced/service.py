@@ -103,7 +103,7 @@ def local_addresses() -> list[IPNetwork]:
     return [ip_network("127.0.0.0/8"), ip_network("::1/128"), *nets]
 
 
-def pick_enforcer(dry_run: bool) -> Enforcer:
+def pick_enforcer(config: Config, dry_run: bool) -> Enforcer:
     if dry_run:
         log.warn("DRY RUN: bans are decided and recorded but NOT enforced in the kernel")
         return MemoryEnforcer()
@@ -115,7 +115,7 @@ def pick_enforcer(dry_run: bool) -> Enforcer:
             f"nftables is not usable: {problem}. Run as root (or with CAP_NET_ADMIN), "
             "install nftables and python3-nftables, or start with --dry-run to enforce nothing"
         )
-    return NftablesEnforcer()
+    return NftablesEnforcer(priority=config.enforcement.priority)
 
 
 def _prepare_socket(path: Path) -> None:
@@ -174,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     reactor: Any = _reactor
     try:
         config = load_config(config_path(args.config))
-        enforcer = pick_enforcer(args.dry_run)
+        enforcer = pick_enforcer(config, args.dry_run)
         _prepare_socket(config.control_socket)
         top, appliance = make_service(config, reactor, enforcer, local_addresses())
         top.startService()

@@ -14,7 +14,7 @@ import pytest
 from twisted.internet.task import Clock
 
 from applianced.appliance import Appliance, RequestError
-from applianced.conf.schema import Config
+from applianced.conf.schema import Config, EnforcementConf
 from applianced.enforcement.memory import MemoryEnforcer
 from applianced.errors import EnforcementError
 from applianced.rules.decision import Ban, BanKind
@@ -233,3 +233,32 @@ def test_reload_keeps_bans_of_kept_jails_and_drops_removed_ones(tmp_path: Path) 
     app.reload(replace(conf, jails=(jail_conf(bantime=999.0),)))
     assert set(enforcer.bans) == {("sshd", ip_network("203.0.113.7/32"))}
     assert app.why("203.0.113.8")["jails"]["sshd"]["failures"] == 1
+
+
+def test_bantime_jitter_spreads_expiries_within_the_bound(tmp_path: Path) -> None:
+    """Bans of one storm get up to bantime_jitter extra seconds, each its own."""
+    conf = config(tmp_path, jail_conf(bantime_jitter=10.0))
+    app, clock, enforcer = start(tmp_path, conf)
+    for i in range(20):
+        for _ in range(3):
+            app.receive(message(ssh_failure(f"203.0.113.{i}"), at=clock.seconds()))
+    clock.advance(0)
+    left = [b.remaining(clock.seconds()) or 0.0 for b in enforcer.bans.values()]
+    assert all(100.0 <= x <= 110.0 for x in left)
+    assert len(set(left)) > 1
+
+
+def test_flush_lifts_every_ban_and_on_stop_flush_empties_the_backend(tmp_path: Path) -> None:
+    """flush ends every active ban; on_stop = flush empties the kernel at stop only."""
+    app, clock, enforcer = start(tmp_path)
+    attack(app, clock, "203.0.113.7")
+    app.ban("sshd", "198.51.100.1", permanent=True)
+    assert len(app.flush()) == 2
+    assert not enforcer.bans and not app.store.active_bans(clock.seconds())
+    conf = replace(config(tmp_path), enforcement=EnforcementConf(on_stop="flush"))
+    app.store.close()
+    app2, clock, enforcer2 = start(tmp_path, conf, clock=clock)
+    attack(app2, clock, "203.0.113.8")
+    app2.stop()
+    assert not enforcer2.bans
+    assert SqliteOffenderStore(tmp_path / "offenders.sqlite").active_bans(clock.seconds())

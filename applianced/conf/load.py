@@ -15,7 +15,7 @@ from ipaddress import ip_network
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from applianced.conf.schema import Config, IncrementConf, JailConf, ListenerConf
+from applianced.conf.schema import Config, EnforcementConf, IncrementConf, JailConf, ListenerConf
 from applianced.errors import ConfigError, FilterError
 from applianced.rules.decision import IPNetwork
 from applianced.rules.filters import Filter, shipped_filter
@@ -27,13 +27,15 @@ DEFAULT_CONFIG = Path(__file__).parent / "defaults" / "appliance.toml"
 
 T = TypeVar("T")
 
-_TOP = {"daemon", "receiver", "listeners", "defaults", "jails"}
+_TOP = {"daemon", "receiver", "listeners", "enforcement", "defaults", "jails"}
 _DAEMON = {"state_dir", "control_socket", "lines_per_ban"}
 _RECEIVER = {"allowed_senders", "max_message_size"}
+_ENFORCEMENT = {"priority", "on_stop"}
 _LISTENER = {"transport", "address", "port", "allowed_senders", "max_message_size"}
 _POLICY = {
     "bantime", "findtime", "maxretry", "ignoreip", "bantime_increment", "max_count",
     "findtime_history", "max_tracked", "ipv6_prefix", "use_dns", "ports", "protocol",
+    "hook", "verdict", "bantime_jitter",
 }  # fmt: skip
 _INCREMENT = {"enabled", "factor", "maxtime"}
 _JAIL = _POLICY | {"enabled", "filter", "failregex", "ignoreregex", "programs", "senders"}
@@ -51,6 +53,9 @@ _BUILTIN_POLICY: dict[str, Any] = {
     "use_dns": False,
     "ports": ["all"],
     "protocol": "tcp",
+    "hook": "input",
+    "verdict": "drop",
+    "bantime_jitter": 0,
 }
 
 
@@ -149,6 +154,11 @@ class _Loader:
         except (ValueError, TypeError) as e:
             raise self.error(keys, str(e)) from None
 
+    def choice(self, value: Any, keys: tuple[str | int, ...], allowed: tuple[str, ...]) -> Any:
+        if value not in allowed:
+            raise self.error(keys, f"must be one of {', '.join(map(repr, allowed))}, not {value!r}")
+        return value
+
     def int_in(self, value: Any, keys: tuple[str | int, ...], low: int, high: int) -> int:
         n = self.typed(value, keys, int, "a whole number")
         if not low <= n <= high:
@@ -195,6 +205,7 @@ class _Loader:
         )
         if not listeners:
             raise self.error(("listeners",), "at least one [[listeners]] table is required")
+        enforcement = self.table(raw, ("enforcement",), _ENFORCEMENT)
         policy = self.policy(raw)
         jails_raw = self.table(raw, ("jails",), set(_get(raw, ("jails",)) or ()))
         jails = tuple(self.jail(raw, name, policy) for name in jails_raw)
@@ -212,15 +223,22 @@ class _Loader:
             lines_per_ban=self.int_in(
                 daemon.get("lines_per_ban", 20), ("daemon", "lines_per_ban"), 0, 1000
             ),
+            enforcement=EnforcementConf(
+                priority=self.int_in(
+                    enforcement.get("priority", -10), ("enforcement", "priority"), -400, 400
+                ),
+                on_stop=self.choice(
+                    enforcement.get("on_stop", "keep"), ("enforcement", "on_stop"),
+                    ("keep", "flush"),
+                ),  # fmt: skip
+            ),
         )
 
     def listener(self, raw: Mapping[str, Any], i: int, senders: tuple[IPNetwork, ...],
                  size: int) -> ListenerConf:  # fmt: skip
         keys: tuple[str | int, ...] = ("listeners", i)
         t = self.table(raw, keys, _LISTENER)
-        transport = t.get("transport", "udp")
-        if transport not in ("udp", "tcp"):
-            raise self.error((*keys, "transport"), f"must be 'udp' or 'tcp', not {transport!r}")
+        transport = self.choice(t.get("transport", "udp"), (*keys, "transport"), ("udp", "tcp"))
         address = self.typed(t.get("address", "127.0.0.1"), (*keys, "address"), str, "a string")
         self.convert(address, (*keys, "address"), _check_bind_address)
         port = self.int_in(t.get("port", 514), (*keys, "port"), 0, 65535)
@@ -290,9 +308,6 @@ class _Loader:
             factor=self.convert(inc_raw["factor"], (*inc_keys, "factor"), _factor),
             maxtime=self.convert(inc_raw["maxtime"], (*inc_keys, "maxtime"), parse_duration),
         )
-        protocol = p["protocol"]
-        if protocol not in ("tcp", "udp", "both"):
-            raise self.error(at("protocol"), f"must be 'tcp', 'udp' or 'both', not {protocol!r}")
         maxretry = self.int_in(p["maxretry"], at("maxretry"), 1, 1_000_000)
         return JailConf(
             name=name,
@@ -303,7 +318,7 @@ class _Loader:
             programs=programs or (),
             senders=self.networks(t.get("senders", []), (*keys, "senders")),
             ports=self.convert(p["ports"], at("ports"), _ports),
-            protocol=protocol,
+            protocol=self.choice(p["protocol"], at("protocol"), ("tcp", "udp", "both")),
             bantime=self.convert(p["bantime"], at("bantime"), _positive_duration),
             findtime=self.convert(p["findtime"], at("findtime"), _positive_duration),
             maxretry=maxretry,
@@ -321,6 +336,9 @@ class _Loader:
             max_tracked=self.int_in(p["max_tracked"], at("max_tracked"), 1, 100_000_000),
             ipv6_prefix=self.int_in(p["ipv6_prefix"], at("ipv6_prefix"), 1, 128),
             use_dns=use_dns,
+            hook=self.choice(p["hook"], at("hook"), ("input", "forward")),
+            verdict=self.choice(p["verdict"], at("verdict"), ("drop", "reject")),
+            bantime_jitter=self.convert(p["bantime_jitter"], at("bantime_jitter"), parse_duration),
         )
 
 

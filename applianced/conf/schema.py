@@ -12,10 +12,13 @@ from typing import Literal
 
 from applianced.rules.decision import IPNetwork
 
-__all__ = ["Config", "IncrementConf", "JailConf", "ListenerConf"]
+__all__ = ["Config", "EnforcementConf", "IncrementConf", "JailConf", "ListenerConf"]
 
 Transport = Literal["udp", "tcp"]
 Protocol = Literal["tcp", "udp", "both"]
+Hook = Literal["input", "forward"]
+Verdict = Literal["drop", "reject"]
+OnStop = Literal["keep", "flush"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,20 @@ class JailConf:
     max_tracked: int
     ipv6_prefix: int
     use_dns: bool
+    hook: Hook = "input"
+    verdict: Verdict = "drop"
+    bantime_jitter: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class EnforcementConf:
+    """How bans reach the kernel. ``priority`` orders our chains against other tables' (lower
+    runs first; the default -10 runs before a typical filter table's accept rules at 0).
+    ``on_stop``: ``keep`` leaves the bans in the kernel on a graceful stop (a restart opens no
+    window), ``flush`` removes them."""
+
+    priority: int = -10
+    on_stop: OnStop = "keep"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +98,7 @@ class Config:
     state_dir: Path
     control_socket: Path
     lines_per_ban: int
+    enforcement: EnforcementConf = EnforcementConf()
 
     @property
     def enabled_jails(self) -> tuple[JailConf, ...]:

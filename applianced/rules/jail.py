@@ -37,11 +37,12 @@ def ban_duration(base: float, factor: float, prior: int, cap: float) -> float:
     return min(base * factor**prior, max(cap, base))
 
 
-def decide(conf: JailConf, offence: Offence, prior: int) -> BanDecision:
+def decide(conf: JailConf, offence: Offence, prior: int, jitter: float = 0.0) -> BanDecision:
     """The ban for ``offence``, the (prior + 1)-th ban of this network in this jail.
 
     The ban that brings the count to ``max_count`` (when not 0) is permanent: the address moves
-    to the jail's blacklist.
+    to the jail's blacklist. ``jitter`` (seconds, drawn by the caller from 0..bantime_jitter)
+    is added to a temporary ban so that bans of one storm do not all lift at one instant.
     """
     count = prior + 1
     if conf.max_count and count >= conf.max_count:
@@ -49,7 +50,7 @@ def decide(conf: JailConf, offence: Offence, prior: int) -> BanDecision:
         kind = BanKind.BLACKLIST
     else:
         inc = conf.bantime_increment
-        duration = (
+        duration = jitter + (
             ban_duration(conf.bantime, inc.factor, prior, inc.maxtime)
             if inc.enabled
             else conf.bantime
