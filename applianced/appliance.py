@@ -14,20 +14,30 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from ipaddress import ip_address, ip_network
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from applianced.conf.schema import Config, JailConf
 from applianced.enforcement.base import Enforcer, JailRules
 from applianced.errors import ApplianceError, EnforcementError, StoreError
 from applianced.receiver.listeners import ReceiverStats
 from applianced.receiver.message import SyslogMessage
-from applianced.rules.decision import Ban, BanDecision, BanKind, IPAddress, IPNetwork, Offence
+from applianced.rules.decision import (
+    Ban,
+    BanDecision,
+    BanKind,
+    IPAddress,
+    IPNetwork,
+    Lookup,
+    Offence,
+)
 from applianced.rules.engine import Engine
 from applianced.rules.filters import Filter
 from applianced.rules.jail import Jail, decide, network_of
@@ -39,6 +49,9 @@ __all__ = ["Appliance", "RequestError", "ban_json", "parse_address", "parse_targ
 log = Logger()
 
 _RETRY_FIRST, _RETRY_MAX = 1.0, 60.0  # seconds between tries of a failed kernel batch
+_MAX_LOOKUPS = 64  # hostname lookups in flight at once (use_dns jails); more are dropped
+
+Resolver = Callable[[str], "Deferred[Sequence[IPAddress]]"]
 
 
 class RequestError(ApplianceError):
@@ -56,6 +69,8 @@ class _Health:
     expired_total: int = 0
     batches: int = 0
     skipped_already_banned: int = 0
+    dns_failed: int = 0
+    dns_dropped: int = 0
 
 
 class Appliance:
@@ -64,7 +79,8 @@ class Appliance:
     def __init__(self, config: Config, store: OffenderStore, enforcer: Enforcer,
                  clock: IReactorTime, own_addresses: Iterable[IPNetwork] = (),
                  receiver_stats: ReceiverStats | None = None,
-                 rng: random.Random | None = None) -> None:  # fmt: skip
+                 rng: random.Random | None = None,
+                 resolver: Resolver | None = None) -> None:  # fmt: skip
         self.config = config
         self.store = store
         self.enforcer = enforcer
@@ -72,6 +88,8 @@ class Appliance:
         self.own_addresses = tuple(own_addresses)
         self.receiver_stats = receiver_stats or ReceiverStats()
         self.rng = rng or random.Random()
+        self.resolver = resolver
+        self._lookups_running = 0
         self.engine = Engine()
         self.health = _Health()
         self.active: dict[tuple[str, IPNetwork], Ban] = {}
@@ -144,11 +162,45 @@ class Appliance:
 
     def receive(self, message: SyslogMessage) -> None:
         """The listeners' sink: run the jails; offences are settled at the end of this turn."""
-        offences = self.engine.feed(message, message.received_at)
-        if offences:
-            self._pending.extend(offences)
-            if self._flush_call is None:
-                self._flush_call = self.clock.callLater(0, self._flush)
+        found = self.engine.feed(message, message.received_at)
+        for item in found:
+            if isinstance(item, Lookup):
+                self._lookup(item)
+            else:
+                self._settle_later(item)
+
+    def _settle_later(self, offence: Offence) -> None:
+        self._pending.append(offence)
+        if self._flush_call is None:
+            self._flush_call = self.clock.callLater(0, self._flush)
+
+    def _lookup(self, lookup: Lookup) -> None:
+        """Resolve a hostname failure (use_dns jails) without blocking the reactor."""
+        if self.resolver is None:
+            return
+        if self._lookups_running >= _MAX_LOOKUPS:
+            self.health.dns_dropped += 1
+            return
+        self._lookups_running += 1
+
+        def found(addresses: Sequence[IPAddress]) -> None:
+            now = self.clock.seconds()
+            for address in addresses:
+                offence = self.engine.resolved(lookup, address, now)
+                if offence is not None:
+                    self._settle_later(offence)
+
+        def failed(reason: Failure) -> None:
+            self.health.dns_failed += 1
+            log.info("cannot resolve {host} for jail {jail}: {error}", host=lookup.host,
+                     jail=lookup.jail, error=reason.getErrorMessage())  # fmt: skip
+
+        def done(result: object) -> None:
+            self._lookups_running -= 1
+
+        d = self.resolver(lookup.host)
+        d.addCallbacks(found, failed)
+        d.addBoth(done)
 
     def _flush(self) -> None:
         """Settle the offences of one reactor turn: decide, store (one transaction), enforce
@@ -419,6 +471,8 @@ class Appliance:
                 "enforcement_errors": h.enforcement_errors,
                 "unapplied": h.unapplied,
                 "last_error": h.last_error,
+                "dns_failed": h.dns_failed,
+                "dns_dropped": h.dns_dropped,
             },
             "totals": {
                 "bans": h.bans_total,

@@ -359,6 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
         v = sub.add_parser(name, help=help, description=help, epilog=f"example:\n  {example}",
                            formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
         v.add_argument("--json", action="store_true", help="machine-readable output")
+        # Accepted after the verb too (`appliancectl check --config F`).
+        v.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="config file")
+        v.add_argument("--socket", type=Path, default=argparse.SUPPRESS, help="control socket")
         return v
 
     v = verb("status", "daemon health and per-jail counters", "appliancectl status postfix-sasl")

@@ -15,13 +15,15 @@ import socket
 import subprocess
 import sys
 from collections.abc import Sequence
-from ipaddress import ip_network
+from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Any
 
 from twisted.application.internet import UNIXServer
 from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
+from twisted.internet.threads import deferToThread
 from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 
 from applianced import __version__
@@ -33,7 +35,7 @@ from applianced.enforcement.base import Enforcer
 from applianced.enforcement.memory import MemoryEnforcer
 from applianced.errors import ApplianceError, ConfigError
 from applianced.receiver.listeners import ListenerService, ReceiverStats
-from applianced.rules.decision import IPNetwork
+from applianced.rules.decision import IPAddress, IPNetwork
 from applianced.rules.offenders import SqliteOffenderStore
 
 __all__ = ["main", "make_service"]
@@ -65,7 +67,7 @@ def make_service(config: Config, reactor: Any, enforcer: Enforcer,
     """The daemon as a MultiService, and its Appliance (for tests and the reload handler)."""
     store = SqliteOffenderStore(config.state_dir / STORE_FILE, lines_per_ban=config.lines_per_ban)
     stats = ReceiverStats()
-    appliance = Appliance(config, store, enforcer, reactor, own_addresses, stats)
+    appliance = Appliance(config, store, enforcer, reactor, own_addresses, stats, resolver=resolve)
     top = MultiService()
     ApplianceService(appliance).setServiceParent(top)
     for conf in config.listeners:
@@ -83,6 +85,16 @@ def make_service(config: Config, reactor: Any, enforcer: Enforcer,
     )  # fmt: skip
     control.setServiceParent(top)
     return top, appliance
+
+
+def resolve(host: str) -> Deferred[Sequence[IPAddress]]:
+    """The addresses of ``host``, looked up in a thread so the reactor never waits on DNS."""
+
+    def lookup() -> Sequence[IPAddress]:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+        return list(dict.fromkeys(ip_address(str(info[4][0])) for info in infos))
+
+    return deferToThread(lookup)
 
 
 def local_addresses() -> list[IPNetwork]:

@@ -7,17 +7,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from ipaddress import ip_network
+from ipaddress import ip_address, ip_network
 from pathlib import Path
 
 import pytest
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
 from applianced.appliance import Appliance, RequestError
 from applianced.conf.schema import Config, EnforcementConf
 from applianced.enforcement.memory import MemoryEnforcer
 from applianced.errors import EnforcementError
-from applianced.rules.decision import Ban, BanKind
+from applianced.rules.decision import Ban, BanKind, IPAddress
 from applianced.rules.offenders import SqliteOffenderStore
 from tests.helpers import config, jail_conf, message, ssh_failure
 
@@ -262,3 +263,37 @@ def test_flush_lifts_every_ban_and_on_stop_flush_empties_the_backend(tmp_path: P
     app2.stop()
     assert not enforcer2.bans
     assert SqliteOffenderStore(tmp_path / "offenders.sqlite").active_bans(clock.seconds())
+
+
+def test_use_dns_jails_resolve_hostnames_off_the_hot_path(tmp_path: Path) -> None:
+    """<HOST> hostnames (use_dns jails) are resolved by the injected resolver, then counted."""
+    asked: list[str] = []
+
+    def resolver(host: str) -> Deferred[Sequence[IPAddress]]:
+        asked.append(host)
+        if host == "nx.example":
+            return fail(OSError("Name or service not known"))
+        return succeed([ip_address("203.0.113.50")])
+
+    conf = config(tmp_path, jail_conf(use_dns=True))
+    clock = Clock()
+    clock.advance(T0)
+    store = SqliteOffenderStore(tmp_path / "offenders.sqlite")
+    enforcer = MemoryEnforcer()
+    app = Appliance(conf, store, enforcer, clock, resolver=resolver)
+    app.start()
+    for host in ("evil.example", "evil.example", "nx.example", "evil.example"):
+        app.receive(message(ssh_failure(host), at=clock.seconds()))
+    clock.advance(0)
+    assert asked == ["evil.example", "evil.example", "nx.example", "evil.example"]
+    assert ("sshd", ip_network("203.0.113.50/32")) in enforcer.bans
+    assert app.status()["health"]["dns_failed"] == 1
+
+
+def test_without_use_dns_hostnames_are_not_failures(tmp_path: Path) -> None:
+    """The default: <HOST> takes addresses only, a hostname is no match and costs no lookup."""
+    app, clock, enforcer = start(tmp_path)
+    for _ in range(5):
+        app.receive(message(ssh_failure("evil.example"), at=clock.seconds()))
+    clock.advance(0)
+    assert not enforcer.bans and app.engine.jails["sshd"].stats.matched == 0

@@ -16,6 +16,7 @@ __all__ = [
     "BanKind",
     "IPAddress",
     "IPNetwork",
+    "Lookup",
     "Offence",
 ]
 
@@ -43,6 +44,17 @@ class Offence:
     address: IPAddress
     failures: int
     lines: tuple[str, ...]
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """A failure whose ``<HOST>`` was a hostname (jails with ``use_dns`` only): the service
+    resolves it off the hot path and counts the failure for each address it finds."""
+
+    jail: str
+    host: str
+    line: str
     at: float
 
 

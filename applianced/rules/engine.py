@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from applianced.receiver.message import SyslogMessage
-from applianced.rules.decision import Offence
+from applianced.rules.decision import IPAddress, Lookup, Offence
 from applianced.rules.jail import Jail
 
 __all__ = ["Engine"]
@@ -45,19 +45,28 @@ class Engine:
             self._routes[app_name] = jails
         return jails
 
-    def feed(self, message: SyslogMessage, now: float) -> list[Offence]:
-        """Offences caused by ``message`` received at ``now`` (POSIX seconds)."""
-        offences: list[Offence] = []
+    def feed(self, message: SyslogMessage, now: float) -> list[Offence | Lookup]:
+        """Offences caused by ``message`` received at ``now`` (POSIX seconds), and hostnames
+        to resolve for jails with ``use_dns``."""
+        out: list[Offence | Lookup] = []
         for jail in self.route(message.app_name):
             if not jail.reads_sender(message.sender):
                 continue
             match = jail.filter.match(message.msg)
-            if match is None or match.address is None:
+            if match is None:
+                continue
+            if match.address is None:
+                out.append(Lookup(jail.name, match.host, _evidence(message), now))
                 continue
             offence = jail.fail(match.address, _evidence(message), now)
             if offence is not None:
-                offences.append(offence)
-        return offences
+                out.append(offence)
+        return out
+
+    def resolved(self, lookup: Lookup, address: IPAddress, now: float) -> Offence | None:
+        """Count a failure of ``lookup`` for one address its hostname resolved to."""
+        jail = self.jails.get(lookup.jail)
+        return None if jail is None else jail.fail(address, lookup.line, now)
 
 
 def _evidence(message: SyslogMessage) -> str:
