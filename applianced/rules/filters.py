@@ -1,0 +1,606 @@
+"""Filters: compiled failregex/ignoreregex sets that turn a message's text into a failure address.
+
+This module owns the tag language of our filters (``<HOST>``, ``<ADDR>``, ``<IP4>``, ``<IP6>``,
+``<F-USER>...</F-USER>`` and other ``<F-NAME>...</F-NAME>`` captures), the literal prefilter that
+keeps the hot path cheap, and the native filter files shipped in ``conf/defaults/filters/``
+(TOML, one per service). Jails call :meth:`Filter.match` once per routed message; the offline
+``appliancectl test-filter`` calls :meth:`Filter.examine`; the config loader calls
+:func:`load_filter_def` / :func:`shipped_filter` and :meth:`FilterDef.compile`.
+
+Pure: no I/O apart from the loader functions reading filter files, no logging, no DNS. A
+hostname captured by ``<HOST>`` (only with ``allow_dns``) comes back unresolved, with
+``Match.address`` None; resolving it is the caller's business, off the hot path.
+
+Semantics: every regex is applied with ``re.search`` to the message text (the syslog MSG part,
+not the whole line). A message is a failure when some failregex matches, with a capture that is a
+valid address, and no ignoreregex matches. Failregexes are tried in order; the first one that
+matches decides the address.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import re
+import socket
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from types import MappingProxyType
+
+from applianced.errors import FilterError
+from applianced.rules.decision import IPAddress
+
+__all__ = [
+    "Filter",
+    "FilterDef",
+    "Match",
+    "Outcome",
+    "load_filter_def",
+    "required_literal",
+    "shipped_filter",
+    "shipped_filter_names",
+    "shipped_filters_dir",
+]
+
+# --- address patterns ---------------------------------------------------------------------------
+#
+# The patterns are deliberately a little loose (octets up to 999, leading zeros); every capture
+# is then validated exactly as ``ipaddress`` would (see _parse_address), and an invalid one is
+# no match (999.1.1.1, 01.2.3.4). What they must never do is capture *part* of an address, so
+# each carries look-arounds: an IPv4 address may not continue another number or sit inside an
+# IPv6 address, and an IPv6 address may not start in the middle of another one. A colon right
+# before an IPv6 address is allowed when what precedes it cannot be a hex group
+# (``user@example.org:2001:db8::1``) or is the last label of a domain name (``…@example.de:…``).
+
+_H = "[0-9A-Fa-f]{1,4}"
+_V4_BODY = r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}"
+_V4_BEFORE = r"(?<![0-9A-Za-z_.])(?<!::)" + "".join(
+    f"(?<!:[0-9A-Fa-f]{{{n}}}:)" for n in range(1, 5)
+)
+_V4_AFTER = r"(?![0-9A-Za-z_]|\.[0-9A-Za-z_])"
+_V6_BODY = (
+    f"(?:(?:{_H}:){{7}}{_H}"
+    f"|(?:{_H}:){{6}}{_V4_BODY}"
+    f"|(?:{_H}(?::{_H}){{0,6}})?::(?:(?:{_H}:){{0,5}}(?:{_V4_BODY}|{_H}))?)"
+)
+_V6_BEFORE = (
+    r"(?:(?<![0-9A-Za-z_:.])|(?<=[^0-9A-Fa-f:]:)"
+    + "".join(f"|(?<=\\.[0-9A-Fa-f]{{{n}}}:)" for n in range(1, 5))
+    + ")"
+)
+_V6_AFTER = r"(?![0-9A-Za-z_]|:[0-9A-Fa-f:]|\.[0-9A-Za-z_])"
+_IP4 = f"{_V4_BEFORE}{_V4_BODY}{_V4_AFTER}"
+_IP6 = f"{_V6_BEFORE}{_V6_BODY}{_V6_AFTER}"
+_LABEL = "[0-9A-Za-z_](?:[0-9A-Za-z_-]{0,61}[0-9A-Za-z_])?"
+_DNS = rf"(?<![0-9A-Za-z_.-])(?:{_LABEL}\.)*{_LABEL}\.?(?![0-9A-Za-z_-]|\.[0-9A-Za-z_-])"
+
+_ADDR = f"{_IP4}|{_IP6}"
+_TAG = re.compile(r"<(?P<host>HOST|ADDR|IP4|IP6)>|<(?P<close>/?)F-(?P<name>[A-Za-z][A-Za-z0-9_]*)>")
+_NO_FIELDS: Mapping[str, str] = MappingProxyType({})
+
+MIN_LITERAL = 3  # a shorter required literal is in nearly every line: not worth a prefilter
+
+
+# --- values -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """What a failregex captured from one message.
+
+    ``host`` is the text as captured; ``address`` is it parsed (IPv4-mapped IPv6 addresses come
+    back as IPv4), or None when the capture is a hostname (only possible with ``allow_dns``).
+    ``user`` is the ``<F-USER>`` capture; ``fields`` the other named captures, keyed by the tag's
+    name in lower case (``<F-ID>`` -> ``"id"``) or by the group's name for plain ``(?P<name>...)``.
+    """
+
+    host: str
+    address: IPAddress | None
+    user: str | None
+    fields: Mapping[str, str]
+
+
+class Outcome(StrEnum):
+    """What :meth:`Filter.examine` concluded about one message."""
+
+    MATCHED = "matched"  # a failregex matched and no ignoreregex did: a failure
+    IGNORED = "ignored"  # a failregex matched but an ignoreregex did too: not a failure
+    MISSED = "missed"  # no failregex matched
+
+
+@dataclass(frozen=True, slots=True)
+class _Reader:
+    """Where one failregex's captures sit in a compiled pattern."""
+
+    host: int
+    user: int | None
+    fields: tuple[tuple[str, int], ...]
+    dns: bool  # the tag is <HOST> with allow_dns on: a hostname may be captured
+
+
+@dataclass(frozen=True, slots=True)
+class _Expansion:
+    """A regex with its tags substituted."""
+
+    text: str  # what to compile
+    stand_in: str  # the operator's text with same-length tag stand-ins, to place re.error
+    host_tags: int
+    host_kind: str  # the last host tag's name
+
+
+# --- the filter ----------------------------------------------------------------------------------
+
+
+class Filter:
+    """A compiled set of failregexes and ignoreregexes (see the module docstring for semantics).
+
+    Raises FilterError, naming the filter, the regex (``failregex #N``, 1-based) and the reason,
+    when a regex is invalid or a failregex lacks exactly one ``<HOST>``/``<ADDR>``/``<IP4>``/
+    ``<IP6>`` tag.
+
+    ``literals`` holds, for each failregex, a substring every match of it contains (see
+    :func:`required_literal`); it is empty when some failregex has no such literal of at least
+    three characters. :meth:`match` first checks that one of them is in the text, then runs
+    only the failregexes whose own literal is there. (Joining all failregexes into one
+    alternation was measured too: with this prefilter in front it gained nothing.)
+    """
+
+    __slots__ = ("_fail", "_ignore", "allow_dns", "failregex", "ignoreregex", "literals", "name")
+
+    def __init__(
+        self,
+        failregex: Sequence[str],
+        ignoreregex: Sequence[str] = (),
+        *,
+        allow_dns: bool = False,
+        name: str = "",
+    ) -> None:
+        if isinstance(failregex, str) or isinstance(ignoreregex, str):
+            raise TypeError("failregex and ignoreregex are sequences of regexes, not one string")
+        self.name = name
+        self.allow_dns = allow_dns
+        self.failregex: tuple[str, ...] = tuple(failregex)
+        self.ignoreregex: tuple[str, ...] = tuple(ignoreregex)
+        if not self.failregex:
+            raise FilterError(f"{self._who()}: no failregex; a filter needs at least one")
+        fail: list[tuple[str, re.Pattern[str], _Reader]] = []
+        for number, regex in enumerate(self.failregex, start=1):
+            expansion = self._expand("failregex", number, regex)
+            if expansion.host_tags != 1:
+                raise self._error("failregex", number, regex, _host_tag_problem(expansion))
+            compiled = self._re_compile("failregex", number, regex, expansion)
+            literal = required_literal(expansion.text)
+            fail.append((literal, compiled, self._reader(compiled, expansion)))
+        self._fail = tuple(fail)
+        self._ignore = tuple(
+            self._compile_ignore(number, regex)
+            for number, regex in enumerate(self.ignoreregex, start=1)
+        )
+        lits = tuple(literal for literal, _, _ in fail)
+        self.literals: tuple[str, ...] = (
+            lits if all(len(lit) >= MIN_LITERAL for lit in lits) else ()
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Filter(name={self.name!r}, failregex={len(self.failregex)}, "
+            f"ignoreregex={len(self.ignoreregex)}, allow_dns={self.allow_dns})"
+        )
+
+    # The hot path: most messages fail the literal prefilter and cost a few `in` tests.
+    def match(self, text: str) -> Match | None:
+        """The failure in ``text``, or None when it is not one (missed or ignored)."""
+        literals = self.literals
+        if literals:
+            for literal in literals:
+                if literal in text:
+                    break
+            else:
+                return None
+        for literal, regex, reader in self._fail:
+            if literal in text:
+                m = regex.search(text)
+                if m is not None:
+                    found = _read(reader, m)
+                    if found is not None:
+                        break
+        else:
+            return None
+        for rx in self._ignore:
+            if rx.search(text) is not None:
+                return None
+        return found
+
+    def examine(self, text: str) -> tuple[Outcome, Match | None, int | None]:
+        """Outcome, match and 0-based index of the failregex that hit, for ``test-filter``.
+
+        For IGNORED the match and index are those of the failregex that an ignoreregex
+        overrode. Runs each regex on its own without the prefilter, so it doubles as the
+        reference for :meth:`match`.
+        """
+        for index, (_, regex, reader) in enumerate(self._fail):
+            m = regex.search(text)
+            found = None if m is None else _read(reader, m)
+            if found is None:
+                continue
+            if any(rx.search(text) is not None for rx in self._ignore):
+                return Outcome.IGNORED, found, index
+            return Outcome.MATCHED, found, index
+        return Outcome.MISSED, None, None
+
+    # --- construction ---------------------------------------------------------------------------
+
+    def _who(self) -> str:
+        return f"filter {self.name!r}" if self.name else "filter"
+
+    def _error(self, kind: str, number: int, regex: str, why: str) -> FilterError:
+        return FilterError(f"{self._who()}, {kind} #{number} {regex!r}: {why}")
+
+    def _compile_ignore(self, number: int, regex: str) -> re.Pattern[str]:
+        expansion = self._expand("ignoreregex", number, regex)
+        if expansion.host_tags > 1:
+            raise self._error("ignoreregex", number, regex, _host_tag_problem(expansion))
+        return self._re_compile("ignoreregex", number, regex, expansion)
+
+    def _reader(self, compiled: re.Pattern[str], expansion: _Expansion) -> _Reader:
+        groups = compiled.groupindex
+        return _Reader(
+            host=groups["host"],
+            user=groups.get("user"),
+            fields=tuple((n, i) for n, i in groups.items() if n not in ("host", "user")),
+            dns=expansion.host_kind == "HOST" and self.allow_dns,
+        )
+
+    def _expand(self, kind: str, number: int, regex: str) -> _Expansion:
+        """Substitute the tags, and make a same-length stand-in to place re.error positions."""
+        if not isinstance(regex, str):
+            raise self._error(kind, number, str(regex), "is not a string")
+        out: list[str] = []
+        pad: list[str] = []
+        open_fields: list[str] = []
+        host_tags = 0
+        host_kind = ""
+        pos = 0
+        for t in _TAG.finditer(regex):
+            out.append(regex[pos : t.start()])
+            pad.append(regex[pos : t.start()])
+            pos = t.end()
+            width = t.end() - t.start()
+            if t.group("host"):
+                host_kind = t.group("host")
+                host_tags += 1
+                out.append(f"(?P<host>{self._host_pattern(host_kind)})")
+                pad.append("(?:" + "x" * (width - 4) + ")")
+                continue
+            name = t.group("name")
+            if t.group("close"):
+                if not open_fields or open_fields[-1] != name:
+                    why = f"</F-{name}> closes no open <F-{name}>"
+                    raise self._error(kind, number, regex, why)
+                open_fields.pop()
+                out.append(")")
+                pad.append("(?#" + "x" * (width - 5) + "))")
+                continue
+            group = name.lower()
+            if group == "host":
+                why = "<F-HOST> is reserved; capture the address with <HOST>"
+                raise self._error(kind, number, regex, why)
+            open_fields.append(name)
+            out.append(f"(?P<{group}>")
+            pad.append("((?#" + "x" * (width - 5) + ")")
+        if open_fields:
+            tag = open_fields[-1]
+            raise self._error(kind, number, regex, f"<F-{tag}> is not closed by </F-{tag}>")
+        out.append(regex[pos:])
+        pad.append(regex[pos:])
+        return _Expansion("".join(out), "".join(pad), host_tags, host_kind)
+
+    def _host_pattern(self, tag: str) -> str:
+        if tag == "IP4":
+            return _IP4
+        if tag == "IP6":
+            return _IP6
+        if tag == "HOST" and self.allow_dns:
+            return f"{_ADDR}|{_DNS}"
+        return _ADDR
+
+    def _re_compile(
+        self, kind: str, number: int, regex: str, expansion: _Expansion
+    ) -> re.Pattern[str]:
+        try:
+            return re.compile(expansion.text)
+        except re.error as exc:
+            why = exc.msg
+        # Locate the mistake in the operator's own text when the stand-in shows it too.
+        try:
+            re.compile(expansion.stand_in)
+        except re.error as exc:
+            if exc.pos is not None:
+                why = f"{exc.msg} at position {exc.pos}"
+        raise self._error(kind, number, regex, f"bad regular expression: {why}")
+
+
+def _host_tag_problem(expansion: _Expansion) -> str:
+    if expansion.host_tags == 0:
+        return (
+            "has no <HOST>, <ADDR>, <IP4> or <IP6> tag; a failregex must capture the address to ban"
+        )
+    return f"has {expansion.host_tags} host tags (<HOST>, <ADDR>, <IP4>, <IP6>); use one"
+
+
+def _read(reader: _Reader, m: re.Match[str]) -> Match | None:
+    """The Match for a regex hit, or None when the capture is not a valid address/hostname."""
+    host = m.group(reader.host)
+    if host is None:  # e.g. "a <HOST>|b" matched by its branch without the tag
+        return None
+    address = _parse_address(host)
+    if address is None and not (reader.dns and _is_hostname(host)):
+        return None
+    user = None if reader.user is None else m.group(reader.user)
+    fields: Mapping[str, str] = _NO_FIELDS
+    if reader.fields:
+        found = {name: v for name, i in reader.fields if (v := m.group(i)) is not None}
+        if found:
+            fields = MappingProxyType(found)
+    return Match(host, address, user, fields)
+
+
+# Parsing is most of a hit's cost: ipaddress takes 2 us for IPv4 and up to 7 us for IPv6, while
+# inet_pton (a pure conversion, no I/O) and the packed constructors take under 1 us; both accept
+# the same texts (pinned by a test). Attackers repeat their address, so a cache helps too.
+@functools.lru_cache(maxsize=4096)
+def _parse_address(text: str) -> IPAddress | None:
+    try:
+        if ":" not in text:
+            return ipaddress.IPv4Address(socket.inet_pton(socket.AF_INET, text))
+        packed = socket.inet_pton(socket.AF_INET6, text)
+    except OSError:
+        return None
+    if packed.startswith(_V4_MAPPED):
+        return ipaddress.IPv4Address(packed[12:])
+    return ipaddress.IPv6Address(packed)
+
+
+_V4_MAPPED = bytes(10) + b"\xff\xff"
+
+
+def _is_hostname(text: str) -> bool:
+    # A name whose last label is all digits is a mangled address (999.1.1.1), not a host.
+    last = text.rstrip(".").rsplit(".", 1)[-1]
+    return bool(last) and not last.isdigit()
+
+
+# --- the prefilter literal ------------------------------------------------------------------------
+
+_BRACE_QUANTIFIER = re.compile(r"\{\d*(?:,\d*)?\}")
+_GLOBAL_FLAGS = re.compile(r"\(\?([aiLmsux]+)\)")
+_ESCAPE_ARG = {"x": 2, "u": 4, "U": 8}
+_ASCII_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+
+
+def required_literal(pattern: str) -> str:
+    """A substring that every match of ``pattern`` contains: the longest run of plain literal
+    characters at nesting depth 0 that no quantifier applies to ("" when there is none).
+
+    Conservative by construction: groups, classes, escapes such as ``\\d`` and anything under a
+    quantifier end a run; an alternation at depth 0, or an inline ``(?i)``/``(?x)`` flag, means
+    there is no required literal at all.
+    """
+    best = ""
+    run: list[str] = []
+    depth = 0
+    last_literal = False  # the previous atom is a literal char at depth 0, the last of `run`
+    i = 0
+    n = len(pattern)
+
+    def flush() -> None:
+        nonlocal best
+        if len(run) > len(best):
+            best = "".join(run)
+        run.clear()
+
+    while i < n:
+        c = pattern[i]
+        literal: str | None = None
+        if c == "\\":
+            nxt = pattern[i + 1] if i + 1 < n else ""
+            if nxt in _ASCII_ALNUM:
+                # A class (\d), an anchor (\b), a backreference or a coded char: not literal.
+                i += 2 + _ESCAPE_ARG.get(nxt, 0)
+                if nxt == "N":
+                    close = pattern.find("}", i)
+                    i = n if close < 0 else close + 1
+                elif nxt.isdigit():
+                    while i < n and pattern[i].isdigit():
+                        i += 1
+            else:
+                literal = nxt
+                i += 2
+        elif c == "[":
+            j = i + 1
+            if j < n and pattern[j] == "^":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1
+            while j < n and pattern[j] != "]":
+                j += 2 if pattern[j] == "\\" else 1
+            i = j + 1
+        elif c == "(":
+            if pattern.startswith("(?#", i):
+                j = i + 3
+                while j < n and pattern[j] != ")":
+                    j += 2 if pattern[j] == "\\" else 1
+                i = j + 1
+                continue  # a comment is no atom: a quantifier after it applies to what precedes
+            flags = _GLOBAL_FLAGS.match(pattern, i)
+            if flags is not None:
+                if "i" in flags.group(1) or "x" in flags.group(1):
+                    return ""  # case-insensitive or verbose: the text is not the input's
+                i = flags.end()
+                continue
+            if depth == 0:
+                flush()
+            depth += 1
+            last_literal = False
+            i += 1
+            continue
+        elif c == ")":
+            depth -= 1
+            last_literal = False  # the atom is the group, not the run's last char
+            i += 1
+            continue
+        elif c in "*+?" or (c == "{" and _BRACE_QUANTIFIER.match(pattern, i)):
+            brace = _BRACE_QUANTIFIER.match(pattern, i) if c == "{" else None
+            i = brace.end() if brace is not None else i + 1
+            if i < n and pattern[i] in "?+":  # lazy or possessive
+                i += 1
+            if depth == 0:
+                if last_literal:
+                    run.pop()  # the repeated char may occur zero times (or differ in count)
+                flush()
+            last_literal = False
+            continue
+        elif c == "|":
+            if depth == 0:
+                return ""  # either side may match: no single literal is required
+            i += 1
+            continue
+        elif c in ".^$":
+            i += 1
+        else:
+            literal = c
+            i += 1
+        if depth > 0:
+            continue
+        if literal is None:
+            flush()
+            last_literal = False
+        else:
+            run.append(literal)
+            last_literal = True
+    flush()
+    return best
+
+
+# --- native filter files -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FilterDef:
+    """A filter as written in a native TOML filter file; :meth:`compile` makes it a Filter.
+
+    ``programs`` are app-name selectors (exact names or fnmatch globs such as ``postfix/*``)
+    naming the syslog TAG/app-name that the service logs under.
+    """
+
+    name: str
+    description: str
+    programs: tuple[str, ...]
+    failregex: tuple[str, ...]
+    ignoreregex: tuple[str, ...]
+    path: Path
+
+    def compile(self, allow_dns: bool = False) -> Filter:
+        """The compiled Filter; FilterError names this file, the regex and the reason."""
+        try:
+            return Filter(self.failregex, self.ignoreregex, allow_dns=allow_dns, name=self.name)
+        except FilterError as exc:
+            raise FilterError(f"{self.path}: {exc}") from None
+
+
+_KEYS = {
+    "description": True,  # key -> required
+    "programs": True,
+    "failregex": True,
+    "ignoreregex": False,
+}
+_TOML_WHERE = re.compile(r"\(at line (?P<line>\d+), column \d+\)")
+
+
+def shipped_filters_dir() -> Path:
+    """The directory holding the native filters shipped with applianced."""
+    return Path(__file__).resolve().parent.parent / "conf" / "defaults" / "filters"
+
+
+def shipped_filter_names() -> list[str]:
+    """The names of the shipped filters, sorted."""
+    return sorted(p.stem for p in shipped_filters_dir().glob("*.toml"))
+
+
+def shipped_filter(name: str) -> FilterDef:
+    """The shipped filter called ``name``; FilterError listing the shipped names if unknown."""
+    names = shipped_filter_names()
+    if name not in names:
+        raise FilterError(
+            f"no shipped filter is called {name!r}; the shipped filters are: {', '.join(names)}"
+        )
+    return load_filter_def(shipped_filters_dir() / f"{name}.toml")
+
+
+def load_filter_def(path: Path) -> FilterDef:
+    """Read a native filter file. The filter's name is the file's stem.
+
+    Raises FilterError naming the file (and the line where known) for unreadable files, bad
+    TOML, unknown or missing keys and values of the wrong type. Regexes are checked by
+    :meth:`FilterDef.compile`.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FilterError(f"{path}: cannot read filter file: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        where = _TOML_WHERE.search(str(exc))
+        at = f":{where.group('line')}" if where else ""
+        raise FilterError(f"{path}{at}: not valid TOML: {exc}") from None
+
+    def fail(key: str, message: str) -> FilterError:
+        line = _line_of(text, key)
+        at = f":{line}" if line is not None else ""
+        return FilterError(f"{path}{at}: {message}")
+
+    for key in data:
+        if key not in _KEYS:
+            allowed = ", ".join(_KEYS)
+            raise fail(key, f"unknown key {key!r}; a filter file has: {allowed}")
+    for key, required in _KEYS.items():
+        if required and key not in data:
+            raise FilterError(f"{path}: missing key {key!r}")
+    description = data["description"]
+    if not isinstance(description, str):
+        raise fail("description", "'description' must be a string")
+    programs = _strings(data["programs"], "programs", fail)
+    if not programs:
+        raise fail("programs", "'programs' must name at least one program (app-name)")
+    for p in programs:
+        if not p or any(ch.isspace() for ch in p):
+            raise fail("programs", f"'programs' entry {p!r} is not a program name or glob")
+    failregex = _strings(data["failregex"], "failregex", fail)
+    if not failregex:
+        raise fail("failregex", "'failregex' must hold at least one regex")
+    ignoreregex = _strings(data.get("ignoreregex", []), "ignoreregex", fail)
+    return FilterDef(
+        name=path.stem,
+        description=description,
+        programs=programs,
+        failregex=failregex,
+        ignoreregex=ignoreregex,
+        path=path,
+    )
+
+
+def _strings(value: object, key: str, fail: Callable[[str, str], FilterError]) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise fail(key, f"{key!r} must be a list of strings")
+    return tuple(value)
+
+
+def _line_of(text: str, key: str) -> int | None:
+    """The 1-based line where ``key`` is assigned at the top level of a TOML text, if found."""
+    found = re.search(rf"^[ \t]*[\"']?{re.escape(key)}[\"']?[ \t]*=", text, re.MULTILINE)
+    return text.count("\n", 0, found.start()) + 1 if found else None
