@@ -76,11 +76,17 @@ class _Health:
 class Appliance:
     """The running appliance's state. Call ``start`` before feeding messages."""
 
-    def __init__(self, config: Config, store: OffenderStore, enforcer: Enforcer,
-                 clock: IReactorTime, own_addresses: Iterable[IPNetwork] = (),
-                 receiver_stats: ReceiverStats | None = None,
-                 rng: random.Random | None = None,
-                 resolver: Resolver | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        config: Config,
+        store: OffenderStore,
+        enforcer: Enforcer,
+        clock: IReactorTime,
+        own_addresses: Iterable[IPNetwork] = (),
+        receiver_stats: ReceiverStats | None = None,
+        rng: random.Random | None = None,
+        resolver: Resolver | None = None,
+    ) -> None:
         self.config = config
         self.store = store
         self.enforcer = enforcer
@@ -122,8 +128,11 @@ class Appliance:
             self.enforcer.restore(active, now)
         except EnforcementError as e:
             self._enforcement_failed(e, active, ())
-        log.info("restored {count} active bans into the {backend} backend",
-                 count=len(active), backend=self.enforcer.name)  # fmt: skip
+        log.info(
+            "restored {count} active bans into the {backend} backend",
+            count=len(active),
+            backend=self.enforcer.name,
+        )
         self._schedule_expiry()
 
     def stop(self) -> None:
@@ -134,8 +143,10 @@ class Appliance:
             self._flush()
         if self.config.enforcement.on_stop == "flush":
             self.enforcer.flush()
-            log.info("on_stop = flush: removed every ban from the {backend} backend",
-                     backend=self.enforcer.name)  # fmt: skip
+            log.info(
+                "on_stop = flush: removed every ban from the {backend} backend",
+                backend=self.enforcer.name,
+            )
         self.enforcer.close()
         self.store.close()
 
@@ -151,8 +162,11 @@ class Appliance:
     def _install_jails(self, config: Config) -> None:
         never_ban = (*config.allowed_senders, *self.own_addresses)
         jails = [
-            Jail(conf, Filter(conf.failregex, conf.ignoreregex, allow_dns=conf.use_dns,
-                              name=conf.name), never_ban)  # fmt: skip
+            Jail(
+                conf,
+                Filter(conf.failregex, conf.ignoreregex, allow_dns=conf.use_dns, name=conf.name),
+                never_ban,
+            )
             for conf in config.enabled_jails
         ]
         self.engine.set_jails(jails)
@@ -192,8 +206,12 @@ class Appliance:
 
         def failed(reason: Failure) -> None:
             self.health.dns_failed += 1
-            log.info("cannot resolve {host} for jail {jail}: {error}", host=lookup.host,
-                     jail=lookup.jail, error=reason.getErrorMessage())  # fmt: skip
+            log.info(
+                "cannot resolve {host} for jail {jail}: {error}",
+                host=lookup.host,
+                jail=lookup.jail,
+                error=reason.getErrorMessage(),
+            )
 
         def done(result: object) -> None:
             self._lookups_running -= 1
@@ -238,9 +256,14 @@ class Appliance:
             self.active[(ban.jail, ban.network)] = ban
             if ban.expires_at is not None:
                 heapq.heappush(self._expiries, (ban.expires_at, ban.jail, ban.network))
-            log.info("ban {jail} {network} for {duration} ({kind}, ban #{count})",
-                     jail=ban.jail, network=str(ban.network), kind=str(ban.kind), count=ban.count,
-                     duration=format_duration(ban.remaining(self.clock.seconds())))  # fmt: skip
+            log.info(
+                "ban {jail} {network} for {duration} ({kind}, ban #{count})",
+                jail=ban.jail,
+                network=str(ban.network),
+                kind=str(ban.kind),
+                count=ban.count,
+                duration=format_duration(ban.remaining(self.clock.seconds())),
+            )
         self.health.bans_total += len(bans)
         self._enforce(bans, replaced)
         self._schedule_expiry()
@@ -255,8 +278,9 @@ class Appliance:
         except EnforcementError as e:
             self._enforcement_failed(e, bans, unbans)
 
-    def _enforcement_failed(self, error: EnforcementError, bans: Sequence[Ban],
-                            unbans: Sequence[Ban]) -> None:  # fmt: skip
+    def _enforcement_failed(
+        self, error: EnforcementError, bans: Sequence[Ban], unbans: Sequence[Ban]
+    ) -> None:
         """Keep the batch and retry with backoff; the store already holds the truth."""
         self.health.enforcement_errors += 1
         self.health.last_error = f"enforcement: {error}"
@@ -267,18 +291,26 @@ class Appliance:
             self._unapplied_unbans[(u.jail, u.network)] = u
             self._unapplied_bans.pop((u.jail, u.network), None)
         self.health.unapplied = len(self._unapplied_bans) + len(self._unapplied_unbans)
-        log.error("the {backend} backend refused a batch of {bans} bans and {unbans} unbans; "
-                  "retrying in {delay:.0f}s: {error}", backend=self.enforcer.name,
-                  bans=len(bans), unbans=len(unbans), delay=self._retry_delay,
-                  error=str(error))  # fmt: skip
+        log.error(
+            "the {backend} backend refused a batch of {bans} bans and {unbans} unbans; "
+            "retrying in {delay:.0f}s: {error}",
+            backend=self.enforcer.name,
+            bans=len(bans),
+            unbans=len(unbans),
+            delay=self._retry_delay,
+            error=str(error),
+        )
         if self._retry_call is None or not self._retry_call.active():
             self._retry_call = self.clock.callLater(self._retry_delay, self._retry)
             self._retry_delay = min(self._retry_delay * 2, _RETRY_MAX)
 
     def _retry(self) -> None:
         now = self.clock.seconds()
-        bans = [b for b in self._unapplied_bans.values()
-                if self.active.get((b.jail, b.network)) == b and (b.remaining(now) or 1) > 0]  # fmt: skip
+        bans = [
+            b
+            for b in self._unapplied_bans.values()
+            if self.active.get((b.jail, b.network)) == b and (b.remaining(now) or 1) > 0
+        ]
         unbans = list(self._unapplied_unbans.values())
         self._unapplied_bans, self._unapplied_unbans = {}, {}
         self.health.unapplied = 0
@@ -293,8 +325,11 @@ class Appliance:
     def _store_failed(self, error: StoreError) -> None:
         self.health.store_errors += 1
         self.health.last_error = f"store: {error}"
-        log.error("the offenders store failed; the ban is enforced but may not survive a "
-                  "restart: {error}", error=str(error))  # fmt: skip
+        log.error(
+            "the offenders store failed; the ban is enforced but may not survive a "
+            "restart: {error}",
+            error=str(error),
+        )
 
     # -- expiry -----------------------------------------------------------------------------
 
@@ -329,8 +364,12 @@ class Appliance:
         except StoreError as e:
             self._store_failed(e)
         for ban in bans:
-            log.info("unban {jail} {network} ({reason})", jail=ban.jail,
-                     network=str(ban.network), reason=reason)  # fmt: skip
+            log.info(
+                "unban {jail} {network} ({reason})",
+                jail=ban.jail,
+                network=str(ban.network),
+                reason=reason,
+            )
         self._enforce((), bans)
 
     # -- operator requests (control socket) -------------------------------------------------
@@ -351,8 +390,9 @@ class Appliance:
                     "an allowed syslog sender or the appliance's own address); refusing to ban it"
                 )
 
-    def ban(self, jail: str, target: str, duration: float | None = None,
-            permanent: bool = False) -> Ban:  # fmt: skip
+    def ban(
+        self, jail: str, target: str, duration: float | None = None, permanent: bool = False
+    ) -> Ban:
         """A manual ban (or a blacklist entry when ``permanent``) of an address or CIDR."""
         conf = self.jail_conf(jail)
         network = parse_target(target, conf.ipv6_prefix)
@@ -370,18 +410,21 @@ class Appliance:
         )
         return self._commit([decision])[0]
 
-    def unban(self, target: str, jail: str | None = None, *,
-              permanent_only: bool = False) -> list[Ban]:  # fmt: skip
+    def unban(
+        self, target: str, jail: str | None = None, *, permanent_only: bool = False
+    ) -> list[Ban]:
         """Lift every active ban covering ``target`` (in ``jail``, or in every jail)."""
         if jail is not None:
             self.jail_conf(jail)
         network = parse_target(target, 128)
         found = [
-            b for (j, net), b in self.active.items()
-            if (jail is None or j == jail) and net.version == network.version
+            b
+            for (j, net), b in self.active.items()
+            if (jail is None or j == jail)
+            and net.version == network.version
             and (net.overlaps(network))
             and (not permanent_only or b.permanent)
-        ]  # fmt: skip
+        ]
         if not found:
             where = f"jail {jail}" if jail else "any jail"
             kind = "blacklisted" if permanent_only else "banned"
@@ -431,10 +474,14 @@ class Appliance:
                 "blacklisted": bool(active and active.permanent),
             }
         history = [
-            {**ban_json(r.ban, now), "ended_at": r.ended_at, "end_reason": r.end_reason,
-             "lines": list(r.lines)}
+            {
+                **ban_json(r.ban, now),
+                "ended_at": r.ended_at,
+                "end_reason": r.end_reason,
+                "lines": list(r.lines),
+            }
             for r in self.store.history(address)
-        ]  # fmt: skip
+        ]
         return {"address": str(address), "jails": jails, "history": history}
 
     def status(self, jail: str | None = None) -> dict[str, Any]:
@@ -516,5 +563,10 @@ def ban_json(ban: Ban, now: float) -> dict[str, Any]:
 
 
 def _rules(conf: JailConf) -> JailRules:
-    return JailRules(name=conf.name, ports=conf.ports, protocol=conf.protocol, hook=conf.hook,
-                     verdict=conf.verdict)  # fmt: skip
+    return JailRules(
+        name=conf.name,
+        ports=conf.ports,
+        protocol=conf.protocol,
+        hook=conf.hook,
+        verdict=conf.verdict,
+    )

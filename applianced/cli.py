@@ -44,8 +44,9 @@ class CliError(Exception):
 # -- the control socket client --------------------------------------------------------------
 
 
-def request(sock_path: Path, verb: str, args: dict[str, Any] | None = None,
-            timeout: float = 30.0) -> Any:  # fmt: skip
+def request(
+    sock_path: Path, verb: str, args: dict[str, Any] | None = None, timeout: float = 30.0
+) -> Any:
     """Send one request to the daemon and return its result, or raise CliError."""
     line = json.dumps({"verb": verb, "args": args or {}}).encode() + b"\n"
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -59,8 +60,10 @@ def request(sock_path: Path, verb: str, args: dict[str, Any] | None = None,
             EXIT_DOWN,
         ) from None
     except PermissionError:
-        raise CliError(f"no permission to use {sock_path}; run as root or as a member of the "
-                       "applianced group", EXIT_DOWN) from None  # fmt: skip
+        raise CliError(
+            f"no permission to use {sock_path}; run as root or as a member of the applianced group",
+            EXIT_DOWN,
+        ) from None
     try:
         s.sendall(line)
         data = b""
@@ -107,8 +110,15 @@ def _bans_table(bans: list[dict[str, Any]], title: str) -> None:
     for col in ("jail", "address", "kind", "ban #", "started", "expires", "left"):
         table.add_column(col)
     for b in bans:
-        table.add_row(b["jail"], b["address"], b["kind"], str(b["count"]), _when(b["started_at"]),
-                      _when(b["expires_at"]), format_duration(b["remaining"]))  # fmt: skip
+        table.add_row(
+            b["jail"],
+            b["address"],
+            b["kind"],
+            str(b["count"]),
+            _when(b["started_at"]),
+            _when(b["expires_at"]),
+            format_duration(b["remaining"]),
+        )
     console.print(table)
 
 
@@ -121,24 +131,44 @@ def cmd_status(args: argparse.Namespace) -> None:
     def human(r: dict[str, Any]) -> None:
         console = Console()
         h = r["health"]
-        console.print(f"applianced up {format_duration(r['uptime'])}, backend {r['backend']}"
-                      + ("" if r["backend"] != "memory" else " (DRY RUN: nothing enforced)"))  # fmt: skip
+        console.print(
+            f"applianced up {format_duration(r['uptime'])}, backend {r['backend']}"
+            + ("" if r["backend"] != "memory" else " (DRY RUN: nothing enforced)")
+        )
         if h["last_error"] or h["unapplied"]:
-            console.print(f"[bold red]problem:[/] {h['last_error']} ({h['unapplied']} changes not "
-                          "yet in the kernel, retrying)")  # fmt: skip
+            console.print(
+                f"[bold red]problem:[/] {h['last_error']} ({h['unapplied']} changes not "
+                "yet in the kernel, retrying)"
+            )
         rc = r["receiver"]
-        console.print(f"received {rc['received']} messages; dropped: {rc['parse_errors']} "
-                      f"unparsable, {rc['frame_errors']} bad frames, {rc['oversize']} oversize, "
-                      f"{rc['refused_senders']} from refused senders")  # fmt: skip
+        console.print(
+            f"received {rc['received']} messages; dropped: {rc['parse_errors']} "
+            f"unparsable, {rc['frame_errors']} bad frames, {rc['oversize']} oversize, "
+            f"{rc['refused_senders']} from refused senders"
+        )
         table = Table()
-        for col in ("jail", "matched", "tracked", "banned", "blacklisted", "in kernel",
-                    "maxretry/findtime", "bantime"):  # fmt: skip
+        for col in (
+            "jail",
+            "matched",
+            "tracked",
+            "banned",
+            "blacklisted",
+            "in kernel",
+            "maxretry/findtime",
+            "bantime",
+        ):
             table.add_column(col)
         for name, j in r["jails"].items():
-            table.add_row(name, str(j["matched"]), str(j["tracked"]), str(j["banned"]),
-                          str(j["blacklisted"]), str(j["kernel_elements"]),
-                          f"{j['maxretry']} in {format_duration(j['findtime'])}",
-                          format_duration(j["bantime"]))  # fmt: skip
+            table.add_row(
+                name,
+                str(j["matched"]),
+                str(j["tracked"]),
+                str(j["banned"]),
+                str(j["blacklisted"]),
+                str(j["kernel_elements"]),
+                f"{j['maxretry']} in {format_duration(j['findtime'])}",
+                format_duration(j["bantime"]),
+            )
         console.print(table)
 
     _out(args, result, human)
@@ -154,8 +184,13 @@ def cmd_ban(args: argparse.Namespace) -> None:
     if args.duration is not None:
         payload["duration"] = args.duration
     result = request(args.sock, "ban", payload)
-    _out(args, result, lambda b: print(f"banned {b['address']} in {b['jail']} for "
-                                       f"{format_duration(b['remaining'])}"))  # fmt: skip
+    _out(
+        args,
+        result,
+        lambda b: print(
+            f"banned {b['address']} in {b['jail']} for {format_duration(b['remaining'])}"
+        ),
+    )
 
 
 def cmd_unban(args: argparse.Namespace) -> None:
@@ -170,16 +205,20 @@ def cmd_blacklist(args: argparse.Namespace) -> None:
     if args.action == "add":
         if not args.address:
             raise CliError("usage: appliancectl blacklist add JAIL ADDR", EXIT_USAGE)
-        result = request(args.sock, "blacklist_add", {"jail": args.jail_or_addr,
-                                                      "target": args.address})  # fmt: skip
+        result = request(
+            args.sock, "blacklist_add", {"jail": args.jail_or_addr, "target": args.address}
+        )
         _out(args, result, lambda b: print(f"blacklisted {b['address']} in {b['jail']}"))
     elif args.action == "remove":
         payload = {"target": args.jail_or_addr}
         if args.jail:
             payload["jail"] = args.jail
         result = request(args.sock, "blacklist_remove", payload)
-        _out(args, result, lambda r: [print(f"removed {b['address']} from the {b['jail']} "
-                                            "blacklist") for b in r])  # fmt: skip
+        _out(
+            args,
+            result,
+            lambda r: [print(f"removed {b['address']} from the {b['jail']} blacklist") for b in r],
+        )
     else:
         result = request(args.sock, "blacklist_list", {"jail": args.jail} if args.jail else {})
         _out(args, result, lambda r: _bans_table(r, "blacklist"))
@@ -192,20 +231,33 @@ def cmd_why(args: argparse.Namespace) -> None:
         console = Console()
         console.print(f"[bold]{r['address']}[/]")
         for name, j in r["jails"].items():
-            state = "ignored (never banned)" if j["ignored"] else (
-                "BLACKLISTED" if j["blacklisted"] else
-                (f"banned, {format_duration(j['active_ban']['remaining'])} left"
-                 if j["active_ban"] else "not banned"))  # fmt: skip
-            console.print(f"  {name}: {state}; {j['failures']}/{j['maxretry']} failures in the "
-                          f"window; {j['repeat_count']} earlier bans")  # fmt: skip
+            state = (
+                "ignored (never banned)"
+                if j["ignored"]
+                else (
+                    "BLACKLISTED"
+                    if j["blacklisted"]
+                    else (
+                        f"banned, {format_duration(j['active_ban']['remaining'])} left"
+                        if j["active_ban"]
+                        else "not banned"
+                    )
+                )
+            )
+            console.print(
+                f"  {name}: {state}; {j['failures']}/{j['maxretry']} failures in the "
+                f"window; {j['repeat_count']} earlier bans"
+            )
             for line in j["recent_lines"]:
                 console.print(f"      {line}", markup=False, highlight=False)
         if r["history"]:
             console.print("  history:")
         for h in r["history"]:
             end = f"ended {_when(h['ended_at'])} ({h['end_reason']})" if h["ended_at"] else "active"
-            console.print(f"    {h['jail']} {h['address']} ban #{h['count']} {h['kind']} from "
-                          f"{_when(h['started_at'])}, {end}")  # fmt: skip
+            console.print(
+                f"    {h['jail']} {h['address']} ban #{h['count']} {h['kind']} from "
+                f"{_when(h['started_at'])}, {end}"
+            )
             for line in h["lines"]:
                 console.print(f"      {line}", markup=False, highlight=False)
 
@@ -236,9 +288,14 @@ def cmd_check(args: argparse.Namespace) -> None:
         "listeners": [f"{c.transport}/{c.address}:{c.port}" for c in config.listeners],
         "jails": {j.name: j.enabled for j in config.jails},
     }
-    _out(args, summary, lambda s: print(
-        f"{s['config']}: OK; listeners {', '.join(s['listeners'])}; jails "
-        + ", ".join(f"{n}{'' if on else ' (disabled)'}" for n, on in s["jails"].items())))  # fmt: skip
+    _out(
+        args,
+        summary,
+        lambda s: print(
+            f"{s['config']}: OK; listeners {', '.join(s['listeners'])}; jails "
+            + ", ".join(f"{n}{'' if on else ' (disabled)'}" for n, on in s["jails"].items())
+        ),
+    )
 
 
 def _lines(source: str) -> Iterator[tuple[int, bytes]]:
@@ -283,8 +340,11 @@ def _resolve_filter(args: argparse.Namespace) -> tuple[Filter, tuple[str, ...]]:
     except FilterError as e:
         raise CliError(str(e), EXIT_USAGE) from None
     jails = ", ".join(j.name for j in config.jails) if config else "none (no config)"
-    raise CliError(f"{name!r} is neither a jail ({jails}) nor a shipped filter "
-                   f"({', '.join(shipped_filter_names())})", EXIT_USAGE)  # fmt: skip
+    raise CliError(
+        f"{name!r} is neither a jail ({jails}) nor a shipped filter "
+        f"({', '.join(shipped_filter_names())})",
+        EXIT_USAGE,
+    )
 
 
 def cmd_test_filter(args: argparse.Namespace) -> None:
@@ -349,15 +409,24 @@ def build_parser() -> argparse.ArgumentParser:
         "  appliancectl ban postfix-sasl 203.0.113.7 --for 1d\n  appliancectl why 203.0.113.7\n"
         "exit codes: 0 ok, 1 request refused, 2 bad usage or config, 3 daemon not reachable",
     )
-    p.add_argument("--config", type=Path, default=None,
-                   help="config file, used to find the control socket (default: "
-                   "$APPLIANCED_CONFIG, /etc/applianced/appliance.toml, the shipped one)")  # fmt: skip
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="config file, used to find the control socket (default: "
+        "$APPLIANCED_CONFIG, /etc/applianced/appliance.toml, the shipped one)",
+    )
     p.add_argument("--socket", type=Path, default=None, help="control socket (overrides config)")
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     def verb(name: str, help: str, example: str) -> argparse.ArgumentParser:
-        v = sub.add_parser(name, help=help, description=help, epilog=f"example:\n  {example}",
-                           formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+        v = sub.add_parser(
+            name,
+            help=help,
+            description=help,
+            epilog=f"example:\n  {example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         v.add_argument("--json", action="store_true", help="machine-readable output")
         # Accepted after the verb too (`appliancectl check --config F`).
         v.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="config file")
@@ -370,44 +439,73 @@ def build_parser() -> argparse.ArgumentParser:
     v = verb("banned", "list active bans with their remaining time", "appliancectl banned --json")
     v.add_argument("--jail", help="only this jail")
     v.set_defaults(fn=cmd_banned)
-    v = verb("ban", "ban an address or CIDR in a jail (refused for ignored addresses)",
-             "appliancectl ban postfix-sasl 203.0.113.7 --for 1h")  # fmt: skip
+    v = verb(
+        "ban",
+        "ban an address or CIDR in a jail (refused for ignored addresses)",
+        "appliancectl ban postfix-sasl 203.0.113.7 --for 1h",
+    )
     v.add_argument("jail")
     v.add_argument("address", help="an IPv4/IPv6 address or a CIDR such as 203.0.113.0/24")
-    v.add_argument("--for", dest="duration", metavar="DURATION",
-                   help="600, 10m, 1h, 1d, 1w (default: the jail's bantime)")  # fmt: skip
+    v.add_argument(
+        "--for",
+        dest="duration",
+        metavar="DURATION",
+        help="600, 10m, 1h, 1d, 1w (default: the jail's bantime)",
+    )
     v.set_defaults(fn=cmd_ban)
     v = verb("unban", "lift the bans covering an address", "appliancectl unban 203.0.113.7")
     v.add_argument("address")
     v.add_argument("--jail", help="only in this jail (default: every jail)")
     v.set_defaults(fn=cmd_unban)
-    v = verb("blacklist", "permanent bans: add JAIL ADDR | remove ADDR [--jail J] | list",
-             "appliancectl blacklist add postfix-sasl 203.0.113.0/24")  # fmt: skip
+    v = verb(
+        "blacklist",
+        "permanent bans: add JAIL ADDR | remove ADDR [--jail J] | list",
+        "appliancectl blacklist add postfix-sasl 203.0.113.0/24",
+    )
     v.add_argument("action", choices=("add", "remove", "list"))
-    v.add_argument("jail_or_addr", nargs="?", metavar="JAIL|ADDR",
-                   help="add: the jail; remove: the address")  # fmt: skip
+    v.add_argument(
+        "jail_or_addr", nargs="?", metavar="JAIL|ADDR", help="add: the jail; remove: the address"
+    )
     v.add_argument("address", nargs="?", metavar="ADDR", help="add: the address or CIDR")
     v.add_argument("--jail", help="remove/list: only this jail")
     v.set_defaults(fn=cmd_blacklist)
-    v = verb("why", "every jail's view of an address: failures, bans, lines that caused them",
-             "appliancectl why 203.0.113.7")  # fmt: skip
+    v = verb(
+        "why",
+        "every jail's view of an address: failures, bans, lines that caused them",
+        "appliancectl why 203.0.113.7",
+    )
     v.add_argument("address")
     v.set_defaults(fn=cmd_why)
-    v = verb("flush", "lift every active ban, blacklist included (in one jail or all)",
-             "appliancectl flush --jail sshd")  # fmt: skip
+    v = verb(
+        "flush",
+        "lift every active ban, blacklist included (in one jail or all)",
+        "appliancectl flush --jail sshd",
+    )
     v.add_argument("--jail", help="only this jail")
     v.set_defaults(fn=cmd_flush)
-    v = verb("reload", "re-read the config; a bad config is refused and the running one stays",
-             "appliancectl reload")  # fmt: skip
+    v = verb(
+        "reload",
+        "re-read the config; a bad config is refused and the running one stays",
+        "appliancectl reload",
+    )
     v.set_defaults(fn=cmd_reload)
-    v = verb("check", "validate a config file (offline)",
-             "appliancectl check --config /etc/applianced/appliance.toml")  # fmt: skip
+    v = verb(
+        "check",
+        "validate a config file (offline)",
+        "appliancectl check --config /etc/applianced/appliance.toml",
+    )
     v.set_defaults(fn=cmd_check)
-    v = verb("parse", "parse syslog messages from stdin, one per line (offline)",
-             "printf '<38>Nov 22 10:00:01 mx sshd[1]: hi\\n' | appliancectl parse --json")  # fmt: skip
+    v = verb(
+        "parse",
+        "parse syslog messages from stdin, one per line (offline)",
+        "printf '<38>Nov 22 10:00:01 mx sshd[1]: hi\\n' | appliancectl parse --json",
+    )
     v.set_defaults(fn=cmd_parse)
-    v = verb("test-filter", "run a shipped filter or a config jail over a log file (offline)",
-             "appliancectl test-filter sshd /var/log/auth.log --json")  # fmt: skip
+    v = verb(
+        "test-filter",
+        "run a shipped filter or a config jail over a log file (offline)",
+        "appliancectl test-filter sshd /var/log/auth.log --json",
+    )
     v.add_argument("filter", help="a shipped filter name or a jail of the config")
     v.add_argument("log", help="a log file, or - for stdin")
     v.add_argument("--missed", action="store_true", help="print the lines that did not match")
@@ -427,8 +525,7 @@ def _socket_path(args: argparse.Namespace) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.verb in ("status", "banned", "ban", "unban", "blacklist", "why", "flush",
-                         "reload"):
+        if args.verb in ("status", "banned", "ban", "unban", "blacklist", "why", "flush", "reload"):
             args.sock = _socket_path(args)
         args.fn(args)
     except CliError as e:

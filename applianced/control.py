@@ -11,10 +11,9 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
-
-from twisted.internet.protocol import Factory
 
 from applianced.appliance import Appliance, ban_json
 from applianced.errors import ApplianceError
@@ -108,7 +107,7 @@ class _ControlProtocol(LineOnlyReceiver):
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
 
-    def lineReceived(self, line: bytes) -> None:  # noqa: N802
+    def lineReceived(self, line: bytes) -> None:
         try:
             request = json.loads(line)
         except ValueError:
@@ -121,7 +120,7 @@ class _ControlProtocol(LineOnlyReceiver):
                 answer = {"ok": False, "error": f"internal error: {e}; see the daemon's log"}
         self.sendLine(json.dumps(answer).encode())
 
-    def lineLengthExceeded(self, line: bytes) -> None:  # noqa: N802
+    def lineLengthExceeded(self, line: bytes) -> None:
         self.sendLine(json.dumps({"ok": False, "error": "request too long"}).encode())
         self.transport.loseConnection()  # type: ignore[union-attr]
 
@@ -130,5 +129,5 @@ class ControlFactory(Factory):
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
 
-    def buildProtocol(self, addr: object) -> _ControlProtocol:  # noqa: N802
+    def buildProtocol(self, addr: object) -> _ControlProtocol:
         return _ControlProtocol(self.dispatcher)

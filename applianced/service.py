@@ -52,18 +52,19 @@ class ApplianceService(Service):
     def __init__(self, appliance: Appliance) -> None:
         self.appliance = appliance
 
-    def startService(self) -> None:  # noqa: N802
+    def startService(self) -> None:
         self.appliance.start()
         super().startService()
 
-    def stopService(self) -> None:  # noqa: N802
+    def stopService(self) -> None:
         super().stopService()
         self.appliance.stop()
         return None
 
 
-def make_service(config: Config, reactor: Any, enforcer: Enforcer,
-                 own_addresses: Sequence[IPNetwork] = ()) -> tuple[MultiService, Appliance]:  # fmt: skip
+def make_service(
+    config: Config, reactor: Any, enforcer: Enforcer, own_addresses: Sequence[IPNetwork] = ()
+) -> tuple[MultiService, Appliance]:
     """The daemon as a MultiService, and its Appliance (for tests and the reload handler)."""
     store = SqliteOffenderStore(config.state_dir / STORE_FILE, lines_per_ban=config.lines_per_ban)
     stats = ReceiverStats()
@@ -80,9 +81,12 @@ def make_service(config: Config, reactor: Any, enforcer: Enforcer,
         return {"jails": [j.name for j in new.enabled_jails]}
 
     control = UNIXServer(
-        str(config.control_socket), ControlFactory(Dispatcher(appliance, reload)),
-        mode=0o660, wantPID=False, reactor=reactor,
-    )  # fmt: skip
+        str(config.control_socket),
+        ControlFactory(Dispatcher(appliance, reload)),
+        mode=0o660,
+        wantPID=False,
+        reactor=reactor,
+    )
     control.setServiceParent(top)
     return top, appliance
 
@@ -100,8 +104,9 @@ def resolve(host: str) -> Deferred[Sequence[IPAddress]]:
 def local_addresses() -> list[IPNetwork]:
     """Addresses of this machine's interfaces (never banned). Read once at start."""
     try:
-        out = subprocess.run(["ip", "-j", "addr", "show"], capture_output=True, text=True,
-                             timeout=10, check=True).stdout  # fmt: skip
+        out = subprocess.run(
+            ["ip", "-j", "addr", "show"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout
         nets = [
             ip_network(a["local"])
             for iface in json.loads(out)
@@ -109,8 +114,7 @@ def local_addresses() -> list[IPNetwork]:
             if "local" in a
         ]
     except (OSError, subprocess.SubprocessError, ValueError, KeyError) as e:
-        log.warn("cannot list local addresses ({error}); only loopback is protected",
-                 error=str(e))  # fmt: skip
+        log.warn("cannot list local addresses ({error}); only loopback is protected", error=str(e))
         nets = []
     return [ip_network("127.0.0.0/8"), ip_network("::1/128"), *nets]
 
@@ -156,11 +160,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "Check a config without starting: appliancectl check --config FILE",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", type=Path, default=None,
-                   help="configuration file (default: $APPLIANCED_CONFIG, else "
-                   "/etc/applianced/appliance.toml, else the shipped default)")  # fmt: skip
-    p.add_argument("--dry-run", action="store_true",
-                   help="decide and record bans but enforce nothing (no nftables needed)")  # fmt: skip
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="configuration file (default: $APPLIANCED_CONFIG, else "
+        "/etc/applianced/appliance.toml, else the shipped default)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="decide and record bans but enforce nothing (no nftables needed)",
+    )
     p.add_argument("--version", action="version", version=f"applianced {__version__}")
     return p.parse_args(argv)
 
@@ -194,20 +205,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"applianced: configuration error: {e}", file=sys.stderr)
         return 2
     except CannotListenError as e:
-        print(f"applianced: cannot listen on {e.interface or '*'}:{e.port}: {e.socketError}. "
-              "Is another syslog daemon on that port? Ports below 1024 need root or "
-              "CAP_NET_BIND_SERVICE.", file=sys.stderr)  # fmt: skip
+        print(
+            f"applianced: cannot listen on {e.interface or '*'}:{e.port}: {e.socketError}. "
+            "Is another syslog daemon on that port? Ports below 1024 need root or "
+            "CAP_NET_BIND_SERVICE.",
+            file=sys.stderr,
+        )
         return 1
     except ApplianceError as e:
         print(f"applianced: {e}", file=sys.stderr)
         return 1
     _install_signals(reactor, appliance, config)
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
-    log.info("applianced {version} running: {jails} jails, listening on {listeners}, "
-             "control socket {socket}", version=__version__,
-             jails=len(config.enabled_jails),
-             listeners=", ".join(f"{c.transport}/{c.address}:{c.port}" for c in config.listeners),
-             socket=str(config.control_socket))  # fmt: skip
+    log.info(
+        "applianced {version} running: {jails} jails, listening on {listeners}, "
+        "control socket {socket}",
+        version=__version__,
+        jails=len(config.enabled_jails),
+        listeners=", ".join(f"{c.transport}/{c.address}:{c.port}" for c in config.listeners),
+        socket=str(config.control_socket),
+    )
     reactor.run()
     return 0
 
@@ -227,4 +244,3 @@ def _install_signals(reactor: Any, appliance: Appliance, config: Config) -> None
         reactor.callFromThread(reload)
 
     signal.signal(signal.SIGHUP, on_hup)
-

@@ -50,13 +50,23 @@ def config(tmp: Path, *jails: JailConf) -> Config:
     )
 
 
-def message(msg: str, app: str = "sshd", sender: str = "127.0.0.1", at: float = 0.0
-            ) -> SyslogMessage:  # fmt: skip
+def message(
+    msg: str, app: str = "sshd", sender: str = "127.0.0.1", at: float = 0.0
+) -> SyslogMessage:
     return SyslogMessage(
-        facility=4, severity=6, timestamp=None, hostname="mx", app_name=app, procid="1",
-        msgid=None, structured_data=None, msg=msg, sender=sender, transport="udp",
+        facility=4,
+        severity=6,
+        timestamp=None,
+        hostname="mx",
+        app_name=app,
+        procid="1",
+        msgid=None,
+        structured_data=None,
+        msg=msg,
+        sender=sender,
+        transport="udp",
         received_at=at,
-    )  # fmt: skip
+    )
 
 
 def ssh_failure(address: str, user: str = "root") -> str:

@@ -25,8 +25,12 @@ from tests.helpers import config, jail_conf, message, ssh_failure
 T0 = 1_800_000_000.0
 
 
-def start(tmp_path: Path, conf: Config | None = None, clock: Clock | None = None,
-          enforcer: MemoryEnforcer | None = None) -> tuple[Appliance, Clock, MemoryEnforcer]:  # fmt: skip
+def start(
+    tmp_path: Path,
+    conf: Config | None = None,
+    clock: Clock | None = None,
+    enforcer: MemoryEnforcer | None = None,
+) -> tuple[Appliance, Clock, MemoryEnforcer]:
     clock = clock or Clock()
     if clock.seconds() == 0:
         clock.advance(T0)
@@ -110,7 +114,9 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
     enforcer = MemoryEnforcer()
     app2, _, _ = start(tmp_path, clock=clock, enforcer=enforcer)
     assert {b.network for b in enforcer.bans.values()} == {
-        ip_network("203.0.113.7/32"), ip_network("203.0.113.8/32")}  # fmt: skip
+        ip_network("203.0.113.7/32"),
+        ip_network("203.0.113.8/32"),
+    }
     assert all(b.remaining(clock.seconds()) == 60.0 for b in enforcer.bans.values())
     clock.advance(60)
     assert not enforcer.bans
@@ -127,7 +133,8 @@ def test_bans_that_expired_while_down_are_recorded_not_restored(tmp_path: Path) 
     _, _, enforcer = start(tmp_path, clock=clock)
     assert not enforcer.bans
     (record,) = SqliteOffenderStore(tmp_path / "offenders.sqlite").history(
-        ip_network("203.0.113.7/32"))  # fmt: skip
+        ip_network("203.0.113.7/32")
+    )
     assert record.end_reason == "expired"
 
 
@@ -168,10 +175,12 @@ def test_manual_ban_unban_and_blacklist(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("args", "error"),
-    [(("nope", "203.0.113.7"), "unknown or disabled jail"),
-     (("sshd", "not-an-ip"), "not an IPv4 or IPv6 address"),
-     (("sshd", "203.0.113.0/33"), "not an address or CIDR")],
-)  # fmt: skip
+    [
+        (("nope", "203.0.113.7"), "unknown or disabled jail"),
+        (("sshd", "not-an-ip"), "not an IPv4 or IPv6 address"),
+        (("sshd", "203.0.113.0/33"), "not an address or CIDR"),
+    ],
+)
 def test_manual_ban_errors(tmp_path: Path, args: tuple[str, str], error: str) -> None:
     """Bad requests are refused with a message that says why."""
     app, _, _ = start(tmp_path)

@@ -41,8 +41,9 @@ def test_test_filter_json_reports_each_failure_line(
 ) -> None:
     """--json prints {"lineno", "host"} for exactly the corpus failures, summary on stderr."""
     log, expected = corpus_log(tmp_path, service)
-    code, out, err = run(capsys, "--config", str(tmp_path / "none.toml"), "test-filter",
-                         service, str(log), "--json")  # fmt: skip
+    code, out, err = run(
+        capsys, "--config", str(tmp_path / "none.toml"), "test-filter", service, str(log), "--json"
+    )
     assert code == 0
     rows = [json.loads(line) for line in out.splitlines()]
     assert {r["lineno"]: r["host"] for r in rows} == expected
@@ -78,8 +79,17 @@ def test_parse_json_prints_one_object_per_line(
     code, out, _ = run(capsys, "parse", "--json")
     first, second, third = (json.loads(line) for line in out.splitlines())
     assert code == 0
-    assert list(first) == ["facility", "severity", "timestamp", "hostname", "app_name",
-                           "procid", "msgid", "structured_data", "msg"]  # fmt: skip
+    assert list(first) == [
+        "facility",
+        "severity",
+        "timestamp",
+        "hostname",
+        "app_name",
+        "procid",
+        "msgid",
+        "structured_data",
+        "msg",
+    ]
     assert (first["app_name"], first["procid"], first["msg"]) == ("sshd", "9", "hello")
     assert list(second) == ["error"]
     assert third["hostname"] is None and third["msg"] == ""
@@ -100,9 +110,21 @@ def test_check_accepts_the_shipped_config_and_reports_errors(
 
 
 @pytest.mark.parametrize(
-    "verb", ["status", "banned", "ban", "unban", "blacklist", "why", "flush", "reload", "check",
-             "parse", "test-filter"],
-)  # fmt: skip
+    "verb",
+    [
+        "status",
+        "banned",
+        "ban",
+        "unban",
+        "blacklist",
+        "why",
+        "flush",
+        "reload",
+        "check",
+        "parse",
+        "test-filter",
+    ],
+)
 def test_every_verb_has_help_with_an_example(capsys: pytest.CaptureFixture[str], verb: str) -> None:
     """--help of each verb explains it and shows an example."""
     with pytest.raises(SystemExit) as info:

@@ -9,9 +9,19 @@ from applianced.units import format_duration, parse_duration
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("600", 600), (600, 600), ("10m", 600), ("1h", 3600), ("1d", 86400), ("1w", 604800),
-     ("1h30m", 5400), (" 2d ", 172800), ("1.5h", 5400), ("0", 0)],
-)  # fmt: skip
+    [
+        ("600", 600),
+        (600, 600),
+        ("10m", 600),
+        ("1h", 3600),
+        ("1d", 86400),
+        ("1w", 604800),
+        ("1h30m", 5400),
+        (" 2d ", 172800),
+        ("1.5h", 5400),
+        ("0", 0),
+    ],
+)
 def test_parse_duration_accepts_the_documented_forms(text: str | int, seconds: float) -> None:
     """600, 10m, 1h, 1d, 1w (and combinations) are seconds."""
     assert parse_duration(text) == seconds

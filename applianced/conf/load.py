@@ -33,10 +33,22 @@ _RECEIVER = {"allowed_senders", "max_message_size"}
 _ENFORCEMENT = {"priority", "on_stop"}
 _LISTENER = {"transport", "address", "port", "allowed_senders", "max_message_size"}
 _POLICY = {
-    "bantime", "findtime", "maxretry", "ignoreip", "bantime_increment", "max_count",
-    "findtime_history", "max_tracked", "ipv6_prefix", "use_dns", "ports", "protocol",
-    "hook", "verdict", "bantime_jitter",
-}  # fmt: skip
+    "bantime",
+    "findtime",
+    "maxretry",
+    "ignoreip",
+    "bantime_increment",
+    "max_count",
+    "findtime_history",
+    "max_tracked",
+    "ipv6_prefix",
+    "use_dns",
+    "ports",
+    "protocol",
+    "hook",
+    "verdict",
+    "bantime_jitter",
+}
 _INCREMENT = {"enabled", "factor", "maxtime"}
 _JAIL = _POLICY | {"enabled", "filter", "failregex", "ignoreregex", "programs", "senders"}
 
@@ -128,8 +140,9 @@ class _Loader:
 
     # -- typed reads ------------------------------------------------------------------------
 
-    def table(self, raw: Mapping[str, Any], keys: tuple[str | int, ...], allowed: set[str]
-              ) -> Mapping[str, Any]:  # fmt: skip
+    def table(
+        self, raw: Mapping[str, Any], keys: tuple[str | int, ...], allowed: set[str]
+    ) -> Mapping[str, Any]:
         value = _get(raw, keys)
         if value is None:
             return {}
@@ -228,14 +241,16 @@ class _Loader:
                     enforcement.get("priority", -10), ("enforcement", "priority"), -400, 400
                 ),
                 on_stop=self.choice(
-                    enforcement.get("on_stop", "keep"), ("enforcement", "on_stop"),
+                    enforcement.get("on_stop", "keep"),
+                    ("enforcement", "on_stop"),
                     ("keep", "flush"),
-                ),  # fmt: skip
+                ),
             ),
         )
 
-    def listener(self, raw: Mapping[str, Any], i: int, senders: tuple[IPNetwork, ...],
-                 size: int) -> ListenerConf:  # fmt: skip
+    def listener(
+        self, raw: Mapping[str, Any], i: int, senders: tuple[IPNetwork, ...], size: int
+    ) -> ListenerConf:
         keys: tuple[str | int, ...] = ("listeners", i)
         t = self.table(raw, keys, _LISTENER)
         transport = self.choice(t.get("transport", "udp"), (*keys, "transport"), ("udp", "tcp"))
@@ -260,8 +275,11 @@ class _Loader:
         """The [defaults] table over the built-in defaults; values still raw, keys checked."""
         t = self.table(raw, ("defaults",), _POLICY)
         inc = self.table(raw, ("defaults", "bantime_increment"), _INCREMENT)
-        return {**_BUILTIN_POLICY, **t,
-                "bantime_increment": {**_BUILTIN_POLICY["bantime_increment"], **inc}}  # fmt: skip
+        return {
+            **_BUILTIN_POLICY,
+            **t,
+            "bantime_increment": {**_BUILTIN_POLICY["bantime_increment"], **inc},
+        }
 
     def jail(self, raw: Mapping[str, Any], name: str, defaults: Mapping[str, Any]) -> JailConf:
         keys: tuple[str, ...] = ("jails", name)
@@ -279,7 +297,9 @@ class _Loader:
 
         filter_name = t.get("filter")
         failregex = self.strings(t["failregex"], at("failregex")) if "failregex" in t else ()
-        ignoreregex = self.strings(t["ignoreregex"], at("ignoreregex")) if "ignoreregex" in t else ()
+        ignoreregex = (
+            self.strings(t["ignoreregex"], at("ignoreregex")) if "ignoreregex" in t else ()
+        )
         programs = self.strings(t["programs"], at("programs")) if "programs" in t else None
         if filter_name is not None:
             self.typed(filter_name, at("filter"), str, "a filter name")
@@ -324,10 +344,16 @@ class _Loader:
             maxretry=maxretry,
             ignoreip=tuple(
                 dict.fromkeys(
-                    (*self.networks(defaults["ignoreip"], ("defaults", "ignoreip")),
-                     *(self.networks(t["ignoreip"], (*keys, "ignoreip")) if "ignoreip" in t else ()))
+                    (
+                        *self.networks(defaults["ignoreip"], ("defaults", "ignoreip")),
+                        *(
+                            self.networks(t["ignoreip"], (*keys, "ignoreip"))
+                            if "ignoreip" in t
+                            else ()
+                        ),
+                    )
                 )
-            ),  # fmt: skip
+            ),
             bantime_increment=increment,
             max_count=self.int_in(p["max_count"], at("max_count"), 0, 1000),
             findtime_history=self.convert(
@@ -399,10 +425,10 @@ def _ports(value: Any) -> tuple[str, ...]:
             return ("all",)
         text = str(item) if isinstance(item, int) and not isinstance(item, bool) else item
         if not isinstance(text, str):
-            raise ValueError(f"{item!r} is not a port; use 25, \"1000-2000\" or \"all\"")
+            raise ValueError(f'{item!r} is not a port; use 25, "1000-2000" or "all"')
         low, _, high = text.partition("-")
         if not low.isdigit() or (high and not high.isdigit()):
-            raise ValueError(f"{item!r} is not a port; use 25, \"1000-2000\" or \"all\"")
+            raise ValueError(f'{item!r} is not a port; use 25, "1000-2000" or "all"')
         lo, hi = int(low), int(high or low)
         if not 1 <= lo <= hi <= 65535:
             raise ValueError(f"{item!r}: ports are 1 to 65535, ranges low-high")

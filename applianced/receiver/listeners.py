@@ -54,8 +54,9 @@ class ReceiverStats:
 class _Edge:
     """What UDP and TCP share: the allowlist check, parse+stamp, rate-limited complaints."""
 
-    def __init__(self, conf: ListenerConf, sink: Sink, stats: ReceiverStats,
-                 clock: IReactorTime) -> None:  # fmt: skip
+    def __init__(
+        self, conf: ListenerConf, sink: Sink, stats: ReceiverStats, clock: IReactorTime
+    ) -> None:
         self.conf = conf
         self.sink = sink
         self.stats = stats
@@ -73,23 +74,31 @@ class _Edge:
             self._allowed[host] = known
         if not known:
             self.stats.refused_senders += 1
-            self.complain("sender", "refused syslog from {sender}: not in allowed_senders "
-                          "of {listener}", sender=host)  # fmt: skip
+            self.complain(
+                "sender",
+                "refused syslog from {sender}: not in allowed_senders of {listener}",
+                sender=host,
+            )
         return known
 
     def deliver(self, data: bytes, host: str) -> None:
         now = self.clock.seconds()
         if len(data) > self.conf.max_message_size:
             self.stats.oversize += 1
-            self.complain("oversize", "dropped a {size}-byte message from {sender}: over "
-                          "max_message_size", size=len(data), sender=host)  # fmt: skip
+            self.complain(
+                "oversize",
+                "dropped a {size}-byte message from {sender}: over max_message_size",
+                size=len(data),
+                sender=host,
+            )
             return
         try:
             message = parse(data, datetime.fromtimestamp(now, UTC))
         except ParseError as e:
             self.stats.parse_errors += 1
-            self.complain("parse", "unparsable syslog from {sender}: {error}",
-                          sender=host, error=str(e))  # fmt: skip
+            self.complain(
+                "parse", "unparsable syslog from {sender}: {error}", sender=host, error=str(e)
+            )
             return
         self.stats.received += 1
         self.sink(message.received(host, self.conf.transport, now))
@@ -110,11 +119,12 @@ class _Edge:
 class SyslogUDP(DatagramProtocol):
     """One datagram is one message (RFC 5426)."""
 
-    def __init__(self, conf: ListenerConf, sink: Sink, stats: ReceiverStats,
-                 clock: IReactorTime) -> None:  # fmt: skip
+    def __init__(
+        self, conf: ListenerConf, sink: Sink, stats: ReceiverStats, clock: IReactorTime
+    ) -> None:
         self.edge = _Edge(conf, sink, stats, clock)
 
-    def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:  # noqa: N802
+    def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
         host = addr[0]
         if not self.edge.allowed(host):
             return
@@ -130,10 +140,10 @@ class _SyslogStream(Protocol):
         self.host = host
         self.framer = Framer(edge.conf.max_message_size)
 
-    def connectionMade(self) -> None:  # noqa: N802
+    def connectionMade(self) -> None:
         self.edge.stats.connections += 1
 
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+    def dataReceived(self, data: bytes) -> None:
         try:
             for frame in self.framer.feed(data):
                 if isinstance(frame, FrameError):
@@ -150,9 +160,13 @@ class _SyslogStream(Protocol):
         self.edge.stats.frame_errors += 1
         if error.oversize:
             self.edge.stats.oversize += 1
-        self.edge.complain("frame", "bad syslog frame from {sender}: {reason}{action}",
-                           sender=self.host, reason=error.reason,
-                           action="; closing the connection" if error.fatal else "")  # fmt: skip
+        self.edge.complain(
+            "frame",
+            "bad syslog frame from {sender}: {reason}{action}",
+            sender=self.host,
+            reason=error.reason,
+            action="; closing the connection" if error.fatal else "",
+        )
         if error.fatal:
             self.transport.loseConnection()  # type: ignore[union-attr]
 
@@ -161,11 +175,12 @@ class SyslogTCPFactory(Factory):
     """Syslog over TCP, octet-counted or LF-framed (RFC 6587), detected per connection.
     Connections from senders outside the allowlist are refused before any byte is read."""
 
-    def __init__(self, conf: ListenerConf, sink: Sink, stats: ReceiverStats,
-                 clock: IReactorTime) -> None:  # fmt: skip
+    def __init__(
+        self, conf: ListenerConf, sink: Sink, stats: ReceiverStats, clock: IReactorTime
+    ) -> None:
         self.edge = _Edge(conf, sink, stats, clock)
 
-    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:  # noqa: N802
+    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
         host = getattr(addr, "host", "")
         if not self.edge.allowed(host):
             return None
@@ -182,7 +197,7 @@ class ListenerService(Service):
         self.reactor = reactor
         self.port: IListeningPort | None = None
 
-    def startService(self) -> None:  # noqa: N802
+    def startService(self) -> None:
         """Bind; raises CannotListenError. Runs after the appliance restored its bans."""
         c = self.conf
         if c.transport == "udp":
@@ -196,7 +211,7 @@ class ListenerService(Service):
         self.port = port
         super().startService()
 
-    def stopService(self) -> Deferred[None] | None:  # noqa: N802
+    def stopService(self) -> Deferred[None] | None:
         super().stopService()
         port, self.port = self.port, None
         return port.stopListening() if port is not None else None

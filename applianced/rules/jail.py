@@ -148,7 +148,9 @@ class Jail:
         if network.num_addresses > 1 and any(network.overlaps(n) for n in self.never_ban):
             # A prefix ban would also cover an address we must never ban: ban the host only.
             network = ip_network(address)
-        return Offence(self.name, network, address, len(window), tuple(text for _, text in window), now)
+        return Offence(
+            self.name, network, address, len(window), tuple(text for _, text in window), now
+        )
 
     def failures(self, address: IPAddress, now: float) -> int:
         """Failures of ``address``'s network still inside the window at ``now``."""

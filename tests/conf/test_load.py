@@ -39,7 +39,9 @@ def test_shipped_default_config_is_valid() -> None:
     config = load_config(DEFAULT_CONFIG)
     assert [j.name for j in config.enabled_jails] == ["postfix-sasl", "dovecot", "sshd"]
     assert {(c.transport, c.address, c.port) for c in config.listeners} == {
-        ("udp", "127.0.0.1", 5514), ("tcp", "127.0.0.1", 5514)}  # fmt: skip
+        ("udp", "127.0.0.1", 5514),
+        ("tcp", "127.0.0.1", 5514),
+    }
     assert all(j.failregex and j.programs for j in config.jails)
 
 

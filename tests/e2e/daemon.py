@@ -48,8 +48,13 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 15.0) ->
 class Daemon:
     """One applianced process on a config written into ``workdir``."""
 
-    def __init__(self, workdir: Path, config_text: str, args: Sequence[str] = ("--dry-run",),
-                 prefix: Sequence[str] = ()) -> None:  # fmt: skip
+    def __init__(
+        self,
+        workdir: Path,
+        config_text: str,
+        args: Sequence[str] = ("--dry-run",),
+        prefix: Sequence[str] = (),
+    ) -> None:
         self.workdir = workdir
         self.config = workdir / "appliance.toml"
         self.config.write_text(config_text)
@@ -63,8 +68,9 @@ class Daemon:
         logf = self.log.open("ab")
         self.proc = subprocess.Popen(
             [*self.prefix, str(BIN / "applianced"), "--config", str(self.config), *self.args],
-            stdout=logf, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+        )
         logf.close()
         wait_for("applianced to answer on its control socket", self._answers)
         return self
@@ -81,8 +87,10 @@ class Daemon:
     def ctl_rc(self, *args: str) -> tuple[int, str, str]:
         done = subprocess.run(
             [*self.prefix, str(BIN / "appliancectl"), "--socket", str(self.socket), *args],
-            capture_output=True, text=True, timeout=30,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         return done.returncode, done.stdout, done.stderr
 
     def ctl(self, *args: str) -> Any:
@@ -101,11 +109,22 @@ class Daemon:
             self.kill(signal.SIGTERM)
 
 
-def logger(port: int, message: str, *, tag: str, transport: str = "udp",
-           extra: Sequence[str] = ()) -> None:  # fmt: skip
+def logger(
+    port: int, message: str, *, tag: str, transport: str = "udp", extra: Sequence[str] = ()
+) -> None:
     """Send one message with util-linux logger, the way an admin would test by hand."""
-    cmd = ["logger", "--server", "127.0.0.1", "--port", str(port), f"--{transport}",
-           "--tag", tag, *extra, message]  # fmt: skip
+    cmd = [
+        "logger",
+        "--server",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        f"--{transport}",
+        "--tag",
+        tag,
+        *extra,
+        message,
+    ]
     subprocess.run(cmd, check=True, timeout=10)
 
 

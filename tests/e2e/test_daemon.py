@@ -59,8 +59,13 @@ def daemon(tmp_path: Path) -> Iterator[tuple[Daemon, int]]:
 def fail(port: int, address: str, transport: str = "udp", n: int = 3) -> None:
     extra = ("--octet-count", "--rfc5424") if transport == "tcp" else ("--rfc3164",)
     for _ in range(n):
-        logger(port, f"Failed password for invalid user admin from {address} port 4242 ssh2",
-               tag="sshd", transport=transport, extra=extra)  # fmt: skip
+        logger(
+            port,
+            f"Failed password for invalid user admin from {address} port 4242 ssh2",
+            tag="sshd",
+            transport=transport,
+            extra=extra,
+        )
 
 
 def banned(d: Daemon) -> dict[str, dict[str, object]]:
@@ -100,8 +105,10 @@ def test_sender_outside_allowed_senders_gets_nobody_banned(daemon: tuple[Daemon,
         s.bind(("127.0.0.2", 0))
         for _ in range(5):
             s.sendto(line, ("127.0.0.1", port))
-    wait_for("refused datagrams to be counted",
-             lambda: d.ctl("status")["receiver"]["refused_senders"] >= 5)  # fmt: skip
+    wait_for(
+        "refused datagrams to be counted",
+        lambda: d.ctl("status")["receiver"]["refused_senders"] >= 5,
+    )
     fail(port, "203.0.113.10")  # an allowed sender still works, and proves the order
     wait_for("the allowed sender's ban", lambda: banned(d).get("203.0.113.10/32"))
     assert "203.0.113.9/32" not in banned(d)

@@ -158,8 +158,10 @@ def test_counted_oversize_then_good_frame_in_one_feed() -> None:
     """A count over max_size is a non-fatal error; exactly that many octets are skipped."""
     big = b"<13>" + b"\n5 x" * MAX  # looks like frames inside: must be skipped, not parsed
     out = Framer(MAX).feed(counted(big, b"<13>good"))
-    assert out == [FrameError(f"frame of {len(big)} octets over the size limit", False, True),
-                   b"<13>good"]  # fmt: skip
+    assert out == [
+        FrameError(f"frame of {len(big)} octets over the size limit", False, True),
+        b"<13>good",
+    ]
 
 
 def test_counted_oversize_across_feeds_is_skipped_without_buffering() -> None:
@@ -238,8 +240,9 @@ LF_STREAM = st.lists(
     st.tuples(LINE, st.sampled_from([b"\n", b"\r\n", b"\x00", b"\n\n"])), max_size=12
 ).map(lambda frames: b"".join(line + end for line, end in frames))
 # Few distinct bytes, so that counts, blanks, trailers and garbage meet often.
-TOKENS = st.lists(st.sampled_from([b"1", b"9", b"0", b" ", b"\n", b"\r", b"\x00", b"<", b"x"]),
-                  max_size=60).map(b"".join)  # fmt: skip
+TOKENS = st.lists(
+    st.sampled_from([b"1", b"9", b"0", b" ", b"\n", b"\r", b"\x00", b"<", b"x"]), max_size=60
+).map(b"".join)
 COUNTED_STREAM = st.lists(st.binary(max_size=SMALL * 2), max_size=12).map(
     lambda frames: b"".join(b"%d %s" % (len(f), f) for f in frames)
 )
@@ -250,8 +253,10 @@ def _split(stream: bytes, cuts: list[int]) -> list[bytes]:
     return [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
 
 
-@given(st.one_of(LF_STREAM, COUNTED_STREAM, TOKENS, st.binary(max_size=200)),
-       st.lists(st.integers(0, 400), max_size=30))  # fmt: skip
+@given(
+    st.one_of(LF_STREAM, COUNTED_STREAM, TOKENS, st.binary(max_size=200)),
+    st.lists(st.integers(0, 400), max_size=30),
+)
 def test_any_chunking_gives_the_same_frames(stream: bytes, cuts: list[int]) -> None:
     """Feeding a stream in random chunks yields exactly what feeding it whole yields."""
     whole = Framer(SMALL).feed(stream)

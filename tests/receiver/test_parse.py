@@ -18,8 +18,17 @@ from applianced.receiver.parse import message_fields, parse
 
 DATA = Path(__file__).parent.parent / "data"
 REF = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
-FIELDS = ["facility", "severity", "timestamp", "hostname", "app_name", "procid", "msgid",
-          "structured_data", "msg"]  # fmt: skip
+FIELDS = [
+    "facility",
+    "severity",
+    "timestamp",
+    "hostname",
+    "app_name",
+    "procid",
+    "msgid",
+    "structured_data",
+    "msg",
+]
 MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
 
@@ -63,8 +72,11 @@ def test_bad_corpus_never_crashes(data: bytes) -> None:
 
 def test_bad_corpus_holds_the_cases_pinned_below() -> None:
     """syslog-bad.txt still holds the literal cases whose outcome the tests below pin."""
-    assert set(BAD) == {b"just some text", b"<999>Nov 22 10:00:01 mx app: x",
-                        b"<34>1 2026-11-22T10:00:01Z"}  # fmt: skip
+    assert set(BAD) == {
+        b"just some text",
+        b"<999>Nov 22 10:00:01 mx app: x",
+        b"<34>1 2026-11-22T10:00:01Z",
+    }
 
 
 def test_text_without_pri_or_timestamp_is_kept_whole() -> None:
@@ -159,8 +171,13 @@ def test_result_is_not_stamped() -> None:
         (b"<30>Nov 22 10:03:01 kerio-connect: Relay x", None, "kerio-connect", None, "Relay x"),
         (b"<30>Nov 22 10:03:01 sshd[42]: Failed x", None, "sshd", "42", "Failed x"),
         (b"<30>Nov 22 10:03:01 mx dovecot: imap-login: x", "mx", "dovecot", None, "imap-login: x"),
-        (b"<30>Nov 22 10:03:01 mx postfix/submission/smtpd[2001]: x", "mx",
-         "postfix/submission/smtpd", "2001", "x"),
+        (
+            b"<30>Nov 22 10:03:01 mx postfix/submission/smtpd[2001]: x",
+            "mx",
+            "postfix/submission/smtpd",
+            "2001",
+            "x",
+        ),
         (b"<30>Nov 22 10:03:01 2001:db8::1 sshd[1]: x", "2001:db8::1", "sshd", "1", "x"),
         (b"<30>Nov 22 10:03:01 mx free text", "mx", None, None, "free text"),
         (b"<30>Nov 22 10:03:01 mx app:", "mx", "app", None, ""),
@@ -168,7 +185,7 @@ def test_result_is_not_stamped() -> None:
         (b"<30>Nov 22 10:03:01 mx", "mx", None, None, ""),
         (b"<30>Nov 22 10:03:01", None, None, None, ""),
     ],
-)  # fmt: skip
+)
 def test_rfc3164_hostname_and_tag(
     wire: bytes, hostname: str | None, app_name: str | None, procid: str | None, text: str
 ) -> None:
@@ -261,12 +278,11 @@ def test_bsd_timestamp_is_aware_utc() -> None:
     [
         ("2026-11-22T10:00:01Z", datetime(2026, 11, 22, 10, 0, 1, tzinfo=UTC)),
         ("2026-11-22T10:00:01+01:00", datetime(2026, 11, 22, 9, 0, 1, tzinfo=UTC)),
-        ("2026-11-22T10:00:01.003-05:30",
-         datetime(2026, 11, 22, 15, 30, 1, 3000, tzinfo=UTC)),
+        ("2026-11-22T10:00:01.003-05:30", datetime(2026, 11, 22, 15, 30, 1, 3000, tzinfo=UTC)),
         ("2026-11-22T10:00:01.123456789Z", datetime(2026, 11, 22, 10, 0, 1, 123456, tzinfo=UTC)),
         ("2026-11-22T23:59:60Z", datetime(2026, 11, 22, 23, 59, 59, tzinfo=UTC)),
     ],
-)  # fmt: skip
+)
 def test_rfc5424_time_zones_and_fractions(stamp: str, expected: datetime) -> None:
     """RFC 5424 timestamps keep their offset and fraction; a leap second is clamped to :59."""
     msg = parse(f"<13>1 {stamp} mx app - - -".encode(), REF)
@@ -354,9 +370,19 @@ def test_rfc5424_fields_and_message_fields() -> None:
 # --- properties --------------------------------------------------------------------------------
 
 PREFIXES = st.sampled_from(
-    [b"", b"<", b"<13>", b"<191>", b"<13>1 ", b"<13>1 - - - - - ", b"<13>Nov 22 10:00:01 ",
-     b"<13>2026-11-22T10:00:01Z ", b"Nov  2 10:00:01 mx ", b"<13>1 - h a p m [x@1 k=\""]
-)  # fmt: skip
+    [
+        b"",
+        b"<",
+        b"<13>",
+        b"<191>",
+        b"<13>1 ",
+        b"<13>1 - - - - - ",
+        b"<13>Nov 22 10:00:01 ",
+        b"<13>2026-11-22T10:00:01Z ",
+        b"Nov  2 10:00:01 mx ",
+        b'<13>1 - h a p m [x@1 k="',
+    ]
+)
 
 
 @given(st.binary(max_size=300))
@@ -377,8 +403,11 @@ def test_syslog_like_bytes_give_a_message_or_parse_error(prefix: bytes, tail: by
     assert 0 <= msg.facility <= 23 and 0 <= msg.severity <= 7
 
 
-TOKEN = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E,
-                              exclude_characters="[]:"), min_size=1, max_size=20)  # fmt: skip
+TOKEN = st.text(
+    st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="[]:"),
+    min_size=1,
+    max_size=20,
+)
 
 
 @given(

@@ -41,80 +41,336 @@ LOG_LINE = re.compile(r"^\w{3} [ \d]\d \d\d:\d\d:\d\d \S+ ([^:\[\s]+)(?:\[\d+\])
 # Sibling messages of the corpus formats, and more injection attempts: (service, expected, line).
 EXTRA_ROWS: list[tuple[str, str, str]] = [
     # postfix: other mechanisms and services, Postfix 3.x sasl_username, IPv4-mapped clients
-    ("postfix-sasl", "192.0.2.101", "Nov 22 11:00:01 mx postfix/smtps/smtpd[3001]: warning: unknown[192.0.2.101]: SASL CRAM-MD5 authentication failed: authentication failure"),
-    ("postfix-sasl", "203.0.113.101", "Nov 22 11:00:02 mx postfix/submission/smtpd[3002]: warning: host.example.net[203.0.113.101]: SASL LOGIN authentication failed: UGFzc3dvcmQ6, sasl_username=admin@example.org"),
-    ("postfix-sasl", "192.0.2.103", "Nov 22 11:00:03 mx postfix/smtpd[3003]: warning: unknown[::ffff:192.0.2.103]: SASL PLAIN authentication failed: "),
-    ("postfix-sasl", "-", "Nov 22 11:00:04 mx postfix/smtpd[3004]: warning: unknown[192.0.2.102]: SASL LOGIN authentication failed: Connection lost to authentication server"),
-    ("postfix-sasl", "-", "Nov 22 11:00:05 mx postfix/smtpd[3005]: warning: hostname mail.example.com does not resolve to address 192.0.2.104: Name or service not known"),
-    ("postfix-rbl", "192.0.2.110", "Nov 22 11:01:01 mx postfix/postscreen[4001]: NOQUEUE: reject: RCPT from [192.0.2.110]:51234: 550 5.7.1 Service unavailable; client [192.0.2.110] blocked using zen.spamhaus.org; from=<a@b.example>, to=<c@d.example>, proto=ESMTP, helo=<x.example>"),
-    ("postfix-rbl", "2001:db8::110", "Nov 22 11:01:02 mx postfix/smtpd[4002]: NOQUEUE: reject: RCPT from unknown[2001:db8::110]: 554 5.7.1 Service unavailable; Client host [2001:db8::110] blocked using bl.spamcop.net; Blocked - see https://www.spamcop.net/bl.shtml?2001:db8::110; from=<a@b.example> to=<c@d.example> proto=ESMTP helo=<x>"),
-    ("postfix-rbl", "-", "Nov 22 11:01:03 mx postfix/postscreen[4001]: DNSBL rank 3 for [192.0.2.111]:51235"),
-    ("postfix-relay", "203.0.113.120", "Nov 22 11:02:01 mx postfix/smtpd[5001]: 4F2A1C0E5D: reject: RCPT from unknown[203.0.113.120]: 554 5.7.1 <victim@other.example>: Relay access denied; from=<a@b.example> to=<victim@other.example> proto=ESMTP helo=<x>"),
-    ("postfix-relay", "203.0.113.121", "Nov 22 11:02:02 mx postfix/smtpd[5001]: NOQUEUE: reject: RCPT from unknown[203.0.113.121]: 554 5.7.1 <x@[198.51.100.99]: Relay access denied;>: Relay access denied; from=<a@b.example> to=<x@[198.51.100.99]: Relay access denied;> proto=ESMTP helo=<x>"),
+    (
+        "postfix-sasl",
+        "192.0.2.101",
+        "Nov 22 11:00:01 mx postfix/smtps/smtpd[3001]: warning: unknown[192.0.2.101]: SASL CRAM-MD5 authentication failed: authentication failure",
+    ),
+    (
+        "postfix-sasl",
+        "203.0.113.101",
+        "Nov 22 11:00:02 mx postfix/submission/smtpd[3002]: warning: host.example.net[203.0.113.101]: SASL LOGIN authentication failed: UGFzc3dvcmQ6, sasl_username=admin@example.org",
+    ),
+    (
+        "postfix-sasl",
+        "192.0.2.103",
+        "Nov 22 11:00:03 mx postfix/smtpd[3003]: warning: unknown[::ffff:192.0.2.103]: SASL PLAIN authentication failed: ",
+    ),
+    (
+        "postfix-sasl",
+        "-",
+        "Nov 22 11:00:04 mx postfix/smtpd[3004]: warning: unknown[192.0.2.102]: SASL LOGIN authentication failed: Connection lost to authentication server",
+    ),
+    (
+        "postfix-sasl",
+        "-",
+        "Nov 22 11:00:05 mx postfix/smtpd[3005]: warning: hostname mail.example.com does not resolve to address 192.0.2.104: Name or service not known",
+    ),
+    (
+        "postfix-rbl",
+        "192.0.2.110",
+        "Nov 22 11:01:01 mx postfix/postscreen[4001]: NOQUEUE: reject: RCPT from [192.0.2.110]:51234: 550 5.7.1 Service unavailable; client [192.0.2.110] blocked using zen.spamhaus.org; from=<a@b.example>, to=<c@d.example>, proto=ESMTP, helo=<x.example>",
+    ),
+    (
+        "postfix-rbl",
+        "2001:db8::110",
+        "Nov 22 11:01:02 mx postfix/smtpd[4002]: NOQUEUE: reject: RCPT from unknown[2001:db8::110]: 554 5.7.1 Service unavailable; Client host [2001:db8::110] blocked using bl.spamcop.net; Blocked - see https://www.spamcop.net/bl.shtml?2001:db8::110; from=<a@b.example> to=<c@d.example> proto=ESMTP helo=<x>",
+    ),
+    (
+        "postfix-rbl",
+        "-",
+        "Nov 22 11:01:03 mx postfix/postscreen[4001]: DNSBL rank 3 for [192.0.2.111]:51235",
+    ),
+    (
+        "postfix-relay",
+        "203.0.113.120",
+        "Nov 22 11:02:01 mx postfix/smtpd[5001]: 4F2A1C0E5D: reject: RCPT from unknown[203.0.113.120]: 554 5.7.1 <victim@other.example>: Relay access denied; from=<a@b.example> to=<victim@other.example> proto=ESMTP helo=<x>",
+    ),
+    (
+        "postfix-relay",
+        "203.0.113.121",
+        "Nov 22 11:02:02 mx postfix/smtpd[5001]: NOQUEUE: reject: RCPT from unknown[203.0.113.121]: 554 5.7.1 <x@[198.51.100.99]: Relay access denied;>: Relay access denied; from=<a@b.example> to=<x@[198.51.100.99]: Relay access denied;> proto=ESMTP helo=<x>",
+    ),
     # dovecot: managesieve, 2.3 and 2.3.14+ disconnect forms, passdb drivers, auth-worker prefix
-    ("dovecot", "192.0.2.130", "Nov 22 11:03:01 mx dovecot: managesieve-login: Disconnected (auth failed, 1 attempts in 4 secs): user=<admin>, method=PLAIN, rip=192.0.2.130, lip=192.0.2.1, TLS, session=<abc123>"),
-    ("dovecot", "203.0.113.130", "Nov 22 11:03:02 mx dovecot: imap-login: Disconnected: Connection closed (auth failed, 2 attempts in 8 secs): user=<info@example.org>, method=LOGIN, rip=203.0.113.130, lip=192.0.2.1, TLS, session=<Zx9+AbCdEfGh>"),
-    ("dovecot", "2001:db8::130", "Nov 22 11:03:03 mx dovecot: imap-login: Login aborted: Connection closed (auth failed, 1 attempts in 2 secs) (auth_failed): user=<sales@example.org>, method=PLAIN, rip=2001:db8::130, lip=2001:db8::1, TLS, session=<q/w+e=r>"),
-    ("dovecot", "203.0.113.131", "Nov 22 11:03:04 mx dovecot: auth-worker(4242): Info: conn unix:auth-worker (pid=4241,uid=97): auth-worker<3>: sql(info@example.org,203.0.113.131,<Zx9+AbCd>): Password mismatch (given password: hunter2)"),
-    ("dovecot", "-", "Nov 22 11:03:04 mx dovecot: auth-worker(4242): Info: sql(info@example.org,203.0.113.134,<Zx9+AbCd>): Password mismatch (given password: x,198.51.100.99,<y>): Password mismatch)"),
-    ("dovecot", "-", "Nov 22 11:03:04 mx dovecot: auth-worker(4242): Info: sql(u,198.51.100.99,<x>): unknown user,203.0.113.135,<Zx9+AbCd>): Password mismatch"),
-    ("dovecot", "192.0.2.131", "Nov 22 11:03:05 mx dovecot: auth: passwd-file(test,192.0.2.131,<AbCd>): unknown user"),
-    ("dovecot", "192.0.2.132", "Nov 22 11:03:06 mx dovecot: auth-worker(304): pam(root,192.0.2.132): pam_authenticate() failed: Authentication failure (password mismatch?)"),
-    ("dovecot", "203.0.113.132", "Nov 22 11:03:07 mx dovecot: imap-login: Disconnected (auth failed, 1 attempts in 2 secs): user=<a>, method=PLAIN, rip=198.51.100.99, lip=192.0.2.1, session=<b>, method=PLAIN, rip=203.0.113.132, lip=192.0.2.1, session=<q1w2e3r4>"),
-    ("dovecot", "-", "Nov 22 11:03:08 mx dovecot: imap(bob@example.org)<4242><xyzXYZ12>: Disconnected: Logged out in=120 out=5000"),
-    ("dovecot", "-", "Nov 22 11:03:09 mx dovecot: pop3-login: Disconnected (no auth attempts in 0 secs): user=<>, rip=192.0.2.133, lip=192.0.2.1, session=<abcd>"),
+    (
+        "dovecot",
+        "192.0.2.130",
+        "Nov 22 11:03:01 mx dovecot: managesieve-login: Disconnected (auth failed, 1 attempts in 4 secs): user=<admin>, method=PLAIN, rip=192.0.2.130, lip=192.0.2.1, TLS, session=<abc123>",
+    ),
+    (
+        "dovecot",
+        "203.0.113.130",
+        "Nov 22 11:03:02 mx dovecot: imap-login: Disconnected: Connection closed (auth failed, 2 attempts in 8 secs): user=<info@example.org>, method=LOGIN, rip=203.0.113.130, lip=192.0.2.1, TLS, session=<Zx9+AbCdEfGh>",
+    ),
+    (
+        "dovecot",
+        "2001:db8::130",
+        "Nov 22 11:03:03 mx dovecot: imap-login: Login aborted: Connection closed (auth failed, 1 attempts in 2 secs) (auth_failed): user=<sales@example.org>, method=PLAIN, rip=2001:db8::130, lip=2001:db8::1, TLS, session=<q/w+e=r>",
+    ),
+    (
+        "dovecot",
+        "203.0.113.131",
+        "Nov 22 11:03:04 mx dovecot: auth-worker(4242): Info: conn unix:auth-worker (pid=4241,uid=97): auth-worker<3>: sql(info@example.org,203.0.113.131,<Zx9+AbCd>): Password mismatch (given password: hunter2)",
+    ),
+    (
+        "dovecot",
+        "-",
+        "Nov 22 11:03:04 mx dovecot: auth-worker(4242): Info: sql(info@example.org,203.0.113.134,<Zx9+AbCd>): Password mismatch (given password: x,198.51.100.99,<y>): Password mismatch)",
+    ),
+    (
+        "dovecot",
+        "-",
+        "Nov 22 11:03:04 mx dovecot: auth-worker(4242): Info: sql(u,198.51.100.99,<x>): unknown user,203.0.113.135,<Zx9+AbCd>): Password mismatch",
+    ),
+    (
+        "dovecot",
+        "192.0.2.131",
+        "Nov 22 11:03:05 mx dovecot: auth: passwd-file(test,192.0.2.131,<AbCd>): unknown user",
+    ),
+    (
+        "dovecot",
+        "192.0.2.132",
+        "Nov 22 11:03:06 mx dovecot: auth-worker(304): pam(root,192.0.2.132): pam_authenticate() failed: Authentication failure (password mismatch?)",
+    ),
+    (
+        "dovecot",
+        "203.0.113.132",
+        "Nov 22 11:03:07 mx dovecot: imap-login: Disconnected (auth failed, 1 attempts in 2 secs): user=<a>, method=PLAIN, rip=198.51.100.99, lip=192.0.2.1, session=<b>, method=PLAIN, rip=203.0.113.132, lip=192.0.2.1, session=<q1w2e3r4>",
+    ),
+    (
+        "dovecot",
+        "-",
+        "Nov 22 11:03:08 mx dovecot: imap(bob@example.org)<4242><xyzXYZ12>: Disconnected: Logged out in=120 out=5000",
+    ),
+    (
+        "dovecot",
+        "-",
+        "Nov 22 11:03:09 mx dovecot: pop3-login: Disconnected (no auth attempts in 0 secs): user=<>, rip=192.0.2.133, lip=192.0.2.1, session=<abcd>",
+    ),
     # exim: hostname + port + interface, IPv6, no set_id, junk HELOs; decoys in set_id and HELO
-    ("exim-auth", "192.0.2.140", "Nov 22 11:04:01 mx exim4[3100]: 2026-11-22 11:04:01 [3100] plain_server authenticator failed for mail.example.net (helo.example) [192.0.2.140]:52345 I=[192.0.2.1]:587: 535 Incorrect authentication data (set_id=info@example.org)"),
-    ("exim-auth", "2001:db8::140", "Nov 22 11:04:02 mx exim[3101]: 2026-11-22 11:04:02 login authenticator failed for (User) [2001:db8::140]: 535 Incorrect authentication data"),
-    ("exim-auth", "-", "Nov 22 11:04:03 mx exim[3102]: 2026-11-22 11:04:03 dovecot_login authenticator failed for (User) [203.0.113.140]: 535 Incorrect authentication data (set_id=x) [198.51.100.99]: 535 Incorrect authentication data (set_id=y)"),
-    ("exim-auth", "-", "Nov 22 11:04:03 mx exim[3102]: 2026-11-22 11:04:03 dovecot_login authenticator failed for (x) [198.51.100.99]: 535 Incorrect authentication data (set_id=y) [192.0.2.147]: 535 Incorrect authentication data (set_id=u)"),
-    ("exim-auth", "192.0.2.147", "Nov 22 11:04:03 mx exim[3102]: 2026-11-22 11:04:03 dovecot_login authenticator failed for (my junk (helo)) [192.0.2.147]: 535 Incorrect authentication data (set_id=a b)"),
-    ("exim-auth", "-", "Nov 22 11:04:04 mx exim[3103]: 2026-11-22 11:04:04 dovecot_login authenticator failed for (x) [198.51.100.99]: 535 Incorrect authentication data (y) [192.0.2.141]: 535 Incorrect authentication data"),
-    ("exim-reject", "192.0.2.142", "Nov 22 11:04:05 mx exim4[3104]: 2026-11-22 11:04:05 H=mail.example.net [192.0.2.142]:41234 I=[192.0.2.1]:25 F=<a@b.example> rejected RCPT <nobody@d.example>: Unrouteable address"),
-    ("exim-reject", "2001:db8::142", "Nov 22 11:04:06 mx exim[3105]: 2026-11-22 11:04:06 H=([2001:db8::142]) [2001:db8::142] rejected EHLO or HELO [2001:db8::142]: HELO with own address literal"),
-    ("exim-reject", "192.0.2.143", "Nov 22 11:04:07 mx exim[3106]: 2026-11-22 11:04:07 rejected EHLO from [192.0.2.143]: syntactically invalid argument(s): x@y"),
-    ("exim-reject", "-", "Nov 22 11:04:08 mx exim[3107]: 2026-11-22 11:04:08 H=(helo.example) [203.0.113.143] F=<x> rejected RCPT <y) [198.51.100.99] F=<a> rejected RCPT <b>: relay not permitted"),
-    ("exim-reject", "-", "Nov 22 11:04:08 mx exim[3107]: 2026-11-22 11:04:08 H=(x) [198.51.100.99] F=<a> rejected RCPT <b>: x) [192.0.2.145] F=<s@x.example> rejected RCPT <r@y.example>: relay not permitted"),
-    ("exim-reject", "192.0.2.146", "Nov 22 11:04:08 mx exim[3107]: 2026-11-22 11:04:08 H=(x y [z]) [192.0.2.146] F=<a@b.example> rejected RCPT <c@d.example>: relay not permitted"),
-    ("exim-reject", "-", "Nov 22 11:04:09 mx exim[3108]: 2026-11-22 11:04:09 H=(helo.example) [192.0.2.144] F=<a@b.example> temporarily rejected RCPT <c@d.example>: greylisted"),
+    (
+        "exim-auth",
+        "192.0.2.140",
+        "Nov 22 11:04:01 mx exim4[3100]: 2026-11-22 11:04:01 [3100] plain_server authenticator failed for mail.example.net (helo.example) [192.0.2.140]:52345 I=[192.0.2.1]:587: 535 Incorrect authentication data (set_id=info@example.org)",
+    ),
+    (
+        "exim-auth",
+        "2001:db8::140",
+        "Nov 22 11:04:02 mx exim[3101]: 2026-11-22 11:04:02 login authenticator failed for (User) [2001:db8::140]: 535 Incorrect authentication data",
+    ),
+    (
+        "exim-auth",
+        "-",
+        "Nov 22 11:04:03 mx exim[3102]: 2026-11-22 11:04:03 dovecot_login authenticator failed for (User) [203.0.113.140]: 535 Incorrect authentication data (set_id=x) [198.51.100.99]: 535 Incorrect authentication data (set_id=y)",
+    ),
+    (
+        "exim-auth",
+        "-",
+        "Nov 22 11:04:03 mx exim[3102]: 2026-11-22 11:04:03 dovecot_login authenticator failed for (x) [198.51.100.99]: 535 Incorrect authentication data (set_id=y) [192.0.2.147]: 535 Incorrect authentication data (set_id=u)",
+    ),
+    (
+        "exim-auth",
+        "192.0.2.147",
+        "Nov 22 11:04:03 mx exim[3102]: 2026-11-22 11:04:03 dovecot_login authenticator failed for (my junk (helo)) [192.0.2.147]: 535 Incorrect authentication data (set_id=a b)",
+    ),
+    (
+        "exim-auth",
+        "-",
+        "Nov 22 11:04:04 mx exim[3103]: 2026-11-22 11:04:04 dovecot_login authenticator failed for (x) [198.51.100.99]: 535 Incorrect authentication data (y) [192.0.2.141]: 535 Incorrect authentication data",
+    ),
+    (
+        "exim-reject",
+        "192.0.2.142",
+        "Nov 22 11:04:05 mx exim4[3104]: 2026-11-22 11:04:05 H=mail.example.net [192.0.2.142]:41234 I=[192.0.2.1]:25 F=<a@b.example> rejected RCPT <nobody@d.example>: Unrouteable address",
+    ),
+    (
+        "exim-reject",
+        "2001:db8::142",
+        "Nov 22 11:04:06 mx exim[3105]: 2026-11-22 11:04:06 H=([2001:db8::142]) [2001:db8::142] rejected EHLO or HELO [2001:db8::142]: HELO with own address literal",
+    ),
+    (
+        "exim-reject",
+        "192.0.2.143",
+        "Nov 22 11:04:07 mx exim[3106]: 2026-11-22 11:04:07 rejected EHLO from [192.0.2.143]: syntactically invalid argument(s): x@y",
+    ),
+    (
+        "exim-reject",
+        "-",
+        "Nov 22 11:04:08 mx exim[3107]: 2026-11-22 11:04:08 H=(helo.example) [203.0.113.143] F=<x> rejected RCPT <y) [198.51.100.99] F=<a> rejected RCPT <b>: relay not permitted",
+    ),
+    (
+        "exim-reject",
+        "-",
+        "Nov 22 11:04:08 mx exim[3107]: 2026-11-22 11:04:08 H=(x) [198.51.100.99] F=<a> rejected RCPT <b>: x) [192.0.2.145] F=<s@x.example> rejected RCPT <r@y.example>: relay not permitted",
+    ),
+    (
+        "exim-reject",
+        "192.0.2.146",
+        "Nov 22 11:04:08 mx exim[3107]: 2026-11-22 11:04:08 H=(x y [z]) [192.0.2.146] F=<a@b.example> rejected RCPT <c@d.example>: relay not permitted",
+    ),
+    (
+        "exim-reject",
+        "-",
+        "Nov 22 11:04:09 mx exim[3108]: 2026-11-22 11:04:09 H=(helo.example) [192.0.2.144] F=<a@b.example> temporarily rejected RCPT <c@d.example>: greylisted",
+    ),
     # kerio: login failures from the Security log
-    ("kerio", "192.0.2.150", "Nov 22 11:05:01 mail kerio-connect: Failed SMTP login from 192.0.2.150 with SASL method LOGIN."),
-    ("kerio", "203.0.113.150", "Nov 22 11:05:02 mail kerio-connect: Failed IMAP login from 203.0.113.150, missing parameter in AUTHENTICATE header"),
-    ("kerio", "203.0.113.151", "Nov 22 11:05:03 mail kerio-connect: User x. Attempt from IP address 198.51.100.99 doesn't exist. Attempt from IP address 203.0.113.151."),
+    (
+        "kerio",
+        "192.0.2.150",
+        "Nov 22 11:05:01 mail kerio-connect: Failed SMTP login from 192.0.2.150 with SASL method LOGIN.",
+    ),
+    (
+        "kerio",
+        "203.0.113.150",
+        "Nov 22 11:05:02 mail kerio-connect: Failed IMAP login from 203.0.113.150, missing parameter in AUTHENTICATE header",
+    ),
+    (
+        "kerio",
+        "203.0.113.151",
+        "Nov 22 11:05:03 mail kerio-connect: User x. Attempt from IP address 198.51.100.99 doesn't exist. Attempt from IP address 203.0.113.151.",
+    ),
     # qmail: multilog stamp kept, helo-dns-check, temporary rejection, decoy with a full fake tail
-    ("qmail-smtp", "192.0.2.160", "Nov 22 11:06:01 mx qmail-smtpd: @4000000059f5195c211f2234 GREETDELAY from 192.0.2.160: client sent data before greeting"),
-    ("qmail-smtp", "203.0.113.160", "Nov 22 11:06:02 mx qmail-smtpd: helo-dns-check: blocked with: HELO doesn't match IP [203.0.113.160]"),
-    ("qmail-smtp", "-", "Nov 22 11:06:03 mx qmail-smtpd: qlogenvelope: result=rejected code=451 reason=dnsfail detail= helo=x.example mailfrom=a@b.example rcptto=c@d.example relay=no rcpthosts=yes size= authuser= authtype= encrypted= sslverified=no localip=192.0.2.1 localport=25 remoteip=192.0.2.161 remoteport=15633 remotehost= qp= pid=20006"),
-    ("qmail-smtp", "203.0.113.161", "Nov 22 11:06:04 mx qmail-smtpd: qlogenvelope: result=rejected code=553 reason=authfailed detail= helo=x localport=2 remoteip=198.51.100.99 remoteport=3 remotehost=h qp= pid=1 mailfrom=a@b.example rcptto=c@d.example relay=no rcpthosts=yes size= authuser= authtype= encrypted= sslverified=no localip=192.0.2.1 localport=587 remoteip=203.0.113.161 remoteport=15632 remotehost=bad=ptr qp= pid=20005"),
+    (
+        "qmail-smtp",
+        "192.0.2.160",
+        "Nov 22 11:06:01 mx qmail-smtpd: @4000000059f5195c211f2234 GREETDELAY from 192.0.2.160: client sent data before greeting",
+    ),
+    (
+        "qmail-smtp",
+        "203.0.113.160",
+        "Nov 22 11:06:02 mx qmail-smtpd: helo-dns-check: blocked with: HELO doesn't match IP [203.0.113.160]",
+    ),
+    (
+        "qmail-smtp",
+        "-",
+        "Nov 22 11:06:03 mx qmail-smtpd: qlogenvelope: result=rejected code=451 reason=dnsfail detail= helo=x.example mailfrom=a@b.example rcptto=c@d.example relay=no rcpthosts=yes size= authuser= authtype= encrypted= sslverified=no localip=192.0.2.1 localport=25 remoteip=192.0.2.161 remoteport=15633 remotehost= qp= pid=20006",
+    ),
+    (
+        "qmail-smtp",
+        "203.0.113.161",
+        "Nov 22 11:06:04 mx qmail-smtpd: qlogenvelope: result=rejected code=553 reason=authfailed detail= helo=x localport=2 remoteip=198.51.100.99 remoteport=3 remotehost=h qp= pid=1 mailfrom=a@b.example rcptto=c@d.example relay=no rcpthosts=yes size= authuser= authtype= encrypted= sslverified=no localip=192.0.2.1 localport=587 remoteip=203.0.113.161 remoteport=15632 remotehost=bad=ptr qp= pid=20005",
+    ),
     # vpopmail: another service, no password logged, a decoy in the login name
-    ("vpopmail", "192.0.2.170", "Nov 22 11:07:01 mx vpopmail[3078]: vchkpw-pop3: password fail info@example.org:192.0.2.170"),
-    ("vpopmail", "203.0.113.170", "Nov 22 11:07:02 mx vpopmail[3079]: vchkpw-smtp: vpopmail user not found x@y:198.51.100.99:203.0.113.170"),
-    ("vpopmail", "2001:db8::170", "Nov 22 11:07:03 mx vpopmail[3080]: vchkpw-submission: password fail (pass: 'x') info@example.de:2001:db8::170"),
+    (
+        "vpopmail",
+        "192.0.2.170",
+        "Nov 22 11:07:01 mx vpopmail[3078]: vchkpw-pop3: password fail info@example.org:192.0.2.170",
+    ),
+    (
+        "vpopmail",
+        "203.0.113.170",
+        "Nov 22 11:07:02 mx vpopmail[3079]: vchkpw-smtp: vpopmail user not found x@y:198.51.100.99:203.0.113.170",
+    ),
+    (
+        "vpopmail",
+        "2001:db8::170",
+        "Nov 22 11:07:03 mx vpopmail[3080]: vchkpw-submission: password fail (pass: 'x') info@example.de:2001:db8::170",
+    ),
     # qmailadmin: decoys after and before the address are not counted, a user with spaces is
-    ("qmailadmin", "-", "Nov 22 11:07:04 mx qmailadmin: 2026/11/22 11:07:04 user:admin@example.org ip:192.0.2.171 auth:failed [@x] ip:198.51.100.99 auth:failed [@y]"),
-    ("qmailadmin", "-", "Nov 22 11:07:04 mx qmailadmin: 2026/11/22 11:07:04 user:x ip:198.51.100.99 auth:failed [@y] ip:192.0.2.171 auth:failed [@example.org]"),
-    ("qmailadmin", "192.0.2.173", "Nov 22 11:07:04 mx qmailadmin: 2026/11/22 11:07:04 user:a b ip:192.0.2.173 auth:failed [@example.org]"),
-    ("qmailadmin", "-", "Nov 22 11:07:05 mx qmailadmin: 2026/11/22 11:07:05 user:postmaster@example.org ip:192.0.2.172 auth:ok [@example.org]"),
+    (
+        "qmailadmin",
+        "-",
+        "Nov 22 11:07:04 mx qmailadmin: 2026/11/22 11:07:04 user:admin@example.org ip:192.0.2.171 auth:failed [@x] ip:198.51.100.99 auth:failed [@y]",
+    ),
+    (
+        "qmailadmin",
+        "-",
+        "Nov 22 11:07:04 mx qmailadmin: 2026/11/22 11:07:04 user:x ip:198.51.100.99 auth:failed [@y] ip:192.0.2.171 auth:failed [@example.org]",
+    ),
+    (
+        "qmailadmin",
+        "192.0.2.173",
+        "Nov 22 11:07:04 mx qmailadmin: 2026/11/22 11:07:04 user:a b ip:192.0.2.173 auth:failed [@example.org]",
+    ),
+    (
+        "qmailadmin",
+        "-",
+        "Nov 22 11:07:05 mx qmailadmin: 2026/11/22 11:07:05 user:postmaster@example.org ip:192.0.2.172 auth:ok [@example.org]",
+    ),
     # roundcube: no proxy, X-Real-IP + X-Forwarded-For list, 1.3+ IMAP error with "against",
     # server trouble (not a failure), decoys in the user and in the client's X-Forwarded-For part
-    ("roundcube", "192.0.2.180", "Nov 22 11:08:01 mx roundcube: <3lq5onb8> Failed login for admin from 192.0.2.180 in session 3lq5onb87b7oqnc7 (error: 1)"),
-    ("roundcube", "203.0.113.180", "Nov 22 11:08:02 mx roundcube: <3lq5onb8> Failed login for x from 198.51.100.99 in session a (error: 1) from 192.0.2.2 (X-Real-IP: 192.0.2.9,X-Forwarded-For: 198.51.100.99, 203.0.113.180) in session 3lq5onb87b7oqnc7 (error: 1)"),
-    ("roundcube", "203.0.113.181", "Nov 22 11:08:03 mx roundcube: <s073mu0l> IMAP Error: Login failed for user@example.org against localhost from 192.0.2.2(X-Forwarded-For: 203.0.113.181). AUTHENTICATE PLAIN: Authentication failed. in /var/www/roundcube/program/lib/Roundcube/rcube_imap.php on line 200 (POST /?_task=login&_action=login)"),
-    ("roundcube", "192.0.2.181", "Nov 22 11:08:04 mx roundcube: <2aae7139> IMAP Error: Login failed for juan@example.org against mail.example.org from 192.0.2.181. AUTHENTICATE LOGIN: A0001 NO [AUTHENTICATIONFAILED] Authentication failed. in /var/www/html/program/lib/Roundcube/rcube_imap.php on line 200 (POST /?_task=login&_action=login)"),
-    ("roundcube", "-", "Nov 22 11:08:05 mx roundcube: <debf5bfe> IMAP Error: Login failed for diego@example.org against mail.example.org from 192.0.2.182. Could not connect to ssl://mail.example.org:993: Unknown reason in /var/www/html/program/lib/Roundcube/rcube_imap.php on line 200 (POST /?_task=mail&_action=refresh)"),
-    ("roundcube", "203.0.113.184", "Nov 22 11:08:07 mx roundcube: <x> IMAP Error: Login failed for a b against localhost from 203.0.113.184. AUTHENTICATE PLAIN: Authentication failed. in /p.php on line 200 (POST /?_task=login&_action=login)"),
-    ("roundcube", "-", "Nov 22 11:08:08 mx roundcube: IMAP Error: Login failed for a from 198.51.100.99. AUTHENTICATE PLAIN: Authentication failed. x against localhost from 203.0.113.183. AUTHENTICATE PLAIN: Authentication failed. in /var/www/roundcube/program/lib/Roundcube/rcube_imap.php on line 200 (POST /?_task=login&_action=login)"),
-    ("roundcube", "-", "Nov 22 11:08:06 mx roundcube: IMAP Error: Login failed for admin@example.org from 192.0.2.2(X-Forwarded-For: a,198.51.100.99). Authentication failed in x on line 1 (GET /, 203.0.113.182). Could not connect to ssl://imap.example.org:993: Unknown reason in /var/www/roundcube/program/lib/Roundcube/rcube_imap.php on line 211 (POST /?_task=login&_action=login)"),
+    (
+        "roundcube",
+        "192.0.2.180",
+        "Nov 22 11:08:01 mx roundcube: <3lq5onb8> Failed login for admin from 192.0.2.180 in session 3lq5onb87b7oqnc7 (error: 1)",
+    ),
+    (
+        "roundcube",
+        "203.0.113.180",
+        "Nov 22 11:08:02 mx roundcube: <3lq5onb8> Failed login for x from 198.51.100.99 in session a (error: 1) from 192.0.2.2 (X-Real-IP: 192.0.2.9,X-Forwarded-For: 198.51.100.99, 203.0.113.180) in session 3lq5onb87b7oqnc7 (error: 1)",
+    ),
+    (
+        "roundcube",
+        "203.0.113.181",
+        "Nov 22 11:08:03 mx roundcube: <s073mu0l> IMAP Error: Login failed for user@example.org against localhost from 192.0.2.2(X-Forwarded-For: 203.0.113.181). AUTHENTICATE PLAIN: Authentication failed. in /var/www/roundcube/program/lib/Roundcube/rcube_imap.php on line 200 (POST /?_task=login&_action=login)",
+    ),
+    (
+        "roundcube",
+        "192.0.2.181",
+        "Nov 22 11:08:04 mx roundcube: <2aae7139> IMAP Error: Login failed for juan@example.org against mail.example.org from 192.0.2.181. AUTHENTICATE LOGIN: A0001 NO [AUTHENTICATIONFAILED] Authentication failed. in /var/www/html/program/lib/Roundcube/rcube_imap.php on line 200 (POST /?_task=login&_action=login)",
+    ),
+    (
+        "roundcube",
+        "-",
+        "Nov 22 11:08:05 mx roundcube: <debf5bfe> IMAP Error: Login failed for diego@example.org against mail.example.org from 192.0.2.182. Could not connect to ssl://mail.example.org:993: Unknown reason in /var/www/html/program/lib/Roundcube/rcube_imap.php on line 200 (POST /?_task=mail&_action=refresh)",
+    ),
+    (
+        "roundcube",
+        "203.0.113.184",
+        "Nov 22 11:08:07 mx roundcube: <x> IMAP Error: Login failed for a b against localhost from 203.0.113.184. AUTHENTICATE PLAIN: Authentication failed. in /p.php on line 200 (POST /?_task=login&_action=login)",
+    ),
+    (
+        "roundcube",
+        "-",
+        "Nov 22 11:08:08 mx roundcube: IMAP Error: Login failed for a from 198.51.100.99. AUTHENTICATE PLAIN: Authentication failed. x against localhost from 203.0.113.183. AUTHENTICATE PLAIN: Authentication failed. in /var/www/roundcube/program/lib/Roundcube/rcube_imap.php on line 200 (POST /?_task=login&_action=login)",
+    ),
+    (
+        "roundcube",
+        "-",
+        "Nov 22 11:08:06 mx roundcube: IMAP Error: Login failed for admin@example.org from 192.0.2.2(X-Forwarded-For: a,198.51.100.99). Authentication failed in x on line 1 (GET /, 203.0.113.182). Could not connect to ssl://imap.example.org:993: Unknown reason in /var/www/roundcube/program/lib/Roundcube/rcube_imap.php on line 211 (POST /?_task=login&_action=login)",
+    ),
     # sshd: keys, PAM, abandoned logins, too many attempts, AllowUsers; decoys in user names
-    ("sshd", "192.0.2.190", "Nov 22 11:09:01 mx sshd[1001]: Failed publickey for root from 192.0.2.190 port 40022 ssh2: RSA SHA256:Zm9vYmFyYmF6"),
-    ("sshd", "203.0.113.190", "Nov 22 11:09:02 mx sshd[1002]: Failed keyboard-interactive/pam for invalid user oracle from 203.0.113.190 port 40023 ssh2"),
-    ("sshd", "192.0.2.191", "Nov 22 11:09:03 mx sshd[1003]: Connection closed by authenticating user root 192.0.2.191 port 40024 [preauth]"),
-    ("sshd", "2001:db8::191", "Nov 22 11:09:04 mx sshd[1004]: error: maximum authentication attempts exceeded for invalid user admin from 2001:db8::191 port 40025 ssh2 [preauth]"),
-    ("sshd", "203.0.113.191", "Nov 22 11:09:05 mx sshd[1005]: User x from 198.51.100.99 not allowed because y from 203.0.113.191 not allowed because not listed in AllowUsers"),
-    ("sshd", "203.0.113.192", "Nov 22 11:09:06 mx sshd[1006]: Connection closed by authenticating user x 198.51.100.99 port 1 [preauth] 203.0.113.192 port 40026 [preauth]"),
-    ("sshd", "-", "Nov 22 11:09:07 mx sshd[1007]: Connection closed by 192.0.2.193 port 40027 [preauth]"),
-    ("sshd", "-", "Nov 22 11:09:08 mx sshd[1008]: Disconnected from user alice 192.0.2.194 port 40028"),
-]  # fmt: skip
+    (
+        "sshd",
+        "192.0.2.190",
+        "Nov 22 11:09:01 mx sshd[1001]: Failed publickey for root from 192.0.2.190 port 40022 ssh2: RSA SHA256:Zm9vYmFyYmF6",
+    ),
+    (
+        "sshd",
+        "203.0.113.190",
+        "Nov 22 11:09:02 mx sshd[1002]: Failed keyboard-interactive/pam for invalid user oracle from 203.0.113.190 port 40023 ssh2",
+    ),
+    (
+        "sshd",
+        "192.0.2.191",
+        "Nov 22 11:09:03 mx sshd[1003]: Connection closed by authenticating user root 192.0.2.191 port 40024 [preauth]",
+    ),
+    (
+        "sshd",
+        "2001:db8::191",
+        "Nov 22 11:09:04 mx sshd[1004]: error: maximum authentication attempts exceeded for invalid user admin from 2001:db8::191 port 40025 ssh2 [preauth]",
+    ),
+    (
+        "sshd",
+        "203.0.113.191",
+        "Nov 22 11:09:05 mx sshd[1005]: User x from 198.51.100.99 not allowed because y from 203.0.113.191 not allowed because not listed in AllowUsers",
+    ),
+    (
+        "sshd",
+        "203.0.113.192",
+        "Nov 22 11:09:06 mx sshd[1006]: Connection closed by authenticating user x 198.51.100.99 port 1 [preauth] 203.0.113.192 port 40026 [preauth]",
+    ),
+    (
+        "sshd",
+        "-",
+        "Nov 22 11:09:07 mx sshd[1007]: Connection closed by 192.0.2.193 port 40027 [preauth]",
+    ),
+    (
+        "sshd",
+        "-",
+        "Nov 22 11:09:08 mx sshd[1008]: Disconnected from user alice 192.0.2.194 port 40028",
+    ),
+]
 
 
 def _corpus_rows() -> list[tuple[int, str, str, str]]:
