@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -110,23 +109,15 @@ class Daemon:
 
 
 def logger(
-    port: int, message: str, *, tag: str, transport: str = "udp", extra: Sequence[str] = ()
+    port: int,
+    message: str,
+    *,
+    tag: str,
+    transport: str = "udp",
+    extra: Sequence[str] = (),
+    prefix: Sequence[str] = (),
 ) -> None:
-    """Send one message with util-linux logger, the way an admin would test by hand."""
-    cmd = [
-        "logger",
-        "--server",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        f"--{transport}",
-        "--tag",
-        tag,
-        *extra,
-        message,
-    ]
-    subprocess.run(cmd, check=True, timeout=10)
-
-
-def env_root() -> dict[str, str]:
-    return dict(os.environ)
+    """Send one message with util-linux logger, the way an admin would test by hand
+    (``prefix`` runs it elsewhere, e.g. ``ip netns exec NS``)."""
+    cmd = [*prefix, "logger", "--server", "127.0.0.1", "--port", str(port), f"--{transport}"]
+    subprocess.run([*cmd, "--tag", tag, *extra, message], check=True, timeout=10)

@@ -1,0 +1,652 @@
+"""The nftables backend, against the real kernel, always inside network namespaces.
+
+The backend runs in a child process inside a namespace each test creates (tests.netns.remote);
+the table is read back with ``nft -j`` inside that namespace, and packets are sent between a
+server and an attacker namespace. A module fixture checks that the root namespace's ruleset is
+byte-identical before and after. Tests of the pure parts (prefix pieces, names, rules, error
+messages) need neither root nor nftables.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import time
+from collections.abc import Iterator
+from ipaddress import ip_network
+from typing import Any
+
+import pytest
+
+from applianced.enforcement import nftables as nftmod
+from applianced.enforcement.base import Enforcer, JailRules
+from applianced.enforcement.nftables import (
+    Net,
+    NftablesEnforcer,
+    _net,
+    _pieces,
+    _PrefixSet,
+    _span,
+    set_stem,
+)
+from applianced.errors import EnforcementError
+from tests.enforcement.test_memory import EnforcerContract, ban
+from tests.netns import (
+    Topology,
+    netns,
+    netns_missing,
+    ns_exec,
+    remote,
+    tcp_connects,
+    tcp_listener,
+    tcp_probe,
+    topology,
+    wait_until,
+)
+
+ENFORCER = "applianced.enforcement.nftables:NftablesEnforcer"
+SMTP = JailRules("postfix-sasl", ("25",), "tcp")
+
+
+def require_netns() -> None:
+    reason = netns_missing()
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def root_ruleset_untouched() -> Iterator[None]:
+    """The root namespace's ruleset is byte-identical after this module's tests."""
+    if netns_missing():
+        yield
+        return
+    before = subprocess.run(["nft", "list", "ruleset"], capture_output=True, check=True).stdout
+    yield
+    after = subprocess.run(["nft", "list", "ruleset"], capture_output=True, check=True).stdout
+    assert after == before, "a test changed the root namespace's ruleset"
+
+
+@pytest.fixture
+def ns() -> Iterator[str]:
+    require_netns()
+    with netns("nft") as name:
+        yield name
+
+
+@pytest.fixture
+def enforcer(ns: str) -> Iterator[Any]:
+    with remote(ns, ENFORCER) as e:
+        yield e
+
+
+@pytest.fixture
+def net() -> Iterator[Topology]:
+    require_netns()
+    with topology("nft") as t:
+        yield t
+
+
+@pytest.fixture
+def now() -> float:
+    return time.time()
+
+
+def table(ns: str, name: str = "applianced") -> dict[str, Any]:
+    """``nft -j list table inet <name>`` inside ``ns``: sets, chains and rules by kind."""
+    out = json.loads(ns_exec(ns, "nft", "-j", "list", "table", "inet", name).stdout)
+    found: dict[str, Any] = {"set": {}, "chain": {}, "rule": []}
+    for o in out["nftables"]:
+        if "set" in o:
+            found["set"][o["set"]["name"]] = o["set"]
+        elif "chain" in o:
+            found["chain"][o["chain"]["name"]] = o["chain"]
+        elif "rule" in o:
+            found["rule"].append(o["rule"])
+    return found
+
+
+def elements(ns: str, set_name: str) -> dict[str, int | None]:
+    """The elements of one of our sets: "addr", "addr/len" or "lo-hi" -> seconds left (None:
+    no timeout)."""
+    out = json.loads(ns_exec(ns, "nft", "-j", "list", "set", "inet", "applianced", set_name).stdout)
+    s = next(o["set"] for o in out["nftables"] if "set" in o)
+    result: dict[str, int | None] = {}
+    for e in s.get("elem", ()):
+        inner = e["elem"] if isinstance(e, dict) and "elem" in e else {"val": e}
+        val = inner["val"]
+        if isinstance(val, dict) and "prefix" in val:
+            key = f"{val['prefix']['addr']}/{val['prefix']['len']}"
+        elif isinstance(val, dict) and "range" in val:
+            key = "-".join(val["range"])
+        else:
+            key = str(val)
+        result[key] = inner.get("expires")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# The shared contract, in a namespace.
+
+
+class TestNftablesContract(EnforcerContract):
+    """The Enforcer contract (tests/enforcement/test_memory.py), on nftables in a namespace."""
+
+
+def test_is_an_enforcer() -> None:
+    """NftablesEnforcer satisfies the Enforcer protocol (checked with a stub context: no kernel)."""
+
+    class Stub:
+        def set_json_output(self, value: bool) -> bool:
+            return False
+
+    e: Enforcer = NftablesEnforcer(nft=Stub())
+    assert isinstance(e, Enforcer)
+    assert e.name == "nftables"
+
+
+# ---------------------------------------------------------------------------------------------
+# Layout.
+
+
+def test_setup_builds_sets_chains_and_rules(ns: str, enforcer: Any) -> None:
+    """Eight typed, flagged sets per jail; base chains at -10, accept; one rule per set."""
+    enforcer.setup(
+        [
+            JailRules("postfix-sasl", ("25", "465", "1000-2000"), "tcp"),
+            JailRules("dns", ("53",), "both", hook="forward", verdict="reject"),
+            JailRules("recidive", ("all",), "udp"),
+        ]
+    )
+    t = table(ns)
+    assert set(t["set"]) == {
+        f"{stem}{kind}_v{v}"
+        for stem in ("postfix_sasl", "dns", "recidive")
+        for kind in ("", "_net", "_bl", "_bl_net")
+        for v in (4, 6)
+    }
+    flags = {n: sorted(s.get("flags", [])) for n, s in t["set"].items() if n.startswith("dns")}
+    assert flags == {
+        "dns_v4": ["timeout"],
+        "dns_v6": ["timeout"],
+        "dns_net_v4": ["interval", "timeout"],
+        "dns_net_v6": ["interval", "timeout"],
+        "dns_bl_v4": [],
+        "dns_bl_v6": [],
+        "dns_bl_net_v4": ["interval"],
+        "dns_bl_net_v6": ["interval"],
+    }
+    assert t["set"]["dns_net_v6"]["type"] == "ipv6_addr"
+    assert t["set"]["dns_bl_v4"]["type"] == "ipv4_addr"
+    for hook in ("input", "forward"):
+        c = t["chain"][hook]
+        assert (c["type"], c["hook"], c["prio"], c["policy"]) == ("filter", hook, -10, "accept")
+
+    by_set = {r["expr"][0]["match"]["right"]: r for r in t["rule"]}
+    assert len(t["rule"]) == len(by_set) == 24
+    smtp = by_set["@postfix_sasl_net_v6"]
+    assert smtp["chain"] == "input" and smtp["comment"] == "jail postfix-sasl"
+    assert smtp["expr"][0]["match"]["left"] == {"payload": {"protocol": "ip6", "field": "saddr"}}
+    assert smtp["expr"][1]["match"] == {
+        "op": "==",
+        "left": {"payload": {"protocol": "tcp", "field": "dport"}},
+        "right": {"set": [25, 465, {"range": [1000, 2000]}]},
+    }
+    assert "drop" in smtp["expr"][-1]
+
+    dns = by_set["@dns_bl_v4"]
+    assert dns["chain"] == "forward"
+    assert dns["expr"][0]["match"]["left"] == {"payload": {"protocol": "ip", "field": "saddr"}}
+    assert dns["expr"][1]["match"]["right"] == {"set": ["tcp", "udp"]}
+    assert dns["expr"][2]["match"]["left"] == {"payload": {"protocol": "th", "field": "dport"}}
+    assert dns["expr"][2]["match"]["right"] == 53
+    assert "reject" in dns["expr"][-1]
+
+    every = by_set["@recidive_v4"]
+    assert [list(x) for x in every["expr"]] == [["match"], ["counter"], ["drop"]]
+
+
+def test_setup_uses_the_configured_table_and_priority(ns: str) -> None:
+    """The table name and the chains' priority come from the constructor."""
+    with remote(ns, ENFORCER, table="appl_test", priority=-50) as e:
+        e.setup([SMTP])
+    t = table(ns, "appl_test")
+    assert t["chain"]["input"]["prio"] == -50
+    assert "postfix_sasl_v4" in t["set"]
+
+
+def test_other_tables_are_never_touched(ns: str, enforcer: Any, now: float) -> None:
+    """Every operation leaves another table of the namespace exactly as it was."""
+    ns_exec(
+        ns,
+        "nft",
+        "add table inet other; add set inet other s { type ipv4_addr; };"
+        " add element inet other s { 192.0.2.2 };"
+        " add chain inet other c { type filter hook input priority 0; policy accept; };"
+        " add rule inet other c tcp dport 22 accept",
+    )
+    before = ns_exec(ns, "nft", "list", "table", "inet", "other").stdout
+    enforcer.setup([SMTP])
+    enforcer.apply([ban("postfix-sasl", "192.0.2.2/32", now)], [], now)
+    enforcer.restore([ban("postfix-sasl", "192.0.2.3/32", now)], now)
+    enforcer.counts()
+    enforcer.flush()
+    enforcer.setup([])
+    assert ns_exec(ns, "nft", "list", "table", "inet", "other").stdout == before
+
+
+# ---------------------------------------------------------------------------------------------
+# Packets.
+
+
+def test_ipv4_ban_drops_the_guarded_port_only(net: Topology, now: float) -> None:
+    """A banned IPv4 host loses the jail's port only, and gets it back when unbanned."""
+    srv = net.server_v4
+    with tcp_listener(net.server, [(srv, 25), (srv, 80)]), remote(net.server, ENFORCER) as e:
+        e.setup([SMTP])
+        wait_until(lambda: tcp_connects(net.attacker, srv, 25), 10.0, "attacker reaches port 25")
+        b = ban("postfix-sasl", "192.0.2.2/32", now)
+        e.apply([b], [], now)
+        assert tcp_probe(net.attacker, srv, 25, timeout=1.0) == "TimeoutError"
+        assert tcp_connects(net.attacker, srv, 80)
+        e.apply([], [b], now)
+        assert tcp_connects(net.attacker, srv, 25)
+
+
+def test_ipv6_prefix_ban_covers_the_attackers_address(net: Topology, now: float) -> None:
+    """A /64 ban drops connections from any address inside it; unbanned, they pass again."""
+    srv = net.server_v6
+    with tcp_listener(net.server, [(srv, 25), (srv, 80)]), remote(net.server, ENFORCER) as e:
+        e.setup([SMTP])
+        wait_until(lambda: tcp_connects(net.attacker, srv, 25), 10.0, "attacker reaches [::1]:25")
+        b = ban("postfix-sasl", "2001:db8::/64", now)
+        e.apply([b], [], now)
+        assert tcp_probe(net.attacker, srv, 25, timeout=1.0) == "TimeoutError"
+        assert tcp_connects(net.attacker, srv, 80)
+        e.apply([], [b], now)
+        assert tcp_connects(net.attacker, srv, 25)
+
+
+def test_reject_verdict_refuses_at_once(net: Topology, now: float) -> None:
+    """With verdict reject, a (blacklisted) client is refused at once, not left to time out."""
+    srv = net.server_v4
+    jail = JailRules("postfix-sasl", ("25",), "tcp", verdict="reject")
+    with tcp_listener(net.server, [(srv, 25)]), remote(net.server, ENFORCER) as e:
+        e.setup([jail])
+        wait_until(lambda: tcp_connects(net.attacker, srv, 25), 10.0, "attacker reaches port 25")
+        e.apply([ban("postfix-sasl", "192.0.2.2/32", now, None)], [], now)
+        assert tcp_probe(net.attacker, srv, 25, timeout=5.0) == "ConnectionRefusedError"
+
+
+# ---------------------------------------------------------------------------------------------
+# Elements.
+
+
+def test_element_timeout_is_the_remaining_time(ns: str, enforcer: Any, now: float) -> None:
+    """A ban that started earlier gets the time it has left, not its full duration."""
+    enforcer.setup([SMTP])
+    started = ban("postfix-sasl", "192.0.2.2/32", now - 400, 1000)  # 600 s left
+    enforcer.apply([started, ban("postfix-sasl", "2001:db8::/64", now, 300)], [], now)
+    v4, v6 = elements(ns, "postfix_sasl_v4"), elements(ns, "postfix_sasl_net_v6")
+    assert v4.keys() == {"192.0.2.2"} and 590 <= (v4["192.0.2.2"] or 0) <= 600
+    assert v6.keys() == {"2001:db8::/64"} and 290 <= (v6["2001:db8::/64"] or 0) <= 300
+
+
+def test_banning_again_sets_the_new_timeout(ns: str, enforcer: Any, now: float) -> None:
+    """A second ban of an element replaces its timeout, longer or shorter."""
+    enforcer.setup([SMTP])
+    for duration in (60, 6000, 120):
+        enforcer.apply(
+            [
+                ban("postfix-sasl", "192.0.2.2/32", now, duration),
+                ban("postfix-sasl", "2001:db8::/64", now, duration),
+            ],
+            [],
+            now,
+        )
+        for name, key in (
+            ("postfix_sasl_v4", "192.0.2.2"),
+            ("postfix_sasl_net_v6", "2001:db8::/64"),
+        ):
+            left = elements(ns, name)[key]
+            assert left is not None and duration - 10 <= left <= duration
+
+
+def test_permanent_bans_go_to_the_blacklist_sets(ns: str, enforcer: Any, now: float) -> None:
+    """Permanent bans are timeout-less elements of the _bl_ sets, moved there from _v4."""
+    enforcer.setup([SMTP])
+    enforcer.apply([ban("postfix-sasl", "192.0.2.2/32", now)], [], now)
+    enforcer.apply(
+        [
+            ban("postfix-sasl", "192.0.2.2/32", now, None),
+            ban("postfix-sasl", "198.51.100.0/24", now, None),
+        ],
+        [],
+        now,
+    )
+    assert elements(ns, "postfix_sasl_bl_v4") == {"192.0.2.2": None}
+    assert elements(ns, "postfix_sasl_bl_net_v4") == {"198.51.100.0/24": None}
+    assert elements(ns, "postfix_sasl_v4") == {}
+
+
+def test_unbans_of_missing_elements_do_not_fail_the_batch(
+    ns: str, enforcer: Any, now: float
+) -> None:
+    """Deleting absent elements of any set type leaves the batch's real ban applied."""
+    enforcer.setup([SMTP])
+    missing = [
+        ban("postfix-sasl", n, now, d)
+        for n, d in (
+            ("192.0.2.9/32", 60),
+            ("2001:db8::9/128", None),
+            ("203.0.113.0/24", 60),
+            ("2001:db8:9::/48", None),
+        )
+    ]
+    enforcer.apply([ban("postfix-sasl", "192.0.2.2/32", now)], missing, now)
+    assert elements(ns, "postfix_sasl_v4").keys() == {"192.0.2.2"}
+    assert enforcer.counts() == {"postfix-sasl": 1}
+
+
+def test_nested_prefix_bans_are_held_as_disjoint_pieces(ns: str, enforcer: Any, now: float) -> None:
+    """Nested prefix bans become disjoint pieces, each with the latest expiry covering it."""
+    enforcer.setup([SMTP])
+    narrow = ban("postfix-sasl", "2001:db8:0:5::/64", now, 3000)
+    wide = ban("postfix-sasl", "2001:db8::/48", now, 600)
+    enforcer.apply([narrow], [], now)
+    enforcer.apply([wide, ban("postfix-sasl", "2001:db8:0:5::/64", now, 3000)], [], now)
+    pieces = elements(ns, "postfix_sasl_net_v6")
+    assert pieces.keys() == {
+        "2001:db8::-2001:db8:0:4:ffff:ffff:ffff:ffff",
+        "2001:db8:0:5::/64",
+        "2001:db8:0:6::-2001:db8:0:ffff:ffff:ffff:ffff:ffff",
+    }
+    assert 2990 <= (pieces["2001:db8:0:5::/64"] or 0) <= 3000
+    enforcer.apply([], [wide], now)
+    assert elements(ns, "postfix_sasl_net_v6").keys() == {"2001:db8:0:5::/64"}
+    enforcer.apply([wide], [narrow], now)
+    assert elements(ns, "postfix_sasl_net_v6").keys() == {"2001:db8::/48"}
+
+
+def test_setup_again_with_other_ports_keeps_elements(ns: str, enforcer: Any, now: float) -> None:
+    """A reload that changes ports rewrites the rules and keeps every element and timeout."""
+    enforcer.setup([SMTP])
+    enforcer.apply(
+        [
+            ban("postfix-sasl", "192.0.2.2/32", now, 900),
+            ban("postfix-sasl", "2001:db8::/64", now, None),
+        ],
+        [],
+        now,
+    )
+    enforcer.setup([JailRules("postfix-sasl", ("25", "587"), "tcp")])
+    left = elements(ns, "postfix_sasl_v4")["192.0.2.2"]
+    assert left is not None and 890 <= left <= 900
+    assert elements(ns, "postfix_sasl_bl_net_v6") == {"2001:db8::/64": None}
+    rule = next(
+        r for r in table(ns)["rule"] if r["expr"][0]["match"]["right"] == "@postfix_sasl_v4"
+    )
+    assert rule["expr"][1]["match"]["right"] == {"set": [25, 587]}
+
+
+def test_setup_without_a_jail_removes_its_sets_and_rules(ns: str, enforcer: Any) -> None:
+    """A jail dropped from the configuration leaves no set, rule or unused chain behind."""
+    enforcer.setup([SMTP, JailRules("dns", ("53",), "udp", hook="forward")])
+    enforcer.setup([SMTP])
+    t = table(ns)
+    assert not [n for n in t["set"] if n.startswith("dns")]
+    assert {r["comment"] for r in t["rule"]} == {"jail postfix-sasl"}
+    assert set(t["chain"]) == {"input"}
+
+
+def test_a_new_priority_recreates_the_chain_and_keeps_elements(ns: str, now: float) -> None:
+    """Changing the chains' priority rebuilds them in the same transaction; bans stay."""
+    with remote(ns, ENFORCER) as first:
+        first.setup([SMTP])
+        first.apply([ban("postfix-sasl", "192.0.2.2/32", now)], [], now)
+    with remote(ns, ENFORCER, priority=-200) as second:
+        second.setup([SMTP])
+    t = table(ns)
+    assert t["chain"]["input"]["prio"] == -200
+    assert len([r for r in t["rule"] if r["chain"] == "input"]) == 8
+    assert elements(ns, "postfix_sasl_v4").keys() == {"192.0.2.2"}
+
+
+def test_setup_replaces_a_set_whose_definition_changed(ns: str, enforcer: Any) -> None:
+    """A set left with other flags (an older layout) is recreated with the right ones."""
+    ns_exec(
+        ns,
+        "nft",
+        "add table inet applianced;"
+        " add set inet applianced postfix_sasl_v4 { type ipv4_addr; flags interval,timeout; };"
+        " add set inet applianced stale_v4 { type ipv4_addr; }",
+    )
+    enforcer.setup([SMTP])
+    sets = table(ns)["set"]
+    assert sets["postfix_sasl_v4"]["flags"] == ["timeout"]
+    assert "stale_v4" not in sets
+
+
+def test_a_restarted_daemon_keeps_the_kernels_bans(ns: str, now: float) -> None:
+    """A new process's setup keeps the kernel's elements; its restore then reconciles them."""
+    with remote(ns, ENFORCER) as first:
+        first.setup([SMTP])
+        first.apply(
+            [ban("postfix-sasl", "192.0.2.2/32", now), ban("postfix-sasl", "2001:db8::/48", now)],
+            [],
+            now,
+        )
+    with remote(ns, ENFORCER) as second:
+        second.setup([SMTP])
+        assert second.counts() == {"postfix-sasl": 2}
+        second.restore(
+            [
+                ban("postfix-sasl", "2001:db8::/48", now),
+                ban("postfix-sasl", "2001:db8:0:1::/64", now, 7200),
+            ],
+            now,
+        )
+        assert elements(ns, "postfix_sasl_v4") == {}
+        assert len(elements(ns, "postfix_sasl_net_v6")) == 3  # /48 split around the /64
+
+
+def test_restore_reconciles_with_the_store(ns: str, enforcer: Any, now: float) -> None:
+    """restore drops elements the store lacks and adds missing ones with remaining time."""
+    enforcer.setup([SMTP])
+    enforcer.apply(
+        [ban("postfix-sasl", "192.0.2.2/32", now), ban("postfix-sasl", "192.0.2.3/32", now)],
+        [],
+        now,
+    )
+    enforcer.restore(
+        [
+            ban("postfix-sasl", "192.0.2.3/32", now - 100, 400),
+            ban("postfix-sasl", "192.0.2.4/32", now, None),
+        ],
+        now,
+    )
+    v4 = elements(ns, "postfix_sasl_v4")
+    assert v4.keys() == {"192.0.2.3"} and 290 <= (v4["192.0.2.3"] or 0) <= 300
+    assert elements(ns, "postfix_sasl_bl_v4") == {"192.0.2.4": None}
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors and availability.
+
+
+def test_a_refused_transaction_raises_and_changes_nothing(ns: str, enforcer: Any) -> None:
+    """A setup the kernel refuses raises with nft's text and advice; the table is unchanged."""
+    enforcer.setup([SMTP])
+    before = ns_exec(ns, "nft", "list", "table", "inet", "applianced").stdout
+    with pytest.raises(EnforcementError, match=r"(?s)refused to set up.*CAP_NET_ADMIN"):
+        enforcer.setup([SMTP, JailRules("x" * 300, ("25",), "tcp")])  # names too long
+    assert ns_exec(ns, "nft", "list", "table", "inet", "applianced").stdout == before
+
+
+def test_available_inside_a_namespace(enforcer: Any) -> None:
+    """available() is None where libnftables works (root in a namespace)."""
+    assert enforcer.available() is None
+
+
+def test_available_names_a_missing_binding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the python binding, available() says so and the constructor refuses."""
+    monkeypatch.setattr(nftmod, "nftables", None)
+    assert "python3-nftables" in (NftablesEnforcer.available() or "")
+    with pytest.raises(EnforcementError, match="python3-nftables"):
+        NftablesEnforcer()
+
+
+def test_errors_name_nfts_text_and_what_to_check() -> None:
+    """rc != 0 becomes EnforcementError with nft's message and the operator's checklist."""
+
+    class Refusing:
+        def set_json_output(self, value: bool) -> bool:
+            return True
+
+        def set_terse_output(self, value: bool) -> bool:
+            return False
+
+        def json_cmd(self, root: dict[str, Any]) -> tuple[int, str, str]:
+            return 1, "", "Error: Could not process rule: Operation not permitted\n"
+
+    e = NftablesEnforcer(nft=Refusing())
+    with pytest.raises(EnforcementError) as info:
+        e.setup([SMTP])
+    text = str(info.value)
+    assert "Operation not permitted" in text and "CAP_NET_ADMIN" in text
+    assert "nf_tables kernel modules" in text
+
+
+@pytest.mark.parametrize("ports", [("smtp",), ("0",), ("70000",), ("2000-1000",), ("25,587",), ()])
+def test_bad_ports_are_refused_before_any_kernel_call(ports: tuple[str, ...]) -> None:
+    """Ports that are not numbers, ranges or "all" raise EnforcementError naming the jail."""
+    e = NftablesEnforcer(nft=_NoKernel())
+    with pytest.raises(EnforcementError, match="postfix-sasl"):
+        e.setup([JailRules("postfix-sasl", ports, "tcp")])
+
+
+def test_jails_whose_set_names_collide_are_refused() -> None:
+    """Two jails mapping to the same set names (a-b, a_b) are refused before any kernel call."""
+    e = NftablesEnforcer(nft=_NoKernel())
+    with pytest.raises(EnforcementError, match="would share"):
+        e.setup([JailRules("a-b", ("25",), "tcp"), JailRules("a_b", ("25",), "tcp")])
+
+
+class _NoKernel:
+    def set_json_output(self, value: bool) -> bool:
+        return True
+
+    def set_terse_output(self, value: bool) -> bool:
+        raise AssertionError("no kernel call expected")
+
+    def json_cmd(self, root: dict[str, Any]) -> tuple[int, str, str]:
+        raise AssertionError("no kernel call expected")
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure parts.
+
+
+@pytest.mark.parametrize(
+    ("jail", "stem"),
+    [
+        ("postfix-sasl", "postfix_sasl"),
+        ("sshd", "sshd"),
+        ("mail.auth", "mail_auth"),
+        ("3x", "j_3x"),
+    ],
+)
+def test_set_stem_makes_identifiers(jail: str, stem: str) -> None:
+    """Jail names map to nft identifiers by one deterministic rule."""
+    assert set_stem(jail) == stem
+
+
+def _n(text: str) -> Net:
+    return _net(ip_network(text))
+
+
+def test_pieces_of_nested_bans_take_the_latest_expiry() -> None:
+    """Pieces are disjoint, cover every banned address, and carry the latest expiry there."""
+    (lo, hi), (nlo, nhi) = _span(_n("10.0.0.0/24"), 32), _span(_n("10.0.0.64/26"), 32)
+    assert _pieces([(lo, hi, 100.0), (nlo, nhi, 500.0)]) == [
+        (lo, nlo - 1, 100.0),
+        (nlo, nhi, 500.0),
+        (nhi + 1, hi, 100.0),
+    ]
+    assert _pieces([(lo, hi, 900.0), (nlo, nhi, 500.0)]) == [(lo, hi, 900.0)]
+    assert _pieces([(lo, hi, math.inf), (nlo, nhi, 500.0)]) == [(lo, hi, math.inf)]
+
+
+def test_prefix_set_plans_only_the_changed_pieces() -> None:
+    """Plans touch only the changed cluster and keep its unchanged pieces."""
+    ps = _PrefixSet.build(32, {_n("10.0.0.0/24"): 100.0, _n("10.1.0.0/24"): 100.0})
+    plan = ps.plan(set(), {_n("10.2.0.0/24"): 100.0})
+    assert plan.delete == [] and len(plan.add) == 1
+    ps.commit(plan)
+    base = _n("10.0.0.0/16")[0]
+    plan = ps.plan(set(), {_n("10.0.0.0/16"): 50.0})  # shorter: the /24 piece stays as it is
+    assert plan.delete == [] and plan.add == [(base + 256, base + 65535, 50.0)]
+    ps.commit(plan)
+    assert set(ps.members) == {_n("10.0.0.0/16"), _n("10.1.0.0/24"), _n("10.2.0.0/24")}
+    plan = ps.plan(set(), {_n("10.0.0.0/16"): 500.0})  # longer: one piece covers it all
+    assert plan.delete == [(base, base + 255, 100.0), (base + 256, base + 65535, 50.0)]
+    assert plan.add == [(base, base + 65535, 500.0)]
+    assert len(ps.pieces_after(plan)) == 3
+    ps.commit(plan)
+    ps.commit(ps.plan({_n("10.0.0.0/16")}, {}))
+    assert set(ps.bans) == {_n("10.0.0.0/24"), _n("10.1.0.0/24"), _n("10.2.0.0/24")}
+    assert (base, base + 255, 100.0) in ps.all_pieces() and len(ps.all_pieces()) == 3
+
+
+def test_prefix_set_finds_wider_and_narrower_overlaps_in_ipv6() -> None:
+    """A /48 over two held /64s joins them in one cluster; lifting the /48 splits it again."""
+    ps = _PrefixSet.build(128, {_n("2001:db8:0:1::/64"): 100.0, _n("2001:db8:0:2::/64"): 100.0})
+    plan = ps.plan(set(), {_n("2001:db8::/48"): 200.0})
+    ps.commit(plan)
+    assert list(ps.members) == [_n("2001:db8::/48")]
+    assert len(ps.all_pieces()) == 1
+    ps.commit(ps.plan({_n("2001:db8::/48")}, {}))
+    assert set(ps.members) == {_n("2001:db8:0:1::/64"), _n("2001:db8:0:2::/64")}
+
+
+def test_prefix_set_forgets_clusters_the_kernel_expired() -> None:
+    """Bookkeeping stays bounded: clusters expired beyond the grace period are dropped."""
+    ps = _PrefixSet.build(32, {_n("10.0.0.0/24"): 100.0, _n("10.1.0.0/24"): math.inf})
+    ps.prune(100.0 + nftmod.EXPIRY_GRACE - 1)
+    assert len(ps.bans) == 2
+    ps.prune(100.0 + nftmod.EXPIRY_GRACE + 1)
+    assert set(ps.bans) == {_n("10.1.0.0/24")}
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures (printed, not asserted).
+
+
+def test_measure_restore_and_apply(ns: str, enforcer: Any, now: float) -> None:
+    """Prints how long restore of 100,000 bans and apply of 10,000 take in the kernel."""
+    enforcer.setup([SMTP, JailRules("dovecot", ("143", "993"), "tcp")])
+    hosts = [
+        ban("postfix-sasl", f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}/32", now)
+        for i in range(100_000)
+    ]
+    mixed = hosts[:80_000] + [
+        ban("dovecot", f"2001:db8:{i >> 16:x}:{i & 0xFFFF:x}::/64", now) for i in range(20_000)
+    ]
+    more = [ban("dovecot", f"172.16.{i >> 8}.{i & 255}/32", now) for i in range(10_000)]
+    figures = []
+    _, t = enforcer.timed("restore", hosts, now)
+    figures.append(f"restore 100,000 IPv4 hosts: {t:.2f} s")
+    _, t = enforcer.timed("apply", more, [], now)
+    figures.append(f"apply 10,000 IPv4 hosts, 100,000 held: {t:.2f} s")
+    _, t = enforcer.timed("apply", [ban("dovecot", "192.0.2.2/32", now)], [], now)
+    figures.append(f"apply 1 ban, 110,000 held: {t * 1000:.0f} ms")
+    counts, t = enforcer.timed("counts")
+    figures.append(f"counts with {sum(counts.values()):,} held: {t:.2f} s")
+    _, t = enforcer.timed("restore", mixed, now)
+    figures.append(f"restore 80,000 IPv4 hosts + 20,000 IPv6 /64: {t:.2f} s")
+    _, t = enforcer.timed("apply", more, [], now)
+    figures.append(f"apply 10,000 IPv4 hosts, 20,000 /64 held: {t:.2f} s")
+    _, t = enforcer.timed("apply", [ban("dovecot", "2001:db8:ffff::/64", now)], [], now)
+    figures.append(f"apply 1 /64, 20,000 /64 held: {t * 1000:.0f} ms")
+    assert enforcer.counts() == {"postfix-sasl": 80_000, "dovecot": 30_001}
+    print("\n" + "\n".join(figures))
