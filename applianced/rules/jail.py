@@ -12,7 +12,7 @@ from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from ipaddress import ip_address, ip_network
+from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 
 from applianced.conf.schema import JailConf
 from applianced.rules.decision import BanDecision, BanKind, IPAddress, IPNetwork, Offence
@@ -26,9 +26,11 @@ _SENDER_CACHE_MAX = 1024
 def network_of(address: IPAddress, ipv6_prefix: int) -> IPNetwork:
     """The network a ban of ``address`` covers: the address itself for IPv4, its
     ``ipv6_prefix`` for IPv6 (one host usually owns a whole /64)."""
-    if address.version == 6 and ipv6_prefix < 128:
-        return ip_network((address, ipv6_prefix), strict=False)
-    return ip_network(address)
+    # Built from integers: ipaddress re-parses the text form when given an address object.
+    if address.version == 6:
+        shift = 128 - min(ipv6_prefix, 128)
+        return IPv6Network(((int(address) >> shift) << shift, 128 - shift))
+    return IPv4Network((int(address), 32))
 
 
 def ban_duration(base: float, factor: float, prior: int, cap: float) -> float:
@@ -89,8 +91,16 @@ class Jail:
         self.conf = conf
         self.filter = filter
         self.never_ban = tuple(dict.fromkeys((*conf.ignoreip, *never_ban)))
+        # Hosts in a set (one hash lookup), real networks in a short list.
+        self._never_hosts = frozenset(
+            n.network_address for n in self.never_ban if n.num_addresses == 1
+        )
+        self._never_nets = tuple(n for n in self.never_ban if n.num_addresses > 1)
+        self._v6_mask = ((1 << 128) - 1) ^ ((1 << (128 - conf.ipv6_prefix)) - 1)
         self.stats = JailStats()
-        self._windows: OrderedDict[IPNetwork, deque[tuple[float, str]]] = OrderedDict()
+        # Windows are keyed by the address, or for IPv6 by the first address of its prefix:
+        # cheaper than building an ip_network per failure (a storm is all failures).
+        self._windows: OrderedDict[IPAddress, deque[tuple[float, str]]] = OrderedDict()
         self.reads_program = ProgramSelector(conf.programs)
         self._senders: dict[str, bool] = {}
 
@@ -118,7 +128,12 @@ class Jail:
         return known
 
     def ignores(self, address: IPAddress) -> bool:
-        return any(address in net for net in self.never_ban)
+        return address in self._never_hosts or any(address in n for n in self._never_nets)
+
+    def _key(self, address: IPAddress) -> IPAddress:
+        if address.version == 6 and self.conf.ipv6_prefix < 128:
+            return IPv6Address(int(address) & self._v6_mask)
+        return address
 
     def fail(self, address: IPAddress, line: str, now: float) -> Offence | None:
         """Count one failure of ``address`` at ``now`` (seconds); an Offence when the window
@@ -127,24 +142,25 @@ class Jail:
             self.stats.ignored += 1
             return None
         self.stats.matched += 1
-        network = network_of(address, self.conf.ipv6_prefix)
-        window = self._windows.get(network)
+        key = self._key(address)
+        window = self._windows.get(key)
         if window is None:
             window = deque(maxlen=self.conf.maxretry)
-            self._windows[network] = window
+            self._windows[key] = window
             if len(self._windows) > self.conf.max_tracked:
                 self._windows.popitem(last=False)
                 self.stats.evicted += 1
         else:
-            self._windows.move_to_end(network)
+            self._windows.move_to_end(key)
         horizon = now - self.conf.findtime
         while window and window[0][0] <= horizon:
             window.popleft()
         window.append((now, line))
         if len(window) < self.conf.maxretry:
             return None
-        del self._windows[network]
+        del self._windows[key]
         self.stats.offences += 1
+        network = network_of(address, self.conf.ipv6_prefix)
         if network.num_addresses > 1 and any(network.overlaps(n) for n in self.never_ban):
             # A prefix ban would also cover an address we must never ban: ban the host only.
             network = ip_network(address)
@@ -154,13 +170,13 @@ class Jail:
 
     def failures(self, address: IPAddress, now: float) -> int:
         """Failures of ``address``'s network still inside the window at ``now``."""
-        window = self._windows.get(network_of(address, self.conf.ipv6_prefix))
+        window = self._windows.get(self._key(address))
         if window is None:
             return 0
         return sum(1 for t, _ in window if t > now - self.conf.findtime)
 
     def recent_lines(self, address: IPAddress) -> tuple[str, ...]:
-        window = self._windows.get(network_of(address, self.conf.ipv6_prefix))
+        window = self._windows.get(self._key(address))
         return tuple(line for _, line in window) if window else ()
 
     @property
@@ -170,8 +186,8 @@ class Jail:
     def adopt(self, old: Jail) -> None:
         """Take over the windows and counters of the jail this one replaces (a reload)."""
         self.stats = old.stats
-        for network, window in old._windows.items():
-            self._windows[network] = deque(window, maxlen=self.conf.maxretry)
+        for key, window in old._windows.items():
+            self._windows[self._key(key)] = deque(window, maxlen=self.conf.maxretry)
         while len(self._windows) > self.conf.max_tracked:
             self._windows.popitem(last=False)
             self.stats.evicted += 1

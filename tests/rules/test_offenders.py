@@ -120,7 +120,7 @@ def test_batch_duplicates_keep_the_last(store: SqliteOffenderStore) -> None:
     assert store.active_bans(1000.0) == [last]
     older = store.history(ip_address("192.0.2.1"))[1]
     assert (older.ban, older.end_reason) == (first, "superseded")
-    assert store.prior_bans("postfix", ip_network("192.0.2.1/32"), 0.0) == 2
+    assert prior(store, "postfix", ip_network("192.0.2.1/32"), 0.0) == 2
 
 
 def test_stale_ban_does_not_end_a_newer_one(store: SqliteOffenderStore) -> None:
@@ -156,6 +156,18 @@ def test_many_due_at_once_oldest_expiry_first(store: SqliteOffenderStore) -> Non
     assert [b.expires_at for b in due] == sorted(b.expires_at or 0 for b in due)
 
 
+def prior(store: SqliteOffenderStore, jail: str, network: IPNetwork, since: float) -> int:
+    return store.prior_bans(jail, [network], since)[network]
+
+
+def test_prior_bans_for_many_networks_in_one_call(store: SqliteOffenderStore) -> None:
+    """A storm's offences are looked up together; unknown networks count 0."""
+    nets = [ip_network(f"198.18.{i // 250}.{i % 250}/32") for i in range(1200)]
+    store.record_bans([decision(str(n), at=1.0) for n in nets[::2]])
+    counts = store.prior_bans("postfix", nets, 0.0)
+    assert [counts[n] for n in nets] == [1, 0] * 600
+
+
 def test_prior_bans_since_edges(store: SqliteOffenderStore) -> None:
     """prior_bans counts this jail's bans of exactly this network started at or after since."""
     net = "192.0.2.1/32"
@@ -169,14 +181,14 @@ def test_prior_bans_since_edges(store: SqliteOffenderStore) -> None:
     )
     assert store.end_bans(bans[2:3], 350.0, "unban") == 1  # ended bans still count
     n = ip_network(net)
-    assert store.prior_bans("postfix", n, 0.0) == 3
-    assert store.prior_bans("postfix", n, 100.0) == 3
-    assert store.prior_bans("postfix", n, 200.0) == 2
-    assert store.prior_bans("postfix", n, 200.0001) == 1
-    assert store.prior_bans("postfix", n, 300.0) == 1
-    assert store.prior_bans("postfix", n, 300.5) == 0
-    assert store.prior_bans("dovecot", n, 0.0) == 1
-    assert store.prior_bans("sshd", n, 0.0) == 0
+    assert prior(store, "postfix", n, 0.0) == 3
+    assert prior(store, "postfix", n, 100.0) == 3
+    assert prior(store, "postfix", n, 200.0) == 2
+    assert prior(store, "postfix", n, 200.0001) == 1
+    assert prior(store, "postfix", n, 300.0) == 1
+    assert prior(store, "postfix", n, 300.5) == 0
+    assert prior(store, "dovecot", n, 0.0) == 1
+    assert prior(store, "sshd", n, 0.0) == 0
 
 
 def test_find_active_address_inside_v4_prefix(store: SqliteOffenderStore) -> None:
@@ -325,7 +337,7 @@ def test_ban_survives_sigkill_right_after_record(tmp_path: Path) -> None:
     store = SqliteOffenderStore(path)
     (ban,) = store.active_bans(1000.0)
     assert (ban.network, ban.count, ban.expires_at) == (ip_network("192.0.2.66/32"), 7, 1600.0)
-    assert store.prior_bans("postfix", ip_network("192.0.2.66/32"), 0.0) == 1
+    assert prior(store, "postfix", ip_network("192.0.2.66/32"), 0.0) == 1
     assert store.history(ip_address("192.0.2.66"))[0].lines == ("why",)
     store.close()
 
@@ -370,7 +382,7 @@ def test_batch_of_ten_thousand_is_one_transaction(store: SqliteOffenderStore) ->
         "COMMIT",
     ]
     assert len(store.active_bans(1000.0)) == 10_000
-    assert store.prior_bans("postfix", ip_network("10.39.15.1/32"), 0.0) == 1
+    assert prior(store, "postfix", ip_network("10.39.15.1/32"), 0.0) == 1
 
 
 def test_newer_schema_refused(tmp_path: Path) -> None:

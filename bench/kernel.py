@@ -1,0 +1,190 @@
+"""Kernel benchmarks of the issue "Bans in the kernel", run INSIDE a network namespace that
+``bench/__main__.py`` creates (never against the host's ruleset). Prints one JSON object:
+
+- restore_100k_s: seconds for Appliance.start() to restore 100,000 active bans from the store
+  into nftables (store read + table build + one restore transaction);
+- burst_bans_per_s: 10,000 distinct addresses cross maxretry in one reactor turn; bans per
+  second from the first message to the kernel transaction's return (engine + store + kernel);
+- latency_ms: receipt of the deciding UDP datagram by the real listener on a real reactor, to
+  the return of the kernel transaction that holds the element (median and p99 over N bans).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from ipaddress import IPv4Address, ip_network
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.task import Clock
+
+from applianced.appliance import Appliance
+from applianced.conf.load import parse_config
+from applianced.conf.schema import Config
+from applianced.enforcement.nftables import NftablesEnforcer
+from applianced.receiver.listeners import ListenerService, ReceiverStats
+from applianced.receiver.message import SyslogMessage
+from applianced.rules.decision import Ban, BanDecision, BanKind
+from applianced.rules.offenders import SqliteOffenderStore
+
+CONFIG = """\
+[daemon]
+state_dir = "state"
+[[listeners]]
+transport = "udp"
+address = "127.0.0.1"
+port = 0
+[defaults]
+bantime = "1d"
+maxretry = 3
+bantime_increment = {{ enabled = false }}
+[jails.postfix-sasl]
+filter = "postfix-sasl"
+ports = [25, 465, 587]
+"""
+
+
+def config(workdir: Path) -> Config:
+    return parse_config(CONFIG.format(), workdir / "appliance.toml")
+
+
+def address(i: int) -> str:
+    """Distinct addresses from 198.18.0.0/15 (RFC 2544 benchmark range)."""
+    return str(IPv4Address(int(IPv4Address("198.18.0.0")) + i))
+
+
+def failure(addr: str, at: float) -> SyslogMessage:
+    return SyslogMessage(
+        facility=2, severity=4, timestamp=None, hostname="mx", app_name="postfix/smtpd",
+        procid="1", msgid=None, structured_data=None,
+        msg=f"warning: unknown[{addr}]: SASL LOGIN authentication failed: UGFzc3dvcmQ6",
+        sender="127.0.0.1", transport="udp", received_at=at,
+    )  # fmt: skip
+
+
+def restore_100k(workdir: Path) -> float:
+    conf = config(workdir)
+    now = time.time()
+    store = SqliteOffenderStore(workdir / "restore.sqlite", lines_per_ban=0)
+    decisions = [
+        BanDecision("postfix-sasl", ip_network(address(i)), 86400.0, BanKind.AUTO, 1, now)
+        for i in range(100_000)
+    ]
+    store.record_bans(decisions)
+    store.close()
+    enforcer = NftablesEnforcer()
+    enforcer.setup([])
+    clock = Clock()
+    clock.advance(time.time())
+    app = Appliance(conf, SqliteOffenderStore(workdir / "restore.sqlite"), enforcer, clock)
+    started = time.perf_counter()
+    app.start()
+    elapsed = time.perf_counter() - started
+    assert sum(enforcer.counts().values()) == 100_000
+    enforcer.flush()
+    app.store.close()
+    return elapsed
+
+
+def burst_10k(workdir: Path) -> float:
+    conf = config(workdir)
+    enforcer = NftablesEnforcer()
+    clock = Clock()
+    clock.advance(time.time())
+    store = SqliteOffenderStore(workdir / "burst.sqlite")
+    app = Appliance(conf, store, enforcer, clock)
+    app.start()
+    now = clock.seconds()
+    messages = [failure(address(i), now) for i in range(10_000) for _ in range(3)]
+    started = time.perf_counter()
+    for m in messages:
+        app.receive(m)
+    clock.advance(0)  # the end of the reactor turn: decide, store, one kernel transaction
+    elapsed = time.perf_counter() - started
+    assert sum(enforcer.counts().values()) == 10_000, enforcer.counts()
+    enforcer.flush()
+    store.close()
+    return 10_000 / elapsed
+
+
+class TimedEnforcer(NftablesEnforcer):
+    """Records when each kernel transaction returned."""
+
+    returned: list[float]
+
+    def apply(self, bans: Sequence[Ban], unbans: Sequence[Ban], now: float) -> None:
+        super().apply(bans, unbans, now)
+        if bans:
+            self.returned.append(time.perf_counter())
+
+
+def latency(workdir: Path, n: int) -> list[float]:
+    from twisted.internet import reactor as _reactor
+
+    reactor: Any = _reactor
+    conf = config(workdir)
+    enforcer = TimedEnforcer()
+    enforcer.returned = []
+    store = SqliteOffenderStore(workdir / "latency.sqlite")
+    stats = ReceiverStats()
+    app = Appliance(conf, store, enforcer, reactor, receiver_stats=stats)
+    app.start()
+    service = ListenerService(conf.listeners[0], app.receive, stats, reactor)
+    service.startService()
+    assert service.port is not None
+    port = service.port.getHost().port
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sent: list[float] = []
+    results: list[float] = []
+
+    def line(addr: str) -> bytes:
+        return (f"<34>Nov 22 10:00:01 mx postfix/smtpd[1]: warning: unknown[{addr}]: "
+                "SASL LOGIN authentication failed: UGFzc3dvcmQ6").encode()  # fmt: skip
+
+    def step(i: int) -> None:
+        if enforcer.returned and len(sent) > len(results):
+            results.append(enforcer.returned[-1] - sent[-1])
+        if i == n:
+            reactor.stop()
+            return
+        addr = address(200_000 + i)
+        for _ in range(2):  # below maxretry: not timed
+            sender.sendto(line(addr), ("127.0.0.1", port))
+        reactor.callLater(0.005, decide, i, addr)
+
+    def decide(i: int, addr: str) -> None:
+        sent.append(time.perf_counter())
+        sender.sendto(line(addr), ("127.0.0.1", port))
+        reactor.callLater(0.02, step, i + 1)
+
+    reactor.callWhenRunning(step, 0)
+    reactor.run()
+    enforcer.flush()
+    return [r * 1000 for r in results]
+
+
+def main(argv: Sequence[str]) -> None:
+    samples = int(argv[1]) if len(argv) > 1 else 300
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        out: dict[str, Any] = {
+            "restore_100k_s": restore_100k(workdir),
+            "burst_bans_per_s": burst_10k(workdir),
+        }
+        lat = sorted(latency(workdir, samples))
+        out["latency_ms"] = {
+            "median": statistics.median(lat),
+            "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))],
+            "samples": len(lat),
+        }
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main(sys.argv)
