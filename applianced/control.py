@@ -11,9 +11,11 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
+from twisted.python.failure import Failure
 
 from applianced.appliance import Appliance, ban_json
 from applianced.errors import ApplianceError
@@ -45,8 +47,9 @@ class Dispatcher:
         }
         if reload is not None:
             self.verbs["reload"] = lambda a: reload()
+        self.verbs["notify_test"] = self.notify_test
 
-    def handle(self, request: Any) -> dict[str, Any]:
+    def handle(self, request: Any) -> dict[str, Any] | Deferred[dict[str, Any]]:
         if not isinstance(request, dict) or not isinstance(request.get("verb"), str):
             return {"ok": False, "error": 'a request is {"verb": "...", "args": {...}}'}
         handler = self.verbs.get(request["verb"])
@@ -56,9 +59,25 @@ class Dispatcher:
         if not isinstance(args, dict):
             return {"ok": False, "error": "args must be an object"}
         try:
-            return {"ok": True, "result": handler(args)}
+            result = handler(args)
         except (ApplianceError, ValueError) as e:
             return {"ok": False, "error": str(e)}
+        if isinstance(result, Deferred):  # a verb that waits (notify_test): answer later
+
+            def refused(reason: Failure) -> dict[str, Any]:
+                if isinstance(reason.value, ApplianceError | ValueError):
+                    return {"ok": False, "error": str(reason.value)}
+                log.failure("control request failed: {request}", reason, request=request)
+                return {"ok": False, "error": f"internal error: {reason.value}; see the log"}
+
+            return result.addCallbacks(lambda r: {"ok": True, "result": r}, refused)
+        return {"ok": True, "result": result}
+
+    def notify_test(self, args: dict[str, Any]) -> Deferred[dict[str, Any]]:
+        notifier = self.appliance.notifier
+        if notifier is None:
+            raise ApplianceError("ban mails are not set up in this daemon")
+        return notifier.test()
 
     def _now(self) -> float:
         return self.appliance.clock.seconds()
@@ -111,13 +130,19 @@ class _ControlProtocol(LineOnlyReceiver):
         try:
             request = json.loads(line)
         except ValueError:
-            answer: dict[str, Any] = {"ok": False, "error": "not a JSON line"}
+            answer: dict[str, Any] | Deferred[dict[str, Any]] = {
+                "ok": False,
+                "error": "not a JSON line",
+            }
         else:
             try:
                 answer = self.dispatcher.handle(request)
             except Exception as e:
                 log.failure("control request failed: {request}", request=request)
                 answer = {"ok": False, "error": f"internal error: {e}; see the daemon's log"}
+        if isinstance(answer, Deferred):
+            answer.addCallback(lambda a: self.sendLine(json.dumps(a).encode()))
+            return
         self.sendLine(json.dumps(answer).encode())
 
     def lineLengthExceeded(self, line: bytes) -> None:
