@@ -20,11 +20,20 @@ from pathlib import Path
 from typing import IO, Any
 
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from applianced.conf.load import load_config
 from applianced.errors import ApplianceError, ConfigError, FilterError
 from applianced.receiver.parse import message_fields, parse
+from applianced.rules.f2bfilter import is_fail2ban_filter, resolve_fail2ban_filter, strip_date
 from applianced.rules.filters import Filter, Outcome, shipped_filter, shipped_filter_names
 from applianced.rules.jail import ProgramSelector
 from applianced.service import config_path
@@ -33,6 +42,7 @@ from applianced.units import format_duration
 __all__ = ["main"]
 
 EXIT_REFUSED, EXIT_USAGE, EXIT_DOWN = 1, 2, 3
+_ONLINE = ("status", "banned", "ban", "unban", "blacklist", "why", "flush", "reload", "notify")
 
 
 class CliError(Exception):
@@ -139,6 +149,15 @@ def cmd_status(args: argparse.Namespace) -> None:
             console.print(
                 f"[bold red]problem:[/] {h['last_error']} ({h['unapplied']} changes not "
                 "yet in the kernel, retrying)"
+            )
+        n = r.get("notify")
+        if n and n["jails"]:
+            trouble = f"; retrying, last error: {n['last_error']}" if n["retrying"] else ""
+            console.print(
+                f"ban mails via {n['via']}: {n['sent']} sent ({n['digests']} digests), "
+                f"{n['backlog']} bans waiting, {n['dropped']} dropped{trouble}",
+                markup=False,
+                highlight=False,
             )
         rc = r["receiver"]
         console.print(
@@ -274,6 +293,18 @@ def cmd_reload(args: argparse.Namespace) -> None:
     _out(args, result, lambda r: print(f"reloaded; enabled jails: {', '.join(r['jails'])}"))
 
 
+def cmd_notify(args: argparse.Namespace) -> None:
+    # The daemon answers after the whole SMTP dialogue (connect and command timeouts included).
+    result = request(args.sock, "notify_test", timeout=300.0)
+    _out(
+        args,
+        result,
+        lambda r: print(
+            f"test mail delivered via {r['via']} to {', '.join(r['to'])}\n{r['dialogue']}"
+        ),
+    )
+
+
 # -- offline verbs ----------------------------------------------------------------------------
 
 
@@ -332,8 +363,20 @@ def _resolve_filter(args: argparse.Namespace) -> tuple[Filter, tuple[str, ...]]:
     jail = config.jail(name) if config else None
     try:
         if jail is not None:
-            f = Filter(jail.failregex, jail.ignoreregex, allow_dns=jail.use_dns, name=name)
+            f = Filter(
+                jail.failregex,
+                jail.ignoreregex,
+                allow_dns=jail.use_dns,
+                name=name,
+                prefregex=jail.prefregex,
+                on_line=jail.match_on == "line",
+            )
             return f, jail.programs
+        if is_fail2ban_filter(name):
+            f2b = resolve_fail2ban_filter(name, None, Path.cwd())
+            for note in f2b.notes:
+                print(f"note: {note}", file=sys.stderr)
+            return f2b.compile(), f2b.programs
         if name in shipped_filter_names():
             fdef = shipped_filter(name)
             return fdef.compile(), fdef.programs
@@ -341,10 +384,51 @@ def _resolve_filter(args: argparse.Namespace) -> tuple[Filter, tuple[str, ...]]:
         raise CliError(str(e), EXIT_USAGE) from None
     jails = ", ".join(j.name for j in config.jails) if config else "none (no config)"
     raise CliError(
-        f"{name!r} is neither a jail ({jails}) nor a shipped filter "
-        f"({', '.join(shipped_filter_names())})",
+        f"{name!r} is neither a jail ({jails}), a shipped filter "
+        f"({', '.join(shipped_filter_names())}) nor a fail2ban filter file (a path to a .conf)",
         EXIT_USAGE,
     )
+
+
+def _subject(filt: Filter, raw: bytes, now: datetime) -> tuple[str, str | None] | None:
+    """The text ``filt`` examines in a log line and the line's program; None if unparsable.
+
+    A fail2ban filter gets the line as fail2ban would: the date cut off (syslog lines go
+    through our parser, so both read the same ``host app[pid]: msg``), other lines with a
+    leading syslog/ISO date stripped."""
+    try:
+        message = parse(raw, now)
+    except ApplianceError:
+        message = None
+    if not filt.on_line:
+        return None if message is None else (message.msg, message.app_name)
+    if message is not None and message.timestamp is not None:
+        return " " + message.line, message.app_name
+    return strip_date(raw.decode("utf-8", "replace")), None
+
+
+def _progress(source: str) -> tuple[Progress, TaskID] | None:
+    """A progress bar on stderr for a big file when stderr is a terminal."""
+    if source == "-" or not sys.stderr.isatty():
+        return None
+    try:
+        size = Path(source).stat().st_size
+    except OSError:
+        return None
+    if size < _PROGRESS_MIN_BYTES:
+        return None
+    bar = Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    return bar, bar.add_task(Path(source).name, total=size)
+
+
+_PROGRESS_MIN_BYTES = 8 << 20
 
 
 def cmd_test_filter(args: argparse.Namespace) -> None:
@@ -354,21 +438,29 @@ def cmd_test_filter(args: argparse.Namespace) -> None:
     counts = {"lines": 0, "matched": 0, "ignored": 0, "missed": 0, "other_program": 0}
     per_regex: dict[int, int] = {}
     missed: list[str] = []
+    progress = _progress(args.log)
+    done = 0
     started = time.monotonic()
     try:
+        if progress is not None:
+            progress[0].start()
         for number, raw in _lines(args.log):
+            if progress is not None:
+                done += len(raw) + 1
+                if number % 8192 == 0:
+                    progress[0].update(progress[1], completed=done)
             if not raw.strip():
                 continue
             counts["lines"] += 1
-            try:
-                message = parse(raw, now)
-            except ApplianceError:
+            subject = _subject(filt, raw, now)
+            if subject is None:
                 counts["missed"] += 1
                 continue
-            if message.app_name is not None and not selects(message.app_name):
+            text, app_name = subject
+            if app_name is not None and not selects(app_name):
                 counts["other_program"] += 1
                 continue
-            outcome, match, index = filt.examine(message.msg)
+            outcome, match, index = filt.examine(text)
             if outcome is Outcome.MATCHED and match is not None:
                 counts["matched"] += 1
                 per_regex[index or 0] = per_regex.get(index or 0, 0) + 1
@@ -385,15 +477,34 @@ def cmd_test_filter(args: argparse.Namespace) -> None:
                     missed.append(f"{number}: {raw.decode('utf-8', 'replace')}")
     except OSError as e:
         raise CliError(f"cannot read {args.log}: {e}", EXIT_USAGE) from None
+    finally:
+        if progress is not None:
+            progress[0].stop()
     elapsed = time.monotonic() - started
     rate = counts["lines"] / elapsed if elapsed > 0 else 0.0
     summary = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items())
     print(f"{args.filter}: {summary} ({rate:,.0f} lines/s)", file=sys.stderr)
     if not args.json:
-        for index, hits in sorted(per_regex.items()):
-            print(f"  failregex #{index + 1}: {hits} hits")
-        for line in missed:
-            print(f"  missed {line}")
+        _report(filt, per_regex, counts, missed)
+
+
+def _report(
+    filt: Filter, per_regex: dict[int, int], counts: dict[str, int], missed: list[str]
+) -> None:
+    """The human report, in the shape of fail2ban-regex's."""
+    print(f"Failregex: {counts['matched']} total")
+    print("|- #) [# of hits] regular expression")
+    for index, regex in enumerate(filt.failregex):
+        print(f"|  failregex #{index + 1}: [{per_regex.get(index, 0)} hits] {regex}")
+    print(f"`- Ignored (ignoreregex or a <F-NOFAIL> hit): {counts['ignored']} total")
+    if filt.prefregex is not None:
+        print(f"prefregex: {filt.prefregex}")
+    print(
+        f"Lines: {counts['lines']} lines, {counts['ignored']} ignored, {counts['matched']} "
+        f"matched, {counts['missed']} missed, {counts['other_program']} of other programs"
+    )
+    for line in missed:
+        print(f"  missed {line}")
 
 
 # -- argument parsing -------------------------------------------------------------------------
@@ -490,6 +601,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     v.set_defaults(fn=cmd_reload)
     v = verb(
+        "notify",
+        "ban mails: `notify test` sends a test mail the configured way and shows the outcome",
+        "appliancectl notify test",
+    )
+    v.add_argument("action", choices=("test",))
+    v.set_defaults(fn=cmd_notify)
+    v = verb(
         "check",
         "validate a config file (offline)",
         "appliancectl check --config /etc/applianced/appliance.toml",
@@ -503,10 +621,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(fn=cmd_parse)
     v = verb(
         "test-filter",
-        "run a shipped filter or a config jail over a log file (offline)",
+        "run a shipped filter, a config jail or a fail2ban .conf over a log file (offline)",
         "appliancectl test-filter sshd /var/log/auth.log --json",
     )
-    v.add_argument("filter", help="a shipped filter name or a jail of the config")
+    v.add_argument(
+        "filter",
+        help="a shipped filter name, a jail of the config, or a fail2ban filter file "
+        "(/etc/fail2ban/filter.d/postfix.conf, optionally with [mode=aggressive])",
+    )
     v.add_argument("log", help="a log file, or - for stdin")
     v.add_argument("--missed", action="store_true", help="print the lines that did not match")
     v.set_defaults(fn=cmd_test_filter)
@@ -525,7 +647,7 @@ def _socket_path(args: argparse.Namespace) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.verb in ("status", "banned", "ban", "unban", "blacklist", "why", "flush", "reload"):
+        if args.verb in _ONLINE:
             args.sock = _socket_path(args)
         args.fn(args)
     except CliError as e:

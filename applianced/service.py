@@ -29,10 +29,13 @@ from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 from applianced import __version__
 from applianced.appliance import Appliance
 from applianced.conf.load import DEFAULT_CONFIG, load_config
-from applianced.conf.schema import Config
+from applianced.conf.schema import Config, NotifyConf
 from applianced.control import ControlFactory, Dispatcher
 from applianced.enforcement.base import Enforcer
+from applianced.enforcement.mailer import make_mailer
 from applianced.enforcement.memory import MemoryEnforcer
+from applianced.enforcement.notify import Notifier
+from applianced.enforcement.whois import WhoisClient, tcp_query
 from applianced.errors import ApplianceError, ConfigError
 from applianced.receiver.listeners import ListenerService, ReceiverStats
 from applianced.rules.decision import IPAddress, IPNetwork
@@ -68,7 +71,10 @@ def make_service(
     """The daemon as a MultiService, and its Appliance (for tests and the reload handler)."""
     store = SqliteOffenderStore(config.state_dir / STORE_FILE, lines_per_ban=config.lines_per_ban)
     stats = ReceiverStats()
-    appliance = Appliance(config, store, enforcer, reactor, own_addresses, stats, resolver=resolve)
+    notifier = make_notifier(config, reactor)
+    appliance = Appliance(
+        config, store, enforcer, reactor, own_addresses, stats, resolver=resolve, notifier=notifier
+    )
     top = MultiService()
     ApplianceService(appliance).setServiceParent(top)
     for conf in config.listeners:
@@ -89,6 +95,27 @@ def make_service(
     )
     control.setServiceParent(top)
     return top, appliance
+
+
+def make_notifier(config: Config, reactor: Any) -> Notifier:
+    """Ban mails: SMTP or sendmail, our whois client over TCP 43, PTR names in a thread."""
+
+    def whois_for(conf: NotifyConf) -> WhoisClient | None:
+        if not conf.whois_server:
+            return None
+        return WhoisClient(
+            reactor,
+            tcp_query(reactor, conf.whois_timeout),
+            conf.whois_server,
+            dict(conf.whois_servers),
+            conf.whois_timeout,
+            conf.whois_cache,
+        )
+
+    def reverse(address: IPAddress) -> Deferred[str]:
+        return deferToThread(lambda: socket.gethostbyaddr(str(address))[0])
+
+    return Notifier(config, reactor, lambda conf: make_mailer(reactor, conf), whois_for, reverse)
 
 
 def resolve(host: str) -> Deferred[Sequence[IPAddress]]:

@@ -15,10 +15,19 @@ from ipaddress import ip_network
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from applianced.conf.schema import Config, EnforcementConf, IncrementConf, JailConf, ListenerConf
+from applianced.conf.schema import (
+    Config,
+    EnforcementConf,
+    IncrementConf,
+    JailConf,
+    ListenerConf,
+    MatchOn,
+    NotifyConf,
+)
 from applianced.errors import ConfigError, FilterError
 from applianced.rules.decision import IPNetwork
-from applianced.rules.filters import Filter, shipped_filter
+from applianced.rules.f2bfilter import is_fail2ban_filter, resolve_fail2ban_filter
+from applianced.rules.filters import Filter, shipped_filter, shipped_filter_names
 from applianced.units import parse_duration
 
 __all__ = ["DEFAULT_CONFIG", "load_config", "parse_config"]
@@ -27,7 +36,9 @@ DEFAULT_CONFIG = Path(__file__).parent / "defaults" / "appliance.toml"
 
 T = TypeVar("T")
 
-_TOP = {"daemon", "receiver", "listeners", "enforcement", "defaults", "jails"}
+_TOP = {"daemon", "receiver", "listeners", "enforcement", "defaults", "jails", "notify"}
+_NOTIFY = {f.replace("sender", "from") for f in NotifyConf.__dataclass_fields__}
+_NOTIFY_ACTIONS = ("mail", "mail-whois", "mail-whois-lines")
 _DAEMON = {"state_dir", "control_socket", "lines_per_ban"}
 _RECEIVER = {"allowed_senders", "max_message_size"}
 _ENFORCEMENT = {"priority", "on_stop"}
@@ -45,9 +56,11 @@ _POLICY = {
     "use_dns",
     "ports",
     "protocol",
+    "filter_dir",
     "hook",
     "verdict",
     "bantime_jitter",
+    "notify",
 }
 _INCREMENT = {"enabled", "factor", "maxtime"}
 _JAIL = _POLICY | {"enabled", "filter", "failregex", "ignoreregex", "programs", "senders"}
@@ -65,9 +78,11 @@ _BUILTIN_POLICY: dict[str, Any] = {
     "use_dns": False,
     "ports": ["all"],
     "protocol": "tcp",
+    "filter_dir": "",
     "hook": "input",
     "verdict": "drop",
     "bantime_jitter": 0,
+    "notify": [],
 }
 
 
@@ -219,9 +234,17 @@ class _Loader:
         if not listeners:
             raise self.error(("listeners",), "at least one [[listeners]] table is required")
         enforcement = self.table(raw, ("enforcement",), _ENFORCEMENT)
+        notify = self.notify(raw)
         policy = self.policy(raw)
         jails_raw = self.table(raw, ("jails",), set(_get(raw, ("jails",)) or ()))
         jails = tuple(self.jail(raw, name, policy) for name in jails_raw)
+        for j in jails:
+            if j.notify and j.enabled and not notify.to:
+                raise self.error(
+                    ("notify", "to"),
+                    f"jail {j.name} has notify = {list(j.notify)} but [notify] sets no 'to' "
+                    '(e.g. to = ["postmaster@example.org"])',
+                )
         return Config(
             path=self.path,
             listeners=listeners,
@@ -246,6 +269,7 @@ class _Loader:
                     ("keep", "flush"),
                 ),
             ),
+            notify=notify,
         )
 
     def listener(
@@ -269,6 +293,75 @@ class _Loader:
             max_message_size=self.int_in(
                 t.get("max_message_size", size), (*keys, "max_message_size"), 480, 1 << 20
             ),
+        )
+
+    def notify(self, raw: Mapping[str, Any]) -> NotifyConf:
+        """[notify]: where ban mails go and how (enforcement/notify.py reads it)."""
+        keys = ("notify",)
+        t = self.table(raw, keys, _NOTIFY)
+        d = NotifyConf()
+
+        def k(key: str) -> tuple[str, ...]:
+            return (*keys, key)
+
+        def duration(key: str, default: float) -> float:
+            return self.convert(t.get(key, default), k(key), _positive_duration)
+
+        def address(value: Any, where: tuple[str | int, ...]) -> str:
+            text = self.typed(value, where, str, "a mail address")
+            if not re.fullmatch(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+", text):
+                raise self.error(where, f"{text!r} is not a mail address (user@example.org)")
+            return text
+
+        to = t.get("to", [])
+        to = [to] if isinstance(to, str) else self.typed(to, k("to"), list, "a list of addresses")
+        starttls = self.choice(
+            t.get("starttls", d.starttls), k("starttls"), ("required", "optional", "off")
+        )
+        smarthost = self.typed(t.get("smarthost", d.smarthost), k("smarthost"), str, "a host")
+        credentials = (
+            self.path_of(t["credentials_file"], k("credentials_file"))
+            if "credentials_file" in t
+            else None
+        )
+        if credentials is not None:
+            self.convert(credentials, k("credentials_file"), _private_file)
+            if starttls != "required" and smarthost not in ("localhost", "127.0.0.1", "::1"):
+                raise self.error(
+                    k("credentials_file"),
+                    'SMTP AUTH would send the password in clear: set starttls = "required" '
+                    "(or use a smarthost on loopback)",
+                )
+        servers = self.table(raw, k("whois_servers"), set(t.get("whois_servers") or ()))
+        for name, target in servers.items():
+            self.typed(target, (*k("whois_servers"), name), str, 'a "host:port"')
+        return NotifyConf(
+            to=tuple(address(a, (*k("to"), i)) for i, a in enumerate(to)),
+            sender=address(t.get("from", d.sender), k("from")),
+            smarthost=smarthost,
+            port=self.int_in(t.get("port", d.port), k("port"), 1, 65535),
+            starttls=starttls,
+            ca_file=self.path_of(t["ca_file"], k("ca_file")) if "ca_file" in t else None,
+            credentials_file=credentials,
+            sendmail=self.path_of(t["sendmail"], k("sendmail")) if "sendmail" in t else None,
+            timeout=duration("timeout", d.timeout),
+            max_per_minute=self.int_in(
+                t.get("max_per_minute", d.max_per_minute), k("max_per_minute"), 1, 10_000
+            ),
+            digest_interval=duration("digest_interval", d.digest_interval),
+            max_lines=self.int_in(t.get("max_lines", d.max_lines), k("max_lines"), 0, 1000),
+            backlog=self.int_in(t.get("backlog", d.backlog), k("backlog"), 1, 1_000_000),
+            retry_first=duration("retry_first", d.retry_first),
+            retry_max=duration("retry_max", d.retry_max),
+            reverse_dns=self.typed(
+                t.get("reverse_dns", d.reverse_dns), k("reverse_dns"), bool, "true or false"
+            ),
+            whois_server=self.typed(
+                t.get("whois_server", d.whois_server), k("whois_server"), str, 'a "host[:port]"'
+            ),
+            whois_servers=tuple((str(n), str(v)) for n, v in servers.items()),
+            whois_timeout=duration("whois_timeout", d.whois_timeout),
+            whois_cache=duration("whois_cache", d.whois_cache),
         )
 
     def policy(self, raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -301,20 +394,52 @@ class _Loader:
             self.strings(t["ignoreregex"], at("ignoreregex")) if "ignoreregex" in t else ()
         )
         programs = self.strings(t["programs"], at("programs")) if "programs" in t else None
+        prefregex: str | None = None
+        match_on: MatchOn = "msg"
+        use_dns = self.typed(p["use_dns"], at("use_dns"), bool, "true or false")
         if filter_name is not None:
             self.typed(filter_name, at("filter"), str, "a filter name")
+            filter_dir = self.typed(p["filter_dir"], at("filter_dir"), str, "a directory")
             try:
-                fdef = shipped_filter(filter_name)
+                # A path is a fail2ban file; with filter_dir a name is looked up there first.
+                if is_fail2ban_filter(filter_name) or (
+                    filter_dir
+                    and (
+                        "[" in filter_name
+                        or (
+                            self.path_of(filter_dir, at("filter_dir")) / f"{filter_name}.conf"
+                        ).exists()
+                        or filter_name not in shipped_filter_names()
+                    )
+                ):
+                    f2b = resolve_fail2ban_filter(
+                        filter_name,
+                        self.path_of(filter_dir, at("filter_dir")) if filter_dir else None,
+                        self.path.parent,
+                    )
+                    f2b.compile(allow_dns=use_dns)
+                    failregex = failregex or f2b.failregex
+                    ignoreregex = ignoreregex or f2b.ignoreregex
+                    programs = f2b.programs if programs is None else programs
+                    prefregex, match_on = f2b.prefregex, "line"
+                else:
+                    fdef = shipped_filter(filter_name)
+                    failregex = failregex or fdef.failregex
+                    ignoreregex = ignoreregex or fdef.ignoreregex
+                    programs = fdef.programs if programs is None else programs
             except FilterError as e:
                 raise self.error(at("filter"), str(e)) from None
-            failregex = failregex or fdef.failregex
-            ignoreregex = ignoreregex or fdef.ignoreregex
-            programs = fdef.programs if programs is None else programs
         if not failregex:
             raise self.error(keys, "needs 'filter' (a shipped filter name) or 'failregex'")
-        use_dns = self.typed(p["use_dns"], at("use_dns"), bool, "true or false")
         try:
-            Filter(failregex, ignoreregex, allow_dns=use_dns, name=name)
+            Filter(
+                failregex,
+                ignoreregex,
+                allow_dns=use_dns,
+                name=name,
+                prefregex=prefregex,
+                on_line=match_on == "line",
+            )
         except FilterError as e:
             where = at("failregex") if "failregex" in t or filter_name is None else at("filter")
             raise self.error(where, str(e)) from None
@@ -333,6 +458,8 @@ class _Loader:
             name=name,
             enabled=self.typed(t.get("enabled", True), (*keys, "enabled"), bool, "true or false"),
             filter=filter_name,
+            prefregex=prefregex,
+            match_on=match_on,
             failregex=failregex,
             ignoreregex=ignoreregex,
             programs=programs or (),
@@ -365,6 +492,12 @@ class _Loader:
             hook=self.choice(p["hook"], at("hook"), ("input", "forward")),
             verdict=self.choice(p["verdict"], at("verdict"), ("drop", "reject")),
             bantime_jitter=self.convert(p["bantime_jitter"], at("bantime_jitter"), parse_duration),
+            notify=tuple(
+                dict.fromkeys(
+                    self.choice(a, at("notify"), _NOTIFY_ACTIONS)
+                    for a in self.strings(p["notify"], at("notify"))
+                )
+            ),
         )
 
 
@@ -411,6 +544,23 @@ def _positive_duration(value: Any) -> float:
     if seconds <= 0:
         raise ValueError(f"must be more than 0 seconds, not {value!r}")
     return seconds
+
+
+def _private_file(path: Path) -> None:
+    """A secret must exist and be readable by its owner only (mode 0600 or 0400)."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"{path} is not a regular file")
+    if mode & 0o077:
+        raise ValueError(
+            f"{path} is readable by group or others (mode {stat.S_IMODE(mode):04o}); it holds "
+            f"a password: chmod 600 {path} and chown it to the service's user"
+        )
 
 
 def _ports(value: Any) -> tuple[str, ...]:

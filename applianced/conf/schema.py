@@ -12,13 +12,23 @@ from typing import Literal
 
 from applianced.rules.decision import IPNetwork
 
-__all__ = ["Config", "EnforcementConf", "IncrementConf", "JailConf", "ListenerConf"]
+__all__ = [
+    "Config",
+    "EnforcementConf",
+    "IncrementConf",
+    "JailConf",
+    "ListenerConf",
+    "NotifyConf",
+]
 
 Transport = Literal["udp", "tcp"]
 Protocol = Literal["tcp", "udp", "both"]
 Hook = Literal["input", "forward"]
 Verdict = Literal["drop", "reject"]
 OnStop = Literal["keep", "flush"]
+NotifyAction = Literal["mail", "mail-whois", "mail-whois-lines"]
+StartTLS = Literal["required", "optional", "off"]
+MatchOn = Literal["msg", "line"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +85,11 @@ class JailConf:
     hook: Hook = "input"
     verdict: Verdict = "drop"
     bantime_jitter: float = 0.0
+    notify: tuple[NotifyAction, ...] = ()
+    # A fail2ban filter (``filter`` a .conf path, or a name with ``filter_dir``): its prefregex,
+    # and that it reads the traditional ``host app[pid]: msg`` line, not the MSG alone.
+    prefregex: str | None = None
+    match_on: MatchOn = "msg"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +104,35 @@ class EnforcementConf:
 
 
 @dataclass(frozen=True, slots=True)
+class NotifyConf:
+    """Ban mails (``enforcement/notify.py``). Delivery goes to ``sendmail`` (``-t``, no shell)
+    when set, else to the SMTP ``smarthost``. ``credentials_file`` holds ``user:password`` and
+    is readable by the service only. Durations are seconds; ``whois_servers`` maps a whois
+    server name (as a referral names it) to the ``host:port`` to ask instead."""
+
+    to: tuple[str, ...] = ()
+    sender: str = "applianced@localhost"
+    smarthost: str = "localhost"
+    port: int = 25
+    starttls: StartTLS = "optional"
+    ca_file: Path | None = None
+    credentials_file: Path | None = None
+    sendmail: Path | None = None
+    timeout: float = 60.0
+    max_per_minute: int = 10
+    digest_interval: float = 300.0
+    max_lines: int = 20
+    backlog: int = 10_000
+    retry_first: float = 30.0
+    retry_max: float = 3600.0
+    reverse_dns: bool = False
+    whois_server: str = "whois.iana.org"
+    whois_servers: tuple[tuple[str, str], ...] = ()
+    whois_timeout: float = 15.0
+    whois_cache: float = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration. ``jails`` holds every jail, enabled or not, in file order."""
 
@@ -99,6 +143,7 @@ class Config:
     control_socket: Path
     lines_per_ban: int
     enforcement: EnforcementConf = EnforcementConf()
+    notify: NotifyConf = NotifyConf()
 
     @property
     def enabled_jails(self) -> tuple[JailConf, ...]:
