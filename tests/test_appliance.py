@@ -306,3 +306,17 @@ def test_without_use_dns_hostnames_are_not_failures(tmp_path: Path) -> None:
         app.receive(message(ssh_failure("evil.example"), at=clock.seconds()))
     clock.advance(0)
     assert not enforcer.bans and app.engine.jails["sshd"].stats.matched == 0
+
+
+def test_evidence_keeps_the_sender_and_the_message_time(tmp_path: Path) -> None:
+    """Matched lines say who delivered them and the time written in the message."""
+    from datetime import UTC, datetime
+
+    app, clock, _ = start(tmp_path)
+    stamp = datetime(2026, 11, 22, 10, 0, 1, tzinfo=UTC)
+    for _ in range(3):
+        m = replace(message(ssh_failure("203.0.113.7"), at=clock.seconds()), timestamp=stamp)
+        app.receive(m)
+    clock.advance(0)
+    (line, *_) = app.why("203.0.113.7")["history"][0]["lines"]
+    assert line.startswith("[127.0.0.1] 2026-11-22T10:00:01+00:00 mx sshd[1]: Failed password")

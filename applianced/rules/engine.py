@@ -90,5 +90,7 @@ def _subnet_fail(
 
 
 def _evidence(message: SyslogMessage) -> str:
-    """The matched line as kept for `why` and reports: who delivered it, then the line."""
-    return f"[{message.sender or 'file'}] {message.line}"
+    """The matched line as kept for `why` and reports: who delivered it, the time written in
+    the message (when it has one; for display, windows run on the time of receipt), the line."""
+    stamp = f"{message.timestamp.isoformat()} " if message.timestamp is not None else ""
+    return f"[{message.sender or 'file'}] {stamp}{message.line}"
