@@ -361,3 +361,247 @@ def test_sendmail_path_without_a_shell(world: dict[str, Any]) -> None:
     assert "\n   .\n" in body  # the lone '.' line of the whois answer is indented
     assert not pwned.exists()
     assert os.path.exists(script)
+
+
+# -- STARTTLS with a certificate the test makes: ca_file, a foreign CA, AUTH over TLS --------
+
+
+def _pem_ca(name: str) -> tuple[Any, Any]:
+    """A self-signed CA (certificate, key) called ``name``."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .sign(key, hashes.SHA256())
+    )
+    return cert, key
+
+
+def tls_files(tmp: Path, name: str) -> dict[str, Path]:
+    """A CA and a server certificate it signs for 127.0.0.1/localhost, as PEM files in ``tmp``:
+    ``ca`` (the CA certificate), ``cert`` and ``key`` (the server's)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    ca, ca_key = _pem_ca(f"applianced test CA {name}")
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    files = {"ca": tmp / f"{name}-ca.pem", "cert": tmp / f"{name}-cert.pem"}
+    files["ca"].write_bytes(ca.public_bytes(pem))
+    files["cert"].write_bytes(cert.public_bytes(pem))
+    files["key"] = tmp / f"{name}-key.pem"
+    files["key"].write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return files
+
+
+class TlsInbox(Inbox):
+    """An Inbox that also records, at every MAIL FROM and every accepted message, whether the
+    session was under TLS then, and who had logged in (AUTH)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mail_from_tls: list[bool] = []
+        self.data_tls: list[bool] = []
+        self.users: list[bytes | None] = []
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        self.mail_from_tls.append(session.ssl is not None)
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.data_tls.append(session.ssl is not None)
+        auth = getattr(session, "auth_data", None)
+        self.users.append(auth.login if session.authenticated and auth is not None else None)
+        return await super().handle_DATA(server, session, envelope)
+
+
+class TlsSmtp(Smtp):
+    """aiosmtpd offering STARTTLS with ``files`` (from ``tls_files``), and AUTH PLAIN/LOGIN
+    (only after STARTTLS) when ``logins`` maps user to password. The server does not itself
+    insist on STARTTLS, so a client that sent in clear would be seen doing it."""
+
+    def __init__(
+        self, port: int, files: dict[str, Path], logins: dict[bytes, bytes] | None = None
+    ) -> None:
+        super().__init__(port)
+        self.inbox: TlsInbox = TlsInbox()
+        self.files = files
+        self.logins = logins
+
+    def _authenticate(
+        self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any
+    ) -> Any:
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+
+        ok = (
+            self.logins is not None
+            and isinstance(data, LoginPassword)
+            and self.logins.get(data.login) == data.password
+        )
+        return AuthResult(success=ok, handled=False, auth_data=data if ok else None)
+
+    def start(self) -> TlsSmtp:
+        import ssl
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.files["cert"], self.files["key"])
+        auth: dict[str, Any] = (
+            {"authenticator": self._authenticate, "auth_require_tls": True}
+            if self.logins is not None
+            else {}
+        )
+        self.controller = Controller(
+            self.inbox,
+            hostname="127.0.0.1",
+            port=self.port,
+            tls_context=context,
+            require_starttls=False,
+            **auth,
+        )
+        self.controller.start()
+        return self
+
+
+@pytest.fixture
+def tls_smtp(world: dict[str, Any]) -> Iterator[Any]:
+    """Start a ``TlsSmtp`` on the world's SMTP port: ``tls_smtp(files, logins=None)``."""
+    made: list[TlsSmtp] = []
+
+    def start(files: dict[str, Path], logins: dict[bytes, bytes] | None = None) -> TlsSmtp:
+        server = TlsSmtp(world["smtp"].port, files, logins).start()
+        made.append(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in made:
+            server.stop()
+
+
+def test_starttls_required_with_ca_file_delivers_over_tls(
+    world: dict[str, Any], tls_smtp: Any
+) -> None:
+    """starttls = "required" + ca_file = the test CA: the ban mail arrives, sent after STARTTLS."""
+    files = tls_files(world["tmp"], "good")
+    smtp = tls_smtp(files)
+    d, port = world["daemon"](starttls="required", extra=f'ca_file = "{files["ca"]}"')
+    fail(port, "203.0.113.7")
+    inbox = smtp.inbox.messages
+    wait_for("the ban mail over TLS", lambda: inbox)
+    assert inbox[0]["Subject"] == "[applianced] sshd: banned 203.0.113.7 (1st ban, 1h)"
+    assert smtp.inbox.mail_from_tls == [True] and smtp.inbox.data_tls == [True]
+    assert smtp.inbox.users == [None]
+    notify = d.ctl("status")["notify"]
+    assert notify["sent"] == 1 and notify["failed_attempts"] == 0
+    rc, out, err = d.ctl_rc("notify", "test")
+    assert rc == 0, err
+    assert "STARTTLS" in out and "<<< 220" in out
+    assert smtp.inbox.mail_from_tls == [True, True] == smtp.inbox.data_tls
+
+
+@pytest.mark.parametrize("ca", ["another CA in ca_file", "no ca_file"])
+def test_starttls_required_with_a_foreign_certificate_refuses_to_send(
+    world: dict[str, Any], tls_smtp: Any, ca: str
+) -> None:
+    """A server certificate the client cannot verify: no mail, never in clear; reported; up."""
+    tmp: Path = world["tmp"]
+    smtp = tls_smtp(tls_files(tmp, "server"))
+    extra = f'ca_file = "{tls_files(tmp, "other")["ca"]}"' if ca != "no ca_file" else ""
+    d, port = world["daemon"](starttls="required", extra=extra)
+    fail(port, "203.0.113.7")
+    notify = wait_for(
+        "a failed delivery", lambda: (n := d.ctl("status")["notify"])["failed_attempts"] and n
+    )
+    assert notify["retrying"] and notify["sent"] == 0, notify
+    assert "certificate verify failed" in notify["last_error"]
+    assert "cannot mail sshd 203.0.113.7/32" in d.output
+    rc, _, err = d.ctl_rc("notify", "test")
+    assert rc == 1 and "NOT delivered" in err and "certificate verify failed" in err
+    assert smtp.inbox.messages == [] and smtp.inbox.mail_from_tls == []  # not even MAIL FROM
+    assert d.proc is not None and d.proc.poll() is None
+    assert d.ctl("status")["notify"]["backlog"] == 1  # kept for a retry, not lost
+
+
+def test_auth_over_starttls_with_a_credentials_file(world: dict[str, Any], tls_smtp: Any) -> None:
+    """AUTH from a 0600 credentials file, after STARTTLS: the mail arrives as that user."""
+    tmp: Path = world["tmp"]
+    files = tls_files(tmp, "good")
+    smtp = tls_smtp(files, logins={b"appliance": b"s3cret:with colon"})
+    creds = tmp / "smtp.credentials"
+    creds.write_text("appliance:s3cret:with colon\n")
+    creds.chmod(0o600)
+    extra = f'ca_file = "{files["ca"]}"\ncredentials_file = "{creds}"'
+    d, port = world["daemon"](starttls="required", extra=extra)
+    fail(port, "203.0.113.7")
+    inbox = smtp.inbox.messages
+    wait_for("the ban mail after AUTH", lambda: inbox)
+    assert smtp.inbox.users == [b"appliance"] and smtp.inbox.data_tls == [True]
+    assert smtp.inbox.mail_from_tls == [True]
+    rc, out, err = d.ctl_rc("notify", "test")
+    assert rc == 0, err
+    assert "AUTH" in out and "<<< 235" in out and "s3cret" not in out
+    assert smtp.inbox.users == [b"appliance", b"appliance"]
