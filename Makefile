@@ -1,0 +1,6 @@
+# `make install` is `./dev install` (DESTDIR=/some/dir stages the files there instead).
+.PHONY: install test
+install:
+	DESTDIR="$(DESTDIR)" ./dev install
+test:
+	./dev test

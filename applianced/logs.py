@@ -1,0 +1,84 @@
+"""Where the daemon's log lines go and how they look; ``service.main`` picks the observer.
+
+Two formats, one line per event (a traceback adds lines):
+
+- ``text``: ``2025-01-31T12:00:00+0000 [applianced.appliance#info] ban sshd 203.0.113.7/32 ...``,
+  Twisted's usual format, for a terminal or a log file;
+- ``journal``: ``<6>[applianced.appliance] ban sshd 203.0.113.7/32 ...``: the sd-daemon(3)
+  level prefix on every line and no timestamp (journald stamps each line, reads the prefix as the
+  priority, and ``journalctl -p warning`` filters on it).
+
+``auto`` is ``journal`` when stderr is the journal's stream (``$JOURNAL_STREAM``, set by systemd
+for ``StandardError=journal``, names its device and inode), else ``text``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import IO
+
+from twisted.logger import (
+    FileLogObserver,
+    ILogObserver,
+    LogEvent,
+    LogLevel,
+    eventAsText,
+    textFileLogObserver,
+)
+
+__all__ = ["FORMATS", "SYSLOG_LEVELS", "journal_line", "log_observer", "under_journal"]
+
+FORMATS = ("auto", "text", "journal")
+
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
+
+# sd-daemon.h: SD_CRIT "<2>", SD_ERR "<3>", SD_WARNING "<4>", SD_INFO "<6>", SD_DEBUG "<7>".
+SYSLOG_LEVELS: Mapping[LogLevel, int] = {
+    LogLevel.critical: 2,
+    LogLevel.error: 3,
+    LogLevel.warn: 4,
+    LogLevel.info: 6,
+    LogLevel.debug: 7,
+}
+
+
+def journal_line(event: LogEvent) -> str | None:
+    """``event`` as journald wants it: every line prefixed ``<N>``, no timestamp, or None for an
+    event with no text."""
+    text = eventAsText(event, includeTimestamp=False, includeSystem=False)
+    if not text:
+        return None
+    system = event.get("log_system") or event.get("log_namespace", "-")
+    level = SYSLOG_LEVELS.get(event.get("log_level", LogLevel.info), 6)
+    first, *rest = text.rstrip("\n").split("\n")
+    # Continuation lines (a traceback) keep the level, so `journalctl -p err` shows them whole.
+    return "".join([f"<{level}>[{system}] {first}\n", *(f"<{level}>\t{line}\n" for line in rest)])
+
+
+def under_journal(stream: IO[str], environ: Mapping[str, str] | None = None) -> bool:
+    """Whether ``stream`` is the journal's stream: ``$JOURNAL_STREAM`` is ``DEVICE:INODE`` of it.
+
+    Only a match counts, as sd-daemon(3) advises: a child of a service inherits the variable
+    with a different stderr (a shell redirect to a file)."""
+    env = os.environ if environ is None else environ
+    value = env.get("JOURNAL_STREAM", "")
+    device, sep, inode = value.partition(":")
+    if not sep:
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+        return (st.st_dev, st.st_ino) == (int(device), int(inode))
+    except (OSError, ValueError):
+        return False
+
+
+def log_observer(
+    stream: IO[str], fmt: str = "auto", environ: Mapping[str, str] | None = None
+) -> ILogObserver:
+    """The observer writing to ``stream`` in ``fmt`` (one of ``FORMATS``)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"log format {fmt!r} is not one of {', '.join(FORMATS)}")
+    if fmt == "journal" or (fmt == "auto" and under_journal(stream, environ)):
+        return FileLogObserver(stream, journal_line)
+    return textFileLogObserver(stream, timeFormat=TIME_FORMAT)

@@ -1,0 +1,95 @@
+"""The daemon's stderr formats: journald level prefixes without timestamps, or plain text."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+from twisted.logger import Logger, LogLevel, LogPublisher
+from twisted.python.failure import Failure
+
+from applianced.logs import journal_line, log_observer, under_journal
+
+
+def emit(observer_stream: io.StringIO, fmt: str, environ: dict[str, str] | None = None) -> str:
+    publisher = LogPublisher(log_observer(observer_stream, fmt, environ or {}))
+    log = Logger(namespace="applianced.appliance", observer=publisher)
+    log.info(
+        "ban {jail} {network} for {duration}", jail="sshd", network="203.0.113.7/32", duration="1h"
+    )
+    log.warn("reload refused: {error}", error="appliance.toml:3: unknown key")
+    log.error("enforcement failed")
+    log.debug("detail")
+    log.critical("cannot continue")
+    return observer_stream.getvalue()
+
+
+def test_journal_format_prefixes_levels_and_drops_timestamps() -> None:
+    """One line per event, `<N>` from sd-daemon.h for the level, no timestamp."""
+    out = emit(io.StringIO(), "journal")
+    assert out.splitlines() == [
+        "<6>[applianced.appliance] ban sshd 203.0.113.7/32 for 1h",
+        "<4>[applianced.appliance] reload refused: appliance.toml:3: unknown key",
+        "<3>[applianced.appliance] enforcement failed",
+        "<7>[applianced.appliance] detail",
+        "<2>[applianced.appliance] cannot continue",
+    ]
+
+
+def test_text_format_keeps_timestamps() -> None:
+    """Outside systemd the line has a timestamp and `[namespace#level]`, no level prefix."""
+    line = emit(io.StringIO(), "text").splitlines()[0]
+    assert line.endswith(" [applianced.appliance#info] ban sshd 203.0.113.7/32 for 1h")
+    assert line[:4].isdigit()
+    assert not line.startswith("<")
+
+
+def test_traceback_lines_all_carry_the_level() -> None:
+    """A failure's traceback stays at error level line by line (`journalctl -p err` shows it)."""
+    try:
+        1 / 0  # noqa: B018
+    except ZeroDivisionError:
+        failure = Failure()
+    text = journal_line(
+        {
+            "log_format": "control request failed",
+            "log_level": LogLevel.critical,
+            "log_namespace": "applianced.control",
+            "log_failure": failure,
+        }
+    )
+    assert text is not None
+    lines = text.splitlines()
+    assert lines[0] == "<2>[applianced.control] control request failed"
+    assert len(lines) > 2
+    assert all(line.startswith("<2>\t") for line in lines[1:])
+    assert "ZeroDivisionError" in lines[-1]
+
+
+def test_event_without_text_writes_nothing() -> None:
+    """An event with no format and no failure produces no line."""
+    assert journal_line({"log_level": LogLevel.info}) is None
+
+
+def test_auto_follows_journal_stream(tmp_path: Path) -> None:
+    """auto picks journal only when $JOURNAL_STREAM names this very stream (device:inode)."""
+    with (tmp_path / "err").open("w") as stream:
+        st = os.fstat(stream.fileno())
+        ours = {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+        assert under_journal(stream, ours)
+        assert not under_journal(stream, {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino + 1}"})
+        assert not under_journal(stream, {"JOURNAL_STREAM": "garbage"})
+        assert not under_journal(stream, {})
+        publisher = LogPublisher(log_observer(stream, "auto", ours))
+        Logger(namespace="t", observer=publisher).warn("hello")
+    assert (tmp_path / "err").read_text() == "<4>[t] hello\n"
+    # A StringIO has no file descriptor: never the journal.
+    assert not under_journal(io.StringIO(), ours)
+
+
+def test_unknown_format_is_refused() -> None:
+    """A format name that is not auto/text/journal is an error, not a silent default."""
+    with pytest.raises(ValueError, match="not one of"):
+        log_observer(io.StringIO(), "json")
