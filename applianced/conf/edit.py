@@ -1,0 +1,415 @@
+"""Live edits of the config file that keep its comments and layout (``appliancectl jail set``,
+``jail enable|disable``, ``whitelist add|remove``, ``general enable|disable``).
+
+Each edit reads the file with tomlkit, changes one value (or inserts one key next to the table's
+other keys), validates the WHOLE resulting text with the real loader (``parse_config``) and only
+then writes it: atomically (a temp file in the same directory, fsync, ``os.replace``) with the
+original's mode and owner. A value the loader refuses raises its ``ConfigError`` (file, line,
+key) and nothing is written. Edits of one file are serialised with a lock on its directory.
+Telling the daemon to reload is the caller's job (``cli.py``). No reactor, no logging here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import fcntl
+import os
+import re
+import stat
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from ipaddress import ip_network
+from pathlib import Path
+from typing import Any
+
+import tomlkit
+from tomlkit.container import Container, OutOfOrderTableProxy
+from tomlkit.exceptions import TOMLKitError
+from tomlkit.items import Array, Comment, InlineTable, Item, Table, Whitespace
+from tomlkit.toml_document import TOMLDocument
+
+from applianced.conf.load import _INCREMENT, _JAIL, parse_config
+from applianced.conf.schema import Config
+from applianced.errors import ApplianceError, ConfigError
+from applianced.rules.filters import shipped_filter_names
+
+__all__ = [
+    "JAIL_OPTIONS",
+    "Change",
+    "EditError",
+    "EditResult",
+    "general_enable",
+    "jail_enable",
+    "jail_set",
+    "parse_value",
+    "whitelist",
+    "write_atomic",
+]
+
+# How `jail set` reads VALUE for each option. Anything the loader would refuse (``maxretry
+# abc``) is passed through as a string so the loader's message, with file and line, says why.
+_INTS = {"maxretry", "max_count", "max_tracked", "ipv6_prefix"}
+_DURATIONS = {
+    "bantime",
+    "findtime",
+    "findtime_history",
+    "bantime_jitter",
+    "bantime_increment.maxtime",
+}
+_FLOATS = {"bantime_increment.factor"}
+_BOOLS = {"enabled", "use_dns", "bantime_increment.enabled"}
+_LISTS = {"ports", "ignoreip", "senders", "notify", "programs"}  # VALUE: a comma list
+_REGEXES = {"failregex", "ignoreregex"}  # VALUE: one regex (a TOML array for several)
+_STRINGS = {"filter", "filter_dir", "protocol", "hook", "verdict"}
+
+JAIL_OPTIONS: tuple[str, ...] = tuple(
+    sorted((_JAIL - {"bantime_increment"}) | {f"bantime_increment.{k}" for k in _INCREMENT})
+)
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+class EditError(ApplianceError):
+    """An edit that cannot be made (unknown jail or option, address not listed...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One value changed in the file: ``table`` is dotted (``jails.sshd``, ``defaults``)."""
+
+    table: str
+    key: str
+    old: Any
+    new: Any
+
+
+@dataclass(slots=True)
+class EditResult:
+    """What an edit did. ``config`` is the validated new configuration (the old one when
+    nothing changed); ``created`` names a jail table the edit added."""
+
+    path: Path
+    changes: list[Change] = field(default_factory=list)
+    config: Config | None = None
+    created: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes) or self.created is not None
+
+
+# -- the public edits ---------------------------------------------------------------------------
+
+
+def jail_set(path: Path, jail: str, option: str, value: str) -> EditResult:
+    """Set ``option`` of jail ``jail`` to ``value`` as an operator typed it."""
+    if option == "bantime_increment":
+        raise EditError(
+            "set bantime_increment.enabled, bantime_increment.factor or bantime_increment.maxtime"
+        )
+    if option not in JAIL_OPTIONS:
+        raise EditError(f"unknown jail option {option!r}; options: {', '.join(JAIL_OPTIONS)}")
+    parsed = parse_value(option, value)
+
+    def change(doc: TOMLDocument, result: EditResult) -> None:
+        table = _jail_table(doc, jail, path)
+        head, _, sub = option.partition(".")
+        if sub:
+            inc = table.get(head)
+            if isinstance(inc, Table | InlineTable):
+                _set(inc, sub, parsed, result, f"jails.{jail}.{head}")
+                return
+            if inc is not None:
+                raise EditError(f"jails.{jail}.{head} in {path} is not a table; fix it by hand")
+            _set(table, tomlkit.key([head, sub]), parsed, result, f"jails.{jail}", option)
+            return
+        _set(table, option, parsed, result, f"jails.{jail}")
+
+    return _edit(path, change)
+
+
+def jail_enable(path: Path, jail: str, enabled: bool) -> EditResult:
+    """Enable or disable one jail. Enabling a jail the file lacks but that names a shipped
+    filter adds ``[jails.NAME]`` with ``filter = "NAME"`` (every port: set ``ports`` next)."""
+
+    def change(doc: TOMLDocument, result: EditResult) -> None:
+        jails = _jails(doc)
+        if jail not in jails and enabled and jail in shipped_filter_names():
+            new = tomlkit.table()
+            new.add("filter", jail)
+            if "jails" not in doc:
+                doc.add("jails", tomlkit.table(is_super_table=True))
+            doc["jails"][jail] = new
+            result.created = jail
+            return
+        _set_enabled(_jail_table(doc, jail, path), jail, enabled, result)
+
+    return _edit(path, change)
+
+
+def general_enable(path: Path, enabled: bool) -> EditResult:
+    """Enable or disable every jail of the file (MailCleaner's ``general enable|disable``)."""
+
+    def change(doc: TOMLDocument, result: EditResult) -> None:
+        jails = _jails(doc)
+        if not jails:
+            raise EditError(f"{path} has no [jails.NAME] tables")
+        for name in list(jails):
+            _set_enabled(_jail_table(doc, name, path), name, enabled, result)
+
+    return _edit(path, change)
+
+
+def whitelist(path: Path, jail: str | None, address: str, add: bool) -> EditResult:
+    """Add ``address`` (an address or CIDR) to, or remove it from, the ``ignoreip`` of jail
+    ``jail`` or, with ``jail=None``, of ``[defaults]`` (every jail)."""
+    try:
+        network = ip_network(address.strip(), strict=False)
+    except ValueError:
+        raise EditError(
+            f"{address!r} is not an address or CIDR (203.0.113.7, 2001:db8::/48)"
+        ) from None
+    where = "defaults" if jail is None else f"jails.{jail}"
+
+    def change(doc: TOMLDocument, result: EditResult) -> None:
+        if jail is None:
+            if "defaults" not in doc:
+                doc.add("defaults", tomlkit.table())
+            table: Any = doc["defaults"]
+        else:
+            table = _jail_table(doc, jail, path)
+        current = table.get("ignoreip")
+        if current is not None and not isinstance(current, list):
+            raise EditError(f"{where}.ignoreip in {path} is not a list; fix it by hand")
+        entries = list(current or [])
+        same = [i for i, e in enumerate(entries) if _same_network(e, network)]
+        if add and same:
+            return  # already listed: nothing to do
+        if not add and not same:
+            raise EditError(f"{address} is not in {where}.ignoreip of {path}")
+        if not isinstance(current, Array):
+            _set(table, "ignoreip", [address.strip()], result, where, "ignoreip")
+            return
+        # Changed in place, so a hand-written multi-line list keeps its comments.
+        before = current.as_string()
+        if add:
+            current.append(address.strip())
+        else:
+            for i in reversed(same):
+                del current[i]
+        if "\n" not in before:
+            _keep_comment_column(current, len(before))
+        result.changes.append(Change(where, "ignoreip", entries, current.unwrap()))
+
+    return _edit(path, change)
+
+
+def parse_value(option: str, text: str) -> Any:
+    """``jail set`` VALUE for ``option``: numbers, durations (``10m`` stays a string), true/false,
+    comma lists for list options; a value written as TOML (``[...]``, ``"..."``) is taken as is."""
+    raw = text.strip()
+    if raw[:1] in ("[", "{", '"', "'"):
+        try:
+            return tomlkit.parse(f"v = {raw}").unwrap()["v"]
+        except TOMLKitError as e:
+            raise EditError(f"{option}: {raw!r} is not a TOML value: {e}") from None
+    if option in _INTS:
+        return int(raw) if re.fullmatch(r"[+-]?\d+", raw) else raw
+    if option in _DURATIONS:
+        if re.fullmatch(r"\d+", raw):
+            return int(raw)
+        return float(raw) if re.fullmatch(r"\d+\.\d*", raw) else raw
+    if option in _FLOATS:
+        try:
+            return float(raw)
+        except ValueError:
+            return raw
+    if option in _BOOLS:
+        low = raw.lower()
+        return True if low in _TRUE else False if low in _FALSE else raw
+    if option in _LISTS:
+        items = [i.strip() for i in raw.split(",") if i.strip()]
+        if option == "ports":
+            return [int(i) if i.isdigit() else i for i in items]
+        return items
+    if option in _REGEXES:
+        return [text]
+    return raw
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` by ``text``: temp file in the same directory, fsync, rename, keeping
+    the original's mode and (when we may) owner, so a crash leaves the old or the new file."""
+    st = path.stat()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(text.encode("utf-8"))
+            f.flush()
+            os.fchmod(f.fileno(), stat.S_IMODE(st.st_mode))
+            if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
+                try:
+                    os.fchown(f.fileno(), st.st_uid, st.st_gid)
+                except PermissionError:
+                    raise EditError(
+                        f"cannot keep the owner of {path} ({st.st_uid}:{st.st_gid}); "
+                        "run as root or as the file's owner"
+                    ) from None
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dirfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dirfd)
+    finally:
+        os.close(dirfd)
+
+
+# -- the machinery ------------------------------------------------------------------------------
+
+
+def _edit(path: Path, change: Callable[[TOMLDocument, EditResult], None]) -> EditResult:
+    """Read, change, validate, write; the whole cycle under the directory's lock."""
+    real = Path(path).resolve()  # a symlinked config: edit its target, keep the link
+    result = EditResult(path)
+    with _locked(real.parent):
+        try:
+            text = real.read_bytes().decode("utf-8")
+        except FileNotFoundError:
+            raise ConfigError(path, "", "file not found; pass --config PATH") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(path, "", f"cannot read the file: {e}") from None
+        try:
+            doc = tomlkit.parse(text)
+        except TOMLKitError as e:
+            raise ConfigError(path, "", f"not valid TOML: {e}") from None
+        change(doc, result)
+        new_text = doc.as_string()
+        # The loader sees exactly what would be written; a refusal leaves the file alone.
+        try:
+            result.config = parse_config(new_text, Path(path))
+        except ConfigError as e:
+            if e.line is not None:
+                raise
+            # The loader could not place the key (a dotted key, a missing table): point at
+            # the line this edit changed.
+            line = _first_changed_line(text, new_text)
+            raise ConfigError(e.path, e.key, e.message, line) from None
+        if new_text == text:
+            result.changes.clear()
+            result.created = None
+            return result
+        write_atomic(real, new_text)
+    return result
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """Serialise edits: two `appliancectl` runs must not both read the old file."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError as e:
+        raise EditError(f"cannot open {directory}: {e.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _jails(doc: TOMLDocument) -> dict[str, Any]:
+    jails = doc.get("jails")
+    return dict(jails) if isinstance(jails, Table | InlineTable) else {}
+
+
+def _jail_table(doc: TOMLDocument, jail: str, path: Path) -> Any:
+    jails = _jails(doc)
+    table = jails.get(jail)
+    if isinstance(table, Table | InlineTable | OutOfOrderTableProxy):
+        return doc["jails"][jail]
+    if table is not None:
+        raise EditError(f"jails.{jail} in {path} is not a table; fix it by hand")
+    hint = ""
+    if jail in shipped_filter_names():
+        hint = f"; `appliancectl jail enable {jail}` adds it (shipped filter {jail!r})"
+    names = ", ".join(jails) or "none"
+    raise EditError(f"no jail {jail!r} in {path} (jails: {names}){hint}")
+
+
+def _set_enabled(table: Any, jail: str, enabled: bool, result: EditResult) -> None:
+    if "enabled" in table:
+        _set(table, "enabled", enabled, result, f"jails.{jail}")
+    elif not enabled:  # absent means enabled; `enabled = false` goes first, as in the examples
+        _set(table, "enabled", False, result, f"jails.{jail}", first=True)
+
+
+def _set(
+    table: Any,
+    key: str | Any,
+    value: Any,
+    result: EditResult,
+    where: str,
+    name: str | None = None,
+    first: bool = False,
+) -> None:
+    """Set ``table[key]`` keeping the line's comment (and its column when it can); a new key
+    goes after the table's last key, before any trailing comment or blank lines."""
+    label = name or str(key)
+    old_item = table.get(key) if isinstance(key, str) else None
+    old = old_item.unwrap() if isinstance(old_item, Item) else old_item
+    if old_item is not None:
+        if old == value and type(old) is type(value):
+            return
+        before = len(table.item(key).as_string())
+        table[key] = value
+        _keep_comment_column(table.item(key), before)
+    else:
+        container = table.value if isinstance(table, Table) else None
+        if isinstance(container, Container):
+            container._insert_at(0 if first else _after_last_key(container), key, value)
+        else:
+            table[key] = value
+    result.changes.append(Change(where, label, old, value))
+
+
+def _after_last_key(container: Container) -> int:
+    """The body index just after the last key/value of the table itself (not of sub-tables),
+    so a new key does not land below a comment that introduces the next table."""
+    index = 0
+    for i, (k, item) in enumerate(container.body):
+        if isinstance(item, Table):
+            break
+        if k is not None and not isinstance(item, Whitespace | Comment):
+            index = i + 1
+    return index
+
+
+def _first_changed_line(before: str, after: str) -> int | None:
+    old, new = before.splitlines(), after.splitlines()
+    for tag, _, _, j1, _ in difflib.SequenceMatcher(None, old, new, autojunk=False).get_opcodes():
+        if tag != "equal":
+            return j1 + 1 if j1 < len(new) else None
+    return None
+
+
+def _keep_comment_column(item: Item, before: int) -> None:
+    """A longer or shorter value must not push the line's comment out of its column."""
+    trivia = item.trivia
+    if not trivia.comment or not trivia.comment_ws:
+        return
+    grow = len(item.as_string()) - before
+    width = len(trivia.comment_ws.expandtabs())
+    trivia.comment_ws = " " * max(1, width - grow)
+
+
+def _same_network(entry: Any, network: Any) -> bool:
+    try:
+        return bool(ip_network(str(entry).strip(), strict=False) == network)
+    except ValueError:
+        return False
