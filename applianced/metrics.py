@@ -1,0 +1,294 @@
+"""Prometheus metrics: what the appliance counts, in the text format, on an optional HTTP port.
+
+The hot path makes no Prometheus call. The receiver, the jails and the appliance already keep
+plain integer counters (``ReceiverStats``, ``JailStats``, ``Appliance.health``); the
+``ApplianceCollector`` reads them when Prometheus scrapes, so a message costs what it cost
+before. The one number that has no counter elsewhere, the ban latency, is a ``LatencyHistogram``
+the appliance feeds once per kernel batch: plain ints, a ``bisect`` per ban, no lock.
+
+``service.py`` builds the registry (its own ``CollectorRegistry``, never the global one, so that
+tests and several appliances in one process stay apart) and starts ``MetricsService`` when
+``[metrics] enabled = true``: ``GET /metrics`` on ``address:port`` (loopback by default).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.utils import floatToGoString
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IListeningPort
+from twisted.web import http
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+from applianced.rules.decision import BanDecision, BanKind
+
+if TYPE_CHECKING:
+    from applianced.appliance import Appliance
+    from applianced.conf.schema import MetricsConf
+
+__all__ = [
+    "BAN_LATENCY_BUCKETS",
+    "ApplianceCollector",
+    "LatencyHistogram",
+    "MetricsResource",
+    "MetricsService",
+    "make_registry",
+]
+
+# Seconds. A ban normally reaches the kernel in the reactor turn after the deciding message
+# (well under a millisecond with libnftables); a store fsync or a storm's batch moves it into the
+# milliseconds; anything near a second means the reactor was stuck.
+BAN_LATENCY_BUCKETS: tuple[float, ...] = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+)
+
+
+class LatencyHistogram:
+    """A histogram of seconds with fixed upper bounds (plus +Inf), in plain ints: the reactor
+    thread is the only writer, and a scrape only reads."""
+
+    __slots__ = ("bounds", "count", "counts", "sum")
+
+    def __init__(self, bounds: Sequence[float] = BAN_LATENCY_BUCKETS) -> None:
+        self.bounds = tuple(sorted(bounds))
+        self.counts = [0] * (len(self.bounds) + 1)  # the last one is +Inf
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        seconds = max(0.0, seconds)  # a clock stepped back must not make a negative latency
+        # bisect_left: a value equal to a bound belongs in that bound's bucket (le = "<=").
+        self.counts[bisect_left(self.bounds, seconds)] += 1
+        self.count += 1
+        self.sum += seconds
+
+    def observe_bans(self, now: float, decisions: Iterable[BanDecision]) -> None:
+        """One sample per ban: ``now`` (the kernel batch returned) minus the receipt time of the
+        message that decided it (``BanDecision.at``), both in seconds on the reactor clock."""
+        for d in decisions:
+            self.observe(now - d.at)
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        """``(le, count)`` pairs as Prometheus wants them: cumulative, ending with +Inf."""
+        out: list[tuple[str, float]] = []
+        running = 0
+        for bound, n in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += n
+            out.append((floatToGoString(bound), float(running)))
+        return out
+
+
+class ApplianceCollector:
+    """Reads the appliance's counters at scrape time and turns them into metric families.
+
+    Counters (``_total``) count since the daemon started; a jail created by a reload starts at
+    zero, a jail kept across a reload keeps its counts. Gauges are the state at the scrape.
+    """
+
+    def __init__(self, appliance: Appliance) -> None:
+        self.appliance = appliance
+
+    def collect(self) -> Iterator[Metric]:
+        app = self.appliance
+        r = app.receiver_stats
+        received = CounterMetricFamily(
+            "applianced_messages_received",
+            "Syslog messages parsed and handed to the jails, per transport.",
+            labels=["transport"],
+        )
+        received.add_metric(["udp"], r.received_udp)
+        received.add_metric(["tcp"], r.received_tcp)
+        yield received
+        yield _counter("applianced_parse_errors", "Messages dropped as unparsable.", r.parse_errors)
+        yield _counter(
+            "applianced_frame_errors", "Bad TCP syslog frames (RFC 6587).", r.frame_errors
+        )
+        yield _counter(
+            "applianced_oversize_messages",
+            "Messages and TCP frames dropped for exceeding max_message_size.",
+            r.oversize,
+        )
+        yield _counter(
+            "applianced_refused_senders",
+            "Datagrams and connections dropped because the sender is not in allowed_senders.",
+            r.refused_senders,
+        )
+        yield _counter(
+            "applianced_tcp_connections", "Syslog TCP connections accepted.", r.connections
+        )
+
+        jails = app.engine.jails
+        failures = CounterMetricFamily(
+            "applianced_failures",
+            "Failures matched by a jail's failregex (ignored addresses not included).",
+            labels=["jail"],
+        )
+        ignored = CounterMetricFamily(
+            "applianced_ignored_failures",
+            "Failures from addresses the jail never bans (ignoreip, senders, own addresses).",
+            labels=["jail"],
+        )
+        tracked = GaugeMetricFamily(
+            "applianced_tracked_addresses",
+            "Addresses (IPv6: prefixes) with failures in the jail's window; at most max_tracked.",
+            labels=["jail"],
+        )
+        evictions = CounterMetricFamily(
+            "applianced_evictions",
+            "Tracked addresses dropped, oldest first, to stay within max_tracked.",
+            labels=["jail"],
+        )
+        for name, jail in sorted(jails.items()):
+            failures.add_metric([name], jail.stats.matched)
+            ignored.add_metric([name], jail.stats.ignored)
+            tracked.add_metric([name], jail.tracked)
+            evictions.add_metric([name], jail.stats.evicted)
+        yield from (failures, ignored, tracked, evictions)
+
+        bans = CounterMetricFamily(
+            "applianced_bans",
+            "Bans made since start, per jail and kind (auto, manual, blacklist); restored bans "
+            "are not counted.",
+            labels=["jail", "kind"],
+        )
+        for (jail_name, kind), n in sorted(app.bans_by_kind.items()):
+            bans.add_metric([jail_name, kind], n)
+        yield bans
+        active_counts = {(name, str(kind)): 0 for name in jails for kind in BanKind}
+        for (jail_name, _), ban in app.active.items():
+            key = (jail_name, str(ban.kind))
+            active_counts[key] = active_counts.get(key, 0) + 1
+        active = GaugeMetricFamily(
+            "applianced_active_bans",
+            "Bans in force now (restored ones included), per jail and kind.",
+            labels=["jail", "kind"],
+        )
+        for (jail_name, kind), n in sorted(active_counts.items()):
+            active.add_metric([jail_name, kind], n)
+        yield active
+
+        h = app.health
+        yield _counter(
+            "applianced_enforcement_errors",
+            "Kernel (nftables) transactions that failed; their changes are retried.",
+            h.enforcement_errors,
+        )
+        yield GaugeMetricFamily(
+            "applianced_enforcement_unapplied",
+            "Bans and unbans waiting for a retried kernel transaction.",
+            value=h.unapplied,
+        )
+        yield _counter(
+            "applianced_store_errors", "Failed writes to the offenders store.", h.store_errors
+        )
+        yield _counter("applianced_unbans", "Bans lifted by unban or flush.", h.unbans_total)
+        yield _counter("applianced_expired_bans", "Bans that expired.", h.expired_total)
+
+        latency = app.ban_latency
+        yield HistogramMetricFamily(
+            "applianced_ban_latency_seconds",
+            "From receipt of the message that decided a ban to the return of the kernel "
+            "transaction that enforced it.",
+            buckets=latency.cumulative(),
+            sum_value=latency.sum,
+        )
+
+        status: dict[str, Any] = app.notifier.status() if app.notifier is not None else {}
+        yield GaugeMetricFamily(
+            "applianced_notify_backlog",
+            "Bans waiting to be mailed (single mails and the next digest).",
+            value=status.get("backlog", 0),
+        )
+        yield _counter(
+            "applianced_notify_dropped",
+            "Ban notifications dropped (backlog full or mail refused).",
+            status.get("dropped", 0),
+        )
+
+
+def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, documentation, value=value)
+
+
+def make_registry(appliance: Appliance, process: bool = True) -> CollectorRegistry:
+    """A registry of its own (not prometheus_client's global one) with the appliance's
+    metrics, and the process's memory, CPU and file descriptors when ``process``."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ApplianceCollector(appliance))
+    if process:
+        ProcessCollector(registry=registry)
+    return registry
+
+
+class MetricsResource(Resource):
+    """``GET /metrics``: the registry in the Prometheus text format."""
+
+    isLeaf = True
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__()
+        self.registry = registry
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
+        return generate_latest(self.registry)
+
+
+class _QuietSite(Site):
+    """No access log: Prometheus scrapes every few seconds, the journal needs none of it."""
+
+    noisy = False
+
+    def log(self, request: http.Request) -> None:
+        pass
+
+
+class MetricsService(Service):
+    """Listens on ``[metrics] address:port`` (TCP) while running; started after the control
+    socket, so a busy port stops the daemon at start with a clear error."""
+
+    def __init__(self, conf: MetricsConf, registry: CollectorRegistry, reactor: Any) -> None:
+        self.conf = conf
+        self.registry = registry
+        self.reactor = reactor
+        self.port: IListeningPort | None = None
+
+    def site(self) -> Site:
+        root = Resource()
+        root.putChild(b"metrics", MetricsResource(self.registry))
+        return _QuietSite(root)
+
+    def startService(self) -> None:
+        """Bind; raises CannotListenError."""
+        self.port = self.reactor.listenTCP(self.conf.port, self.site(), interface=self.conf.address)
+        super().startService()
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        port, self.port = self.port, None
+        return port.stopListening() if port is not None else None

@@ -1,0 +1,328 @@
+"""Metrics: the collector's samples read from a running Appliance (task.Clock, in-memory
+enforcer), the latency histogram, the HTTP resource, the [metrics] config and its wiring."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from email.message import EmailMessage
+from ipaddress import ip_network
+from pathlib import Path
+
+import pytest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
+from twisted.web.test.requesthelper import DummyRequest
+
+from applianced.appliance import Appliance
+from applianced.conf.load import parse_config
+from applianced.conf.schema import Config, ListenerConf, MetricsConf, NotifyConf
+from applianced.enforcement.memory import MemoryEnforcer
+from applianced.enforcement.notify import Notifier
+from applianced.errors import ConfigError, EnforcementError
+from applianced.metrics import (
+    BAN_LATENCY_BUCKETS,
+    LatencyHistogram,
+    MetricsResource,
+    MetricsService,
+    make_registry,
+)
+from applianced.receiver.listeners import SyslogTCPFactory, SyslogUDP
+from applianced.rules.decision import Ban
+from applianced.rules.offenders import SqliteOffenderStore
+from applianced.service import make_service
+from tests.helpers import config, jail_conf, message, ssh_failure
+
+T0 = 1_800_000_000.0
+LOOPBACK = (ip_network("127.0.0.0/8"),)
+
+
+class SlowEnforcer(MemoryEnforcer):
+    """Each kernel batch takes ``delay`` seconds of the test clock (a real one takes time)."""
+
+    def __init__(self, clock: Clock, delay: float) -> None:
+        super().__init__()
+        self.clock = clock
+        self.delay = delay
+        self.refuse = False
+
+    def apply(self, bans: Sequence[Ban], unbans: Sequence[Ban], now: float) -> None:
+        self.clock.advance(self.delay)
+        if self.refuse:
+            raise EnforcementError("netlink: Operation not permitted")
+        super().apply(bans, unbans, now)
+
+
+class StuckMailer:
+    """A smarthost that never answers: every ban stays in the notifier's backlog."""
+
+    description = "stuck"
+
+    def send(self, message: EmailMessage, sender: str, recipients: Sequence[str]) -> Deferred[str]:
+        return Deferred()
+
+
+def start(
+    tmp_path: Path, conf: Config | None = None, delay: float = 0.0, notify: bool = False
+) -> tuple[Appliance, Clock, SlowEnforcer]:
+    clock = Clock()
+    clock.advance(T0)
+    enforcer = SlowEnforcer(clock, delay)
+    conf = conf or config(tmp_path)
+    notifier = None
+    if notify:
+        conf = replace(
+            config(tmp_path, jail_conf(notify=("mail",))),
+            notify=NotifyConf(to=("admin@example.org",)),
+        )
+        notifier = Notifier(conf, clock, lambda c: StuckMailer())
+    store = SqliteOffenderStore(tmp_path / "offenders.sqlite")
+    app = Appliance(conf, store, enforcer, clock, notifier=notifier)
+    app.start()
+    return app, clock, enforcer
+
+
+def attack(app: Appliance, clock: Clock, address: str, times: int = 3) -> None:
+    for _ in range(times):
+        app.receive(message(ssh_failure(address), at=clock.seconds()))
+    clock.advance(0)
+
+
+def scrape(app: Appliance) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a scrape, through the text format and prometheus_client's parser."""
+    text = generate_latest(make_registry(app, process=False)).decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
+          ) -> float:  # fmt: skip
+    return samples[(name, tuple(sorted(labels.items())))]
+
+
+def test_ban_counts_show_per_jail_and_kind(tmp_path: Path) -> None:
+    """Failures, bans and active bans per jail and kind, tracked addresses, after real bans."""
+    app, clock, _ = start(tmp_path)
+    attack(app, clock, "203.0.113.7")
+    attack(app, clock, "203.0.113.8", times=2)
+    app.ban("sshd", "198.51.100.0/24")
+    app.ban("sshd", "198.51.100.200", permanent=True)
+    s = scrape(app)
+    assert value(s, "applianced_failures_total", jail="sshd") == 5
+    assert value(s, "applianced_bans_total", jail="sshd", kind="auto") == 1
+    assert value(s, "applianced_bans_total", jail="sshd", kind="manual") == 1
+    assert value(s, "applianced_bans_total", jail="sshd", kind="blacklist") == 1
+    assert value(s, "applianced_active_bans", jail="sshd", kind="auto") == 1
+    assert value(s, "applianced_active_bans", jail="sshd", kind="blacklist") == 1
+    assert value(s, "applianced_tracked_addresses", jail="sshd") == 1  # .8, still counting
+    assert value(s, "applianced_evictions_total", jail="sshd") == 0
+    assert value(s, "applianced_enforcement_errors_total") == 0
+    assert value(s, "applianced_notify_backlog") == 0
+
+
+def test_active_bans_drop_when_bans_expire_and_counters_do_not(tmp_path: Path) -> None:
+    """active_bans is the state now; bans_total only grows."""
+    app, clock, _ = start(tmp_path)
+    attack(app, clock, "203.0.113.7")
+    clock.advance(101)  # bantime is 100 s
+    s = scrape(app)
+    assert value(s, "applianced_active_bans", jail="sshd", kind="auto") == 0
+    assert value(s, "applianced_bans_total", jail="sshd", kind="auto") == 1
+    assert value(s, "applianced_expired_bans_total") == 1
+
+
+def test_evictions_per_jail(tmp_path: Path) -> None:
+    """Tracking past max_tracked evicts the oldest address, and the metric counts it."""
+    app, clock, _ = start(tmp_path, config(tmp_path, jail_conf(max_tracked=2)))
+    for i in range(5):
+        attack(app, clock, f"203.0.113.{i}", times=1)
+    s = scrape(app)
+    assert value(s, "applianced_tracked_addresses", jail="sshd") == 2
+    assert value(s, "applianced_evictions_total", jail="sshd") == 3
+
+
+def test_messages_per_transport_parse_errors_and_refused_senders(tmp_path: Path) -> None:
+    """The listeners' counters, split per transport, reach the scrape."""
+    app, clock, _ = start(tmp_path)
+    stats = app.receiver_stats
+    udp_conf = ListenerConf("udp", "127.0.0.1", 0, LOOPBACK, 8192)
+    udp = SyslogUDP(udp_conf, app.receive, stats, clock)
+    line = b"<38>Nov 22 10:00:01 mx sshd[1]: " + ssh_failure("203.0.113.9").encode()
+    for _ in range(3):
+        udp.datagramReceived(line, ("127.0.0.1", 40000))
+    udp.datagramReceived(b"<999>junk", ("127.0.0.1", 40000))
+    udp.datagramReceived(line, ("192.0.2.1", 40000))
+    tcp = SyslogTCPFactory(replace(udp_conf, transport="tcp"), app.receive, stats, clock)
+    stream = tcp.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40001))
+    assert stream is not None
+    stream.dataReceived(line + b"\n" + line + b"\n")
+    clock.advance(0)
+    s = scrape(app)
+    assert value(s, "applianced_messages_received_total", transport="udp") == 3
+    assert value(s, "applianced_messages_received_total", transport="tcp") == 2
+    assert value(s, "applianced_parse_errors_total") == 1
+    assert value(s, "applianced_refused_senders_total") == 1
+    assert value(s, "applianced_bans_total", jail="sshd", kind="auto") == 1
+
+
+def test_ban_latency_is_receipt_to_kernel_one_sample_per_ban(tmp_path: Path) -> None:
+    """A 3 ms kernel batch puts each ban of the batch in the 5 ms bucket, not the 2.5 ms one;
+    manual bans (no deciding message) are not samples."""
+    app, clock, _ = start(tmp_path, delay=0.003)
+    for i in range(4):
+        for _ in range(3):
+            app.receive(message(ssh_failure(f"203.0.113.{i}"), at=clock.seconds()))
+    clock.advance(0)
+    app.ban("sshd", "198.51.100.1")
+    s = scrape(app)
+    assert value(s, "applianced_ban_latency_seconds_count") == 4
+    assert value(s, "applianced_ban_latency_seconds_sum") == pytest.approx(4 * 0.003, abs=1e-6)
+    assert value(s, "applianced_ban_latency_seconds_bucket", le="0.0025") == 0
+    assert value(s, "applianced_ban_latency_seconds_bucket", le="0.005") == 4
+    assert value(s, "applianced_ban_latency_seconds_bucket", le="+Inf") == 4
+
+
+def test_a_refused_kernel_batch_counts_an_error_and_no_latency(tmp_path: Path) -> None:
+    """nftables transaction failures = health.enforcement_errors; an unenforced ban has no
+    latency to report."""
+    app, clock, enforcer = start(tmp_path)
+    enforcer.refuse = True
+    attack(app, clock, "203.0.113.7")
+    s = scrape(app)
+    assert value(s, "applianced_enforcement_errors_total") == 1
+    assert value(s, "applianced_ban_latency_seconds_count") == 0
+    assert value(s, "applianced_bans_total", jail="sshd", kind="auto") == 1
+
+
+def test_notify_backlog_counts_bans_waiting_for_mail(tmp_path: Path) -> None:
+    """Bans whose mail the smarthost has not yet taken are the backlog."""
+    app, clock, _ = start(tmp_path, notify=True)
+    attack(app, clock, "203.0.113.7")
+    attack(app, clock, "203.0.113.8")
+    assert value(scrape(app), "applianced_notify_backlog") == 2
+
+
+def test_latency_buckets_include_their_bound_and_clamp_negatives() -> None:
+    """le means <=; a clock stepped backwards counts as 0, not as a negative latency."""
+    h = LatencyHistogram()
+    for seconds in (0.0001, 0.00011, -1.0, 5.0):
+        h.observe(seconds)
+    buckets = dict(h.cumulative())
+    assert buckets["0.0001"] == 2  # 0.0001 itself and the clamped -1
+    assert buckets["0.00025"] == 3
+    assert buckets["1.0"] == 3 and buckets["+Inf"] == 4
+    assert h.count == 4 and h.sum == pytest.approx(5.00021)
+    assert len(buckets) == len(BAN_LATENCY_BUCKETS) + 1
+
+
+def test_registry_is_private_and_names_follow_conventions(tmp_path: Path) -> None:
+    """Our families live in their own registry (not the global one), counters end in _total,
+    and the process collector adds memory and CPU."""
+    app, _, _ = start(tmp_path)
+    registry = make_registry(app)
+    names = {f.name for f in text_string_to_metric_families(generate_latest(registry).decode())}
+    assert {
+        "applianced_messages_received",
+        "applianced_ban_latency_seconds",
+        "applianced_active_bans",
+        "process_resident_memory_bytes",
+    } <= names
+    global_text = generate_latest(REGISTRY).decode()
+    assert "applianced_" not in global_text
+    counters = {
+        s.name
+        for f in text_string_to_metric_families(generate_latest(registry).decode())
+        if f.type == "counter" and f.name.startswith("applianced_")
+        for s in f.samples
+    }
+    assert counters and all(n.endswith("_total") for n in counters)
+
+
+def test_resource_serves_the_text_format_with_its_content_type(tmp_path: Path) -> None:
+    """GET /metrics answers with CONTENT_TYPE_LATEST and the scrape."""
+    app, clock, _ = start(tmp_path)
+    attack(app, clock, "203.0.113.7")
+    request = DummyRequest([b""])
+    body = MetricsResource(make_registry(app)).render_GET(request)  # type: ignore[arg-type]
+    content_type = request.responseHeaders.getRawHeaders(b"Content-Type")
+    assert content_type == [CONTENT_TYPE_LATEST.encode()]
+    assert b'applianced_bans_total{jail="sshd",kind="auto"} 1.0' in body
+
+
+def test_service_listens_on_the_configured_address_only(tmp_path: Path) -> None:
+    """MetricsService binds [metrics] address:port and releases it at stop."""
+    reactor = MemoryReactorClock()  # type: ignore[no-untyped-call]
+    registry = CollectorRegistry()
+    service = MetricsService(MetricsConf(True, "127.0.0.1", 9515), registry, reactor)
+    service.startService()
+    [(port, site, _, interface)] = reactor.tcpServers
+    assert (port, interface) == (9515, "127.0.0.1")
+    root = site.resource  # type: ignore[attr-defined]
+    assert isinstance(root.getStaticEntity(b"metrics"), MetricsResource)
+    service.stopService()
+    assert service.port is None
+
+
+def _service_names(tmp_path: Path, conf: Config) -> list[str]:
+    reactor = MemoryReactorClock()  # type: ignore[no-untyped-call]
+    top, app = make_service(conf, reactor, MemoryEnforcer())
+    try:
+        return [type(s).__name__ for s in top]
+    finally:
+        app.store.close()
+
+
+def test_make_service_adds_metrics_last_only_when_enabled(tmp_path: Path) -> None:
+    """Off by default: no listener; on: a MetricsService after the control socket."""
+    conf = config(tmp_path)
+    assert "MetricsService" not in _service_names(tmp_path, conf)
+    on = replace(conf, metrics=MetricsConf(enabled=True))
+    names = _service_names(tmp_path, on)
+    assert names[-2:] == ["UNIXServer", "MetricsService"]
+
+
+CONFIG = """\
+[[listeners]]
+port = 5514
+
+[jails.sshd]
+filter = "sshd"
+"""
+
+
+def test_metrics_config_defaults_to_off_on_loopback(tmp_path: Path) -> None:
+    """No [metrics] section: disabled, 127.0.0.1:9515."""
+    conf = parse_config(CONFIG, tmp_path / "appliance.toml")
+    assert conf.metrics == MetricsConf(enabled=False, address="127.0.0.1", port=9515)
+    conf = parse_config(
+        CONFIG + '[metrics]\nenabled = true\naddress = "::1"\nport = 9100\n',
+        tmp_path / "appliance.toml",
+    )
+    assert conf.metrics == MetricsConf(enabled=True, address="::1", port=9100)
+
+
+@pytest.mark.parametrize(
+    ("body", "key", "line", "says"),
+    [
+        ("enabeld = true\n", "metrics.enabeld", 7, "unknown key 'enabeld'"),
+        ('enabled = "yes"\n', "metrics.enabled", 7, "true or false"),
+        ('address = "localhost"\n', "metrics.address", 7, "not an IP address"),
+        ("port = 0\n", "metrics.port", 7, "between 1 and 65535"),
+    ],
+)
+def test_bad_metrics_config_names_key_and_line(
+    tmp_path: Path, body: str, key: str, line: int, says: str
+) -> None:
+    """[metrics] errors name the file, the line and the key, like every other section."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(CONFIG + "[metrics]\n" + body, tmp_path / "appliance.toml")
+    e = info.value
+    assert (e.key, e.line) == (key, line)
+    assert says in str(e) and "appliance.toml:7" in str(e)
