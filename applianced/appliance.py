@@ -29,6 +29,7 @@ from applianced.conf.schema import Config, JailConf
 from applianced.enforcement.base import Enforcer, JailRules
 from applianced.enforcement.notify import Notifier
 from applianced.errors import ApplianceError, EnforcementError, StoreError
+from applianced.metrics import LatencyHistogram
 from applianced.receiver.listeners import ReceiverStats
 from applianced.receiver.message import SyslogMessage
 from applianced.rules.decision import (
@@ -103,6 +104,10 @@ class Appliance:
         self._lookups_running = 0
         self.engine = Engine()
         self.health = _Health()
+        # For metrics.py, read at scrape time: new bans per (jail, kind); the time from the
+        # deciding message to the kernel, one sample per ban, fed once per batch.
+        self.bans_by_kind: dict[tuple[str, str], int] = {}
+        self.ban_latency = LatencyHistogram()
         self.active: dict[tuple[str, IPNetwork], Ban] = {}
         # (expiry, sequence, key): the sequence breaks ties so networks are never compared.
         self._expiries: list[tuple[float, int, tuple[str, IPNetwork]]] = []
@@ -265,7 +270,7 @@ class Appliance:
                 jitter = self.rng.uniform(0, conf.bantime_jitter) if conf.bantime_jitter else 0.0
                 decisions.append(decide(conf, offence, prior.get(offence.network, 0), jitter))
         if decisions:
-            self._commit(decisions)
+            self._commit(decisions, measure=True)
 
     def _prior(self, conf: JailConf, networks: Sequence[IPNetwork], now: float
                ) -> dict[IPNetwork, int]:  # fmt: skip
@@ -275,15 +280,17 @@ class Appliance:
             self._store_failed(e)
             return {}
 
-    def _commit(self, decisions: Sequence[BanDecision]) -> list[Ban]:
+    def _commit(self, decisions: Sequence[BanDecision], measure: bool = False) -> list[Ban]:
         """Enforce, then record, then report. The kernel goes first because the attacker is
         still knocking: the fsync of the store's commit (0.7 ms typical, several ms at the
         99th percentile) is not on the path to the drop. Nothing is reported (logged,
         listed, mailed) before the store holds it; a crash in the millisecond between the two
-        loses that turn's bans, and the next start's reconcile removes them from the kernel."""
+        loses that turn's bans, and the next start's reconcile removes them from the kernel.
+        ``measure``: the decisions come from messages; their latency goes to ``ban_latency``."""
         bans = [Ban.from_decision(d) for d in decisions]
         replaced = [self.active[k] for b in bans if (k := (b.jail, b.network)) in self.active]
-        self._enforce(bans, replaced)
+        if self._enforce(bans, replaced) and measure:
+            self.ban_latency.observe_bans(self.clock.seconds(), decisions)
         try:
             self.store.record_bans(decisions)
         except StoreError as e:
@@ -311,13 +318,18 @@ class Appliance:
                 total=len(bans),
             )
         self.health.bans_total += len(bans)
+        by_kind = self.bans_by_kind
+        for ban in bans:
+            key = (ban.jail, str(ban.kind))
+            by_kind[key] = by_kind.get(key, 0) + 1
         if self.notifier is not None:
             for ban, decision in zip(bans, decisions, strict=True):
                 self.notifier.banned(ban, decision.lines)
         self._schedule_expiry()
         return bans
 
-    def _enforce(self, bans: Sequence[Ban], unbans: Sequence[Ban]) -> None:
+    def _enforce(self, bans: Sequence[Ban], unbans: Sequence[Ban]) -> bool:
+        """Send one batch to the kernel; False when it was refused (it will be retried)."""
         self.health.batches += 1
         banned = {(b.jail, b.network) for b in bans}
         unbans = [u for u in unbans if (u.jail, u.network) not in banned]
@@ -325,6 +337,8 @@ class Appliance:
             self.enforcer.apply(bans, unbans, self.clock.seconds())
         except EnforcementError as e:
             self._enforcement_failed(e, bans, unbans)
+            return False
+        return True
 
     def _enforcement_failed(
         self, error: EnforcementError, bans: Sequence[Ban], unbans: Sequence[Ban]

@@ -14,7 +14,7 @@ import json
 import socket
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -30,6 +30,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from applianced.conf import edit
 from applianced.conf.load import load_config
 from applianced.errors import ApplianceError, ConfigError, FilterError
 from applianced.receiver.parse import message_fields, parse
@@ -111,14 +112,20 @@ def _when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _console() -> Console:
+    """A console for tables: a terminal's own width, or wide enough when piped (addresses and
+    jail names are never cut)."""
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
 def _bans_table(bans: list[dict[str, Any]], title: str) -> None:
-    console = Console()
+    console = _console()
     if not bans:
         console.print(f"{title}: none")
         return
     table = Table(title=title)
     for col in ("jail", "address", "kind", "ban #", "started", "expires", "left"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col in ("jail", "address"))
     for b in bans:
         table.add_row(
             b["jail"],
@@ -139,7 +146,7 @@ def cmd_status(args: argparse.Namespace) -> None:
     result = request(args.sock, "status", {"jail": args.jail} if args.jail else {})
 
     def human(r: dict[str, Any]) -> None:
-        console = Console()
+        console = _console()
         h = r["health"]
         console.print(
             f"applianced up {format_duration(r['uptime'])}, backend {r['backend']}"
@@ -176,7 +183,7 @@ def cmd_status(args: argparse.Namespace) -> None:
             "maxretry/findtime",
             "bantime",
         ):
-            table.add_column(col)
+            table.add_column(col, no_wrap=col == "jail")
         for name, j in r["jails"].items():
             table.add_row(
                 name,
@@ -247,7 +254,7 @@ def cmd_why(args: argparse.Namespace) -> None:
     result = request(args.sock, "why", {"target": args.address})
 
     def human(r: dict[str, Any]) -> None:
-        console = Console()
+        console = _console()
         console.print(f"[bold]{r['address']}[/]")
         for name, j in r["jails"].items():
             state = (
@@ -265,7 +272,7 @@ def cmd_why(args: argparse.Namespace) -> None:
             )
             console.print(
                 f"  {name}: {state}; {j['failures']}/{j['maxretry']} failures in the "
-                f"window; {j['repeat_count']} earlier bans"
+                f"window; {j['repeat_count']} bans within findtime_history"
             )
             for line in j["recent_lines"]:
                 console.print(f"      {line}", markup=False, highlight=False)
@@ -290,7 +297,19 @@ def cmd_flush(args: argparse.Namespace) -> None:
 
 def cmd_reload(args: argparse.Namespace) -> None:
     result = request(args.sock, "reload")
-    _out(args, result, lambda r: print(f"reloaded; enabled jails: {', '.join(r['jails'])}"))
+    _out(args, result, lambda r: print(_reloaded(r)))
+
+
+def _reloaded(r: dict[str, Any]) -> str:
+    moved = r.get("listeners") or {}
+    listeners = "; ".join(
+        f"{what} {', '.join(moved[what])}"
+        for what in ("opened", "closed", "updated")
+        if moved.get(what)
+    )
+    return f"reloaded; enabled jails: {', '.join(r['jails'])}" + (
+        f"; listeners {listeners}" if listeners else ""
+    )
 
 
 def cmd_notify(args: argparse.Namespace) -> None:
@@ -303,6 +322,99 @@ def cmd_notify(args: argparse.Namespace) -> None:
             f"test mail delivered via {r['via']} to {', '.join(r['to'])}\n{r['dialogue']}"
         ),
     )
+
+
+# -- live edits of the config file (offline-capable, then a reload) ----------------------------
+
+
+def cmd_jail(args: argparse.Namespace) -> None:
+    path = config_path(args.config)
+    if args.action == "set":
+        if args.option is None or args.value is None:
+            raise CliError("usage: appliancectl jail set JAIL OPTION VALUE", EXIT_USAGE)
+        _edit(args, lambda: edit.jail_set(path, args.jail, args.option, args.value))
+    else:
+        if args.option is not None:
+            raise CliError(f"usage: appliancectl jail {args.action} JAIL", EXIT_USAGE)
+        _edit(args, lambda: edit.jail_enable(path, args.jail, args.action == "enable"))
+
+
+def cmd_whitelist(args: argparse.Namespace) -> None:
+    path = config_path(args.config)
+    add = args.action == "add"
+    if args.everywhere:
+        if args.address is not None:
+            raise CliError(f"usage: appliancectl whitelist {args.action} --global ADDR", EXIT_USAGE)
+        jail, address = None, args.jail_or_addr
+    else:
+        if args.address is None:
+            raise CliError(
+                f"usage: appliancectl whitelist {args.action} JAIL ADDR (or --global ADDR)",
+                EXIT_USAGE,
+            )
+        jail, address = args.jail_or_addr, args.address
+    _edit(args, lambda: edit.whitelist(path, jail, address, add))
+
+
+def cmd_general(args: argparse.Namespace) -> None:
+    path = config_path(args.config)
+    _edit(args, lambda: edit.general_enable(path, args.action == "enable"))
+
+
+def _edit(args: argparse.Namespace, make: Callable[[], edit.EditResult]) -> None:
+    """Run one edit (validated, written atomically), then ask the daemon to reload."""
+    try:
+        result = make()
+    except ConfigError as e:
+        raise CliError(f"refused, nothing written: {e}", EXIT_USAGE) from None
+    except edit.EditError as e:
+        raise CliError(f"refused, nothing written: {e}", EXIT_REFUSED) from None
+    except OSError as e:
+        raise CliError(f"cannot write the config: {e}", EXIT_REFUSED) from None
+    out: dict[str, Any] = {
+        "config": str(result.path),
+        "changed": result.changed,
+        "created": result.created,
+        "changes": [
+            {"table": c.table, "key": c.key, "old": c.old, "new": c.new} for c in result.changes
+        ],
+        "reload": "unchanged",
+    }
+    lines = [f"{result.path}: added [jails.{result.created}]"] if result.created else []
+    lines += [
+        f"{result.path}: {c.table}.{c.key}: {'(unset)' if c.old is None else json.dumps(c.old)} "
+        f"-> {json.dumps(c.new)}"
+        for c in result.changes
+    ]
+    if not result.changed:
+        lines.append(f"{result.path}: already so; nothing changed")
+    else:
+        assert result.config is not None
+        sock = Path(args.socket) if args.socket is not None else result.config.control_socket
+        try:
+            answer = request(sock, "reload")
+        except CliError as e:
+            if e.code != EXIT_DOWN:
+                raise CliError(
+                    f"{result.path} was changed, but applianced refused to reload it: {e}"
+                ) from None
+            if not str(e).startswith("applianced is not running"):  # no permission, lost...
+                raise CliError(
+                    f"{result.path} was changed, but applianced could not be told to reload: "
+                    f"{e}; then run `appliancectl reload`",
+                    EXIT_DOWN,
+                ) from None
+            out["reload"] = "daemon not running"
+            lines.append(f"applianced is not running ({sock}): the change applies at next start")
+        else:
+            out["reload"] = "done"
+            out["jails"] = answer["jails"]
+            lines.append(_reloaded(answer))
+            running = answer.get("config")
+            if running and Path(running).resolve() != Path(result.path).resolve():
+                lines.append(f"warning: the running daemon reads {running}, not {result.path}")
+                out["warning"] = f"the running daemon reads {running}"
+    _out(args, out, lambda _: print("\n".join(lines)))
 
 
 # -- offline verbs ----------------------------------------------------------------------------
@@ -460,7 +572,7 @@ def cmd_test_filter(args: argparse.Namespace) -> None:
             if app_name is not None and not selects(app_name):
                 counts["other_program"] += 1
                 continue
-            outcome, match, index = filt.examine(text)
+            outcome, match, index = filt.examine(text, prefilter=True)
             if outcome is Outcome.MATCHED and match is not None:
                 counts["matched"] += 1
                 per_regex[index or 0] = per_regex.get(index or 0, 0) + 1
@@ -600,6 +712,46 @@ def build_parser() -> argparse.ArgumentParser:
         "appliancectl reload",
     )
     v.set_defaults(fn=cmd_reload)
+    v = verb(
+        "jail",
+        "edit the config file, keeping its comments, then reload: `jail enable|disable JAIL`, "
+        f"`jail set JAIL OPTION VALUE` (options: {', '.join(edit.JAIL_OPTIONS)}). VALUE: a "
+        "number, a duration (10m), true/false, a comma list for lists (ports 25,465,1000-2000; "
+        "ignoreip 192.0.2.0/24,2001:db8::/48), or a TOML value for several regexes. A bad value is "
+        "refused and nothing is written. Enabling a jail the file lacks that names a shipped "
+        "filter adds [jails.NAME] (every port: set ports next)",
+        "appliancectl jail set sshd maxretry 3\n  appliancectl jail set postfix-sasl bantime 1h"
+        "\n  appliancectl jail set sshd ports 22,2222\n  appliancectl jail disable dovecot"
+        "\n  appliancectl jail enable kerio",
+    )
+    v.add_argument("action", choices=("enable", "disable", "set"))
+    v.add_argument("jail")
+    v.add_argument("option", nargs="?", help="set: the option (bantime_increment.factor too)")
+    v.add_argument("value", nargs="?", help="set: the new value")
+    v.set_defaults(fn=cmd_jail)
+    v = verb(
+        "whitelist",
+        "addresses never banned, in the config file's ignoreip (a jail's, or [defaults]'s with "
+        "--global), then reload: `whitelist add|remove JAIL ADDR`, `whitelist add|remove "
+        "--global ADDR`",
+        "appliancectl whitelist add postfix-sasl 192.0.2.10\n"
+        "  appliancectl whitelist add --global 198.51.100.0/24\n"
+        "  appliancectl whitelist remove --global 198.51.100.0/24",
+    )
+    v.add_argument("action", choices=("add", "remove"))
+    v.add_argument("jail_or_addr", metavar="JAIL|ADDR", help="the jail (with --global: ADDR)")
+    v.add_argument("address", nargs="?", metavar="ADDR", help="an address or CIDR")
+    v.add_argument(
+        "--global", dest="everywhere", action="store_true", help="every jail ([defaults])"
+    )
+    v.set_defaults(fn=cmd_whitelist)
+    v = verb(
+        "general",
+        "enable or disable every jail of the config file, then reload",
+        "appliancectl general disable\n  appliancectl general enable",
+    )
+    v.add_argument("action", choices=("enable", "disable"))
+    v.set_defaults(fn=cmd_general)
     v = verb(
         "notify",
         "ban mails: `notify test` sends a test mail the configured way and shows the outcome",

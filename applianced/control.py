@@ -151,6 +151,8 @@ class _ControlProtocol(LineOnlyReceiver):
 
 
 class ControlFactory(Factory):
+    noisy = False
+
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
 

@@ -14,17 +14,18 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Any
 
 from twisted.application.internet import UNIXServer
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.error import CannotListenError
 from twisted.internet.threads import deferToThread
-from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
+from twisted.logger import Logger, globalLogBeginner
+from twisted.python.failure import Failure
 
 from applianced import __version__
 from applianced.appliance import Appliance
@@ -37,9 +38,12 @@ from applianced.enforcement.memory import MemoryEnforcer
 from applianced.enforcement.notify import Notifier
 from applianced.enforcement.whois import WhoisClient, tcp_query
 from applianced.errors import ApplianceError, ConfigError
-from applianced.receiver.listeners import ListenerService, ReceiverStats
+from applianced.logs import FORMATS, log_observer
+from applianced.metrics import MetricsService, make_registry
+from applianced.receiver.listeners import Listeners, ListenerService, ReceiverStats
 from applianced.rules.decision import IPAddress, IPNetwork
 from applianced.rules.offenders import SqliteOffenderStore
+from applianced.sdnotify import SdNotifier, Supervisor, status_line, watchdog_interval
 
 __all__ = ["main", "make_service"]
 
@@ -65,9 +69,77 @@ class ApplianceService(Service):
         return None
 
 
+Reload = Callable[[], Deferred[dict[str, Any]]]
+
+
+class Reloader:
+    """The one reload, used by SIGHUP and by ``appliancectl reload``: read and validate the
+    config file, rebind the listeners whose transport/address/port changed (new sockets first;
+    a bind failure refuses the whole reload and keeps every old listener), apply the other
+    listener settings in place, then swap the jails. Reloads run one at a time.
+
+    ``around`` wraps each reload (systemd's RELOADING=1 ... READY=1); the config is read
+    synchronously inside it, so a bad file raises there. The Deferred fails with
+    ``ApplianceError`` (``ConfigError`` for a bad file) and the running config stays."""
+
+    def __init__(self, config: Config, appliance: Appliance, listeners: Listeners) -> None:
+        self.config = config
+        self.appliance = appliance
+        self.listeners = listeners
+        self.around: Callable[[Reload], Deferred[dict[str, Any]]] = lambda work: work()
+        self._lock = DeferredLock()
+
+    def __call__(self) -> Deferred[dict[str, Any]]:
+        return self._lock.run(self.around, self._start)
+
+    def _start(self) -> Deferred[dict[str, Any]]:
+        try:
+            new = load_config(self.config.path)
+        except ConfigError as e:
+            log.error("reload refused, keeping the running config: {error}", error=str(e))
+            raise
+        return Deferred.fromCoroutine(self._apply(new))
+
+    async def _apply(self, new: Config) -> dict[str, Any]:
+        try:
+            moved = await self.listeners.update(new.listeners)
+        except CannotListenError as e:
+            message = (
+                f"cannot listen on {e.interface or '*'}:{e.port}: {e.socketError}; reload "
+                "refused, the running config and its listeners stay"
+            )
+            log.error("{error}", error=message)
+            raise ApplianceError(message) from None
+        self.appliance.reload(new)
+        old, self.config = self.config, new
+        for key in ("state_dir", "control_socket", "lines_per_ban"):
+            if getattr(old, key) != getattr(new, key):
+                log.warn("[daemon] {key} changed: it applies at the next start", key=key)
+        log.info(
+            "reloaded {path}: {jails} jails; listeners opened {opened}, closed {closed}, "
+            "updated {updated}",
+            path=str(new.path),
+            jails=len(new.enabled_jails),
+            opened=moved["opened"] or "none",
+            closed=moved["closed"] or "none",
+            updated=moved["updated"] or "none",
+        )
+        return {
+            "config": str(new.path),
+            "jails": [j.name for j in new.enabled_jails],
+            "listeners": moved,
+        }
+
+
+class ApplianceDaemon(MultiService):
+    """The daemon's top service; ``reload`` is its one reload function."""
+
+    reload: Reloader
+
+
 def make_service(
     config: Config, reactor: Any, enforcer: Enforcer, own_addresses: Sequence[IPNetwork] = ()
-) -> tuple[MultiService, Appliance]:
+) -> tuple[ApplianceDaemon, Appliance]:
     """The daemon as a MultiService, and its Appliance (for tests and the reload handler)."""
     store = SqliteOffenderStore(config.state_dir / STORE_FILE, lines_per_ban=config.lines_per_ban)
     stats = ReceiverStats()
@@ -75,25 +147,26 @@ def make_service(
     appliance = Appliance(
         config, store, enforcer, reactor, own_addresses, stats, resolver=resolve, notifier=notifier
     )
-    top = MultiService()
+    top = ApplianceDaemon()
     ApplianceService(appliance).setServiceParent(top)
-    for conf in config.listeners:
-        ListenerService(conf, appliance.receive, stats, reactor).setServiceParent(top)
-
-    def reload() -> dict[str, Any]:
-        new = load_config(config.path)
-        appliance.reload(new)
-        log.info("reloaded {path}", path=str(new.path))
-        return {"jails": [j.name for j in new.enabled_jails]}
+    listeners = Listeners(
+        config.listeners, lambda conf: ListenerService(conf, appliance.receive, stats, reactor)
+    )
+    listeners.setServiceParent(top)
+    top.reload = Reloader(config, appliance, listeners)
 
     control = UNIXServer(
         str(config.control_socket),
-        ControlFactory(Dispatcher(appliance, reload)),
+        ControlFactory(Dispatcher(appliance, top.reload)),
         mode=0o660,
         wantPID=False,
         reactor=reactor,
     )
     control.setServiceParent(top)
+    if config.metrics.enabled:
+        # Its own registry, read at scrape time from the appliance's counters.
+        metrics = MetricsService(config.metrics, make_registry(appliance), reactor)
+        metrics.setServiceParent(top)
     return top, appliance
 
 
@@ -199,6 +272,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="decide and record bans but enforce nothing (no nftables needed)",
     )
+    p.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default="auto",
+        help="stderr lines: text (with timestamps), journal (<N> level prefixes, no timestamps), "
+        "auto (journal when stderr is $JOURNAL_STREAM, as under systemd; the default)",
+    )
     p.add_argument("--version", action="version", version=f"applianced {__version__}")
     return p.parse_args(argv)
 
@@ -216,8 +296,7 @@ def config_path(given: Path | None) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     globalLogBeginner.beginLoggingTo(
-        [textFileLogObserver(sys.stderr, timeFormat="%Y-%m-%dT%H:%M:%S%z")],
-        redirectStandardIO=False,
+        [log_observer(sys.stderr, args.log_format)], redirectStandardIO=False
     )
     from twisted.internet import reactor as _reactor
 
@@ -242,7 +321,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ApplianceError as e:
         print(f"applianced: {e}", file=sys.stderr)
         return 1
-    _install_signals(reactor, appliance, config)
+    # Bans are restored and listeners open: tell systemd (READY=1 once the reactor runs).
+    supervisor = Supervisor(
+        SdNotifier.from_environ(),
+        reactor,
+        lambda: status_line(
+            len(appliance.engine.jails), len(appliance.active), appliance.receiver_stats.received
+        ),
+        watchdog=watchdog_interval(),
+    )
+    reactor.callWhenRunning(supervisor.started)
+    reactor.addSystemEventTrigger("before", "shutdown", supervisor.stopping)
+    top.reload.around = supervisor.reload  # RELOADING=1 ... READY=1 for systemd
+    _install_signals(reactor, top.reload)
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
     log.info(
         "applianced {version} running: {jails} jails, listening on {listeners}, "
@@ -256,18 +347,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _install_signals(reactor: Any, appliance: Appliance, config: Config) -> None:
+def _install_signals(reactor: Any, reload: Reload) -> None:
     import signal
 
     def on_hup(signum: int, frame: object) -> None:
-        def reload() -> None:
-            try:
-                appliance.reload(load_config(config.path))
-            except ConfigError as e:
-                log.error("reload refused, keeping the running config: {error}", error=str(e))
-            else:
-                log.info("reloaded {path}", path=str(config.path))
+        def run() -> None:
+            def failed(reason: Failure) -> None:
+                if not reason.check(ApplianceError):  # those are logged by the reloader
+                    log.failure("reload failed", reason)
 
-        reactor.callFromThread(reload)
+            reload().addErrback(failed)
+
+        reactor.callFromThread(run)
 
     signal.signal(signal.SIGHUP, on_hup)

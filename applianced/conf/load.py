@@ -22,6 +22,7 @@ from applianced.conf.schema import (
     JailConf,
     ListenerConf,
     MatchOn,
+    MetricsConf,
     NotifyConf,
 )
 from applianced.errors import ConfigError, FilterError
@@ -36,12 +37,22 @@ DEFAULT_CONFIG = Path(__file__).parent / "defaults" / "appliance.toml"
 
 T = TypeVar("T")
 
-_TOP = {"daemon", "receiver", "listeners", "enforcement", "defaults", "jails", "notify"}
+_TOP = {
+    "daemon",
+    "receiver",
+    "listeners",
+    "enforcement",
+    "defaults",
+    "jails",
+    "notify",
+    "metrics",
+}
 _NOTIFY = {f.replace("sender", "from") for f in NotifyConf.__dataclass_fields__}
 _NOTIFY_ACTIONS = ("mail", "mail-whois", "mail-whois-lines")
 _DAEMON = {"state_dir", "control_socket", "lines_per_ban"}
 _RECEIVER = {"allowed_senders", "max_message_size"}
 _ENFORCEMENT = {"priority", "on_stop"}
+_METRICS = {"enabled", "address", "port"}
 _LISTENER = {"transport", "address", "port", "allowed_senders", "max_message_size"}
 _POLICY = {
     "bantime",
@@ -270,6 +281,7 @@ class _Loader:
                 ),
             ),
             notify=notify,
+            metrics=self.metrics(raw),
         )
 
     def listener(
@@ -293,6 +305,21 @@ class _Loader:
             max_message_size=self.int_in(
                 t.get("max_message_size", size), (*keys, "max_message_size"), 480, 1 << 20
             ),
+        )
+
+    def metrics(self, raw: Mapping[str, Any]) -> MetricsConf:
+        """[metrics]: the optional Prometheus endpoint (metrics.py)."""
+        keys = ("metrics",)
+        t = self.table(raw, keys, _METRICS)
+        d = MetricsConf()
+        address = self.typed(t.get("address", d.address), (*keys, "address"), str, "a string")
+        self.convert(address, (*keys, "address"), _check_bind_address)
+        return MetricsConf(
+            enabled=self.typed(
+                t.get("enabled", d.enabled), (*keys, "enabled"), bool, "true or false"
+            ),
+            address=address,
+            port=self.int_in(t.get("port", d.port), (*keys, "port"), 1, 65535),
         )
 
     def notify(self, raw: Mapping[str, Any]) -> NotifyConf:

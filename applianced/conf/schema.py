@@ -18,6 +18,7 @@ __all__ = [
     "IncrementConf",
     "JailConf",
     "ListenerConf",
+    "MetricsConf",
     "NotifyConf",
 ]
 
@@ -133,6 +134,16 @@ class NotifyConf:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConf:
+    """The Prometheus endpoint (``metrics.py``): off by default; when on, ``GET /metrics`` on
+    ``address:port`` (TCP), loopback by default since the numbers describe the defences."""
+
+    enabled: bool = False
+    address: str = "127.0.0.1"
+    port: int = 9515
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration. ``jails`` holds every jail, enabled or not, in file order."""
 
@@ -144,6 +155,7 @@ class Config:
     lines_per_ban: int
     enforcement: EnforcementConf = EnforcementConf()
     notify: NotifyConf = NotifyConf()
+    metrics: MetricsConf = MetricsConf()
 
     @property
     def enabled_jails(self) -> tuple[JailConf, ...]:

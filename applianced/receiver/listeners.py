@@ -8,14 +8,15 @@ limited rate and dropped. Senders outside the allowlist are dropped and counted,
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from ipaddress import ip_address
 from typing import Any
 
-from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IAddress, IListeningPort, IReactorTime
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.logger import Logger
@@ -27,7 +28,7 @@ from applianced.receiver.message import SyslogMessage
 from applianced.receiver.parse import parse
 from applianced.rules.decision import IPNetwork
 
-__all__ = ["ListenerService", "ReceiverStats", "SyslogTCPFactory", "SyslogUDP"]
+__all__ = ["ListenerService", "Listeners", "ReceiverStats", "SyslogTCPFactory", "SyslogUDP"]
 
 Sink = Callable[[SyslogMessage], None]
 log = Logger()
@@ -44,6 +45,8 @@ class ReceiverStats:
     """Counters shared by every listener (since start)."""
 
     received: int = 0
+    received_udp: int = 0  # received, split per transport (metrics)
+    received_tcp: int = 0
     parse_errors: int = 0
     frame_errors: int = 0
     oversize: int = 0
@@ -61,9 +64,21 @@ class _Edge:
         self.sink = sink
         self.stats = stats
         self.clock = clock
+        self.udp = conf.transport == "udp"
         self._allowed: dict[str, bool] = {}
         self._last_complaint: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
+        self.streams: set[_SyslogStream] = set()  # open TCP connections, for a reload
+
+    def reconfigure(self, conf: ListenerConf) -> None:
+        """A reload changed allowed_senders or max_message_size: apply it from the next
+        message on; close the TCP connections of senders no longer allowed."""
+        self.conf = conf
+        self._allowed.clear()
+        for stream in list(self.streams):
+            if not _in_networks(stream.host, conf.allowed_senders):
+                self.stats.refused_senders += 1
+                stream.transport.loseConnection()  # type: ignore[union-attr]
 
     def allowed(self, host: str) -> bool:
         known = self._allowed.get(host)
@@ -101,6 +116,10 @@ class _Edge:
             )
             return
         self.stats.received += 1
+        if self.udp:
+            self.stats.received_udp += 1
+        else:
+            self.stats.received_tcp += 1
         self.sink(message.received(host, self.conf.transport, now))
 
     def complain(self, kind: str, fmt: str, **fields: object) -> None:
@@ -118,6 +137,8 @@ class _Edge:
 
 class SyslogUDP(DatagramProtocol):
     """One datagram is one message (RFC 5426)."""
+
+    noisy = False  # the service logs what it listens on, once, in its own words
 
     def __init__(
         self, conf: ListenerConf, sink: Sink, stats: ReceiverStats, clock: IReactorTime
@@ -142,6 +163,10 @@ class _SyslogStream(Protocol):
 
     def connectionMade(self) -> None:
         self.edge.stats.connections += 1
+        self.edge.streams.add(self)
+
+    def connectionLost(self, reason: object = None) -> None:
+        self.edge.streams.discard(self)
 
     def dataReceived(self, data: bytes) -> None:
         try:
@@ -175,6 +200,8 @@ class SyslogTCPFactory(Factory):
     """Syslog over TCP, octet-counted or LF-framed (RFC 6587), detected per connection.
     Connections from senders outside the allowlist are refused before any byte is read."""
 
+    noisy = False
+
     def __init__(
         self, conf: ListenerConf, sink: Sink, stats: ReceiverStats, clock: IReactorTime
     ) -> None:
@@ -196,25 +223,122 @@ class ListenerService(Service):
         self.stats = stats
         self.reactor = reactor
         self.port: IListeningPort | None = None
+        self._edge: _Edge | None = None
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        """What a socket is bound to: a reload rebinds a listener only when this changes."""
+        return (self.conf.transport, self.conf.address, self.conf.port)
+
+    def __str__(self) -> str:
+        return f"{self.conf.transport}/{self.conf.address}:{self.conf.port}"
 
     def startService(self) -> None:
-        """Bind; raises CannotListenError. Runs after the appliance restored its bans."""
+        """Bind (unless bound already); raises CannotListenError. Runs after the appliance
+        restored its bans."""
         c = self.conf
-        if c.transport == "udp":
-            port = self.reactor.listenUDP(
-                c.port, SyslogUDP(c, self.sink, self.stats, self.reactor), interface=c.address
-            )
-            port.maxPacketSize = _UDP_READ_SIZE
-        else:
-            factory = SyslogTCPFactory(c, self.sink, self.stats, self.reactor)
-            port = self.reactor.listenTCP(c.port, factory, interface=c.address)
-        self.port = port
+        if self.port is None:
+            if c.transport == "udp":
+                proto = SyslogUDP(c, self.sink, self.stats, self.reactor)
+                port = self.reactor.listenUDP(c.port, proto, interface=c.address)
+                port.maxPacketSize = _UDP_READ_SIZE
+                self._edge = proto.edge
+            else:
+                factory = SyslogTCPFactory(c, self.sink, self.stats, self.reactor)
+                port = self.reactor.listenTCP(c.port, factory, interface=c.address)
+                self._edge = factory.edge
+            self.port = port
         super().startService()
+
+    def reconfigure(self, conf: ListenerConf) -> None:
+        """Settings that need no new socket (allowed_senders, max_message_size), applied to
+        the bound one. ``conf`` must have the same transport, address and port."""
+        if (conf.transport, conf.address, conf.port) != self.key:
+            raise ValueError(f"{self} cannot become {conf.transport}/{conf.address}:{conf.port}")
+        self.conf = conf
+        if self._edge is not None:
+            self._edge.reconfigure(conf)
 
     def stopService(self) -> Deferred[None] | None:
         super().stopService()
         port, self.port = self.port, None
         return port.stopListening() if port is not None else None
+
+
+class Listeners(MultiService):
+    """Every configured listener, as children. ``update`` moves them to a reloaded config:
+    a listener whose transport, address and port are unchanged keeps its socket (and its TCP
+    connections) and takes the new allowed_senders/max_message_size; the others are rebound."""
+
+    def __init__(
+        self, confs: Sequence[ListenerConf], make: Callable[[ListenerConf], ListenerService]
+    ) -> None:
+        super().__init__()
+        self.make = make
+        for conf in confs:
+            make(conf).setServiceParent(self)
+
+    def update(self, confs: Sequence[ListenerConf]) -> Deferred[dict[str, list[str]]]:
+        """Open the new sockets first, then close the old ones. A bind that fails raises
+        CannotListenError and changes nothing: what was opened is closed again and every old
+        listener stays (one that had to be closed to free its port is bound again).
+        Returns the listeners opened, closed and updated in place, as ``udp/ADDR:PORT``."""
+        return Deferred.fromCoroutine(self._update(tuple(confs)))
+
+    async def _update(self, confs: tuple[ListenerConf, ...]) -> dict[str, list[str]]:
+        current: dict[tuple[str, str, int], ListenerService] = {s.key: s for s in self}
+        wanted: dict[tuple[str, str, int], ListenerConf] = {
+            (c.transport, c.address, c.port): c for c in confs
+        }
+        removed = [s for k, s in current.items() if k not in wanted]
+        opened: list[ListenerService] = []
+        freed: list[ListenerService] = []  # old listeners closed early to free a port
+        try:
+            for key, conf in wanted.items():
+                if key in current:
+                    continue
+                new = self.make(conf)
+                try:
+                    new.startService()
+                except CannotListenError:
+                    # Another address on the same port (127.0.0.1:514 -> 0.0.0.0:514): the old
+                    # socket holds it. Close that one, then bind; put it back on failure.
+                    clash = [s for s in removed if _clash(s.conf, conf) and s not in freed]
+                    if not clash:
+                        raise
+                    for old in clash:
+                        await maybeDeferred(old.stopService)
+                        freed.append(old)
+                    new.startService()
+                opened.append(new)
+        except CannotListenError:
+            for new in opened:
+                await maybeDeferred(new.stopService)
+            for old in freed:
+                old.startService()
+            raise
+        for new in opened:
+            new.setServiceParent(self)  # already bound: addService's start is a no-op
+        for old in removed:
+            if old in freed:
+                old.disownServiceParent()
+            else:
+                await maybeDeferred(old.disownServiceParent)
+        updated = []
+        for bound, service in current.items():
+            target = wanted.get(bound)
+            if target is not None and target != service.conf:
+                service.reconfigure(target)
+                updated.append(str(service))
+        return {
+            "opened": [str(s) for s in opened],
+            "closed": [str(s) for s in removed],
+            "updated": updated,
+        }
+
+
+def _clash(old: ListenerConf, new: ListenerConf) -> bool:
+    return old.transport == new.transport and old.port == new.port
 
 
 def _in_networks(host: str, networks: tuple[IPNetwork, ...]) -> bool:
