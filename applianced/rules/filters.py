@@ -32,8 +32,10 @@ from types import MappingProxyType
 
 from applianced.errors import FilterError
 from applianced.rules.decision import IPAddress
+from applianced.rules.regex import MAX_TEXT, MatchLike, Pattern, compile_re2
 
 __all__ = [
+    "MAX_TEXT",
     "Filter",
     "FilterDef",
     "Match",
@@ -72,11 +74,30 @@ _V6_BEFORE = (
     + ")"
 )
 _V6_AFTER = r"(?![0-9A-Za-z_]|:[0-9A-Fa-f:]|\.[0-9A-Za-z_])"
-_IP4 = f"{_V4_BEFORE}{_V4_BODY}{_V4_AFTER}"
-_IP6 = f"{_V6_BEFORE}{_V6_BODY}{_V6_AFTER}"
 _LABEL = "[0-9A-Za-z_](?:[0-9A-Za-z_-]{0,61}[0-9A-Za-z_])?"
-_DNS = rf"(?<![0-9A-Za-z_.-])(?:{_LABEL}\.)*{_LABEL}\.?(?![0-9A-Za-z_-]|\.[0-9A-Za-z_-])"
+_DNS_BEFORE = r"(?<![0-9A-Za-z_.-])"
+_DNS_BODY = rf"(?:{_LABEL}\.)*{_LABEL}\.?"
+_DNS_AFTER = r"(?![0-9A-Za-z_-]|\.[0-9A-Za-z_-])"
+# A tag's look-arounds only test the characters next to it. When the regex puts a fixed character
+# outside this set there (``\[<ADDR>\]``, ``from <ADDR> port``), they always hold and are left
+# out: the regex means the same under ``re`` and has a form RE2 can compile (see regex.py).
+_VERBOSE = re.compile(r"\(\?[a-zA-Z]*x")
+_NEAR_ADDRESS = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_.:-")
 
+
+def _tag_pattern(kind: str, before: bool, after: bool) -> str:
+    """The pattern of an address (IP4, IP6) or name (DNS) with the look-arounds asked for."""
+    parts = {
+        "IP4": (_V4_BEFORE, _V4_BODY, _V4_AFTER),
+        "IP6": (_V6_BEFORE, _V6_BODY, _V6_AFTER),
+        "DNS": (_DNS_BEFORE, _DNS_BODY, _DNS_AFTER),
+    }[kind]
+    return (parts[0] if before else "") + parts[1] + (parts[2] if after else "")
+
+
+_IP4 = _tag_pattern("IP4", True, True)
+_IP6 = _tag_pattern("IP6", True, True)
+_DNS = _tag_pattern("DNS", True, True)
 _ADDR = f"{_IP4}|{_IP6}"
 _TAG = re.compile(
     r"<(?P<host>HOST|ADDR|IP4|IP6|CIDR|SUBNET|DNS)>|<(?P<close>/?)F-(?P<name>[A-Za-z][A-Za-z0-9_]*)>"
@@ -162,6 +183,10 @@ class Filter:
     failregexes and ignoreregexes then run on its ``<F-CONTENT>...</F-CONTENT>`` capture.
     ``on_line`` says which text of a message the filter is written for: False (native filters)
     the syslog MSG, True (fail2ban filters) the traditional ``host app[pid]: msg`` line.
+
+    ReDoS guard (see regex.py): with ``engine="auto"`` every regex runs under RE2, in time linear
+    in the text, when all of the filter's regexes compile there; ``engine`` then reads ``"re2"``,
+    else ``"re"``. Either way a regex sees at most the first ``max_text`` characters of a text.
     """
 
     __slots__ = (
@@ -169,9 +194,11 @@ class Filter:
         "_ignore",
         "_pref",
         "allow_dns",
+        "engine",
         "failregex",
         "ignoreregex",
         "literals",
+        "max_text",
         "name",
         "on_line",
         "prefregex",
@@ -186,6 +213,8 @@ class Filter:
         name: str = "",
         prefregex: str | None = None,
         on_line: bool = False,
+        engine: str = "auto",
+        max_text: int = MAX_TEXT,
     ) -> None:
         if isinstance(failregex, str) or isinstance(ignoreregex, str):
             raise TypeError("failregex and ignoreregex are sequences of regexes, not one string")
@@ -193,12 +222,13 @@ class Filter:
         self.allow_dns = allow_dns
         self.on_line = on_line
         self.prefregex = prefregex
-        self._pref = None if prefregex is None else self._compile_pref(prefregex)
+        self.max_text = max_text
+        self._pref: Pattern | None = None if prefregex is None else self._compile_pref(prefregex)
         self.failregex: tuple[str, ...] = tuple(failregex)
         self.ignoreregex: tuple[str, ...] = tuple(ignoreregex)
         if not self.failregex:
             raise FilterError(f"{self._who()}: no failregex; a filter needs at least one")
-        fail: list[tuple[str, re.Pattern[str], _Reader]] = []
+        fail: list[tuple[str, Pattern, _Reader]] = []
         for number, regex in enumerate(self.failregex, start=1):
             expansion = self._expand("failregex", number, regex)
             if expansion.host_tags != 1:
@@ -207,10 +237,13 @@ class Filter:
             literal = required_literal(expansion.text)
             fail.append((literal, compiled, self._reader(compiled, expansion)))
         self._fail = tuple(fail)
-        self._ignore = tuple(
+        self._ignore: tuple[Pattern, ...] = tuple(
             self._compile_ignore(number, regex)
             for number, regex in enumerate(self.ignoreregex, start=1)
         )
+        if engine not in ("auto", "re"):
+            raise ValueError(f"engine is 'auto' or 're', not {engine!r}")
+        self.engine = "re2" if engine == "auto" and self._use_re2() else "re"
         lits = tuple(literal for literal, _, _ in fail)
         self.literals: tuple[str, ...] = (
             lits if all(len(lit) >= MIN_LITERAL for lit in lits) else ()
@@ -225,6 +258,8 @@ class Filter:
     # The hot path: most messages fail the literal prefilter and cost a few `in` tests.
     def match(self, text: str) -> Match | None:
         """The failure in ``text``, or None when it is not one (missed or ignored)."""
+        if len(text) > self.max_text:
+            text = text[: self.max_text]
         literals = self.literals
         if literals:
             for literal in literals:
@@ -236,7 +271,7 @@ class Filter:
             pm = self._pref.search(text)
             if pm is None:
                 return None
-            text = pm.group("content")
+            text = pm.group("content") or ""
         for literal, regex, reader in self._fail:
             if literal in text:
                 m = regex.search(text)
@@ -253,19 +288,26 @@ class Filter:
                 return None
         return found
 
-    def examine(self, text: str) -> tuple[Outcome, Match | None, int | None]:
+    def examine(
+        self, text: str, *, prefilter: bool = False
+    ) -> tuple[Outcome, Match | None, int | None]:
         """Outcome, match and 0-based index of the failregex that hit, for ``test-filter``.
 
         For IGNORED the match and index are those of the failregex that an ignoreregex
         overrode, or of a ``<F-NOFAIL>`` hit. Runs each regex on its own without the prefilter,
-        so it doubles as the reference for :meth:`match`.
+        so it doubles as the reference for :meth:`match`; ``prefilter=True`` skips the
+        failregexes whose required literal is not in the text (same outcome, less work).
         """
+        if len(text) > self.max_text:
+            text = text[: self.max_text]
         if self._pref is not None:
             pm = self._pref.search(text)
             if pm is None:
                 return Outcome.MISSED, None, None
-            text = pm.group("content")
-        for index, (_, regex, reader) in enumerate(self._fail):
+            text = pm.group("content") or ""
+        for index, (literal, regex, reader) in enumerate(self._fail):
+            if prefilter and literal not in text:
+                continue
             m = regex.search(text)
             found = None if m is None else _read(reader, m)
             if found is None:
@@ -284,6 +326,19 @@ class Filter:
 
     def _error(self, kind: str, number: int, regex: str, why: str) -> FilterError:
         return FilterError(f"{self._who()}, {kind} #{number} {regex!r}: {why}")
+
+    def _use_re2(self) -> bool:
+        """Swap every regex for its RE2 twin if all have one; False (nothing swapped) if not."""
+        regexes = [*([self._pref] if self._pref else []), *(rx for _, rx, _ in self._fail)]
+        twins = [compile_re2(rx.pattern) for rx in [*regexes, *self._ignore]]
+        if not all(twins):
+            return False
+        it = iter(t for t in twins if t is not None)
+        if self._pref is not None:
+            self._pref = next(it)
+        self._fail = tuple((literal, next(it), reader) for literal, _, reader in self._fail)
+        self._ignore = tuple(it)
+        return True
 
     def _compile_ignore(self, number: int, regex: str) -> re.Pattern[str]:
         expansion = self._expand("ignoreregex", number, regex)
@@ -325,6 +380,7 @@ class Filter:
         host_kind = ""
         pos = 0
         for t in _TAG.finditer(regex):
+            pos_after_tag = pos  # where the previous tag ended: right before t, no fixed char
             out.append(regex[pos : t.start()])
             pad.append(regex[pos : t.start()])
             pos = t.end()
@@ -335,7 +391,12 @@ class Filter:
                 if host_kind == "DNS" and not self.allow_dns:
                     why = "<DNS> matches host names only; it needs use_dns = true"
                     raise self._error(kind, number, regex, why)
-                out.append(f"(?P<host>{self._host_pattern(host_kind)})")
+                verbose = _VERBOSE.search(regex) is not None  # (?x): a space is no character
+                before = verbose or not _fixed_neighbour(regex, t.start(), -1, pos_after_tag)
+                after = host_kind != "CIDR" and (
+                    verbose or not _fixed_neighbour(regex, t.end(), 1, -1)
+                )
+                out.append(f"(?P<host>{self._host_pattern(host_kind, before, after)})")
                 if host_kind == "CIDR":
                     out.append(f"/{_PREFIX_LEN}")
                 elif host_kind == "SUBNET":
@@ -365,16 +426,12 @@ class Filter:
         pad.append(regex[pos:])
         return _Expansion("".join(out), "".join(pad), host_tags, host_kind)
 
-    def _host_pattern(self, tag: str) -> str:
-        if tag == "IP4":
-            return _IP4
-        if tag == "IP6":
-            return _IP6
+    def _host_pattern(self, tag: str, before: bool = True, after: bool = True) -> str:
+        """The tag's pattern; ``before``/``after`` False drop look-arounds that always hold."""
+        kinds: tuple[str, ...] = (tag,) if tag in ("IP4", "IP6", "DNS") else ("IP4", "IP6")
         if tag == "HOST" and self.allow_dns:
-            return f"{_ADDR}|{_DNS}"
-        if tag == "DNS":
-            return _DNS
-        return _ADDR
+            kinds = ("IP4", "IP6", "DNS")
+        return "|".join(_tag_pattern(k, before, after) for k in kinds)
 
     def _re_compile(
         self, kind: str, number: int, regex: str, expansion: _Expansion
@@ -392,6 +449,48 @@ class Filter:
         raise self._error(kind, number, regex, f"bad regular expression: {why}")
 
 
+def _fixed_neighbour(regex: str, at: int, step: int, tag_end: int) -> bool:
+    """Whether every match of ``regex`` has, next to offset ``at`` (before it for ``step`` -1,
+    after it for +1), a character that is not in _NEAR_ADDRESS, or the start/end of the text.
+
+    Conservative: only a single unquantified literal (``\\[``, `` ``, ``=``), ``\\s``,
+    ``\\s+`` or an anchor (``^`` before, ``$`` after) counts; a group, a set, an alternation or
+    another tag (``tag_end`` == ``at``) does not."""
+    if step < 0:
+        if at == 0 or at == tag_end:
+            return False
+        c = regex[at - 1]
+        if c == "+" and regex[max(0, at - 3) : at - 1] == "\\s" and not _escaped(regex, at - 3):
+            return True
+        if _escaped(regex, at - 1):
+            return c in "stnrfv" or (not c.isalnum() and c not in _NEAR_ADDRESS)
+        if c == "^":
+            return True
+        return c not in "()|?*+{}[]$.\\" and c not in _NEAR_ADDRESS
+    if at >= len(regex) or _TAG.match(regex, at):
+        return False
+    c = regex[at]
+    if c == "$":
+        return True
+    if c == "\\":
+        e = regex[at + 1 : at + 2]
+        fixed = e in set("stnrfv") or (e != "" and not e.isalnum() and e not in _NEAR_ADDRESS)
+        nxt = at + 2
+    else:
+        fixed = c not in "()|?*+{}[].^" and c not in _NEAR_ADDRESS
+        nxt = at + 1
+    # An optional next character may be absent: then another one follows the address.
+    return fixed and not (regex[nxt : nxt + 1] in ("?", "*") or regex.startswith(("{0", "{,"), nxt))
+
+
+def _escaped(regex: str, at: int) -> bool:
+    """Whether the character at ``at`` is escaped (an odd run of backslashes before it)."""
+    run = 0
+    while at - run - 1 >= 0 and regex[at - run - 1] == "\\":
+        run += 1
+    return run % 2 == 1
+
+
 def _host_tag_problem(expansion: _Expansion) -> str:
     if expansion.host_tags == 0:
         return (
@@ -403,7 +502,7 @@ def _host_tag_problem(expansion: _Expansion) -> str:
     )
 
 
-def _read(reader: _Reader, m: re.Match[str]) -> Match | None:
+def _read(reader: _Reader, m: MatchLike) -> Match | None:
     """The Match for a regex hit, or None when the capture is not a valid address/hostname."""
     host = m.group(reader.host)
     if host is None:  # e.g. "a <HOST>|b" matched by its branch without the tag

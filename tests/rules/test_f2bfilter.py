@@ -3,9 +3,6 @@ supported feature and every refusal, then Debian's real filter.d files against t
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,6 +18,8 @@ from applianced.rules.f2bfilter import (
     strip_date,
 )
 from applianced.rules.filters import Filter, Outcome
+from tests.debian_fail2ban import FetchError
+from tests.debian_fail2ban import debian_filter_d as fetch_debian_filter_d
 
 DATA = Path(__file__).parent.parent / "data"
 F2B = DATA / "f2b"
@@ -231,36 +230,15 @@ def test_hostless_failregex_is_left_out_with_a_note(tmp_path: Path) -> None:
 
 # --- the real thing: Debian's fail2ban filter.d against the corpus -----------------------------
 
-CACHE = ROOT / ".cache" / "fail2ban-deb"
-
 
 @pytest.fixture(scope="session")
 def debian_filter_d() -> Path:
     """Debian's fail2ban filter.d, from `apt-get download fail2ban` unpacked with dpkg -x
     (cached in .cache/, gitignored). Skipped only when not root or offline."""
-    filter_d = CACHE / "etc" / "fail2ban" / "filter.d"
-    if (filter_d / "common.conf").exists():
-        return filter_d
-    if os.geteuid() != 0 or shutil.which("apt-get") is None or shutil.which("dpkg") is None:
-        pytest.skip("needs root with apt-get and dpkg to fetch Debian's fail2ban")
-    download = CACHE.parent / "deb"
-    download.mkdir(parents=True, exist_ok=True)
-    for attempt in ([], ["apt-get", "update", "-qq"]):
-        if attempt:
-            subprocess.run(attempt, capture_output=True, timeout=300)
-        got = subprocess.run(
-            ["apt-get", "download", "-q", "fail2ban"],
-            cwd=download,
-            capture_output=True,
-            timeout=300,
-        )
-        debs = sorted(download.glob("fail2ban_*.deb"))
-        if got.returncode == 0 and debs:
-            break
-    else:
-        pytest.skip(f"apt-get download fail2ban failed (offline?): {got.stderr.decode()[-300:]}")
-    subprocess.run(["dpkg", "-x", str(debs[-1]), str(CACHE)], check=True, timeout=120)
-    return filter_d
+    try:
+        return fetch_debian_filter_d()
+    except FetchError as e:
+        pytest.skip(str(e))
 
 
 def corpus(service: str) -> list[tuple[str, str]]:
