@@ -14,6 +14,31 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 BIN = Path(sys.executable).parent
+
+# What every end-to-end config starts with: state and control socket in the test's work
+# directory, only 127.0.0.1 may send, UDP (LOOPBACK_UDP) or UDP and TCP (LOOPBACK) on {port}.
+LOOPBACK_UDP = """\
+[daemon]
+state_dir = "state"
+control_socket = "control.sock"
+
+[receiver]
+allowed_senders = ["127.0.0.1/32"]
+
+[[listeners]]
+transport = "udp"
+address = "127.0.0.1"
+port = {port}
+"""
+LOOPBACK = (
+    LOOPBACK_UDP
+    + """
+[[listeners]]
+transport = "tcp"
+address = "127.0.0.1"
+port = {port}
+"""
+)
 T = TypeVar("T")
 
 

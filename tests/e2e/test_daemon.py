@@ -13,28 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.daemon import Daemon, free_port, logger, wait_for
+from tests.e2e.daemon import LOOPBACK, Daemon, free_port, logger, wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("logger") is None, reason="util-linux logger missing")
 
-CONFIG = """\
-[daemon]
-state_dir = "state"
-control_socket = "control.sock"
-
-[receiver]
-allowed_senders = ["127.0.0.1/32"]
-
-[[listeners]]
-transport = "udp"
-address = "127.0.0.1"
-port = {port}
-
-[[listeners]]
-transport = "tcp"
-address = "127.0.0.1"
-port = {port}
-
+CONFIG = (
+    LOOPBACK
+    + """
 [defaults]
 bantime = "1h"
 findtime = "10m"
@@ -44,6 +29,7 @@ maxretry = 3
 filter = "sshd"
 ports = [22]
 """
+)
 
 
 @pytest.fixture

@@ -8,25 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.daemon import Daemon, free_port, logger, wait_for
+from tests.e2e.daemon import LOOPBACK_UDP, Daemon, free_port, logger, wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("logger") is None, reason="util-linux logger missing")
 
 F2B = Path(__file__).parent.parent / "data" / "f2b"
 
-CONFIG = """\
-[daemon]
-state_dir = "state"
-control_socket = "control.sock"
-
-[receiver]
-allowed_senders = ["127.0.0.1/32"]
-
-[[listeners]]
-transport = "udp"
-address = "127.0.0.1"
-port = {port}
-
+CONFIG = (
+    LOOPBACK_UDP
+    + """
 [defaults]
 bantime = "1h"
 maxretry = 3
@@ -40,6 +30,7 @@ filter_dir = "{dir}"
 filter = "demo[mode=aggressive]"
 ports = [22]
 """
+)
 
 
 def test_a_fail2ban_conf_jail_bans_through_its_prefix_and_modes(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from tests.e2e.daemon import Daemon, free_port, logger, wait_for
+from tests.e2e.daemon import LOOPBACK, Daemon, free_port, logger, wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("logger") is None, reason="util-linux logger missing")
 
@@ -86,24 +86,9 @@ def whois_server(answer: str | None) -> socketserver.ThreadingTCPServer:
     return server
 
 
-CONFIG = """\
-[daemon]
-state_dir = "state"
-control_socket = "control.sock"
-
-[receiver]
-allowed_senders = ["127.0.0.1/32"]
-
-[[listeners]]
-transport = "udp"
-address = "127.0.0.1"
-port = {port}
-
-[[listeners]]
-transport = "tcp"
-address = "127.0.0.1"
-port = {port}
-
+CONFIG = (
+    LOOPBACK
+    + """
 [defaults]
 bantime = "1h"
 findtime = "10m"
@@ -132,6 +117,7 @@ whois_timeout = "2s"
 [notify.whois_servers]
 "whois.ripe.net" = "127.0.0.1:{ripe}"
 """
+)
 
 
 @pytest.fixture

@@ -12,28 +12,13 @@ import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.daemon import Daemon, free_port, logger, wait_for
+from tests.e2e.daemon import LOOPBACK, Daemon, free_port, logger, wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("logger") is None, reason="util-linux logger missing")
 
-CONFIG = """\
-[daemon]
-state_dir = "state"
-control_socket = "control.sock"
-
-[receiver]
-allowed_senders = ["127.0.0.1/32"]
-
-[[listeners]]
-transport = "udp"
-address = "127.0.0.1"
-port = {port}
-
-[[listeners]]
-transport = "tcp"
-address = "127.0.0.1"
-port = {port}
-
+CONFIG = (
+    LOOPBACK
+    + """
 [defaults]
 maxretry = 3
 
@@ -41,6 +26,7 @@ maxretry = 3
 filter = "sshd"
 ports = [22]
 """
+)
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.daemon import BIN, Daemon, free_port, wait_for
+from tests.e2e.daemon import BIN, LOOPBACK_UDP, Daemon, free_port, wait_for
 from tests.netns import netns, netns_missing, ns_exec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -113,23 +113,14 @@ class NotifySocket:
         self.sock.close()
 
 
-CONFIG = """\
-[daemon]
-state_dir = "state"
-control_socket = "control.sock"
-
-[receiver]
-allowed_senders = ["127.0.0.1/32"]
-
-[[listeners]]
-transport = "udp"
-address = "127.0.0.1"
-port = {port}
-
+CONFIG = (
+    LOOPBACK_UDP
+    + """
 [jails.sshd]
 filter = "sshd"
 ports = [22]
 """
+)
 
 
 class NotifiedDaemon(Daemon):
