@@ -371,7 +371,7 @@ class Appliance:
         bans = [
             b
             for b in self._unapplied_bans.values()
-            if self.active.get((b.jail, b.network)) == b and (b.remaining(now) or 1) > 0
+            if self.active.get((b.jail, b.network)) == b  # not lifted or expired meanwhile
         ]
         unbans = list(self._unapplied_unbans.values())
         self._unapplied_bans, self._unapplied_unbans = {}, {}
