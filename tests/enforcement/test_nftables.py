@@ -616,37 +616,3 @@ def test_prefix_set_forgets_clusters_the_kernel_expired() -> None:
     assert len(ps.bans) == 2
     ps.prune(100.0 + nftmod.EXPIRY_GRACE + 1)
     assert set(ps.bans) == {_n("10.1.0.0/24")}
-
-
-# ---------------------------------------------------------------------------------------------
-# Figures (printed, not asserted).
-
-
-def test_measure_restore_and_apply(ns: str, enforcer: Any, now: float) -> None:
-    """Prints how long restore of 100,000 bans and apply of 10,000 take in the kernel."""
-    enforcer.setup([SMTP, JailRules("dovecot", ("143", "993"), "tcp")])
-    hosts = [
-        ban("postfix-sasl", f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}/32", now)
-        for i in range(100_000)
-    ]
-    mixed = hosts[:80_000] + [
-        ban("dovecot", f"2001:db8:{i >> 16:x}:{i & 0xFFFF:x}::/64", now) for i in range(20_000)
-    ]
-    more = [ban("dovecot", f"172.16.{i >> 8}.{i & 255}/32", now) for i in range(10_000)]
-    figures = []
-    _, t = enforcer.timed("restore", hosts, now)
-    figures.append(f"restore 100,000 IPv4 hosts: {t:.2f} s")
-    _, t = enforcer.timed("apply", more, [], now)
-    figures.append(f"apply 10,000 IPv4 hosts, 100,000 held: {t:.2f} s")
-    _, t = enforcer.timed("apply", [ban("dovecot", "192.0.2.2/32", now)], [], now)
-    figures.append(f"apply 1 ban, 110,000 held: {t * 1000:.0f} ms")
-    counts, t = enforcer.timed("counts")
-    figures.append(f"counts with {sum(counts.values()):,} held: {t:.2f} s")
-    _, t = enforcer.timed("restore", mixed, now)
-    figures.append(f"restore 80,000 IPv4 hosts + 20,000 IPv6 /64: {t:.2f} s")
-    _, t = enforcer.timed("apply", more, [], now)
-    figures.append(f"apply 10,000 IPv4 hosts, 20,000 /64 held: {t:.2f} s")
-    _, t = enforcer.timed("apply", [ban("dovecot", "2001:db8:ffff::/64", now)], [], now)
-    figures.append(f"apply 1 /64, 20,000 /64 held: {t * 1000:.0f} ms")
-    assert enforcer.counts() == {"postfix-sasl": 80_000, "dovecot": 30_001}
-    print("\n" + "\n".join(figures))
