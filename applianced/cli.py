@@ -30,6 +30,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from applianced import tlsinit
 from applianced.conf import edit
 from applianced.conf.load import load_config
 from applianced.errors import ApplianceError, ConfigError, FilterError
@@ -170,7 +171,14 @@ def cmd_status(args: argparse.Namespace) -> None:
         console.print(
             f"received {rc['received']} messages; dropped: {rc['parse_errors']} "
             f"unparsable, {rc['frame_errors']} bad frames, {rc['oversize']} oversize, "
-            f"{rc['refused_senders']} from refused senders"
+            f"{rc['refused_senders']} from refused senders, "
+            f"{rc.get('rate_limited', 0)} over the sender rate"
+        )
+        console.print(
+            f"connections: {rc.get('open_connections', 0)} open, "
+            f"{rc.get('refused_connections_total', 0)} refused at max_connections, "
+            f"{rc.get('refused_connections_sender', 0)} at max_connections_per_sender, "
+            f"{rc.get('idle_timeouts', 0)} closed idle"
         )
         table = Table()
         for col in (
@@ -619,6 +627,40 @@ def _report(
         print(f"  missed {line}")
 
 
+def cmd_tls(args: argparse.Namespace) -> None:
+    """``tls init``: CA, server and client certificates, then the snippets that use them."""
+    names = args.server_name or [socket.getfqdn()]
+    try:
+        files = tlsinit.init_tls(args.dir, names, args.client or [], force=args.force)
+    except tlsinit.TLSInitError as e:
+        raise CliError(str(e), EXIT_USAGE) from None
+    except OSError as e:
+        raise CliError(f"cannot write into {args.dir}: {e}", EXIT_USAGE) from None
+    data = {
+        "directory": str(files.directory),
+        "ca": {"cert": str(files.ca_cert), "key": str(files.ca_key)},
+        "server": {
+            "cert": str(files.server_cert),
+            "key": str(files.server_key),
+            "names": list(files.server_names),
+        },
+        "clients": {n: {"cert": str(c), "key": str(k)} for n, (c, k) in files.clients.items()},
+        "config": tlsinit.config_snippet(files, args.port),
+        "rsyslog": {n: tlsinit.rsyslog_snippet(files, n, args.port) for n in files.clients or [""]},
+    }
+
+    def human(d: dict[str, Any]) -> None:
+        print(f"wrote the CA, the server certificate ({', '.join(files.server_names)})", end="")
+        print(f" and {len(files.clients)} client certificate(s) into {d['directory']}")
+        print(f"keep {files.ca_key.name} secret (better: offline); keys are mode 0600\n")
+        print("# applianced: add to the config, then `appliancectl check` and reload")
+        print(d["config"])
+        for snippet in d["rsyslog"].values():
+            print(snippet)
+
+    _out(args, data, human)
+
+
 # -- argument parsing -------------------------------------------------------------------------
 
 
@@ -759,6 +801,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     v.add_argument("action", choices=("test",))
     v.set_defaults(fn=cmd_notify)
+    v = verb(
+        "tls",
+        "syslog over TLS: `tls init` writes a CA, a server certificate and client "
+        "certificates (ECDSA P-256; CA 10 years, others 2) and prints the applianced and "
+        "rsyslog config that use them (offline)",
+        "appliancectl tls init --dir /etc/applianced/tls --server-name appliance.example.org "
+        "--client mx1.example.org",
+    )
+    v.add_argument("action", choices=("init",))
+    v.add_argument(
+        "--dir", type=Path, default=Path("/etc/applianced/tls"), help="default: %(default)s"
+    )
+    v.add_argument(
+        "--server-name",
+        action="append",
+        metavar="NAME",
+        help="a DNS name or IP address clients reach the appliance by (repeat for more; the "
+        "first is the one clients check); default: this host's FQDN",
+    )
+    v.add_argument(
+        "--client",
+        action="append",
+        metavar="NAME",
+        help="a client certificate for this mail server (repeat for more)",
+    )
+    v.add_argument("--port", type=int, default=6514, help="for the snippets (default 6514)")
+    v.add_argument("--force", action="store_true", help="overwrite existing files")
+    v.set_defaults(fn=cmd_tls)
     v = verb(
         "check",
         "validate a config file (offline)",

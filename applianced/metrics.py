@@ -123,7 +123,13 @@ class ApplianceCollector:
         )
         received.add_metric(["udp"], r.received_udp)
         received.add_metric(["tcp"], r.received_tcp)
+        received.add_metric(["tls"], r.received_tls)
         yield received
+        yield _counter(
+            "applianced_tls_refused",
+            "TLS peers refused: failed handshake or a client certificate not accepted.",
+            r.tls_refused,
+        )
         yield _counter("applianced_parse_errors", "Messages dropped as unparsable.", r.parse_errors)
         yield _counter(
             "applianced_frame_errors", "Bad TCP syslog frames (RFC 6587).", r.frame_errors
@@ -140,6 +146,30 @@ class ApplianceCollector:
         )
         yield _counter(
             "applianced_tcp_connections", "Syslog TCP connections accepted.", r.connections
+        )
+        yield _counter(
+            "applianced_rate_limited_messages",
+            "Messages dropped for exceeding their sender's max_rate_per_sender.",
+            r.rate_limited,
+        )
+        refused = CounterMetricFamily(
+            "applianced_refused_connections",
+            "Connections refused at a limit: max_connections (total) or "
+            "max_connections_per_sender (sender).",
+            labels=["limit"],
+        )
+        refused.add_metric(["total"], r.refused_connections_total)
+        refused.add_metric(["sender"], r.refused_connections_sender)
+        yield refused
+        yield _counter(
+            "applianced_idle_timeouts",
+            "Syslog connections closed after idle_timeout without a byte.",
+            r.idle_timeouts,
+        )
+        yield GaugeMetricFamily(
+            "applianced_open_connections",
+            "Syslog TCP connections open now.",
+            value=r.open_connections,
         )
 
         jails = app.engine.jails

@@ -24,8 +24,10 @@ from applianced.conf.schema import (
     MatchOn,
     MetricsConf,
     NotifyConf,
+    TLSConf,
 )
 from applianced.errors import ConfigError, FilterError
+from applianced.receiver.tls import file_digest, normalize_fingerprint, server_context
 from applianced.rules.decision import IPNetwork
 from applianced.rules.f2bfilter import is_fail2ban_filter, resolve_fail2ban_filter
 from applianced.rules.filters import Filter, shipped_filter, shipped_filter_names
@@ -50,10 +52,21 @@ _TOP = {
 _NOTIFY = {f.replace("sender", "from") for f in NotifyConf.__dataclass_fields__}
 _NOTIFY_ACTIONS = ("mail", "mail-whois", "mail-whois-lines")
 _DAEMON = {"state_dir", "control_socket", "lines_per_ban"}
-_RECEIVER = {"allowed_senders", "max_message_size"}
+# Limits of a listener (receiver/limits.py): set in [receiver] for all, or per [[listeners]].
+_LIMITS = {
+    "max_connections",
+    "max_connections_per_sender",
+    "idle_timeout",
+    "max_rate_per_sender",
+    "max_burst_per_sender",
+}
+_LIMIT_DEFAULTS = {key: ListenerConf.__dataclass_fields__[key].default for key in _LIMITS}
+_RECEIVER = {"allowed_senders", "max_message_size"} | _LIMITS
 _ENFORCEMENT = {"priority", "on_stop"}
 _METRICS = {"enabled", "address", "port"}
-_LISTENER = {"transport", "address", "port", "allowed_senders", "max_message_size"}
+_TLS = {"cert", "key", "client_ca", "client_fingerprints", "client_names"}  # transport "tls"
+_LISTENER = {"transport", "address", "port", "allowed_senders", "max_message_size"} | _LIMITS
+_LISTENER |= _TLS
 _POLICY = {
     "bantime",
     "findtime",
@@ -235,8 +248,9 @@ class _Loader:
             ("receiver", "allowed_senders"),
         )
         default_size = self.int_in(
-            receiver.get("max_message_size", 8192), ("receiver", "max_message_size"), 480, 1 << 20
+            receiver.get("max_message_size", 8192), ("receiver", "max_message_size"), 2048, 1 << 20
         )
+        self.limit_defaults = self.limits(receiver, ("receiver",), _LIMIT_DEFAULTS)
         listeners_raw = raw.get("listeners", [])
         self.typed(listeners_raw, ("listeners",), list, "an array of tables [[listeners]]")
         listeners = tuple(
@@ -289,12 +303,17 @@ class _Loader:
     ) -> ListenerConf:
         keys: tuple[str | int, ...] = ("listeners", i)
         t = self.table(raw, keys, _LISTENER)
-        transport = self.choice(t.get("transport", "udp"), (*keys, "transport"), ("udp", "tcp"))
+        transport = self.choice(
+            t.get("transport", "udp"), (*keys, "transport"), ("udp", "tcp", "tls")
+        )
         address = self.typed(t.get("address", "127.0.0.1"), (*keys, "address"), str, "a string")
         self.convert(address, (*keys, "address"), _check_bind_address)
-        port = self.int_in(t.get("port", 514), (*keys, "port"), 0, 65535)
+        port = self.int_in(
+            t.get("port", 6514 if transport == "tls" else 514), (*keys, "port"), 0, 65535
+        )
         return ListenerConf(
             transport=transport,
+            tls=self.tls(t, keys, transport),
             address=address,
             port=port,
             allowed_senders=(
@@ -303,8 +322,76 @@ class _Loader:
                 else senders
             ),
             max_message_size=self.int_in(
-                t.get("max_message_size", size), (*keys, "max_message_size"), 480, 1 << 20
+                t.get("max_message_size", size), (*keys, "max_message_size"), 2048, 1 << 20
             ),
+            **self.limits(t, keys, self.limit_defaults),
+        )
+
+    def limits(
+        self, t: Mapping[str, Any], keys: tuple[str | int, ...], defaults: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """The limit keys of [receiver] or one [[listeners]] (0 = no limit), over ``defaults``."""
+        out = dict(defaults)
+        for key in ("max_connections", "max_connections_per_sender", "max_burst_per_sender"):
+            if key in t:
+                out[key] = self.int_in(t[key], (*keys, key), 0, 1_000_000)
+        if "idle_timeout" in t:
+            out["idle_timeout"] = self.convert(
+                t["idle_timeout"], (*keys, "idle_timeout"), _duration_or_zero
+            )
+        if "max_rate_per_sender" in t:
+            rate = t["max_rate_per_sender"]
+            if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1e7:
+                raise self.error(
+                    (*keys, "max_rate_per_sender"),
+                    f"must be messages a second between 0 (no limit) and 10000000, not {rate!r}",
+                )
+            out["max_rate_per_sender"] = float(rate)
+        return out
+
+    def tls(
+        self, t: Mapping[str, Any], keys: tuple[str | int, ...], transport: str
+    ) -> TLSConf | None:
+        """The certificate keys of a ``transport = "tls"`` listener; the files are read and
+        checked here (cert and key a pair, CA readable), as the daemon will read them."""
+        if transport != "tls":
+            for key in sorted(_TLS & set(t)):
+                raise self.error((*keys, key), f'{key} only applies to transport = "tls"')
+            return None
+        for required in ("cert", "key"):
+            if required not in t:
+                raise self.error(
+                    (*keys, required),
+                    f'transport = "tls" needs {required} = "PATH" (PEM); '
+                    "`appliancectl tls init` makes a CA, a server and client certificates",
+                )
+        fingerprints = tuple(
+            self.convert(f, (*keys, "client_fingerprints"), normalize_fingerprint)
+            for f in self.strings(t.get("client_fingerprints", []), (*keys, "client_fingerprints"))
+        )
+        names = self.strings(t.get("client_names", []), (*keys, "client_names"))
+        client_ca = self.path_of(t["client_ca"], (*keys, "client_ca")) if "client_ca" in t else None
+        if names and client_ca is None:
+            raise self.error(
+                (*keys, "client_names"),
+                "client_names needs client_ca: anyone can make a certificate with any name, "
+                "only a CA you trust makes the name mean something",
+            )
+        conf = TLSConf(
+            cert=self.path_of(t["cert"], (*keys, "cert")),
+            key=self.path_of(t["key"], (*keys, "key")),
+            client_ca=client_ca,
+            client_fingerprints=fingerprints,
+            client_names=names,
+        )
+        self.convert(conf, (*keys, "cert"), server_context)
+        return TLSConf(
+            cert=conf.cert,
+            key=conf.key,
+            client_ca=conf.client_ca,
+            client_fingerprints=conf.client_fingerprints,
+            client_names=conf.client_names,
+            digest=self.convert(conf, (*keys, "cert"), file_digest),
         )
 
     def metrics(self, raw: Mapping[str, Any]) -> MetricsConf:
@@ -558,6 +645,12 @@ def _check_bind_address(address: str) -> None:
         ip_address(address)
     except ValueError:
         raise ValueError(f"{address!r} is not an IP address to listen on") from None
+
+
+def _duration_or_zero(value: Any) -> float:
+    if value == 0 and not isinstance(value, bool):
+        return 0.0
+    return _positive_duration(value)
 
 
 def _factor(value: Any) -> float:

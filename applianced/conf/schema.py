@@ -20,9 +20,10 @@ __all__ = [
     "ListenerConf",
     "MetricsConf",
     "NotifyConf",
+    "TLSConf",
 ]
 
-Transport = Literal["udp", "tcp"]
+Transport = Literal["udp", "tcp", "tls"]
 Protocol = Literal["tcp", "udp", "both"]
 Hook = Literal["input", "forward"]
 Verdict = Literal["drop", "reject"]
@@ -30,6 +31,22 @@ OnStop = Literal["keep", "flush"]
 NotifyAction = Literal["mail", "mail-whois", "mail-whois-lines"]
 StartTLS = Literal["required", "optional", "off"]
 MatchOn = Literal["msg", "line"]
+
+
+@dataclass(frozen=True, slots=True)
+class TLSConf:
+    """A TLS listener's certificates (RFC 5425), read by receiver/tls.py. Without
+    ``client_ca`` and ``client_fingerprints`` any client may connect (no client certificate
+    asked); with either, a client must present a certificate that passes every check set."""
+
+    cert: Path  # PEM: the server certificate, then its chain
+    key: Path  # PEM: the server's private key
+    client_ca: Path | None = None  # PEM: CA certificate(s) client certificates must chain to
+    client_fingerprints: tuple[str, ...] = ()  # SHA-256 of the DER certificate, lowercase hex
+    client_names: tuple[str, ...] = ()  # allowed subject CN or SAN (DNS, IP) of the client
+    # SHA-256 over the files' contents at load: a renewed certificate at the same path makes
+    # a different config, so a reload rebuilds the TLS context.
+    digest: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +59,13 @@ class ListenerConf:
     port: int
     allowed_senders: tuple[IPNetwork, ...]
     max_message_size: int
+    tls: TLSConf | None = None  # transport "tls" only
+    # Limits (receiver/limits.py); 0 means no limit. Connections: per listener, open at once.
+    max_connections: int = 512
+    max_connections_per_sender: int = 32
+    idle_timeout: float = 3600.0  # seconds without a byte before a TCP connection is closed
+    max_rate_per_sender: float = 10_000.0  # messages a second, token bucket
+    max_burst_per_sender: int = 20_000  # messages above the rate a sender may send at once
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""Twisted UDP and TCP listeners: bytes off the wire -> SyslogMessage -> one sink.
+"""Twisted UDP, TCP and TLS listeners: bytes off the wire -> SyslogMessage -> one sink.
 
 Thin by design: check the sender against the listener's ``allowed_senders``, frame (TCP, RFC
 6587), parse (sans-io ``parse``), stamp sender/transport/time of receipt, hand to the sink.
@@ -14,21 +14,40 @@ from datetime import UTC, datetime
 from ipaddress import ip_address
 from typing import Any
 
+from OpenSSL import SSL
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IAddress, IListeningPort, IReactorTime
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IHandshakeListener,
+    IListeningPort,
+    IReactorTime,
+)
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from applianced.conf.schema import ListenerConf
 from applianced.errors import ParseError
 from applianced.receiver.framing import FrameError, Framer
+from applianced.receiver.limits import ConnectionLimiter, RateLimiter
 from applianced.receiver.message import SyslogMessage
 from applianced.receiver.parse import parse
+from applianced.receiver.tls import ServerTLS, TLSFileError, refusal, server_context
 from applianced.rules.decision import IPNetwork
 
-__all__ = ["ListenerService", "Listeners", "ReceiverStats", "SyslogTCPFactory", "SyslogUDP"]
+__all__ = [
+    "ListenerService",
+    "Listeners",
+    "ReceiverStats",
+    "SyslogTCPFactory",
+    "SyslogUDP",
+    "open_udp_warning",
+]
 
 Sink = Callable[[SyslogMessage], None]
 log = Logger()
@@ -47,11 +66,19 @@ class ReceiverStats:
     received: int = 0
     received_udp: int = 0  # received, split per transport (metrics)
     received_tcp: int = 0
+    received_tls: int = 0
     parse_errors: int = 0
     frame_errors: int = 0
     oversize: int = 0
     refused_senders: int = 0
+    tls_refused: int = 0  # TLS peers refused: failed handshake, certificate not accepted
     connections: int = 0
+    # Limits (ListenerConf max_*, idle_timeout): what each refused or dropped.
+    rate_limited: int = 0  # messages over a sender's max_rate_per_sender
+    refused_connections_total: int = 0  # connections over a listener's max_connections
+    refused_connections_sender: int = 0  # ... over max_connections_per_sender
+    idle_timeouts: int = 0  # connections closed after idle_timeout without a byte
+    open_connections: int = 0  # a gauge: TCP connections open now
 
 
 class _Edge:
@@ -65,16 +92,26 @@ class _Edge:
         self.stats = stats
         self.clock = clock
         self.udp = conf.transport == "udp"
+        self.tls = conf.transport == "tls"
         self._allowed: dict[str, bool] = {}
         self._last_complaint: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
         self.streams: set[_SyslogStream] = set()  # open TCP connections, for a reload
+        self.rate = RateLimiter(conf.max_rate_per_sender, conf.max_burst_per_sender)
+        self.connections = ConnectionLimiter(conf.max_connections, conf.max_connections_per_sender)
 
     def reconfigure(self, conf: ListenerConf) -> None:
         """A reload changed allowed_senders or max_message_size: apply it from the next
         message on; close the TCP connections of senders no longer allowed."""
         self.conf = conf
         self._allowed.clear()
+        if (conf.max_rate_per_sender, conf.max_burst_per_sender) != (
+            self.rate.rate,
+            self.rate.burst,
+        ):
+            self.rate.reconfigure(conf.max_rate_per_sender, conf.max_burst_per_sender)
+        self.connections.max_total = conf.max_connections
+        self.connections.max_per_sender = conf.max_connections_per_sender
         for stream in list(self.streams):
             if not _in_networks(stream.host, conf.allowed_senders):
                 self.stats.refused_senders += 1
@@ -96,8 +133,34 @@ class _Edge:
             )
         return known
 
+    def admit(self, host: str) -> bool:
+        """Whether one more connection from ``host`` fits the connection limits; counted and
+        logged (rate-limited) when not."""
+        over = self.connections.admit(host)
+        if over is None:
+            return True
+        if over == "total":
+            self.stats.refused_connections_total += 1
+        else:
+            self.stats.refused_connections_sender += 1
+        self.complain(
+            "connections",
+            "refused a connection from {sender}: {limit} reached",
+            sender=host,
+            limit="max_connections" if over == "total" else "max_connections_per_sender",
+        )
+        return False
+
     def deliver(self, data: bytes, host: str) -> None:
         now = self.clock.seconds()
+        if not self.rate.allow(host, now):
+            self.stats.rate_limited += 1
+            self.complain(
+                "rate",
+                "dropped syslog from {sender}: over max_rate_per_sender",
+                sender=host,
+            )
+            return
         if len(data) > self.conf.max_message_size:
             self.stats.oversize += 1
             self.complain(
@@ -118,6 +181,8 @@ class _Edge:
         self.stats.received += 1
         if self.udp:
             self.stats.received_udp += 1
+        elif self.tls:
+            self.stats.received_tls += 1
         else:
             self.stats.received_tcp += 1
         self.sink(message.received(host, self.conf.transport, now))
@@ -160,15 +225,48 @@ class _SyslogStream(Protocol):
         self.edge = edge
         self.host = host
         self.framer = Framer(edge.conf.max_message_size)
+        self.last_data = 0.0  # seconds (reactor clock): when the last bytes arrived
+        self._idle: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
-        self.edge.stats.connections += 1
-        self.edge.streams.add(self)
+        edge = self.edge
+        edge.stats.connections += 1
+        edge.stats.open_connections += 1
+        edge.connections.opened(self.host)
+        edge.streams.add(self)
+        self.last_data = edge.clock.seconds()
+        if edge.conf.idle_timeout:
+            self._idle = edge.clock.callLater(edge.conf.idle_timeout, self._check_idle)
 
     def connectionLost(self, reason: object = None) -> None:
-        self.edge.streams.discard(self)
+        if self in self.edge.streams:
+            self.edge.streams.discard(self)
+            self.edge.stats.open_connections -= 1
+            self.edge.connections.closed(self.host)
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        self._idle = None
+
+    def _check_idle(self) -> None:
+        """Close the connection after idle_timeout seconds without a byte (a dead peer, a
+        slow-loris); otherwise look again when the timeout would be reached. One timer per
+        connection, not one reset per read: the read path only stores the time."""
+        self._idle = None
+        timeout = self.edge.conf.idle_timeout
+        if not timeout:
+            return
+        left = self.last_data + timeout - self.edge.clock.seconds()
+        if left > 0:
+            self._idle = self.edge.clock.callLater(left, self._check_idle)
+            return
+        self.edge.stats.idle_timeouts += 1
+        self.edge.complain(
+            "idle", "closing an idle syslog connection from {sender}", sender=self.host
+        )
+        self.transport.abortConnection()  # type: ignore[union-attr]
 
     def dataReceived(self, data: bytes) -> None:
+        self.last_data = self.edge.clock.seconds()
         try:
             for frame in self.framer.feed(data):
                 if isinstance(frame, FrameError):
@@ -209,9 +307,48 @@ class SyslogTCPFactory(Factory):
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
         host = getattr(addr, "host", "")
-        if not self.edge.allowed(host):
+        if not self.edge.allowed(host) or not self.edge.admit(host):
             return None
-        return _SyslogStream(self.edge, host)
+        return _TLSStream(self.edge, host) if self.edge.tls else _SyslogStream(self.edge, host)
+
+
+@implementer(IHandshakeListener)
+class _TLSStream(_SyslogStream):
+    """Syslog over TLS (RFC 5425, octet-counted): no byte is read before the peer passed the
+    listener's checks. OpenSSL checks the chain to client_ca in the handshake; the
+    fingerprint and name checks follow here, once it is done."""
+
+    def __init__(self, edge: _Edge, host: str) -> None:
+        super().__init__(edge, host)
+        self.verified = False
+        self.refused = False
+
+    def handshakeCompleted(self) -> None:
+        tls = self.edge.conf.tls
+        peer = self.transport.getPeerCertificate()  # type: ignore[union-attr]
+        why = refusal(peer, tls) if tls is not None else None
+        if why is None:
+            self.verified = True
+            return
+        self._refuse(why)
+        self.transport.abortConnection()  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.verified:
+            super().dataReceived(data)
+
+    def connectionLost(self, reason: object = None) -> None:
+        pending = not (self.verified or self.refused)
+        if pending and isinstance(reason, Failure) and reason.check(SSL.Error):
+            self._refuse(f"TLS handshake failed: {reason.getErrorMessage()}")
+        super().connectionLost(reason)
+
+    def _refuse(self, why: str) -> None:
+        self.refused = True
+        self.edge.stats.tls_refused += 1
+        self.edge.complain(
+            "tls", "refused a TLS peer {sender}: {reason}", sender=self.host, reason=why
+        )
 
 
 class ListenerService(Service):
@@ -224,6 +361,7 @@ class ListenerService(Service):
         self.reactor = reactor
         self.port: IListeningPort | None = None
         self._edge: _Edge | None = None
+        self._tls: ServerTLS | None = None  # the TLS listener's context holder (reload)
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -243,6 +381,19 @@ class ListenerService(Service):
                 port = self.reactor.listenUDP(c.port, proto, interface=c.address)
                 port.maxPacketSize = _UDP_READ_SIZE
                 self._edge = proto.edge
+                warning = open_udp_warning(c)
+                if warning:
+                    log.warn("{warning}", warning=warning)
+            elif c.tls is not None:
+                factory = SyslogTCPFactory(c, self.sink, self.stats, self.reactor)
+                try:
+                    self._tls = ServerTLS(server_context(c.tls))
+                except TLSFileError as e:
+                    raise CannotListenError(c.address, c.port, e) from None
+                wrapped = TLSMemoryBIOFactory(self._tls, False, factory)
+                wrapped.noisy = False
+                port = self.reactor.listenTCP(c.port, wrapped, interface=c.address)
+                self._edge = factory.edge
             else:
                 factory = SyslogTCPFactory(c, self.sink, self.stats, self.reactor)
                 port = self.reactor.listenTCP(c.port, factory, interface=c.address)
@@ -255,6 +406,17 @@ class ListenerService(Service):
         the bound one. ``conf`` must have the same transport, address and port."""
         if (conf.transport, conf.address, conf.port) != self.key:
             raise ValueError(f"{self} cannot become {conf.transport}/{conf.address}:{conf.port}")
+        if self._tls is not None and conf.tls is not None and conf.tls != self.conf.tls:
+            # New certificates (or a renewed file): new connections get a new context, the
+            # open ones keep theirs. Unusable files keep the old context.
+            try:
+                self._tls.context = server_context(conf.tls)
+            except TLSFileError as e:
+                log.error(
+                    "{listener}: kept the old TLS certificates: {error}",
+                    listener=str(self),
+                    error=str(e),
+                )
         self.conf = conf
         if self._edge is not None:
             self._edge.reconfigure(conf)
@@ -337,8 +499,29 @@ class Listeners(MultiService):
         }
 
 
+def open_udp_warning(conf: ListenerConf) -> str | None:
+    """The startup warning for a UDP listener on a non-loopback address that allows any
+    sender: UDP source addresses can be forged, and allowed_senders is UDP's only protection,
+    so anyone who can reach the port could get any address banned. None when not so."""
+    if conf.transport != "udp":
+        return None
+    try:
+        if ip_address(conf.address.split("%", 1)[0]).is_loopback:
+            return None
+    except ValueError:
+        pass
+    if not any(net.prefixlen == 0 for net in conf.allowed_senders):
+        return None
+    return (
+        f"udp/{conf.address}:{conf.port} accepts syslog from any sender (allowed_senders "
+        "holds 0.0.0.0/0 or ::/0): UDP source addresses can be forged, so anyone who reaches "
+        "this port can get any address banned; list exactly your mail servers in allowed_senders"
+    )
+
+
 def _clash(old: ListenerConf, new: ListenerConf) -> bool:
-    return old.transport == new.transport and old.port == new.port
+    # TCP and TLS listeners share the TCP port space: tcp -> tls on one port is a rebind.
+    return (old.transport == "udp") == (new.transport == "udp") and old.port == new.port
 
 
 def _in_networks(host: str, networks: tuple[IPNetwork, ...]) -> bool:
