@@ -352,91 +352,13 @@ def test_sendmail_path_without_a_shell(world: dict[str, Any]) -> None:
 # -- STARTTLS with a certificate the test makes: ca_file, a foreign CA, AUTH over TLS --------
 
 
-def _pem_ca(name: str) -> tuple[Any, Any]:
-    """A self-signed CA (certificate, key) called ``name``."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-        .sign(key, hashes.SHA256())
-    )
-    return cert, key
-
-
 def tls_files(tmp: Path, name: str) -> dict[str, Path]:
-    """A CA and a server certificate it signs for 127.0.0.1/localhost, as PEM files in ``tmp``:
-    ``ca`` (the CA certificate), ``cert`` and ``key`` (the server's)."""
-    import datetime
-    import ipaddress
+    """A CA and a server certificate it signs for 127.0.0.1/localhost, made by the project's
+    own ``tls init`` code: ``ca`` (the CA certificate), ``cert`` and ``key`` (the server's)."""
+    from applianced.tlsinit import init_tls
 
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    ca, ca_key = _pem_ca(f"applianced test CA {name}")
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem = serialization.Encoding.PEM
-    files = {"ca": tmp / f"{name}-ca.pem", "cert": tmp / f"{name}-cert.pem"}
-    files["ca"].write_bytes(ca.public_bytes(pem))
-    files["cert"].write_bytes(cert.public_bytes(pem))
-    files["key"] = tmp / f"{name}-key.pem"
-    files["key"].write_bytes(
-        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return files
+    made = init_tls(tmp / f"{name}-tls", ["127.0.0.1", "localhost"])
+    return {"ca": made.ca_cert, "cert": made.server_cert, "key": made.server_key}
 
 
 class TlsInbox(Inbox):
