@@ -8,8 +8,6 @@ app-name (bounded), and each jail's filter runs its literal prefilter before any
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
-from ipaddress import ip_network
 
 from applianced.receiver.message import SyslogMessage
 from applianced.rules.decision import IPAddress, Lookup, Offence
@@ -63,10 +61,7 @@ class Engine:
             if match.address is None:
                 out.append(Lookup(jail.name, match.host, _evidence(message), now))
                 continue
-            if match.prefix is not None:
-                offence = _subnet_fail(jail, match.address, match.prefix, message, now)
-            else:
-                offence = jail.fail(match.address, _evidence(message), now)
+            offence = jail.fail(match.address, _evidence(message), now, match.prefix)
             if offence is not None:
                 out.append(offence)
         return out
@@ -75,18 +70,6 @@ class Engine:
         """Count a failure of ``lookup`` for one address its hostname resolved to."""
         jail = self.jails.get(lookup.jail)
         return None if jail is None else jail.fail(address, lookup.line, now)
-
-
-def _subnet_fail(
-    jail: Jail, address: IPAddress, prefix: int, message: SyslogMessage, now: float
-) -> Offence | None:
-    """A <CIDR>/<SUBNET> failure: counted under the network's first address, banned as the
-    whole network unless that would cover an address the jail must never ban."""
-    network = ip_network((address, prefix), strict=False)
-    offence = jail.fail(network.network_address, _evidence(message), now)
-    if offence is None or any(network.overlaps(n) for n in jail.never_ban):
-        return offence
-    return replace(offence, network=network)
 
 
 def _evidence(message: SyslogMessage) -> str:

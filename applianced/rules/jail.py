@@ -135,9 +135,18 @@ class Jail:
             return IPv6Address(int(address) & self._v6_mask)
         return address
 
-    def fail(self, address: IPAddress, line: str, now: float) -> Offence | None:
+    def fail(
+        self, address: IPAddress, line: str, now: float, prefix: int | None = None
+    ) -> Offence | None:
         """Count one failure of ``address`` at ``now`` (seconds); an Offence when the window
-        reaches maxretry. The window is then cleared: the next offence needs maxretry more."""
+        reaches maxretry. The window is then cleared: the next offence needs maxretry more.
+
+        ``prefix`` (a ``<CIDR>``/``<SUBNET>`` capture) makes the failure the whole network's:
+        counted under its first address and banned as the network where that is safe."""
+        wide = None
+        if prefix is not None:
+            wide = ip_network((address, prefix), strict=False)
+            address = wide.network_address
         if self.ignores(address):
             self.stats.ignored += 1
             return None
@@ -160,13 +169,19 @@ class Jail:
             return None
         del self._windows[key]
         self.stats.offences += 1
-        network = network_of(address, self.conf.ipv6_prefix)
-        if network.num_addresses > 1 and any(network.overlaps(n) for n in self.never_ban):
-            # A prefix ban would also cover an address we must never ban: ban the host only.
-            network = ip_network(address)
+        # The widest ban that covers no address we must never ban: the captured network, the
+        # IPv6 prefix of the address, or the host alone.
+        candidates = (wide, network_of(address, self.conf.ipv6_prefix))
+        network = next(
+            (n for n in candidates if n is not None and not self._covers_protected(n)),
+            ip_network(address),
+        )
         return Offence(
             self.name, network, address, len(window), tuple(text for _, text in window), now
         )
+
+    def _covers_protected(self, network: IPNetwork) -> bool:
+        return network.num_addresses > 1 and any(network.overlaps(n) for n in self.never_ban)
 
     def failures(self, address: IPAddress, now: float) -> int:
         """Failures of ``address``'s network still inside the window at ``now``."""
