@@ -123,6 +123,15 @@ class Daemon:
         assert rc == 0, f"appliancectl {' '.join(args)} exited {rc}: {err}"
         return json.loads(out)
 
+    def banned(self) -> set[str]:
+        """The addresses (networks) banned now, in any jail."""
+        return {b["address"] for b in self.ctl("banned")}
+
+    def receiver(self) -> dict[str, Any]:
+        """The receiver's counters from `appliancectl status`."""
+        stats: dict[str, Any] = self.ctl("status")["receiver"]
+        return stats
+
     def kill(self, sig: int = signal.SIGKILL) -> int:
         assert self.proc is not None
         self.proc.send_signal(sig)

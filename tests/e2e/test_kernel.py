@@ -14,26 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.daemon import Daemon, logger, wait_for
+from tests.e2e.daemon import LOOPBACK_UDP, Daemon, logger, wait_for
 from tests.netns import Topology, netns_missing, ns_exec, tcp_connects, tcp_listener, topology
 
 pytestmark = pytest.mark.skipif(netns_missing() is not None, reason=str(netns_missing()))
 
 PORT = 5514
 
-CONFIG = """\
-[daemon]
-state_dir = "state"
-control_socket = "control.sock"
-
-[receiver]
-allowed_senders = ["127.0.0.1/32"]
-
-[[listeners]]
-transport = "udp"
-address = "127.0.0.1"
-port = 5514
-
+CONFIG = (
+    LOOPBACK_UDP
+    + """
 [defaults]
 bantime = "{bantime}"
 maxretry = 3
@@ -43,6 +33,7 @@ protocol = "tcp"
 filter = "postfix-sasl"
 ports = [{ports}]
 """
+)
 
 EXTRA_JAIL = """
 [jails.web]
@@ -53,7 +44,7 @@ ports = [80]
 
 
 def config(bantime: str = "1h", ports: str = "25", extra: str = "") -> str:
-    return CONFIG.format(bantime=bantime, ports=ports) + extra
+    return CONFIG.format(port=PORT, bantime=bantime, ports=ports) + extra
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -72,15 +71,6 @@ def daemon(tmp_path: Path) -> Iterator[tuple[Daemon, int]]:
         d.stop()
 
 
-def receiver(d: Daemon) -> dict[str, Any]:
-    stats: dict[str, Any] = d.ctl("status")["receiver"]
-    return stats
-
-
-def banned(d: Daemon) -> set[str]:
-    return {b["address"] for b in d.ctl("banned")}
-
-
 def connect(port: int, source: str) -> socket.socket:
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.settimeout(5)
@@ -111,20 +101,20 @@ def test_connection_cap_per_sender_is_enforced_and_counted(daemon: tuple[Daemon,
     d, port = daemon
     held = [connect(port, "127.0.0.2") for _ in range(4)]
     try:
-        wait_for("four open connections", lambda: receiver(d)["open_connections"] == 4)
+        wait_for("four open connections", lambda: d.receiver()["open_connections"] == 4)
         extra = connect(port, "127.0.0.2")
         assert closed_by_peer(extra)
         extra.close()
         stats = wait_for(
-            "the refusal counted", lambda: (r := receiver(d))["refused_connections_sender"] and r
+            "the refusal counted", lambda: (r := d.receiver())["refused_connections_sender"] and r
         )
         assert stats["refused_connections_sender"] == 1 and stats["open_connections"] == 4
         tcp_failures(port, "127.0.0.3", "203.0.113.20")
-        wait_for("another sender's ban", lambda: "203.0.113.20/32" in banned(d))
+        wait_for("another sender's ban", lambda: "203.0.113.20/32" in d.banned())
         held.pop().close()
-        wait_for("a freed slot", lambda: receiver(d)["open_connections"] == 3)
+        wait_for("a freed slot", lambda: d.receiver()["open_connections"] == 3)
         tcp_failures(port, "127.0.0.2", "203.0.113.21")
-        wait_for("the capped sender's ban", lambda: "203.0.113.21/32" in banned(d))
+        wait_for("the capped sender's ban", lambda: "203.0.113.21/32" in d.banned())
     finally:
         for s in held:
             s.close()
@@ -135,15 +125,15 @@ def test_total_connection_cap(daemon: tuple[Daemon, int]) -> None:
     d, port = daemon
     held = [connect(port, f"127.0.1.{i}") for i in range(1, 13)]
     try:
-        wait_for("twelve open connections", lambda: receiver(d)["open_connections"] == 12)
+        wait_for("twelve open connections", lambda: d.receiver()["open_connections"] == 12)
         extra = connect(port, "127.0.2.1")
         assert closed_by_peer(extra)
         extra.close()
-        wait_for("the refusal counted", lambda: receiver(d)["refused_connections_total"] == 1)
+        wait_for("the refusal counted", lambda: d.receiver()["refused_connections_total"] == 1)
     finally:
         for s in held:
             s.close()
-    wait_for("all closed", lambda: receiver(d)["open_connections"] == 0)
+    wait_for("all closed", lambda: d.receiver()["open_connections"] == 0)
 
 
 def test_slow_loris_and_connect_loop_do_not_stop_other_senders(
@@ -167,14 +157,14 @@ def test_slow_loris_and_connect_loop_do_not_stop_other_senders(
                 tcp_failures(port, "127.0.0.6", "203.0.113.30")
         for _ in range(120):
             connect(port, "127.0.0.5").close()
-        wait_for("the third sender's ban", lambda: "203.0.113.30/32" in banned(d))
-        assert "198.51.100.99/32" not in banned(d)
+        wait_for("the third sender's ban", lambda: "203.0.113.30/32" in d.banned())
+        assert "198.51.100.99/32" not in d.banned()
         # The loop's connections were accepted or, closing slower than it opened, refused at
         # its per-sender cap: each one is counted either way.
         wait_for(
             "every loop connection counted",
             lambda: (
-                (r := receiver(d))["connections"] + r["refused_connections_sender"] >= 4 + 200 + 1
+                (r := d.receiver())["connections"] + r["refused_connections_sender"] >= 4 + 200 + 1
             ),
         )
     finally:
@@ -194,7 +184,7 @@ def test_per_sender_rate_drops_and_counts_the_excess(tmp_path: Path) -> None:
                 s.sendto(LINE.format(f"198.51.100.{i % 50}").encode(), ("127.0.0.1", port))
         stats = wait_for(
             "every datagram accounted for",
-            lambda: (r := receiver(d))["received"] + r["rate_limited"] >= sent and r,
+            lambda: (r := d.receiver())["received"] + r["rate_limited"] >= sent and r,
         )
         assert stats["received"] + stats["rate_limited"] == sent
         assert 10 <= stats["received"] <= 60 and stats["rate_limited"] >= sent - 60
@@ -202,7 +192,7 @@ def test_per_sender_rate_drops_and_counts_the_excess(tmp_path: Path) -> None:
             s.bind(("127.0.0.3", 0))
             for _ in range(3):
                 s.sendto(LINE.format("203.0.113.40").encode(), ("127.0.0.1", port))
-        wait_for("the other sender's ban", lambda: "203.0.113.40/32" in banned(d))
+        wait_for("the other sender's ban", lambda: "203.0.113.40/32" in d.banned())
         rc, out, _ = d.ctl_rc("status")
         assert rc == 0 and "over the sender rate" in out
     finally:
@@ -218,7 +208,7 @@ def test_idle_connection_is_closed_and_counted(tmp_path: Path) -> None:
         assert closed_by_peer(s, timeout=10)
         assert time.monotonic() - started >= 0.5
         s.close()
-        wait_for("the timeout counted", lambda: receiver(d)["idle_timeouts"] == 1)
+        wait_for("the timeout counted", lambda: d.receiver()["idle_timeouts"] == 1)
     finally:
         d.stop()
 
@@ -241,7 +231,7 @@ def test_random_bytes_over_real_tcp_connections(daemon: tuple[Daemon, int]) -> N
                     s.sendall(chunk)
                 except (BrokenPipeError, ConnectionResetError):
                     break  # the daemon closed it on a fatal frame error: allowed
-    wait_for("every fuzz connection closed", lambda: receiver(d)["open_connections"] == 0)
+    wait_for("every fuzz connection closed", lambda: d.receiver()["open_connections"] == 0)
     tcp_failures(port, "127.0.0.7", "203.0.113.50")
-    wait_for("a ban after the fuzz", lambda: "203.0.113.50/32" in banned(d))
+    wait_for("a ban after the fuzz", lambda: "203.0.113.50/32" in d.banned())
     assert d.proc is not None and d.proc.poll() is None

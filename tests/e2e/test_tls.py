@@ -71,15 +71,6 @@ def appliance(tmp_path: Path) -> Iterator[tuple[Daemon, int]]:
         d.stop()
 
 
-def receiver(d: Daemon) -> dict[str, int]:
-    stats: dict[str, int] = d.ctl("status")["receiver"]
-    return stats
-
-
-def banned(d: Daemon) -> set[str]:
-    return {b["address"] for b in d.ctl("banned")}
-
-
 def frame(message: str) -> bytes:
     data = f"<38>Nov 22 10:00:01 mx1 sshd[42]: {message}".encode()
     return str(len(data)).encode() + b" " + data
@@ -192,12 +183,12 @@ def test_rsyslog_with_a_client_certificate_gets_the_failures_banned(
                 transport="tcp",
                 extra=("--octet-count", "--rfc3164"),
             )
-        wait_for("the ban", lambda: "203.0.113.7/32" in banned(d), timeout=30)
+        wait_for("the ban", lambda: "203.0.113.7/32" in d.banned(), timeout=30)
     except AssertionError as e:
         raise AssertionError(f"{e}\nrsyslogd:\n{client.output}\napplianced:\n{d.output}") from e
     finally:
         client.stop()
-    stats = receiver(d)
+    stats = d.receiver()
     assert stats["received_tls"] >= 3
     assert stats["tls_refused"] == 0
     why = d.ctl("why", "203.0.113.7")
@@ -229,9 +220,9 @@ def test_a_client_without_a_certificate_is_refused_and_counted(
     """No client certificate: refused, counted in tls_refused, nobody banned."""
     d, tls_port = appliance
     _send_tls(tls_port, _client_context(tmp_path))
-    wait_for("the refusal to be counted", lambda: receiver(d)["tls_refused"] == 1)
-    assert receiver(d)["received_tls"] == 0
-    assert banned(d) == set()
+    wait_for("the refusal to be counted", lambda: d.receiver()["tls_refused"] == 1)
+    assert d.receiver()["received_tls"] == 0
+    assert d.banned() == set()
     assert "refused a TLS peer 127.0.0.1" in d.output
 
 
@@ -248,9 +239,9 @@ def test_a_client_certificate_from_another_ca_is_refused_and_counted(
             other / "client-mx1.example.org.pem", other / "client-mx1.example.org.key"
         )
         _send_tls(tls_port, context)
-    wait_for("the refusals to be counted", lambda: receiver(d)["tls_refused"] == 2)
-    assert receiver(d)["received_tls"] == 0
-    assert banned(d) == set()
+    wait_for("the refusals to be counted", lambda: d.receiver()["tls_refused"] == 2)
+    assert d.receiver()["received_tls"] == 0
+    assert d.banned() == set()
 
 
 def test_a_good_certificate_with_a_name_not_allowed_is_refused(
@@ -265,8 +256,8 @@ def test_a_good_certificate_with_a_name_not_allowed_is_refused(
         pki / "client-intruder.example.org.pem", pki / "client-intruder.example.org.key"
     )
     _send_tls(tls_port, context)
-    wait_for("the refusal", lambda: receiver(d)["tls_refused"] == 1)
-    assert banned(d) == set()
+    wait_for("the refusal", lambda: d.receiver()["tls_refused"] == 1)
+    assert d.banned() == set()
     assert "not in client_names" in d.output
 
 
@@ -284,7 +275,7 @@ def test_reload_takes_renewed_certificates(appliance: tuple[Daemon, int], tmp_pa
     context = _client_context(tmp_path)
     context.load_cert_chain(old / "client-mx1.example.org.pem", old / "client-mx1.example.org.key")
     _send_tls(tls_port, context)
-    wait_for("the old certificate refused", lambda: receiver(d)["tls_refused"] == 1)
+    wait_for("the old certificate refused", lambda: d.receiver()["tls_refused"] == 1)
     context = _client_context(tmp_path)
     context.load_cert_chain(pki / "client-mx1.example.org.pem", pki / "client-mx1.example.org.key")
     with (
@@ -293,8 +284,8 @@ def test_reload_takes_renewed_certificates(appliance: tuple[Daemon, int], tmp_pa
     ):
         for _ in range(3):
             s.sendall(frame(FAILURE.format(address="198.51.100.9")))
-        wait_for("the ban", lambda: "198.51.100.9/32" in banned(d))
-    assert receiver(d)["received_tls"] == 3
+        wait_for("the ban", lambda: "198.51.100.9/32" in d.banned())
+    assert d.receiver()["received_tls"] == 3
 
 
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")
@@ -314,4 +305,4 @@ def test_tls_1_1_is_refused(appliance: tuple[Daemon, int], tmp_path: Path) -> No
         pytest.raises((ssl.SSLError, ConnectionError)),
     ):
         context.wrap_socket(raw, server_hostname="localhost").close()
-    wait_for("the refusal", lambda: receiver(d)["tls_refused"] == 1)
+    wait_for("the refusal", lambda: d.receiver()["tls_refused"] == 1)
