@@ -180,7 +180,9 @@ class Appliance:
             del self.active[(ban.jail, ban.network)]
 
     def _install_jails(self, config: Config) -> None:
-        never_ban = (*config.allowed_senders, *self.own_addresses)
+        # An allowed sender is protected, but "any sender" (a /0) must not protect everyone.
+        senders = (n for n in config.allowed_senders if n.prefixlen > 0)
+        never_ban = (*senders, *self.own_addresses)
         jails = [
             Jail(
                 conf,
@@ -521,7 +523,9 @@ class Appliance:
         jails = {}
         for name, jail in self.engine.jails.items():
             net = network_of(address, jail.conf.ipv6_prefix)
-            active = self.active.get((name, net)) or self.active.get((name, ip_network(address)))
+            active = next(
+                (b for (j, n), b in self.active.items() if j == name and address in n), None
+            )
             try:
                 since = now - jail.conf.findtime_history
                 prior = self.store.prior_bans(name, [net], since)[net]

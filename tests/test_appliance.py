@@ -320,3 +320,19 @@ def test_evidence_keeps_the_sender_and_the_message_time(tmp_path: Path) -> None:
     clock.advance(0)
     (line, *_) = app.why("203.0.113.7")["history"][0]["lines"]
     assert line.startswith("[127.0.0.1] 2026-11-22T10:00:01+00:00 mx sshd[1]: Failed password")
+
+
+def test_any_sender_allowed_does_not_protect_every_address(tmp_path: Path) -> None:
+    """allowed_senders = 0.0.0.0/0 (all senders) must not make every address unbannable."""
+    conf = config(tmp_path)
+    listener = replace(conf.listeners[0], allowed_senders=(ip_network("0.0.0.0/0"),))
+    app, clock, enforcer = start(tmp_path, replace(conf, listeners=(listener,)))
+    attack(app, clock, "203.0.113.7")
+    assert ("sshd", ip_network("203.0.113.7/32")) in enforcer.bans
+
+
+def test_why_finds_a_ban_that_covers_the_address(tmp_path: Path) -> None:
+    """An address inside a banned /24 shows that ban as its active one."""
+    app, _, _ = start(tmp_path)
+    app.ban("sshd", "198.51.100.0/24")
+    assert app.why("198.51.100.77")["jails"]["sshd"]["active_ban"]["address"] == "198.51.100.0/24"

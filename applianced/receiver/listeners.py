@@ -8,6 +8,7 @@ limited rate and dropped. Senders outside the allowlist are dropped and counted,
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,6 +47,7 @@ __all__ = [
     "ReceiverStats",
     "SyslogTCPFactory",
     "SyslogUDP",
+    "canonical_host",
     "open_udp_warning",
 ]
 
@@ -211,7 +213,7 @@ class SyslogUDP(DatagramProtocol):
         self.edge = _Edge(conf, sink, stats, clock)
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
-        host = addr[0]
+        host = canonical_host(addr[0])
         if not self.edge.allowed(host):
             return
         try:
@@ -306,7 +308,7 @@ class SyslogTCPFactory(Factory):
         self.edge = _Edge(conf, sink, stats, clock)
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
-        host = getattr(addr, "host", "")
+        host = canonical_host(getattr(addr, "host", ""))
         if not self.edge.allowed(host) or not self.edge.admit(host):
             return None
         return _TLSStream(self.edge, host) if self.edge.tls else _SyslogStream(self.edge, host)
@@ -522,6 +524,20 @@ def open_udp_warning(conf: ListenerConf) -> str | None:
 def _clash(old: ListenerConf, new: ListenerConf) -> bool:
     # TCP and TLS listeners share the TCP port space: tcp -> tls on one port is a rebind.
     return (old.transport == "udp") == (new.transport == "udp") and old.port == new.port
+
+
+@functools.lru_cache(maxsize=_SENDER_CACHE_MAX)
+def canonical_host(host: str) -> str:
+    """The peer address as messages carry it: without a zone index, and an IPv4 peer of a
+    dual-stack socket (``::ffff:192.0.2.1``) as plain IPv4, so jail ``senders`` and the logs
+    see the address the admin wrote."""
+    try:
+        address = ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if address.version == 6 and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
 
 
 def _in_networks(host: str, networks: tuple[IPNetwork, ...]) -> bool:

@@ -143,13 +143,13 @@ class Jail:
 
         ``prefix`` (a ``<CIDR>``/``<SUBNET>`` capture) makes the failure the whole network's:
         counted under its first address and banned as the network where that is safe."""
-        wide = None
-        if prefix is not None:
-            wide = ip_network((address, prefix), strict=False)
-            address = wide.network_address
         if self.ignores(address):
             self.stats.ignored += 1
             return None
+        wide = captured = None
+        if prefix is not None:
+            wide = ip_network((address, prefix), strict=False)
+            captured, address = address, wide.network_address
         self.stats.matched += 1
         key = self._key(address)
         window = self._windows.get(key)
@@ -171,13 +171,14 @@ class Jail:
         self.stats.offences += 1
         # The widest ban that covers no address we must never ban: the captured network, the
         # IPv6 prefix of the address, or the host alone.
-        candidates = (wide, network_of(address, self.conf.ipv6_prefix))
+        host = captured or address
+        candidates = (wide, network_of(host, self.conf.ipv6_prefix))
         network = next(
             (n for n in candidates if n is not None and not self._covers_protected(n)),
-            ip_network(address),
+            ip_network(host),
         )
         return Offence(
-            self.name, network, address, len(window), tuple(text for _, text in window), now
+            self.name, network, host, len(window), tuple(text for _, text in window), now
         )
 
     def _covers_protected(self, network: IPNetwork) -> bool:

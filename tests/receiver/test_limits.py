@@ -377,3 +377,12 @@ def test_limit_counters_reach_status_and_prometheus(tmp_path: Path) -> None:
     assert value(s, "applianced_refused_connections_total", limit="sender") == 1
     assert value(s, "applianced_idle_timeouts_total") == 2
     assert value(s, "applianced_open_connections") == 2
+
+
+def test_peer_addresses_are_canonical() -> None:
+    """A dual-stack socket's IPv4 peer and a zone index are reported as the plain address."""
+    from applianced.receiver.listeners import canonical_host
+
+    assert canonical_host("::ffff:192.0.2.1") == "192.0.2.1"
+    assert canonical_host("fe80::1%eth0") == "fe80::1"
+    assert canonical_host("2001:DB8::1") == "2001:db8::1"

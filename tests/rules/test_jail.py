@@ -149,3 +149,24 @@ def test_adopt_keeps_windows_across_a_reload() -> None:
     new = make(bantime=500.0)
     new.adopt(old)
     assert new.fail(A, "x", 2.0) is not None
+
+
+def test_a_captured_network_is_banned_whole_unless_it_covers_a_protected_address() -> None:
+    """<CIDR>/<SUBNET> failures ban the network; one holding an ignored address bans the host."""
+    jail = make()
+    offence = None
+    for t in range(3):
+        offence = jail.fail(ip_address("203.0.113.5"), "x", float(t), prefix=24)
+    assert offence is not None and offence.network == ip_network("203.0.113.0/24")
+    guarded = make(ignoreip=(ip_network("203.0.113.9/32"),))
+    for t in range(3):
+        offence = guarded.fail(ip_address("203.0.113.5"), "x", float(t), prefix=24)
+    assert offence is not None and offence.network == ip_network("203.0.113.5/32")
+
+
+def test_a_captured_network_does_not_hide_an_ignored_address() -> None:
+    """The ignore check applies to the captured address itself, not only its network."""
+    jail = make(ignoreip=(ip_network("203.0.113.5/32"),))
+    for t in range(5):
+        assert jail.fail(ip_address("203.0.113.5"), "x", float(t), prefix=24) is None
+    assert jail.stats.ignored == 5
