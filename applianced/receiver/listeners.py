@@ -93,6 +93,7 @@ class _Edge:
         self.sink = sink
         self.stats = stats
         self.clock = clock
+        self._reference = (-1, datetime.fromtimestamp(0, UTC))  # (second, that second)
         self.udp = conf.transport == "udp"
         self.tls = conf.transport == "tls"
         self._allowed: dict[str, bool] = {}
@@ -153,6 +154,13 @@ class _Edge:
         )
         return False
 
+    def reference(self, now: float) -> datetime:
+        """The receipt time as the parser wants it, rebuilt once a second, not per message."""
+        second = int(now)
+        if second != self._reference[0]:
+            self._reference = (second, datetime.fromtimestamp(second, UTC))
+        return self._reference[1]
+
     def deliver(self, data: bytes, host: str) -> None:
         now = self.clock.seconds()
         if not self.rate.allow(host, now):
@@ -173,7 +181,7 @@ class _Edge:
             )
             return
         try:
-            message = parse(data, datetime.fromtimestamp(now, UTC))
+            message = parse(data, self.reference(now), host, self.conf.transport, now)
         except ParseError as e:
             self.stats.parse_errors += 1
             self.complain(
@@ -187,7 +195,7 @@ class _Edge:
             self.stats.received_tls += 1
         else:
             self.stats.received_tcp += 1
-        self.sink(message.received(host, self.conf.transport, now))
+        self.sink(message)
 
     def complain(self, kind: str, fmt: str, **fields: object) -> None:
         """Log ``fmt`` unless the same kind was logged less than a minute ago."""

@@ -5,7 +5,7 @@ Owned here because the receiver creates it; the rules and the store only read it
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 
 __all__ = ["SyslogMessage"]
@@ -41,7 +41,3 @@ class SyslogMessage:
         app = self.app_name or "-"
         pid = f"[{self.procid}]" if self.procid else ""
         return f"{host} {app}{pid}: {self.msg}"
-
-    def received(self, sender: str | None, transport: str, at: float) -> SyslogMessage:
-        """A copy stamped with where and when it arrived."""
-        return replace(self, sender=sender, transport=transport, received_at=at)

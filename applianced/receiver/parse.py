@@ -70,12 +70,20 @@ _TAG_ONLY = re.compile(_TAG, re.ASCII)
 _BOM = "\ufeff"
 
 
-def parse(data: bytes, reference: datetime) -> SyslogMessage:
+def parse(
+    data: bytes,
+    reference: datetime,
+    sender: str | None = None,
+    transport: str | None = None,
+    received_at: float = 0.0,
+) -> SyslogMessage:
     """Parse one syslog message; raise ParseError when it cannot be read at all.
 
     ``reference`` is the receipt time (aware, UTC); it only supplies the year RFC 3164 timestamps
-    lack. The result has no sender, transport or receipt time: the listener stamps those.
+    lack. ``sender``, ``transport`` and ``received_at`` (POSIX seconds) are the listener's
+    stamp, passed in so the message is built once (a copy would cost more than the parse).
     """
+    stamp = (sender, transport, received_at)
     data = data.rstrip(b"\n\r\x00")
     if b"\x00" in data:
         data = data.replace(b"\x00", b" ")
@@ -87,14 +95,17 @@ def parse(data: bytes, reference: datetime) -> SyslogMessage:
         pri = int(digits)
         pos = m.end()
         if text.startswith("1 ", pos):
-            return _parse_5424(text, pos, pri)
+            return _parse_5424(text, pos, pri, stamp)
         has_pri = True
     else:
         pri, pos, has_pri = _DEFAULT_PRI, 0, False
-    return _parse_3164(text, pos, pri, has_pri, reference)
+    return _parse_3164(text, pos, pri, has_pri, reference, stamp)
 
 
-def _parse_5424(text: str, pos: int, pri: int) -> SyslogMessage:
+_Stamp = tuple[str | None, str | None, float]
+
+
+def _parse_5424(text: str, pos: int, pri: int, stamp: _Stamp) -> SyslogMessage:
     m = _RFC5424.match(text, pos)
     end = -1 if m is None else m.end()
     if m is not None and (end == len(text) or text[end] == " "):
@@ -121,10 +132,13 @@ def _parse_5424(text: str, pos: int, pri: int) -> SyslogMessage:
         None if msgid == "-" else msgid,
         None if sd == "-" else sd,
         msg,
+        *stamp,
     )
 
 
-def _parse_3164(text: str, pos: int, pri: int, has_pri: bool, reference: datetime) -> SyslogMessage:
+def _parse_3164(
+    text: str, pos: int, pri: int, has_pri: bool, reference: datetime, stamp: _Stamp
+) -> SyslogMessage:
     timestamp: datetime | None = None
     host = app = procid = None
     m = _RFC3164.match(text, pos)
@@ -145,8 +159,11 @@ def _parse_3164(text: str, pos: int, pri: int, has_pri: bool, reference: datetim
     else:
         # Neither PRI nor timestamp: arbitrary text, kept whole.
         msg = text
-    # Positional: facility, severity, timestamp, hostname, app_name, procid, msgid, SD, msg.
-    return SyslogMessage(pri >> 3, pri & 7, timestamp, host, app, procid or None, None, None, msg)
+    # Positional: facility, severity, timestamp, hostname, app_name, procid, msgid, SD, msg,
+    # then sender, transport, received_at.
+    return SyslogMessage(
+        pri >> 3, pri & 7, timestamp, host, app, procid or None, None, None, msg, *stamp
+    )
 
 
 def _iso_datetime(text: str) -> datetime | None:

@@ -49,19 +49,25 @@ class Engine:
         """Offences caused by ``message`` received at ``now`` (POSIX seconds), and hostnames
         to resolve for jails with ``use_dns``."""
         out: list[Offence | Lookup] = []
+        line = evidence = None  # built once per message, and only when a jail needs them
         for jail in self.route(message.app_name):
             if not jail.reads_sender(message.sender):
                 continue
             filt = jail.filter
-            # A fail2ban filter reads the line as fail2ban leaves it once the date is cut off:
-            # " host app[pid]: msg" (leading space included); ours read the MSG alone.
-            match = filt.match(" " + message.line if filt.on_line else message.msg)
+            if filt.on_line:
+                # A fail2ban filter reads the line as fail2ban leaves it once the date is cut
+                # off: " host app[pid]: msg" (leading space included); ours read the MSG alone.
+                line = line or " " + message.line
+                match = filt.match(line)
+            else:
+                match = filt.match(message.msg)
             if match is None:
                 continue
+            evidence = evidence or _evidence(message)
             if match.address is None:
-                out.append(Lookup(jail.name, match.host, _evidence(message), now))
+                out.append(Lookup(jail.name, match.host, evidence, now))
                 continue
-            offence = jail.fail(match.address, _evidence(message), now, match.prefix)
+            offence = jail.fail(match.address, evidence, now, match.prefix)
             if offence is not None:
                 out.append(offence)
         return out
