@@ -42,8 +42,7 @@ from applianced.rules.decision import (
     Offence,
 )
 from applianced.rules.engine import Engine
-from applianced.rules.filters import Filter
-from applianced.rules.jail import Jail, decide, network_of
+from applianced.rules.jail import Jail, decide, jail_filter, network_of
 from applianced.rules.offenders import OffenderStore
 from applianced.units import format_duration
 
@@ -186,14 +185,7 @@ class Appliance:
         jails = [
             Jail(
                 conf,
-                Filter(
-                    conf.failregex,
-                    conf.ignoreregex,
-                    allow_dns=conf.use_dns,
-                    name=conf.name,
-                    prefregex=conf.prefregex,
-                    on_line=conf.match_on == "line",
-                ),
+                jail_filter(conf),
                 never_ban,
             )
             for conf in config.enabled_jails

@@ -37,7 +37,7 @@ from applianced.errors import ApplianceError, ConfigError, FilterError
 from applianced.receiver.parse import message_fields, parse
 from applianced.rules.f2bfilter import is_fail2ban_filter, resolve_fail2ban_filter, strip_date
 from applianced.rules.filters import Filter, Outcome, shipped_filter, shipped_filter_names
-from applianced.rules.jail import ProgramSelector
+from applianced.rules.jail import ProgramSelector, jail_filter
 from applianced.service import config_path
 from applianced.units import format_duration
 
@@ -483,15 +483,7 @@ def _resolve_filter(args: argparse.Namespace) -> tuple[Filter, tuple[str, ...]]:
     jail = config.jail(name) if config else None
     try:
         if jail is not None:
-            f = Filter(
-                jail.failregex,
-                jail.ignoreregex,
-                allow_dns=jail.use_dns,
-                name=name,
-                prefregex=jail.prefregex,
-                on_line=jail.match_on == "line",
-            )
-            return f, jail.programs
+            return jail_filter(jail), jail.programs
         if is_fail2ban_filter(name):
             f2b = resolve_fail2ban_filter(name, None, Path.cwd())
             for note in f2b.notes:

@@ -30,7 +30,8 @@ from applianced.errors import ConfigError, FilterError
 from applianced.receiver.tls import file_digest, normalize_fingerprint, server_context
 from applianced.rules.decision import IPNetwork
 from applianced.rules.f2bfilter import is_fail2ban_filter, resolve_fail2ban_filter
-from applianced.rules.filters import Filter, shipped_filter, shipped_filter_names
+from applianced.rules.filters import shipped_filter, shipped_filter_names
+from applianced.rules.jail import jail_filter
 from applianced.units import parse_duration
 
 __all__ = ["DEFAULT_CONFIG", "load_config", "parse_config"]
@@ -545,18 +546,6 @@ class _Loader:
                 raise self.error(at("filter"), str(e)) from None
         if not failregex:
             raise self.error(keys, "needs 'filter' (a shipped filter name) or 'failregex'")
-        try:
-            Filter(
-                failregex,
-                ignoreregex,
-                allow_dns=use_dns,
-                name=name,
-                prefregex=prefregex,
-                on_line=match_on == "line",
-            )
-        except FilterError as e:
-            where = at("failregex") if "failregex" in t or filter_name is None else at("filter")
-            raise self.error(where, str(e)) from None
         inc_keys = at("bantime_increment")
         inc_raw = {
             **defaults["bantime_increment"],
@@ -568,7 +557,7 @@ class _Loader:
             maxtime=self.convert(inc_raw["maxtime"], (*inc_keys, "maxtime"), parse_duration),
         )
         maxretry = self.int_in(p["maxretry"], at("maxretry"), 1, 1_000_000)
-        return JailConf(
+        jail = JailConf(
             name=name,
             enabled=self.typed(t.get("enabled", True), (*keys, "enabled"), bool, "true or false"),
             filter=filter_name,
@@ -613,6 +602,12 @@ class _Loader:
                 )
             ),
         )
+        try:
+            jail_filter(jail)  # compiled here so that `check` catches what the daemon would
+        except FilterError as e:
+            where = at("failregex") if "failregex" in t or filter_name is None else at("filter")
+            raise self.error(where, str(e)) from None
+        return jail
 
 
 def _get(raw: Mapping[str, Any], keys: tuple[str | int, ...]) -> Any:

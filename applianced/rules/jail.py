@@ -18,7 +18,15 @@ from applianced.conf.schema import JailConf
 from applianced.rules.decision import BanDecision, BanKind, IPAddress, IPNetwork, Offence
 from applianced.rules.filters import Filter
 
-__all__ = ["Jail", "JailStats", "ProgramSelector", "ban_duration", "decide", "network_of"]
+__all__ = [
+    "Jail",
+    "JailStats",
+    "ProgramSelector",
+    "ban_duration",
+    "decide",
+    "jail_filter",
+    "network_of",
+]
 
 _SENDER_CACHE_MAX = 1024
 
@@ -31,6 +39,19 @@ def network_of(address: IPAddress, ipv6_prefix: int) -> IPNetwork:
         shift = 128 - min(ipv6_prefix, 128)
         return IPv6Network(((int(address) >> shift) << shift, 128 - shift))
     return IPv4Network((int(address), 32))
+
+
+def jail_filter(conf: JailConf) -> Filter:
+    """The compiled filter of a jail (raises FilterError): the one way a JailConf becomes a
+    Filter, for the loader's check, the daemon and test-filter alike."""
+    return Filter(
+        conf.failregex,
+        conf.ignoreregex,
+        allow_dns=conf.use_dns,
+        name=conf.name,
+        prefregex=conf.prefregex,
+        on_line=conf.match_on == "line",
+    )
 
 
 def ban_duration(base: float, factor: float, prior: int, cap: float) -> float:
