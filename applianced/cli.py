@@ -1,10 +1,12 @@
 """``appliancectl``: the operator's command line.
 
 Online verbs talk to the running daemon over the control socket (``control.py`` is the server):
-status, banned, ban, unban, blacklist, why, reload. Offline verbs need no daemon: ``check``
-(validate a config), ``parse`` (syslog messages -> fields) and ``test-filter`` (a filter or a
-jail over a log file). Every verb has ``--json`` for scripts; errors go to stderr with a
-non-zero exit: 1 for a refused request, 2 for bad usage or config, 3 when the daemon is down.
+status, banned, ban, unban, blacklist, why, flush, reload, notify test. Offline verbs need no
+daemon: ``check`` (validate a config), ``parse`` (syslog messages -> fields), ``test-filter`` (a
+filter or a jail over a log file) and ``tls init``. The config edits (``jail``, ``whitelist``,
+``general``, in ``conf/edit.py``) write the file, then ask a running daemon to reload. Every verb
+has ``--json`` for scripts; errors go to stderr with a non-zero exit: 1 for a refused request, 2
+for bad usage or config, 3 when the daemon is down.
 """
 
 from __future__ import annotations
@@ -660,7 +662,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="appliancectl",
         description="Control and inspect applianced. Online verbs talk to the running daemon; "
-        "check, parse and test-filter work offline.",
+        "check, parse, test-filter and tls init work offline; jail, whitelist and general "
+        "edit the config file and reload a running daemon.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  appliancectl status\n  appliancectl banned --json\n"
         "  appliancectl ban postfix-sasl 203.0.113.7 --for 1d\n  appliancectl why 203.0.113.7\n"

@@ -1,8 +1,9 @@
 """TOML -> Config. Every error names the file, the line (when it can be found) and the key.
 
 Unknown keys are errors (a typo must not silently disable a jail). Durations accept seconds or
-``10m``/``1h``/``1d``/``1w``. A jail's ``filter`` names a shipped filter whose failregex,
-ignoreregex and programs the jail takes unless it sets its own; every regex is compiled here so
+``10m``/``1h``/``1d``/``1w``. A jail's ``filter`` names a shipped filter, a fail2ban ``.conf``
+file, or a filter in ``filter_dir``, whose failregex, ignoreregex and programs the jail takes
+unless it sets its own; every regex is compiled here so
 that ``appliancectl check`` catches a bad one before the daemon does.
 """
 

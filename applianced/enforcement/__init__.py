@@ -1,1 +1,1 @@
-"""enforcement: ban decisions -> the world (kernel sets; later, mail)."""
+"""enforcement: ban decisions -> the world (nftables sets; ban mails with whois)."""

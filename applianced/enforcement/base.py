@@ -2,7 +2,7 @@
 
 Bans decided in one reactor turn reach a backend as one ``apply`` call, which a backend must
 carry out as one transaction. The durable store, not the backend, is the source of truth: the
-service calls ``restore`` at start with every active ban, and the backend makes its state equal
+Appliance calls ``restore`` at start with every active ban, and the backend makes its state equal
 to that list (restoring what is missing, removing what the store does not know).
 """
 

@@ -1,7 +1,9 @@
 """Twisted UDP, TCP and TLS listeners: bytes off the wire -> SyslogMessage -> one sink.
 
-Thin by design: check the sender against the listener's ``allowed_senders``, frame (TCP, RFC
-6587), parse (sans-io ``parse``), stamp sender/transport/time of receipt, hand to the sink.
+Thin by design: check the sender against the listener's ``allowed_senders`` and limits
+(connections, per-sender rate, idle timeout: ``limits.py``; TLS peer checks: ``tls.py``), frame
+(TCP/TLS, RFC 6587), parse (sans-io ``parse``, stamped with sender, transport and time of
+receipt), hand to the sink. ``Listeners`` opens, rebinds and reconfigures them on reload.
 Nothing raises out of ``datagramReceived``/``dataReceived``: bad input is counted, logged at a
 limited rate and dropped. Senders outside the allowlist are dropped and counted, never parsed.
 """

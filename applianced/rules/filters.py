@@ -3,7 +3,7 @@
 This module owns the tag language of our filters (``<HOST>``, ``<ADDR>``, ``<IP4>``, ``<IP6>``,
 ``<F-USER>...</F-USER>`` and other ``<F-NAME>...</F-NAME>`` captures), the literal prefilter that
 keeps the hot path cheap, and the native filter files shipped in ``conf/defaults/filters/``
-(TOML, one per service). Jails call :meth:`Filter.match` once per routed message; the offline
+(TOML, one per service). The engine calls :meth:`Filter.match` once per routed message; the offline
 ``appliancectl test-filter`` calls :meth:`Filter.examine`; the config loader calls
 :func:`load_filter_def` / :func:`shipped_filter` and :meth:`FilterDef.compile`.
 
@@ -11,10 +11,12 @@ Pure: no I/O apart from the loader functions reading filter files, no logging, n
 hostname captured by ``<HOST>`` (only with ``allow_dns``) comes back unresolved, with
 ``Match.address`` None; resolving it is the caller's business, off the hot path.
 
-Semantics: every regex is applied with ``re.search`` to the message text (the syslog MSG part,
-not the whole line). A message is a failure when some failregex matches, with a capture that is a
-valid address, and no ignoreregex matches. Failregexes are tried in order; the first one that
-matches decides the address.
+Semantics: every regex is searched in the message text: the syslog MSG part for our filters, the
+traditional ``host app[pid]: msg`` line for fail2ban filters (``on_line``), or the ``<F-CONTENT>``
+part of it when a ``prefregex`` is set. Filters whose regexes all compile under RE2 run there
+(``rules/regex.py``), the others under ``re``, every text cut at ``MAX_TEXT``. A message is a
+failure when some failregex matches, with a capture that is a valid address, and no ignoreregex
+matches. Failregexes are tried in order; the first one that matches decides the address.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """A Jail: which messages it reads, its sliding windows, its ignore list, its ban-time policy.
 
 Pure and synchronous: the engine feeds it failures with the time of receipt; it answers with an
-``Offence`` when an address (or IPv6 prefix) reaches ``maxretry`` failures within ``findtime``.
-``decide`` turns an offence into a ``BanDecision`` given how many bans the address already had,
-which the service reads from the durable store.
+``Offence`` when an address (its IPv6 prefix, or a network a ``<CIDR>`` tag captured) reaches
+``maxretry`` failures within ``findtime``. ``decide`` turns an offence into a ``BanDecision`` given
+how many bans the address already had, which the Appliance reads from the durable store.
 """
 
 from __future__ import annotations

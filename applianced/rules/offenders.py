@@ -1,14 +1,15 @@
 """The durable offenders store: every ban ever recorded, which are active, and why.
 
-ARCHITECTURE. This module owns the ban history; the rules decide, this remembers. The service
-calls it from the reactor thread: ``record_bans`` with one reactor turn's decisions before they
-reach the Enforcer; ``due_expiries`` then ``end_bans(..., "expired")`` on its expiry timer (and
+ARCHITECTURE. This module owns the ban history; the rules decide, this remembers. The Appliance
+calls it from the reactor thread: ``record_bans`` with one reactor turn's decisions, right after
+the Enforcer took them; ``due_expiries`` then ``end_bans(..., "expired")`` on its expiry timer (and
 at start, when a downtime may have left many due); ``end_bans`` for unban and flush;
-``active_bans`` at start, to restore the kernel sets; ``prior_bans`` when turning an Offence into
-a BanDecision (escalation, the max_count blacklist); ``find_active`` and ``history`` for
-``appliancectl`` (banned, why). ``OffenderStore`` is the interface the rest of the code may use;
-``SqliteOffenderStore`` is the embedded default, and a PostgreSQL backend will implement the
-same Protocol, so SQL and connection handling stay inside the backends.
+``active_bans`` at start, to restore the kernel sets; ``prior_bans`` when turning an Offence into a
+BanDecision (escalation, the max_count blacklist); ``history`` for ``appliancectl why``;
+``find_active``, the same containment query over active bans, for a caller without the Appliance's
+in-memory map (the running daemon keeps its own). ``OffenderStore`` is the interface the rest of
+the code may use; ``SqliteOffenderStore`` is the embedded default, and a PostgreSQL backend will
+implement the same Protocol, so SQL and connection handling stay inside the backends.
 
 Units: times are POSIX seconds (UTC, floats) from the injected clock. Networks are stored as
 ``str(network)`` (canonical), jails by name. A write returns only once it is durable.
