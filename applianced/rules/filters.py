@@ -278,10 +278,11 @@ class Filter:
             if literal in text:
                 m = regex.search(text)
                 if m is not None:
-                    if reader.nofail and any(m.group(i) is not None for i in reader.nofail):
-                        return None
                     found = _read(reader, m)
                     if found is not None:
+                        # As in examine: a hit counts only with a valid address; then NOFAIL.
+                        if reader.nofail and any(m.group(i) is not None for i in reader.nofail):
+                            return None
                         break
         else:
             return None

@@ -851,3 +851,16 @@ def test_captured_addresses_are_only_what_ipaddress_accepts(text: str) -> None:
     if isinstance(expected, ipaddress.IPv6Address) and expected.ipv4_mapped is not None:
         expected = expected.ipv4_mapped
     assert found is not None and found.address == expected
+
+
+def test_match_and_examine_agree_when_a_nofail_hit_has_no_valid_address() -> None:
+    """A <F-NOFAIL> regex whose capture is not an address does not stop later failregexes."""
+    f = Filter(
+        [r"^<F-NOFAIL>session</F-NOFAIL> from <HOST>", r"^session from \S+ then <HOST>$"],
+        name="nofail",
+    )
+    text = "session from 999.1.1.1 then 203.0.113.7"
+    outcome, match, index = f.examine(text)
+    assert (outcome, index) == (Outcome.MATCHED, 1) and match is not None
+    found = f.match(text)
+    assert found is not None and found.host == "203.0.113.7"
