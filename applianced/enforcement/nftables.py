@@ -453,6 +453,11 @@ class NftablesEnforcer:
         self._names: dict[tuple[str, int, bool, bool], str] = {}
         self._bits: dict[str, int] = {}  # set name -> address bits (32, 128)
         self._prefix_sets: dict[str, _PrefixSet] = {}  # set name -> bookkeeping
+        # Host set name -> the addresses this process placed there and has not lifted since
+        # (some may have expired in the kernel meanwhile), or None while the set may hold
+        # elements we did not place (kept by setup from an earlier run, until restore). An
+        # address not placed needs no lift, so a new ban is one element operation.
+        self._placed: dict[str, set[str] | None] = {}
 
     @classmethod
     def available(cls) -> str | None:
@@ -523,6 +528,11 @@ class NftablesEnforcer:
                 kept = self._prefix_sets.get(n) if n in keep_sets else None
                 prefix_sets[n] = kept or _PrefixSet(self._bits[n])
         self._prefix_sets = prefix_sets
+        self._placed = {
+            n: self._placed.get(n) if n in keep_sets else set()
+            for n, spec in want.items()
+            if not spec.prefixes
+        }
 
     def _existing(self) -> tuple[dict[str, JSON], dict[str, JSON]]:
         """The sets and chains of our table now, by name (terse: without elements)."""
@@ -600,7 +610,9 @@ class NftablesEnforcer:
             name = self._names.get((ban.jail, n.version, host, permanent))
             if name is None:
                 return False
-            batch.lift(name, n)
+            placed = self._placed.get(name) if host else None
+            if placed is None or _host_text(n) in placed:
+                batch.lift(name, n)
         return True
 
     def _commit(self, batch: _Batch, now: float, flush: Sequence[str], what: str) -> None:
@@ -651,6 +663,13 @@ class NftablesEnforcer:
 
         if removes or adds:
             _run(self._nft, "\n".join(removes + adds) + "\n", what, self.table)
+        for name in flushed & self._placed.keys():
+            self._placed[name] = set()
+        for name, h in batch.hosts.items():
+            placed = self._placed.get(name)
+            if placed is not None:
+                placed.difference_update(h.remove)
+                placed.update(h.add)
         self._prefix_sets.update(rebuilt)
         for name, plan in plans.items():
             self._prefix_sets[name].commit(plan)

@@ -450,6 +450,35 @@ def test_a_restarted_daemon_keeps_the_kernels_bans(ns: str, now: float) -> None:
         assert len(elements(ns, "postfix_sasl_net_v6")) == 3  # /48 split around the /64
 
 
+def test_a_new_process_bans_again_over_elements_it_did_not_place(ns: str, now: float) -> None:
+    """Until its restore, a new process cannot know what a kept set holds: a ban of an
+    element an earlier process placed still replaces its timeout (and moves it to the
+    blacklist), as when the restore failed and the batch is retried."""
+    with remote(ns, ENFORCER) as first:
+        first.setup([SMTP])
+        first.apply(
+            [
+                ban("postfix-sasl", "192.0.2.2/32", now, 60),
+                ban("postfix-sasl", "192.0.2.3/32", now),
+            ],
+            [],
+            now,
+        )
+    with remote(ns, ENFORCER) as second:
+        second.setup([SMTP])
+        second.apply(
+            [
+                ban("postfix-sasl", "192.0.2.2/32", now, 6000),
+                ban("postfix-sasl", "192.0.2.3/32", now, None),
+            ],
+            [],
+            now,
+        )
+        left = elements(ns, "postfix_sasl_v4")
+        assert left.keys() == {"192.0.2.2"} and 5990 <= (left["192.0.2.2"] or 0) <= 6000
+        assert elements(ns, "postfix_sasl_bl_v4") == {"192.0.2.3": None}
+
+
 def test_restore_reconciles_with_the_store(ns: str, enforcer: Any, now: float) -> None:
     """restore drops elements the store lacks and adds missing ones with remaining time."""
     enforcer.setup([SMTP])
