@@ -15,7 +15,8 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from ipaddress import ip_address, ip_network
 from typing import Any
@@ -43,7 +44,7 @@ from applianced.rules.decision import (
 )
 from applianced.rules.engine import Engine
 from applianced.rules.jail import Jail, decide, jail_filter, network_of
-from applianced.rules.offenders import OffenderStore
+from applianced.rules.offenders import OffenderStore, SqliteOffenderStore
 from applianced.units import format_duration
 
 __all__ = ["Appliance", "RequestError", "ban_json", "parse_address", "parse_target"]
@@ -119,6 +120,8 @@ class Appliance:
         self._retry_call: IDelayedCall | None = None
         self._retry_delay = _RETRY_FIRST
         self.started_at = clock.seconds()
+        # Cluster mode: the replicator's status (applianced/cluster/), shown by status.
+        self.cluster: Callable[[], dict[str, Any]] | None = None
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -247,12 +250,15 @@ class Appliance:
         self._flush_call = None
         pending, self._pending = self._pending, []
         fresh: dict[tuple[str, IPNetwork], Offence] = {}
+        jails, active = self.engine.jails, self.active
         for offence in pending:
             key = (offence.jail, offence.network)
-            if key in self.active or key in fresh or offence.jail not in self.engine.jails:
+            if (
+                key in active
+                or offence.jail not in jails
+                or fresh.setdefault(key, offence) is not offence
+            ):
                 self.health.skipped_already_banned += 1
-                continue
-            fresh[key] = offence
         by_jail: dict[str, list[Offence]] = {}
         for offence in fresh.values():
             by_jail.setdefault(offence.jail, []).append(offence)
@@ -325,8 +331,9 @@ class Appliance:
     def _enforce(self, bans: Sequence[Ban], unbans: Sequence[Ban]) -> bool:
         """Send one batch to the kernel; False when it was refused (it will be retried)."""
         self.health.batches += 1
-        banned = {(b.jail, b.network) for b in bans}
-        unbans = [u for u in unbans if (u.jail, u.network) not in banned]
+        if unbans:
+            banned = {(b.jail, b.network) for b in bans}
+            unbans = [u for u in unbans if (u.jail, u.network) not in banned]
         try:
             self.enforcer.apply(bans, unbans, self.clock.seconds())
         except EnforcementError as e:
@@ -386,6 +393,63 @@ class Appliance:
             "restart: {error}",
             error=str(error),
         )
+
+    # -- cluster mode -----------------------------------------------------------------------
+
+    @contextmanager
+    def shared(self, share: bool) -> Iterator[None]:
+        """Changes made inside go to the cluster when ``share`` (the default everywhere), stay
+        on this appliance when not (``appliancectl ban/unban --local``)."""
+        store = self.store
+        if share or not isinstance(store, SqliteOffenderStore):
+            yield
+            return
+        store.share = False
+        try:
+            yield
+        finally:
+            store.share = True
+
+    def adopt(self, bans: Sequence[Ban], ended: Sequence[Ban]) -> None:
+        """Apply other appliances' changes, already in the store: ``bans`` start here with
+        their own expiry (replacing an older ban of the same jail and network), ``ended``
+        are lifted when they are the active ban. One enforcer batch; nothing is mailed."""
+        lifted = []
+        for ban in ended:
+            key = (ban.jail, ban.network)
+            current = self.active.get(key)
+            if current is not None and current.started_at == ban.started_at:
+                lifted.append(self.active.pop(key))
+        fresh = []
+        for ban in bans:
+            key = (ban.jail, ban.network)
+            current = self.active.get(key)
+            if ban.jail not in self.engine.jails or (
+                current is not None and current.started_at > ban.started_at
+            ):
+                continue
+            fresh.append(ban)
+            self.active[key] = ban
+            if ban.expires_at is not None:
+                heapq.heappush(self._expiries, (ban.expires_at, next(self._sequence), key))
+        for ban in fresh[:_LOG_BANS_PER_BATCH]:
+            log.info(
+                "ban {jail} {network} from the cluster ({kind}, ban #{count})",
+                jail=ban.jail,
+                network=str(ban.network),
+                kind=str(ban.kind),
+                count=ban.count,
+            )
+        for ban in lifted:
+            log.info(
+                "unban {jail} {network} (from the cluster)",
+                jail=ban.jail,
+                network=str(ban.network),
+            )
+        self.health.unbans_total += len(lifted)
+        if fresh or lifted:
+            self._enforce(fresh, lifted)
+        self._schedule_expiry()
 
     # -- expiry -----------------------------------------------------------------------------
 
@@ -538,6 +602,8 @@ class Appliance:
                 "ended_at": r.ended_at,
                 "end_reason": r.end_reason,
                 "lines": list(r.lines),
+                "node": r.node,
+                "sender": r.sender,
             }
             for r in self.store.history(address)
         ]
@@ -581,6 +647,7 @@ class Appliance:
                 "dns_dropped": h.dns_dropped,
             },
             "notify": self.notifier.status() if self.notifier is not None else None,
+            "cluster": self.cluster() if self.cluster is not None else None,
             "totals": {
                 "bans": h.bans_total,
                 "unbans": h.unbans_total,

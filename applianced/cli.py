@@ -169,6 +169,22 @@ def cmd_status(args: argparse.Namespace) -> None:
                 markup=False,
                 highlight=False,
             )
+        c = r.get("cluster")
+        if c:
+            db = "connected" if c["connected"] else f"UNREACHABLE ({c['last_error']})"
+            console.print(
+                f"cluster node {c['node']}: database {c['database']} {db}; "
+                f"{c['backlog']} changes waiting to be pushed",
+                markup=False,
+                highlight=False,
+            )
+            for n in c["nodes"]:
+                console.print(
+                    f"  node {n['name']}: last heartbeat {format_duration(n['age'])} ago, "
+                    f"{n['backlog']} changes waiting, applianced {n['version']}",
+                    markup=False,
+                    highlight=False,
+                )
         rc = r["receiver"]
         console.print(
             f"received {rc['received']} messages; dropped: {rc['parse_errors']} "
@@ -215,10 +231,15 @@ def cmd_banned(args: argparse.Namespace) -> None:
     _out(args, result, lambda r: _bans_table(r, "active bans"))
 
 
+_LOCAL_HELP = "cluster mode: on this appliance only (default: on every appliance of the cluster)"
+
+
 def cmd_ban(args: argparse.Namespace) -> None:
     payload = {"jail": args.jail, "target": args.address}
     if args.duration is not None:
         payload["duration"] = args.duration
+    if args.local:
+        payload["local"] = True
     result = request(args.sock, "ban", payload)
     _out(
         args,
@@ -233,6 +254,8 @@ def cmd_unban(args: argparse.Namespace) -> None:
     payload = {"target": args.address}
     if args.jail:
         payload["jail"] = args.jail
+    if args.local:
+        payload["local"] = True
     result = request(args.sock, "unban", payload)
     _out(args, result, lambda r: [print(f"unbanned {b['address']} in {b['jail']}") for b in r])
 
@@ -290,9 +313,13 @@ def cmd_why(args: argparse.Namespace) -> None:
             console.print("  history:")
         for h in r["history"]:
             end = f"ended {_when(h['ended_at'])} ({h['end_reason']})" if h["ended_at"] else "active"
+            decided = f", decided by node {h['node']}" if h.get("node") else ""
+            sender = f" on a line from {h['sender']}" if h.get("sender") else ""
             console.print(
                 f"    {h['jail']} {h['address']} ban #{h['count']} {h['kind']} from "
-                f"{_when(h['started_at'])}, {end}"
+                f"{_when(h['started_at'])}, {end}{decided}{sender}",
+                markup=False,
+                highlight=False,
             )
             for line in h["lines"]:
                 console.print(f"      {line}", markup=False, highlight=False)
@@ -712,10 +739,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="600, 10m, 1h, 1d, 1w (default: the jail's bantime)",
     )
+    v.add_argument("--local", action="store_true", help=_LOCAL_HELP)
     v.set_defaults(fn=cmd_ban)
     v = verb("unban", "lift the bans covering an address", "appliancectl unban 203.0.113.7")
     v.add_argument("address")
     v.add_argument("--jail", help="only in this jail (default: every jail)")
+    v.add_argument("--local", action="store_true", help=_LOCAL_HELP)
     v.set_defaults(fn=cmd_unban)
     v = verb(
         "blacklist",

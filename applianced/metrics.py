@@ -259,6 +259,23 @@ class ApplianceCollector:
             "Ban notifications dropped (backlog full or mail refused).",
             status.get("dropped", 0),
         )
+        if app.cluster is not None:  # cluster mode (applianced/cluster/)
+            cluster = app.cluster()
+            yield GaugeMetricFamily(
+                "applianced_cluster_connected",
+                "1 while the cluster database is reachable, 0 while bans are only local.",
+                value=int(cluster["connected"]),
+            )
+            yield GaugeMetricFamily(
+                "applianced_cluster_backlog",
+                "Changes of this appliance waiting to be pushed to the cluster database.",
+                value=cluster["backlog"],
+            )
+            yield _counter(
+                "applianced_cluster_adopted",
+                "Bans and unbans received from the cluster and applied here.",
+                cluster["adopted"],
+            )
 
 
 def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:

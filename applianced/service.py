@@ -115,6 +115,8 @@ class Reloader:
         for key in ("state_dir", "control_socket", "lines_per_ban"):
             if getattr(old, key) != getattr(new, key):
                 log.warn("[daemon] {key} changed: it applies at the next start", key=key)
+        if old.state != new.state:
+            log.warn("[state] changed: it applies at the next start")
         log.info(
             "reloaded {path}: {jails} jails; listeners opened {opened}, closed {closed}, "
             "updated {updated}",
@@ -141,7 +143,13 @@ def make_service(
     config: Config, reactor: Any, enforcer: Enforcer, own_addresses: Sequence[IPNetwork] = ()
 ) -> tuple[ApplianceDaemon, Appliance]:
     """The daemon as a MultiService, and its Appliance (for tests and the reload handler)."""
-    store = SqliteOffenderStore(config.state_dir / STORE_FILE, lines_per_ban=config.lines_per_ban)
+    cluster = config.state.backend == "postgresql"
+    store = SqliteOffenderStore(
+        config.state_dir / STORE_FILE,
+        lines_per_ban=config.lines_per_ban,
+        node=config.state.node,
+        journal=cluster,
+    )
     stats = ReceiverStats()
     notifier = make_notifier(config, reactor)
     appliance = Appliance(
@@ -149,6 +157,19 @@ def make_service(
     )
     top = ApplianceDaemon()
     ApplianceService(appliance).setServiceParent(top)
+    if cluster:  # after the appliance (bans restored from the replica), before the listeners
+        from applianced.cluster import postgres
+        from applianced.cluster.replicator import Replicator
+
+        replicator = Replicator(
+            store,
+            appliance.adopt,
+            postgres.connect_args(config.state),
+            reactor,
+            where=postgres.describe(config.state.dsn),
+        )
+        replicator.setServiceParent(top)
+        appliance.cluster = replicator.status
     listeners = Listeners(
         config.listeners, lambda conf: ListenerService(conf, appliance.receive, stats, reactor)
     )

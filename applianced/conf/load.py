@@ -10,6 +10,7 @@ that ``appliancectl check`` catches a bad one before the daemon does.
 from __future__ import annotations
 
 import re
+import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from ipaddress import ip_network
@@ -25,6 +26,7 @@ from applianced.conf.schema import (
     MatchOn,
     MetricsConf,
     NotifyConf,
+    StateConf,
     TLSConf,
 )
 from applianced.errors import ConfigError, FilterError
@@ -50,6 +52,7 @@ _TOP = {
     "jails",
     "notify",
     "metrics",
+    "state",
 }
 _NOTIFY = {f.replace("sender", "from") for f in NotifyConf.__dataclass_fields__}
 _NOTIFY_ACTIONS = ("mail", "mail-whois", "mail-whois-lines")
@@ -66,6 +69,8 @@ _LIMIT_DEFAULTS = {key: ListenerConf.__dataclass_fields__[key].default for key i
 _RECEIVER = {"allowed_senders", "max_message_size"} | _LIMITS
 _ENFORCEMENT = {"priority", "on_stop"}
 _METRICS = {"enabled", "address", "port"}
+_STATE = {"backend", "dsn", "password_file", "node", "share_failures"}
+_NODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _TLS = {"cert", "key", "client_ca", "client_fingerprints", "client_names"}  # transport "tls"
 _LISTENER = {"transport", "address", "port", "allowed_senders", "max_message_size"} | _LIMITS
 _LISTENER |= _TLS
@@ -298,6 +303,7 @@ class _Loader:
             ),
             notify=notify,
             metrics=self.metrics(raw),
+            state=self.state(raw),
         )
 
     def listener(
@@ -410,6 +416,35 @@ class _Loader:
             address=address,
             port=self.int_in(t.get("port", d.port), (*keys, "port"), 1, 65535),
         )
+
+    def state(self, raw: Mapping[str, Any]) -> StateConf:
+        """[state]: the embedded SQLite store, or cluster mode on PostgreSQL."""
+        keys = ("state",)
+        t = self.table(raw, keys, _STATE)
+        backend = self.choice(
+            t.get("backend", "sqlite"), (*keys, "backend"), ("sqlite", "postgresql")
+        )
+        if t.get("share_failures", False) is not False:
+            raise self.error(
+                (*keys, "share_failures"),
+                "sharing failure windows across the cluster is not supported yet; remove the"
+                " key (each appliance counts its own failures; bans, repeat counts and"
+                " blacklists are shared)",
+            )
+        node = self.typed(t.get("node", socket.gethostname()), (*keys, "node"), str, "a string")
+        if not _NODE.fullmatch(node):
+            raise self.error(
+                (*keys, "node"),
+                f"{node!r} is not a node name: 1 to 63 letters, digits, '.', '_' or '-'",
+            )
+        password_file = None
+        if "password_file" in t:
+            password_file = self.path_of(t["password_file"], (*keys, "password_file"))
+            self.convert(password_file, (*keys, "password_file"), _private_file)
+        dsn = self.typed(t.get("dsn", ""), (*keys, "dsn"), str, "a string")
+        if backend == "postgresql":
+            self.convert(dsn, (*keys, "dsn"), _check_dsn)
+        return StateConf(backend=backend, dsn=dsn, password_file=password_file, node=node)
 
     def notify(self, raw: Mapping[str, Any]) -> NotifyConf:
         """[notify]: where ban mails go and how (enforcement/notify.py reads it)."""
@@ -676,6 +711,30 @@ def _private_file(path: Path) -> None:
         raise ValueError(
             f"{path} is readable by group or others (mode {stat.S_IMODE(mode):04o}); it holds "
             f"a password: chmod 600 {path} and chown it to the service's user"
+        )
+
+
+def _check_dsn(dsn: str) -> None:
+    """A libpq connection string that holds no password (it would show in `ps` and logs)."""
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    if not dsn:
+        raise ValueError(
+            'backend = "postgresql" needs a dsn, e.g.'
+            ' "host=db.example.org dbname=applianced user=applianced"'
+        )
+    try:
+        params = conninfo_to_dict(dsn)
+    except ProgrammingError:
+        raise ValueError(
+            "is not a libpq connection string; write it as"
+            ' "host=HOST port=5432 dbname=DB user=USER" or postgresql://USER@HOST/DB'
+        ) from None
+    if "password" in params:
+        raise ValueError(
+            "holds a password; remove it from the dsn and put it in password_file (mode 0600)"
+            " or in the environment variable APPLIANCED_DB_PASSWORD"
         )
 
 

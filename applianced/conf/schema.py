@@ -20,6 +20,7 @@ __all__ = [
     "ListenerConf",
     "MetricsConf",
     "NotifyConf",
+    "StateConf",
     "TLSConf",
 ]
 
@@ -31,6 +32,7 @@ OnStop = Literal["keep", "flush"]
 NotifyAction = Literal["mail", "mail-whois", "mail-whois-lines"]
 StartTLS = Literal["required", "optional", "off"]
 MatchOn = Literal["msg", "line"]
+Backend = Literal["sqlite", "postgresql"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +170,20 @@ class MetricsConf:
 
 
 @dataclass(frozen=True, slots=True)
+class StateConf:
+    """Where the ban list lives (``applianced/cluster/``). ``sqlite``: this appliance alone.
+    ``postgresql``: cluster mode, the local SQLite store a replica of the ban list shared with
+    the other appliances through the database at ``dsn`` (a libpq connection string without a
+    password); the password comes from ``password_file``, else ``$APPLIANCED_DB_PASSWORD``,
+    else libpq's own ways (``PGPASSWORD``, ``~/.pgpass``). ``node`` names this appliance."""
+
+    backend: Backend = "sqlite"
+    dsn: str = ""
+    password_file: Path | None = None
+    node: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration. ``jails`` holds every jail, enabled or not, in file order."""
 
@@ -180,6 +196,7 @@ class Config:
     enforcement: EnforcementConf = EnforcementConf()
     notify: NotifyConf = NotifyConf()
     metrics: MetricsConf = MetricsConf()
+    state: StateConf = StateConf()
 
     @property
     def enabled_jails(self) -> tuple[JailConf, ...]:

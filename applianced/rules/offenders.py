@@ -8,8 +8,16 @@ at start, when a downtime may have left many due); ``end_bans`` for unban and fl
 BanDecision (escalation, the max_count blacklist); ``history`` for ``appliancectl why``;
 ``find_active``, the same containment query over active bans, for a caller without the Appliance's
 in-memory map (the running daemon keeps its own). ``OffenderStore`` is the interface the rest of
-the code may use; ``SqliteOffenderStore`` is the embedded default, and a PostgreSQL backend will
-implement the same Protocol, so SQL and connection handling stay inside the backends.
+the code may use; ``SqliteOffenderStore`` implements it, and SQL stays inside it.
+
+Cluster mode (``[state] backend = "postgresql"``) keeps this store as the Appliance's one
+synchronous store (the reactor never waits on a network database, and bans go on while it is
+down): it becomes the appliance's full local replica of the cluster's ban list. Each ban has a
+global ``uid``, and its origin ``node`` and deciding ``sender``; with ``journal`` on, every ban
+and every operator's unban/flush also writes an outbox row in the same transaction
+(``pending``/``pushed`` drain it, so a crash loses nothing), and ``adopt`` records other
+appliances' changes idempotently by uid together with the cluster log's cursor.
+``applianced/cluster/`` moves them both ways.
 
 Units: times are POSIX seconds (UTC, floats) from the injected clock. Networks are stored as
 ``str(network)`` (canonical), jails by name. A write returns only once it is durable.
@@ -26,12 +34,12 @@ from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from socket import AF_INET, AF_INET6, inet_pton
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from applianced.errors import StoreError
 from applianced.rules.decision import Ban, BanDecision, BanKind, IPAddress, IPNetwork
 
-__all__ = ["BanRecord", "OffenderStore", "SqliteOffenderStore"]
+__all__ = ["BanEvent", "BanRecord", "OffenderStore", "SqliteOffenderStore"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +51,25 @@ class BanRecord:
     ended_at: float | None
     end_reason: str | None
     lines: tuple[str, ...]
+    node: str = ""  # the appliance that decided it ("" before cluster mode)
+    sender: str = ""  # the syslog sender of its last matched line, or "appliancectl"
+
+
+@dataclass(frozen=True, slots=True)
+class BanEvent:
+    """One change in the cluster log: a ban (``op`` "ban") or its end by an operator (``op``
+    "end"; ``ended_at``/``end_reason`` set). ``seq`` is the local outbox's sequence for a change
+    to push, the cluster log's for a change received. ``uid`` names the ban cluster-wide."""
+
+    seq: int
+    op: Literal["ban", "end"]
+    uid: str
+    node: str
+    sender: str
+    ban: Ban
+    lines: tuple[str, ...]
+    ended_at: float | None = None
+    end_reason: str | None = None
 
 
 @runtime_checkable
@@ -130,12 +157,39 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX bans_net ON bans (version, first, last)",
         f"PRAGMA application_id = {_APPLICATION_ID}",
     ),
+    (  # 2: cluster mode: global ids, origin node and sender; the outbox; the log's cursor
+        "ALTER TABLE bans ADD COLUMN uid TEXT",
+        "ALTER TABLE bans ADD COLUMN node TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE bans ADD COLUMN sender TEXT NOT NULL DEFAULT ''",
+        # A ban's global uid: "<store id>.<row id>" for the bans of this store (uid NULL, so
+        # recording a ban costs no index insert), the origin's uid for other appliances' bans.
+        """CREATE TABLE cluster (
+            one    INTEGER PRIMARY KEY CHECK (one = 1),
+            store  TEXT    NOT NULL,
+            cursor INTEGER NOT NULL              -- the cluster log's sequence adopted up to
+        )""",
+        "INSERT INTO cluster VALUES (1, lower(hex(randomblob(8))), 0)",
+        "CREATE UNIQUE INDEX bans_uid ON bans (uid) WHERE uid IS NOT NULL",
+        # A ban recorded already ended (a remote one older than the open one) supersedes nothing.
+        "DROP TRIGGER bans_supersede",
+        """CREATE TRIGGER bans_supersede BEFORE INSERT ON bans WHEN NEW.ended_at IS NULL BEGIN
+            UPDATE bans SET ended_at = NEW.started_at, end_reason = 'superseded'
+            WHERE jail = NEW.jail AND network = NEW.network AND ended_at IS NULL;
+        END""",
+        # Changes of this appliance not yet in the cluster log, in order.
+        """CREATE TABLE outbox (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            op  TEXT    NOT NULL CHECK (op IN ('ban', 'end')),
+            ban INTEGER NOT NULL                -- bans.id
+        )""",
+    ),
 )
+_SHARED_ENDS = ("unban", "flush")  # operators' ends go to the cluster; expiries are computed
 
 _BAN_COLUMNS = "jail, network, started_at, expires_at, kind, count"
 _INSERT = (
     "INSERT INTO bans (id, jail, network, version, first, last, started_at, expires_at, kind,"
-    " count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " count, node, sender) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_LINES = "INSERT INTO ban_lines (ban_id, lines) VALUES (?, ?)"
 
@@ -164,7 +218,7 @@ _FIND = {
 _HISTORY = {
     bits: _containing(
         bits,
-        f"SELECT {_BAN_COLUMNS}, ended_at, end_reason, lines"
+        f"SELECT {_BAN_COLUMNS}, ended_at, end_reason, lines, node, sender"
         " FROM bans LEFT JOIN ban_lines ON ban_id = id",
         "",
         "ORDER BY started_at DESC, id DESC LIMIT ?",
@@ -191,6 +245,19 @@ def _containment_params(network: IPNetwork) -> list[Any]:
         (first & (full ^ ((1 << (bits - p)) - 1))).to_bytes(width, "big") for p in range(bits + 1)
     ]
     return [network.version, *candidates, _span(network)[1]]
+
+
+def _sender(lines: Sequence[str]) -> str:
+    """The sender of the last matched line: the engine prefixes each with ``[sender]``."""
+    last = lines[-1] if lines else ""
+    return last[1 : last.find("]")] if last.startswith("[") and "]" in last else ""
+
+
+def _event(r: Sequence[Any]) -> BanEvent:
+    """An outbox row: seq, op, uid, node, sender, the ban's columns, lines, its end."""
+    end = (r[12], r[13]) if r[1] == "end" else (None, None)
+    lines = tuple(json.loads(r[11] or "[]"))
+    return BanEvent(r[0], r[1], r[2], r[3], r[4], _ban(r[5:11]), lines, *end)
 
 
 def _ban(row: Sequence[Any]) -> Ban:
@@ -295,14 +362,23 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
 class SqliteOffenderStore:
     """The OffenderStore in one SQLite file (WAL, synchronous=FULL). Not thread-safe: use it
     from the reactor thread only. Each write is one BEGIN IMMEDIATE ... COMMIT; each read is
-    one statement, hence one (implicit) read transaction."""
+    one statement, hence one (implicit) read transaction.
 
-    def __init__(self, path: Path, *, lines_per_ban: int = 20) -> None:
+    ``node`` names this appliance in the rows it decides; ``journal`` (cluster mode) writes
+    the outbox; ``share`` (on by default) may be turned off for an operator's ``--local``."""
+
+    def __init__(
+        self, path: Path, *, lines_per_ban: int = 20, node: str = "", journal: bool = False
+    ) -> None:
         if lines_per_ban < 0:
             raise ValueError(f"lines_per_ban is {lines_per_ban}; it must be 0 or more")
         self.path = Path(path)
         self._lines_per_ban = lines_per_ban
+        self.node = node
+        self.journal = journal
+        self.share = True
         self._conn = _open(self.path)
+        self._uid_prefix = self._read("SELECT store FROM cluster", ())[0][0] + "."
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -338,6 +414,8 @@ class SqliteOffenderStore:
                 d.expires_at,
                 d.kind.value,
                 d.count,
+                self.node,
+                _sender(d.lines),
             )
             for d in decisions
         ]
@@ -353,12 +431,17 @@ class SqliteOffenderStore:
             first_id = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM bans").fetchone()[0]
             conn.executemany(_INSERT, [(first_id + i, *row) for i, row in enumerate(rows)])
             conn.executemany(_INSERT_LINES, [(first_id + i, text) for i, text in lines])
+            if self.journal and self.share:
+                ids = [(first_id + i,) for i in range(len(rows))]
+                conn.executemany("INSERT INTO outbox (op, ban) VALUES ('ban', ?)", ids)
         return [Ban.from_decision(d) for d in decisions]
 
     def end_bans(self, bans: Sequence[Ban], at: float, reason: str) -> int:
         if not bans:
             return 0
         rows = [(at, reason, b.jail, str(b.network), b.started_at) for b in bans]
+        if self.journal and self.share and reason in _SHARED_ENDS:
+            return self._end_shared(rows)
         with self._write() as conn:
             # started_at <= ?: a Ban read before another ban superseded it (by this process
             # or, with a shared backend, another appliance) must not end the newer one.
@@ -368,6 +451,101 @@ class SqliteOffenderStore:
                 rows,
             )
             return cursor.rowcount
+
+    def _end_shared(self, rows: Sequence[tuple[Any, ...]]) -> int:
+        """end_bans with the ended bans in the outbox, same transaction."""
+        ended = 0
+        with self._write() as conn:
+            for row in rows:
+                found = conn.execute(
+                    "UPDATE bans SET ended_at = ?, end_reason = ? WHERE jail = ? AND network = ?"
+                    " AND ended_at IS NULL AND started_at <= ? RETURNING id",
+                    row,
+                ).fetchall()
+                conn.executemany("INSERT INTO outbox (op, ban) VALUES ('end', ?)", found)
+                ended += len(found)
+        return ended
+
+    # -- cluster mode: the outbox and the adoption of other appliances' changes --------------
+
+    def pending(self, limit: int) -> list[BanEvent]:
+        """Up to ``limit`` changes of this appliance not yet pushed, oldest first."""
+        rows = self._read(
+            f"SELECT seq, op, coalesce(uid, ? || id), node, sender, {_BAN_COLUMNS}, lines,"
+            " ended_at, end_reason FROM outbox JOIN bans ON id = ban"
+            " LEFT JOIN ban_lines ON ban_id = id ORDER BY seq LIMIT ?",
+            (self._uid_prefix, limit),
+        )
+        return [_event(r) for r in rows]
+
+    def pushed(self, seq: int) -> None:
+        """The outbox up to ``seq`` is in the cluster log."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM outbox WHERE seq <= ?", (seq,))
+
+    def backlog(self) -> int:
+        """How many changes wait in the outbox."""
+        return int(self._read("SELECT count(*) FROM outbox", ())[0][0])
+
+    def cursor(self) -> int:
+        """The cluster log's sequence up to which changes are adopted."""
+        return int(self._read("SELECT cursor FROM cluster", ())[0][0])
+
+    def adopt(
+        self, events: Sequence[BanEvent], cursor: int, now: float
+    ) -> tuple[list[Ban], list[Ban]]:
+        """Record changes from the cluster log (this appliance's own included: each is
+        recorded once, by uid) and move the cursor, in one transaction. Returns the bans that
+        became active here and the active bans that ended. A ban older than the open one of
+        its (jail, network) is recorded as superseded; one already expired, as expired."""
+        started: dict[str, Ban] = {}
+        ended: list[Ban] = []
+        with self._write() as conn:
+            next_id = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM bans").fetchone()[0]
+            for e in events:
+                b = e.ban
+                # This store's own bans (echoed by the log) are found by row id.
+                mine = e.uid.startswith(self._uid_prefix)
+                where = "id = ?" if mine else "uid = ?"
+                key = int(e.uid.removeprefix(self._uid_prefix)) if mine else e.uid
+                if e.op == "end":
+                    hit = conn.execute(
+                        f"UPDATE bans SET ended_at = ?, end_reason = ? WHERE {where}"
+                        " AND ended_at IS NULL RETURNING 1",
+                        (e.ended_at, e.end_reason, key),
+                    ).fetchall()
+                    if hit and started.pop(e.uid, None) is None:
+                        ended.append(b)
+                    continue
+                if mine or conn.execute(f"SELECT 1 FROM bans WHERE {where}", (key,)).fetchone():
+                    continue
+                newer = conn.execute(
+                    "SELECT min(started_at) FROM bans WHERE jail = ? AND network = ?"
+                    " AND ended_at IS NULL AND started_at > ?",
+                    (b.jail, str(b.network), b.started_at),
+                ).fetchone()[0]
+                end: tuple[float | None, str | None] = (None, None)
+                if newer is not None:
+                    end = (newer, "superseded")
+                elif b.expires_at is not None and b.expires_at <= now:
+                    end = (b.expires_at, "expired")
+                conn.execute(
+                    "INSERT INTO bans (id, jail, network, version, first, last, started_at,"
+                    " expires_at, kind, count, uid, node, sender, ended_at, end_reason)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        next_id, b.jail, str(b.network), b.network.version, *_span(b.network),
+                        b.started_at, b.expires_at, b.kind.value, b.count, e.uid, e.node,
+                        e.sender, *end,
+                    ),
+                )  # fmt: skip
+                if e.lines:
+                    conn.execute(_INSERT_LINES, (next_id, json.dumps(list(e.lines))))
+                next_id += 1
+                if end[0] is None:
+                    started[e.uid] = b
+            conn.execute("UPDATE cluster SET cursor = max(cursor, ?)", (cursor,))
+        return list(started.values()), ended
 
     def active_bans(self, now: float) -> list[Ban]:
         rows = self._read(
@@ -413,7 +591,10 @@ class SqliteOffenderStore:
         network = ip_network(address)
         params = [*_containment_params(network), limit]
         rows = self._read(_HISTORY[network.max_prefixlen], params)
-        return [BanRecord(_ban(r), r[6], r[7], tuple(json.loads(r[8] or "[]"))) for r in rows]
+        return [
+            BanRecord(_ban(r), r[6], r[7], tuple(json.loads(r[8] or "[]")), r[9], r[10])
+            for r in rows
+        ]
 
     def close(self) -> None:
         # What SQLite advises before closing; if it fails (closed, busy) only statistics are lost.

@@ -343,12 +343,12 @@ def test_ban_survives_sigkill_right_after_record(tmp_path: Path) -> None:
 
 
 def test_connection_settings(store: SqliteOffenderStore) -> None:
-    """The store runs in WAL mode with synchronous=FULL, foreign keys on, schema version 1."""
+    """The store runs in WAL mode with synchronous=FULL, foreign keys on, schema version 2."""
     conn = store._conn  # synchronous and foreign_keys are per connection: ask this one
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
     assert conn.execute("PRAGMA busy_timeout").fetchone()[0] > 0
     store.record_bans([decision("192.0.2.1/32", lines=("x",))])
     conn.execute("DELETE FROM bans")  # what a future retention purge will do
@@ -392,7 +392,7 @@ def test_newer_schema_refused(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         conn.execute("PRAGMA user_version = 9")
     conn.close()
-    with pytest.raises(StoreError, match=r"schema version 9.*versions 1 to 1") as info:
+    with pytest.raises(StoreError, match=r"schema version 9.*versions 1 to 2") as info:
         SqliteOffenderStore(path)
     assert str(path) in str(info.value)
 

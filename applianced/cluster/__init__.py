@@ -1,0 +1,1 @@
+"""Cluster mode: several appliances sharing one ban list through PostgreSQL."""

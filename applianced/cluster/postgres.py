@@ -1,0 +1,198 @@
+"""The cluster log in PostgreSQL: its schema and migrations, and every query cluster mode makes.
+
+ARCHITECTURE. In cluster mode the appliances share one database. ``bans`` holds every ban any of
+them decided (keyed by the ban's global uid, with its origin node and sender); ``events`` is the
+change log (a ban, or its end by an operator) that appliances read by sequence; ``nodes`` holds
+each appliance's heartbeat. A push takes a transaction-scoped advisory lock before it draws
+sequence numbers, so sequences commit in order and a reader that has seen ``seq`` has seen every
+change below it; a push is idempotent (a replayed ban or end adds no row and no event). Each push
+ends with ``NOTIFY applianced`` so the others read at once. Everything here blocks: the
+replicator calls it from threads, never from the reactor. Connections: ``connect_args`` builds
+them from ``[state]`` (the password from a file or the environment, never in the DSN or a log).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from ipaddress import ip_network
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from applianced.conf.schema import StateConf
+from applianced.errors import ApplianceError
+from applianced.rules.decision import Ban, BanKind
+from applianced.rules.offenders import BanEvent
+
+__all__ = ["CHANNEL", "ClusterSchemaError", "connect_args", "describe", "fetch", "heartbeat",
+           "migrate", "push"]  # fmt: skip
+
+CHANNEL = "applianced"
+PASSWORD_ENV = "APPLIANCED_DB_PASSWORD"
+_LOCK = 0x41504C44  # pg_advisory_xact_lock key: "APLD", for migrations and pushes
+
+# Ordered migrations: _MIGRATIONS[n - 1] takes version n - 1 to n. Append only.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE bans (
+            uid        text PRIMARY KEY,
+            node       text NOT NULL,              -- the appliance that decided it
+            sender     text NOT NULL,              -- syslog sender of its last line
+            jail       text NOT NULL,
+            network    text NOT NULL,              -- canonical CIDR, as in the local store
+            started_at double precision NOT NULL,  -- POSIX seconds, UTC
+            expires_at double precision,           -- NULL: permanent
+            kind       text NOT NULL,
+            count      integer NOT NULL,
+            lines      jsonb NOT NULL,
+            ended_at   double precision,           -- set by an operator's unban or flush
+            end_reason text
+        )""",
+        """CREATE TABLE events (
+            seq  bigserial PRIMARY KEY,
+            op   text NOT NULL CHECK (op IN ('ban', 'end')),
+            uid  text NOT NULL REFERENCES bans (uid),
+            node text NOT NULL,                    -- the appliance that made the change
+            at   timestamptz NOT NULL DEFAULT now()
+        )""",
+        """CREATE TABLE nodes (
+            name      text PRIMARY KEY,
+            last_seen timestamptz NOT NULL,
+            backlog   integer NOT NULL,            -- its changes not yet pushed
+            version   text NOT NULL
+        )""",
+    ),
+)
+
+_FETCH = (
+    "SELECT e.seq, e.op, b.uid, b.node, b.sender, b.jail, b.network, b.started_at,"
+    " b.expires_at, b.kind, b.count, b.lines, b.ended_at, b.end_reason"
+    " FROM events e JOIN bans b USING (uid) WHERE e.seq > %s ORDER BY e.seq LIMIT %s"
+)
+
+
+class ClusterSchemaError(ApplianceError):
+    """The database holds a schema this applianced cannot use."""
+
+
+def connect_args(conf: StateConf) -> dict[str, Any]:
+    """``psycopg.connect`` keyword arguments for ``[state]``: the DSN, and the password from
+    ``password_file`` or ``$APPLIANCED_DB_PASSWORD`` when either is there."""
+    args: dict[str, Any] = {
+        "conninfo": conf.dsn,
+        "application_name": f"applianced {conf.node}",
+        "connect_timeout": 5,
+    }
+    if conf.password_file is not None:
+        try:
+            args["password"] = conf.password_file.read_text().strip()
+        except OSError as e:
+            raise ApplianceError(
+                f"cannot read the database password file {conf.password_file}: {e.strerror};"
+                " it must be readable by the applianced user"
+            ) from None
+    elif os.environ.get(PASSWORD_ENV):
+        args["password"] = os.environ[PASSWORD_ENV]
+    return args
+
+
+def describe(dsn: str) -> str:
+    """The database as logs may name it: user@host:port/dbname, never a password."""
+    p = conninfo_to_dict(dsn)
+    host = str(p.get("host", "localhost"))
+    return f"{p.get('user', '')}@{host}:{p.get('port', 5432)}/{p.get('dbname', '')}".lstrip("@")
+
+
+def migrate(conn: psycopg.Connection[Any]) -> None:
+    """Bring the schema to the latest version, one appliance at a time, or refuse it."""
+    latest = len(_MIGRATIONS)
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
+        conn.execute("CREATE TABLE IF NOT EXISTS applianced_schema (version integer NOT NULL)")
+        row = conn.execute("SELECT max(version) FROM applianced_schema").fetchone()
+        version = int(row[0]) if row and row[0] is not None else 0
+        if version > latest:
+            raise ClusterSchemaError(
+                f"the cluster database has schema version {version}, this applianced knows 1"
+                f" to {latest}: upgrade this appliance to the cluster's version"
+            )
+        for number in range(version + 1, latest + 1):
+            for statement in _MIGRATIONS[number - 1]:
+                conn.execute(statement)
+            conn.execute("INSERT INTO applianced_schema VALUES (%s)", (number,))
+
+
+def push(conn: psycopg.Connection[Any], events: Sequence[BanEvent], node: str) -> int:
+    """Write this appliance's changes to the log in one transaction and notify the others.
+    Changes already there (a replay after a crash) are skipped. Returns how many were new."""
+    new = 0
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
+        for e in events:
+            b = e.ban
+            if e.op == "ban":
+                done = conn.execute(
+                    "INSERT INTO bans (uid, node, sender, jail, network, started_at, expires_at,"
+                    " kind, count, lines) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                    " ON CONFLICT (uid) DO NOTHING RETURNING 1",
+                    (e.uid, e.node, e.sender, b.jail, str(b.network), b.started_at,
+                     b.expires_at, b.kind.value, b.count, json.dumps(list(e.lines))),
+                ).fetchone()  # fmt: skip
+            else:
+                done = conn.execute(
+                    "UPDATE bans SET ended_at = %s, end_reason = %s"
+                    " WHERE uid = %s AND ended_at IS NULL RETURNING 1",
+                    (e.ended_at, e.end_reason, e.uid),
+                ).fetchone()
+            if done:
+                conn.execute(
+                    "INSERT INTO events (op, uid, node) VALUES (%s, %s, %s)", (e.op, e.uid, node)
+                )
+                new += 1
+        if new:
+            conn.execute(f"NOTIFY {CHANNEL}")
+    return new
+
+
+def fetch(conn: psycopg.Connection[Any], after: int, limit: int) -> list[BanEvent]:
+    """Up to ``limit`` changes of the log after sequence ``after``, in order."""
+    rows = conn.execute(_FETCH, (after, limit)).fetchall()
+    return [
+        BanEvent(
+            seq=r[0],
+            op=r[1],
+            uid=r[2],
+            node=r[3],
+            sender=r[4],
+            ban=Ban(r[5], ip_network(r[6]), r[7], r[8], BanKind(r[9]), r[10]),
+            lines=tuple(r[11]),
+            ended_at=r[12] if r[1] == "end" else None,
+            end_reason=r[13] if r[1] == "end" else None,
+        )
+        for r in rows
+    ]
+
+
+def heartbeat(
+    conn: psycopg.Connection[Any], node: str, backlog: int, version: str
+) -> list[dict[str, Any]]:
+    """Record that ``node`` is alive; every node's last heartbeat (seconds ago, by the
+    database's clock) and backlog."""
+    conn.execute(
+        "INSERT INTO nodes (name, last_seen, backlog, version) VALUES (%s, now(), %s, %s)"
+        " ON CONFLICT (name) DO UPDATE SET last_seen = now(), backlog = EXCLUDED.backlog,"
+        " version = EXCLUDED.version",
+        (node, backlog, version),
+    )
+    rows = conn.execute(
+        "SELECT name, extract(epoch FROM last_seen)::float8,"
+        " extract(epoch FROM now() - last_seen)::float8, backlog, version"
+        " FROM nodes ORDER BY name"
+    ).fetchall()
+    return [
+        {"name": r[0], "last_seen": r[1], "age": r[2], "backlog": r[3], "version": r[4]}
+        for r in rows
+    ]

@@ -1,0 +1,264 @@
+"""Cluster mode's replicator: moves ban changes between the local store and the cluster log.
+
+ARCHITECTURE. The reactor never waits on the network database, and the appliance works without
+it: the local SQLite store stays the Appliance's synchronous store, a full replica of the
+cluster's ban list. This service moves changes both ways, off the reactor thread:
+
+- out: every ``poll`` seconds the reactor reads the store's outbox (this appliance's bans and
+  operators' ends, written in the same transaction as the change) and, if no push is running,
+  hands it to a pool thread that writes it to PostgreSQL (``postgres.push``); once committed,
+  the reactor deletes it from the outbox. A crash in between replays it, and the push skips it.
+- in: a dedicated thread keeps one connection that LISTENs; on each notification (or every
+  ``wait`` seconds) it reads the log after its cursor and hands the changes to the reactor
+  (``callFromThread``), which records them in the store with the new cursor in one transaction
+  and gives the bans that started or ended to ``Appliance.adopt``. The same thread sends the
+  heartbeat and reads the other nodes' for ``status``.
+
+Database down: bans are decided, enforced and recorded locally as ever, the outbox grows, the
+log and ``status`` say so, and both directions catch up when it returns. The thread retries
+with a backoff (``backoff_first`` doubling to ``backoff_max`` seconds).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+from twisted.application.service import Service
+from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from applianced import __version__
+from applianced.cluster import postgres
+from applianced.rules.decision import Ban
+from applianced.rules.offenders import BanEvent, SqliteOffenderStore
+
+__all__ = ["Replicator"]
+
+log = Logger()
+
+_BATCH = 2000  # changes per push and per read of the log
+_POOL_WAIT = 2.0  # seconds a push waits for a connection (and a stop for the pool)
+
+
+@dataclass(slots=True)
+class ClusterState:
+    """What ``status`` and the metrics show; written on the reactor thread only."""
+
+    connected: bool = False
+    last_error: str | None = None
+    backlog: int = 0
+    pushed: int = 0
+    adopted: int = 0
+    nodes: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Replicator(Service):
+    """Cluster mode's two-way replication for one appliance (see the module docstring).
+    ``adopt`` is ``Appliance.adopt``; ``connect`` makes a psycopg connection (autocommit)."""
+
+    def __init__(
+        self,
+        store: SqliteOffenderStore,
+        adopt: Callable[[Sequence[Ban], Sequence[Ban]], None],
+        connect_args: dict[str, Any],
+        reactor: Any,
+        *,
+        where: str = "the cluster database",
+        poll: float = 0.05,
+        wait: float = 1.0,
+        heartbeat: float = 5.0,
+        backoff_first: float = 0.25,
+        backoff_max: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.node = store.node
+        self.adopt = adopt
+        self.connect_args = connect_args
+        self.reactor = reactor
+        self.where = where
+        self.poll = poll
+        self.wait = wait
+        self.heartbeat_every = heartbeat
+        self.backoff_first = backoff_first
+        self.backoff_max = backoff_max
+        self.state = ClusterState()
+        self._pushing = False
+        self._schema_ready = False  # pushes wait for the listener's first migrate
+        self._push_after = 0.0
+        self._push_delay = backoff_first
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: LoopingCall | None = None
+        self._pool: ConnectionPool[Any] | None = None
+        self._threads: ThreadPool | None = None
+
+    # -- life cycle (reactor thread) ---------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self.state.backlog = self.store.backlog()
+        args = dict(self.connect_args)
+        conninfo = args.pop("conninfo")
+        self._pool = ConnectionPool(
+            conninfo,
+            kwargs={**args, "autocommit": True},
+            min_size=1,
+            max_size=1,
+            open=False,
+            check=ConnectionPool.check_connection,
+            reconnect_timeout=0,
+            name="applianced-push",
+        )
+        self._pool.open(wait=False)
+        self._threads = ThreadPool(1, 1, "applianced-push")
+        self._threads.start()
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._listen, args=(self.store.cursor(),), name="applianced-listen"
+        )
+        self._thread.start()
+        self._loop = LoopingCall(self._tick)
+        self._loop.clock = self.reactor
+        self._loop.start(self.poll)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self._threads is not None:
+            self._threads.stop()
+        if self._pool is not None:
+            self._pool.close(timeout=_POOL_WAIT)
+
+    def status(self) -> dict[str, Any]:
+        s = self.state
+        return {
+            "node": self.node,
+            "database": self.where,
+            "connected": s.connected,
+            "last_error": s.last_error,
+            "backlog": s.backlog,
+            "pushed": s.pushed,
+            "adopted": s.adopted,
+            "nodes": s.nodes,
+        }
+
+    # -- out: the outbox to the log ----------------------------------------------------------
+
+    def _tick(self) -> None:
+        if self._pushing or self.reactor.seconds() < self._push_after:
+            return
+        events = self.store.pending(_BATCH)
+        self.state.backlog = len(events) if len(events) < _BATCH else self.store.backlog()
+        if not events or not self._schema_ready:
+            return
+        self._pushing = True
+        assert self._threads is not None
+        d = deferToThreadPool(self.reactor, self._threads, self._push, events)
+        d.addCallbacks(self._pushed, self._push_failed, callbackArgs=(events,))
+
+    def _push(self, events: Sequence[BanEvent]) -> int:
+        assert self._pool is not None
+        with self._pool.connection(timeout=_POOL_WAIT) as conn:
+            return postgres.push(conn, events, self.node)
+
+    def _pushed(self, new: int, events: Sequence[BanEvent]) -> None:
+        self._pushing = False
+        if not self.running:  # stopped meanwhile: the store may be closed; replayed next start
+            return
+        self._push_delay = self.backoff_first
+        self.store.pushed(events[-1].seq)
+        self.state.pushed += new
+        self.state.backlog = self.store.backlog()
+
+    def _push_failed(self, reason: Failure) -> None:
+        self._pushing = False
+        if not reason.check(psycopg.Error, PoolTimeout, OSError):
+            log.failure("pushing bans to the cluster failed", reason)
+        self._down(reason.getErrorMessage())
+        self._push_after = self.reactor.seconds() + self._push_delay
+        self._push_delay = min(self._push_delay * 2, self.backoff_max)
+
+    # -- in: the log to the store (a thread of its own, then the reactor) --------------------
+
+    def _listen(self, cursor: int) -> None:
+        delay = self.backoff_first
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(**self.connect_args, autocommit=True) as conn:
+                    postgres.migrate(conn)
+                    conn.execute(f"LISTEN {postgres.CHANNEL}")
+                    self.reactor.callFromThread(self._up)
+                    delay = self.backoff_first
+                    cursor = self._follow(conn, cursor)
+            except (psycopg.Error, OSError) as e:
+                self.reactor.callFromThread(self._down, str(e).strip())
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.backoff_max)
+            except Exception as e:  # a schema too new, or a bug: say so, keep trying
+                self.reactor.callFromThread(self._down, str(e) or repr(e))
+                self._stop.wait(self.backoff_max)
+
+    def _follow(self, conn: psycopg.Connection[Any], cursor: int) -> int:
+        """Read the log after ``cursor`` at every notification, and at least every ``wait``
+        seconds; heartbeat every ``heartbeat`` seconds. Returns at stop; raises when the
+        connection fails."""
+        beat = 0.0
+        while not self._stop.is_set():
+            while events := postgres.fetch(conn, cursor, _BATCH):
+                cursor = events[-1].seq
+                self.reactor.callFromThread(self._received, events, cursor)
+            if time.monotonic() - beat >= self.heartbeat_every:
+                beat = time.monotonic()
+                nodes = postgres.heartbeat(conn, self.node, self.state.backlog, __version__)
+                self.reactor.callFromThread(self._nodes, nodes)
+            for _ in conn.notifies(timeout=self.wait, stop_after=1):
+                pass
+        return cursor
+
+    def _received(self, events: Sequence[BanEvent], cursor: int) -> None:
+        if not self.running:
+            return
+        started, ended = self.store.adopt(events, cursor, self.reactor.seconds())
+        if started or ended:
+            self.state.adopted += len(started) + len(ended)
+            self.adopt(started, ended)
+
+    def _nodes(self, nodes: list[dict[str, Any]]) -> None:
+        self.state.nodes = nodes
+
+    def _up(self) -> None:
+        if not self.state.connected:
+            log.info(
+                "cluster: connected to {where} as node {node}; {backlog} local changes to push",
+                where=self.where,
+                node=self.node,
+                backlog=self.state.backlog,
+            )
+        self.state.connected = True
+        self.state.last_error = None
+        self._schema_ready = True
+        self._push_after = 0.0
+
+    def _down(self, error: str) -> None:
+        if self.state.connected or self.state.last_error is None:
+            log.warn(
+                "cluster: {where} is unreachable ({error}); banning locally, changes are"
+                " queued in the local store and pushed when it returns",
+                where=self.where,
+                error=error,
+            )
+        self.state.connected = False
+        self.state.last_error = error
