@@ -1,4 +1,5 @@
-"""Suite-wide rules: under CI (APPLIANCED_REQUIRE_ALL=1) a skipped test is a failure."""
+"""Suite-wide rules: under CI (APPLIANCED_REQUIRE_ALL=1) a skipped test is a failure; hypothesis
+runs without per-example deadlines."""
 
 from __future__ import annotations
 
@@ -6,6 +7,12 @@ import os
 from collections.abc import Generator
 
 import pytest
+from hypothesis import settings
+
+# No per-example deadline: the suite runs on parallel workers on 2 cores, where a slow example
+# says nothing about the code (speed lives in bench/), and a deadline would make it flaky.
+settings.register_profile("suite", deadline=None)
+settings.load_profile("suite")
 
 REQUIRE_ALL = os.environ.get("APPLIANCED_REQUIRE_ALL") == "1"
 
