@@ -5,6 +5,7 @@ Driven with a task.Clock, a real SQLite store in tmp_path and the in-memory enfo
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Sequence
 from dataclasses import replace
 from ipaddress import ip_address, ip_network
@@ -336,3 +337,17 @@ def test_why_finds_a_ban_that_covers_the_address(tmp_path: Path) -> None:
     app, _, _ = start(tmp_path)
     app.ban("sshd", "198.51.100.0/24")
     assert app.why("198.51.100.77")["jails"]["sshd"]["active_ban"]["address"] == "198.51.100.0/24"
+
+
+def test_start_restores_with_the_garbage_collector_paused(tmp_path: Path) -> None:
+    """The restore builds its objects with the cyclic GC off, and turns it back on after."""
+    seen: list[bool] = []
+
+    class Watching(MemoryEnforcer):
+        def restore(self, active: Sequence[Ban], now: float) -> None:
+            seen.append(gc.isenabled())
+            super().restore(active, now)
+
+    assert gc.isenabled()
+    start(tmp_path, enforcer=Watching())
+    assert seen == [False] and gc.isenabled()
