@@ -1,8 +1,13 @@
-"""``./dev bench``: run the benchmarks and print a table of figures (median, min, max over
-runs). Benchmarks print figures; they assert nothing.
+"""``./dev bench`` (``make bench``): run the benchmarks and print one table of figures, each the
+median, min and max over ``--runs`` runs, with the issue's target and, where fail2ban does the
+same work in the same run, fail2ban's figure and how many times better ours is. Benchmarks
+print figures; they assert nothing.
 
-The kernel benchmarks run in a network namespace created here and deleted afterwards, so the
-host's own ruleset is never touched. Needs root (for ``ip netns``).
+Sections (``--only`` runs one): filters (bench/filters.py, fail2ban-regex beside test-filter),
+ingest (bench/ingest.py), kernel (bench/kernel.py in-process, bench/live.py the real daemon,
+bench/f2b_live.py fail2ban-server measured the same way), memory (bench/memory.py). The kernel
+sections run in a network namespace created here and deleted afterwards, so the host's own
+ruleset is never touched. Needs root (``ip netns``).
 """
 
 from __future__ import annotations
@@ -13,11 +18,27 @@ import os
 import statistics
 import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.f2b_live import pylib
+
 ROOT = Path(__file__).resolve().parents[1]
+SECTIONS = ("filters", "ingest", "kernel", "memory")
+F2B_LATENCY_SAMPLES = 100  # fail2ban bans ~80 a second: 50 a second for 2 s, not 6
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    values: list[float]
+    unit: str
+    target: str = ""
+    fail2ban: str = ""
+    ratio: str = ""
 
 
 def run_in_namespace(module: str, *args: str) -> dict[str, Any]:
@@ -25,69 +46,229 @@ def run_in_namespace(module: str, *args: str) -> dict[str, Any]:
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
         subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-        done = subprocess.run(
-            ["ip", "netns", "exec", name, sys.executable, "-m", module, *args],
-            cwd=ROOT, capture_output=True, text=True, timeout=900, check=False,
-        )  # fmt: skip
-        if done.returncode != 0:
-            raise SystemExit(f"{module} failed:\n{done.stderr}")
-        return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+        return run(["ip", "netns", "exec", name, sys.executable, "-m", module, *args])
     finally:
         subprocess.run(["ip", "netns", "delete", name], check=False)
 
 
-def row(name: str, values: Sequence[float], unit: str, target: str) -> str:
-    med, lo, hi = statistics.median(values), min(values), max(values)
-    return f"| {name} | {med:,.2f} | {lo:,.2f} | {hi:,.2f} | {unit} | {target} |"
+def run(argv: list[str]) -> dict[str, Any]:
+    """Run one benchmark process; its last line of output is a JSON object."""
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=3600, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed:\n{done.stderr[-3000:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def module(name: str, *args: str) -> dict[str, Any]:
+    return run([sys.executable, "-m", name, *args])
+
+
+def repeat(what: str, runs: int, once: Callable[[], dict[str, Any]]) -> list[dict[str, Any]]:
+    results = []
+    for i in range(runs):
+        started = time.monotonic()
+        results.append(once())
+        print(
+            f"bench: {what} run {i + 1}/{runs}: {time.monotonic() - started:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+    return results
+
+
+def times(ours: float, theirs: float) -> str:
+    return f"{ours / theirs:,.1f}x"
+
+
+def filters(args: argparse.Namespace) -> list[Row]:
+    runs = repeat(
+        "filters", args.runs, lambda: module("bench.filters", str(args.lines), str(args.f2b_lines))
+    )
+    rows = []
+    for name in runs[0]["ours"]:
+        ours = [r["ours"][name] for r in runs]
+        theirs = [r["fail2ban"][name] for r in runs if r["fail2ban"].get(name) is not None]
+        target = "≥ 10x fail2ban" if theirs else ""
+        f2b = ratio = ""
+        if theirs:
+            f2b, ratio = (
+                f"{statistics.median(theirs):,.0f}",
+                times(statistics.median(ours), statistics.median(theirs)),
+            )
+        if name == "all shipped jails":
+            target = "≥ 5x one fail2ban filter (its fastest)"
+        elif name.startswith("Debian"):
+            target = ""
+        elif not theirs:
+            f2b = "none shipped"
+        rows.append(Row(f"filter {name}", ours, "lines/s", target, f2b, ratio))
+    return rows
+
+
+def ingest(args: argparse.Namespace) -> list[Row]:
+    runs = repeat("ingest", args.runs, lambda: module("bench.ingest"))
+    return [
+        Row(
+            f"ingest {t.upper()}, highest rate with < 0.1% loss",
+            [r[t] for r in runs],
+            "msgs/s",
+            "≥ 100,000",
+        )
+        for t in ("udp", "tcp")
+    ]
+
+
+def kernel(args: argparse.Namespace) -> list[Row]:
+    samples = str(args.latency_samples)
+    inproc = repeat(
+        "kernel (in-process)", args.runs, lambda: run_in_namespace("bench.kernel", samples)
+    )
+    live = repeat("kernel (daemon)", args.runs, lambda: run_in_namespace("bench.live", samples))
+    pylib()  # fetched here: the namespace has no network
+    f2b_samples = str(min(args.latency_samples, F2B_LATENCY_SAMPLES))
+    f2b = repeat(
+        "kernel (fail2ban-server)", args.runs,
+        lambda: run_in_namespace("bench.f2b_live", f2b_samples),
+    )  # fmt: skip
+    rows = []
+    for q in ("median", "p99"):
+        ours = statistics.median(r["latency_ms"][q] for r in live)
+        theirs = statistics.median(r["latency_ms"][q] for r in f2b)
+        rows.append(
+            Row(
+                f"latency deciding message -> element in kernel, {q} (daemon, 1,000 msgs/s)",
+                [r["latency_ms"][q] for r in live],
+                "ms",
+                "p99 < 10 ms" if q == "p99" else "",
+                f"{theirs:,.0f} ms",
+                times(theirs, ours),
+            )
+        )
+    rows.append(
+        Row(
+            "latency send -> transaction return, p99 (in-process, no load)",
+            [r["latency_ms"]["p99"] for r in inproc],
+            "ms",
+        )
+    )
+    after = [r["burst"]["after_last_s"] for r in live]
+    rate = [r["burst"]["bans_per_s"] for r in live]
+    f2b_rate = statistics.median(r["burst_bans_per_s"] for r in f2b)
+    rows += [
+        Row("burst 10,000: last deciding message -> all in kernel (daemon)", after, "s", "< 0.5 s"),
+        Row(
+            "burst 10,000: first deciding message -> all in kernel (daemon)",
+            rate,
+            "bans/s",
+            "≥ 20,000",
+            f"{f2b_rate:,.0f} (burst of 1,000)",
+            times(statistics.median(rate), f2b_rate),
+        ),
+        Row(
+            "burst 10,000 in one turn: engine + store + kernel (in-process)",
+            [r["burst_bans_per_s"] for r in inproc],
+            "bans/s",
+            "≥ 20,000",
+        ),
+        Row(
+            "restore 100,000 bans: daemon start -> listeners open, all in kernel",
+            [r["restore_s"] for r in live],
+            "s",
+            "< 2 s",
+        ),
+        Row(
+            "restore 100,000 bans: Appliance.start() (in-process)",
+            [r["restore_100k_s"] for r in inproc],
+            "s",
+            "< 2 s",
+        ),
+    ]
+    return rows
+
+
+def memory(args: argparse.Namespace) -> list[Row]:
+    runs = repeat(
+        "memory",
+        args.runs,
+        lambda: {mode: module("bench.memory", mode) for mode in ("tracked", "bounded", "bans")},
+    )
+    return [
+        Row(
+            "RSS, 1,000,000 tracked addresses (one failure each)",
+            [r["tracked"]["rss_mib"] for r in runs],
+            "MiB",
+            "< 1024",
+        ),
+        Row(
+            "RSS, 1,000,000 offenders through max_tracked = 100,000",
+            [r["bounded"]["rss_mib"] for r in runs],
+            "MiB",
+            "bounded",
+        ),
+        Row(
+            "tracked after 1,000,000 offenders, max_tracked = 100,000",
+            [r["bounded"]["tracked"] for r in runs],
+            "addresses",
+            "100,000",
+        ),
+        Row("RSS, 100,000 active bans", [r["bans"]["rss_mib"] for r in runs], "MiB", "< 200"),
+        Row(
+            "RSS of the process before (baseline)", [r["tracked"]["base_mib"] for r in runs], "MiB"
+        ),
+    ]
+
+
+HEADER = """\
+| figure | median | min | max | unit | target | fail2ban | ours vs fail2ban |
+|---|---:|---:|---:|---|---|---|---|"""
+
+
+def line(r: Row) -> str:
+    med, lo, hi = statistics.median(r.values), min(r.values), max(r.values)
+    digits = 2 if med < 100 else 0
+    cells = " | ".join(f"{v:,.{digits}f}" for v in (med, lo, hi))
+    return f"| {r.name} | {cells} | {r.unit} | {r.target} | {r.fail2ban} | {r.ratio} |"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="./dev bench", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="./dev bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--runs", type=int, default=3, help="runs per figure (default 3)")
-    p.add_argument("--latency-samples", type=int, default=300)
-    p.add_argument("--only", choices=("filters", "kernel"), help="run one section only")
+    p.add_argument(
+        "--only", choices=SECTIONS, action="append", help="run this section only (repeatable)"
+    )
     p.add_argument("--lines", type=int, default=1_000_000, help="lines of the filters' log")
+    p.add_argument(
+        "--f2b-lines",
+        type=int,
+        default=100_000,
+        help="the first lines of that log that fail2ban-regex reads (default 100,000)",
+    )
+    p.add_argument("--latency-samples", type=int, default=300)
     args = p.parse_args(argv)
-    if args.only != "kernel":
-        filters(args.runs, args.lines)
-    if args.only != "filters":
-        kernel(args)
+    sections: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
+        "filters": filters,
+        "ingest": ingest,
+        "kernel": kernel,
+        "memory": memory,
+    }
+    chosen = args.only or SECTIONS
+    print(
+        f"applianced benchmarks, {time.strftime('%Y-%m-%d')}, {args.runs} runs per figure, "
+        f"{os.cpu_count()} CPUs"
+    )
+    if "filters" in chosen:
+        print(
+            f"filters: ours on a {args.lines:,}-line generated mail log; fail2ban-regex "
+            f"(Debian's fail2ban) on its first {min(args.f2b_lines, args.lines):,} lines"
+        )
+    print(HEADER, flush=True)
+    for name in chosen:  # each section's rows as soon as it is done
+        print("\n".join(line(r) for r in sections[name](args)), flush=True)
     return 0
-
-
-def filters(runs: int, lines: int) -> None:
-    """Lines/s of test-filter per shipped filter, all jails, a fail2ban filter (filters.py)."""
-    results = []
-    for _ in range(runs):
-        done = subprocess.run(
-            [sys.executable, "-m", "bench.filters", str(lines)],
-            cwd=ROOT, capture_output=True, text=True, timeout=3600, check=False,
-        )  # fmt: skip
-        if done.returncode != 0:
-            raise SystemExit(f"bench.filters failed:\n{done.stderr}")
-        results.append(json.loads(done.stdout.strip().splitlines()[-1])["lines_per_s"])
-    print(f"filter benchmarks, test-filter on a {lines:,}-line mail log, {runs} runs")
-    print("| figure | median | min | max | unit | target |")
-    print("|---|---|---|---|---|---|")
-    for name in results[0]:
-        values = [r[name] for r in results if r[name] is not None]
-        if values:
-            print(row(name, values, "lines/s", ""))
-    print()
-
-
-def kernel(args: argparse.Namespace) -> None:
-    runs = [run_in_namespace("bench.kernel", str(args.latency_samples)) for _ in range(args.runs)]
-    print(f"kernel benchmarks, {args.runs} runs (median / min / max)")
-    print("| figure | median | min | max | unit | target |")
-    print("|---|---|---|---|---|---|")
-    print(row("restore 100,000 bans at start", [r["restore_100k_s"] for r in runs], "s", "< 2 s"))
-    print(row("burst: 10,000 addresses cross maxretry",
-              [r["burst_bans_per_s"] for r in runs], "bans/s", ">= 20,000"))  # fmt: skip
-    print(row("latency receipt -> kernel, median",
-              [r["latency_ms"]["median"] for r in runs], "ms", ""))  # fmt: skip
-    print(row("latency receipt -> kernel, p99",
-              [r["latency_ms"]["p99"] for r in runs], "ms", "< 10 ms"))  # fmt: skip
 
 
 if __name__ == "__main__":

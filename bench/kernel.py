@@ -5,8 +5,9 @@
   into nftables (store read + table build + one restore transaction);
 - burst_bans_per_s: 10,000 distinct addresses cross maxretry in one reactor turn; bans per
   second from the first message to the kernel transaction's return (engine + store + kernel);
-- latency_ms: receipt of the deciding UDP datagram by the real listener on a real reactor, to
-  the return of the kernel transaction that holds the element (median and p99 over N bans).
+- latency_ms: the send of the deciding UDP datagram to the real listener on a real reactor, to
+  the return of the kernel transaction that holds the element (median and p99 over N bans),
+  without background load. bench/live.py measures the issue's figure on the real daemon.
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ bantime_increment = {{ enabled = false }}
 filter = "postfix-sasl"
 ports = [25, 465, 587]
 """
+
+
+LATENCY_BASE = 110_000  # clear of restore's 100,000, inside 198.18.0.0/15
 
 
 def config(workdir: Path) -> Config:
@@ -153,7 +157,7 @@ def latency(workdir: Path, n: int) -> list[float]:
         if i == n:
             reactor.stop()
             return
-        addr = address(200_000 + i)
+        addr = address(LATENCY_BASE + i)
         for _ in range(2):  # below maxretry: not timed
             sender.sendto(line(addr), ("127.0.0.1", port))
         reactor.callLater(0.005, decide, i, addr)
