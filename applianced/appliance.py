@@ -287,8 +287,8 @@ class Appliance:
 
     def _commit(self, decisions: Sequence[BanDecision], measure: bool = False) -> list[Ban]:
         """Enforce, then record, then report. The kernel goes first because the attacker is
-        still knocking: the fsync of the store's commit (0.7 ms typical, several ms at the
-        99th percentile) is not on the path to the drop. Nothing is reported (logged,
+        still knocking: the store's commit (a few ms for a storm's batch, its lines included)
+        is not on the path to the drop. Nothing is reported (logged,
         listed, mailed) before the store holds it; a crash in the millisecond between the two
         loses that turn's bans, and the next start's reconcile removes them from the kernel.
         ``measure``: the decisions come from messages; their latency goes to ``ban_latency``."""

@@ -316,8 +316,12 @@ def _open(path: Path) -> sqlite3.Connection:
         conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT * 1000)}")
         if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] != "wal":
             raise StoreError(f"{path}: SQLite refused WAL mode; is it on a network filesystem?")
-        # FULL: a committed ban survives a power cut, not only a crash of the process.
-        conn.execute("PRAGMA synchronous = FULL")
+        # NORMAL, in WAL mode: a commit is in the WAL file when it returns, so it survives any
+        # crash of the process (SIGKILL, OOM); only a power cut or kernel crash can lose the
+        # last commits before the next checkpoint's fsync, and that takes the kernel's sets
+        # with it. FULL fsyncs every commit: 4.1 ms against 2.3 ms for a 100-ban batch here,
+        # once per reactor turn of a storm, on the path between two batches of bans.
+        conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
         _migrate(conn, path)
     except sqlite3.Error as e:
@@ -360,7 +364,7 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
 
 
 class SqliteOffenderStore:
-    """The OffenderStore in one SQLite file (WAL, synchronous=FULL). Not thread-safe: use it
+    """The OffenderStore in one SQLite file (WAL, synchronous=NORMAL). Not thread-safe: use it
     from the reactor thread only. Each write is one BEGIN IMMEDIATE ... COMMIT; each read is
     one statement, hence one (implicit) read transaction.
 

@@ -343,10 +343,10 @@ def test_ban_survives_sigkill_right_after_record(tmp_path: Path) -> None:
 
 
 def test_connection_settings(store: SqliteOffenderStore) -> None:
-    """The store runs in WAL mode with synchronous=FULL, foreign keys on, schema version 2."""
+    """The store runs in WAL mode with synchronous=NORMAL, foreign keys on, schema version 2."""
     conn = store._conn  # synchronous and foreign_keys are per connection: ask this one
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
     assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
     assert conn.execute("PRAGMA busy_timeout").fetchone()[0] > 0
