@@ -36,7 +36,8 @@ from applianced import tlsinit
 from applianced.conf import edit
 from applianced.conf.load import load_config
 from applianced.errors import ApplianceError, ConfigError, FilterError
-from applianced.receiver.parse import message_fields, parse
+from applianced.receiver.message import SyslogMessage
+from applianced.receiver.parse import message_fields, parse, parse_routed
 from applianced.rules.f2bfilter import is_fail2ban_filter, resolve_fail2ban_filter, strip_date
 from applianced.rules.filters import Filter, Outcome, shipped_filter, shipped_filter_names
 from applianced.rules.jail import ProgramSelector, jail_filter
@@ -531,16 +532,15 @@ def _resolve_filter(args: argparse.Namespace) -> tuple[Filter, tuple[str, ...]]:
     )
 
 
-def _subject(filt: Filter, raw: bytes, now: datetime) -> tuple[str, str | None] | None:
-    """The text ``filt`` examines in a log line and the line's program; None if unparsable.
+def _subject(
+    filt: Filter, raw: bytes, message: SyslogMessage | None
+) -> tuple[str, str | None] | None:
+    """The text ``filt`` examines in a log line (``message`` is it parsed, None if
+    unparsable) and the line's program; None if unparsable.
 
     A fail2ban filter gets the line as fail2ban would: the date cut off (syslog lines go
     through our parser, so both read the same ``host app[pid]: msg``), other lines with a
     leading syslog/ISO date stripped."""
-    try:
-        message = parse(raw, now)
-    except ApplianceError:
-        message = None
     if not filt.on_line:
         return None if message is None else (message.msg, message.app_name)
     if message is not None and message.timestamp is not None:
@@ -593,7 +593,15 @@ def cmd_test_filter(args: argparse.Namespace) -> None:
             if not raw.strip():
                 continue
             counts["lines"] += 1
-            subject = _subject(filt, raw, now)
+            try:
+                # Most lines of a mail log are other programs': known from the header alone.
+                message = parse_routed(raw, selects, now)
+                if message is None:
+                    counts["other_program"] += 1
+                    continue
+            except ApplianceError:
+                message = None
+            subject = _subject(filt, raw, message)
             if subject is None:
                 counts["missed"] += 1
                 continue

@@ -176,7 +176,12 @@ def make_service(
         replicator.setServiceParent(top)
         appliance.cluster = replicator.status
     listeners = Listeners(
-        config.listeners, lambda conf: ListenerService(conf, appliance.receive, stats, reactor)
+        config.listeners,
+        # The engine's routing gate: a message no jail reads is counted and dropped unparsed.
+        # The engine lives as long as the process (a reload swaps its jails, not the engine).
+        lambda conf: ListenerService(
+            conf, appliance.receive, stats, reactor, appliance.engine.reads_program
+        ),
     )
     listeners.setServiceParent(top)
     top.reload = Reloader(config, appliance, listeners)

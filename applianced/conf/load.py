@@ -73,6 +73,8 @@ _STATE = {"backend", "dsn", "password_file", "node", "share_failures"}
 _NODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _TLS = {"cert", "key", "client_ca", "client_fingerprints", "client_names"}  # transport "tls"
 _LISTENER = {"transport", "address", "port", "allowed_senders", "max_message_size"} | _LIMITS
+_LISTENER |= {"rcvbuf", "reuse_port"}  # per [[listeners]] only
+_RCVBUF = ListenerConf.__dataclass_fields__["rcvbuf"].default
 _LISTENER |= _TLS
 _POLICY = {
     "bantime",
@@ -331,6 +333,10 @@ class _Loader:
             ),
             max_message_size=self.int_in(
                 t.get("max_message_size", size), (*keys, "max_message_size"), 2048, 1 << 20
+            ),
+            rcvbuf=self.int_in(t.get("rcvbuf", _RCVBUF), (*keys, "rcvbuf"), 4096, 1 << 30),
+            reuse_port=self.typed(
+                t.get("reuse_port", False), (*keys, "reuse_port"), bool, "true or false"
             ),
             **self.limits(t, keys, self.limit_defaults),
         )

@@ -68,6 +68,11 @@ class ListenerConf:
     idle_timeout: float = 3600.0  # seconds without a byte before a TCP connection is closed
     max_rate_per_sender: float = 10_000.0  # messages a second, token bucket
     max_burst_per_sender: int = 20_000  # messages above the rate a sender may send at once
+    # Sockets. rcvbuf (UDP): the kernel's receive buffer in bytes, so that a burst, or the
+    # reactor busy for a moment, queues datagrams instead of dropping them. reuse_port:
+    # SO_REUSEPORT, so that several daemons (one per core) can listen on one port.
+    rcvbuf: int = 8 << 20
+    reuse_port: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,10 @@
 
 Thin by design: check the sender against the listener's ``allowed_senders`` and limits
 (connections, per-sender rate, idle timeout: ``limits.py``; TLS peer checks: ``tls.py``), frame
-(TCP/TLS, RFC 6587), parse (sans-io ``parse``, stamped with sender, transport and time of
-receipt), hand to the sink. ``Listeners`` opens, rebinds and reconfigures them on reload.
+(TCP/TLS, RFC 6587), drop what no jail reads when given the routing gate (``reads``), parse
+(sans-io ``parse``, stamped with sender, transport and time of receipt), hand to the sink.
+Socket options: a large UDP receive buffer (``rcvbuf``) and SO_REUSEPORT (``reuse_port``).
+``Listeners`` opens, rebinds and reconfigures them on reload.
 Nothing raises out of ``datagramReceived``/``dataReceived``: bad input is counted, logged at a
 limited rate and dropped. Senders outside the allowlist are dropped and counted, never parsed.
 """
@@ -11,7 +13,9 @@ limited rate and dropped. Senders outside the allowlist are dropped and counted,
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+import socket
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from ipaddress import ip_address
@@ -26,6 +30,7 @@ from twisted.internet.interfaces import (
     IDelayedCall,
     IHandshakeListener,
     IListeningPort,
+    IProtocolFactory,
     IReactorTime,
 )
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
@@ -39,7 +44,7 @@ from applianced.errors import ParseError
 from applianced.receiver.framing import FrameError, Framer
 from applianced.receiver.limits import ConnectionLimiter, RateLimiter
 from applianced.receiver.message import SyslogMessage
-from applianced.receiver.parse import parse
+from applianced.receiver.parse import parse, parse_routed
 from applianced.receiver.tls import ServerTLS, TLSFileError, refusal, server_context
 from applianced.rules.decision import IPNetwork
 
@@ -54,6 +59,8 @@ __all__ = [
 ]
 
 Sink = Callable[[SyslogMessage], None]
+# Whether some jail reads a program's messages (Engine.reads_program): the routing gate.
+Reads = Callable[[str], bool]
 log = Logger()
 
 _SENDER_CACHE_MAX = 4096
@@ -61,6 +68,7 @@ _SENDER_CACHE_MAX = 4096
 # rather than silently truncated to Twisted's default of 8192 bytes.
 _UDP_READ_SIZE = 65535
 _LOG_EVERY = 60.0  # seconds between two log lines about the same kind of bad input
+_SO_RCVBUFFORCE = 33  # Linux (asm-generic/socket.h); Python's socket module does not name it
 
 
 @dataclass(slots=True)
@@ -86,13 +94,24 @@ class ReceiverStats:
 
 
 class _Edge:
-    """What UDP and TCP share: the allowlist check, parse+stamp, rate-limited complaints."""
+    """What UDP and TCP share: the allowlist check, the routing gate, parse+stamp,
+    rate-limited complaints.
+
+    The gate (``reads``): a message of the common RFC 3164 shape whose app-name no jail reads
+    is counted as received and dropped before anything is built (``parse_routed``); the sink
+    would have dropped it anyway. Other shapes are always parsed."""
 
     def __init__(
-        self, conf: ListenerConf, sink: Sink, stats: ReceiverStats, clock: IReactorTime
+        self,
+        conf: ListenerConf,
+        sink: Sink,
+        stats: ReceiverStats,
+        clock: IReactorTime,
+        reads: Reads | None = None,
     ) -> None:
         self.conf = conf
         self.sink = sink
+        self.reads = reads
         self.stats = stats
         self.clock = clock
         self._reference = (-1, datetime.fromtimestamp(0, UTC))  # (second, that second)
@@ -183,13 +202,26 @@ class _Edge:
             )
             return
         try:
-            message = parse(data, self.reference(now), host, self.conf.transport, now)
+            if self.reads is None:
+                message = parse(data, self.reference(now), host, self.conf.transport, now)
+            else:
+                routed = parse_routed(
+                    data, self.reads, self.reference(now), host, self.conf.transport, now
+                )
+                if routed is None:  # no jail reads its program: received, and done with
+                    self._received()
+                    return
+                message = routed
         except ParseError as e:
             self.stats.parse_errors += 1
             self.complain(
                 "parse", "unparsable syslog from {sender}: {error}", sender=host, error=str(e)
             )
             return
+        self._received()
+        self.sink(message)
+
+    def _received(self) -> None:
         self.stats.received += 1
         if self.udp:
             self.stats.received_udp += 1
@@ -197,7 +229,6 @@ class _Edge:
             self.stats.received_tls += 1
         else:
             self.stats.received_tcp += 1
-        self.sink(message)
 
     def complain(self, kind: str, fmt: str, **fields: object) -> None:
         """Log ``fmt`` unless the same kind was logged less than a minute ago."""
@@ -218,9 +249,14 @@ class SyslogUDP(DatagramProtocol):
     noisy = False  # the service logs what it listens on, once, in its own words
 
     def __init__(
-        self, conf: ListenerConf, sink: Sink, stats: ReceiverStats, clock: IReactorTime
+        self,
+        conf: ListenerConf,
+        sink: Sink,
+        stats: ReceiverStats,
+        clock: IReactorTime,
+        reads: Reads | None = None,
     ) -> None:
-        self.edge = _Edge(conf, sink, stats, clock)
+        self.edge = _Edge(conf, sink, stats, clock, reads)
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
         host = canonical_host(addr[0])
@@ -313,9 +349,14 @@ class SyslogTCPFactory(Factory):
     noisy = False
 
     def __init__(
-        self, conf: ListenerConf, sink: Sink, stats: ReceiverStats, clock: IReactorTime
+        self,
+        conf: ListenerConf,
+        sink: Sink,
+        stats: ReceiverStats,
+        clock: IReactorTime,
+        reads: Reads | None = None,
     ) -> None:
-        self.edge = _Edge(conf, sink, stats, clock)
+        self.edge = _Edge(conf, sink, stats, clock, reads)
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
         host = canonical_host(getattr(addr, "host", ""))
@@ -366,19 +407,28 @@ class _TLSStream(_SyslogStream):
 class ListenerService(Service):
     """Opens one configured listener when started and closes it when stopped."""
 
-    def __init__(self, conf: ListenerConf, sink: Sink, stats: ReceiverStats, reactor: Any) -> None:
+    def __init__(
+        self,
+        conf: ListenerConf,
+        sink: Sink,
+        stats: ReceiverStats,
+        reactor: Any,
+        reads: Reads | None = None,
+    ) -> None:
         self.conf = conf
         self.sink = sink
+        self.reads = reads
         self.stats = stats
         self.reactor = reactor
         self.port: IListeningPort | None = None
         self._edge: _Edge | None = None
         self._tls: ServerTLS | None = None  # the TLS listener's context holder (reload)
+        self._udp_socket: socket.socket | None = None  # the UDP listener's, for rcvbuf
 
     @property
-    def key(self) -> tuple[str, str, int]:
+    def key(self) -> _SocketKey:
         """What a socket is bound to: a reload rebinds a listener only when this changes."""
-        return (self.conf.transport, self.conf.address, self.conf.port)
+        return _socket_key(self.conf)
 
     def __str__(self) -> str:
         return f"{self.conf.transport}/{self.conf.address}:{self.conf.port}"
@@ -389,35 +439,52 @@ class ListenerService(Service):
         c = self.conf
         if self.port is None:
             if c.transport == "udp":
-                proto = SyslogUDP(c, self.sink, self.stats, self.reactor)
-                port = self.reactor.listenUDP(c.port, proto, interface=c.address)
-                port.maxPacketSize = _UDP_READ_SIZE
+                proto = SyslogUDP(c, self.sink, self.stats, self.reactor, self.reads)
+                if c.reuse_port:
+                    with _bind_reusing_port(c, socket.SOCK_DGRAM) as sock:
+                        port = self.reactor.adoptDatagramPort(
+                            sock.fileno(), sock.family, proto, _UDP_READ_SIZE
+                        )
+                else:
+                    port = self.reactor.listenUDP(c.port, proto, interface=c.address)
+                    port.maxPacketSize = _UDP_READ_SIZE
+                self._udp_socket = port.getHandle()
+                _set_rcvbuf(self._udp_socket, c.rcvbuf, str(self))
                 self._edge = proto.edge
                 warning = open_udp_warning(c)
                 if warning:
                     log.warn("{warning}", warning=warning)
             elif c.tls is not None:
-                factory = SyslogTCPFactory(c, self.sink, self.stats, self.reactor)
+                factory = SyslogTCPFactory(c, self.sink, self.stats, self.reactor, self.reads)
                 try:
                     self._tls = ServerTLS(server_context(c.tls))
                 except TLSFileError as e:
                     raise CannotListenError(c.address, c.port, e) from None
                 wrapped = TLSMemoryBIOFactory(self._tls, False, factory)
                 wrapped.noisy = False
-                port = self.reactor.listenTCP(c.port, wrapped, interface=c.address)
+                port = self._listen_tcp(wrapped)
                 self._edge = factory.edge
             else:
-                factory = SyslogTCPFactory(c, self.sink, self.stats, self.reactor)
-                port = self.reactor.listenTCP(c.port, factory, interface=c.address)
+                factory = SyslogTCPFactory(c, self.sink, self.stats, self.reactor, self.reads)
+                port = self._listen_tcp(factory)
                 self._edge = factory.edge
             self.port = port
         super().startService()
 
+    def _listen_tcp(self, factory: IProtocolFactory) -> IListeningPort:
+        c = self.conf
+        if not c.reuse_port:
+            return self.reactor.listenTCP(c.port, factory, interface=c.address)  # type: ignore[no-any-return]
+        with _bind_reusing_port(c, socket.SOCK_STREAM) as sock:
+            return self.reactor.adoptStreamPort(sock.fileno(), sock.family, factory)  # type: ignore[no-any-return]
+
     def reconfigure(self, conf: ListenerConf) -> None:
-        """Settings that need no new socket (allowed_senders, max_message_size), applied to
-        the bound one. ``conf`` must have the same transport, address and port."""
-        if (conf.transport, conf.address, conf.port) != self.key:
+        """Settings that need no new socket (allowed_senders, max_message_size, limits,
+        rcvbuf), applied to the bound one. ``conf`` must have the same socket key."""
+        if _socket_key(conf) != self.key:
             raise ValueError(f"{self} cannot become {conf.transport}/{conf.address}:{conf.port}")
+        if self._udp_socket is not None and conf.rcvbuf != self.conf.rcvbuf:
+            _set_rcvbuf(self._udp_socket, conf.rcvbuf, str(self))
         if self._tls is not None and conf.tls is not None and conf.tls != self.conf.tls:
             # New certificates (or a renewed file): new connections get a new context, the
             # open ones keep theirs. Unusable files keep the old context.
@@ -435,7 +502,7 @@ class ListenerService(Service):
 
     def stopService(self) -> Deferred[None] | None:
         super().stopService()
-        port, self.port = self.port, None
+        port, self.port, self._udp_socket = self.port, None, None
         return port.stopListening() if port is not None else None
 
 
@@ -460,10 +527,8 @@ class Listeners(MultiService):
         return Deferred.fromCoroutine(self._update(tuple(confs)))
 
     async def _update(self, confs: tuple[ListenerConf, ...]) -> dict[str, list[str]]:
-        current: dict[tuple[str, str, int], ListenerService] = {s.key: s for s in self}
-        wanted: dict[tuple[str, str, int], ListenerConf] = {
-            (c.transport, c.address, c.port): c for c in confs
-        }
+        current: dict[_SocketKey, ListenerService] = {s.key: s for s in self}
+        wanted: dict[_SocketKey, ListenerConf] = {_socket_key(c): c for c in confs}
         removed = [s for k, s in current.items() if k not in wanted]
         opened: list[ListenerService] = []
         freed: list[ListenerService] = []  # old listeners closed early to free a port
@@ -529,6 +594,54 @@ def open_udp_warning(conf: ListenerConf) -> str | None:
         "holds 0.0.0.0/0 or ::/0): UDP source addresses can be forged, so anyone who reaches "
         "this port can get any address banned; list exactly your mail servers in allowed_senders"
     )
+
+
+_SocketKey = tuple[str, str, int, bool]
+
+
+def _socket_key(conf: ListenerConf) -> _SocketKey:
+    """What a listener's socket is bound with; a change of any of it needs a new socket."""
+    return (conf.transport, conf.address, conf.port, conf.reuse_port)
+
+
+@contextmanager
+def _bind_reusing_port(conf: ListenerConf, kind: int) -> Iterator[socket.socket]:
+    """A socket bound to the listener's address with SO_REUSEPORT (listening, for TCP), for
+    the reactor to adopt: the kernel spreads datagrams and connections over every socket bound
+    so, one per daemon process. Closed on leaving (the reactor keeps a duplicate)."""
+    family = socket.AF_INET6 if ":" in conf.address else socket.AF_INET
+    sock = socket.socket(family, kind)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((conf.address, conf.port))
+        if kind == socket.SOCK_STREAM:
+            sock.listen(socket.SOMAXCONN)
+        sock.setblocking(False)
+    except OSError as e:
+        sock.close()
+        raise CannotListenError(conf.address, conf.port, e) from None
+    with sock:
+        yield sock
+
+
+def _set_rcvbuf(sock: socket.socket, size: int, listener: str) -> None:
+    """Ask for a receive buffer of ``size`` bytes: past net.core.rmem_max when running as root
+    (SO_RCVBUFFORCE), else up to it; log when the kernel granted less."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, size)
+    except OSError:  # not root (no CAP_NET_ADMIN)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2  # Linux reports 2x
+    if granted < size:
+        log.warn(
+            "{listener}: receive buffer is {granted} bytes, not the {size} of rcvbuf; raise "
+            "the sysctl net.core.rmem_max (or run as root) to get it",
+            listener=listener,
+            granted=granted,
+            size=size,
+        )
 
 
 def _clash(old: ListenerConf, new: ListenerConf) -> bool:

@@ -45,6 +45,10 @@ class Engine:
             self._routes[app_name] = jails
         return jails
 
+    def reads_program(self, app_name: str) -> bool:
+        """Whether some jail reads this program's messages: the listeners' routing gate."""
+        return bool(self.route(app_name))
+
     def feed(self, message: SyslogMessage, now: float) -> list[Offence | Lookup]:
         """Offences caused by ``message`` received at ``now`` (POSIX seconds), and hostnames
         to resolve for jails with ``use_dns``."""

@@ -8,11 +8,11 @@ how many bans the address already had, which the Appliance reads from the durabl
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 
 from applianced.conf.schema import JailConf
 from applianced.rules.decision import BanDecision, BanKind, IPAddress, IPNetwork, Offence
@@ -29,6 +29,8 @@ __all__ = [
 ]
 
 _SENDER_CACHE_MAX = 1024
+_Key = tuple[int, int]  # (IP version, address as an integer)
+_PROGRAM_CACHE_MAX = 4096
 
 
 def network_of(address: IPAddress, ipv6_prefix: int) -> IPNetwork:
@@ -112,16 +114,25 @@ class Jail:
         self.conf = conf
         self.filter = filter
         self.never_ban = tuple(dict.fromkeys((*conf.ignoreip, *never_ban)))
-        # Hosts in a set (one hash lookup), real networks in a short list.
+        # As (version, integer) keys: hosts in a set (one hash lookup), real networks as ranges
+        # in a short list. An address object hashes and compares in Python, 1 us a lookup.
         self._never_hosts = frozenset(
-            n.network_address for n in self.never_ban if n.num_addresses == 1
+            (n.version, int(n.network_address)) for n in self.never_ban if n.num_addresses == 1
         )
-        self._never_nets = tuple(n for n in self.never_ban if n.num_addresses > 1)
+        self._never_ranges = tuple(
+            (n.version, int(n.network_address), int(n.broadcast_address))
+            for n in self.never_ban
+            if n.num_addresses > 1
+        )
         self._v6_mask = ((1 << 128) - 1) ^ ((1 << (128 - conf.ipv6_prefix)) - 1)
         self.stats = JailStats()
-        # Windows are keyed by the address, or for IPv6 by the first address of its prefix:
-        # cheaper than building an ip_network per failure (a storm is all failures).
-        self._windows: OrderedDict[IPAddress, deque[tuple[float, str]]] = OrderedDict()
+        # Windows are keyed by (version, integer) of the address, or for IPv6 of the first
+        # address of its prefix: cheaper than address objects or an ip_network per failure (a
+        # storm is all failures).
+        # A window is a plain list of (time, line), oldest first, at most maxretry long: a
+        # deque costs some 600 bytes even empty, and a storm tracks a million addresses with
+        # one failure each.
+        self._windows: OrderedDict[_Key, list[tuple[float, str]]] = OrderedDict()
         self.reads_program = ProgramSelector(conf.programs)
         self._senders: dict[str, bool] = {}
 
@@ -149,12 +160,16 @@ class Jail:
         return known
 
     def ignores(self, address: IPAddress) -> bool:
-        return address in self._never_hosts or any(address in n for n in self._never_nets)
+        version, value = address.version, int(address)
+        return (version, value) in self._never_hosts or any(
+            v == version and low <= value <= high for v, low, high in self._never_ranges
+        )
 
-    def _key(self, address: IPAddress) -> IPAddress:
-        if address.version == 6 and self.conf.ipv6_prefix < 128:
-            return IPv6Address(int(address) & self._v6_mask)
-        return address
+    def _key(self, address: IPAddress) -> _Key:
+        return self._masked((address.version, int(address)))
+
+    def _masked(self, key: _Key) -> _Key:
+        return (6, key[1] & self._v6_mask) if key[0] == 6 else key
 
     def fail(
         self, address: IPAddress, line: str, now: float, prefix: int | None = None
@@ -175,7 +190,7 @@ class Jail:
         key = self._key(address)
         window = self._windows.get(key)
         if window is None:
-            window = deque(maxlen=self.conf.maxretry)
+            window = []
             self._windows[key] = window
             if len(self._windows) > self.conf.max_tracked:
                 self._windows.popitem(last=False)
@@ -183,8 +198,8 @@ class Jail:
         else:
             self._windows.move_to_end(key)
         horizon = now - self.conf.findtime
-        while window and window[0][0] <= horizon:
-            window.popleft()
+        if window and window[0][0] <= horizon:
+            window[:] = [failure for failure in window if failure[0] > horizon]
         window.append((now, line))
         if len(window) < self.conf.maxretry:
             return None
@@ -224,7 +239,7 @@ class Jail:
         """Take over the windows and counters of the jail this one replaces (a reload)."""
         self.stats = old.stats
         for key, window in old._windows.items():
-            self._windows[self._key(key)] = deque(window, maxlen=self.conf.maxretry)
+            self._windows[self._masked(key)] = window[-self.conf.maxretry :]
         while len(self._windows) > self.conf.max_tracked:
             self._windows.popitem(last=False)
             self.stats.evicted += 1
@@ -239,10 +254,19 @@ class ProgramSelector:
         self.every = not programs
         self.exact = frozenset(p for p in programs if not any(c in p for c in "*?["))
         self.globs = tuple(p for p in programs if p not in self.exact)
+        # Answers per app-name: a mail server logs under a handful of names, and fnmatch costs
+        # a microsecond a glob.
+        self._known: dict[str, bool] = {}
 
     def __call__(self, app_name: str | None) -> bool:
         if self.every:
             return True
         if app_name is None:
             return False
-        return app_name in self.exact or any(fnmatchcase(app_name, g) for g in self.globs)
+        known = self._known.get(app_name)
+        if known is None:
+            known = app_name in self.exact or any(fnmatchcase(app_name, g) for g in self.globs)
+            if len(self._known) >= _PROGRAM_CACHE_MAX:
+                self._known.clear()
+            self._known[app_name] = known
+        return known

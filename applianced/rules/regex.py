@@ -77,22 +77,37 @@ class Re2Pattern:
     costs 8 us per call against 1.4 us here (measured on a postfix-sasl line); the version is
     pinned, and the corpus tests check that both engines agree on every row. Groups come back
     as the UTF-8 bytes of the span decoded, so offsets never need converting.
+
+    An ASCII text (nearly every log line; ``str.isascii`` is a flag test) runs through a twin
+    program compiled for Latin-1, when the pattern has one: the same regex over bytes instead
+    of UTF-8 sequences, a quarter of the program and 3x faster with captures. On ASCII text both
+    programs match alike: every class, ``.`` and case fold means the same for an ASCII
+    character in both encodings (the folds that reach ASCII from outside it, U+017F long s and
+    U+212A Kelvin sign, have no Latin-1 form, so a pattern holding them gets no twin).
     """
 
-    __slots__ = ("_anchor", "_prog", "groupindex", "pattern")
+    __slots__ = ("_anchor", "_ascii", "_prog", "groupindex", "pattern")
 
-    def __init__(self, pattern: str, prog: object, groupindex: dict[str, int]) -> None:
+    def __init__(
+        self, pattern: str, prog: object, groupindex: dict[str, int], ascii_prog: object = None
+    ) -> None:
         self.pattern = pattern
         self._prog = prog
+        self._ascii = prog if ascii_prog is None else ascii_prog
         self._anchor = _re2.RE2.Anchor.UNANCHORED
         self.groupindex = groupindex
 
     def search(self, string: str, /) -> _Re2Match | None:
-        try:
-            data = string.encode("utf-8")
-        except UnicodeEncodeError:  # lone surrogates: no UTF-8 form, so no match
-            data = string.encode("utf-8", "replace")
-        spans = self._prog.Match(self._anchor, data, 0, len(data))  # type: ignore[attr-defined]
+        if string.isascii():
+            data = string.encode("ascii")
+            prog = self._ascii
+        else:
+            try:
+                data = string.encode("utf-8")
+            except UnicodeEncodeError:  # lone surrogates: no UTF-8 form, so no match
+                data = string.encode("utf-8", "replace")
+            prog = self._prog
+        spans = prog.Match(self._anchor, data, 0, len(data))  # type: ignore[attr-defined]
         if spans[0][0] < 0:
             return None
         return _Re2Match(data, spans, self.groupindex)
@@ -175,4 +190,10 @@ def compile_re2(pattern: str) -> Re2Pattern | None:
         regexp = _re2_api.compile(text, options)
     except _re2_api.error:
         return None
-    return Re2Pattern(pattern, regexp._regexp, dict(regexp.groupindex))
+    # The twin for ASCII subjects (see Re2Pattern): none when Latin-1 cannot spell the pattern.
+    options.encoding = _re2_api.Options.Encoding.LATIN1
+    try:
+        twin = _re2_api.compile(text.encode("latin-1"), options)._regexp
+    except (UnicodeEncodeError, _re2_api.error):
+        twin = None
+    return Re2Pattern(pattern, regexp._regexp, dict(regexp.groupindex), twin)

@@ -3,6 +3,7 @@ open-UDP warning, and the config keys that set them."""
 
 from __future__ import annotations
 
+import socket
 from dataclasses import replace
 from ipaddress import ip_network
 from pathlib import Path
@@ -250,7 +251,7 @@ def test_open_udp_warning(transport: str, address: str, senders: list[str], warn
         assert "forged" in warning and "allowed_senders" in warning
 
 
-def test_open_udp_warning_is_logged_at_start() -> None:
+def test_open_udp_warning_is_logged_at_start(request: pytest.FixtureRequest) -> None:
     """Binding such a UDP listener logs the warning once; a restricted one logs nothing."""
     from types import SimpleNamespace
 
@@ -260,7 +261,10 @@ def test_open_udp_warning_is_logged_at_start() -> None:
 
     class Reactor(Clock):
         def listenUDP(self, *args: object, **kwargs: object) -> SimpleNamespace:
-            return SimpleNamespace()
+            return SimpleNamespace(getHandle=lambda: udp)
+
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    request.addfinalizer(udp.close)
 
     def warnings(c: ListenerConf) -> list[str]:
         with capturedLogs() as events:

@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from applianced.errors import ParseError
+from applianced.receiver import parse as parse_module
 from applianced.receiver.message import SyslogMessage
-from applianced.receiver.parse import message_fields, parse
+from applianced.receiver.parse import message_fields, parse, parse_routed
+from applianced.rules.jail import ProgramSelector
 
 DATA = Path(__file__).parent.parent / "data"
 REF = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
@@ -429,3 +431,126 @@ def test_rfc3164_round_trip(
     msg = parse(wire.encode(), when + timedelta(seconds=30))
     assert (msg.facility, msg.severity, msg.timestamp) == (pri >> 3, pri & 7, when)
     assert (msg.hostname, msg.app_name, msg.procid, msg.msg) == (host, tag, pid, text)
+
+
+# --- the common shape: a fast path that must read every message as the general path does -----
+
+# A header near the common shape: each piece is valid, except one or two drawn from that piece's
+# edge cases, so that the examples fall on both sides of every condition of _COMMON_SHAPE.
+_TOKEN = st.text(st.sampled_from("aZ9/-._é\ufffd"), min_size=1, max_size=4)
+_ODD_TOKEN = st.one_of(
+    st.just(""),
+    st.builds("{}{}{}".format, _TOKEN, st.sampled_from(":[] \x00\n"), st.text("a:", max_size=2)),
+)
+_PIECES: dict[str, tuple[st.SearchStrategy[str], st.SearchStrategy[str]]] = {
+    "pri": (
+        st.sampled_from(["", "<13>", "<0>", "<013>", "<191>", "<000>"]),
+        st.sampled_from(["<192>", "<999>", "<0013>", "<>", "<1", "<13", "<1>1 "]),
+    ),
+    "month": (st.sampled_from(MONTHS), st.sampled_from(["Foo", "nov", "", "Nov2"])),
+    "day": (
+        st.sampled_from([" 22", " 1", " 01", "  1"]),
+        st.sampled_from(["   1", " 123", "", " x", "22", "  22"]),
+    ),
+    "time": (
+        st.sampled_from([" 00:00:00", " 23:59:59"]),
+        st.sampled_from([" 99:99:99", " 00:00:00.123", " 2026 00:00:00", " 0:00:00", " 00:00"]),
+    ),
+    "host": (_TOKEN.map(lambda t: f" {t}"), _ODD_TOKEN.map(lambda t: f" {t}")),
+    "tag": (_TOKEN.map(lambda t: f" {t}"), _ODD_TOKEN.map(lambda t: f" {t}")),
+    "pid": (
+        st.sampled_from(["", "[1]", "[]", "[a:b]"]),
+        st.sampled_from(["[1 2]", "[", "[x]y", "[\x00]", "]", "[1]]"]),
+    ),
+    "sep": (st.just(": "), st.sampled_from([":", " ", ":\n", ": \x00", "", "::", ":  "])),
+}
+
+
+@st.composite
+def _near_common(draw: st.DrawFn) -> bytes:
+    odd = draw(st.sets(st.sampled_from(list(_PIECES)), max_size=2))
+    head = "".join(draw(_PIECES[name][name in odd]) for name in _PIECES)
+    junk = draw(st.sampled_from([b"", b"\xff", b"\xc3", b"\x00", b"\r\n", b"\xe2\x82"]))
+    return (head + draw(st.text(max_size=10))).encode() + junk
+
+
+_NEAR_COMMON = _near_common()
+_ROUTER_STAMP = ("192.0.2.1", "udp", 7.0)
+
+
+def _general(data: bytes) -> SyslogMessage:
+    """The message as the general path (no fast path) reads it."""
+    return parse_module._parse_any(parse_module._text(data), REF, _ROUTER_STAMP)
+
+
+@settings(max_examples=1000)
+@given(_NEAR_COMMON)
+@example(b"Nov 22 00:00:00 a: b: x")
+@example(b"Nov 22 00:00:00 a[1]: b: x")
+@example(b"Nov 22 00:00:00 a] b: x")
+@example(b"<192>Nov 22 00:00:00 mx sshd: x")
+@example(b"<0013>Nov 22 00:00:00 mx sshd: x")
+@example(b"<013>Nov 22 00:00:00 mx sshd: x")
+@example(b"Nov   1 00:00:00 mx sshd: x")
+@example(b"Nov 22 00:00:00 mx sshd[1 2]: x")
+@example(b"Nov 22 2026 00:00:00 mx sshd: x")
+@example(b"Nov 22 00:00:00.5 mx sshd: x")
+@example(b"Nov 22 00:00:00 mx sshd:")
+@example(b"Nov 22 00:00:00 mx sshd:x")
+@example(b"Nov 22 00:00:00 m\x00x sshd: x")
+@example(b"Nov 22 00:00:00 mx ss\x00hd: x")
+@example(b"Nov 22 00:00:00 mx\xff s\xc3: x")
+@example(b"Nov 31 99:99:99 mx sshd: x")
+def test_common_shape_is_read_as_the_general_path_reads_it(data: bytes) -> None:
+    """Whatever the fast path accepts, the general path gives the very same message."""
+    try:
+        expected = _general(data)
+    except ParseError:
+        with pytest.raises(ParseError):
+            parse(data, REF, *_ROUTER_STAMP)
+        return
+    assert parse(data, REF, *_ROUTER_STAMP) == expected
+
+
+@settings(max_examples=300)
+@given(_NEAR_COMMON, st.lists(st.sampled_from(["sshd", "postfix/*", "a*", "a/[a-]", "é"])))
+def test_the_routing_gate_drops_only_what_no_jail_reads(data: bytes, programs: list[str]) -> None:
+    """parse_routed, the gate of the listeners and of test-filter: a message it drops is one
+    whose parsed app-name no jail reads; any other comes back as parse() reads it (or raises
+    as parse() does)."""
+    selects = ProgramSelector(programs)
+    try:
+        expected = parse(data, REF, *_ROUTER_STAMP)
+    except ParseError:
+        with pytest.raises(ParseError):
+            parse_routed(data, selects, REF, *_ROUTER_STAMP)
+        return
+    routed = parse_routed(data, selects, REF, *_ROUTER_STAMP)
+    if routed is None:
+        assert not selects(expected.app_name)
+    else:
+        assert routed == expected
+
+
+def test_common_shape_covers_the_usual_mail_log_line() -> None:
+    """The fast path is taken for the lines mail servers send (else it would be dead weight)."""
+    wire = b"<22>Nov 22 00:00:01 mx postfix/smtpd[62708]: connect from unknown[198.18.146.155]"
+    assert parse_routed(b"Nov  2 00:00:01 mx dovecot: imap-login: x", lambda a: False, REF) is None
+    expected = SyslogMessage(
+        facility=2,
+        severity=6,
+        timestamp=datetime(2026, 11, 22, 0, 0, 1, tzinfo=UTC),
+        hostname="mx",
+        app_name="postfix/smtpd",
+        procid="62708",
+        msgid=None,
+        structured_data=None,
+        msg="connect from unknown[198.18.146.155]",
+    )
+    assert parse(wire, REF) == expected
+    assert parse(wire, REF, *_ROUTER_STAMP) == _general(wire)
+    for other in (b"<22>1 2026-11-22T00:00:01Z mx sshd 1 - - x", b"Nov 22 00:00:01 sshd: x"):
+        # Another shape is parsed whole whatever its program: only then is it known.
+        assert parse_routed(other, lambda app: False, REF) == parse(other, REF)
+    assert parse_routed(wire, lambda app: app == "postfix/smtpd", REF) == expected
+    assert parse_routed(wire, lambda app: app == "sshd", REF) is None

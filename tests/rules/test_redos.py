@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from applianced.rules.filters import MAX_TEXT, Filter, Outcome, shipped_filter, shipped_filter_names
 from applianced.rules.regex import compile_re2, re2_available, translate
@@ -111,3 +113,44 @@ def test_translation_leaves_sets_and_escapes_alone() -> None:
     """A literal $ or { inside a set or escaped is not rewritten."""
     assert translate(r"[$]\$\{,") == r"[$]\$\{,"
     assert translate(r"[]\w]") == r"[]\p{L}\p{N}_]"
+
+
+# Regexes whose classes, dots and case folds differ between UTF-8 and Latin-1 outside ASCII.
+_TWIN_REGEXES = [
+    r"^(?P<w>\w+)\s+(?P<d>\d+)\W(?P<s>\S*)$",
+    r"(?i)^k(?P<a>[^\s\[]+)S\.(.)$",
+    r"(?is)^(?P<all>.*)\b?",
+    r"^[\p{L}_-]+ [^a-z]+ \p{Z}*(?P<end>.{0,3})$",
+]
+_ASCII = st.text(st.characters(max_codepoint=0x7F), max_size=30)
+
+
+@settings(max_examples=300)
+@given(st.sampled_from(_TWIN_REGEXES), _ASCII)
+def test_the_latin1_twin_matches_ascii_text_as_the_utf8_program(regex: str, text: str) -> None:
+    """On ASCII text, the program compiled for Latin-1 gives the spans of the UTF-8 one."""
+    pattern = compile_re2(regex.replace(r"\b?", ""))
+    assert pattern is not None and pattern._ascii is not pattern._prog
+    data = text.encode("ascii")
+    anchor = pattern._anchor
+    assert pattern._ascii.Match(anchor, data, 0, len(data)) == pattern._prog.Match(  # type: ignore[attr-defined]
+        anchor, data, 0, len(data)
+    )
+
+
+@pytest.mark.parametrize("regex", ["(?i)\u017f", "(?i)\u212a", "x\u0100"])
+def test_a_pattern_latin1_cannot_spell_has_no_twin(regex: str) -> None:
+    """Folds that reach ASCII from outside Latin-1 (long s, Kelvin sign): no twin, so every
+    text runs through the UTF-8 program, where a case-blind long s still matches "s"."""
+    pattern = compile_re2(regex)
+    assert pattern is not None and pattern._ascii is pattern._prog
+    if regex == "(?i)\u017f":
+        assert pattern.search("s") is not None
+
+
+def test_shipped_patterns_have_a_latin1_twin() -> None:
+    """The speed-up reaches the shipped filters (else it would be dead weight)."""
+    for name in shipped_filter_names():
+        f = shipped_filter(name).compile()
+        if f.engine == "re2":
+            assert all(rx._ascii is not rx._prog for _, rx, _ in f._fail), name  # type: ignore[attr-defined]
