@@ -165,10 +165,16 @@ def kernel(args: argparse.Namespace) -> list[Row]:
             times(statistics.median(rate), f2b_rate),
         ),
         Row(
-            "burst 10,000 in one turn: engine + store + kernel (in-process)",
-            [r["burst_bans_per_s"] for r in inproc],
+            "burst 10,000 in one turn: first failure -> kernel returns (in-process)",
+            [r["burst_bans_per_s"]["kernel"] for r in inproc],
             "bans/s",
             "≥ 20,000",
+        ),
+        Row(
+            "burst 10,000 in one turn: first failure -> store committed (in-process)",
+            [r["burst_bans_per_s"]["turn"] for r in inproc],
+            "bans/s",
+            "",
         ),
         Row(
             "restore 100,000 bans: daemon start -> listeners open, all in kernel",
