@@ -171,6 +171,12 @@ def kernel(args: argparse.Namespace) -> list[Row]:
             "≥ 20,000",
         ),
         Row(
+            "burst 10,000 in one turn: all crossed maxretry -> kernel returns (in-process)",
+            [r["burst_bans_per_s"]["applied"] for r in inproc],
+            "bans/s",
+            "",
+        ),
+        Row(
             "burst 10,000 in one turn: first failure -> store committed (in-process)",
             [r["burst_bans_per_s"]["turn"] for r in inproc],
             "bans/s",
