@@ -155,3 +155,16 @@ def logger(
     (``prefix`` runs it elsewhere, e.g. ``ip netns exec NS``)."""
     cmd = [*prefix, "logger", "--server", "127.0.0.1", "--port", str(port), f"--{transport}"]
     subprocess.run([*cmd, "--tag", tag, *extra, message], check=True, timeout=10)
+
+
+def sasl_failures(port: int, address: str, n: int, ns: str) -> None:
+    """``n`` postfix SASL failures of ``address``, sent with ``logger`` (RFC 3164 over UDP) from
+    inside the network namespace ``ns`` to its daemon on ``port``."""
+    for _ in range(n):
+        logger(
+            port,
+            f"warning: unknown[{address}]: SASL LOGIN authentication failed: UGFzc3dvcmQ6",
+            tag="postfix/smtpd",
+            extra=("--rfc3164",),
+            prefix=("ip", "netns", "exec", ns),
+        )

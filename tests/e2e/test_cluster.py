@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.daemon import LOOPBACK_UDP, Daemon, logger, wait_for
+from tests.e2e.daemon import LOOPBACK_UDP, Daemon, sasl_failures, wait_for
 from tests.netns import netns, netns_missing, ns_exec
 from tests.pg import PASSWORD, PgServer, pg_missing, pg_server
 
@@ -54,14 +54,7 @@ class Node:
     daemon: Daemon
 
     def fail(self, address: str, n: int = 2) -> None:
-        for _ in range(n):
-            logger(
-                PORT,
-                f"warning: unknown[{address}]: SASL LOGIN authentication failed: UGFzc3dvcmQ6",
-                tag="postfix/smtpd",
-                extra=("--rfc3164",),
-                prefix=("ip", "netns", "exec", self.ns),
-            )
+        sasl_failures(PORT, address, n, self.ns)
 
     def kernel(self, set_name: str = SET) -> dict[str, float | None]:
         """The addresses in one of our sets, with their expiry in seconds (None: no timeout)."""

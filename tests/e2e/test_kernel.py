@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.daemon import LOOPBACK_UDP, Daemon, logger, wait_for
+from tests.e2e.daemon import LOOPBACK_UDP, Daemon, sasl_failures, wait_for
 from tests.netns import Topology, netns_missing, ns_exec, tcp_connects, tcp_listener, topology
 
 pytestmark = pytest.mark.skipif(netns_missing() is not None, reason=str(netns_missing()))
@@ -58,14 +58,7 @@ def start(tmp_path: Path, t: Topology, text: str) -> Daemon:
 
 
 def fail(t: Topology, address: str, n: int = 3) -> None:
-    for _ in range(n):
-        logger(
-            PORT,
-            f"warning: unknown[{address}]: SASL LOGIN authentication failed: UGFzc3dvcmQ6",
-            tag="postfix/smtpd",
-            extra=("--rfc3164",),
-            prefix=("ip", "netns", "exec", t.server),
-        )
+    sasl_failures(PORT, address, n, t.server)
 
 
 def elements(t: Topology, set_name: str) -> list[dict[str, object]]:
