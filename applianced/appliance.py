@@ -43,7 +43,7 @@ from applianced.rules.decision import (
     Lookup,
     Offence,
 )
-from applianced.rules.engine import Engine
+from applianced.rules.engine import CountedFailure, Engine
 from applianced.rules.jail import Jail, decide, jail_filter, network_of
 from applianced.rules.offenders import OffenderStore, SqliteOffenderStore
 from applianced.units import format_duration
@@ -455,6 +455,15 @@ class Appliance:
         if fresh or lifted:
             self._enforce(fresh, lifted)
         self._schedule_expiry()
+
+    def remote_failures(self, failures: Sequence[CountedFailure]) -> None:
+        """Count other appliances' failures (``share_failures``) in the jails of the same
+        name, received now by our clock; an offence they complete is settled like ours."""
+        now = self.clock.seconds()
+        for failure in failures:
+            offence = self.engine.count_remote(failure, now)
+            if offence is not None:
+                self._settle_later(offence)
 
     # -- expiry -----------------------------------------------------------------------------
 

@@ -172,9 +172,12 @@ def make_service(
             postgres.connect_args(config.state),
             reactor,
             where=postgres.describe(config.state.dsn),
+            counted=appliance.remote_failures if config.state.share_failures else None,
         )
         replicator.setServiceParent(top)
         appliance.cluster = replicator.status
+        if config.state.share_failures:
+            appliance.engine.on_failure = replicator.share
     listeners = Listeners(
         config.listeners,
         # The engine's routing gate: a message no jail reads is counted and dropped unparsed.

@@ -6,7 +6,11 @@ change log (a ban, or its end by an operator) that appliances read by sequence; 
 each appliance's heartbeat. A push takes a transaction-scoped advisory lock before it draws
 sequence numbers, so sequences commit in order and a reader that has seen ``seq`` has seen every
 change below it; a push is idempotent (a replayed ban or end adds no row and no event). Each push
-ends with ``NOTIFY applianced`` so the others read at once. Everything here blocks: the
+ends with ``NOTIFY applianced`` so the others read at once. With ``share_failures``,
+``failures`` holds the failures each appliance counted (transient: a push appends a batch, prunes
+rows older than ``FAILURES_KEEP`` and notifies on the same channel; readers follow it by id from
+the newest row at their connection, under a lock of its own so ids also commit in order).
+Everything here blocks: the
 replicator calls it from threads, never from the reactor. Connections: ``connect_args`` builds
 them from ``[state]`` (the password from a file or the environment, never in the DSN or a log).
 """
@@ -16,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from ipaddress import ip_network
+from ipaddress import ip_address, ip_network
 from typing import Any
 
 import psycopg
@@ -25,14 +29,18 @@ from psycopg.conninfo import conninfo_to_dict
 from applianced.conf.schema import StateConf
 from applianced.errors import ApplianceError
 from applianced.rules.decision import Ban, BanKind
+from applianced.rules.engine import CountedFailure
 from applianced.rules.offenders import BanEvent
 
-__all__ = ["CHANNEL", "ClusterSchemaError", "connect_args", "describe", "fetch", "heartbeat",
-           "migrate", "push"]  # fmt: skip
+__all__ = ["CHANNEL", "FAILURES_KEEP", "ClusterSchemaError", "connect_args", "describe",
+           "fetch", "fetch_failures", "heartbeat", "last_failure", "migrate", "push",
+           "push_failures"]  # fmt: skip
 
 CHANNEL = "applianced"
 PASSWORD_ENV = "APPLIANCED_DB_PASSWORD"
+FAILURES_KEEP = 600.0  # seconds a shared failure stays in the table (readers take it at once)
 _LOCK = 0x41504C44  # pg_advisory_xact_lock key: "APLD", for migrations and pushes
+_FAILURES_LOCK = 0x41504C46  # "APLF": failure pushes, apart from ban pushes
 
 # Ordered migrations: _MIGRATIONS[n - 1] takes version n - 1 to n. Append only.
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -64,6 +72,18 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             backlog   integer NOT NULL,            -- its changes not yet pushed
             version   text NOT NULL
         )""",
+    ),
+    (
+        """CREATE TABLE failures (
+            id     bigserial PRIMARY KEY,
+            node   text NOT NULL,                  -- the appliance that counted it
+            jail   text NOT NULL,
+            key    text NOT NULL,                  -- the address, or address/prefix (<CIDR>)
+            at     double precision NOT NULL,      -- its receipt there, POSIX seconds
+            line   text NOT NULL,
+            sender text NOT NULL
+        )""",
+        "CREATE INDEX failures_at ON failures (at)",
     ),
 )
 
@@ -174,6 +194,53 @@ def fetch(conn: psycopg.Connection[Any], after: int, limit: int) -> list[BanEven
         )
         for r in rows
     ]
+
+
+def push_failures(
+    conn: psycopg.Connection[Any], failures: Sequence[CountedFailure], node: str
+) -> None:
+    """Append this appliance's counted failures in one transaction, prune the old ones,
+    notify the others."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_FAILURES_LOCK,))
+        with conn.cursor().copy(
+            "COPY failures (node, jail, key, at, line, sender) FROM STDIN"
+        ) as copy:
+            for f in failures:
+                key = str(f.address) if f.prefix is None else f"{f.address}/{f.prefix}"
+                copy.write_row((node, f.jail, key, f.at, f.line, f.sender))
+        conn.execute(
+            "DELETE FROM failures WHERE at < extract(epoch FROM now()) - %s", (FAILURES_KEEP,)
+        )
+        conn.execute(f"NOTIFY {CHANNEL}")
+
+
+def last_failure(conn: psycopg.Connection[Any]) -> int:
+    """The newest failure's id: where a reader starts (older failures are not replayed)."""
+    row = conn.execute("SELECT coalesce(max(id), 0) FROM failures").fetchone()
+    return int(row[0]) if row else 0
+
+
+def fetch_failures(
+    conn: psycopg.Connection[Any], after: int, node: str, limit: int
+) -> tuple[int, list[CountedFailure]]:
+    """The id read up to, and up to ``limit`` failures after ``after`` counted by appliances
+    other than ``node`` (its own are never read back), in order."""
+    rows = conn.execute(
+        "SELECT id, node, jail, key, at, line, sender FROM failures WHERE id > %s"
+        " ORDER BY id LIMIT %s",
+        (after, limit),
+    ).fetchall()
+    failures = []
+    for r in rows:
+        if r[1] == node:
+            continue
+        address, _, prefix = str(r[3]).partition("/")
+        failures.append(
+            CountedFailure(r[2], ip_address(address), int(prefix) if prefix else None,
+                           r[5], r[4], r[6])
+        )  # fmt: skip
+    return (rows[-1][0] if rows else after), failures
 
 
 def heartbeat(

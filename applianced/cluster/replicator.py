@@ -14,6 +14,15 @@ cluster's ban list. This service moves changes both ways, off the reactor thread
   and gives the bans that started or ended to ``Appliance.adopt``. The same thread sends the
   heartbeat and reads the other nodes' for ``status``.
 
+Failures (``share_failures``): ``share`` is the engine's ``on_failure``: it queues each failure
+this appliance counted in memory (at most ``_FAILURES_MAX``; beyond, and whenever the database
+is unreachable, they are dropped and counted, never journaled: they are worth something for a
+findtime only). Each tick hands the queue, with the outbox, to the push thread
+(``postgres.push_failures``). The LISTEN thread reads the other appliances' failures after its
+failure cursor (starting at the newest row when it connects) and gives them to ``counted``
+(``Appliance.remote_failures``) on the reactor, which counts them in its windows; they are
+never queued here again, so nothing echoes.
+
 Database down: bans are decided, enforced and recorded locally as ever, the outbox grows, the
 log and ``status`` say so, and both directions catch up when it returns. The thread retries
 with a backoff (``backoff_first`` doubling to ``backoff_max`` seconds).
@@ -39,6 +48,7 @@ from twisted.python.threadpool import ThreadPool
 from applianced import __version__
 from applianced.cluster import postgres
 from applianced.rules.decision import Ban
+from applianced.rules.engine import CountedFailure
 from applianced.rules.offenders import BanEvent, SqliteOffenderStore
 
 __all__ = ["Replicator"]
@@ -47,6 +57,8 @@ log = Logger()
 
 _BATCH = 2000  # changes per push and per read of the log
 _POOL_WAIT = 2.0  # seconds a push waits for a connection (and a stop for the pool)
+_FAILURES_MAX = 10_000  # counted failures queued for the next push; more are dropped
+_DROPS_LOG_EVERY = 60.0  # seconds between two warnings about dropped failures
 
 
 @dataclass(slots=True)
@@ -58,12 +70,16 @@ class ClusterState:
     backlog: int = 0
     pushed: int = 0
     adopted: int = 0
+    failures_shared: int = 0
+    failures_received: int = 0
+    failures_dropped: int = 0
     nodes: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Replicator(Service):
     """Cluster mode's two-way replication for one appliance (see the module docstring).
-    ``adopt`` is ``Appliance.adopt``; ``connect`` makes a psycopg connection (autocommit)."""
+    ``adopt`` is ``Appliance.adopt``; ``connect_args`` are psycopg's; ``counted``, given when
+    failures are shared, is ``Appliance.remote_failures``."""
 
     def __init__(
         self,
@@ -73,6 +89,7 @@ class Replicator(Service):
         reactor: Any,
         *,
         where: str = "the cluster database",
+        counted: Callable[[Sequence[CountedFailure]], None] | None = None,
         poll: float = 0.05,
         wait: float = 1.0,
         heartbeat: float = 5.0,
@@ -85,6 +102,7 @@ class Replicator(Service):
         self.connect_args = connect_args
         self.reactor = reactor
         self.where = where
+        self.counted = counted
         self.poll = poll
         self.wait = wait
         self.heartbeat_every = heartbeat
@@ -100,6 +118,9 @@ class Replicator(Service):
         self._loop: LoopingCall | None = None
         self._pool: ConnectionPool[Any] | None = None
         self._threads: ThreadPool | None = None
+        self._failures: list[CountedFailure] = []
+        self._drops_logged = 0  # failures_dropped when last logged
+        self._drops_log_after = 0.0
 
     # -- life cycle (reactor thread) ---------------------------------------------------------
 
@@ -152,39 +173,82 @@ class Replicator(Service):
             "backlog": s.backlog,
             "pushed": s.pushed,
             "adopted": s.adopted,
+            "failures": None
+            if self.counted is None
+            else {
+                "shared": s.failures_shared,
+                "received": s.failures_received,
+                "dropped": s.failures_dropped,
+            },
             "nodes": s.nodes,
         }
 
     # -- out: the outbox to the log ----------------------------------------------------------
 
+    def share(self, failure: CountedFailure) -> None:
+        """Queue a failure this appliance counted for the next push (the engine's hook: an
+        append, or a drop when the queue is full)."""
+        if len(self._failures) < _FAILURES_MAX:
+            self._failures.append(failure)
+        else:
+            self.state.failures_dropped += 1
+
+    def _log_drops(self) -> None:
+        dropped = self.state.failures_dropped - self._drops_logged
+        if dropped and self.reactor.seconds() >= self._drops_log_after:
+            log.warn(
+                "cluster: dropped {dropped} counted failures not shared (database unreachable"
+                " or too many at once); each appliance still counts its own",
+                dropped=dropped,
+            )
+            self._drops_logged = self.state.failures_dropped
+            self._drops_log_after = self.reactor.seconds() + _DROPS_LOG_EVERY
+
     def _tick(self) -> None:
+        if not self.state.connected:
+            self.state.failures_dropped += len(self._failures)
+            self._failures = []
+        self._log_drops()
         if self._pushing or self.reactor.seconds() < self._push_after:
             return
         events = self.store.pending(_BATCH)
         self.state.backlog = len(events) if len(events) < _BATCH else self.store.backlog()
-        if not events or not self._schema_ready:
+        failures, self._failures = self._failures, []
+        if not (events or failures) or not self._schema_ready:
+            self.state.failures_dropped += len(failures)
             return
         self._pushing = True
         assert self._threads is not None
-        d = deferToThreadPool(self.reactor, self._threads, self._push, events)
-        d.addCallbacks(self._pushed, self._push_failed, callbackArgs=(events,))
+        d = deferToThreadPool(self.reactor, self._threads, self._push, events, failures)
+        d.addCallbacks(
+            self._pushed, self._push_failed, callbackArgs=(events, failures),
+            errbackArgs=(failures,),
+        )  # fmt: skip
 
-    def _push(self, events: Sequence[BanEvent]) -> int:
+    def _push(self, events: Sequence[BanEvent], failures: Sequence[CountedFailure]) -> int:
         assert self._pool is not None
         with self._pool.connection(timeout=_POOL_WAIT) as conn:
-            return postgres.push(conn, events, self.node)
+            new = postgres.push(conn, events, self.node) if events else 0
+            if failures:
+                postgres.push_failures(conn, failures, self.node)
+            return new
 
-    def _pushed(self, new: int, events: Sequence[BanEvent]) -> None:
+    def _pushed(
+        self, new: int, events: Sequence[BanEvent], failures: Sequence[CountedFailure]
+    ) -> None:
         self._pushing = False
+        self.state.failures_shared += len(failures)
         if not self.running:  # stopped meanwhile: the store may be closed; replayed next start
             return
         self._push_delay = self.backoff_first
-        self.store.pushed(events[-1].seq)
+        if events:
+            self.store.pushed(events[-1].seq)
         self.state.pushed += new
         self.state.backlog = self.store.backlog()
 
-    def _push_failed(self, reason: Failure) -> None:
+    def _push_failed(self, reason: Failure, failures: Sequence[CountedFailure] = ()) -> None:
         self._pushing = False
+        self.state.failures_dropped += len(failures)
         if not reason.check(psycopg.Error, PoolTimeout, OSError):
             log.failure("pushing bans to the cluster failed", reason)
         self._down(reason.getErrorMessage())
@@ -216,10 +280,18 @@ class Replicator(Service):
         seconds; heartbeat every ``heartbeat`` seconds. Returns at stop; raises when the
         connection fails."""
         beat = 0.0
+        failed = postgres.last_failure(conn) if self.counted is not None else 0
         while not self._stop.is_set():
             while events := postgres.fetch(conn, cursor, _BATCH):
                 cursor = events[-1].seq
                 self.reactor.callFromThread(self._received, events, cursor)
+            while self.counted is not None:
+                read, failures = postgres.fetch_failures(conn, failed, self.node, _BATCH)
+                if read == failed:
+                    break
+                failed = read
+                if failures:
+                    self.reactor.callFromThread(self._counted, failures)
             if time.monotonic() - beat >= self.heartbeat_every:
                 beat = time.monotonic()
                 nodes = postgres.heartbeat(conn, self.node, self.state.backlog, __version__)
@@ -235,6 +307,12 @@ class Replicator(Service):
         if started or ended:
             self.state.adopted += len(started) + len(ended)
             self.adopt(started, ended)
+
+    def _counted(self, failures: Sequence[CountedFailure]) -> None:
+        if not self.running or self.counted is None:
+            return
+        self.state.failures_received += len(failures)
+        self.counted(failures)
 
     def _nodes(self, nodes: list[dict[str, Any]]) -> None:
         self.state.nodes = nodes

@@ -430,12 +430,13 @@ class _Loader:
         backend = self.choice(
             t.get("backend", "sqlite"), (*keys, "backend"), ("sqlite", "postgresql")
         )
-        if t.get("share_failures", False) is not False:
+        share = self.typed(
+            t.get("share_failures", False), (*keys, "share_failures"), bool, "true or false"
+        )
+        if share and backend != "postgresql":
             raise self.error(
                 (*keys, "share_failures"),
-                "sharing failure windows across the cluster is not supported yet; remove the"
-                " key (each appliance counts its own failures; bans, repeat counts and"
-                " blacklists are shared)",
+                'sharing failures needs cluster mode (backend = "postgresql"); remove the key',
             )
         node = self.typed(t.get("node", socket.gethostname()), (*keys, "node"), str, "a string")
         if not _NODE.fullmatch(node):
@@ -450,7 +451,9 @@ class _Loader:
         dsn = self.typed(t.get("dsn", ""), (*keys, "dsn"), str, "a string")
         if backend == "postgresql":
             self.convert(dsn, (*keys, "dsn"), _check_dsn)
-        return StateConf(backend=backend, dsn=dsn, password_file=password_file, node=node)
+        return StateConf(
+            backend=backend, dsn=dsn, password_file=password_file, node=node, share_failures=share
+        )
 
     def notify(self, raw: Mapping[str, Any]) -> NotifyConf:
         """[notify]: where ban mails go and how (enforcement/notify.py reads it)."""

@@ -180,12 +180,14 @@ class StateConf:
     ``postgresql``: cluster mode, the local SQLite store a replica of the ban list shared with
     the other appliances through the database at ``dsn`` (a libpq connection string without a
     password); the password comes from ``password_file``, else ``$APPLIANCED_DB_PASSWORD``,
-    else libpq's own ways (``PGPASSWORD``, ``~/.pgpass``). ``node`` names this appliance."""
+    else libpq's own ways (``PGPASSWORD``, ``~/.pgpass``). ``node`` names this appliance;
+    ``share_failures`` counts every appliance's failures in each one's windows."""
 
     backend: Backend = "sqlite"
     dsn: str = ""
     password_file: Path | None = None
     node: str = ""
+    share_failures: bool = False
 
 
 @dataclass(frozen=True, slots=True)

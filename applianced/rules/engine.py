@@ -3,19 +3,37 @@
 Pure: ``feed(message, now)`` reads no clock, logs nothing, touches no store or firewall. The
 hot path is one dict lookup for a message whose program no jail reads; routes are cached per
 app-name (bounded), and each jail's filter runs its literal prefilter before any regex.
+
+Cluster mode's ``share_failures`` adds one hook: ``on_failure``, when set, is called with each
+failure a jail counted from this appliance's messages (ignored addresses excepted), and
+``count_remote`` counts another appliance's failure without calling it (no echo).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from applianced.receiver.message import SyslogMessage
 from applianced.rules.decision import IPAddress, Lookup, Offence
 from applianced.rules.jail import Jail
 
-__all__ = ["Engine"]
+__all__ = ["CountedFailure", "Engine"]
 
 _ROUTE_CACHE_MAX = 4096
+
+
+class CountedFailure(NamedTuple):
+    """One failure a jail counted: the address (with the network prefix a ``<CIDR>`` tag
+    captured), the matched line as evidence, its time of receipt, the syslog sender. A tuple:
+    one is built per failure on the hot path when failures are shared."""
+
+    jail: str
+    address: IPAddress
+    prefix: int | None
+    line: str
+    at: float
+    sender: str
 
 
 class Engine:
@@ -24,6 +42,7 @@ class Engine:
     def __init__(self, jails: Sequence[Jail] = ()) -> None:
         self.jails: dict[str, Jail] = {}
         self._routes: dict[str | None, tuple[Jail, ...]] = {}
+        self.on_failure: Callable[[CountedFailure], None] | None = None
         self.set_jails(jails)
 
     def set_jails(self, jails: Sequence[Jail]) -> None:
@@ -72,6 +91,13 @@ class Engine:
                 out.append(Lookup(jail.name, match.host, evidence, now))
                 continue
             offence = jail.fail(match.address, evidence, now, match.prefix)
+            if self.on_failure is not None and not jail.ignores(match.address):
+                self.on_failure(
+                    CountedFailure(
+                        jail.name, match.address, match.prefix, evidence, now,
+                        message.sender or "",
+                    )
+                )  # fmt: skip
             if offence is not None:
                 out.append(offence)
         return out
@@ -79,7 +105,19 @@ class Engine:
     def resolved(self, lookup: Lookup, address: IPAddress, now: float) -> Offence | None:
         """Count a failure of ``lookup`` for one address its hostname resolved to."""
         jail = self.jails.get(lookup.jail)
-        return None if jail is None else jail.fail(address, lookup.line, now)
+        if jail is None:
+            return None
+        if self.on_failure is not None and not jail.ignores(address):
+            self.on_failure(CountedFailure(jail.name, address, None, lookup.line, now, ""))
+        return jail.fail(address, lookup.line, now)
+
+    def count_remote(self, failure: CountedFailure, now: float) -> Offence | None:
+        """Count another appliance's failure in the jail of the same name (if enabled here),
+        received at ``now`` by this appliance's clock; never handed to ``on_failure``."""
+        jail = self.jails.get(failure.jail)
+        if jail is None:
+            return None
+        return jail.fail(failure.address, failure.line, now, failure.prefix)
 
 
 def _evidence(message: SyslogMessage) -> str:

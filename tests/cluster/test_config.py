@@ -51,6 +51,11 @@ def test_cluster_mode_with_a_password_file(tmp_path: Path) -> None:
         'password_file = "db.password"\nnode = "mx-1.site-a"\n',
     )
     assert (state.backend, state.password_file, state.node) == ("postgresql", secret, "mx-1.site-a")
+    assert not state.share_failures
+    shared = load_state(
+        tmp_path, 'backend = "postgresql"\ndsn = "host=db dbname=a"\nshare_failures = true\n'
+    )
+    assert shared.share_failures
 
 
 def test_errors_name_the_line_and_never_show_the_password(tmp_path: Path) -> None:
@@ -59,7 +64,8 @@ def test_errors_name_the_line_and_never_show_the_password(tmp_path: Path) -> Non
     assert "hunter2" not in message
     assert "needs a dsn" in error_of(tmp_path, 'backend = "postgresql"\n')
     assert "not a libpq" in error_of(tmp_path, 'backend = "postgresql"\ndsn = "nonsense"\n')
-    assert "not supported yet" in error_of(tmp_path, "share_failures = true\n")
+    assert "needs cluster mode" in error_of(tmp_path, "share_failures = true\n")
+    assert "true or false" in error_of(tmp_path, 'share_failures = "yes"\n')
     assert "not a node name" in error_of(tmp_path, 'node = "two words"\n')
     assert "'sqlite', 'postgresql'" in error_of(tmp_path, 'backend = "mysql"\n')
 

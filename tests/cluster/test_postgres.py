@@ -1,11 +1,12 @@
 """The cluster log against a real PostgreSQL server (a private cluster, tests/pg.py): schema
-migrations, idempotent pushes, reads in order, heartbeats, and the connection arguments (the
-password from a file or the environment, never from or in the DSN)."""
+migrations, idempotent pushes, reads in order, shared failures, heartbeats, and the connection
+arguments (the password from a file or the environment, never from or in the DSN)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
-from ipaddress import ip_network
+from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from applianced.cluster import postgres
 from applianced.cluster.postgres import ClusterSchemaError
 from applianced.conf.schema import StateConf
 from applianced.rules.decision import Ban, BanKind
+from applianced.rules.engine import CountedFailure
 from applianced.rules.offenders import BanEvent
 from tests.pg import PASSWORD, PgServer, pg_missing, pg_server
 
@@ -67,6 +69,22 @@ def test_migrate_twice_is_harmless_and_a_newer_schema_is_refused(
             postgres.migrate(conn)
     finally:
         conn.execute("DELETE FROM applianced_schema WHERE version = 99")
+
+
+def test_shared_failures_read_back_without_our_own_and_old_ones_are_pruned(
+    conn: psycopg.Connection[Any],
+) -> None:
+    start = postgres.last_failure(conn)
+    now = time.time()
+    old = CountedFailure("smtp", ip_address("198.51.100.9"), None, "[x] old", now - 3600, "x")
+    mine = CountedFailure("smtp", ip_address("198.51.100.9"), None, "[a] mine", now, "192.0.2.1")
+    theirs = CountedFailure("smtp", ip_address("2001:db8::1"), 48, "[b] net", now, "192.0.2.2")
+    postgres.push_failures(conn, [old], "beta")
+    postgres.push_failures(conn, [mine], "alpha")
+    postgres.push_failures(conn, [theirs], "beta")
+    read, got = postgres.fetch_failures(conn, start, "alpha", 10)
+    assert got == [theirs] and read == postgres.last_failure(conn)  # old: pruned by the push
+    assert postgres.fetch_failures(conn, read, "alpha", 10) == (read, [])
 
 
 def test_heartbeats_list_every_node(conn: psycopg.Connection[Any]) -> None:

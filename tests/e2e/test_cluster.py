@@ -2,7 +2,8 @@
 nftables table, sharing one real PostgreSQL server (a private cluster on a UNIX socket, which
 reaches into both namespaces as a file). Failures are sent with the real logger to each
 daemon's own listener; what each kernel drops is read with nft. The daemons and the database
-are shared by the tests of this module, which use distinct addresses (RFC 5737)."""
+are shared by the tests of this module, which use distinct addresses (RFC 5737); the
+share_failures test starts a pair of its own on the same database."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -225,3 +227,45 @@ def test_sigkill_loses_nothing_and_doubles_nothing(cluster: Cluster) -> None:
     wait_kernel(b, address)
     assert pushed_once(cluster.pg, address)
     assert [x["count"] for x in b.ctl("banned") if x["address"] == f"{address}/32"] == [1]  # type: ignore[attr-defined]
+
+
+def connected(node: Node) -> bool:
+    status: dict[str, Any] = node.ctl("status")  # type: ignore[assignment]
+    return bool(status["cluster"]["connected"])
+
+
+def test_shared_failures_two_on_a_and_one_on_b_ban_everywhere(
+    cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """share_failures with maxretry 3: B counts A's two failures in its own window, so its one
+    failure is the third; B bans, and the ban reaches A like any other."""
+    address = "198.51.100.60"
+    config = CONFIG.replace("maxretry = 2", "maxretry = 3") + "share_failures = true\n"
+    with ExitStack() as stack:
+        nodes = []
+        for name in ("gamma", "delta"):
+            ns = stack.enter_context(netns(f"cl-{name[0]}"))
+            text = config.format(
+                port=PORT, dsn=cluster.pg.dsn, password_file=cluster.pg.password_file, node=name
+            )
+            daemon = Daemon(tmp_path_factory.mktemp(name), text, args=(),
+                            prefix=("ip", "netns", "exec", ns))  # fmt: skip
+            stack.callback(daemon.stop)
+            nodes.append(Node(name, ns, daemon))
+        start_all(nodes)
+        a, b = nodes
+        wait_for("both connected", lambda: all(connected(n) for n in nodes))
+        a.fail(address, 2)
+        wait_for(
+            "A's two failures in B's window",
+            lambda: b.ctl("why", address)["jails"]["postfix-sasl"]["failures"] == 2,  # type: ignore[index]
+        )
+        assert address not in a.kernel() and address not in b.kernel()  # 2 < maxretry
+        b.fail(address, 1)
+        wait_kernel(b, address)
+        wait_kernel(a, address)
+        (ban,) = a.ctl("why", address)["history"]  # type: ignore[index]
+        assert ban["node"] == "delta"
+        shared = a.ctl("status")["cluster"]["failures"]  # type: ignore[index]
+        assert shared["shared"] == 2 and shared["dropped"] == 0
+        assert b.ctl("status")["cluster"]["failures"]["received"] == 2  # type: ignore[index]
