@@ -16,7 +16,7 @@ import gc
 import heapq
 import itertools
 import random
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from ipaddress import ip_address, ip_network
@@ -623,8 +623,12 @@ class Appliance:
         ]
         return {"address": str(address), "jails": jails, "history": history}
 
-    def status(self, jail: str | None = None) -> dict[str, Any]:
-        counts = dict(self.enforcer.counts())
+    def status(
+        self, jail: str | None = None, counts: Mapping[str, int] | None = None
+    ) -> dict[str, Any]:
+        """Health and per-jail figures. ``counts``: the enforcer's element counts, when the
+        caller took them off the reactor thread (see control.py); else they are taken here."""
+        counts = dict(self.enforcer.counts() if counts is None else counts)
         per_jail = {}
         for name, j in self.engine.jails.items():
             if jail is not None and name != jail:

@@ -8,7 +8,7 @@ Access control is the socket file's mode (0660) and its directory's; ``cli.py`` 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -26,16 +26,24 @@ __all__ = ["ControlFactory", "Dispatcher"]
 log = Logger()
 
 Handler = Callable[[dict[str, Any]], Any]
+# Runs a blocking call in a worker thread (the service: Twisted's reactor thread pool).
+InThread = Callable[[Callable[[], Any]], Deferred[Any]]
 
 
 class Dispatcher:
     """Maps verbs to the Appliance. ``reload`` is provided by the service."""
 
-    def __init__(self, appliance: Appliance, reload: Callable[[], Any] | None = None) -> None:
+    def __init__(
+        self,
+        appliance: Appliance,
+        reload: Callable[[], Any] | None = None,
+        in_thread: InThread | None = None,
+    ) -> None:
         self.appliance = appliance
+        self.in_thread = in_thread
         self.verbs: dict[str, Handler] = {
             "ping": lambda a: "pong",
-            "status": lambda a: appliance.status(a.get("jail")),
+            "status": self.status,
             "banned": self.banned,
             "ban": self.ban,
             "unban": self.unban,
@@ -72,6 +80,16 @@ class Dispatcher:
 
             return result.addCallbacks(lambda r: {"ok": True, "result": r}, refused)
         return {"ok": True, "result": result}
+
+    def status(self, args: dict[str, Any]) -> Any:
+        """Counting the kernel's elements lists every set, about 1.5 s at 100,000 bans: with
+        ``in_thread`` it runs in a worker thread, and the reactor keeps receiving meanwhile
+        (held ~0.2 s at most, by the binding's JSON parse)."""
+        jail = args.get("jail")
+        if self.in_thread is None:
+            return self.appliance.status(jail)
+        counts: Deferred[Mapping[str, int]] = self.in_thread(self.appliance.enforcer.counts)
+        return counts.addCallback(lambda c: self.appliance.status(jail, c))
 
     def notify_test(self, args: dict[str, Any]) -> Deferred[dict[str, Any]]:
         notifier = self.appliance.notifier

@@ -191,7 +191,7 @@ def make_service(
 
     control = UNIXServer(
         str(config.control_socket),
-        ControlFactory(Dispatcher(appliance, top.reload)),
+        ControlFactory(Dispatcher(appliance, top.reload, in_thread=deferToThread)),
         mode=0o660,
         wantPID=False,
         reactor=reactor,

@@ -50,7 +50,9 @@ class Enforcer(Protocol):
         """Make the backend hold exactly ``active``, with their remaining times at ``now``."""
 
     def counts(self) -> Mapping[str, int]:
-        """Elements currently enforced, per jail name."""
+        """Elements currently enforced, per jail name. May be slow (a kernel listing) and is
+        called from a worker thread while the reactor applies batches: it must not share
+        what ``apply`` uses."""
 
     def flush(self) -> None:
         """Remove every ban (the jails' rules may stay)."""

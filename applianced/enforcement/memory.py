@@ -39,7 +39,7 @@ class MemoryEnforcer:
 
     def counts(self) -> Mapping[str, int]:
         out = dict.fromkeys(self.jails, 0)
-        for jail, _ in self.bans:
+        for jail, _ in list(self.bans):  # a copy: counts may run in a worker thread
             out[jail] += 1
         return out
 
