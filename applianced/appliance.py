@@ -45,7 +45,7 @@ from applianced.rules.decision import (
 )
 from applianced.rules.engine import CountedFailure, Engine
 from applianced.rules.jail import Jail, decide, jail_filter, network_of
-from applianced.rules.offenders import OffenderStore, SqliteOffenderStore
+from applianced.rules.offenders import OffenderStore
 from applianced.units import format_duration
 
 __all__ = ["Appliance", "RequestError", "ban_json", "parse_address", "parse_target"]
@@ -285,19 +285,22 @@ class Appliance:
             self._store_failed(e)
             return {}
 
-    def _commit(self, decisions: Sequence[BanDecision], measure: bool = False) -> list[Ban]:
+    def _commit(
+        self, decisions: Sequence[BanDecision], measure: bool = False, share: bool = True
+    ) -> list[Ban]:
         """Enforce, then record, then report. The kernel goes first because the attacker is
         still knocking: the store's commit (a few ms for a storm's batch, its lines included)
         is not on the path to the drop. Nothing is reported (logged,
         listed, mailed) before the store holds it; a crash in the millisecond between the two
         loses that turn's bans, and the next start's reconcile removes them from the kernel.
-        ``measure``: the decisions come from messages; their latency goes to ``ban_latency``."""
+        ``measure``: the decisions come from messages; their latency goes to ``ban_latency``.
+        ``share``: cluster mode, the bans go to the other appliances (not for ``--local``)."""
         bans = [Ban.from_decision(d) for d in decisions]
         replaced = [self.active[k] for b in bans if (k := (b.jail, b.network)) in self.active]
         if self._enforce(bans, replaced) and measure:
             self.ban_latency.observe_bans(self.clock.seconds(), decisions)
         try:
-            self.store.record_bans(decisions)
+            self.store.record_bans(decisions, share=share)
         except StoreError as e:
             self._store_failed(e)
         now = self.clock.seconds()
@@ -401,20 +404,6 @@ class Appliance:
 
     # -- cluster mode -----------------------------------------------------------------------
 
-    @contextmanager
-    def shared(self, share: bool) -> Iterator[None]:
-        """Changes made inside go to the cluster when ``share`` (the default everywhere), stay
-        on this appliance when not (``appliancectl ban/unban --local``)."""
-        store = self.store
-        if share or not isinstance(store, SqliteOffenderStore):
-            yield
-            return
-        store.share = False
-        try:
-            yield
-        finally:
-            store.share = True
-
     def adopt(self, bans: Sequence[Ban], ended: Sequence[Ban]) -> None:
         """Apply other appliances' changes, already in the store: ``bans`` start here with
         their own expiry (replacing an older ban of the same jail and network), ``ended``
@@ -491,10 +480,10 @@ class Appliance:
         self._expiry_call = None
         self._schedule_expiry()
 
-    def _end(self, bans: Sequence[Ban], reason: str) -> None:
+    def _end(self, bans: Sequence[Ban], reason: str, share: bool = True) -> None:
         now = self.clock.seconds()
         try:
-            self.store.end_bans(bans, now, reason)
+            self.store.end_bans(bans, now, reason, share=share)
         except StoreError as e:
             self._store_failed(e)
         for ban in bans:
@@ -525,9 +514,16 @@ class Appliance:
                 )
 
     def ban(
-        self, jail: str, target: str, duration: float | None = None, permanent: bool = False
+        self,
+        jail: str,
+        target: str,
+        duration: float | None = None,
+        permanent: bool = False,
+        *,
+        local: bool = False,
     ) -> Ban:
-        """A manual ban (or a blacklist entry when ``permanent``) of an address or CIDR."""
+        """A manual ban (or a blacklist entry when ``permanent``) of an address or CIDR; in
+        cluster mode on every appliance unless ``local``."""
         conf = self.jail_conf(jail)
         network = parse_target(target, conf.ipv6_prefix)
         self.check_bannable(network, jail)
@@ -542,12 +538,18 @@ class Appliance:
             at=now,
             lines=("[appliancectl] manual " + ("blacklist entry" if permanent else "ban"),),
         )
-        return self._commit([decision])[0]
+        return self._commit([decision], share=not local)[0]
 
     def unban(
-        self, target: str, jail: str | None = None, *, permanent_only: bool = False
+        self,
+        target: str,
+        jail: str | None = None,
+        *,
+        permanent_only: bool = False,
+        local: bool = False,
     ) -> list[Ban]:
-        """Lift every active ban covering ``target`` (in ``jail``, or in every jail)."""
+        """Lift every active ban covering ``target`` (in ``jail``, or in every jail); in
+        cluster mode on every appliance unless ``local``."""
         if jail is not None:
             self.jail_conf(jail)
         network = parse_target(target, 128)
@@ -566,7 +568,7 @@ class Appliance:
         for ban in found:
             del self.active[(ban.jail, ban.network)]
         self.health.unbans_total += len(found)
-        self._end(found, "unban")
+        self._end(found, "unban", share=not local)
         return found
 
     def flush(self, jail: str | None = None) -> list[Ban]:

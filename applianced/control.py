@@ -111,13 +111,13 @@ class Dispatcher:
         seconds = parse_duration(duration) if duration is not None else None
         if seconds is not None and seconds <= 0:
             raise ValueError("a ban lasts more than 0 seconds")
-        with self.appliance.shared(not args.get("local")):
-            ban = self.appliance.ban(_str(args, "jail"), _str(args, "target"), seconds)
+        local = bool(args.get("local"))
+        ban = self.appliance.ban(_str(args, "jail"), _str(args, "target"), seconds, local=local)
         return ban_json(ban, self._now())
 
     def unban(self, args: dict[str, Any]) -> list[dict[str, Any]]:
-        with self.appliance.shared(not args.get("local")):
-            bans = self.appliance.unban(_str(args, "target"), args.get("jail"))
+        local = bool(args.get("local"))
+        bans = self.appliance.unban(_str(args, "target"), args.get("jail"), local=local)
         return [ban_json(b, self._now()) for b in bans]
 
     def blacklist_add(self, args: dict[str, Any]) -> dict[str, Any]:

@@ -90,14 +90,9 @@ class Engine:
             if match.address is None:
                 out.append(Lookup(jail.name, match.host, evidence, now))
                 continue
-            offence = jail.fail(match.address, evidence, now, match.prefix)
-            if self.on_failure is not None and not jail.ignores(match.address):
-                self.on_failure(
-                    CountedFailure(
-                        jail.name, match.address, match.prefix, evidence, now,
-                        message.sender or "",
-                    )
-                )  # fmt: skip
+            offence = self._fail(
+                jail, match.address, evidence, now, match.prefix, message.sender or ""
+            )
             if offence is not None:
                 out.append(offence)
         return out
@@ -105,11 +100,21 @@ class Engine:
     def resolved(self, lookup: Lookup, address: IPAddress, now: float) -> Offence | None:
         """Count a failure of ``lookup`` for one address its hostname resolved to."""
         jail = self.jails.get(lookup.jail)
-        if jail is None:
-            return None
+        return None if jail is None else self._fail(jail, address, lookup.line, now, None, "")
+
+    def _fail(
+        self,
+        jail: Jail,
+        address: IPAddress,
+        line: str,
+        now: float,
+        prefix: int | None,
+        sender: str,
+    ) -> Offence | None:
+        """Count a failure this appliance saw, and hand it to ``on_failure`` when set."""
         if self.on_failure is not None and not jail.ignores(address):
-            self.on_failure(CountedFailure(jail.name, address, None, lookup.line, now, ""))
-        return jail.fail(address, lookup.line, now)
+            self.on_failure(CountedFailure(jail.name, address, prefix, line, now, sender))
+        return jail.fail(address, line, now, prefix)
 
     def count_remote(self, failure: CountedFailure, now: float) -> Offence | None:
         """Count another appliance's failure in the jail of the same name (if enabled here),

@@ -77,16 +77,17 @@ class OffenderStore(Protocol):
     """What the rest of applianced may ask of the durable store. Every method may raise
     StoreError; writes are one transaction each and durable when they return."""
 
-    def record_bans(self, decisions: Sequence[BanDecision]) -> list[Ban]:
+    def record_bans(self, decisions: Sequence[BanDecision], *, share: bool = True) -> list[Ban]:
         """Record one ban per decision, all or none, and return the Bans. A (jail, network) has
         at most one ban not ended: a new one ends the previous one with reason "superseded"
-        at the new one's start (so does a later decision for the same pair in one batch)."""
+        at the new one's start (so does a later decision for the same pair in one batch).
+        ``share=False`` keeps them off the cluster (``--local``); no effect outside it."""
 
-    def end_bans(self, bans: Sequence[Ban], at: float, reason: str) -> int:
+    def end_bans(self, bans: Sequence[Ban], at: float, reason: str, *, share: bool = True) -> int:
         """End the not-yet-ended ban of each (jail, network) at ``at``, with ``reason``
         ("unban", "expired", "flush", ...), unless it started after the given Ban's
         ``started_at`` (a newer ban the caller has not seen). Returns how many were ended;
-        0 is not an error."""
+        0 is not an error. ``share`` as for ``record_bans``."""
 
     def active_bans(self, now: float) -> list[Ban]:
         """Bans not ended that are permanent or expire after ``now``."""
@@ -369,7 +370,7 @@ class SqliteOffenderStore:
     one statement, hence one (implicit) read transaction.
 
     ``node`` names this appliance in the rows it decides; ``journal`` (cluster mode) writes
-    the outbox; ``share`` (on by default) may be turned off for an operator's ``--local``."""
+    the outbox."""
 
     def __init__(
         self, path: Path, *, lines_per_ban: int = 20, node: str = "", journal: bool = False
@@ -380,7 +381,6 @@ class SqliteOffenderStore:
         self._lines_per_ban = lines_per_ban
         self.node = node
         self.journal = journal
-        self.share = True
         self._conn = _open(self.path)
         self._uid_prefix = self._read("SELECT store FROM cluster", ())[0][0] + "."
 
@@ -405,7 +405,7 @@ class SqliteOffenderStore:
         except sqlite3.Error as e:
             raise StoreError(_explain(self.path, e)) from e
 
-    def record_bans(self, decisions: Sequence[BanDecision]) -> list[Ban]:
+    def record_bans(self, decisions: Sequence[BanDecision], *, share: bool = True) -> list[Ban]:
         if not decisions:
             return []
         rows = [
@@ -435,16 +435,16 @@ class SqliteOffenderStore:
             first_id = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM bans").fetchone()[0]
             conn.executemany(_INSERT, [(first_id + i, *row) for i, row in enumerate(rows)])
             conn.executemany(_INSERT_LINES, [(first_id + i, text) for i, text in lines])
-            if self.journal and self.share:
+            if self.journal and share:
                 ids = [(first_id + i,) for i in range(len(rows))]
                 conn.executemany("INSERT INTO outbox (op, ban) VALUES ('ban', ?)", ids)
         return [Ban.from_decision(d) for d in decisions]
 
-    def end_bans(self, bans: Sequence[Ban], at: float, reason: str) -> int:
+    def end_bans(self, bans: Sequence[Ban], at: float, reason: str, *, share: bool = True) -> int:
         if not bans:
             return 0
         rows = [(at, reason, b.jail, str(b.network), b.started_at) for b in bans]
-        if self.journal and self.share and reason in _SHARED_ENDS:
+        if self.journal and share and reason in _SHARED_ENDS:
             return self._end_shared(rows)
         with self._write() as conn:
             # started_at <= ?: a Ban read before another ban superseded it (by this process

@@ -48,8 +48,7 @@ def test_expiries_and_local_changes_stay_out_of_the_outbox(tmp_path: Path) -> No
     (ban,) = s.record_bans([decision()])
     s.pushed(s.pending(10)[-1].seq)
     s.end_bans([ban], T0 + 600, "expired")
-    s.share = False
-    s.record_bans([decision(at=T0 + 700)])
+    s.record_bans([decision(at=T0 + 700)], share=False)
     assert s.pending(10) == []
     plain = SqliteOffenderStore(tmp_path / "plain.sqlite")  # not in cluster mode
     plain.record_bans([decision()])
