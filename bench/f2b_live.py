@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ import nftables
 
 from bench.fail2ban import tree
 from bench.filters import mail_log
-from bench.kernel import address
+from bench.kernel import address, latencies
 from bench.live import LATENCY_BASE, MAXRETRY, monitor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,13 +173,9 @@ def burst() -> float:
 
 def main(argv: list[str]) -> None:
     samples = int(argv[0]) if argv else 100
-    lat = sorted(latency(samples))
+    lat = latency(samples)
     out: dict[str, Any] = {
-        "latency_ms": {
-            "median": statistics.median(lat),
-            "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))],
-            "samples": len(lat),
-        },
+        "latency_ms": latencies(lat),
         "burst_bans_per_s": burst(),
     }
     print(json.dumps(out))

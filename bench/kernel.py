@@ -189,6 +189,16 @@ def latency(workdir: Path, n: int) -> list[float]:
     return [r * 1000 for r in results]
 
 
+def latencies(samples_ms: Sequence[float]) -> dict[str, float]:
+    """Median, 99th percentile and count of latency samples (ms), as every bench reports them."""
+    lat = sorted(samples_ms)
+    return {
+        "median": statistics.median(lat),
+        "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))],
+        "samples": len(lat),
+    }
+
+
 def main(argv: Sequence[str]) -> None:
     samples = int(argv[1]) if len(argv) > 1 else 300
     with tempfile.TemporaryDirectory() as tmp:
@@ -197,12 +207,7 @@ def main(argv: Sequence[str]) -> None:
             "restore_100k_s": restore_100k(workdir),
             "burst_bans_per_s": burst_10k(workdir),
         }
-        lat = sorted(latency(workdir, samples))
-        out["latency_ms"] = {
-            "median": statistics.median(lat),
-            "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))],
-            "samples": len(lat),
-        }
+        out["latency_ms"] = latencies(latency(workdir, samples))
     print(json.dumps(out))
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,7 @@ from applianced.rules.decision import BanDecision, BanKind
 from applianced.rules.offenders import SqliteOffenderStore
 from bench.filters import mail_log
 from bench.ingest import bench_config
-from bench.kernel import address
+from bench.kernel import address, latencies
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -215,13 +214,9 @@ def _accepts(port: int) -> bool:
 
 def main(argv: list[str]) -> None:
     samples = int(argv[0]) if argv else 300
-    lat = sorted(latency(samples))
+    lat = latency(samples)
     out: dict[str, Any] = {
-        "latency_ms": {
-            "median": statistics.median(lat),
-            "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))],
-            "samples": len(lat),
-        },
+        "latency_ms": latencies(lat),
         "burst": burst(),
         "restore_s": restore(),
     }
