@@ -180,10 +180,10 @@ def make_service(
             appliance.engine.on_failure = replicator.share
     listeners = Listeners(
         config.listeners,
-        # The engine's routing gate: a message no jail reads is counted and dropped unparsed.
+        # The engine's routing gate: a message no jail can match is counted and dropped unparsed.
         # The engine lives as long as the process (a reload swaps its jails, not the engine).
         lambda conf: ListenerService(
-            conf, appliance.receive, stats, reactor, appliance.engine.reads_program
+            conf, appliance.receive, stats, reactor, appliance.engine.gate
         ),
     )
     listeners.setServiceParent(top)

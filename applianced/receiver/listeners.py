@@ -2,7 +2,7 @@
 
 Thin by design: check the sender against the listener's ``allowed_senders`` and limits
 (connections, per-sender rate, idle timeout: ``limits.py``; TLS peer checks: ``tls.py``), frame
-(TCP/TLS, RFC 6587), drop what no jail reads when given the routing gate (``reads``), parse
+(TCP/TLS, RFC 6587), drop what no jail can match when given the routing gate (``route``), parse
 (sans-io ``parse``, stamped with sender, transport and time of receipt), hand to the sink.
 Socket options: a large UDP receive buffer (``rcvbuf``) and SO_REUSEPORT (``reuse_port``).
 ``Listeners`` opens, rebinds and reconfigures them on reload.
@@ -44,7 +44,7 @@ from applianced.errors import ParseError
 from applianced.receiver.framing import FrameError, Framer
 from applianced.receiver.limits import ConnectionLimiter, RateLimiter
 from applianced.receiver.message import SyslogMessage
-from applianced.receiver.parse import parse, parse_routed
+from applianced.receiver.parse import Dropped, Route, parse, parse_routed
 from applianced.receiver.tls import ServerTLS, TLSFileError, refusal, server_context
 from applianced.rules.decision import IPNetwork
 
@@ -59,8 +59,6 @@ __all__ = [
 ]
 
 Sink = Callable[[SyslogMessage], None]
-# Whether some jail reads a program's messages (Engine.reads_program): the routing gate.
-Reads = Callable[[str], bool]
 log = Logger()
 
 _SENDER_CACHE_MAX = 4096
@@ -97,9 +95,10 @@ class _Edge:
     """What UDP and TCP share: the allowlist check, the routing gate, parse+stamp,
     rate-limited complaints.
 
-    The gate (``reads``): a message of the common RFC 3164 shape whose app-name no jail reads
-    is counted as received and dropped before anything is built (``parse_routed``); the sink
-    would have dropped it anyway. Other shapes are always parsed."""
+    The gate (``route``, ``Engine.gate``): a message of the common RFC 3164 shape that no jail
+    can match (no jail reads its program, or it holds none of their failregexes' literals) is
+    counted as received and dropped before anything is built (``parse_routed``); the engine
+    would have found nothing in it. Other shapes are always parsed."""
 
     def __init__(
         self,
@@ -107,11 +106,11 @@ class _Edge:
         sink: Sink,
         stats: ReceiverStats,
         clock: IReactorTime,
-        reads: Reads | None = None,
+        route: Route | None = None,
     ) -> None:
         self.conf = conf
         self.sink = sink
-        self.reads = reads
+        self.route = route
         self.stats = stats
         self.clock = clock
         self._reference = (-1, datetime.fromtimestamp(0, UTC))  # (second, that second)
@@ -202,13 +201,13 @@ class _Edge:
             )
             return
         try:
-            if self.reads is None:
+            if self.route is None:
                 message = parse(data, self.reference(now), host, self.conf.transport, now)
             else:
                 routed = parse_routed(
-                    data, self.reads, self.reference(now), host, self.conf.transport, now
+                    data, self.route, self.reference(now), host, self.conf.transport, now
                 )
-                if routed is None:  # no jail reads its program: received, and done with
+                if isinstance(routed, Dropped):  # no jail can match it: received, and done with
                     self._received()
                     return
                 message = routed
@@ -254,9 +253,9 @@ class SyslogUDP(DatagramProtocol):
         sink: Sink,
         stats: ReceiverStats,
         clock: IReactorTime,
-        reads: Reads | None = None,
+        route: Route | None = None,
     ) -> None:
-        self.edge = _Edge(conf, sink, stats, clock, reads)
+        self.edge = _Edge(conf, sink, stats, clock, route)
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
         host = canonical_host(addr[0])
@@ -354,9 +353,9 @@ class SyslogTCPFactory(Factory):
         sink: Sink,
         stats: ReceiverStats,
         clock: IReactorTime,
-        reads: Reads | None = None,
+        route: Route | None = None,
     ) -> None:
-        self.edge = _Edge(conf, sink, stats, clock, reads)
+        self.edge = _Edge(conf, sink, stats, clock, route)
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
         host = canonical_host(getattr(addr, "host", ""))
@@ -413,11 +412,11 @@ class ListenerService(Service):
         sink: Sink,
         stats: ReceiverStats,
         reactor: Any,
-        reads: Reads | None = None,
+        route: Route | None = None,
     ) -> None:
         self.conf = conf
         self.sink = sink
-        self.reads = reads
+        self.route = route
         self.stats = stats
         self.reactor = reactor
         self.port: IListeningPort | None = None
@@ -439,7 +438,7 @@ class ListenerService(Service):
         c = self.conf
         if self.port is None:
             if c.transport == "udp":
-                proto = SyslogUDP(c, self.sink, self.stats, self.reactor, self.reads)
+                proto = SyslogUDP(c, self.sink, self.stats, self.reactor, self.route)
                 if c.reuse_port:
                     with _bind_reusing_port(c, socket.SOCK_DGRAM) as sock:
                         port = self.reactor.adoptDatagramPort(
@@ -455,7 +454,7 @@ class ListenerService(Service):
                 if warning:
                     log.warn("{warning}", warning=warning)
             elif c.tls is not None:
-                factory = SyslogTCPFactory(c, self.sink, self.stats, self.reactor, self.reads)
+                factory = SyslogTCPFactory(c, self.sink, self.stats, self.reactor, self.route)
                 try:
                     self._tls = ServerTLS(server_context(c.tls))
                 except TLSFileError as e:
@@ -465,7 +464,7 @@ class ListenerService(Service):
                 port = self._listen_tcp(wrapped)
                 self._edge = factory.edge
             else:
-                factory = SyslogTCPFactory(c, self.sink, self.stats, self.reactor, self.reads)
+                factory = SyslogTCPFactory(c, self.sink, self.stats, self.reactor, self.route)
                 port = self._listen_tcp(factory)
                 self._edge = factory.edge
             self.port = port

@@ -4,8 +4,9 @@ Owns the wire grammars: RFC 5424, RFC 3164 and the lenient variants real senders
 hostname, an ISO timestamp, no PRI). Sans-io: no sockets, no clock (the receipt time is passed
 in), no logging; bad input raises ParseError. Called by the listeners for every message (the hot
 path: precompiled regexes, one match per message; the common RFC 3164 shape by a pattern of its
-own) and by ``appliancectl parse``. ``parse_routed`` is the routing gate: it builds nothing for a
-message whose program no jail reads.
+own, on the bytes) and by ``appliancectl parse``. ``parse_routed`` is the routing gate: it builds
+nothing for a message that no jail can match (one no jail reads, or one without any literal its
+jails' failregexes need).
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import functools
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
+from enum import Enum
 
 from applianced.errors import ParseError
 from applianced.receiver.message import SyslogMessage
 
-__all__ = ["message_fields", "parse", "parse_routed"]
+__all__ = ["Dropped", "Route", "message_fields", "parse", "parse_routed"]
 
 # RFC 3164 4.3.3: a message without a PRI gets facility 1 (user), severity 5 (notice).
 _DEFAULT_PRI = 13
@@ -75,18 +77,22 @@ _RFC3164 = re.compile(
 _TAG_ONLY = re.compile(_TAG, re.ASCII)
 
 # The shape nearly every mail server sends: [<PRI>]Mmm dd hh:mm:ss HOST TAG[PID]: MSG. Parsed by
-# this simpler pattern first (the general path below costs twice as much); it also gives the
-# routing gate the app-name before anything is built. Every text it matches, the general path
-# reads into the same fields (a property test pins it): a valid PRI that is not RFC 5424's "1 ",
-# a BSD timestamp without year or fraction, a HOST that cannot be a TAG (no ':', '[' or ']'),
-# then the TAG and its ": ".
+# this simpler pattern first, on the bytes (the general path below costs twice as much); it also
+# gives the routing gate the app-name before anything is decoded or built. Every message it
+# matches, the general path reads into the same fields (a property test pins it): a valid PRI
+# that is not RFC 5424's "1 ", a BSD timestamp without year or fraction, a HOST that cannot be a
+# TAG (no ':', '[' or ']'), then the TAG and its ": ". Its pieces decode on their own as the
+# whole would: each ends at an ASCII byte, which no UTF-8 sequence spans. A message holding a NUL
+# takes the general path, which reads a NUL as a space.
 _COMMON = re.compile(
-    r"(?:<((?:[0-9]{1,2}|0[0-9]{2}|1[0-8][0-9]|19[01]))>)?"
-    rf"((?:{'|'.join(_MONTH_NAMES)}) {{1,2}}[0-9]{{1,2}} [0-9]{{2}}:[0-9]{{2}}:[0-9]{{2}}) "
-    r"([^ \[\]:]++) ([^ \[\]:]++)(?:\[([^\] ]*+)\])?+: ",
-    re.ASCII,
+    rb"(?:<((?:[0-9]{1,2}|0[0-9]{2}|1[0-8][0-9]|19[01]))>)?"
+    + rb"((?:"
+    + "|".join(_MONTH_NAMES).encode()
+    + rb") {1,2}[0-9]{1,2} [0-9]{2}:[0-9]{2}:[0-9]{2}) "
+    + rb"([^ \[\]:]++) ([^ \[\]:]++)(?:\[([^\] ]*+)\])?+: ",
 )
 _COMMON_APP = 4  # the TAG's group
+_COMMON_PID = 5
 
 _BOM = "\ufeff"
 
@@ -104,47 +110,72 @@ def parse(
     lack. ``sender``, ``transport`` and ``received_at`` (POSIX seconds) are the listener's
     stamp, passed in so the message is built once (a copy would cost more than the parse).
     """
-    text = _text(data)
+    data = data.rstrip(_TRAILING)
     stamp = (sender, transport, received_at)
-    m = _COMMON.match(text)
+    m = None if b"\x00" in data else _COMMON.match(data)
     if m is None:
-        return _parse_any(text, reference, stamp)
-    return _common(m, text, reference, stamp)
+        return _parse_any(_text(data), reference, stamp)
+    return _common(m, data, reference, stamp)
+
+
+class Dropped(Enum):
+    """Why :func:`parse_routed` built no message."""
+
+    UNREAD = "no jail reads its program"
+    HOPELESS = "it holds none of the literals its jails' failregexes need"
+
+
+# The routing gate's question, asked with the TAG of a message of the common shape (its raw
+# bytes): None when no jail reads that program; else byte strings of which a message of it must
+# hold one for some jail to match it, or () when every message of it must be parsed.
+Route = Callable[[bytes], tuple[bytes, ...] | None]
 
 
 def parse_routed(
     data: bytes,
-    reads: Callable[[str], bool],
+    route: Route,
     reference: datetime,
     sender: str | None = None,
     transport: str | None = None,
     received_at: float = 0.0,
-) -> SyslogMessage | None:
-    """:func:`parse`, but None for a message of the common shape whose app-name ``reads``
-    refuses: the routing gate, which builds nothing for a message no jail reads. A message of
-    another shape is parsed whole (only then is its app-name known) and returned."""
-    text = _text(data)
+) -> SyslogMessage | Dropped:
+    """:func:`parse`, behind the routing gate that builds nothing for a message of the common
+    shape that no jail can match: its program no jail reads, or it holds none of the byte
+    strings ``route`` names for that program (a failregex's required literal is in the text
+    only if its UTF-8 bytes are in the message). A message of another shape is parsed whole
+    (only then is its app-name known) and returned."""
+    data = data.rstrip(_TRAILING)
     stamp = (sender, transport, received_at)
-    m = _COMMON.match(text)
+    m = None if b"\x00" in data else _COMMON.match(data)
     if m is None:
-        return _parse_any(text, reference, stamp)
-    if not reads(m.group(_COMMON_APP)):
-        return None
-    return _common(m, text, reference, stamp)
+        return _parse_any(_text(data), reference, stamp)
+    needles = route(m.group(_COMMON_APP))
+    if needles is None:
+        return Dropped.UNREAD
+    # "app[]:" is read as "app:" (no PID), so the line a fail2ban filter reads is not then a
+    # substring of the message: no verdict on such a message without parsing it.
+    if needles and m.group(_COMMON_PID) != b"":
+        for needle in needles:
+            if needle in data:
+                break
+        else:
+            return Dropped.HOPELESS
+    return _common(m, data, reference, stamp)
 
 
 def _text(data: bytes) -> str:
     """The text of a message: trailing line ends and NULs cut, other NULs made spaces."""
-    data = data.rstrip(b"\n\r\x00")
+    data = data.rstrip(_TRAILING)
     if b"\x00" in data:
         data = data.replace(b"\x00", b" ")
     return data.decode("utf-8", "replace")
 
 
+_TRAILING = b"\n\r\x00"
 _Stamp = tuple[str | None, str | None, float]
 
 
-def _common(m: re.Match[str], text: str, reference: datetime, stamp: _Stamp) -> SyslogMessage:
+def _common(m: re.Match[bytes], data: bytes, reference: datetime, stamp: _Stamp) -> SyslogMessage:
     digits, bsd, host, app, procid = m.groups()
     pri = _DEFAULT_PRI if digits is None else int(digits)
     # Positional: facility, severity, timestamp, hostname, app_name, procid, msgid, SD, msg,
@@ -152,13 +183,13 @@ def _common(m: re.Match[str], text: str, reference: datetime, stamp: _Stamp) -> 
     return SyslogMessage(
         pri >> 3,
         pri & 7,
-        _bsd_timestamp(bsd, reference),
-        host,
-        app,
-        procid or None,
+        _bsd_timestamp(bsd.decode("ascii"), reference),
+        host.decode("utf-8", "replace"),
+        app.decode("utf-8", "replace"),
+        procid.decode("utf-8", "replace") if procid else None,
         None,
         None,
-        text[m.end() :],
+        data[m.end() :].decode("utf-8", "replace"),
         *stamp,
     )
 

@@ -1,8 +1,9 @@
 """The engine: routes each message to the jails that select it and returns their offences.
 
 Pure: ``feed(message, now)`` reads no clock, logs nothing, touches no store or firewall. The
-hot path is one dict lookup for a message whose program no jail reads; routes are cached per
-app-name (bounded), and each jail's filter runs its literal prefilter before any regex.
+listeners ask ``gate`` first, so that a message no jail can match is dropped before it is parsed;
+routes are cached per app-name (bounded), and each jail's filter runs its literal prefilter
+before any regex.
 
 Cluster mode's ``share_failures`` adds one hook: ``on_failure``, when set, is called with each
 failure a jail counted from this appliance's messages (ignored addresses excepted), and
@@ -42,6 +43,7 @@ class Engine:
     def __init__(self, jails: Sequence[Jail] = ()) -> None:
         self.jails: dict[str, Jail] = {}
         self._routes: dict[str | None, tuple[Jail, ...]] = {}
+        self._gates: dict[bytes, tuple[bytes, ...] | None] = {}
         self.on_failure: Callable[[CountedFailure], None] | None = None
         self.set_jails(jails)
 
@@ -54,6 +56,7 @@ class Engine:
                 jail.adopt(old)
         self.jails = new
         self._routes = {}
+        self._gates = {}
 
     def route(self, app_name: str | None) -> tuple[Jail, ...]:
         jails = self._routes.get(app_name)
@@ -64,9 +67,27 @@ class Engine:
             self._routes[app_name] = jails
         return jails
 
-    def reads_program(self, app_name: str) -> bool:
-        """Whether some jail reads this program's messages: the listeners' routing gate."""
-        return bool(self.route(app_name))
+    def gate(self, tag: bytes) -> tuple[bytes, ...] | None:
+        """The listeners' routing gate (``parse.Route``) for a program, given as the raw bytes
+        of its TAG: None when no jail reads it; else the byte strings of which a message must
+        hold one for some jail that reads it to match (every filter literal of those jails), or
+        () when one of them has no such literals and every message must be parsed."""
+        try:
+            return self._gates[tag]
+        except KeyError:
+            pass
+        jails = self.route(tag.decode("utf-8", "replace"))
+        needles: tuple[bytes, ...] | None
+        if not jails:
+            needles = None
+        elif all(j.filter.needles for j in jails):
+            needles = tuple(dict.fromkeys(n for j in jails for n in j.filter.needles))
+        else:
+            needles = ()
+        if len(self._gates) >= _ROUTE_CACHE_MAX:
+            self._gates.clear()
+        self._gates[tag] = needles
+        return needles
 
     def feed(self, message: SyslogMessage, now: float) -> list[Offence | Lookup]:
         """Offences caused by ``message`` received at ``now`` (POSIX seconds), and hostnames

@@ -202,6 +202,7 @@ class Filter:
         "literals",
         "max_text",
         "name",
+        "needles",
         "on_line",
         "prefregex",
     )
@@ -249,6 +250,14 @@ class Filter:
         lits = tuple(literal for literal, _, _ in fail)
         self.literals: tuple[str, ...] = (
             lits if all(len(lit) >= MIN_LITERAL for lit in lits) else ()
+        )
+        # The literals as UTF-8, for a gate that tests a message before decoding it: a literal
+        # is in the decoded text only if these bytes are in the message (a U+FFFD in the text
+        # may stand for any invalid bytes, so a literal holding one gives no such test).
+        self.needles: tuple[bytes, ...] = (
+            tuple(lit.encode() for lit in self.literals)
+            if not any("\ufffd" in lit for lit in self.literals)
+            else ()
         )
 
     def __repr__(self) -> str:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from applianced.errors import ParseError
 from applianced.receiver import parse as parse_module
 from applianced.receiver.message import SyslogMessage
-from applianced.receiver.parse import message_fields, parse, parse_routed
+from applianced.receiver.parse import Dropped, message_fields, parse, parse_routed
 from applianced.rules.jail import ProgramSelector
 
 DATA = Path(__file__).parent.parent / "data"
@@ -513,21 +513,37 @@ def test_common_shape_is_read_as_the_general_path_reads_it(data: bytes) -> None:
 
 
 @settings(max_examples=300)
-@given(_NEAR_COMMON, st.lists(st.sampled_from(["sshd", "postfix/*", "a*", "a/[a-]", "é"])))
-def test_the_routing_gate_drops_only_what_no_jail_reads(data: bytes, programs: list[str]) -> None:
+@given(
+    _NEAR_COMMON,
+    st.lists(st.sampled_from(["sshd", "postfix/*", "a*", "a/[a-]", "é"])),
+    st.lists(st.sampled_from(["", "a", "é", ": a", "Z9 ", "[1]: ", "a: "]), max_size=2),
+)
+def test_the_routing_gate_drops_only_what_no_jail_can_match(
+    data: bytes, programs: list[str], literals: list[str]
+) -> None:
     """parse_routed, the gate of the listeners and of test-filter: a message it drops is one
-    whose parsed app-name no jail reads; any other comes back as parse() reads it (or raises
-    as parse() does)."""
+    whose parsed app-name no jail reads, or whose MSG and traditional line (what a filter
+    reads) hold none of the literals; any other comes back as parse() reads it (or raises as
+    parse() does)."""
     selects = ProgramSelector(programs)
+    needles = tuple(lit.encode() for lit in literals if lit)
+
+    def route(tag: bytes) -> tuple[bytes, ...] | None:
+        return needles if selects(tag.decode("utf-8", "replace")) else None
+
     try:
         expected = parse(data, REF, *_ROUTER_STAMP)
     except ParseError:
         with pytest.raises(ParseError):
-            parse_routed(data, selects, REF, *_ROUTER_STAMP)
+            parse_routed(data, route, REF, *_ROUTER_STAMP)
         return
-    routed = parse_routed(data, selects, REF, *_ROUTER_STAMP)
-    if routed is None:
+    routed = parse_routed(data, route, REF, *_ROUTER_STAMP)
+    if routed is Dropped.UNREAD:
         assert not selects(expected.app_name)
+    elif routed is Dropped.HOPELESS:
+        assert selects(expected.app_name) and needles
+        texts = (expected.msg, " " + expected.line)
+        assert not any(n.decode() in t for n in needles for t in texts)
     else:
         assert routed == expected
 
@@ -535,7 +551,8 @@ def test_the_routing_gate_drops_only_what_no_jail_reads(data: bytes, programs: l
 def test_common_shape_covers_the_usual_mail_log_line() -> None:
     """The fast path is taken for the lines mail servers send (else it would be dead weight)."""
     wire = b"<22>Nov 22 00:00:01 mx postfix/smtpd[62708]: connect from unknown[198.18.146.155]"
-    assert parse_routed(b"Nov  2 00:00:01 mx dovecot: imap-login: x", lambda a: False, REF) is None
+    unread = parse_routed(b"Nov  2 00:00:01 mx dovecot: imap-login: x", lambda t: None, REF)
+    assert unread is Dropped.UNREAD
     expected = SyslogMessage(
         facility=2,
         severity=6,
@@ -551,6 +568,8 @@ def test_common_shape_covers_the_usual_mail_log_line() -> None:
     assert parse(wire, REF, *_ROUTER_STAMP) == _general(wire)
     for other in (b"<22>1 2026-11-22T00:00:01Z mx sshd 1 - - x", b"Nov 22 00:00:01 sshd: x"):
         # Another shape is parsed whole whatever its program: only then is it known.
-        assert parse_routed(other, lambda app: False, REF) == parse(other, REF)
-    assert parse_routed(wire, lambda app: app == "postfix/smtpd", REF) == expected
-    assert parse_routed(wire, lambda app: app == "sshd", REF) is None
+        assert parse_routed(other, lambda tag: None, REF) == parse(other, REF)
+    assert parse_routed(wire, lambda tag: () if tag == b"postfix/smtpd" else None, REF) == expected
+    assert parse_routed(wire, lambda tag: () if tag == b"sshd" else None, REF) is Dropped.UNREAD
+    assert parse_routed(wire, lambda tag: (b"reject:",), REF) is Dropped.HOPELESS
+    assert parse_routed(wire, lambda tag: (b"reject:", b"connect"), REF) == expected

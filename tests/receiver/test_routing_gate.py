@@ -1,6 +1,7 @@
-"""The listeners' routing gate: given ``reads`` (Engine.reads_program), a message of the
-common shape that no jail reads is counted as received and never reaches the sink; what a
-jail reads, and every message of another shape, is parsed and handed on as before."""
+"""The listeners' routing gate: given ``route`` (Engine.gate), a message of the common shape
+that no jail can match (no jail reads its program, or it holds none of their filters'
+literals) is counted as received and never reaches the sink; what a jail may match, and every
+message of another shape, is parsed and handed on as before."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def _listener(reads: bool) -> tuple[SyslogUDP, list[SyslogMessage], ReceiverStat
     engine = Engine([Jail(jail_conf(), Filter([r"^Failed \S+ from <HOST>"]))])  # reads sshd
     got: list[SyslogMessage] = []
     stats = ReceiverStats()
-    proto = SyslogUDP(CONF, got.append, stats, Clock(), engine.reads_program if reads else None)
+    proto = SyslogUDP(CONF, got.append, stats, Clock(), engine.gate if reads else None)
     return proto, got, stats
 
 
@@ -36,6 +37,27 @@ def test_a_program_no_jail_reads_is_received_but_not_handed_on() -> None:
     )
     assert [m.app_name for m in got] == ["sshd"]
     assert (stats.received, stats.received_udp, stats.parse_errors) == (2, 2, 0)
+
+
+def test_a_message_without_the_filters_literal_is_received_but_not_handed_on() -> None:
+    """sshd's jail needs "Failed " in a message: one without it cannot match."""
+    proto, got, stats = _listener(reads=True)
+    proto.datagramReceived(b"<38>Nov 22 10:00:01 mx sshd[2]: Accepted key for bob", SENDER)
+    proto.datagramReceived(b"<38>Nov 22 10:00:01 mx sshd[2]: Failed key from 192.0.2.7", SENDER)
+    assert [m.msg for m in got] == ["Failed key from 192.0.2.7"]
+    assert (stats.received, stats.parse_errors) == (2, 0)
+
+
+def test_the_gate_names_the_literals_of_every_jail_that_reads_a_program() -> None:
+    """Two jails read sshd: a message needs either's literal. A jail whose filter has no
+    literal makes every message of its programs worth parsing; an unread program is None."""
+    sshd = Jail(jail_conf(name="a"), Filter([r"^Failed \S+ from <HOST>", r"^Bad user at <HOST>"]))
+    other = Jail(jail_conf(name="b"), Filter([r"^Invalid user \S+ from <HOST>"]))
+    engine = Engine([sshd, other])
+    assert engine.gate(b"sshd") == (b"Failed ", b"Bad user at ", b"Invalid user ")
+    assert engine.gate(b"postfix/qmgr") is None
+    engine.set_jails([sshd, Jail(jail_conf(name="b"), Filter([r"<HOST> \S+"]))])
+    assert engine.gate(b"sshd") == ()
 
 
 def test_other_shapes_and_bad_input_are_parsed_as_without_the_gate() -> None:
