@@ -1,7 +1,8 @@
 """Guards of the hot path that do not time anything (benchmarks assert nothing; these do):
 
 - a message from a program no jail reads costs no filter call and no regex, and a message a
-  jail reads but without its filter's literal costs no regex, for every shipped jail;
+  jail reads but without its filter's literal costs no regex, for every shipped jail; a
+  failure without an ignoreregex's literal does not run that ignoreregex;
 - a burst of offences settled in one reactor turn is one enforcer call and one libnftables
   transaction.
 """
@@ -56,7 +57,7 @@ def spied_engine(calls: list[str]) -> Engine:
     for conf in load_config(SHIPPED).jails:
         filt = jail_filter(replace(conf, enabled=True))
         filt._fail = tuple((lit, SpyPattern(rx, calls), rd) for lit, rx, rd in filt._fail)
-        filt._ignore = tuple(SpyPattern(rx, calls) for rx in filt._ignore)
+        filt._ignore = tuple((lit, SpyPattern(rx, calls)) for lit, rx in filt._ignore)
         if filt._pref is not None:
             filt._pref = SpyPattern(filt._pref, calls)
         jails.append(Jail(replace(conf, enabled=True), filt))
@@ -97,6 +98,20 @@ def test_a_read_program_without_the_literal_costs_no_regex() -> None:
         assert engine.route(app), f"no shipped jail reads {app}"
         assert engine.feed(message(line, app=app), T0) == []
     assert calls == []
+
+
+def test_a_failure_without_the_ignoreregex_literal_runs_no_ignoreregex() -> None:
+    """postfix-sasl's ignoreregex needs "Connection lost to authentication server": an ordinary
+    failure costs one regex (the failregex), the exception two and is no failure."""
+    calls: list[str] = []
+    engine = spied_engine(calls)
+    head = "warning: unknown[192.0.2.7]: SASL LOGIN authentication failed: "
+    engine.feed(message(head + "UGFzc3dvcmQ6", app="postfix/smtpd"), T0)
+    assert calls == ["search"]
+    calls.clear()
+    lost = head + "Connection lost to authentication server"
+    assert engine.feed(message(lost, app="postfix/smtpd"), T0) == []
+    assert calls == ["search", "search"]
 
 
 class CountingNft:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
+from typing import NamedTuple
 
 from applianced.errors import FilterError
 from applianced.rules.decision import IPAddress
@@ -116,9 +117,9 @@ MIN_LITERAL = 3  # a shorter required literal is in nearly every line: not worth
 # --- values -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Match:
-    """What a failregex captured from one message.
+class Match(NamedTuple):
+    """What a failregex captured from one message (a tuple: one is built per failure, and a
+    frozen dataclass costs twice as much to build).
 
     ``host`` is the text as captured; ``address`` is it parsed (IPv4-mapped IPv6 addresses come
     back as IPv4), or None when the capture is a hostname (only possible with ``allow_dns``).
@@ -240,7 +241,9 @@ class Filter:
             literal = required_literal(expansion.text)
             fail.append((literal, compiled, self._reader(compiled, expansion)))
         self._fail = tuple(fail)
-        self._ignore: tuple[Pattern, ...] = tuple(
+        # Each ignoreregex with its required literal ("" when none): a failure's text without
+        # the literal cannot match it, and most failures are no exception.
+        self._ignore: tuple[tuple[str, Pattern], ...] = tuple(
             self._compile_ignore(number, regex)
             for number, regex in enumerate(self.ignoreregex, start=1)
         )
@@ -295,8 +298,8 @@ class Filter:
                         break
         else:
             return None
-        for rx in self._ignore:
-            if rx.search(text) is not None:
+        for literal, rx in self._ignore:
+            if literal in text and rx.search(text) is not None:
                 return None
         return found
 
@@ -326,7 +329,7 @@ class Filter:
                 continue
             if m is not None and any(m.group(i) is not None for i in reader.nofail):
                 return Outcome.IGNORED, found, index
-            if any(rx.search(text) is not None for rx in self._ignore):
+            if any(rx.search(text) is not None for _, rx in self._ignore):
                 return Outcome.IGNORED, found, index
             return Outcome.MATCHED, found, index
         return Outcome.MISSED, None, None
@@ -342,21 +345,22 @@ class Filter:
     def _use_re2(self) -> bool:
         """Swap every regex for its RE2 twin if all have one; False (nothing swapped) if not."""
         regexes = [*([self._pref] if self._pref else []), *(rx for _, rx, _ in self._fail)]
-        twins = [compile_re2(rx.pattern) for rx in [*regexes, *self._ignore]]
+        twins = [compile_re2(rx.pattern) for rx in [*regexes, *(rx for _, rx in self._ignore)]]
         if not all(twins):
             return False
         it = iter(t for t in twins if t is not None)
         if self._pref is not None:
             self._pref = next(it)
         self._fail = tuple((literal, next(it), reader) for literal, _, reader in self._fail)
-        self._ignore = tuple(it)
+        self._ignore = tuple((literal, next(it)) for literal, _ in self._ignore)
         return True
 
-    def _compile_ignore(self, number: int, regex: str) -> re.Pattern[str]:
+    def _compile_ignore(self, number: int, regex: str) -> tuple[str, Pattern]:
         expansion = self._expand("ignoreregex", number, regex)
         if expansion.host_tags > 1:
             raise self._error("ignoreregex", number, regex, _host_tag_problem(expansion))
-        return self._re_compile("ignoreregex", number, regex, expansion)
+        compiled = self._re_compile("ignoreregex", number, regex, expansion)
+        return required_literal(expansion.text), compiled
 
     def _compile_pref(self, regex: str) -> re.Pattern[str]:
         expansion = self._expand("prefregex", 1, regex)
