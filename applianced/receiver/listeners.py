@@ -202,15 +202,13 @@ class _Edge:
             return
         try:
             if self.route is None:
-                message = parse(data, self.reference(now), host, self.conf.transport, now)
+                message: SyslogMessage | Dropped = parse(
+                    data, self.reference(now), host, self.conf.transport, now
+                )
             else:
-                routed = parse_routed(
+                message = parse_routed(
                     data, self.route, self.reference(now), host, self.conf.transport, now
                 )
-                if isinstance(routed, Dropped):  # no jail can match it: received, and done with
-                    self._received()
-                    return
-                message = routed
         except ParseError as e:
             self.stats.parse_errors += 1
             self.complain(
@@ -218,7 +216,8 @@ class _Edge:
             )
             return
         self._received()
-        self.sink(message)
+        if not isinstance(message, Dropped):  # Dropped: no jail can match it
+            self.sink(message)
 
     def _received(self) -> None:
         self.stats.received += 1

@@ -12,7 +12,9 @@ failure a jail counted from this appliance's messages (ignored addresses excepte
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import NamedTuple
 
 from applianced.receiver.message import SyslogMessage
@@ -95,7 +97,7 @@ class Engine:
         out: list[Offence | Lookup] = []
         line = evidence = None  # built once per message, and only when a jail needs them
         for jail in self.route(message.app_name):
-            if not jail.reads_sender(message.sender):
+            if jail.conf.senders and not jail.reads_sender(message.sender):
                 continue
             filt = jail.filter
             if filt.on_line:
@@ -149,5 +151,12 @@ class Engine:
 def _evidence(message: SyslogMessage) -> str:
     """The matched line as kept for `why` and reports: who delivered it, the time written in
     the message (when it has one; for display, windows run on the time of receipt), the line."""
-    stamp = f"{message.timestamp.isoformat()} " if message.timestamp is not None else ""
+    stamp = "" if message.timestamp is None else _stamp_text(message.timestamp)
     return f"[{message.sender or 'file'}] {stamp}{message.line}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _stamp_text(timestamp: datetime) -> str:
+    """A message's time as evidence shows it. Cached: a storm's messages share a few seconds
+    (the parser hands out one datetime per timestamp text)."""
+    return f"{timestamp.isoformat()} "

@@ -160,10 +160,14 @@ class Jail:
         return known
 
     def ignores(self, address: IPAddress) -> bool:
-        version, value = address.version, int(address)
-        return (version, value) in self._never_hosts or any(
-            v == version and low <= value <= high for v, low, high in self._never_ranges
-        )
+        return self._never((address.version, int(address)))
+
+    def _never(self, key: _Key) -> bool:
+        """Whether the address (version, integer) is one this jail must never ban."""
+        if key in self._never_hosts:
+            return True
+        version, value = key
+        return any(v == version and low <= value <= high for v, low, high in self._never_ranges)
 
     def _key(self, address: IPAddress) -> _Key:
         return self._masked((address.version, int(address)))
@@ -179,15 +183,17 @@ class Jail:
 
         ``prefix`` (a ``<CIDR>``/``<SUBNET>`` capture) makes the failure the whole network's:
         counted under its first address and banned as the network where that is safe."""
-        if self.ignores(address):
+        key: _Key = (address.version, int(address))
+        if self._never(key):
             self.stats.ignored += 1
             return None
         wide = captured = None
         if prefix is not None:
             wide = ip_network((address, prefix), strict=False)
             captured, address = address, wide.network_address
+            key = (address.version, int(address))
         self.stats.matched += 1
-        key = self._key(address)
+        key = self._masked(key)
         window = self._windows.get(key)
         if window is None:
             window = []
@@ -208,17 +214,21 @@ class Jail:
         # The widest ban that covers no address we must never ban: the captured network, the
         # IPv6 prefix of the address, or the host alone.
         host = captured or address
-        candidates = (wide, network_of(host, self.conf.ipv6_prefix))
-        network = next(
-            (n for n in candidates if n is not None and not self._covers_protected(n)),
-            ip_network(host),
-        )
+        network = network_of(host, self.conf.ipv6_prefix)
+        if wide is not None and not self._covers_protected(wide):
+            network = wide
+        elif self._covers_protected(network):
+            network = network_of(host, 128)
         return Offence(
             self.name, network, host, len(window), tuple(text for _, text in window), now
         )
 
     def _covers_protected(self, network: IPNetwork) -> bool:
-        return network.num_addresses > 1 and any(network.overlaps(n) for n in self.never_ban)
+        """Whether a ban of ``network`` would cover an address never to ban besides the
+        offender (a single address was checked already, on the way in)."""
+        if network.prefixlen == network.max_prefixlen:
+            return False
+        return any(network.overlaps(n) for n in self.never_ban)
 
     def failures(self, address: IPAddress, now: float) -> int:
         """Failures of ``address``'s network still inside the window at ``now``."""
