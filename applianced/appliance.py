@@ -31,7 +31,7 @@ from applianced.conf.schema import Config, JailConf
 from applianced.enforcement.base import Enforcer, JailRules
 from applianced.enforcement.notify import Notifier
 from applianced.errors import ApplianceError, EnforcementError, StoreError
-from applianced.metrics import LatencyHistogram
+from applianced.latency import LatencyHistogram
 from applianced.receiver.listeners import ReceiverStats
 from applianced.receiver.message import SyslogMessage
 from applianced.rules.decision import (

@@ -4,17 +4,18 @@ The hot path makes no Prometheus call. The receiver, the jails and the appliance
 plain integer counters (``ReceiverStats``, ``JailStats``, ``Appliance.health``); the
 ``ApplianceCollector`` reads them when Prometheus scrapes, so a message costs what it cost
 before. The one number that has no counter elsewhere, the ban latency, is a ``LatencyHistogram``
-the appliance feeds once per kernel batch: plain ints, a ``bisect`` per ban, no lock.
+(``latency.py``) the appliance feeds once per kernel batch.
 
-``service.py`` builds the registry (its own ``CollectorRegistry``, never the global one, so that
-tests and several appliances in one process stay apart) and starts ``MetricsService`` when
-``[metrics] enabled = true``: ``GET /metrics`` on ``address:port`` (loopback by default).
+``service.py`` imports this module only when ``[metrics] enabled = true`` (prometheus-client and
+twisted.web are a tenth of a second of start-up), builds the registry (its own
+``CollectorRegistry``, never the global one, so that tests and several appliances in one process
+stay apart) and starts ``MetricsService``: ``GET /metrics`` on ``address:port`` (loopback by
+default).
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -33,74 +34,18 @@ from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from applianced.rules.decision import BanDecision, BanKind
+from applianced.rules.decision import BanKind
 
 if TYPE_CHECKING:
     from applianced.appliance import Appliance
     from applianced.conf.schema import MetricsConf
 
 __all__ = [
-    "BAN_LATENCY_BUCKETS",
     "ApplianceCollector",
-    "LatencyHistogram",
     "MetricsResource",
     "MetricsService",
     "make_registry",
 ]
-
-# Seconds. A ban normally reaches the kernel in the reactor turn after the deciding message
-# (well under a millisecond with libnftables); a store fsync or a storm's batch moves it into the
-# milliseconds; anything near a second means the reactor was stuck.
-BAN_LATENCY_BUCKETS: tuple[float, ...] = (
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-)
-
-
-class LatencyHistogram:
-    """A histogram of seconds with fixed upper bounds (plus +Inf), in plain ints: the reactor
-    thread is the only writer, and a scrape only reads."""
-
-    __slots__ = ("bounds", "count", "counts", "sum")
-
-    def __init__(self, bounds: Sequence[float] = BAN_LATENCY_BUCKETS) -> None:
-        self.bounds = tuple(sorted(bounds))
-        self.counts = [0] * (len(self.bounds) + 1)  # the last one is +Inf
-        self.count = 0
-        self.sum = 0.0
-
-    def observe(self, seconds: float) -> None:
-        seconds = max(0.0, seconds)  # a clock stepped back must not make a negative latency
-        # bisect_left: a value equal to a bound belongs in that bound's bucket (le = "<=").
-        self.counts[bisect_left(self.bounds, seconds)] += 1
-        self.count += 1
-        self.sum += seconds
-
-    def observe_bans(self, now: float, decisions: Iterable[BanDecision]) -> None:
-        """One sample per ban: ``now`` (the kernel batch returned) minus the receipt time of the
-        message that decided it (``BanDecision.at``), both in seconds on the reactor clock."""
-        for d in decisions:
-            self.observe(now - d.at)
-
-    def cumulative(self) -> list[tuple[str, float]]:
-        """``(le, count)`` pairs as Prometheus wants them: cumulative, ending with +Inf."""
-        out: list[tuple[str, float]] = []
-        running = 0
-        for bound, n in zip((*self.bounds, float("inf")), self.counts, strict=True):
-            running += n
-            out.append((floatToGoString(bound), float(running)))
-        return out
 
 
 class ApplianceCollector:
@@ -244,7 +189,7 @@ class ApplianceCollector:
             "applianced_ban_latency_seconds",
             "From receipt of the message that decided a ban to the return of the kernel "
             "transaction that enforced it.",
-            buckets=latency.cumulative(),
+            buckets=[(floatToGoString(le), float(n)) for le, n in latency.cumulative()],
             sum_value=latency.sum,
         )
 

@@ -40,7 +40,6 @@ from applianced.enforcement.notify import Notifier
 from applianced.enforcement.whois import WhoisClient, tcp_query
 from applianced.errors import ApplianceError, ConfigError
 from applianced.logs import FORMATS, log_observer
-from applianced.metrics import MetricsService, make_registry
 from applianced.receiver.listeners import Listeners, ListenerService, ReceiverStats
 from applianced.rules.decision import IPAddress, IPNetwork
 from applianced.rules.offenders import SqliteOffenderStore
@@ -198,6 +197,9 @@ def make_service(
     )
     control.setServiceParent(top)
     if config.metrics.enabled:
+        # Imported here: prometheus-client and twisted.web cost start-up time otherwise.
+        from applianced.metrics import MetricsService, make_registry
+
         # Its own registry, read at scrape time from the appliance's counters.
         metrics = MetricsService(config.metrics, make_registry(appliance), reactor)
         metrics.setServiceParent(top)

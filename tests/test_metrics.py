@@ -24,9 +24,8 @@ from applianced.conf.schema import Config, ListenerConf, MetricsConf, NotifyConf
 from applianced.enforcement.memory import MemoryEnforcer
 from applianced.enforcement.notify import Notifier
 from applianced.errors import ConfigError, EnforcementError
+from applianced.latency import BAN_LATENCY_BUCKETS, LatencyHistogram
 from applianced.metrics import (
-    BAN_LATENCY_BUCKETS,
-    LatencyHistogram,
     MetricsResource,
     MetricsService,
     make_registry,
@@ -215,9 +214,9 @@ def test_latency_buckets_include_their_bound_and_clamp_negatives() -> None:
     for seconds in (0.0001, 0.00011, -1.0, 5.0):
         h.observe(seconds)
     buckets = dict(h.cumulative())
-    assert buckets["0.0001"] == 2  # 0.0001 itself and the clamped -1
-    assert buckets["0.00025"] == 3
-    assert buckets["1.0"] == 3 and buckets["+Inf"] == 4
+    assert buckets[0.0001] == 2  # 0.0001 itself and the clamped -1
+    assert buckets[0.00025] == 3
+    assert buckets[1.0] == 3 and buckets[float("inf")] == 4
     assert h.count == 4 and h.sum == pytest.approx(5.00021)
     assert len(buckets) == len(BAN_LATENCY_BUCKETS) + 1
 
