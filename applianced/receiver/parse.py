@@ -112,7 +112,7 @@ def parse(
     """
     data = data.rstrip(_TRAILING)
     stamp = (sender, transport, received_at)
-    m = None if b"\x00" in data else _COMMON.match(data)
+    m = None if 0 in data else _COMMON.match(data)  # 0: a NUL byte (cheaper than b"\x00")
     if m is None:
         return _parse_any(_text(data), reference, stamp)
     return _common(m, data, reference, stamp)
@@ -146,7 +146,7 @@ def parse_routed(
     (only then is its app-name known) and returned."""
     data = data.rstrip(_TRAILING)
     stamp = (sender, transport, received_at)
-    m = None if b"\x00" in data else _COMMON.match(data)
+    m = None if 0 in data else _COMMON.match(data)  # 0: a NUL byte (cheaper than b"\x00")
     if m is None:
         return _parse_any(_text(data), reference, stamp)
     needles = route(m.group(_COMMON_APP))
