@@ -1,7 +1,8 @@
 """Filter benchmarks of the issue "Users bring their fail2ban filters": lines per second of
 ``appliancectl test-filter`` on a generated 1,000,000-line mail log (bench/maillog.py, cached
-in .cache/bench/), for each shipped filter, for all the shipped config's jails together (each
-line parsed once, then every jail that reads its program matches it, as the daemon does), and
+in .cache/bench/), for each shipped filter, for all the shipped config's jails together (the
+daemon's routing gate on each line's bytes, then every jail that reads the program of a line it
+lets through matches it, as the daemon does), and
 for Debian's fail2ban postfix.conf read by our loader; and beside each, ``fail2ban-regex`` with
 fail2ban's filter for the same service (bench/fail2ban.py) on the first ``f2b_lines`` lines of
 the same log (fail2ban is too slow for the whole log in a short run; lines/s do not depend on
@@ -24,9 +25,10 @@ from pathlib import Path
 
 from applianced.conf.load import load_config
 from applianced.errors import ApplianceError
-from applianced.receiver.parse import parse
-from applianced.rules.filters import Filter, shipped_filter_names
-from applianced.rules.jail import ProgramSelector
+from applianced.receiver.parse import Dropped, parse_routed
+from applianced.rules.engine import Engine
+from applianced.rules.filters import shipped_filter_names
+from applianced.rules.jail import Jail, jail_filter
 from bench.fail2ban import COUNTERPART, fail2ban_regex
 from bench.maillog import make
 
@@ -64,16 +66,13 @@ def test_filter(spec: str, log: Path) -> float:
 
 
 def all_jails(log: Path) -> float:
-    """Lines/s through every jail of the shipped config at once (parse once, route, match)."""
+    """Lines/s through every jail of the shipped config at once, as the daemon runs them: the
+    engine's routing gate on the bytes (``parse_routed`` with ``Engine.gate``), then for a
+    message it lets through, the filter of each jail that reads its program (``Engine.route``),
+    on the text ``Engine.feed`` gives it. Counts no failure: the filters' cost alone."""
     config = load_config(SHIPPED_CONFIG)
-    jails = [
-        (
-            ProgramSelector(j.programs),
-            Filter(j.failregex, j.ignoreregex, name=j.name, prefregex=j.prefregex),
-            j.match_on == "line",
-        )
-        for j in config.jails
-    ]
+    engine = Engine([Jail(conf, jail_filter(conf)) for conf in config.jails])
+    gate = engine.gate
     now = datetime.now(UTC)
     count = 0
     started = time.monotonic()
@@ -81,12 +80,19 @@ def all_jails(log: Path) -> float:
         for raw in f:
             count += 1
             try:
-                message = parse(raw.rstrip(b"\n"), now)
+                message = parse_routed(raw, gate, now)
             except ApplianceError:
                 continue
-            for selects, filt, on_line in jails:
-                if selects(message.app_name or ""):
-                    filt.match(" " + message.line if on_line else message.msg)
+            if isinstance(message, Dropped):
+                continue
+            line = None  # as in Engine.feed: built once, for the first fail2ban filter
+            for jail in engine.route(message.app_name):
+                filt = jail.filter
+                if filt.on_line:
+                    line = line or " " + message.line
+                    filt.match(line)
+                else:
+                    filt.match(message.msg)
     return count / (time.monotonic() - started)
 
 

@@ -131,3 +131,79 @@ def test_every_verb_has_help_with_an_example(capsys: pytest.CaptureFixture[str],
         main([verb, "--help"])
     out = capsys.readouterr().out
     assert info.value.code == 0 and "example:" in out and "appliancectl" in out
+
+
+# A dovecot log as test-filter meets it: other programs, lines the routing gate drops (no
+# literal of the filter), blank lines, other shapes (RFC 5424, no PID, CRLF), unparsable ones.
+MIXED = (
+    b"Nov 22 10:01:01 mx dovecot: imap-login: Disconnected (auth failed, 1 attempts in 2 secs):"
+    b" user=<a@example.org>, method=PLAIN, rip=203.0.113.8, lip=192.0.2.1, session=<k2t5>\n"
+    b"Nov 22 10:01:02 mx postfix/smtpd[1]: connect from unknown[198.51.100.1]\n"
+    b"\n"
+    b"Nov 22 10:01:03 mx dovecot: imap-login: Login: user=<bob>, rip=192.0.2.50, lip=192.0.2.1\n"
+    b"   \t\r\n"
+    b"<38>1 2026-11-22T10:01:04Z mx dovecot 7 - - auth-worker(7): sql(u,203.0.113.9,<x>):"
+    b" Password mismatch\n"
+    b"<38>1 2026-11-22T10:01:05Z mx postfix/smtpd 7 - - connect from unknown[192.0.2.7]\n"
+    b"Nov 22 10:01:06 mx dovecot[]: auth: pam(u,203.0.113.10): pam_authenticate() failed:"
+    b" Authentication failure\r\n"
+    b"<999>not syslog\n"
+    b"Nov 22 10:01:07 mx dovecot: auth: pam(u,203.0.113.11): unknown user\r\n"
+    b"Nov 22 10:01:08 mx dovecot: imap-login: Disconnected (auth failed, 1 attempts):"
+    b" user=<c>, method=PLAIN, rip=203.0.113.12, lip=192.0.2.1"
+)
+
+
+def test_test_filter_counts_a_mixed_log(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Each non-blank line is counted once: matched, ignored, missed or of another program;
+    the line numbers of --json and --missed are the file's (blank lines included)."""
+    log = tmp_path / "mixed.log"
+    log.write_bytes(MIXED)
+    none = str(tmp_path / "none.toml")
+    code, out, err = run(capsys, "--config", none, "test-filter", "dovecot", str(log), "--json")
+    assert code == 0
+    assert [json.loads(row) for row in out.splitlines()] == [
+        {"lineno": 1, "host": "203.0.113.8", "user": "a@example.org"},
+        {"lineno": 6, "host": "203.0.113.9", "user": "u"},
+        {"lineno": 8, "host": "203.0.113.10", "user": "u"},
+        {"lineno": 10, "host": "203.0.113.11", "user": "u"},
+        {"lineno": 11, "host": "203.0.113.12", "user": "c"},
+    ]
+    assert "lines 9, matched 5, ignored 0, missed 2, other program 2 (" in err
+    code, out, _ = run(capsys, "--config", none, "test-filter", "dovecot", str(log), "--missed")
+    assert code == 0
+    assert "Lines: 9 lines, 0 ignored, 5 matched, 2 missed, 2 of other programs" in out
+    assert "failregex #1: [2 hits]" in out and "failregex #2: [3 hits]" in out
+    assert out.splitlines()[-1] == (
+        "  missed 4: Nov 22 10:01:03 mx dovecot: imap-login: Login: user=<bob>, rip=192.0.2.50,"
+        " lip=192.0.2.1"
+    )
+
+
+def test_test_filter_with_a_fail2ban_filter_counts_each_outcome(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A fail2ban .conf reads the line after its date: matched, ignored (ignoreregex and
+    <F-NOFAIL>), missed, other programs; a line without a date is read whole."""
+    log = tmp_path / "demo.log"
+    log.write_bytes(
+        b"Nov 22 10:00:01 mx demo[12]: auth failed for bob from 203.0.113.5\n"
+        b"Nov 22 10:00:02 mx demo[12]: auth failed for bob from 192.0.2.99\n"
+        b"Nov 22 10:00:03 mx demo-auth[12]: session opened for bob from 203.0.113.6\n"
+        b"Nov 22 10:00:04 mx other[1]: auth failed for bob from 203.0.113.7\n"
+        b"\n"
+        b"Nov 22 10:00:05 mx demo[12]: hello\n"
+        b"2026-11-22 10:00:06 mx demo[12]: Info: LOCKED out 203.0.113.8\n"
+        b"<999>auth failed for eve from 203.0.113.9\n"
+    )
+    conf = str(DATA / "f2b" / "demo.conf")
+    code, out, err = run(
+        capsys, "--config", str(tmp_path / "none.toml"), "test-filter", conf, str(log), "--missed"
+    )
+    assert code == 0
+    assert "lines 7, matched 2, ignored 2, missed 2, other program 1 (" in err
+    assert "Lines: 7 lines, 2 ignored, 2 matched, 2 missed, 1 of other programs" in out
+    assert [line for line in out.splitlines() if line.startswith("  missed")] == [
+        "  missed 6: Nov 22 10:00:05 mx demo[12]: hello",
+        "  missed 8: <999>auth failed for eve from 203.0.113.9",
+    ]
