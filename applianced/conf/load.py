@@ -648,7 +648,8 @@ class _Loader:
             ),
         )
         try:
-            jail_filter(jail)  # compiled here so that `check` catches what the daemon would
+            # Compiled here so that `check` catches what the daemon would.
+            jail_filter(jail, engine="re")
         except FilterError as e:
             where = at("failregex") if "failregex" in t or filter_name is None else at("filter")
             raise self.error(where, str(e)) from None
