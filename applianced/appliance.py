@@ -17,10 +17,12 @@ import heapq
 import itertools
 import random
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import partial
 from ipaddress import ip_address, ip_network
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -45,7 +47,7 @@ from applianced.rules.decision import (
 )
 from applianced.rules.engine import CountedFailure, Engine
 from applianced.rules.jail import Jail, decide, jail_filter, network_of
-from applianced.rules.offenders import OffenderStore
+from applianced.rules.offenders import BanRow, OffenderStore, ban_from_row
 from applianced.units import format_duration
 
 __all__ = ["Appliance", "RequestError", "ban_json", "parse_address", "parse_target"]
@@ -57,6 +59,15 @@ _LOG_BANS_PER_BATCH = 20  # bans logged one by one per batch; a storm's rest is 
 _MAX_LOOKUPS = 64  # hostname lookups in flight at once (use_dns jails); more are dropped
 
 Resolver = Callable[[str], "Deferred[Sequence[IPAddress]]"]
+
+
+@runtime_checkable
+class RowRestorer(Protocol):
+    """An enforcer that can restore from the store's rows (NftablesEnforcer.restore_rows):
+    (jail, network as str(network), expires_at or None), before any Ban is built."""
+
+    def restore_rows(self, active: Sequence[tuple[str, str, float | None]], now: float) -> None:
+        """``Enforcer.restore`` from rows; called in a worker thread, alone on the enforcer."""
 
 
 class RequestError(ApplianceError):
@@ -139,7 +150,40 @@ class Appliance:
         if due:
             self.store.end_bans(due, now, "expired")
             log.info("{count} bans expired while the appliance was down", count=len(due))
-        active = [b for b in self.store.active_bans(now) if b.jail in self.engine.jails]
+        rows = [r for r in self.store.active_rows(now) if r[0] in self.engine.jails]
+        active = self._restore(rows, now)
+        log.info(
+            "restored {count} active bans into the {backend} backend",
+            count=len(active),
+            backend=self.enforcer.name,
+        )
+        self._schedule_expiry()
+
+    def _restore(self, rows: Sequence[BanRow], now: float) -> list[Ban]:
+        """Put the active bans in the enforcer and track them; returns them. An enforcer that
+        restores from rows (nftables) loads the kernel in a worker thread while this thread
+        builds the Bans; either way the enforcer holds every ban when this returns, or its
+        refusal is kept for retry like any failed batch."""
+        enforcer = self.enforcer
+        if isinstance(enforcer, RowRestorer):
+            with ThreadPoolExecutor(1, "applianced-restore") as worker:  # exit joins it
+                kernel = worker.submit(
+                    enforcer.restore_rows, [(r[0], r[1], r[3]) for r in rows], now
+                )
+                active = self._track(rows)
+            restored = kernel.result
+        else:
+            active = self._track(rows)
+            restored = partial(enforcer.restore, active, now)
+        try:
+            restored()
+        except EnforcementError as e:
+            self._enforcement_failed(e, active, ())
+        return active
+
+    def _track(self, rows: Sequence[BanRow]) -> list[Ban]:
+        """The rows' Bans, now the active ones, with their expiries scheduled."""
+        active = [ban_from_row(r) for r in rows]
         self.active = {(b.jail, b.network): b for b in active}
         self._expiries = [
             (b.expires_at, next(self._sequence), (b.jail, b.network))
@@ -147,16 +191,7 @@ class Appliance:
             if b.expires_at is not None
         ]
         heapq.heapify(self._expiries)
-        try:
-            self.enforcer.restore(active, now)
-        except EnforcementError as e:
-            self._enforcement_failed(e, active, ())
-        log.info(
-            "restored {count} active bans into the {backend} backend",
-            count=len(active),
-            backend=self.enforcer.name,
-        )
-        self._schedule_expiry()
+        return active
 
     def stop(self) -> None:
         for call in (self._flush_call, self._expiry_call, self._retry_call):

@@ -6,6 +6,8 @@ Driven with a task.Clock, a real SQLite store in tmp_path and the in-memory enfo
 from __future__ import annotations
 
 import gc
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from ipaddress import ip_address, ip_network
@@ -351,3 +353,55 @@ def test_start_restores_with_the_garbage_collector_paused(tmp_path: Path) -> Non
     assert gc.isenabled()
     start(tmp_path, enforcer=Watching())
     assert seen == [False] and gc.isenabled()
+
+
+class RowsEnforcer(MemoryEnforcer):
+    """Restores from the store's rows, as nftables does, slowly (a kernel transaction) and in
+    the worker thread the Appliance starts for it; fails when ``error`` is set."""
+
+    def __init__(self, error: EnforcementError | None = None) -> None:
+        super().__init__()
+        self.error = error
+        self.restored: list[tuple[str, str, float | None]] = []
+        self.thread: str | None = None
+
+    def restore_rows(self, active: Sequence[tuple[str, str, float | None]], now: float) -> None:
+        self.thread = threading.current_thread().name
+        time.sleep(0.2)
+        if self.error is not None:
+            raise self.error
+        self.restored = list(active)
+
+
+def _store_two_bans(tmp_path: Path) -> None:
+    app, clock, _ = start(tmp_path)
+    attack(app, clock, "203.0.113.7")
+    app.ban("sshd", "2001:db8::/64", permanent=True)
+    app.stop()
+
+
+def test_start_restores_rows_in_a_worker_and_waits_for_it(tmp_path: Path) -> None:
+    """An enforcer with restore_rows gets every active ban as (jail, network text, expiry)
+    from a worker thread, and start returns only once it is done: the listeners open after."""
+    _store_two_bans(tmp_path)
+    enforcer = RowsEnforcer()
+    app, _, _ = start(tmp_path, enforcer=enforcer)
+    assert enforcer.thread is not None and enforcer.thread != threading.current_thread().name
+    assert sorted(enforcer.restored, key=str) == [
+        ("sshd", "2001:db8::/64", None),
+        ("sshd", "203.0.113.7/32", T0 + 100.0),
+    ]
+    assert {str(n) for _, n in app.active} == {"203.0.113.7/32", "2001:db8::/64"}
+
+
+def test_a_refused_row_restore_is_kept_for_retry(tmp_path: Path) -> None:
+    """The worker's EnforcementError reaches start as a restore() refusal did: kept, shown in
+    status, retried as one batch of every active ban."""
+    _store_two_bans(tmp_path)
+    enforcer = RowsEnforcer(EnforcementError("nftables refused to restore 2 bans: boom"))
+    app, clock, _ = start(tmp_path, enforcer=enforcer)
+    health = app.status()["health"]
+    assert health["enforcement_errors"] == 1 and health["unapplied"] == 2
+    assert "restore 2 bans: boom" in health["last_error"]
+    clock.advance(1.0)
+    assert set(enforcer.bans) == set(app.active) and app.status()["health"]["unapplied"] == 0

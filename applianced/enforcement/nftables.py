@@ -3,8 +3,9 @@
 This module owns that one table entirely (it never writes to another) and talks to the kernel
 through libnftables (Debian's python3-nftables binding): JSON for the table's structure and for
 listings, nft syntax for element batches (twice as fast at 100,000 elements). The Appliance calls
-it: ``setup`` at start and on reload, ``restore`` at start, ``apply`` once per reactor turn.
-Every call is one libnftables transaction: it applies whole or not at all.
+it: ``setup`` at start and on reload, ``restore_rows`` at start (from the store's rows, in a
+worker thread; ``restore`` takes Bans), ``apply`` once per reactor turn. Every call is one
+libnftables transaction: it applies whole or not at all.
 
 Layout, per jail (``set_stem`` maps a jail name to the stem of its set names)::
 
@@ -25,7 +26,8 @@ sets hold only real prefixes (IPv6 /64 bans, manual CIDR bans), so they stay sma
 An interval set refuses overlapping elements, and a /48 may be banned while a /64 inside it is.
 So for each prefix set the backend keeps the bans and the disjoint pieces the kernel holds for
 them (each address covered until the latest expiry among the bans covering it), and sends only
-pieces that change. ``restore`` rebuilds that bookkeeping: it must follow ``setup`` at start.
+pieces that change. ``restore`` (or ``restore_rows``) rebuilds that bookkeeping: it must
+follow ``setup`` at start.
 
 Times are POSIX seconds; element timeouts are whole seconds, at least 1.
 """
@@ -405,15 +407,37 @@ class _Batch:
 
     def place(self, name: str, network: IPNetwork, expires_at: float) -> None:
         if network.prefixlen == network.max_prefixlen:
+            self.place_key(name, _host_text(network), expires_at)
+        else:
+            self.place_key(name, _net(network), expires_at)
+
+    def place_key(self, name: str, key: str | Net, expires_at: float) -> None:
+        """``place`` by key: a single address's text (hash sets) or a prefix's Net."""
+        if isinstance(key, str):
             h = self.hosts.get(name) or self.hosts.setdefault(name, _Changes())
-            h.add[_host_text(network)] = expires_at
+            h.add[key] = expires_at
         else:
             p = self.prefixes.get(name) or self.prefixes.setdefault(name, _Changes())
-            p.add[_net(network)] = expires_at
+            p.add[key] = expires_at
 
 
 def _host_text(network: IPNetwork) -> str:
     return socket.inet_ntop(_AF[network.max_prefixlen], network.network_address.packed)
+
+
+def _text_key(network: str) -> tuple[int, str | Net]:
+    """A network in canonical text (``str(network)``: "192.0.2.7/32", "2001:db8::/64") as its
+    IP version and its ``_Batch`` key, without building an ipaddress object: a single
+    address's key is its text as ``_host_text`` prints it, a prefix's key its Net."""
+    address, _, length = network.partition("/")
+    version, bits = (6, 128) if ":" in address else (4, 32)
+    prefixlen = int(length)
+    if version == 4 and prefixlen == bits:  # dotted quads print the same both ways
+        return version, address
+    packed = socket.inet_pton(_AF[bits], address)
+    if prefixlen == bits:
+        return version, socket.inet_ntop(_AF[bits], packed)
+    return version, (int.from_bytes(packed, "big"), prefixlen)
 
 
 class NftablesEnforcer:
@@ -583,6 +607,20 @@ class NftablesEnforcer:
             if ban.jail in self._jails:
                 batch.place(self._target(ban), ban.network, _expiry(ban))
         self._commit(batch, now, list(self._names.values()), f"restore {len(active)} bans")
+
+    def restore_rows(self, active: Sequence[tuple[str, str, float | None]], now: float) -> None:
+        """``restore`` from the store's rows: (jail, network as ``str(network)``, expires_at or
+        None), so that the kernel can be loaded before, and while, the Appliance turns the
+        same rows into Bans (libnftables releases the GIL). Meant for a worker thread: nothing
+        else may use this enforcer until it returns."""
+        batch = _Batch()
+        names = self._names
+        for jail, network, expires_at in active:
+            if jail in self._jails:
+                version, key = _text_key(network)
+                name = names[(jail, version, isinstance(key, str), expires_at is None)]
+                batch.place_key(name, key, math.inf if expires_at is None else expires_at)
+        self._commit(batch, now, list(names.values()), f"restore {len(active)} bans")
 
     def flush(self) -> None:
         self._commit(_Batch(), 0.0, list(self._names.values()), "flush every set")

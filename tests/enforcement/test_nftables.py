@@ -645,3 +645,79 @@ def test_prefix_set_forgets_clusters_the_kernel_expired() -> None:
     assert len(ps.bans) == 2
     ps.prune(100.0 + nftmod.EXPIRY_GRACE + 1)
     assert set(ps.bans) == {_n("10.1.0.0/24")}
+
+
+class _Recording:
+    """A libnftables context with an empty ruleset that records the nft-syntax batches and
+    refuses them with ``refuse`` when set."""
+
+    def __init__(self, refuse: str = "") -> None:
+        self.batches: list[str] = []
+        self.refuse = refuse
+
+    def set_json_output(self, value: bool) -> bool:
+        return True
+
+    def set_terse_output(self, value: bool) -> bool:
+        return False
+
+    def json_cmd(self, root: dict[str, Any]) -> tuple[int, dict[str, Any], str]:
+        return 0, {"nftables": []}, ""
+
+    def cmd(self, text: str) -> tuple[int, str, str]:
+        self.batches.append(text)
+        return (1, "", self.refuse) if self.refuse else (0, "", "")
+
+
+@pytest.mark.parametrize(
+    "network",
+    ["192.0.2.7/32", "192.0.2.0/24", "2001:db8::1/128", "::ffff:c000:207/128",
+     "2001:db8:0:1::/64", "::/0", "0.0.0.0/0"],
+)  # fmt: skip
+def test_text_keys_are_the_keys_of_the_network_objects(network: str) -> None:
+    """A network's canonical text gives the key its object gives (_host_text or _net)."""
+    n = ip_network(network)
+    key = nftmod._host_text(n) if n.prefixlen == n.max_prefixlen else _net(n)
+    assert nftmod._text_key(str(n)) == (n.version, key)
+
+
+def test_restore_rows_sends_what_restore_sends(now: float) -> None:
+    """restore_rows (the store's rows) and restore (Bans) make the same transaction and the
+    same bookkeeping, jails not set up skipped."""
+    bans = [
+        ban("postfix-sasl", "192.0.2.2/32", now - 100, 400),
+        ban("postfix-sasl", "192.0.2.3/32", now, None),
+        ban("postfix-sasl", "2001:db8::7/128", now),
+        ban("postfix-sasl", "2001:db8:0:1::/64", now),
+        ban("postfix-sasl", "198.51.100.0/24", now, 600),
+        ban("postfix-sasl", "198.51.100.128/25", now, 7200),
+        ban("gone", "192.0.2.9/32", now),
+    ]
+    by_bans, by_rows = _Recording(), _Recording()
+    e_bans, e_rows = NftablesEnforcer(nft=by_bans), NftablesEnforcer(nft=by_rows)
+    for e in (e_bans, e_rows):
+        e.setup([SMTP])
+    e_bans.restore(bans, now)
+    e_rows.restore_rows([(b.jail, str(b.network), b.expires_at) for b in bans], now)
+    assert by_rows.batches == by_bans.batches
+    assert "198.51.100.128/25" in by_rows.batches[-1] and "192.0.2.9" not in by_rows.batches[-1]
+    assert e_rows._placed == e_bans._placed
+    for name, ps in e_bans._prefix_sets.items():
+        assert e_rows._prefix_sets[name].pieces == ps.pieces
+
+
+def test_restore_rows_raises_the_refusal_restore_raises(now: float) -> None:
+    """A refused row restore raises the EnforcementError a refused restore raises."""
+    refuse = "Error: Could not process rule: No buffer space available"
+    errors = []
+    for rows in (False, True):
+        e = NftablesEnforcer(nft=_Recording(refuse))
+        e.setup([SMTP])
+        b = ban("postfix-sasl", "192.0.2.2/32", now)
+        with pytest.raises(EnforcementError) as info:
+            if rows:
+                e.restore_rows([(b.jail, str(b.network), b.expires_at)], now)
+            else:
+                e.restore([b], now)
+        errors.append(str(info.value))
+    assert errors[0] == errors[1] and "restore 1 bans: " + refuse in errors[0]
