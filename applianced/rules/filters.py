@@ -311,7 +311,7 @@ class Filter:
         For IGNORED the match and index are those of the failregex that an ignoreregex
         overrode, or of a ``<F-NOFAIL>`` hit. Runs each regex on its own without the prefilter,
         so it doubles as the reference for :meth:`match`; ``prefilter=True`` skips the
-        failregexes whose required literal is not in the text (same outcome, less work).
+        regexes whose required literal is not in the text (same outcome, less work).
         """
         if len(text) > self.max_text:
             text = text[: self.max_text]
@@ -329,7 +329,11 @@ class Filter:
                 continue
             if m is not None and any(m.group(i) is not None for i in reader.nofail):
                 return Outcome.IGNORED, found, index
-            if any(rx.search(text) is not None for _, rx in self._ignore):
+            if any(
+                rx.search(text) is not None
+                for literal, rx in self._ignore
+                if not prefilter or literal in text
+            ):
                 return Outcome.IGNORED, found, index
             return Outcome.MATCHED, found, index
         return Outcome.MISSED, None, None
