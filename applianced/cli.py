@@ -38,6 +38,7 @@ from applianced.conf.load import load_config
 from applianced.errors import ApplianceError, ConfigError, FilterError
 from applianced.receiver.message import SyslogMessage
 from applianced.receiver.parse import Dropped, message_fields, parse, parse_routed
+from applianced.rules.engine import GateCache
 from applianced.rules.f2bfilter import is_fail2ban_filter, resolve_fail2ban_filter, strip_date
 from applianced.rules.filters import Filter, Outcome, shipped_filter, shipped_filter_names
 from applianced.rules.jail import ProgramSelector, jail_filter
@@ -572,29 +573,6 @@ def _progress(source: str) -> tuple[Progress, TaskID] | None:
 _PROGRESS_MIN_BYTES = 8 << 20
 
 
-class _FilterGate(dict[bytes, tuple[bytes, ...] | None]):
-    """test-filter's routing gate (``parse.Route``) for one filter, as a cache: the filter's
-    needles for the TAG of a program it reads, None for another; each TAG is decoded and
-    selected once. Passed as ``gate.__getitem__``: a dict lookup runs in C, and
-    ``__missing__`` only for a TAG not seen yet (a Python function in its place took a sixth
-    of test-filter's time on a mail log, where the gate drops most lines)."""
-
-    def __init__(self, filt: Filter, selects: ProgramSelector) -> None:
-        super().__init__()
-        self.needles = filt.needles
-        self.selects = selects
-
-    def __missing__(self, tag: bytes) -> tuple[bytes, ...] | None:
-        found = self.needles if self.selects(tag.decode("utf-8", "replace")) else None
-        if len(self) >= _GATE_CACHE_MAX:  # a log of random TAGs must not grow it forever
-            self.clear()
-        self[tag] = found
-        return found
-
-
-_GATE_CACHE_MAX = 4096
-
-
 def _open_log(source: str) -> IO[bytes]:
     """The log file as bytes, or stdin for ``-``."""
     return sys.stdin.buffer if source == "-" else open(source, "rb")
@@ -614,7 +592,9 @@ def _advancing(lines: Iterable[bytes], bar: Progress, task: TaskID) -> Iterator[
 def cmd_test_filter(args: argparse.Namespace) -> None:
     filt, programs = _resolve_filter(args)
     selects = ProgramSelector(programs)
-    gate = _FilterGate(filt, selects).__getitem__
+    gate = GateCache(
+        lambda tag: filt.needles if selects(tag.decode("utf-8", "replace")) else None
+    ).__getitem__
     now = datetime.now(UTC)
     # Plain counters, not a dict: the loop below runs once a line of a log of millions.
     matched = ignored = missed = other_program = blank = 0
