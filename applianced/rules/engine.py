@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from applianced.receiver.message import SyslogMessage
@@ -166,8 +166,14 @@ def _evidence(message: SyslogMessage) -> str:
     return f"[{message.sender or 'file'}] {stamp}{message.line}"
 
 
-@functools.lru_cache(maxsize=1024)
 def _stamp_text(timestamp: datetime) -> str:
-    """A message's time as evidence shows it. Cached: a storm's messages share a few seconds
-    (the parser hands out one datetime per timestamp text)."""
+    """A message's time as evidence shows it: as the sender wrote it, offset included."""
+    return _iso_text(timestamp, timestamp.utcoffset())
+
+
+# Cached: a storm's messages share a few seconds (the parser hands out one datetime per
+# timestamp text). The offset is part of the key: the same instant written with another offset
+# compares equal, and must not be shown with the first one's.
+@functools.lru_cache(maxsize=1024)
+def _iso_text(timestamp: datetime, offset: timedelta | None) -> str:
     return f"{timestamp.isoformat()} "
