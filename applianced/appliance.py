@@ -20,9 +20,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from functools import partial
 from ipaddress import ip_address, ip_network
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -30,7 +29,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from applianced.conf.schema import Config, JailConf
-from applianced.enforcement.base import Enforcer, JailRules
+from applianced.enforcement.base import Enforcer, JailRules, Restored, RowRestorer
 from applianced.enforcement.notify import Notifier
 from applianced.errors import ApplianceError, EnforcementError, StoreError
 from applianced.latency import LatencyHistogram
@@ -59,15 +58,6 @@ _LOG_BANS_PER_BATCH = 20  # bans logged one by one per batch; a storm's rest is 
 _MAX_LOOKUPS = 64  # hostname lookups in flight at once (use_dns jails); more are dropped
 
 Resolver = Callable[[str], "Deferred[Sequence[IPAddress]]"]
-
-
-@runtime_checkable
-class RowRestorer(Protocol):
-    """An enforcer that can restore from the store's rows (NftablesEnforcer.restore_rows):
-    (jail, network as str(network), expires_at or None), before any Ban is built."""
-
-    def restore_rows(self, active: Sequence[tuple[str, str, float | None]], now: float) -> None:
-        """``Enforcer.restore`` from rows; called in a worker thread, alone on the enforcer."""
 
 
 class RequestError(ApplianceError):
@@ -165,24 +155,23 @@ class Appliance:
         builds the Bans; either way the enforcer holds every ban when this returns, or its
         refusal is kept for retry like any failed batch."""
         enforcer = self.enforcer
-        if isinstance(enforcer, RowRestorer):
-            with ThreadPoolExecutor(1, "applianced-restore") as worker:  # exit joins it
-                kernel = worker.submit(
-                    enforcer.restore_rows, [(r[0], r[1], r[3]) for r in rows], now
-                )
-                active = self._track(rows)
-            restored = kernel.result
-        else:
-            active = self._track(rows)
-            restored = partial(enforcer.restore, active, now)
+        active: list[Ban] = []
         try:
-            restored()
+            if isinstance(enforcer, RowRestorer):
+                restored = [Restored(jail, net, ends) for jail, net, _, ends, _, _ in rows]
+                with ThreadPoolExecutor(1, "applianced-restore") as worker:  # exit joins it
+                    loading = worker.submit(enforcer.restore_rows, restored, now)
+                    active = self._track(rows)
+                loading.result()
+            else:
+                active = self._track(rows)
+                enforcer.restore(active, now)
         except EnforcementError as e:
             self._enforcement_failed(e, active, ())
         return active
 
     def _track(self, rows: Sequence[BanRow]) -> list[Ban]:
-        """The rows' Bans, now the active ones, with their expiries scheduled."""
+        """The rows' Bans, now the active ones, and the heap of their expiries."""
         active = [ban_from_row(r) for r in rows]
         self.active = {(b.jail, b.network): b for b in active}
         self._expiries = [

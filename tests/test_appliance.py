@@ -19,6 +19,7 @@ from twisted.internet.task import Clock
 
 from applianced.appliance import Appliance, RequestError
 from applianced.conf.schema import Config, EnforcementConf
+from applianced.enforcement.base import Restored
 from applianced.enforcement.memory import MemoryEnforcer
 from applianced.errors import EnforcementError
 from applianced.rules.decision import Ban, BanKind, IPAddress
@@ -362,10 +363,10 @@ class RowsEnforcer(MemoryEnforcer):
     def __init__(self, error: EnforcementError | None = None) -> None:
         super().__init__()
         self.error = error
-        self.restored: list[tuple[str, str, float | None]] = []
+        self.restored: list[Restored] = []
         self.thread: str | None = None
 
-    def restore_rows(self, active: Sequence[tuple[str, str, float | None]], now: float) -> None:
+    def restore_rows(self, active: Sequence[Restored], now: float) -> None:
         self.thread = threading.current_thread().name
         time.sleep(0.2)
         if self.error is not None:

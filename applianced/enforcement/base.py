@@ -2,19 +2,20 @@
 
 Bans decided in one reactor turn reach a backend as one ``apply`` call, which a backend must
 carry out as one transaction. The durable store, not the backend, is the source of truth: the
-Appliance calls ``restore`` at start with every active ban, and the backend makes its state equal
-to that list (restoring what is missing, removing what the store does not know).
+Appliance calls ``restore`` at start with every active ban (``restore_rows``, straight from the
+store's rows, for a backend that is a ``RowRestorer``), and the backend makes its state equal to
+that list (restoring what is missing, removing what the store does not know).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
 from applianced.rules.decision import Ban
 
-__all__ = ["Enforcer", "JailRules"]
+__all__ = ["Enforcer", "JailRules", "Restored", "RowRestorer"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,3 +60,22 @@ class Enforcer(Protocol):
 
     def close(self) -> None:
         """Release resources. Bans stay in force unless ``flush`` was called."""
+
+
+class Restored(NamedTuple):
+    """An active ban as the store holds it, for ``RowRestorer.restore_rows``: no address
+    object is built for it."""
+
+    jail: str
+    network: str  # canonical text: str(ip_network(...))
+    expires_at: float | None  # None: permanent
+
+
+@runtime_checkable
+class RowRestorer(Protocol):
+    """An Enforcer that restores from the store's rows (nftables): at start the Appliance loads
+    it in a worker thread while it builds its Bans from the same rows."""
+
+    def restore_rows(self, active: Sequence[Restored], now: float) -> None:
+        """``Enforcer.restore`` from rows. Runs in a worker thread: nothing else uses the
+        enforcer until it returns."""

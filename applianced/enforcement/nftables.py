@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any, Generic, Literal, TypeVar
 
-from applianced.enforcement.base import JailRules
+from applianced.enforcement.base import JailRules, Restored
 from applianced.errors import EnforcementError
 from applianced.rules.decision import Ban, IPNetwork
 
@@ -602,17 +602,12 @@ class NftablesEnforcer:
         self._commit(batch, now, (), f"apply {len(bans)} bans and {len(unbans)} unbans")
 
     def restore(self, active: Sequence[Ban], now: float) -> None:
-        batch = _Batch()
-        for ban in active:
-            if ban.jail in self._jails:
-                batch.place(self._target(ban), ban.network, _expiry(ban))
-        self._commit(batch, now, list(self._names.values()), f"restore {len(active)} bans")
+        self.restore_rows([Restored(b.jail, str(b.network), b.expires_at) for b in active], now)
 
-    def restore_rows(self, active: Sequence[tuple[str, str, float | None]], now: float) -> None:
-        """``restore`` from the store's rows: (jail, network as ``str(network)``, expires_at or
-        None), so that the kernel can be loaded before, and while, the Appliance turns the
-        same rows into Bans (libnftables releases the GIL). Meant for a worker thread: nothing
-        else may use this enforcer until it returns."""
+    def restore_rows(self, active: Sequence[Restored], now: float) -> None:
+        """``restore`` straight from the store's rows: the nft text needs no address object,
+        and libnftables releases the GIL, so the kernel loads while the Appliance builds the
+        Bans of the same rows (see RowRestorer)."""
         batch = _Batch()
         names = self._names
         for jail, network, expires_at in active:

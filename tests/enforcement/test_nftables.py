@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from applianced.enforcement import nftables as nftmod
-from applianced.enforcement.base import Enforcer, JailRules
+from applianced.enforcement.base import Enforcer, JailRules, Restored
 from applianced.enforcement.nftables import (
     Net,
     NftablesEnforcer,
@@ -681,9 +681,10 @@ def test_text_keys_are_the_keys_of_the_network_objects(network: str) -> None:
     assert nftmod._text_key(str(n)) == (n.version, key)
 
 
-def test_restore_rows_sends_what_restore_sends(now: float) -> None:
-    """restore_rows (the store's rows) and restore (Bans) make the same transaction and the
-    same bookkeeping, jails not set up skipped."""
+def test_bans_restored_from_rows_are_lifted_by_their_objects(now: float) -> None:
+    """restore goes through restore_rows (the store's text, no address objects); what it
+    places is known to the object path of apply: unbanning each Ban lifts its element, and
+    the bookkeeping ends empty. A jail not set up is skipped."""
     bans = [
         ban("postfix-sasl", "192.0.2.2/32", now - 100, 400),
         ban("postfix-sasl", "192.0.2.3/32", now, None),
@@ -691,33 +692,27 @@ def test_restore_rows_sends_what_restore_sends(now: float) -> None:
         ban("postfix-sasl", "2001:db8:0:1::/64", now),
         ban("postfix-sasl", "198.51.100.0/24", now, 600),
         ban("postfix-sasl", "198.51.100.128/25", now, 7200),
-        ban("gone", "192.0.2.9/32", now),
     ]
-    by_bans, by_rows = _Recording(), _Recording()
-    e_bans, e_rows = NftablesEnforcer(nft=by_bans), NftablesEnforcer(nft=by_rows)
-    for e in (e_bans, e_rows):
-        e.setup([SMTP])
-    e_bans.restore(bans, now)
-    e_rows.restore_rows([(b.jail, str(b.network), b.expires_at) for b in bans], now)
-    assert by_rows.batches == by_bans.batches
-    assert "198.51.100.128/25" in by_rows.batches[-1] and "192.0.2.9" not in by_rows.batches[-1]
-    assert e_rows._placed == e_bans._placed
-    for name, ps in e_bans._prefix_sets.items():
-        assert e_rows._prefix_sets[name].pieces == ps.pieces
+    rec = _Recording()
+    e = NftablesEnforcer(nft=rec)
+    e.setup([SMTP])
+    e.restore([*bans, ban("gone", "192.0.2.9/32", now)], now)
+    restored = rec.batches[-1]
+    assert "198.51.100.128/25" in restored and "192.0.2.9" not in restored
+    assert set().union(*(e._placed or {}).values()) == {"192.0.2.2", "192.0.2.3", "2001:db8::7"}
+    e.apply([], bans, now)
+    deletes = [line for line in rec.batches[-1].splitlines() if line.startswith("delete element")]
+    for host in ("192.0.2.2", "192.0.2.3", "2001:db8::7"):
+        assert any(line.endswith(f"{{ {host} }}") for line in deletes), host
+    assert not any((e._placed or {}).values())
+    assert not any(ps.pieces for ps in e._prefix_sets.values())
 
 
-def test_restore_rows_raises_the_refusal_restore_raises(now: float) -> None:
-    """A refused row restore raises the EnforcementError a refused restore raises."""
+def test_a_refused_restore_names_the_batch(now: float) -> None:
+    """A refused restore raises an EnforcementError with nftables' words."""
     refuse = "Error: Could not process rule: No buffer space available"
-    errors = []
-    for rows in (False, True):
-        e = NftablesEnforcer(nft=_Recording(refuse))
-        e.setup([SMTP])
-        b = ban("postfix-sasl", "192.0.2.2/32", now)
-        with pytest.raises(EnforcementError) as info:
-            if rows:
-                e.restore_rows([(b.jail, str(b.network), b.expires_at)], now)
-            else:
-                e.restore([b], now)
-        errors.append(str(info.value))
-    assert errors[0] == errors[1] and "restore 1 bans: " + refuse in errors[0]
+    e = NftablesEnforcer(nft=_Recording(refuse))
+    e.setup([SMTP])
+    b = ban("postfix-sasl", "192.0.2.2/32", now)
+    with pytest.raises(EnforcementError, match="restore 1 bans: " + refuse):
+        e.restore_rows([Restored(b.jail, str(b.network), b.expires_at)], now)
