@@ -3,6 +3,8 @@ enforcer), the latency histogram, the HTTP resource, the [metrics] config and it
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from email.message import EmailMessage
@@ -325,3 +327,13 @@ def test_bad_metrics_config_names_key_and_line(
     e = info.value
     assert (e.key, e.line) == (key, line)
     assert says in str(e) and "appliance.toml:7" in str(e)
+
+
+def test_the_daemon_imports_prometheus_and_twisted_web_only_for_metrics() -> None:
+    """A tenth of a second of every start: imported by make_service when [metrics] is on."""
+    code = (
+        "import sys, applianced.service; "
+        "print([m for m in ('prometheus_client', 'twisted.web.server') if m in sys.modules])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -5,8 +5,8 @@ hostname, an ISO timestamp, no PRI). Sans-io: no sockets, no clock (the receipt 
 in), no logging; bad input raises ParseError. Called by the listeners for every message (the hot
 path: precompiled regexes, one match per message; the common RFC 3164 shape by a pattern of its
 own, on the bytes) and by ``appliancectl parse``. ``parse_routed`` is the routing gate: it builds
-nothing for a message that no jail can match (one no jail reads, or one without any literal its
-jails' failregexes need).
+nothing for a message of the common shape that no jail can match (one no jail reads, or one
+without any literal its jails' failregexes need); other shapes are always parsed.
 """
 
 from __future__ import annotations
@@ -95,6 +95,7 @@ _COMMON_APP = 4  # the TAG's group
 _COMMON_PID = 5
 
 _BOM = "\ufeff"
+_TRAILING = b"\n\r\x00"  # cut from the end of a message: line ends and NUL terminators
 
 
 def parse(
@@ -112,7 +113,7 @@ def parse(
     """
     data = data.rstrip(_TRAILING)
     stamp = (sender, transport, received_at)
-    m = None if 0 in data else _COMMON.match(data)  # 0: a NUL byte (cheaper than b"\x00")
+    m = _common_shape(data)
     if m is None:
         return _parse_any(_text(data), reference, stamp)
     return _common(m, data, reference, stamp)
@@ -146,7 +147,7 @@ def parse_routed(
     (only then is its app-name known) and returned."""
     data = data.rstrip(_TRAILING)
     stamp = (sender, transport, received_at)
-    m = None if 0 in data else _COMMON.match(data)  # 0: a NUL byte (cheaper than b"\x00")
+    m = _common_shape(data)
     if m is None:
         return _parse_any(_text(data), reference, stamp)
     needles = route(m.group(_COMMON_APP))
@@ -163,6 +164,12 @@ def parse_routed(
     return _common(m, data, reference, stamp)
 
 
+def _common_shape(data: bytes) -> re.Match[bytes] | None:
+    """The common shape's match of a message (its line end cut), or None: another shape, or a
+    NUL in it (the general path reads a NUL as a space)."""
+    return None if 0 in data else _COMMON.match(data)  # 0: a NUL byte, cheaper than b"\x00"
+
+
 def _text(data: bytes) -> str:
     """The text of a message: trailing line ends and NULs cut, other NULs made spaces."""
     data = data.rstrip(_TRAILING)
@@ -171,7 +178,6 @@ def _text(data: bytes) -> str:
     return data.decode("utf-8", "replace")
 
 
-_TRAILING = b"\n\r\x00"
 _Stamp = tuple[str | None, str | None, float]
 
 

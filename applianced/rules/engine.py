@@ -90,6 +90,7 @@ class Engine:
         out: list[Offence | Lookup] = []
         line = evidence = None  # built once per message, and only when a jail needs them
         for jail in self.route(message.app_name):
+            # Most jails read every sender: skip the call for them (one per jail a message).
             if jail.conf.senders and not jail.reads_sender(message.sender):
                 continue
             filt = jail.filter

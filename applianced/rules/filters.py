@@ -180,7 +180,10 @@ class Filter:
     :func:`required_literal`); it is empty when some failregex has no such literal of at least
     three characters. :meth:`match` first checks that one of them is in the text, then runs
     only the failregexes whose own literal is there. (Joining all failregexes into one
-    alternation was measured too: with this prefilter in front it gained nothing.)
+    alternation was measured too: with this prefilter in front it gained nothing.) ``needles``
+    are the same literals as UTF-8 bytes, for the listeners' routing gate (``Engine.gate``),
+    which tests a message before decoding it; empty when ``literals`` is, or when a literal
+    holds U+FFFD. Each ignoreregex is run only when its own required literal is in the text.
 
     ``prefregex`` (fail2ban's): when set, a text is only examined if it matches, and the
     failregexes and ignoreregexes then run on its ``<F-CONTENT>...</F-CONTENT>`` capture.

@@ -5,18 +5,30 @@ message of another shape, is parsed and handed on as before."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import UTC, datetime
 from ipaddress import ip_network
+from pathlib import Path
 
+import pytest
 from twisted.internet.task import Clock
 
+from applianced.conf.load import load_config
 from applianced.conf.schema import ListenerConf
 from applianced.receiver.listeners import ReceiverStats, SyslogUDP
 from applianced.receiver.message import SyslogMessage
+from applianced.receiver.parse import parse, parse_routed
 from applianced.rules.engine import Engine
 from applianced.rules.filters import Filter
-from applianced.rules.jail import Jail
+from applianced.rules.jail import Jail, jail_filter
 from tests.helpers import jail_conf
+from tests.rules.test_filters import ALL_ROWS
 
+REF = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+SHIPPED = Path(__file__).resolve().parents[2] / "applianced/conf/defaults/appliance.toml"
+SHIPPED_ENGINE = Engine(
+    [Jail(replace(conf, enabled=True), jail_filter(conf)) for conf in load_config(SHIPPED).jails]
+)
 CONF = ListenerConf("udp", "127.0.0.1", 0, (ip_network("127.0.0.0/8"),), 8192)
 SENDER = ("127.0.0.1", 40000)
 
@@ -78,3 +90,31 @@ def test_other_shapes_and_bad_input_are_parsed_as_without_the_gate() -> None:
     (gated, gated_stats), (plain, plain_stats) = outcomes
     assert gated == plain and len(gated) == 3
     assert gated_stats == plain_stats
+
+
+def test_a_literal_holding_u_fffd_gives_the_gate_nothing_to_test() -> None:
+    """U+FFFD in the decoded text stands for any invalid bytes: its UTF-8 form need not be in
+    the message, so such a filter has no needles and its messages are all parsed."""
+    filt = Filter(["^bad \ufffd from <HOST>"])
+    assert filt.literals == ("bad \ufffd from ",) and filt.needles == ()
+    engine = Engine([Jail(jail_conf(), filt)])
+    wire = b"Nov 22 10:00:01 mx sshd[2]: bad \xff from 192.0.2.7"
+    routed = parse_routed(wire, engine.gate, REF)
+    assert isinstance(routed, SyslogMessage) and filt.match(routed.msg) is not None
+
+
+@pytest.mark.parametrize(("service", "expected", "line"), ALL_ROWS)
+def test_the_gate_lets_every_failure_of_the_corpus_through(
+    service: str, expected: str, line: str
+) -> None:
+    """Every shipped jail enabled: a corpus line that a jail reading its program matches comes
+    through the gate as parse() reads it (and the corpus's failures are such lines)."""
+    message = parse(line.encode(), REF)
+    matched = [
+        jail.name
+        for jail in SHIPPED_ENGINE.route(message.app_name)
+        if jail.filter.match(" " + message.line if jail.filter.on_line else message.msg)
+    ]
+    assert bool(matched) == (expected != "-") or service not in SHIPPED_ENGINE.jails
+    if matched:
+        assert parse_routed(line.encode(), SHIPPED_ENGINE.gate, REF) == message
