@@ -2,7 +2,7 @@
 
 Thin by design: check the sender against the listener's ``allowed_senders`` and limits
 (connections, per-sender rate, idle timeout: ``limits.py``; TLS peer checks: ``tls.py``), frame
-(TCP/TLS, RFC 6587), drop what no jail can match when given the routing gate (``route``), parse
+(TCP/TLS, RFC 6587), drop what no jail can match when given the routing gate (``gate``), parse
 (sans-io ``parse``, stamped with sender, transport and time of receipt), hand to the sink.
 Socket options: a large UDP receive buffer (``rcvbuf``) and SO_REUSEPORT (``reuse_port``).
 ``Listeners`` opens, rebinds and reconfigures them on reload.
@@ -44,7 +44,7 @@ from applianced.errors import ParseError
 from applianced.receiver.framing import FrameError, Framer
 from applianced.receiver.limits import ConnectionLimiter, RateLimiter
 from applianced.receiver.message import SyslogMessage
-from applianced.receiver.parse import Dropped, Route, parse, parse_routed
+from applianced.receiver.parse import Dropped, Gate, parse, parse_routed
 from applianced.receiver.tls import ServerTLS, TLSFileError, refusal, server_context
 from applianced.rules.decision import IPNetwork
 
@@ -95,7 +95,7 @@ class _Edge:
     """What UDP and TCP share: the allowlist check, the routing gate, parse+stamp,
     rate-limited complaints.
 
-    The gate (``route``, ``Engine.gate``): a message of the common RFC 3164 shape that no jail
+    The gate (``gate``, ``Engine.gate``): a message of the common RFC 3164 shape that no jail
     can match (no jail reads its program, or it holds none of their failregexes' literals) is
     counted as received and dropped before anything is built (``parse_routed``); the engine
     would have found nothing in it. Other shapes are always parsed."""
@@ -106,11 +106,11 @@ class _Edge:
         sink: Sink,
         stats: ReceiverStats,
         clock: IReactorTime,
-        route: Route | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self.conf = conf
         self.sink = sink
-        self.route = route
+        self.gate = gate
         self.stats = stats
         self.clock = clock
         self._reference = (-1, datetime.fromtimestamp(0, UTC))  # (second, that second)
@@ -201,13 +201,13 @@ class _Edge:
             )
             return
         try:
-            if self.route is None:
+            if self.gate is None:
                 message: SyslogMessage | Dropped = parse(
                     data, self.reference(now), host, self.conf.transport, now
                 )
             else:
                 message = parse_routed(
-                    data, self.route, self.reference(now), host, self.conf.transport, now
+                    data, self.gate, self.reference(now), host, self.conf.transport, now
                 )
         except ParseError as e:
             self.stats.parse_errors += 1
@@ -252,9 +252,9 @@ class SyslogUDP(DatagramProtocol):
         sink: Sink,
         stats: ReceiverStats,
         clock: IReactorTime,
-        route: Route | None = None,
+        gate: Gate | None = None,
     ) -> None:
-        self.edge = _Edge(conf, sink, stats, clock, route)
+        self.edge = _Edge(conf, sink, stats, clock, gate)
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
         host = canonical_host(addr[0])
@@ -352,9 +352,9 @@ class SyslogTCPFactory(Factory):
         sink: Sink,
         stats: ReceiverStats,
         clock: IReactorTime,
-        route: Route | None = None,
+        gate: Gate | None = None,
     ) -> None:
-        self.edge = _Edge(conf, sink, stats, clock, route)
+        self.edge = _Edge(conf, sink, stats, clock, gate)
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
         host = canonical_host(getattr(addr, "host", ""))
@@ -411,11 +411,11 @@ class ListenerService(Service):
         sink: Sink,
         stats: ReceiverStats,
         reactor: Any,
-        route: Route | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self.conf = conf
         self.sink = sink
-        self.route = route
+        self.gate = gate
         self.stats = stats
         self.reactor = reactor
         self.port: IListeningPort | None = None
@@ -437,7 +437,7 @@ class ListenerService(Service):
         c = self.conf
         if self.port is None:
             if c.transport == "udp":
-                proto = SyslogUDP(c, self.sink, self.stats, self.reactor, self.route)
+                proto = SyslogUDP(c, self.sink, self.stats, self.reactor, self.gate)
                 if c.reuse_port:
                     with _bind_reusing_port(c, socket.SOCK_DGRAM) as sock:
                         port = self.reactor.adoptDatagramPort(
@@ -453,7 +453,7 @@ class ListenerService(Service):
                 if warning:
                     log.warn("{warning}", warning=warning)
             elif c.tls is not None:
-                factory = SyslogTCPFactory(c, self.sink, self.stats, self.reactor, self.route)
+                factory = SyslogTCPFactory(c, self.sink, self.stats, self.reactor, self.gate)
                 try:
                     self._tls = ServerTLS(server_context(c.tls))
                 except TLSFileError as e:
@@ -463,7 +463,7 @@ class ListenerService(Service):
                 port = self._listen_tcp(wrapped)
                 self._edge = factory.edge
             else:
-                factory = SyslogTCPFactory(c, self.sink, self.stats, self.reactor, self.route)
+                factory = SyslogTCPFactory(c, self.sink, self.stats, self.reactor, self.gate)
                 port = self._listen_tcp(factory)
                 self._edge = factory.edge
             self.port = port

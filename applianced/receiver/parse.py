@@ -20,7 +20,7 @@ from enum import Enum
 from applianced.errors import ParseError
 from applianced.receiver.message import SyslogMessage
 
-__all__ = ["Dropped", "Route", "message_fields", "parse", "parse_routed"]
+__all__ = ["Dropped", "Gate", "message_fields", "parse", "parse_routed"]
 
 # RFC 3164 4.3.3: a message without a PRI gets facility 1 (user), severity 5 (notice).
 _DEFAULT_PRI = 13
@@ -129,12 +129,12 @@ class Dropped(Enum):
 # The routing gate's question, asked with the TAG of a message of the common shape (its raw
 # bytes): None when no jail reads that program; else byte strings of which a message of it must
 # hold one for some jail to match it, or () when every message of it must be parsed.
-Route = Callable[[bytes], tuple[bytes, ...] | None]
+Gate = Callable[[bytes], tuple[bytes, ...] | None]
 
 
 def parse_routed(
     data: bytes,
-    route: Route,
+    gate: Gate,
     reference: datetime,
     sender: str | None = None,
     transport: str | None = None,
@@ -142,7 +142,7 @@ def parse_routed(
 ) -> SyslogMessage | Dropped:
     """:func:`parse`, behind the routing gate that builds nothing for a message of the common
     shape that no jail can match: its program no jail reads, or it holds none of the byte
-    strings ``route`` names for that program (a failregex's required literal is in the text
+    strings ``gate`` names for that program (a failregex's required literal is in the text
     only if its UTF-8 bytes are in the message). A message of another shape is parsed whole
     (only then is its app-name known) and returned."""
     data = data.rstrip(_TRAILING)
@@ -150,7 +150,7 @@ def parse_routed(
     m = _common_shape(data)
     if m is None:
         return _parse_any(_text(data), reference, stamp)
-    needles = route(m.group(_COMMON_APP))
+    needles = gate(m.group(_COMMON_APP))
     if needles is None:
         return Dropped.UNREAD
     # "app[]:" is read as "app:" (no PID), so the line a fail2ban filter reads is not then a

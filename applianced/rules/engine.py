@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from applianced.receiver.message import SyslogMessage
+from applianced.receiver.parse import Gate
 from applianced.rules.decision import IPAddress, Lookup, Offence
 from applianced.rules.jail import Jail
 
@@ -46,9 +47,9 @@ class Engine:
         self.jails: dict[str, Jail] = {}
         self._routes: dict[str | None, tuple[Jail, ...]] = {}
         self._gates = GateCache(self._needles)
-        # The listeners' routing gate (``parse.Route``), asked for every message: a dict lookup
+        # The listeners' routing gate (``parse.Gate``), asked for every message: a dict lookup
         # in C once a TAG was seen (see _needles for the answer).
-        self.gate: Callable[[bytes], tuple[bytes, ...] | None] = self._gates.__getitem__
+        self.gate: Gate = self._gates.__getitem__
         self.on_failure: Callable[[CountedFailure], None] | None = None
         self.set_jails(jails)
 
@@ -144,11 +145,11 @@ class Engine:
 
 class GateCache(dict[bytes, tuple[bytes, ...] | None]):
     """A routing gate's answers per TAG (at most 4096), worked out by ``work_out`` on a miss.
-    Its ``__getitem__`` is the gate (``parse.Route``): a lookup in C for a TAG already seen,
+    Its ``__getitem__`` is the gate (``parse.Gate``): a lookup in C for a TAG already seen,
     which is nearly every message (a Python function in its place cost a sixth of
     test-filter's time on a mail log)."""
 
-    def __init__(self, work_out: Callable[[bytes], tuple[bytes, ...] | None]) -> None:
+    def __init__(self, work_out: Gate) -> None:
         super().__init__()
         self._work_out = work_out
 

@@ -528,16 +528,16 @@ def test_the_routing_gate_drops_only_what_no_jail_can_match(
     selects = ProgramSelector(programs)
     needles = tuple(lit.encode() for lit in literals if lit)
 
-    def route(tag: bytes) -> tuple[bytes, ...] | None:
+    def gate(tag: bytes) -> tuple[bytes, ...] | None:
         return needles if selects(tag.decode("utf-8", "replace")) else None
 
     try:
         expected = parse(data, REF, *_ROUTER_STAMP)
     except ParseError:
         with pytest.raises(ParseError):
-            parse_routed(data, route, REF, *_ROUTER_STAMP)
+            parse_routed(data, gate, REF, *_ROUTER_STAMP)
         return
-    routed = parse_routed(data, route, REF, *_ROUTER_STAMP)
+    routed = parse_routed(data, gate, REF, *_ROUTER_STAMP)
     if routed is Dropped.UNREAD:
         assert not selects(expected.app_name)
     elif routed is Dropped.HOPELESS:

@@ -1,4 +1,4 @@
-"""The listeners' routing gate: given ``route`` (Engine.gate), a message of the common shape
+"""The listeners' routing gate: given ``gate`` (Engine.gate), a message of the common shape
 that no jail can match (no jail reads its program, or it holds none of their filters'
 literals) is counted as received and never reaches the sink; what a jail may match, and every
 message of another shape, is parsed and handed on as before."""
