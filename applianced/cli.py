@@ -195,6 +195,10 @@ def cmd_status(args: argparse.Namespace) -> None:
             f"{rc.get('rate_limited', 0)} over the sender rate"
         )
         console.print(
+            f"no jail could match (not parsed): {rc.get('gated_unread', 0)} of programs no "
+            f"jail reads, {rc.get('gated_no_literal', 0)} without any of their jails' literals"
+        )
+        console.print(
             f"connections: {rc.get('open_connections', 0)} open, "
             f"{rc.get('refused_connections_total', 0)} refused at max_connections, "
             f"{rc.get('refused_connections_sender', 0)} at max_connections_per_sender, "

@@ -63,13 +63,23 @@ class ApplianceCollector:
         r = app.receiver_stats
         received = CounterMetricFamily(
             "applianced_messages_received",
-            "Syslog messages parsed and handed to the jails, per transport.",
+            "Syslog messages received and read (parsed, or dropped by the routing gate), per "
+            "transport.",
             labels=["transport"],
         )
         received.add_metric(["udp"], r.received_udp)
         received.add_metric(["tcp"], r.received_tcp)
         received.add_metric(["tls"], r.received_tls)
         yield received
+        gated = CounterMetricFamily(
+            "applianced_messages_gated",
+            "Received messages no jail can match, dropped before any parse: of a program no "
+            "jail reads (unread), or holding none of its jails' literals (no_literal).",
+            labels=["reason"],
+        )
+        gated.add_metric(["unread"], r.gated_unread)
+        gated.add_metric(["no_literal"], r.gated_no_literal)
+        yield gated
         yield _counter(
             "applianced_tls_refused",
             "TLS peers refused: failed handshake or a client certificate not accepted.",

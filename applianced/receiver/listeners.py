@@ -89,6 +89,10 @@ class ReceiverStats:
     refused_connections_sender: int = 0  # ... over max_connections_per_sender
     idle_timeouts: int = 0  # connections closed after idle_timeout without a byte
     open_connections: int = 0  # a gauge: TCP connections open now
+    # Received, and dropped by the routing gate before any parse: of a program no jail reads,
+    # or holding none of the literals its jails' failregexes need.
+    gated_unread: int = 0
+    gated_no_literal: int = 0
 
 
 class _Edge:
@@ -216,7 +220,11 @@ class _Edge:
             )
             return
         self._received()
-        if not isinstance(message, Dropped):  # Dropped: no jail can match it
+        if message is Dropped.UNREAD:
+            self.stats.gated_unread += 1
+        elif message is Dropped.HOPELESS:
+            self.stats.gated_no_literal += 1
+        else:
             self.sink(message)
 
     def _received(self) -> None:

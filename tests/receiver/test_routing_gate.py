@@ -49,6 +49,7 @@ def test_a_program_no_jail_reads_is_received_but_not_handed_on() -> None:
     )
     assert [m.app_name for m in got] == ["sshd"]
     assert (stats.received, stats.received_udp, stats.parse_errors) == (2, 2, 0)
+    assert (stats.gated_unread, stats.gated_no_literal) == (1, 0)
 
 
 def test_a_message_without_the_filters_literal_is_received_but_not_handed_on() -> None:
@@ -58,6 +59,7 @@ def test_a_message_without_the_filters_literal_is_received_but_not_handed_on() -
     proto.datagramReceived(b"<38>Nov 22 10:00:01 mx sshd[2]: Failed key from 192.0.2.7", SENDER)
     assert [m.msg for m in got] == ["Failed key from 192.0.2.7"]
     assert (stats.received, stats.parse_errors) == (2, 0)
+    assert (stats.gated_unread, stats.gated_no_literal) == (0, 1)
 
 
 def test_the_gate_names_the_literals_of_every_jail_that_reads_a_program() -> None:
