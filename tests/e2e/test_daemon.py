@@ -119,6 +119,22 @@ def test_bad_input_is_counted_and_the_listener_lives_on(daemon: tuple[Daemon, in
     assert receiver["parse_errors"] >= 2 and receiver["oversize"] >= 2
 
 
+def test_the_routing_gate_counts_what_it_does_not_parse(daemon: tuple[Daemon, int]) -> None:
+    """logger lines of a program no jail reads, and sshd lines without the filter's literals,
+    are received, counted by reason, and never reach a jail; a failure after them still bans."""
+    d, port = daemon
+    logger(port, "4A2B3C: removed", tag="postfix/qmgr", extra=("--rfc3164",))
+    logger(port, "Accepted publickey for alice from 203.0.113.12 port 1 ssh2", tag="sshd",
+           extra=("--rfc3164",))  # fmt: skip
+    fail(port, "203.0.113.13")
+    wait_for("the ban after the gated lines", lambda: banned(d).get("203.0.113.13/32"))
+    receiver = d.ctl("status")["receiver"]
+    assert (receiver["gated_unread"], receiver["gated_no_literal"]) == (1, 1)
+    assert receiver["received"] == 5 and "203.0.113.12/32" not in banned(d)
+    rc, text, _ = d.ctl_rc("status")
+    assert rc == 0 and "1 of programs no jail reads, 1 without any of their jails' literals" in text
+
+
 def test_appliancectl_verbs_and_errors(daemon: tuple[Daemon, int]) -> None:
     """ban/unban/blacklist/why through the CLI; refused requests exit 1 with a reason."""
     d, _ = daemon
