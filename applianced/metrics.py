@@ -15,7 +15,7 @@ default).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -61,25 +61,20 @@ class ApplianceCollector:
     def collect(self) -> Iterator[Metric]:
         app = self.appliance
         r = app.receiver_stats
-        received = CounterMetricFamily(
+        yield _counters(
             "applianced_messages_received",
             "Syslog messages received and read (parsed, or dropped by the routing gate), per "
             "transport.",
-            labels=["transport"],
+            "transport",
+            {"udp": r.received_udp, "tcp": r.received_tcp, "tls": r.received_tls},
         )
-        received.add_metric(["udp"], r.received_udp)
-        received.add_metric(["tcp"], r.received_tcp)
-        received.add_metric(["tls"], r.received_tls)
-        yield received
-        gated = CounterMetricFamily(
+        yield _counters(
             "applianced_messages_gated",
             "Received messages no jail can match, dropped before any parse: of a program no "
             "jail reads (unread), or holding none of its jails' literals (no_literal).",
-            labels=["reason"],
+            "reason",
+            {"unread": r.gated_unread, "no_literal": r.gated_no_literal},
         )
-        gated.add_metric(["unread"], r.gated_unread)
-        gated.add_metric(["no_literal"], r.gated_no_literal)
-        yield gated
         yield _counter(
             "applianced_tls_refused",
             "TLS peers refused: failed handshake or a client certificate not accepted.",
@@ -107,15 +102,13 @@ class ApplianceCollector:
             "Messages dropped for exceeding their sender's max_rate_per_sender.",
             r.rate_limited,
         )
-        refused = CounterMetricFamily(
+        yield _counters(
             "applianced_refused_connections",
             "Connections refused at a limit: max_connections (total) or "
             "max_connections_per_sender (sender).",
-            labels=["limit"],
+            "limit",
+            {"total": r.refused_connections_total, "sender": r.refused_connections_sender},
         )
-        refused.add_metric(["total"], r.refused_connections_total)
-        refused.add_metric(["sender"], r.refused_connections_sender)
-        yield refused
         yield _counter(
             "applianced_idle_timeouts",
             "Syslog connections closed after idle_timeout without a byte.",
@@ -235,6 +228,16 @@ class ApplianceCollector:
 
 def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(name, documentation, value=value)
+
+
+def _counters(
+    name: str, documentation: str, label: str, values: Mapping[str, float]
+) -> CounterMetricFamily:
+    """A counter family with one sample per value of ``label``."""
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for value, count in values.items():
+        family.add_metric([value], count)
+    return family
 
 
 def make_registry(appliance: Appliance, process: bool = True) -> CollectorRegistry:
