@@ -484,9 +484,13 @@ def cmd_check(args: argparse.Namespace) -> None:
     )
 
 
+def _open_log(source: str) -> IO[bytes]:
+    """The log file as bytes, or stdin for ``-``."""
+    return sys.stdin.buffer if source == "-" else open(source, "rb")
+
+
 def _lines(source: str) -> Iterator[tuple[int, bytes]]:
-    stream: IO[bytes] = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115
-    with stream:
+    with _open_log(source) as stream:
         for number, raw in enumerate(stream, start=1):
             yield number, raw.rstrip(b"\r\n")
 
@@ -575,11 +579,6 @@ def _progress(source: str) -> tuple[Progress, TaskID] | None:
 
 
 _PROGRESS_MIN_BYTES = 8 << 20
-
-
-def _open_log(source: str) -> IO[bytes]:
-    """The log file as bytes, or stdin for ``-``."""
-    return sys.stdin.buffer if source == "-" else open(source, "rb")
 
 
 def _advancing(lines: Iterable[bytes], bar: Progress, task: TaskID) -> Iterator[bytes]:
