@@ -1,8 +1,8 @@
 """The Appliance: what happens between the rules engine, the durable store and the enforcer.
 
 It owns the life of a ban: offences from the engine become decisions (the policy needs the
-repeat count, read from the store), decisions of one reactor turn are written to the store in
-one transaction and then sent to the enforcer as one batch; expiries are recorded and lifted;
+repeat count, read from the store), decisions of one reactor turn go to the enforcer as one
+batch, then to the store in one transaction; expiries are recorded and lifted;
 manual bans, unbans and the blacklist go through the same path. It also answers the control
 verbs (status, banned, why). Time comes from the injected reactor, never from a global clock.
 
@@ -54,7 +54,9 @@ __all__ = ["Appliance", "RequestError", "ban_json", "parse_address", "parse_targ
 log = Logger()
 
 _RETRY_FIRST, _RETRY_MAX = 1.0, 60.0  # seconds between tries of a failed kernel batch
-_LOG_BANS_PER_BATCH = 20  # bans logged one by one per batch; a storm's rest is summarised
+# Ban lines logged one by one per second: a storm's rest is counted and summarised in one line
+# at the end of the second (the journal would rate-limit them anyway, and each costs ~40 us).
+_LOG_BANS_PER_SECOND = 20
 _MAX_LOOKUPS = 64  # hostname lookups in flight at once (use_dns jails); more are dropped
 
 Resolver = Callable[[str], "Deferred[Sequence[IPAddress]]"]
@@ -118,6 +120,10 @@ class Appliance:
         self._unapplied_bans: dict[tuple[str, IPNetwork], Ban] = {}
         self._unapplied_unbans: dict[tuple[str, IPNetwork], Ban] = {}
         self._flush_call: IDelayedCall | None = None
+        self._log_until = 0.0  # the end of the current second of ban lines
+        self._log_left = 0  # ban lines still allowed before then
+        self._unlogged = 0  # bans past that, summarised at _log_until
+        self._unlogged_call: IDelayedCall | None = None
         self._expiry_call: IDelayedCall | None = None
         self._retry_call: IDelayedCall | None = None
         self._retry_delay = _RETRY_FIRST
@@ -190,6 +196,9 @@ class Appliance:
             self.notifier.stop()
         if self._pending:
             self._flush()
+        if self._unlogged_call is not None and self._unlogged_call.active():
+            self._unlogged_call.cancel()
+            self._log_unlogged()
         if self.config.enforcement.on_stop == "flush":
             self.enforcer.flush()
             log.info(
@@ -328,13 +337,12 @@ class Appliance:
         except StoreError as e:
             self._store_failed(e)
         now = self.clock.seconds()
-        for i, ban in enumerate(bans):
+        for ban in bans:
             self.active[(ban.jail, ban.network)] = ban
             if ban.expires_at is not None:
                 entry = (ban.expires_at, next(self._sequence), (ban.jail, ban.network))
                 heapq.heappush(self._expiries, entry)
-            if i >= _LOG_BANS_PER_BATCH:
-                continue
+        for ban in bans[: self._loggable(len(bans), now)]:
             log.info(
                 "ban {jail} {network} for {duration} ({kind}, ban #{count})",
                 jail=ban.jail,
@@ -342,12 +350,6 @@ class Appliance:
                 kind=str(ban.kind),
                 count=ban.count,
                 duration=format_duration(ban.remaining(now)),
-            )
-        if len(bans) > _LOG_BANS_PER_BATCH:
-            log.info(
-                "... and {more} more bans in this batch ({total} in all; `appliancectl banned`)",
-                more=len(bans) - _LOG_BANS_PER_BATCH,
-                total=len(bans),
             )
         self.health.bans_total += len(bans)
         by_kind = self.bans_by_kind
@@ -359,6 +361,30 @@ class Appliance:
                 self.notifier.banned(ban, decision.lines)
         self._schedule_expiry()
         return bans
+
+    def _loggable(self, bans: int, now: float) -> int:
+        """How many of ``bans`` new bans may be logged one by one now; the rest are counted,
+        and summarised in one line at the end of the second."""
+        if now >= self._log_until:
+            self._log_until, self._log_left = now + 1.0, _LOG_BANS_PER_SECOND
+        shown = min(bans, self._log_left)
+        self._log_left -= shown
+        if bans > shown:
+            self._unlogged += bans - shown
+            if self._unlogged_call is None:
+                self._unlogged_call = self.clock.callLater(
+                    self._log_until - now, self._log_unlogged
+                )
+        return shown
+
+    def _log_unlogged(self) -> None:
+        self._unlogged_call = None
+        log.info(
+            "... and {more} more bans in the last second, not logged one by one"
+            " (`appliancectl banned` lists them)",
+            more=self._unlogged,
+        )
+        self._unlogged = 0
 
     def _enforce(self, bans: Sequence[Ban], unbans: Sequence[Ban]) -> bool:
         """Send one batch to the kernel; False when it was refused (it will be retried)."""
@@ -450,7 +476,7 @@ class Appliance:
             self.active[key] = ban
             if ban.expires_at is not None:
                 heapq.heappush(self._expiries, (ban.expires_at, next(self._sequence), key))
-        for ban in fresh[:_LOG_BANS_PER_BATCH]:
+        for ban in fresh[: self._loggable(len(fresh), self.clock.seconds())]:
             log.info(
                 "ban {jail} {network} from the cluster ({kind}, ban #{count})",
                 jail=ban.jail,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from ipaddress import ip_network
 from pathlib import Path
@@ -9,6 +10,8 @@ from typing import Any
 
 from applianced.conf.schema import Config, IncrementConf, JailConf, ListenerConf
 from applianced.receiver.message import SyslogMessage
+from applianced.rules.decision import Ban, BanDecision
+from applianced.rules.offenders import OffenderStore
 
 SSHD_REGEX = (r"^Failed \S+ for (?:invalid user )?<F-USER>.+</F-USER> from <HOST> port \d+",)
 
@@ -71,3 +74,11 @@ def message(
 
 def ssh_failure(address: str, user: str = "root") -> str:
     return f"Failed password for {user} from {address} port 4242 ssh2"
+
+
+def record(
+    store: OffenderStore, decisions: Sequence[BanDecision], *, share: bool = True
+) -> list[Ban]:
+    """Record ``decisions`` in ``store``; their Bans, as the Appliance enforces them."""
+    store.record_bans(decisions, share=share)
+    return [Ban.from_decision(d) for d in decisions]

@@ -12,10 +12,12 @@ from collections.abc import Sequence
 from dataclasses import replace
 from ipaddress import ip_address, ip_network
 from pathlib import Path
+from typing import Any
 
 import pytest
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs, formatEvent
 
 from applianced.appliance import Appliance, RequestError
 from applianced.conf.schema import Config, EnforcementConf
@@ -70,6 +72,32 @@ def test_offences_of_one_reactor_turn_are_one_batch(tmp_path: Path) -> None:
     clock.advance(0)
     assert enforcer.transactions == before + 1
     assert len(enforcer.bans) == 50
+
+
+def test_a_storm_logs_twenty_ban_lines_a_second_and_counts_the_rest(tmp_path: Path) -> None:
+    """Ban lines are capped per second across turns; the rest are summarised once, when the
+    second ends (or at stop), and the cap starts again the next second."""
+    app, clock, _ = start(tmp_path)
+
+    def texts(events: list[dict[str, Any]]) -> list[str]:
+        return [formatEvent(e) for e in events if e.get("log_namespace") == "applianced.appliance"]
+
+    with capturedLogs() as events:
+        for turn in range(3):  # 3 turns of 15 bans within one second
+            for i in range(15):
+                attack(app, clock, f"203.0.113.{turn * 15 + i}")
+            clock.advance(0.1)
+        lines = texts(events)
+        assert sum(t.startswith("ban sshd ") for t in lines) == 20
+        assert not any("more bans" in t for t in lines)
+        clock.advance(1)  # the second has ended
+        assert texts(events)[-1].startswith("... and 25 more bans in the last second")
+        attack(app, clock, "198.51.100.1")
+        assert texts(events)[-1].startswith("ban sshd 198.51.100.1/32 for ")
+        for i in range(25):
+            attack(app, clock, f"198.51.100.{10 + i}")
+        app.stop()
+    assert texts(events)[-1].startswith("... and 6 more bans in the last second")
 
 
 def test_an_active_ban_is_not_doubled(tmp_path: Path) -> None:

@@ -9,7 +9,8 @@ from ipaddress import ip_network
 from pathlib import Path
 
 from applianced.rules.decision import Ban, BanDecision, BanKind
-from applianced.rules.offenders import BanEvent, SqliteOffenderStore
+from applianced.rules.offenders import _MIGRATIONS, BanEvent, SqliteOffenderStore
+from tests.helpers import record
 
 T0 = 1_800_000_000.0
 NET = ip_network("198.51.100.7/32")
@@ -31,7 +32,7 @@ def remote(uid: str, at: float = T0, seq: int = 1, node: str = "b") -> BanEvent:
 
 def test_a_ban_and_an_unban_go_to_the_outbox_with_node_and_sender(tmp_path: Path) -> None:
     s = store(tmp_path)
-    (ban,) = s.record_bans([decision()])
+    (ban,) = record(s, [decision()])
     (pushed,) = s.pending(10)
     assert (pushed.op, pushed.node, pushed.sender, pushed.ban) == ("ban", "a", "192.0.2.25", ban)
     assert pushed.lines == ("[192.0.2.25] smtpd: auth failed from 198.51.100.7",)
@@ -45,7 +46,7 @@ def test_a_ban_and_an_unban_go_to_the_outbox_with_node_and_sender(tmp_path: Path
 
 def test_expiries_and_local_changes_stay_out_of_the_outbox(tmp_path: Path) -> None:
     s = store(tmp_path)
-    (ban,) = s.record_bans([decision()])
+    (ban,) = record(s, [decision()])
     s.pushed(s.pending(10)[-1].seq)
     s.end_bans([ban], T0 + 600, "expired")
     s.record_bans([decision(at=T0 + 700)], share=False)
@@ -57,7 +58,7 @@ def test_expiries_and_local_changes_stay_out_of_the_outbox(tmp_path: Path) -> No
 
 def test_the_echo_of_its_own_changes_changes_nothing(tmp_path: Path) -> None:
     s = store(tmp_path)
-    (ban,) = s.record_bans([decision()])
+    (ban,) = record(s, [decision()])
     s.end_bans([ban], T0 + 5, "unban")
     echo = s.pending(10)
     assert s.adopt(echo, cursor=2, now=T0 + 6) == ([], [])
@@ -79,7 +80,7 @@ def test_adopt_is_idempotent_and_moves_the_cursor(tmp_path: Path) -> None:
 
 def test_an_older_remote_ban_does_not_supersede_a_newer_one(tmp_path: Path) -> None:
     s = store(tmp_path)
-    (mine,) = s.record_bans([decision(at=T0 + 100)])
+    (mine,) = record(s, [decision(at=T0 + 100)])
     started, _ = s.adopt([remote("old", at=T0)], cursor=1, now=T0 + 101)
     assert started == [] and s.find_active(NET) == [mine]
     newer, _ = s.adopt([remote("new", at=T0 + 200)], cursor=2, now=T0 + 201)
@@ -96,21 +97,17 @@ def test_a_remote_ban_already_expired_is_recorded_ended(tmp_path: Path) -> None:
 
 def test_a_store_from_before_cluster_mode_is_migrated(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite"
-    SqliteOffenderStore(path).close()
-    with sqlite3.connect(path) as conn:  # back to version 1, with one ban
+    with sqlite3.connect(path) as conn:  # a store of version 1, with one ban
         for statement in (
-            "DROP TABLE outbox",
-            "DROP TABLE cluster",
-            "DROP INDEX bans_uid",
-            "ALTER TABLE bans DROP COLUMN uid",
-            "ALTER TABLE bans DROP COLUMN node",
-            "ALTER TABLE bans DROP COLUMN sender",
+            *_MIGRATIONS[0],
             "INSERT INTO bans (jail, network, version, first, last, started_at, kind, count)"
             " VALUES ('smtp', '198.51.100.7/32', 4, x'c6336407', x'c6336407', 1, 'auto', 1)",
             "PRAGMA user_version = 1",
         ):
             conn.execute(statement)
     s = SqliteOffenderStore(path, node="a", journal=True)
+    indexes = {r[0] for r in s._conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "bans_prior" not in indexes and "bans_net" in indexes  # migration 3
     assert [b.network for b in s.active_bans(T0)] == [NET]
     assert s.cursor() == 0 and s.pending(10) == []
     s.record_bans([decision(at=T0)])

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from applianced.errors import StoreError
 from applianced.rules.decision import Ban, BanDecision, BanKind, IPNetwork
 from applianced.rules.offenders import BanRecord, OffenderStore, SqliteOffenderStore
+from tests.helpers import record
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -50,16 +51,16 @@ def test_satisfies_the_protocol(store: SqliteOffenderStore) -> None:
 
 
 def test_record_and_read_back(tmp_path: Path) -> None:
-    """record_bans returns the Bans, and active_bans returns them again after a reopen."""
+    """active_bans returns the recorded decisions' Bans, also after a reopen."""
     path = tmp_path / "offenders.db"
     store = SqliteOffenderStore(path)
     ds = [
         decision("192.0.2.7/32", jail="postfix", count=1),
         decision("2001:db8::/64", 1001.5, 3600.0, jail="dovecot", kind=BanKind.MANUAL, count=4),
     ]
-    bans = store.record_bans(ds)
-    assert bans == [Ban.from_decision(d) for d in ds]
-    assert store.record_bans([]) == []
+    bans = record(store, ds)
+    store.record_bans([])  # nothing to do
+    assert store.active_bans(1002.0) == bans
     store.close()
     store.close()
     again = SqliteOffenderStore(path)
@@ -72,7 +73,7 @@ def test_record_and_read_back(tmp_path: Path) -> None:
 
 def test_permanent_ban(store: SqliteOffenderStore) -> None:
     """A ban without duration has no expiry: active forever, never due."""
-    (ban,) = store.record_bans([decision("198.51.100.1/32", 1000.0, None, kind=BanKind.BLACKLIST)])
+    (ban,) = record(store, [decision("198.51.100.1/32", 1000.0, None, kind=BanKind.BLACKLIST)])
     assert ban.expires_at is None and ban.permanent
     assert store.active_bans(1e12) == [ban]
     assert store.due_expiries(1e12) == []
@@ -80,12 +81,13 @@ def test_permanent_ban(store: SqliteOffenderStore) -> None:
 
 def test_end_bans(store: SqliteOffenderStore) -> None:
     """end_bans ends the not-ended rows of each (jail, network) once, and only those."""
-    a, b, c = store.record_bans(
+    a, b, c = record(
+        store,
         [
             decision("192.0.2.1/32", jail="postfix"),
             decision("192.0.2.1/32", jail="dovecot"),
             decision("192.0.2.2/32", jail="postfix"),
-        ]
+        ],
     )
     assert store.end_bans([a, c], 1100.0, "unban") == 2
     assert store.active_bans(1100.0) == [b]
@@ -93,18 +95,19 @@ def test_end_bans(store: SqliteOffenderStore) -> None:
     stranger = Ban("postfix", ip_network("203.0.113.9/32"), 0.0, None, BanKind.AUTO, 1)
     assert store.end_bans([stranger], 1200.0, "unban") == 0
     assert store.end_bans([], 1200.0, "unban") == 0
-    (record,) = store.history(ip_address("192.0.2.2"))
-    assert (record.ban, record.ended_at, record.end_reason) == (c, 1100.0, "unban")
+    (entry,) = store.history(ip_address("192.0.2.2"))
+    assert (entry.ban, entry.ended_at, entry.end_reason) == (c, 1100.0, "unban")
 
 
 def test_new_ban_supersedes_the_open_one(store: SqliteOffenderStore) -> None:
     """A new ban of a (jail, network) ends the open one as "superseded"; other jails keep theirs."""
-    (old,) = store.record_bans([decision("192.0.2.1/32", 1000.0, 600.0)])
-    other_jail, new = store.record_bans(
+    (old,) = record(store, [decision("192.0.2.1/32", 1000.0, 600.0)])
+    other_jail, new = record(
+        store,
         [
             decision("192.0.2.1/32", 1100.0, jail="dovecot"),
             decision("192.0.2.1/32", 1200.0, None, kind=BanKind.BLACKLIST, count=2),
-        ]
+        ],
     )
     assert store.active_bans(1300.0) == [other_jail, new]
     assert [(r.ban, r.ended_at, r.end_reason) for r in store.history(ip_address("192.0.2.1"))] == [
@@ -116,7 +119,7 @@ def test_new_ban_supersedes_the_open_one(store: SqliteOffenderStore) -> None:
 
 def test_batch_duplicates_keep_the_last(store: SqliteOffenderStore) -> None:
     """Two decisions for one (jail, network) in one batch leave only the later one open."""
-    first, last = store.record_bans([decision("192.0.2.1/32", 1000.0), decision("192.0.2.1/32")])
+    first, last = record(store, [decision("192.0.2.1/32", 1000.0), decision("192.0.2.1/32")])
     assert store.active_bans(1000.0) == [last]
     older = store.history(ip_address("192.0.2.1"))[1]
     assert (older.ban, older.end_reason) == (first, "superseded")
@@ -125,10 +128,10 @@ def test_batch_duplicates_keep_the_last(store: SqliteOffenderStore) -> None:
 
 def test_stale_ban_does_not_end_a_newer_one(store: SqliteOffenderStore) -> None:
     """end_bans with a Ban read before a newer ban superseded it leaves the newer ban alone."""
-    (old,) = store.record_bans([decision("192.0.2.1/32", 1000.0, 600.0)])
+    (old,) = record(store, [decision("192.0.2.1/32", 1000.0, 600.0)])
     due = store.due_expiries(1600.0)
     assert due == [old]
-    (new,) = store.record_bans([decision("192.0.2.1/32", 1650.0, None, count=2)])
+    (new,) = record(store, [decision("192.0.2.1/32", 1650.0, None, count=2)])
     assert store.end_bans(due, 1700.0, "expired") == 0
     assert store.active_bans(1700.0) == [new]
     later = Ban("postfix", ip_network("192.0.2.1/32"), 9999.0, None, BanKind.MANUAL, 1)
@@ -137,7 +140,7 @@ def test_stale_ban_does_not_end_a_newer_one(store: SqliteOffenderStore) -> None:
 
 def test_active_and_due_around_the_expiry_instant(store: SqliteOffenderStore) -> None:
     """At expires_at a ban stops being active and becomes due; once ended it is neither."""
-    (ban,) = store.record_bans([decision("192.0.2.1/32", 1000.0, 600.0)])
+    (ban,) = record(store, [decision("192.0.2.1/32", 1000.0, 600.0)])
     assert store.active_bans(1599.999) == [ban]
     assert store.due_expiries(1599.999) == []
     assert store.active_bans(1600.0) == []
@@ -171,13 +174,14 @@ def test_prior_bans_for_many_networks_in_one_call(store: SqliteOffenderStore) ->
 def test_prior_bans_since_edges(store: SqliteOffenderStore) -> None:
     """prior_bans counts this jail's bans of exactly this network started at or after since."""
     net = "192.0.2.1/32"
-    bans = store.record_bans(
+    bans = record(
+        store,
         [decision(net, at, count=i + 1) for i, at in enumerate((100.0, 200.0, 300.0))]
         + [
             decision(net, 250.0, jail="dovecot"),
             decision("192.0.2.0/24", 250.0),
             decision("192.0.2.2/32", 250.0),
-        ]
+        ],
     )
     assert store.end_bans(bans[2:3], 350.0, "unban") == 1  # ended bans still count
     n = ip_network(net)
@@ -191,10 +195,33 @@ def test_prior_bans_since_edges(store: SqliteOffenderStore) -> None:
     assert prior(store, "sshd", n, 0.0) == 0
 
 
+def test_prior_bans_counts_exactly_the_network(store: SqliteOffenderStore) -> None:
+    """Networks sharing a first address are told apart (a /24, its first /32 and /25), and
+    IPv4 and IPv6 networks are counted in one call."""
+    nets = ["192.0.2.0/24", "192.0.2.0/32", "192.0.2.0/25", "2001:db8::/64", "2001:db8::/128"]
+    store.record_bans([decision(n, 100.0 + i) for i, n in enumerate(nets) for _ in range(i + 1)])
+    counts = store.prior_bans("postfix", [ip_network(n) for n in [*nets, "2001:db8::/48"]], 0.0)
+    assert [counts[ip_network(n)] for n in nets] == [1, 2, 3, 4, 5]
+    assert counts[ip_network("2001:db8::/48")] == 0
+
+
+def test_prior_bans_probes_an_index(store: SqliteOffenderStore) -> None:
+    """prior_bans is asked once per storm's batch: it must not scan the whole history."""
+    store.record_bans([decision(f"192.0.2.{i}/32") for i in range(10)])
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+    store.prior_bans("postfix", [ip_network("192.0.2.1/32"), ip_network("192.0.2.2/32")], 0.0)
+    store._conn.set_trace_callback(None)
+    (query,) = statements
+    plan = [row[3] for row in store._conn.execute(f"EXPLAIN QUERY PLAN {query}")]
+    assert any("USING INDEX bans_net" in step for step in plan), plan
+    assert not any(step.startswith("SCAN bans") for step in plan), plan
+
+
 def test_find_active_address_inside_v4_prefix(store: SqliteOffenderStore) -> None:
     """A /24 ban covers its addresses and sub-networks, not its neighbours nor supernets."""
-    wide, host = store.record_bans(
-        [decision("192.0.2.0/24", jail="postfix"), decision("192.0.2.77/32", jail="dovecot")]
+    wide, host = record(
+        store, [decision("192.0.2.0/24", jail="postfix"), decision("192.0.2.77/32", jail="dovecot")]
     )
     assert store.find_active(ip_network("192.0.2.77/32")) == [wide, host]
     assert store.find_active(ip_network("192.0.2.200/32")) == [wide]
@@ -210,7 +237,7 @@ def test_find_active_address_inside_v4_prefix(store: SqliteOffenderStore) -> Non
 
 def test_find_active_ipv6_64(store: SqliteOffenderStore) -> None:
     """A /64 ban covers every address of the /64 and nothing beside it."""
-    (ban,) = store.record_bans([decision("2001:db8:1:2::/64")])
+    (ban,) = record(store, [decision("2001:db8:1:2::/64")])
     assert store.find_active(ip_network("2001:db8:1:2:ffff:ffff:ffff:ffff/128")) == [ban]
     assert store.find_active(ip_network("2001:db8:1:2::/128")) == [ban]
     assert store.find_active(ip_network("2001:db8:1:3::/128")) == []
@@ -219,8 +246,8 @@ def test_find_active_ipv6_64(store: SqliteOffenderStore) -> None:
 
 def test_ipv4_and_ipv6_never_mix(store: SqliteOffenderStore) -> None:
     """An IPv4 query never finds an IPv6 ban, even ::/0 or ::ffff:0:0/96, and vice versa."""
-    v4_all, v6_all, mapped = store.record_bans(
-        [decision("0.0.0.0/0"), decision("::/0"), decision("::ffff:0:0/96")]
+    v4_all, v6_all, mapped = record(
+        store, [decision("0.0.0.0/0"), decision("::/0"), decision("::ffff:0:0/96")]
     )
     assert store.find_active(ip_network("10.0.0.1/32")) == [v4_all]
     assert store.find_active(ip_network("::ffff:10.0.0.1/128")) == [v6_all, mapped]
@@ -263,8 +290,8 @@ def test_containment_matches_subnet_of(
 
 def test_find_active_ignores_time_but_not_ended(store: SqliteOffenderStore) -> None:
     """find_active returns bans past their expiry that are not ended; the caller filters time."""
-    old, ended = store.record_bans(
-        [decision("192.0.2.1/32", 0.0, 1.0), decision("192.0.2.0/24", 0.0, 1.0, jail="x")]
+    old, ended = record(
+        store, [decision("192.0.2.1/32", 0.0, 1.0), decision("192.0.2.0/24", 0.0, 1.0, jail="x")]
     )
     store.end_bans([ended], 5.0, "unban")
     assert store.find_active(ip_network("192.0.2.1/32")) == [old]
@@ -273,14 +300,15 @@ def test_find_active_ignores_time_but_not_ended(store: SqliteOffenderStore) -> N
 def test_history_contains_newest_first_with_limit(tmp_path: Path) -> None:
     """history lists every containing ban (any jail, ended or not) newest first, up to limit."""
     store = SqliteOffenderStore(tmp_path / "o.db", lines_per_ban=5)
-    (first,) = store.record_bans([decision("192.0.2.9/32", 100.0, lines=("a", "b"))])
+    (first,) = record(store, [decision("192.0.2.9/32", 100.0, lines=("a", "b"))])
     store.end_bans([first], 150.0, "expired")
-    second, third, _other = store.record_bans(
+    second, third, _other = record(
+        store,
         [
             decision("192.0.2.0/24", 200.0, jail="dovecot", count=2),
             decision("192.0.2.9/32", 300.0, None, kind=BanKind.BLACKLIST, count=3),
             decision("192.0.2.10/32", 400.0),
-        ]
+        ],
     )
     got = store.history(ip_address("192.0.2.9"))
     assert got == [
@@ -343,12 +371,12 @@ def test_ban_survives_sigkill_right_after_record(tmp_path: Path) -> None:
 
 
 def test_connection_settings(store: SqliteOffenderStore) -> None:
-    """The store runs in WAL mode with synchronous=NORMAL, foreign keys on, schema version 2."""
+    """The store runs in WAL mode with synchronous=NORMAL, foreign keys on, schema version 3."""
     conn = store._conn  # synchronous and foreign_keys are per connection: ask this one
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
     assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
     assert conn.execute("PRAGMA busy_timeout").fetchone()[0] > 0
     store.record_bans([decision("192.0.2.1/32", lines=("x",))])
     conn.execute("DELETE FROM bans")  # what a future retention purge will do
@@ -392,7 +420,7 @@ def test_newer_schema_refused(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         conn.execute("PRAGMA user_version = 9")
     conn.close()
-    with pytest.raises(StoreError, match=r"schema version 9.*versions 1 to 2") as info:
+    with pytest.raises(StoreError, match=r"schema version 9.*versions 1 to 3") as info:
         SqliteOffenderStore(path)
     assert str(path) in str(info.value)
 
