@@ -326,7 +326,9 @@ class Appliance:
         is not on the path to the drop. Nothing is reported (logged,
         listed, mailed) before the store holds it; a crash in the millisecond between the two
         loses that turn's bans, and the next start's reconcile removes them from the kernel.
-        ``measure``: the decisions come from messages; their latency goes to ``ban_latency``.
+        ``measure``: the decisions come from messages; their latency goes to ``ban_latency``,
+        and their log lines count against the per-second budget (an operator's ban is always
+        logged).
         ``share``: cluster mode, the bans go to the other appliances (not for ``--local``)."""
         bans = [Ban.from_decision(d) for d in decisions]
         replaced = [self.active[k] for b in bans if (k := (b.jail, b.network)) in self.active]
@@ -342,7 +344,7 @@ class Appliance:
             if ban.expires_at is not None:
                 entry = (ban.expires_at, next(self._sequence), (ban.jail, ban.network))
                 heapq.heappush(self._expiries, entry)
-        for ban in bans[: self._loggable(len(bans), now)]:
+        for ban in bans[: self._loggable(len(bans), now) if measure else None]:
             log.info(
                 "ban {jail} {network} for {duration} ({kind}, ban #{count})",
                 jail=ban.jail,
@@ -365,7 +367,12 @@ class Appliance:
     def _loggable(self, bans: int, now: float) -> int:
         """How many of ``bans`` new bans may be logged one by one now; the rest are counted,
         and summarised in one line at the end of the second."""
-        if now >= self._log_until:
+        if not bans:
+            return 0
+        if not self._log_until - 1.0 <= now < self._log_until:  # a new second (or clock step)
+            if self._unlogged_call is not None:  # a long turn ran past the summary's time
+                self._unlogged_call.cancel()
+                self._log_unlogged()
             self._log_until, self._log_left = now + 1.0, _LOG_BANS_PER_SECOND
         shown = min(bans, self._log_left)
         self._log_left -= shown

@@ -100,6 +100,31 @@ def test_a_storm_logs_twenty_ban_lines_a_second_and_counts_the_rest(tmp_path: Pa
     assert texts(events)[-1].startswith("... and 6 more bans in the last second")
 
 
+def test_ban_lines_of_a_new_second_come_after_the_last_seconds_summary(tmp_path: Path) -> None:
+    """A turn that runs past the end of the second (its summary not yet logged) logs that
+    summary first, then its own bans in the new second's budget; an operator's ban is always
+    logged, whatever is left of the budget."""
+    app, clock, _ = start(tmp_path)
+
+    def texts(events: list[dict[str, Any]]) -> list[str]:
+        return [formatEvent(e) for e in events if e.get("log_namespace") == "applianced.appliance"]
+
+    with capturedLogs() as events:
+        for i in range(25):
+            attack(app, clock, f"203.0.113.{i}")
+        for _ in range(3):
+            app.receive(message(ssh_failure("198.51.100.7"), at=clock.seconds()))
+        clock.advance(2)  # the turn's flush, queued before the summary, runs first
+        summary, late = texts(events)[-2:]
+        assert summary.startswith("... and 5 more bans in the last second")
+        assert late.startswith("ban sshd 198.51.100.7/32 for ")
+        for i in range(25):
+            attack(app, clock, f"198.51.100.{100 + i}")
+        app.ban("sshd", "192.0.2.9")
+        assert texts(events)[-1].startswith("ban sshd 192.0.2.9/32 for ")
+    app.stop()
+
+
 def test_an_active_ban_is_not_doubled(tmp_path: Path) -> None:
     """More failures from a banned address neither re-ban nor extend."""
     app, clock, enforcer = start(tmp_path)

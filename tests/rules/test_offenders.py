@@ -59,7 +59,11 @@ def test_record_and_read_back(tmp_path: Path) -> None:
         decision("2001:db8::/64", 1001.5, 3600.0, jail="dovecot", kind=BanKind.MANUAL, count=4),
     ]
     bans = record(store, ds)
-    store.record_bans([])  # nothing to do
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+    store.record_bans([])  # nothing to do: not even a transaction
+    store._conn.set_trace_callback(None)
+    assert statements == []
     assert store.active_bans(1002.0) == bans
     store.close()
     store.close()
