@@ -292,6 +292,33 @@ def test_containment_matches_subnet_of(
     store.close()
 
 
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    stored=st.lists(
+        st.tuples(_any_network, st.sampled_from(["postfix", "dovecot"]), st.integers(0, 9)),
+        max_size=15,
+    ),
+    asked=st.lists(_any_network, max_size=8),
+    since=st.integers(0, 10),
+)
+def test_prior_bans_counts_as_a_scan_of_every_ban_would(
+    tmp_path: Path, stored: list[tuple[IPNetwork, str, int]], asked: list[IPNetwork], since: int
+) -> None:
+    """prior_bans equals counting, for each asked network, the bans of exactly it in the jail
+    started at or after since (networks that nest or share a first address, both versions,
+    ended and superseded bans included)."""
+    store = SqliteOffenderStore(Path(tempfile.mkdtemp(dir=tmp_path)) / "o.db")  # one per example
+    store.record_bans([decision(str(n), float(at), jail=jail) for n, jail, at in stored])
+    counts = store.prior_bans("postfix", asked, float(since))
+    assert counts == {
+        n: sum(1 for m, jail, at in stored if (m, jail) == (n, "postfix") and at >= since)
+        for n in asked
+    }
+    store.close()
+
+
 def test_find_active_ignores_time_but_not_ended(store: SqliteOffenderStore) -> None:
     """find_active returns bans past their expiry that are not ended; the caller filters time."""
     old, ended = record(
