@@ -55,7 +55,7 @@ log = Logger()
 
 _RETRY_FIRST, _RETRY_MAX = 1.0, 60.0  # seconds between tries of a failed kernel batch
 # Ban lines logged one by one per second: a storm's rest is counted and summarised in one line
-# at the end of the second (the journal would rate-limit them anyway, and each costs ~40 us).
+# at the end of the second (the journal would rate-limit them anyway, and each costs tens of us).
 _LOG_BANS_PER_SECOND = 20
 _MAX_LOOKUPS = 64  # hostname lookups in flight at once (use_dns jails); more are dropped
 
