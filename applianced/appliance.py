@@ -344,7 +344,8 @@ class Appliance:
             if ban.expires_at is not None:
                 entry = (ban.expires_at, next(self._sequence), (ban.jail, ban.network))
                 heapq.heappush(self._expiries, entry)
-        for ban in bans[: self._loggable(len(bans), now) if measure else None]:
+        shown = self._loggable(len(bans), now) if measure else len(bans)
+        for ban in bans[:shown]:
             log.info(
                 "ban {jail} {network} for {duration} ({kind}, ban #{count})",
                 jail=ban.jail,

@@ -610,7 +610,7 @@ class SqliteOffenderStore:
         # rows of wider or narrower networks with the same first address left out by last.
         by_span = {(n.version, *_span(n)): n for n in counts}
         for version in (4, 6):
-            firsts = list({first: None for v, first, _ in by_span if v == version})
+            firsts = list(dict.fromkeys(first for v, first, _ in by_span if v == version))
             for i in range(0, len(firsts), _IN_CHUNK):
                 chunk = firsts[i : i + _IN_CHUNK]
                 rows = self._read(
