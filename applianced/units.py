@@ -7,7 +7,13 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["format_duration", "parse_duration"]
+__all__ = ["MAX_BAN_SECONDS", "format_duration", "parse_duration"]
+
+# The longest ban that is not permanent: nftables (1.0.6, Debian 12) refuses an element timeout
+# above 99,999,999 s ("value too large"; measured in a namespace), about 165 weeks. A longer
+# duration is refused where an operator writes it (config, control socket) and capped where
+# the program computes it (escalation), so that no element the kernel would refuse is ever sent.
+MAX_BAN_SECONDS = 99_999_999.0
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>[smhdw]?)")
