@@ -553,6 +553,18 @@ class ListenerService(Service):
                 factory = SyslogTCPFactory(c, self.sink, self.stats, self.reactor, self.gate)
                 port = self._listen_tcp(factory)
                 self._edge = factory.edge
+            if c.transport != "udp" and self._edge.budget < c.max_connections:
+                log.warn(
+                    "{listener}: max_connections {max} is above the descriptor budget of "
+                    "{budget} connections (RLIMIT_NOFILE {limit} less {reserve} kept for the "
+                    "control socket, the store and the kernel); connections beyond it are "
+                    "refused: raise LimitNOFILE in the systemd unit (ulimit -n by hand)",
+                    listener=str(self),
+                    max=c.max_connections,
+                    budget=self._edge.budget,
+                    limit=_descriptor_limit(),
+                    reserve=FD_RESERVE,
+                )
             self.port = port
         super().startService()
 

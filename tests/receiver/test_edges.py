@@ -159,9 +159,7 @@ def test_one_ipv6_prefix_cannot_take_every_slot() -> None:
     """20 addresses of one /64 opening 30 connections each share one per-sender budget; a
     sender of another prefix still connects (the issue's report: 600 from one /64 took all)."""
     factory, sink, stats, _ = tcp(max_connections=512, max_connections_per_sender=32)
-    opened = [
-        connect(factory, f"2001:db8:0:1::{i:x}") for i in range(1, 21) for _ in range(30)
-    ]
+    opened = [connect(factory, f"2001:db8:0:1::{i:x}") for i in range(1, 21) for _ in range(30)]
     assert sum(p is not None for p in opened) == 32
     assert stats.refused_connections_sender == 600 - 32
     mail = connect(factory, "2001:db8:0:2::25")
@@ -221,3 +219,50 @@ def test_cut_counted_frame_is_a_frame_error() -> None:
     proto.dataReceived(b"%d %s" % (len(LINE), LINE[:-1]))
     proto.connectionLost(Failure(ConnectionDone()))
     assert (len(sink), stats.frame_errors) == (0, 1)
+
+
+# -- the new counters reach status and the metrics ---------------------------------------------
+
+
+def test_edge_counters_reach_status_and_prometheus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """handshake_timeouts, first_frame_timeouts and refusals at the descriptor budget show in
+    the status dict (appliancectl status --json) and in the scrape."""
+    from tests.test_metrics import scrape, start, value
+
+    monkeypatch.setattr(listeners, "_descriptor_limit", lambda: listeners.FD_RESERVE + 2)
+    app, clock, _ = start(tmp_path)
+    c = conf(transport="tls", handshake_timeout=5.0, first_frame_timeout=20.0)
+    factory = SyslogTCPFactory(c, app.receive, app.receiver_stats, clock)
+    shaking = connect(factory)
+    framing = connect(factory)
+    assert shaking is not None and isinstance(framing, listeners._TLSStream)
+    framing.handshakeCompleted()
+    assert connect(factory) is None  # the budget: two connections
+    clock.advance(20)
+    receiver = app.status()["receiver"]
+    assert receiver["handshake_timeouts"] == 1 and receiver["first_frame_timeouts"] == 1
+    assert receiver["refused_connections_descriptors"] == 1
+    s = scrape(app)
+    assert value(s, "applianced_handshake_timeouts_total") == 1
+    assert value(s, "applianced_first_frame_timeouts_total") == 1
+    assert value(s, "applianced_refused_connections_total", limit="descriptors") == 1
+
+
+def test_a_budget_below_max_connections_is_logged_at_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A descriptor limit too low for max_connections is said once, at start, with the fix."""
+    from twisted.logger import capturedLogs, formatEvent
+
+    def started(limit: int) -> list[str]:
+        monkeypatch.setattr(listeners, "_descriptor_limit", lambda: limit)
+        with capturedLogs() as events:
+            ListenerService(conf(), lambda m: None, ReceiverStats(), _Reactor()).startService()
+        return [formatEvent(e) for e in events]
+
+    (logged,) = started(listeners.FD_RESERVE + 100)
+    assert "max_connections 512 is above the descriptor budget of 100" in logged
+    assert "LimitNOFILE" in logged
+    assert started(listeners.FD_RESERVE + 512) == []
