@@ -14,6 +14,8 @@ import json
 import os
 import socket
 import ssl
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -23,6 +25,17 @@ import pytest
 from tests.e2e.daemon import LOOPBACK, LOOPBACK_UDP, Daemon, free_port, wait_for
 from tests.e2e.test_limits import closed_by_peer
 from tests.e2e.test_tls import FAILURE, frame, tls_init
+from tests.netns import netns, netns_missing
+
+CONFIG_JAIL = """
+[defaults]
+bantime = "1h"
+maxretry = 3
+
+[jails.sshd]
+filter = "sshd"
+ports = [22]
+"""
 
 NOFILE = 128  # the daemon's descriptor limit in these tests
 ATTACKERS = 300  # connections held open by refused peers: more than NOFILE
@@ -198,12 +211,73 @@ def test_last_line_without_lf_is_read(tmp_path: Path) -> None:
         d.stop()
 
 
-CONFIG_JAIL = """
-[defaults]
-bantime = "1h"
-maxretry = 3
-
-[jails.sshd]
-filter = "sshd"
-ports = [22]
+# Inside the test's namespace: 20 addresses of one /64 open 30 connections each and hold them;
+# then the mail server, in another /64, sends three failures; the connections stay open until
+# stdin closes.
+PREFIX_CLIENTS = """
+import socket, sys
+port, line = int(sys.argv[1]), sys.argv[2].encode()
+held = []
+for i in range(1, 21):
+    for _ in range(30):
+        s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        s.settimeout(10)
+        s.bind((f"2001:db8:0:1::{i:x}", 0))
+        s.connect(("2001:db8::1", port))
+        held.append(s)
+with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as mail:
+    mail.bind(("2001:db8:0:2::25", 0))
+    mail.connect(("2001:db8::1", port))
+    mail.sendall(line * 3)
+print("sent", flush=True)
+sys.stdin.read()
 """
+
+
+@pytest.mark.skipif(netns_missing() is not None, reason=str(netns_missing()))
+def test_one_ipv6_prefix_cannot_take_every_slot(tmp_path: Path) -> None:
+    """The issue's report, in a namespace of the test's own: 20 addresses of one /64 opening
+    30 connections each share the /64's 32 connections (connection_prefix_v6 = 64), so the
+    mail server of another /64 still gets a slot and its failures ban."""
+    port = free_port()
+    text = f"""\
+[daemon]
+state_dir = "state"
+control_socket = "control.sock"
+
+[receiver]
+allowed_senders = ["2001:db8::/32"]
+
+[[listeners]]
+transport = "tcp"
+address = "2001:db8::1"
+port = {port}
+{CONFIG_JAIL}"""
+    with netns("edge") as ns:
+        for address in (
+            "2001:db8::1",
+            "2001:db8:0:2::25",
+            *(f"2001:db8:0:1::{i:x}" for i in range(1, 21)),
+        ):
+            subprocess.run(
+                ["ip", "-n", ns, "addr", "add", f"{address}/64", "dev", "lo", "nodad"],
+                check=True,
+                timeout=10,
+            )
+        d = Daemon(tmp_path, text, prefix=("ip", "netns", "exec", ns)).start()
+        line = f"<38>Nov 22 10:00:01 mx1 sshd[42]: {FAILURE.format(address='203.0.113.63')}\n"
+        clients = subprocess.Popen(
+            ["ip", "netns", "exec", ns, sys.executable, "-c", PREFIX_CLIENTS, str(port), line],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert clients.stdout is not None and clients.stdout.readline() == "sent\n"
+            wait_for("the mail server's ban", lambda: "203.0.113.63/32" in d.banned())
+            stats = d.receiver()
+            assert stats["refused_connections_sender"] == 600 - 32
+            assert stats["refused_connections_total"] == 0
+        finally:
+            clients.communicate("", timeout=30)
+            d.stop()
