@@ -52,12 +52,14 @@ from applianced.receiver.tls import ServerTLS, TLSFileError, refusal, server_con
 from applianced.rules.decision import IPNetwork
 
 __all__ = [
+    "FD_RESERVE",
     "ListenerService",
     "Listeners",
     "ReceiverStats",
     "SyslogTCPFactory",
     "SyslogUDP",
     "canonical_host",
+    "connection_budget",
     "open_udp_warning",
 ]
 
