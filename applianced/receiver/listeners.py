@@ -327,11 +327,12 @@ class _SyslogStream(Protocol):
         self._timer = None
         self._end(isinstance(reason, Failure) and reason.check(ConnectionDone) is not None)
 
-    def _end(self, peer_closed: bool) -> None:
-        """The frame left when the connection closed: a line the peer closed without its LF is
-        read; a frame cut short (a reset, a deadline, a count not reached) is a frame error."""
+    def _end(self, clean: bool) -> None:
+        """The frame left when the connection closed: a line the peer ended the connection
+        without its LF is read when the close was clean (a FIN); a frame cut short (a reset, an
+        abort at a deadline, a count not reached) is a frame error."""
         last = self.framer.end()
-        if isinstance(last, bytes) and not peer_closed:
+        if isinstance(last, bytes) and not clean:
             last = FrameError("connection lost inside a frame", False)
         if last is not None:
             self._process([last])
