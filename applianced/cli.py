@@ -202,7 +202,10 @@ def cmd_status(args: argparse.Namespace) -> None:
             f"connections: {rc.get('open_connections', 0)} open, "
             f"{rc.get('refused_connections_total', 0)} refused at max_connections, "
             f"{rc.get('refused_connections_sender', 0)} at max_connections_per_sender, "
-            f"{rc.get('idle_timeouts', 0)} closed idle"
+            f"{rc.get('refused_connections_descriptors', 0)} at the descriptor budget; closed: "
+            f"{rc.get('handshake_timeouts', 0)} without a TLS handshake, "
+            f"{rc.get('first_frame_timeouts', 0)} without a first frame, "
+            f"{rc.get('idle_timeouts', 0)} idle"
         )
         table = Table()
         for col in (

@@ -104,10 +104,25 @@ class ApplianceCollector:
         )
         yield _counters(
             "applianced_refused_connections",
-            "Connections refused at a limit: max_connections (total) or "
-            "max_connections_per_sender (sender).",
+            "Connections refused at a limit: max_connections (total), "
+            "max_connections_per_sender (sender), the descriptor budget of all listeners "
+            "(descriptors).",
             "limit",
-            {"total": r.refused_connections_total, "sender": r.refused_connections_sender},
+            {
+                "total": r.refused_connections_total,
+                "sender": r.refused_connections_sender,
+                "descriptors": r.refused_connections_descriptors,
+            },
+        )
+        yield _counter(
+            "applianced_handshake_timeouts",
+            "TLS connections closed without a finished handshake after handshake_timeout.",
+            r.handshake_timeouts,
+        )
+        yield _counter(
+            "applianced_first_frame_timeouts",
+            "Syslog connections closed without a whole frame after first_frame_timeout.",
+            r.first_frame_timeouts,
         )
         yield _counter(
             "applianced_idle_timeouts",

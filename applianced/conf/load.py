@@ -61,6 +61,9 @@ _DAEMON = {"state_dir", "control_socket", "lines_per_ban"}
 _LIMITS = {
     "max_connections",
     "max_connections_per_sender",
+    "connection_prefix_v6",
+    "handshake_timeout",
+    "first_frame_timeout",
     "idle_timeout",
     "max_rate_per_sender",
     "max_burst_per_sender",
@@ -349,10 +352,13 @@ class _Loader:
         for key in ("max_connections", "max_connections_per_sender", "max_burst_per_sender"):
             if key in t:
                 out[key] = self.int_in(t[key], (*keys, key), 0, 1_000_000)
-        if "idle_timeout" in t:
-            out["idle_timeout"] = self.convert(
-                t["idle_timeout"], (*keys, "idle_timeout"), _duration_or_zero
+        if "connection_prefix_v6" in t:
+            out["connection_prefix_v6"] = self.int_in(
+                t["connection_prefix_v6"], (*keys, "connection_prefix_v6"), 1, 128
             )
+        for key in ("handshake_timeout", "first_frame_timeout", "idle_timeout"):
+            if key in t:
+                out[key] = self.convert(t[key], (*keys, key), _duration_or_zero)
         if "max_rate_per_sender" in t:
             rate = t["max_rate_per_sender"]
             if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1e7:

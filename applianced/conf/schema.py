@@ -64,8 +64,13 @@ class ListenerConf:
     tls: TLSConf | None = None  # transport "tls" only
     # Limits (receiver/limits.py); 0 means no limit. Connections: per listener, open at once.
     max_connections: int = 512
-    max_connections_per_sender: int = 32
-    idle_timeout: float = 3600.0  # seconds without a byte before a TCP connection is closed
+    max_connections_per_sender: int = 32  # an IPv4 address, an IPv6 /connection_prefix_v6
+    connection_prefix_v6: int = 64
+    # Deadlines (seconds, 0 = none): from the accept to the end of the TLS handshake and to
+    # the first whole frame; without a byte before a TCP connection is closed.
+    handshake_timeout: float = 10.0
+    first_frame_timeout: float = 30.0
+    idle_timeout: float = 600.0
     max_rate_per_sender: float = 10_000.0  # messages a second, token bucket
     max_burst_per_sender: int = 20_000  # messages above the rate a sender may send at once
     # Sockets. rcvbuf (UDP): the kernel's receive buffer in bytes, so that a burst, or the

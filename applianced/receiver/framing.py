@@ -88,6 +88,19 @@ class Framer:
             self._buf += memoryview(data)[pos:]
         return out
 
+    def end(self) -> bytes | FrameError | None:
+        """What is left when the connection closes: the last LF-framed frame, sent without its
+        trailer; a FrameError for an octet-counted frame cut short; None when nothing is
+        pending (or what was pending was already reported: oversize, framing lost)."""
+        pending = bytes(self._buf)
+        self._buf.clear()
+        if self._failed or not pending.strip(_BLANK):
+            return None
+        if self._counted:
+            return FrameError("connection closed inside an octet-counted frame", False)
+        # At most max_size octets and a CR: the scan reports and drops anything longer.
+        return pending[:-1] if pending[-1] == _CR else pending
+
     def _scan(self, buf: bytes | bytearray, out: list[bytes | FrameError]) -> int:
         """Append the frames complete in ``buf`` to ``out``; return how many octets it used."""
         pos = 0

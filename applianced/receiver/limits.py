@@ -1,5 +1,5 @@
 """Per-sender limits of one listener: a token bucket per sender (message rate) and open
-connection counts (in total and per sender).
+connection counts (in total and per sender: an IPv4 address, an IPv6 prefix, ``sender_key``).
 
 Sans-io like the framer: the caller passes the time (seconds, from the injected reactor clock)
 and reads the answer; nothing here logs, counts in ``ReceiverStats`` or touches a socket
@@ -9,7 +9,9 @@ Memory is bounded: at most ``max_senders`` buckets are kept, the oldest dropped 
 
 from __future__ import annotations
 
-__all__ = ["MAX_SENDERS", "ConnectionLimiter", "RateLimiter"]
+from ipaddress import IPv6Network
+
+__all__ = ["MAX_SENDERS", "ConnectionLimiter", "RateLimiter", "sender_key"]
 
 # Buckets kept per listener. Only allowed senders get one (the allowlist is checked first), so
 # this is only reached when allowed_senders is wide; dropping the oldest bucket then gives that
@@ -60,9 +62,20 @@ class RateLimiter:
         self._buckets.clear()
 
 
+def sender_key(host: str, prefix_v6: int) -> str:
+    """Whom a connection from ``host`` counts against: an IPv4 address itself, an IPv6 address
+    its /``prefix_v6`` network, as one host or one customer usually holds a whole /64."""
+    if ":" not in host or prefix_v6 >= 128:
+        return host
+    try:
+        return str(IPv6Network((host, prefix_v6), strict=False))
+    except ValueError:
+        return host
+
+
 class ConnectionLimiter:
-    """Open connections of one listener, in total and per sender. ``admit`` before accepting,
-    ``opened``/``closed`` as they come and go. A limit of 0 means none."""
+    """Open connections of one listener, in total and per sender (a ``sender_key``). ``admit``
+    before accepting, ``opened``/``closed`` as they come and go. A limit of 0 means none."""
 
     __slots__ = ("max_per_sender", "max_total", "per_sender", "total")
 

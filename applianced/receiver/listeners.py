@@ -1,18 +1,21 @@
 """Twisted UDP, TCP and TLS listeners: bytes off the wire -> SyslogMessage -> one sink.
 
 Thin by design: check the sender against the listener's ``allowed_senders`` and limits
-(connections, per-sender rate, idle timeout: ``limits.py``; TLS peer checks: ``tls.py``), frame
+(connections, per-sender rate: ``limits.py``; the descriptor budget; handshake, first-frame and
+idle deadlines; TLS peer checks: ``tls.py``), frame
 (TCP/TLS, RFC 6587), drop what no jail can match when given the routing gate (``gate``), parse
 (sans-io ``parse``, stamped with sender, transport and time of receipt), hand to the sink.
 Socket options: a large UDP receive buffer (``rcvbuf``) and SO_REUSEPORT (``reuse_port``).
 ``Listeners`` opens, rebinds and reconfigures them on reload.
 Nothing raises out of ``datagramReceived``/``dataReceived``: bad input is counted, logged at a
-limited rate and dropped. Senders outside the allowlist are dropped and counted, never parsed.
+limited rate and dropped. Senders outside the allowlist are dropped and counted, never parsed;
+their connections are closed on accept, before any TLS.
 """
 
 from __future__ import annotations
 
 import functools
+import resource
 import socket
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,7 +27,7 @@ from typing import Any
 from OpenSSL import SSL
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.error import CannotListenError
+from twisted.internet.error import CannotListenError, ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -35,26 +38,28 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from applianced.conf.schema import ListenerConf
 from applianced.errors import ParseError
 from applianced.receiver.framing import FrameError, Framer
-from applianced.receiver.limits import ConnectionLimiter, RateLimiter
+from applianced.receiver.limits import ConnectionLimiter, RateLimiter, sender_key
 from applianced.receiver.message import SyslogMessage
 from applianced.receiver.parse import Dropped, Gate, parse, parse_routed
 from applianced.receiver.tls import ServerTLS, TLSFileError, refusal, server_context
 from applianced.rules.decision import IPNetwork
 
 __all__ = [
+    "FD_RESERVE",
     "ListenerService",
     "Listeners",
     "ReceiverStats",
     "SyslogTCPFactory",
     "SyslogUDP",
     "canonical_host",
+    "connection_budget",
     "open_udp_warning",
 ]
 
@@ -67,6 +72,10 @@ _SENDER_CACHE_MAX = 4096
 _UDP_READ_SIZE = 65535
 _LOG_EVERY = 60.0  # seconds between two log lines about the same kind of bad input
 _SO_RCVBUFFORCE = 33  # Linux (asm-generic/socket.h); Python's socket module does not name it
+# Descriptors held back from syslog connections: the control socket and its clients, the store,
+# the kernel's netlink socket, the listeners, logs, metrics and mail. The daemon holds about 20
+# of them when idle; the rest is headroom, so that the process never reaches EMFILE.
+FD_RESERVE = 64
 
 
 @dataclass(slots=True)
@@ -87,6 +96,9 @@ class ReceiverStats:
     rate_limited: int = 0  # messages over a sender's max_rate_per_sender
     refused_connections_total: int = 0  # connections over a listener's max_connections
     refused_connections_sender: int = 0  # ... over max_connections_per_sender
+    refused_connections_descriptors: int = 0  # ... over the descriptor budget (all listeners)
+    handshake_timeouts: int = 0  # TLS connections closed without a handshake in time
+    first_frame_timeouts: int = 0  # connections closed without a whole frame in time
     idle_timeouts: int = 0  # connections closed after idle_timeout without a byte
     open_connections: int = 0  # a gauge: TCP connections open now
     # Received, and dropped by the routing gate before any parse: of a program no jail reads,
@@ -126,6 +138,7 @@ class _Edge:
         self.streams: set[_SyslogStream] = set()  # open TCP connections, for a reload
         self.rate = RateLimiter(conf.max_rate_per_sender, conf.max_burst_per_sender)
         self.connections = ConnectionLimiter(conf.max_connections, conf.max_connections_per_sender)
+        self.budget = connection_budget()  # open connections of every listener together
 
     def reconfigure(self, conf: ListenerConf) -> None:
         """A reload changed allowed_senders or max_message_size: apply it from the next
@@ -139,6 +152,7 @@ class _Edge:
             self.rate.reconfigure(conf.max_rate_per_sender, conf.max_burst_per_sender)
         self.connections.max_total = conf.max_connections
         self.connections.max_per_sender = conf.max_connections_per_sender
+        # A new connection_prefix_v6 counts new connections; the open ones keep their key.
         for stream in list(self.streams):
             if not _in_networks(stream.host, conf.allowed_senders):
                 self.stats.refused_senders += 1
@@ -160,21 +174,27 @@ class _Edge:
             )
         return known
 
-    def admit(self, host: str) -> bool:
-        """Whether one more connection from ``host`` fits the connection limits; counted and
-        logged (rate-limited) when not."""
-        over = self.connections.admit(host)
-        if over is None:
-            return True
-        if over == "total":
-            self.stats.refused_connections_total += 1
+    def admit(self, host: str, key: str) -> bool:
+        """Whether one more connection from ``host`` (counted as ``key``) fits the descriptor
+        budget and the connection limits; counted and logged (rate-limited) when not."""
+        if self.stats.open_connections >= self.budget:
+            self.stats.refused_connections_descriptors += 1
+            limit = f"the descriptor budget ({self.budget}: RLIMIT_NOFILE less {FD_RESERVE})"
         else:
-            self.stats.refused_connections_sender += 1
+            over = self.connections.admit(key)
+            if over is None:
+                return True
+            if over == "total":
+                self.stats.refused_connections_total += 1
+                limit = "max_connections"
+            else:
+                self.stats.refused_connections_sender += 1
+                limit = f"max_connections_per_sender for {key}"
         self.complain(
             "connections",
             "refused a connection from {sender}: {limit} reached",
             sender=host,
-            limit="max_connections" if over == "total" else "max_connections_per_sender",
+            limit=limit,
         )
         return False
 
@@ -275,54 +295,98 @@ class SyslogUDP(DatagramProtocol):
 
 
 class _SyslogStream(Protocol):
-    def __init__(self, edge: _Edge, host: str) -> None:
+    """One TCP connection: frames to the edge, under its deadlines (``_due``)."""
+
+    def __init__(self, edge: _Edge, host: str, key: str) -> None:
         self.edge = edge
         self.host = host
+        self.key = key  # what the connection counts against in the per-sender limit
         self.framer = Framer(edge.conf.max_message_size)
-        self.last_data = 0.0  # seconds (reactor clock): when the last bytes arrived
-        self._idle: IDelayedCall | None = None
+        self.opened_at = 0.0  # seconds (reactor clock): when the connection was accepted
+        self.last_data = 0.0  # ... when the last bytes arrived
+        self.handshaking = False  # a TLS handshake not yet done (_TLSStream)
+        self.framed = False  # a whole frame has arrived
+        self._timer: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
         edge = self.edge
         edge.stats.connections += 1
         edge.stats.open_connections += 1
-        edge.connections.opened(self.host)
+        edge.connections.opened(self.key)
         edge.streams.add(self)
-        self.last_data = edge.clock.seconds()
-        if edge.conf.idle_timeout:
-            self._idle = edge.clock.callLater(edge.conf.idle_timeout, self._check_idle)
+        self.opened_at = self.last_data = edge.clock.seconds()
+        self._check_deadline()
 
     def connectionLost(self, reason: object = None) -> None:
         if self in self.edge.streams:
             self.edge.streams.discard(self)
             self.edge.stats.open_connections -= 1
-            self.edge.connections.closed(self.host)
-        if self._idle is not None and self._idle.active():
-            self._idle.cancel()
-        self._idle = None
+            self.edge.connections.closed(self.key)
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self._end(isinstance(reason, Failure) and reason.check(ConnectionDone) is not None)
 
-    def _check_idle(self) -> None:
-        """Close the connection after idle_timeout seconds without a byte (a dead peer, a
-        slow-loris); otherwise look again when the timeout would be reached. One timer per
-        connection, not one reset per read: the read path only stores the time."""
-        self._idle = None
-        timeout = self.edge.conf.idle_timeout
-        if not timeout:
+    def _end(self, clean: bool) -> None:
+        """The frame left when the connection closed: a line the peer ended the connection
+        without its LF is read when the close was clean (a FIN); a frame cut short (a reset, an
+        abort at a deadline, a count not reached) is a frame error."""
+        last = self.framer.end()
+        if isinstance(last, bytes) and not clean:
+            last = FrameError("connection lost inside a frame", False)
+        if last is not None:
+            self._process([last])
+
+    def _due(self) -> tuple[float, str] | None:
+        """The earliest deadline (reactor seconds) of the connection and what it waits for.
+        Each only moves later as the connection goes on, so one timer at the earliest, checked
+        again when it fires, serves all three; the read path only stores the time."""
+        conf = self.edge.conf
+        due = []
+        if self.handshaking and conf.handshake_timeout:
+            due.append((self.opened_at + conf.handshake_timeout, "handshake_timeout"))
+        if not self.framed and conf.first_frame_timeout:
+            due.append((self.opened_at + conf.first_frame_timeout, "first_frame_timeout"))
+        if conf.idle_timeout:
+            due.append((self.last_data + conf.idle_timeout, "idle_timeout"))
+        return min(due, default=None)
+
+    def _check_deadline(self) -> None:
+        """Close the connection when a deadline passed (a peer that never handshakes, never
+        sends a whole frame, or went silent: a dead peer, a slow-loris); else look again at
+        the next one."""
+        self._timer = None
+        due = self._due()
+        if due is None:
             return
-        left = self.last_data + timeout - self.edge.clock.seconds()
+        left = due[0] - self.edge.clock.seconds()
         if left > 0:
-            self._idle = self.edge.clock.callLater(left, self._check_idle)
+            self._timer = self.edge.clock.callLater(left, self._check_deadline)
             return
-        self.edge.stats.idle_timeouts += 1
+        stats = self.edge.stats
+        if due[1] == "handshake_timeout":
+            stats.handshake_timeouts += 1
+        elif due[1] == "first_frame_timeout":
+            stats.first_frame_timeouts += 1
+        else:
+            stats.idle_timeouts += 1
         self.edge.complain(
-            "idle", "closing an idle syslog connection from {sender}", sender=self.host
+            due[1],
+            "closing a syslog connection from {sender}: {limit} passed",
+            sender=self.host,
+            limit=due[1],
         )
         self.transport.abortConnection()  # type: ignore[union-attr]
 
     def dataReceived(self, data: bytes) -> None:
         self.last_data = self.edge.clock.seconds()
+        self._process(self.framer.feed(data))
+
+    def _process(self, frames: list[bytes | FrameError]) -> None:
+        if frames:
+            self.framed = True
         try:
-            for frame in self.framer.feed(data):
+            for frame in frames:
                 if isinstance(frame, FrameError):
                     self._frame_error(frame)
                     if frame.fatal:
@@ -366,9 +430,27 @@ class SyslogTCPFactory(Factory):
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
         host = canonical_host(getattr(addr, "host", ""))
-        if not self.edge.allowed(host) or not self.edge.admit(host):
+        if not self.edge.allowed(host):
             return None
-        return _TLSStream(self.edge, host) if self.edge.tls else _SyslogStream(self.edge, host)
+        key = sender_key(host, self.edge.conf.connection_prefix_v6)
+        if not self.edge.admit(host, key):
+            return None
+        stream = _TLSStream if self.edge.tls else _SyslogStream
+        return stream(self.edge, host, key)
+
+
+class _TLSFactory(TLSMemoryBIOFactory):
+    """TLS around the connections a SyslogTCPFactory accepts, and none around those it
+    refuses: the listening port then closes the socket at once, before any TLS work.
+    (TLSMemoryBIOFactory would wrap the missing protocol, complete the handshake, keep the
+    socket open and log tracebacks.)"""
+
+    noisy = False
+
+    # IProtocolFactory allows None (tcp.Port closes the socket); WrappingFactory's type does not.
+    def buildProtocol(self, addr: IAddress | None) -> TLSMemoryBIOProtocol | None:  # type: ignore[override]
+        inner = self.wrappedFactory.buildProtocol(addr)
+        return None if inner is None else self.protocol(self, inner)
 
 
 @implementer(IHandshakeListener)
@@ -377,12 +459,14 @@ class _TLSStream(_SyslogStream):
     listener's checks. OpenSSL checks the chain to client_ca in the handshake; the
     fingerprint and name checks follow here, once it is done."""
 
-    def __init__(self, edge: _Edge, host: str) -> None:
-        super().__init__(edge, host)
+    def __init__(self, edge: _Edge, host: str, key: str) -> None:
+        super().__init__(edge, host, key)
+        self.handshaking = True
         self.verified = False
         self.refused = False
 
     def handshakeCompleted(self) -> None:
+        self.handshaking = False
         tls = self.edge.conf.tls
         peer = self.transport.getPeerCertificate()  # type: ignore[union-attr]
         why = refusal(peer, tls) if tls is not None else None
@@ -466,14 +550,24 @@ class ListenerService(Service):
                     self._tls = ServerTLS(server_context(c.tls))
                 except TLSFileError as e:
                     raise CannotListenError(c.address, c.port, e) from None
-                wrapped = TLSMemoryBIOFactory(self._tls, False, factory)
-                wrapped.noisy = False
-                port = self._listen_tcp(wrapped)
+                port = self._listen_tcp(_TLSFactory(self._tls, False, factory))
                 self._edge = factory.edge
             else:
                 factory = SyslogTCPFactory(c, self.sink, self.stats, self.reactor, self.gate)
                 port = self._listen_tcp(factory)
                 self._edge = factory.edge
+            if c.transport != "udp" and self._edge.budget < c.max_connections:
+                log.warn(
+                    "{listener}: max_connections {max} is above the descriptor budget of "
+                    "{budget} connections (RLIMIT_NOFILE {limit} less {reserve} kept for the "
+                    "control socket, the store and the kernel); connections beyond it are "
+                    "refused: raise LimitNOFILE in the systemd unit (ulimit -n by hand)",
+                    listener=str(self),
+                    max=c.max_connections,
+                    budget=self._edge.budget,
+                    limit=_descriptor_limit(),
+                    reserve=FD_RESERVE,
+                )
             self.port = port
         super().startService()
 
@@ -648,6 +742,19 @@ def _set_rcvbuf(sock: socket.socket, size: int, listener: str) -> None:
             granted=granted,
             size=size,
         )
+
+
+def _descriptor_limit() -> int:
+    """The process's soft RLIMIT_NOFILE (systemd's LimitNOFILE)."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return 1 << 30 if soft == resource.RLIM_INFINITY else soft
+
+
+def connection_budget() -> int:
+    """How many syslog connections the process may hold open, over every listener: its
+    descriptor limit less FD_RESERVE. Beyond it connections are refused on accept, so that
+    accept(2) never meets EMFILE and the control socket keeps its descriptors."""
+    return max(_descriptor_limit() - FD_RESERVE, 0)
 
 
 def _clash(old: ListenerConf, new: ListenerConf) -> bool:

@@ -277,3 +277,37 @@ def test_pending_stays_bounded(stream: bytes, cuts: list[int]) -> None:
     for chunk in _split(stream, cuts):
         framer.feed(chunk)
         assert framer.pending <= SMALL + 10
+
+
+# --- the end of the connection -------------------------------------------------------------------
+
+
+def test_end_returns_the_last_lf_frame_without_its_trailer() -> None:
+    """A line the peer did not end before closing is a frame; a CR before the end is dropped."""
+    framer = Framer(MAX)
+    assert framer.feed(b"<13>a\n<13>b\r") == [b"<13>a"]
+    assert framer.end() == b"<13>b"
+
+
+@pytest.mark.parametrize("data", [b"", b"\r\n \n", b"<13>a\n", b"<13>a\n\r", b"5 <13>a"])
+def test_end_with_nothing_pending_is_none(data: bytes) -> None:
+    framer = Framer(MAX)
+    framer.feed(data)
+    assert framer.end() is None
+
+
+def test_end_inside_a_counted_frame_is_a_frame_error() -> None:
+    framer = Framer(MAX)
+    assert framer.feed(b"9 <13>a") == []
+    error = framer.end()
+    assert isinstance(error, FrameError) and not error.fatal and "closed" in error.reason
+
+
+def test_end_after_oversize_or_failure_is_none() -> None:
+    """What was dropped was already reported: an oversize line being skipped, a lost count."""
+    big = Framer(MAX)
+    assert big.feed(b"x" * (MAX + 5)) != []
+    assert big.end() is None
+    lost = Framer(MAX)
+    lost.feed(b"12x <13>a")
+    assert lost.end() is None

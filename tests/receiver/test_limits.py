@@ -165,7 +165,7 @@ def test_per_sender_cap_leaves_other_senders_alone() -> None:
 
 def test_idle_timeout_closes_a_silent_connection_and_counts() -> None:
     """No byte for idle_timeout seconds: the connection is aborted and counted."""
-    factory, _, stats, clock = tcp(idle_timeout=30.0)
+    factory, _, stats, clock = tcp(idle_timeout=30.0, first_frame_timeout=0.0)
     got = connect(factory)
     assert got is not None
     proto, transport = got
@@ -180,7 +180,7 @@ def test_idle_timeout_closes_a_silent_connection_and_counts() -> None:
 def test_idle_timeout_restarts_with_each_read_slow_loris_included() -> None:
     """Bytes arriving keep the connection; a slow sender within the timeout is not cut, one
     that stops is; the timer is not rescheduled per read."""
-    factory, sink, stats, clock = tcp(idle_timeout=10.0)
+    factory, sink, stats, clock = tcp(idle_timeout=10.0, first_frame_timeout=0.0)
     got = connect(factory)
     assert got is not None
     proto, transport = got
@@ -194,8 +194,8 @@ def test_idle_timeout_restarts_with_each_read_slow_loris_included() -> None:
 
 
 def test_idle_timeout_zero_never_closes() -> None:
-    """idle_timeout = 0 schedules nothing."""
-    factory, _, stats, clock = tcp(idle_timeout=0.0)
+    """idle_timeout = 0 (and no first-frame deadline) schedules nothing."""
+    factory, _, stats, clock = tcp(idle_timeout=0.0, first_frame_timeout=0.0)
     assert connect(factory) is not None
     assert not clock.getDelayedCalls()
     clock.advance(10**6)
@@ -303,7 +303,8 @@ def test_limit_defaults(tmp_path: Path) -> None:
     """Without keys, the schema's safe defaults apply."""
     c = load(tmp_path)
     assert (c.max_connections, c.max_connections_per_sender) == (512, 32)
-    assert (c.idle_timeout, c.max_rate_per_sender, c.max_burst_per_sender) == (3600.0, 1e4, 20000)
+    assert (c.idle_timeout, c.max_rate_per_sender, c.max_burst_per_sender) == (600.0, 1e4, 20000)
+    assert (c.handshake_timeout, c.first_frame_timeout, c.connection_prefix_v6) == (10.0, 30.0, 64)
 
 
 def test_limits_from_receiver_and_per_listener(tmp_path: Path) -> None:
@@ -316,6 +317,12 @@ def test_limits_from_receiver_and_per_listener(tmp_path: Path) -> None:
     assert (c.max_connections, c.idle_timeout, c.max_rate_per_sender) == (20, 300.0, 2.5)
     assert c.max_burst_per_sender == 7 and c.max_connections_per_sender == 32
     assert load(tmp_path, listener="idle_timeout = 0").idle_timeout == 0.0
+    c = load(
+        tmp_path,
+        receiver='handshake_timeout = "5s"\nconnection_prefix_v6 = 56',
+        listener='first_frame_timeout = "1m"\nhandshake_timeout = 0',
+    )
+    assert (c.handshake_timeout, c.first_frame_timeout, c.connection_prefix_v6) == (0, 60, 56)
 
 
 @pytest.mark.parametrize(
@@ -324,6 +331,10 @@ def test_limits_from_receiver_and_per_listener(tmp_path: Path) -> None:
         ("", "max_connections = -1", "listeners[0].max_connections", 10),
         ("", 'max_connections_per_sender = "x"', "listeners[0].max_connections_per_sender", 10),
         ("", 'idle_timeout = "soon"', "listeners[0].idle_timeout", 10),
+        ("", "handshake_timeout = -1", "listeners[0].handshake_timeout", 10),
+        ('first_frame_timeout = "x"', "", "receiver.first_frame_timeout", 6),
+        ("connection_prefix_v6 = 0", "", "receiver.connection_prefix_v6", 6),
+        ("", "connection_prefix_v6 = 129", "listeners[0].connection_prefix_v6", 10),
         ("max_rate_per_sender = -5", "", "receiver.max_rate_per_sender", 6),
         ("", "max_rate_per_sender = true", "listeners[0].max_rate_per_sender", 10),
         ("max_message_size = 1024", "", "receiver.max_message_size", 6),
