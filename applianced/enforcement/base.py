@@ -100,7 +100,7 @@ class ElementsRefused(EnforcementError):
         listed = "; ".join(f"{r.network} (jail {r.jail}): {r.reason}" for r in self.refused)
         super().__init__(
             f"the kernel refused {len(self.refused)} elements and took the rest of their batch: "
-            f"{listed}. The store keeps these bans; they are not sent again until the next start"
+            f"{listed}. They are not sent again: the next start sets the kernel from the store"
         )
 
     def __reduce__(self) -> tuple[type[ElementsRefused], tuple[tuple[Refused, ...]]]:
