@@ -29,7 +29,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from applianced.conf.schema import Config, JailConf
-from applianced.enforcement.base import Enforcer, JailRules, Restored, RowRestorer
+from applianced.enforcement.base import (
+    ElementsRefused,
+    Enforcer,
+    JailRules,
+    Restored,
+    RowRestorer,
+)
 from applianced.enforcement.notify import Notifier
 from applianced.errors import ApplianceError, EnforcementError, StoreError
 from applianced.latency import LatencyHistogram
@@ -72,6 +78,7 @@ class _Health:
     enforcement_errors: int = 0
     last_error: str | None = None
     unapplied: int = 0
+    refused_elements: int = 0  # refused alone by the backend: reported, never sent again
     bans_total: int = 0
     unbans_total: int = 0
     expired_total: int = 0
@@ -172,6 +179,8 @@ class Appliance:
             else:
                 active = self._track(rows)
                 enforcer.restore(active, now)
+        except ElementsRefused as e:
+            self._elements_refused(e)
         except EnforcementError as e:
             self._enforcement_failed(e, active, ())
         return active
@@ -402,10 +411,28 @@ class Appliance:
             unbans = [u for u in unbans if (u.jail, u.network) not in banned]
         try:
             self.enforcer.apply(bans, unbans, self.clock.seconds())
+        except ElementsRefused as e:
+            self._elements_refused(e)
         except EnforcementError as e:
             self._enforcement_failed(e, bans, unbans)
             return False
         return True
+
+    def _elements_refused(self, error: ElementsRefused) -> None:
+        """The backend applied the batch but for elements it refused on their own: report
+        them; retrying would be refused again. The store keeps their bans."""
+        self.health.refused_elements += len(error.refused)
+        self.health.last_error = f"enforcement: {error}"
+        for r in error.refused:
+            log.error(
+                "the {backend} backend refused the element of {network} (jail {jail}) and "
+                "applied the rest of its batch; it is not sent again until the next start: "
+                "{reason}",
+                backend=self.enforcer.name,
+                network=r.network,
+                jail=r.jail,
+                reason=r.reason,
+            )
 
     def _enforcement_failed(
         self, error: EnforcementError, bans: Sequence[Ban], unbans: Sequence[Ban]
@@ -445,6 +472,9 @@ class Appliance:
         self.health.unapplied = 0
         try:
             self.enforcer.apply(bans, unbans, now)
+        except ElementsRefused as e:
+            self._retry_delay = _RETRY_FIRST
+            self._elements_refused(e)
         except EnforcementError as e:
             self._enforcement_failed(e, bans, unbans)
         else:
@@ -720,6 +750,7 @@ class Appliance:
                 "store_errors": h.store_errors,
                 "enforcement_errors": h.enforcement_errors,
                 "unapplied": h.unapplied,
+                "refused_elements": h.refused_elements,
                 "last_error": h.last_error,
                 "dns_failed": h.dns_failed,
                 "dns_dropped": h.dns_dropped,

@@ -158,9 +158,11 @@ def cmd_status(args: argparse.Namespace) -> None:
             + ("" if r["backend"] != "memory" else " (DRY RUN: nothing enforced)")
         )
         if h["last_error"] or h["unapplied"]:
+            refused = h.get("refused_elements", 0)
             console.print(
                 f"[bold red]problem:[/] {h['last_error']} ({h['unapplied']} changes not "
-                "yet in the kernel, retrying)"
+                "yet in the kernel, retrying"
+                + (f"; {refused} refused by the kernel, not retried)" if refused else ")")
             )
         n = r.get("notify")
         if n and n["jails"]:

@@ -197,6 +197,12 @@ class ApplianceCollector:
             value=h.unapplied,
         )
         yield _counter(
+            "applianced_enforcement_refused_elements",
+            "Elements the kernel refused on their own (the rest of their batch applied); not "
+            "sent again until the next start.",
+            h.refused_elements,
+        )
+        yield _counter(
             "applianced_store_errors", "Failed writes to the offenders store.", h.store_errors
         )
         yield _counter("applianced_unbans", "Bans lifted by unban or flush.", h.unbans_total)

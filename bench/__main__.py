@@ -195,6 +195,19 @@ def kernel(args: argparse.Namespace) -> list[Row]:
             "< 2 s",
         ),
     ]
+    for kind, what in (("v4", "an IPv4 address"), ("v6_64", "an IPv6 /64")):
+        for fill, where in (
+            ("empty", "no ban in place"),
+            ("prefixes_100k", "100,000 /64 bans in place"),
+        ):
+            rows.append(
+                Row(
+                    f"one more ban of {what}, {where}: apply returns (in-process)",
+                    [r["one_more_ban_ms"][fill][kind] for r in inproc],
+                    "ms",
+                    "≤ 2x with no ban in place" if fill != "empty" else "",
+                )
+            )
     return rows
 
 

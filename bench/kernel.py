@@ -11,7 +11,10 @@
   transaction: the rate at which bans are applied);
 - latency_ms: the send of the deciding UDP datagram to the real listener on a real reactor, to
   the return of the kernel transaction that holds the element (median and p99 over N bans),
-  without background load. bench/live.py measures the issue's figure on the real daemon.
+  without background load. bench/live.py measures the issue's figure on the real daemon;
+- one_more_ban_ms: the time of one apply that bans one more address (IPv4, and an IPv6 /64),
+  median over ONE_MORE samples, with the jail's sets empty and with 100,000 IPv6 /64 bans in
+  place (issue 15: the cost of a ban must not grow with the bans in place).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from twisted.internet.task import Clock
 from applianced.appliance import Appliance
 from applianced.conf.load import parse_config
 from applianced.conf.schema import Config
+from applianced.enforcement.base import JailRules, Restored
 from applianced.enforcement.nftables import NftablesEnforcer
 from applianced.receiver.listeners import ListenerService, ReceiverStats
 from applianced.receiver.message import SyslogMessage
@@ -56,6 +60,7 @@ ports = [25, 465, 587]
 
 
 LATENCY_BASE = 110_000  # clear of restore's 100,000, inside 198.18.0.0/15
+ONE_MORE = 31  # samples of one more ban, per kind and per fill
 
 
 def config(workdir: Path) -> Config:
@@ -189,6 +194,39 @@ def latency(workdir: Path, n: int) -> list[float]:
     return [r * 1000 for r in results]
 
 
+def one_more_ban() -> dict[str, dict[str, float]]:
+    """Median ms of one apply banning one more address, IPv4 or IPv6 /64, with no ban in place
+    (``empty``) and with 100,000 /64 bans of the same jail in place (``prefixes_100k``)."""
+    enforcer = NftablesEnforcer()
+    jail = JailRules("postfix-sasl", ("25",), "tcp")
+    enforcer.setup([jail])
+    now = time.time()
+
+    def one(network: str) -> float:
+        ban = Ban(jail.name, ip_network(network), now, now + 86400.0, BanKind.AUTO, 1)
+        started = time.perf_counter()
+        enforcer.apply([ban], [], now)
+        return (time.perf_counter() - started) * 1000
+
+    def medians(base: int) -> dict[str, float]:
+        return {
+            "v4": statistics.median(one(address(base + i)) for i in range(ONE_MORE)),
+            "v6_64": statistics.median(
+                one(f"2001:db8:ffff:{base + i:x}::/64") for i in range(ONE_MORE)
+            ),
+        }
+
+    out = {"empty": medians(0)}
+    rows = [
+        Restored(jail.name, f"2001:db8:{i >> 16:x}:{i & 0xFFFF:x}::/64", now + 86400.0)
+        for i in range(100_000)
+    ]
+    enforcer.restore_rows(rows, now)
+    out["prefixes_100k"] = medians(ONE_MORE)
+    enforcer.flush()
+    return out
+
+
 def latencies(samples_ms: Sequence[float]) -> dict[str, float]:
     """Median, 99th percentile and count of latency samples (ms), as every bench reports them."""
     lat = sorted(samples_ms)
@@ -208,6 +246,7 @@ def main(argv: Sequence[str]) -> None:
             "burst_bans_per_s": burst_10k(workdir),
         }
         out["latency_ms"] = latencies(latency(workdir, samples))
+    out["one_more_ban_ms"] = one_more_ban()
     print(json.dumps(out))
 
 

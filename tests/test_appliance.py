@@ -21,7 +21,7 @@ from twisted.logger import capturedLogs, formatEvent
 
 from applianced.appliance import Appliance, RequestError
 from applianced.conf.schema import Config, EnforcementConf
-from applianced.enforcement.base import Restored
+from applianced.enforcement.base import ElementsRefused, Refused, Restored
 from applianced.enforcement.memory import MemoryEnforcer
 from applianced.errors import EnforcementError
 from applianced.rules.decision import Ban, BanKind, IPAddress
@@ -279,6 +279,39 @@ def test_refused_batches_are_retried_and_reported(tmp_path: Path) -> None:
     assert enforcer.bans and app.status()["health"]["unapplied"] == 0
 
 
+class RefusingEnforcer(MemoryEnforcer):
+    """Applies every change but those of ``refuse``, which it reports as the nftables backend
+    does once it has split a refused batch."""
+
+    def __init__(self, refuse: str) -> None:
+        super().__init__()
+        self.refuse = ip_network(refuse)
+        self.refused = 0  # times it was sent
+
+    def apply(self, bans: Sequence[Ban], unbans: Sequence[Ban], now: float) -> None:
+        super().apply([b for b in bans if b.network != self.refuse], unbans, now)
+        if any(b.network == self.refuse for b in bans):
+            self.refused += 1
+            raise ElementsRefused([Refused("sshd", str(self.refuse), "Error: value too large")])
+
+
+def test_refused_elements_are_reported_and_not_retried(tmp_path: Path) -> None:
+    """Elements the backend refused alone (the rest of their batch applied) are logged and
+    counted, and never sent again: they would be refused again, forever."""
+    enforcer = RefusingEnforcer("203.0.113.7/32")
+    app, clock, _ = start(tmp_path, enforcer=enforcer)
+    attack(app, clock, "203.0.113.7")
+    attack(app, clock, "203.0.113.8")
+    health = app.status()["health"]
+    assert health["refused_elements"] == 1 and health["unapplied"] == 0
+    assert "203.0.113.7/32 (jail sshd): Error: value too large" in health["last_error"]
+    assert set(enforcer.bans) == {("sshd", ip_network("203.0.113.8/32"))}
+    assert ("sshd", ip_network("203.0.113.7/32")) in app.active  # the store keeps the ban
+    for _ in range(10):
+        clock.advance(6.0)  # past every retry delay of the first minute
+    assert enforcer.refused == 1, "a refused element was sent again"
+
+
 def test_why_shows_windows_bans_and_lines(tmp_path: Path) -> None:
     """why: failures in the window, the active ban, the lines with their sender."""
     app, clock, _ = start(tmp_path)
@@ -446,6 +479,17 @@ def test_start_restores_rows_in_a_worker_and_waits_for_it(tmp_path: Path) -> Non
         ("sshd", "203.0.113.7/32", T0 + 100.0),
     ]
     assert {str(n) for _, n in app.active} == {"203.0.113.7/32", "2001:db8::/64"}
+
+
+def test_a_restore_with_refused_rows_is_not_retried(tmp_path: Path) -> None:
+    """A restore that applied every row but those it reports refused leaves nothing to retry:
+    the refused rows are counted and named in status."""
+    _store_two_bans(tmp_path)
+    refused = Refused("sshd", "203.0.113.7/32", "Error: value too large")
+    app, _, _ = start(tmp_path, enforcer=RowsEnforcer(ElementsRefused([refused])))
+    health = app.status()["health"]
+    assert health["refused_elements"] == 1 and health["unapplied"] == 0
+    assert health["enforcement_errors"] == 0 and "203.0.113.7/32" in health["last_error"]
 
 
 def test_a_refused_row_restore_is_kept_for_retry(tmp_path: Path) -> None:

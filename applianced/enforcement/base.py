@@ -4,7 +4,8 @@ Bans decided in one reactor turn reach a backend as one ``apply`` call, which a 
 carry out as one transaction. The durable store, not the backend, is the source of truth: the
 Appliance calls ``restore`` at start with every active ban (``restore_rows``, straight from the
 store's rows, for a backend that is a ``RowRestorer``), and the backend makes its state equal to
-that list (restoring what is missing, removing what the store does not know).
+that list (restoring what is missing, removing what the store does not know). A backend that
+refuses some elements of a batch applies the rest and raises ``ElementsRefused`` naming them.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
+from applianced.errors import EnforcementError
 from applianced.rules.decision import Ban
 
-__all__ = ["Enforcer", "JailRules", "Restored", "RowRestorer"]
+__all__ = ["ElementsRefused", "Enforcer", "JailRules", "Refused", "Restored", "RowRestorer"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,3 +81,27 @@ class RowRestorer(Protocol):
     def restore_rows(self, active: Sequence[Restored], now: float) -> None:
         """``Enforcer.restore`` from rows. Runs in a worker thread: nothing else uses the
         enforcer until it returns."""
+
+
+class Refused(NamedTuple):
+    """One element a backend refused: the ban's jail and network (canonical text), and why."""
+
+    jail: str
+    network: str
+    reason: str
+
+
+class ElementsRefused(EnforcementError):
+    """The backend applied a batch (``apply``, ``restore``) but for these elements, each refused
+    on its own: sending them again would be refused again, so they are reported, not retried."""
+
+    def __init__(self, refused: Sequence[Refused]) -> None:
+        self.refused = tuple(refused)
+        listed = "; ".join(f"{r.network} (jail {r.jail}): {r.reason}" for r in self.refused)
+        super().__init__(
+            f"the kernel refused {len(self.refused)} elements and took the rest of their batch: "
+            f"{listed}. They are not sent again: the next start sets the kernel from the store"
+        )
+
+    def __reduce__(self) -> tuple[type[ElementsRefused], tuple[tuple[Refused, ...]]]:
+        return type(self), (self.refused,)

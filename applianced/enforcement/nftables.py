@@ -4,24 +4,32 @@ This module owns that one table entirely (it never writes to another) and talks 
 through libnftables (Debian's python3-nftables binding): JSON for the table's structure and for
 listings, nft syntax for element batches (twice as fast at 100,000 elements). The Appliance calls
 it: ``setup`` at start and on reload, ``restore_rows`` at start (from the store's rows, in a
-worker thread; ``restore`` takes Bans), ``apply`` once per reactor turn. Every call is one
-libnftables transaction: it applies whole or not at all.
+worker thread; ``restore`` takes Bans), ``apply`` once per reactor turn. Each call is one
+libnftables transaction, unless the kernel refuses it: then halves are sent, split again while
+refused, until each refused element stands alone; the rest is applied and the refused elements
+are raised as ``ElementsRefused`` (a kernel that refuses even an empty change fails the whole
+call, to be retried). No element timeout exceeds MAX_BAN_SECONDS, the longest nft takes.
 
 Layout, per jail (``set_stem`` maps a jail name to the stem of its set names)::
 
     <stem>_v4, <stem>_v6                single addresses, timeout = the ban's remaining time
-    <stem>_net_v4, <stem>_net_v6        prefixes (flags interval), timeout likewise
+    <stem>_p64_v6                       IPv6 /64s as their network address, timeout likewise
+    <stem>_net_v4, <stem>_net_v6        other prefixes (flags interval), timeout likewise
     <stem>_bl_v4, <stem>_bl_v6          single addresses on the permanent blacklist
-    <stem>_bl_net_v4, <stem>_bl_net_v6  prefixes on the permanent blacklist (flags interval)
+    <stem>_bl_p64_v6                    IPv6 /64s on the permanent blacklist
+    <stem>_bl_net_v4, <stem>_bl_net_v6  other prefixes on the permanent blacklist (flags interval)
 
 and, in the base chain of the jail's hook (``input`` or ``forward``, type filter, policy accept,
-priority ``priority``), one rule per set: source address in the set, the jail's protocol(s) and
-ports, a counter, then drop or reject.
+priority ``priority``), one rule per set: source address (masked to its first 64 bits for the
+``p64`` sets) in the set, the jail's protocol(s) and ports, a counter, then drop or reject.
+A packet is dropped when any set matches: a /128, the /64 around it and a /48 around both are
+three elements of three sets, each lifted on its own.
 
-Single addresses and prefixes live in different sets because nft 1.0.6 (Debian 12) reads back every
-element of every interval set in the table before it changes any element: with 100,000 bans in
-interval sets one apply cost over a second, whereas changing a hash set costs nothing. Prefix
-sets hold only real prefixes (IPv6 /64 bans, manual CIDR bans), so they stay small.
+Prefixes live in sets of their own because nft 1.0.6 (Debian 12) reads back every element of
+every interval set in the table before it changes any element, in any set: 100,000 interval
+elements made every ban cost over a second, whereas a hash set's size costs nothing. So the
+/64s (IPv6 offenders are banned as their /64) are hash elements, and the interval sets hold
+only the rare other prefixes (manual CIDR bans, fail2ban's ``<SUBNET>``), so they stay small.
 
 An interval set refuses overlapping elements, and a /48 may be banned while a /64 inside it is.
 So for each prefix set the backend keeps the bans and the disjoint pieces the kernel holds for
@@ -44,9 +52,10 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any, Generic, Literal, TypeVar
 
-from applianced.enforcement.base import JailRules, Restored
+from applianced.enforcement.base import ElementsRefused, JailRules, Refused, Restored
 from applianced.errors import EnforcementError
 from applianced.rules.decision import Ban, IPNetwork
+from applianced.units import MAX_BAN_SECONDS
 
 try:
     import nftables
@@ -56,9 +65,13 @@ except ImportError:  # reported by NftablesEnforcer.available(), not at import
 __all__ = ["NftablesEnforcer", "set_stem"]
 
 K = TypeVar("K", str, tuple[int, int])
+T = TypeVar("T")
+Kind = Literal["host", "p64", "net"]  # a set of single addresses, of IPv6 /64s, of other prefixes
+_KINDS: tuple[Kind, ...] = ("host", "p64", "net")
 JSON = dict[str, Any]
 FAMILY = "inet"
 _AF = {32: socket.AF_INET, 128: socket.AF_INET6}  # address bits -> socket family
+MASK_64 = "ffff:ffff:ffff:ffff::"
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 HOOKS = ("input", "forward")
 # A cluster whose every piece expired this long ago is gone from the kernel too: element
@@ -84,7 +97,7 @@ class _SetSpec:
 
     name: str
     version: Literal[4, 6]
-    prefixes: bool  # an interval set, for networks wider than one address
+    kind: Kind
     permanent: bool  # the blacklist: elements without timeout
 
     @property
@@ -93,26 +106,38 @@ class _SetSpec:
 
     @property
     def flags(self) -> tuple[str, ...]:
-        return (("interval",) if self.prefixes else ()) + (() if self.permanent else ("timeout",))
+        interval = ("interval",) if self.kind == "net" else ()
+        return interval + (() if self.permanent else ("timeout",))
 
 
-def _set_name(stem: str, version: int, prefixes: bool, permanent: bool) -> str:
-    return f"{stem}{'_bl' if permanent else ''}{'_net' if prefixes else ''}_v{version}"
+def _set_name(stem: str, version: int, kind: Kind, permanent: bool) -> str:
+    infix = "" if kind == "host" else f"_{kind}"
+    return f"{stem}{'_bl' if permanent else ''}{infix}_v{version}"
 
 
 def _set_specs(stem: str) -> tuple[_SetSpec, ...]:
     return tuple(
-        _SetSpec(_set_name(stem, v, pre, perm), v, pre, perm)
+        _SetSpec(_set_name(stem, v, kind, perm), v, kind, perm)
         for perm in (False, True)
-        for pre in (False, True)
+        for kind in _KINDS
         for v in (4, 6)
+        if kind != "p64" or v == 6
     )
+
+
+def _kind(version: int, prefixlen: int) -> Kind:
+    """The kind of set a network of this length goes to."""
+    if prefixlen == (32 if version == 4 else 128):
+        return "host"
+    return "p64" if version == 6 and prefixlen == 64 else "net"
 
 
 def _timeout(expires_at: float, now: float) -> int:
     """Whole seconds, at least 1 (nft takes no fractions; libnftables' JSON parser even drops a
-    fractional timeout silently, which makes the element permanent)."""
-    return max(1, math.ceil(expires_at - now))
+    fractional timeout silently, which makes the element permanent), at most MAX_BAN_SECONDS
+    (nft refuses more, "value too large"; the bans' durations are bounded before they get
+    here, this is the last line of defence)."""
+    return max(1, math.ceil(min(expires_at - now, MAX_BAN_SECONDS)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -313,7 +338,10 @@ def _ports(jail: JailRules) -> Any:
 
 def _rule_expr(jail: JailRules, spec: _SetSpec) -> list[JSON]:
     proto = "ip" if spec.version == 4 else "ip6"
-    expr: list[JSON] = [_match({"payload": {"protocol": proto, "field": "saddr"}}, f"@{spec.name}")]
+    saddr: JSON = {"payload": {"protocol": proto, "field": "saddr"}}
+    if spec.kind == "p64":
+        saddr = {"&": [saddr, MASK_64]}
+    expr: list[JSON] = [_match(saddr, f"@{spec.name}")]
     ports = _ports(jail)
     if ports is not None:
         if jail.protocol == "both":
@@ -334,9 +362,10 @@ def _match(left: JSON, right: Any) -> JSON:
 # libnftables, typed.
 
 
-def _run(nft: Any, commands: list[JSON] | str, what: str, table: str) -> list[JSON]:
-    """Run ``commands`` (JSON objects, or lines in nft syntax) as one libnftables transaction;
-    the JSON objects it printed, if any."""
+def _call(nft: Any, commands: list[JSON] | str, what: str, table: str) -> tuple[str, Any]:
+    """Run ``commands`` (JSON objects, or lines in nft syntax) as one libnftables transaction:
+    nft's error text ("" when it was accepted) and its output. Raises EnforcementError when the
+    binding cannot reach the library."""
     try:
         if isinstance(commands, str):
             rc, output, error = nft.cmd(commands)
@@ -346,10 +375,20 @@ def _run(nft: Any, commands: list[JSON] | str, what: str, table: str) -> list[JS
         check = _CHECK.format(table=table)
         raise EnforcementError(f"nftables failed to {what}: {e}. {check}") from e
     if rc != 0:
-        text = str(error).strip() or f"return code {rc}"
-        if len(text) > 2000:
-            text = text[:2000] + " [...]"
-        raise EnforcementError(f"nftables refused to {what}: {text}. {_CHECK.format(table=table)}")
+        return str(error).strip() or f"return code {rc}", None
+    return "", output
+
+
+def _refusal(what: str, error: str, table: str) -> EnforcementError:
+    text = error if len(error) <= 2000 else error[:2000] + " [...]"
+    return EnforcementError(f"nftables refused to {what}: {text}. {_CHECK.format(table=table)}")
+
+
+def _run(nft: Any, commands: list[JSON] | str, what: str, table: str) -> list[JSON]:
+    """``_call``, raising EnforcementError when refused; the JSON objects it printed, if any."""
+    error, output = _call(nft, commands, what, table)
+    if error:
+        raise _refusal(what, error, table)
     if isinstance(output, dict):
         objects = output.get("nftables", [])
         return [o for o in objects if isinstance(o, dict)]
@@ -393,26 +432,20 @@ class _Batch:
     hosts: dict[str, _Changes[str]] = field(default_factory=dict)  # set name -> changes
     prefixes: dict[str, _Changes[Net]] = field(default_factory=dict)
 
-    def lift(self, name: str, network: IPNetwork) -> None:
-        if network.prefixlen == network.max_prefixlen:
+    def lift(self, name: str, key: str | Net) -> None:
+        """Remove the element of ``key`` (``_key``) from set ``name``."""
+        if isinstance(key, str):
             h = self.hosts.get(name) or self.hosts.setdefault(name, _Changes())
-            key = _host_text(network)
             h.add.pop(key, None)
             h.remove[key] = None
         else:
             p = self.prefixes.get(name) or self.prefixes.setdefault(name, _Changes())
-            net = _net(network)
-            p.add.pop(net, None)
-            p.remove[net] = None
+            p.add.pop(key, None)
+            p.remove[key] = None
 
-    def place(self, name: str, network: IPNetwork, expires_at: float) -> None:
-        if network.prefixlen == network.max_prefixlen:
-            self.place_key(name, _host_text(network), expires_at)
-        else:
-            self.place_key(name, _net(network), expires_at)
-
-    def place_key(self, name: str, key: str | Net, expires_at: float) -> None:
-        """``place`` by key: a single address's text (hash sets) or a prefix's Net."""
+    def place(self, name: str, key: str | Net, expires_at: float) -> None:
+        """Add the element of ``key`` (``_key``) to set ``name``: an address's text (hash sets:
+        a single address, or a /64's network address) or a prefix's Net (interval sets)."""
         if isinstance(key, str):
             h = self.hosts.get(name) or self.hosts.setdefault(name, _Changes())
             h.add[key] = expires_at
@@ -421,23 +454,26 @@ class _Batch:
             p.add[key] = expires_at
 
 
-def _host_text(network: IPNetwork) -> str:
+def _key(network: IPNetwork) -> str | Net:
+    """A network's ``_Batch`` key: the text of its address for a hash set (a single address,
+    or an IPv6 /64's network address), its Net for an interval set."""
+    if _kind(network.version, network.prefixlen) == "net":
+        return _net(network)
     return socket.inet_ntop(_AF[network.max_prefixlen], network.network_address.packed)
 
 
-def _text_key(network: str) -> tuple[int, str | Net]:
+def _text_key(network: str) -> tuple[int, Kind, str | Net]:
     """A network in canonical text (``str(network)``: "192.0.2.7/32", "2001:db8::/64") as its
-    IP version and its ``_Batch`` key, without building an ipaddress object: a single
-    address's key is its text as ``_host_text`` prints it, a prefix's key its Net."""
+    IP version, the kind of its set and its ``_key``, without building an ipaddress object."""
     address, _, length = network.partition("/")
     version, bits = (6, 128) if ":" in address else (4, 32)
-    prefixlen = int(length)
-    if version == 4 and prefixlen == bits:  # dotted quads print the same both ways
-        return version, address
+    kind = _kind(version, int(length))
+    if version == 4 and kind == "host":  # dotted quads print the same both ways
+        return version, kind, address
     packed = socket.inet_pton(_AF[bits], address)
-    if prefixlen == bits:
-        return version, socket.inet_ntop(_AF[bits], packed)
-    return version, (int.from_bytes(packed, "big"), prefixlen)
+    if kind != "net":
+        return version, kind, socket.inet_ntop(_AF[bits], packed)
+    return version, kind, (int.from_bytes(packed, "big"), int(length))
 
 
 class NftablesEnforcer:
@@ -480,14 +516,14 @@ class NftablesEnforcer:
         self._nft.set_json_output(True)
         self._jails: dict[str, JailRules] = {}
         self._specs: dict[str, tuple[_SetSpec, ...]] = {}  # jail -> its sets
-        # (jail, IP version, single address?, permanent?) -> set name
-        self._names: dict[tuple[str, int, bool, bool], str] = {}
+        # (jail, IP version, kind of set, permanent?) -> set name
+        self._names: dict[tuple[str, int, Kind, bool], str] = {}
         self._bits: dict[str, int] = {}  # set name -> address bits (32, 128)
-        self._prefix_sets: dict[str, _PrefixSet] = {}  # set name -> bookkeeping
-        # Host set name -> the addresses this process placed there and has not lifted since
+        self._prefix_sets: dict[str, _PrefixSet] = {}  # interval set name -> bookkeeping
+        # Hash set name -> the elements this process placed there and has not lifted since
         # (some may have expired in the kernel meanwhile), or None while the set may hold
         # elements we did not place (kept by setup from an earlier run, until restore). An
-        # address not placed needs no lift, so a new ban is one element operation.
+        # element not placed needs no lift, so a new ban is one element operation.
         self._placed: dict[str, set[str] | None] = {}
 
     @classmethod
@@ -547,22 +583,20 @@ class NftablesEnforcer:
         self._jails = {j.name: j for j in jails}
         self._specs = specs
         self._names = {
-            (jail, s.version, not s.prefixes, s.permanent): s.name
-            for jail, ss in specs.items()
-            for s in ss
+            (jail, s.version, s.kind, s.permanent): s.name for jail, ss in specs.items() for s in ss
         }
         self._bits = {s.name: 32 if s.version == 4 else 128 for s in want.values()}
         # Kept prefix sets keep their bookkeeping, as the kernel keeps their elements.
         prefix_sets = {}
         for n, spec in want.items():
-            if spec.prefixes:
+            if spec.kind == "net":
                 kept = self._prefix_sets.get(n) if n in keep_sets else None
                 prefix_sets[n] = kept or _PrefixSet(self._bits[n])
         self._prefix_sets = prefix_sets
         self._placed = {
             n: self._placed.get(n) if n in keep_sets else set()
             for n, spec in want.items()
-            if not spec.prefixes
+            if spec.kind != "net"
         }
 
     def _existing(self) -> tuple[dict[str, JSON], dict[str, JSON]]:
@@ -592,14 +626,18 @@ class NftablesEnforcer:
     # printed by the socket module, integer timeouts.
 
     def apply(self, bans: Sequence[Ban], unbans: Sequence[Ban], now: float) -> None:
-        batch = _Batch()
         # Unbans first, then bans: a batch that replaces a ban of a network ends with it banned.
-        for ban in unbans:
-            self._lift(batch, ban)
-        for ban in bans:
-            if self._lift(batch, ban):
-                batch.place(self._target(ban), ban.network, _expiry(ban))
-        self._commit(batch, now, (), f"apply {len(bans)} bans and {len(unbans)} unbans")
+        changes = [(u, False) for u in unbans] + [(b, True) for b in bans]
+        what = f"apply {len(bans)} bans and {len(unbans)} unbans"
+
+        def send(chunk: Sequence[tuple[Ban, bool]], first: bool) -> str:
+            batch = _Batch()
+            for ban, place in chunk:
+                if self._lift(batch, ban) and place:
+                    batch.place(self._target(ban), _key(ban.network), _expiry(ban))
+            return self._commit(batch, now, (), what)
+
+        self._transact(changes, send, lambda c: (c[0].jail, str(c[0].network)), what)
 
     def restore(self, active: Sequence[Ban], now: float) -> None:
         self.restore_rows([Restored(b.jail, str(b.network), b.expires_at) for b in active], now)
@@ -608,17 +646,24 @@ class NftablesEnforcer:
         """``restore`` straight from the store's rows: the nft text needs no address object,
         and libnftables releases the GIL, so the kernel loads while the Appliance builds the
         Bans of the same rows (see RowRestorer)."""
-        batch = _Batch()
         names = self._names
-        for jail, network, expires_at in active:
-            if jail in self._jails:
-                version, key = _text_key(network)
-                name = names[(jail, version, isinstance(key, str), expires_at is None)]
-                batch.place_key(name, key, math.inf if expires_at is None else expires_at)
-        self._commit(batch, now, list(names.values()), f"restore {len(active)} bans")
+        rows = [r for r in active if r.jail in self._jails]
+        what = f"restore {len(active)} bans"
+
+        def send(chunk: Sequence[Restored], first: bool) -> str:
+            batch = _Batch()
+            for jail, network, expires_at in chunk:
+                version, kind, key = _text_key(network)
+                name = names[(jail, version, kind, expires_at is None)]
+                batch.place(name, key, math.inf if expires_at is None else expires_at)
+            return self._commit(batch, now, list(names.values()) if first else (), what)
+
+        self._transact(rows, send, lambda r: (r.jail, r.network), what)
 
     def flush(self) -> None:
-        self._commit(_Batch(), 0.0, list(self._names.values()), "flush every set")
+        error = self._commit(_Batch(), 0.0, list(self._names.values()), "flush every set")
+        if error:
+            raise _refusal("flush every set", error, self.table)
 
     def counts(self) -> Mapping[str, int]:
         """Kernel elements per jail, from a listing (so expired bans are gone). Nested prefix
@@ -641,28 +686,73 @@ class NftablesEnforcer:
 
     def _target(self, ban: Ban) -> str:
         n = ban.network
-        host = n.prefixlen == n.max_prefixlen
-        return self._names[(ban.jail, n.version, host, ban.expires_at is None)]
+        return self._names[(ban.jail, n.version, _kind(n.version, n.prefixlen), ban.permanent)]
 
     def _lift(self, batch: _Batch, ban: Ban) -> bool:
         """Plan to remove the ban's network from its jail's temporary set and from its
         blacklist (a jail bans a network at most once: the store and MemoryEnforcer key bans by
         jail and network). False if the jail is not set up."""
         n = ban.network
-        host = n.prefixlen == n.max_prefixlen
+        kind, key = _kind(n.version, n.prefixlen), _key(n)
         for permanent in (False, True):
-            name = self._names.get((ban.jail, n.version, host, permanent))
+            name = self._names.get((ban.jail, n.version, kind, permanent))
             if name is None:
                 return False
-            placed = self._placed.get(name) if host else None
-            if placed is None or _host_text(n) in placed:
-                batch.lift(name, n)
+            placed = self._placed.get(name)  # None for interval sets too
+            if placed is None or key in placed:
+                batch.lift(name, key)
         return True
 
-    def _commit(self, batch: _Batch, now: float, flush: Sequence[str], what: str) -> None:
+    def _transact(
+        self,
+        items: Sequence[T],
+        send: Callable[[Sequence[T], bool], str],
+        label: Callable[[T], tuple[str, str]],
+        what: str,
+    ) -> None:
+        """``send(items, first)`` builds and sends one transaction of ``items`` (``first``:
+        with the call's flushes, if any) and returns nft's error text, "" if accepted. When the
+        kernel refuses them all but accepts an empty change, halves are sent, and halves of a
+        refused half, until each refused item stands alone: the rest is applied, and the
+        refused items (``label``: jail, network) are raised as ElementsRefused."""
+        error = send(items, True)
+        if not error:
+            return
+        probe, _ = _call(self._nft, f"add table {FAMILY} {self.table}\n", what, self.table)
+        if not items or probe:  # no permission, say: not the elements' fault
+            raise _refusal(what, error, self.table)
+        refused = self._isolate(items, error, send, True, what)
+        if refused:
+            raise ElementsRefused([Refused(*label(item), reason) for item, reason in refused])
+
+    def _isolate(
+        self,
+        items: Sequence[T],
+        error: str,
+        send: Callable[[Sequence[T], bool], str],
+        first: bool,
+        what: str,
+    ) -> list[tuple[T, str]]:
+        """The items refused, with nft's first line of error, once ``items`` were refused as
+        one transaction with ``error``: each half is sent on its own, a refused half split
+        again. The flushes go with the first half, alone if its only item is refused."""
+        if len(items) == 1:
+            if first and (flush_error := send((), True)):
+                raise _refusal(what, flush_error, self.table)
+            return [(items[0], error.splitlines()[0])]
+        mid = len(items) // 2
+        refused: list[tuple[T, str]] = []
+        for half, carries in ((items[:mid], first), (items[mid:], False)):
+            half_error = send(half, carries)
+            if half_error:
+                refused += self._isolate(half, half_error, send, carries, what)
+        return refused
+
+    def _commit(self, batch: _Batch, now: float, flush: Sequence[str], what: str) -> str:
         """Send a batch as one transaction: first flush the sets in ``flush`` and remove
-        elements, then add elements (so no piece added meets an old one it overlaps). The
-        prefix bookkeeping changes only once the kernel has accepted."""
+        elements, then add elements (so no piece added meets an old one it overlaps); nft's
+        error text if the kernel refused it, else "". The bookkeeping of what the sets hold
+        changes only once the kernel has accepted."""
         flushed = set(flush)
         removes = [f"flush set {FAMILY} {self.table} {n}" for n in flush]
         adds: list[str] = []
@@ -706,7 +796,9 @@ class NftablesEnforcer:
             add(name, ((_piece_text(p, ps.bits), p[2]) for p in pieces))
 
         if removes or adds:
-            _run(self._nft, "\n".join(removes + adds) + "\n", what, self.table)
+            error, _ = _call(self._nft, "\n".join(removes + adds) + "\n", what, self.table)
+            if error:
+                return error
         for name in flushed & self._placed.keys():
             self._placed[name] = set()
         for name, h in batch.hosts.items():
@@ -717,6 +809,7 @@ class NftablesEnforcer:
         self._prefix_sets.update(rebuilt)
         for name, plan in plans.items():
             self._prefix_sets[name].commit(plan)
+        return ""
 
 
 def _expiry(ban: Ban) -> float:

@@ -7,6 +7,7 @@ Nothing here touches the host's own ruleset: the daemon runs under ``ip netns ex
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from applianced.units import MAX_BAN_SECONDS
 from tests.e2e.daemon import LOOPBACK_UDP, Daemon, sasl_failures, wait_for
 from tests.netns import Topology, netns_missing, ns_exec, tcp_connects, tcp_listener, topology
 
@@ -181,6 +183,53 @@ def test_on_stop_flush_and_the_flush_verb(tmp_path: Path, net: Topology) -> None
     d.start()
     try:
         assert len(elements(t, "postfix_sasl_v4")) == 1, "the store's ban is restored at start"
+    finally:
+        d.stop()
+
+
+def test_one_bad_ban_blocks_neither_the_restore_nor_its_batch(
+    tmp_path: Path, net: Topology
+) -> None:
+    """Issue 15: a store holding a ban longer than nftables takes (166 weeks, from before the
+    bounds) restores every one of its six active bans, the long one capped; a /64 is one element
+    of the /64 set; a ban the kernel refuses (it overlaps an element an operator added by hand)
+    is reported in status and not retried, and the next ban goes through."""
+    t = net
+    text = config().replace("[defaults]", '[enforcement]\non_stop = "flush"\n\n[defaults]')
+    d = start(tmp_path, t, text)
+    networks = ("198.51.100.7", "198.51.100.8", "198.51.100.9", "2001:db8:6::7",
+                "2001:db8:5::/64", "203.0.113.0/24")  # fmt: skip
+    try:
+        for n in networks:
+            d.ctl("ban", "postfix-sasl", n)
+        p64 = {str(e["val"]) for e in elements(t, "postfix_sasl_p64_v6")}
+        assert p64 == {"2001:db8:5::", "2001:db8:6::"}  # an IPv6 address is banned as its /64
+    finally:
+        d.stop()
+    assert elements(t, "postfix_sasl_v4") == [], "on_stop = flush emptied the kernel"
+    with sqlite3.connect(tmp_path / "state" / "offenders.sqlite") as db:
+        db.execute(
+            "UPDATE bans SET expires_at = expires_at + ? WHERE network = '198.51.100.8/32'",
+            (166 * 7 * 86400,),
+        )
+    db.close()
+    d.start()
+    try:
+        status = d.ctl("status")
+        assert status["jails"]["postfix-sasl"]["kernel_elements"] == 6
+        assert status["health"]["unapplied"] == 0
+        long = next(e for e in elements(t, "postfix_sasl_v4") if e["val"] == "198.51.100.8")
+        assert long["expires"] == pytest.approx(MAX_BAN_SECONDS, abs=60)
+
+        ns_exec(t.server, "nft", "add element inet applianced postfix_sasl_net_v4 { 10.0.0.0/25 }")
+        d.ctl("ban", "postfix-sasl", "10.0.0.0/24")
+        health = d.ctl("status")["health"]
+        assert health["refused_elements"] == 1 and health["unapplied"] == 0
+        assert "10.0.0.0/24" in health["last_error"]
+        d.ctl("ban", "postfix-sasl", "198.51.100.10")
+        assert "198.51.100.10" in [e["val"] for e in elements(t, "postfix_sasl_v4")]
+        assert d.ctl("status")["health"]["refused_elements"] == 1
+        assert "refused the element of 10.0.0.0/24" in d.output
     finally:
         d.stop()
 

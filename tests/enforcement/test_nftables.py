@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from applianced.enforcement import nftables as nftmod
-from applianced.enforcement.base import Enforcer, JailRules, Restored
+from applianced.enforcement.base import ElementsRefused, Enforcer, JailRules, Refused, Restored
 from applianced.enforcement.nftables import (
     Net,
     NftablesEnforcer,
@@ -31,6 +31,7 @@ from applianced.enforcement.nftables import (
     set_stem,
 )
 from applianced.errors import EnforcementError
+from applianced.units import MAX_BAN_SECONDS
 from tests.enforcement.test_memory import EnforcerContract, ban
 from tests.netns import (
     Topology,
@@ -150,7 +151,7 @@ def test_is_an_enforcer() -> None:
 
 
 def test_setup_builds_sets_chains_and_rules(ns: str, enforcer: Any) -> None:
-    """Eight typed, flagged sets per jail; base chains at -10, accept; one rule per set."""
+    """Ten typed, flagged sets per jail; base chains at -10, accept; one rule per set."""
     enforcer.setup(
         [
             JailRules("postfix-sasl", ("25", "465", "1000-2000"), "tcp"),
@@ -164,6 +165,10 @@ def test_setup_builds_sets_chains_and_rules(ns: str, enforcer: Any) -> None:
         for stem in ("postfix_sasl", "dns", "recidive")
         for kind in ("", "_net", "_bl", "_bl_net")
         for v in (4, 6)
+    } | {
+        f"{stem}{kind}_p64_v6"
+        for stem in ("postfix_sasl", "dns", "recidive")
+        for kind in ("", "_bl")
     }
     flags = {n: sorted(s.get("flags", [])) for n, s in t["set"].items() if n.startswith("dns")}
     assert flags == {
@@ -175,7 +180,10 @@ def test_setup_builds_sets_chains_and_rules(ns: str, enforcer: Any) -> None:
         "dns_bl_v6": [],
         "dns_bl_net_v4": ["interval"],
         "dns_bl_net_v6": ["interval"],
+        "dns_p64_v6": ["timeout"],
+        "dns_bl_p64_v6": [],
     }
+    assert t["set"]["dns_p64_v6"]["type"] == "ipv6_addr"
     assert t["set"]["dns_net_v6"]["type"] == "ipv6_addr"
     assert t["set"]["dns_bl_v4"]["type"] == "ipv4_addr"
     for hook in ("input", "forward"):
@@ -183,7 +191,7 @@ def test_setup_builds_sets_chains_and_rules(ns: str, enforcer: Any) -> None:
         assert (c["type"], c["hook"], c["prio"], c["policy"]) == ("filter", hook, -10, "accept")
 
     by_set = {r["expr"][0]["match"]["right"]: r for r in t["rule"]}
-    assert len(t["rule"]) == len(by_set) == 24
+    assert len(t["rule"]) == len(by_set) == 30
     smtp = by_set["@postfix_sasl_net_v6"]
     assert smtp["chain"] == "input" and smtp["comment"] == "jail postfix-sasl"
     assert smtp["expr"][0]["match"]["left"] == {"payload": {"protocol": "ip6", "field": "saddr"}}
@@ -193,6 +201,10 @@ def test_setup_builds_sets_chains_and_rules(ns: str, enforcer: Any) -> None:
         "right": {"set": [25, 465, {"range": [1000, 2000]}]},
     }
     assert "drop" in smtp["expr"][-1]
+    p64 = by_set["@postfix_sasl_p64_v6"]["expr"][0]["match"]["left"]
+    assert p64 == {
+        "&": [{"payload": {"protocol": "ip6", "field": "saddr"}}, "ffff:ffff:ffff:ffff::"]
+    }
 
     dns = by_set["@dns_bl_v4"]
     assert dns["chain"] == "forward"
@@ -287,9 +299,9 @@ def test_element_timeout_is_the_remaining_time(ns: str, enforcer: Any, now: floa
     enforcer.setup([SMTP])
     started = ban("postfix-sasl", "192.0.2.2/32", now - 400, 1000)  # 600 s left
     enforcer.apply([started, ban("postfix-sasl", "2001:db8::/64", now, 300)], [], now)
-    v4, v6 = elements(ns, "postfix_sasl_v4"), elements(ns, "postfix_sasl_net_v6")
+    v4, v6 = elements(ns, "postfix_sasl_v4"), elements(ns, "postfix_sasl_p64_v6")
     assert v4.keys() == {"192.0.2.2"} and 590 <= (v4["192.0.2.2"] or 0) <= 600
-    assert v6.keys() == {"2001:db8::/64"} and 290 <= (v6["2001:db8::/64"] or 0) <= 300
+    assert v6.keys() == {"2001:db8::"} and 290 <= (v6["2001:db8::"] or 0) <= 300
 
 
 def test_banning_again_sets_the_new_timeout(ns: str, enforcer: Any, now: float) -> None:
@@ -300,13 +312,15 @@ def test_banning_again_sets_the_new_timeout(ns: str, enforcer: Any, now: float) 
             [
                 ban("postfix-sasl", "192.0.2.2/32", now, duration),
                 ban("postfix-sasl", "2001:db8::/64", now, duration),
+                ban("postfix-sasl", "2001:db8:1::/48", now, duration),
             ],
             [],
             now,
         )
         for name, key in (
             ("postfix_sasl_v4", "192.0.2.2"),
-            ("postfix_sasl_net_v6", "2001:db8::/64"),
+            ("postfix_sasl_p64_v6", "2001:db8::"),
+            ("postfix_sasl_net_v6", "2001:db8:1::/48"),
         ):
             left = elements(ns, name)[key]
             assert left is not None and duration - 10 <= left <= duration
@@ -351,19 +365,19 @@ def test_unbans_of_missing_elements_do_not_fail_the_batch(
 def test_nested_prefix_bans_are_held_as_disjoint_pieces(ns: str, enforcer: Any, now: float) -> None:
     """Nested prefix bans become disjoint pieces, each with the latest expiry covering it."""
     enforcer.setup([SMTP])
-    narrow = ban("postfix-sasl", "2001:db8:0:5::/64", now, 3000)
+    narrow = ban("postfix-sasl", "2001:db8:0:500::/56", now, 3000)
     wide = ban("postfix-sasl", "2001:db8::/48", now, 600)
     enforcer.apply([narrow], [], now)
-    enforcer.apply([wide, ban("postfix-sasl", "2001:db8:0:5::/64", now, 3000)], [], now)
+    enforcer.apply([wide, ban("postfix-sasl", "2001:db8:0:500::/56", now, 3000)], [], now)
     pieces = elements(ns, "postfix_sasl_net_v6")
     assert pieces.keys() == {
-        "2001:db8::-2001:db8:0:4:ffff:ffff:ffff:ffff",
-        "2001:db8:0:5::/64",
-        "2001:db8:0:6::-2001:db8:0:ffff:ffff:ffff:ffff:ffff",
+        "2001:db8::-2001:db8:0:4ff:ffff:ffff:ffff:ffff",
+        "2001:db8:0:500::/56",
+        "2001:db8:0:600::-2001:db8:0:ffff:ffff:ffff:ffff:ffff",
     }
-    assert 2990 <= (pieces["2001:db8:0:5::/64"] or 0) <= 3000
+    assert 2990 <= (pieces["2001:db8:0:500::/56"] or 0) <= 3000
     enforcer.apply([], [wide], now)
-    assert elements(ns, "postfix_sasl_net_v6").keys() == {"2001:db8:0:5::/64"}
+    assert elements(ns, "postfix_sasl_net_v6").keys() == {"2001:db8:0:500::/56"}
     enforcer.apply([wide], [narrow], now)
     assert elements(ns, "postfix_sasl_net_v6").keys() == {"2001:db8::/48"}
 
@@ -382,7 +396,7 @@ def test_setup_again_with_other_ports_keeps_elements(ns: str, enforcer: Any, now
     enforcer.setup([JailRules("postfix-sasl", ("25", "587"), "tcp")])
     left = elements(ns, "postfix_sasl_v4")["192.0.2.2"]
     assert left is not None and 890 <= left <= 900
-    assert elements(ns, "postfix_sasl_bl_net_v6") == {"2001:db8::/64": None}
+    assert elements(ns, "postfix_sasl_bl_p64_v6") == {"2001:db8::": None}
     rule = next(
         r for r in table(ns)["rule"] if r["expr"][0]["match"]["right"] == "@postfix_sasl_v4"
     )
@@ -408,7 +422,7 @@ def test_a_new_priority_recreates_the_chain_and_keeps_elements(ns: str, now: flo
         second.setup([SMTP])
     t = table(ns)
     assert t["chain"]["input"]["prio"] == -200
-    assert len([r for r in t["rule"] if r["chain"] == "input"]) == 8
+    assert len([r for r in t["rule"] if r["chain"] == "input"]) == 10
     assert elements(ns, "postfix_sasl_v4").keys() == {"192.0.2.2"}
 
 
@@ -442,12 +456,12 @@ def test_a_restarted_daemon_keeps_the_kernels_bans(ns: str, now: float) -> None:
         second.restore(
             [
                 ban("postfix-sasl", "2001:db8::/48", now),
-                ban("postfix-sasl", "2001:db8:0:1::/64", now, 7200),
+                ban("postfix-sasl", "2001:db8:0:100::/56", now, 7200),
             ],
             now,
         )
         assert elements(ns, "postfix_sasl_v4") == {}
-        assert len(elements(ns, "postfix_sasl_net_v6")) == 3  # /48 split around the /64
+        assert len(elements(ns, "postfix_sasl_net_v6")) == 3  # /48 split around the /56
 
 
 def test_a_new_process_bans_again_over_elements_it_did_not_place(ns: str, now: float) -> None:
@@ -497,6 +511,169 @@ def test_restore_reconciles_with_the_store(ns: str, enforcer: Any, now: float) -
     v4 = elements(ns, "postfix_sasl_v4")
     assert v4.keys() == {"192.0.2.3"} and 290 <= (v4["192.0.2.3"] or 0) <= 300
     assert elements(ns, "postfix_sasl_bl_v4") == {"192.0.2.4": None}
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 15: one bad element never blocks a batch; IPv6 /64 bans in a hash set.
+
+WEEKS_166 = 166 * 7 * 86400.0  # beyond the longest element timeout nft 1.0.6 takes
+
+
+def test_a_ban_beyond_the_longest_timeout_is_capped(ns: str, enforcer: Any, now: float) -> None:
+    """A ban longer than nft's longest element timeout (nft: "value too large") is sent with
+    MAX_BAN_SECONDS, in the same transaction as the rest of its batch."""
+    enforcer.setup([SMTP])
+    enforcer.apply(
+        [
+            ban("postfix-sasl", "192.0.2.2/32", now, WEEKS_166),
+            ban("postfix-sasl", "192.0.2.3/32", now),
+            ban("postfix-sasl", "198.51.100.0/24", now, WEEKS_166),
+        ],
+        [],
+        now,
+    )
+    v4 = elements(ns, "postfix_sasl_v4")
+    assert v4.keys() == {"192.0.2.2", "192.0.2.3"}
+    assert MAX_BAN_SECONDS - 60 <= (v4["192.0.2.2"] or 0) <= MAX_BAN_SECONDS
+    net = elements(ns, "postfix_sasl_net_v4")
+    assert MAX_BAN_SECONDS - 60 <= (net["198.51.100.0/24"] or 0) <= MAX_BAN_SECONDS
+
+
+def test_a_restore_with_a_ban_beyond_the_longest_timeout_restores_every_ban(
+    ns: str, enforcer: Any, now: float
+) -> None:
+    """The issue's start: six active bans, one of 166 weeks; every one reaches the kernel."""
+    enforcer.setup([SMTP])
+    rows = [
+        Restored("postfix-sasl", "192.0.2.2/32", now + 3600),
+        Restored("postfix-sasl", "192.0.2.3/32", now + WEEKS_166),
+        Restored("postfix-sasl", "2001:db8::7/128", now + 3600),
+        Restored("postfix-sasl", "2001:db8:0:1::/64", now + 3600),
+        Restored("postfix-sasl", "198.51.100.0/24", now + 3600),
+        Restored("postfix-sasl", "203.0.113.9/32", None),
+    ]
+    enforcer.restore_rows(rows, now)
+    assert enforcer.counts() == {"postfix-sasl": 6}
+
+
+def test_a_refused_element_is_reported_and_the_rest_of_its_batch_applied(
+    ns: str, enforcer: Any, now: float
+) -> None:
+    """An element the kernel refuses (here it overlaps an element an operator added by hand)
+    is reported with nft's words; the other bans of its batch are in the kernel."""
+    enforcer.setup([SMTP])
+    ns_exec(ns, "nft", "add element inet applianced postfix_sasl_net_v4 { 198.51.100.0/25 }")
+    bans = [
+        ban("postfix-sasl", "192.0.2.2/32", now),
+        ban("postfix-sasl", "198.51.100.0/24", now),
+        ban("postfix-sasl", "203.0.113.7/32", now),
+        ban("postfix-sasl", "2001:db8::/64", now),
+        ban("postfix-sasl", "2001:db8:1::/48", now),
+    ]
+    with pytest.raises(ElementsRefused) as info:
+        enforcer.apply(bans, [], now)
+    (refused,) = info.value.refused
+    assert (refused.jail, refused.network) == ("postfix-sasl", "198.51.100.0/24")
+    assert "interval overlaps" in refused.reason
+    assert "198.51.100.0/24" in str(info.value)
+    assert elements(ns, "postfix_sasl_v4").keys() == {"192.0.2.2", "203.0.113.7"}
+    assert enforcer.counts() == {"postfix-sasl": 5}  # four bans and the operator's element
+    enforcer.apply([ban("postfix-sasl", "192.0.2.4/32", now)], [], now)  # nothing left behind
+    assert enforcer.counts() == {"postfix-sasl": 6}
+
+
+def test_an_ipv6_64_ban_is_one_element_of_a_hash_set(ns: str, enforcer: Any, now: float) -> None:
+    """A /64 ban is its network address in the jail's plain timeout set ``_p64_v6`` (matched
+    on the source address masked to 64 bits), never an interval element: nft 1.0.6 reads
+    every interval set back before any change, so intervals would make every ban dearer."""
+    enforcer.setup([SMTP])
+    enforcer.apply(
+        [
+            ban("postfix-sasl", "2001:db8:0:7::/64", now, 600),
+            ban("postfix-sasl", "2001:db8::/64", now, None),
+        ],
+        [],
+        now,
+    )
+    p64 = elements(ns, "postfix_sasl_p64_v6")
+    assert p64.keys() == {"2001:db8:0:7::"} and 590 <= (p64["2001:db8:0:7::"] or 0) <= 600
+    assert elements(ns, "postfix_sasl_bl_p64_v6") == {"2001:db8::": None}
+    assert elements(ns, "postfix_sasl_net_v6") == elements(ns, "postfix_sasl_bl_net_v6") == {}
+    enforcer.apply([], [ban("postfix-sasl", "2001:db8:0:7::/64", now)], now)
+    assert elements(ns, "postfix_sasl_p64_v6") == {}
+    assert enforcer.counts() == {"postfix-sasl": 1}
+
+
+def test_nested_bans_in_different_sets_are_lifted_one_by_one(net: Topology, now: float) -> None:
+    """A /128, its /64 and a /48 over them live in three sets; each set drops on its own, so
+    the attacker stays dropped until the last covering ban is lifted."""
+    srv = net.server_v6
+    host, p64, p48 = (
+        ban("postfix-sasl", n, now) for n in ("2001:db8::2/128", "2001:db8::/64", "2001:db8::/48")
+    )
+    with tcp_listener(net.server, [(srv, 25)]), remote(net.server, ENFORCER) as e:
+        e.setup([SMTP])
+        wait_until(lambda: tcp_connects(net.attacker, srv, 25), 10.0, "attacker reaches [::1]:25")
+        e.apply([host, p64, p48], [], now)
+        assert e.counts() == {"postfix-sasl": 3}
+        for lifted in (p64, host):
+            e.apply([], [lifted], now)
+            assert tcp_probe(net.attacker, srv, 25, timeout=1.0) == "TimeoutError"
+        e.apply([], [p48], now)
+        assert tcp_connects(net.attacker, srv, 25)
+        assert e.counts() == {"postfix-sasl": 0}
+
+
+def test_setup_and_restore_move_a_table_of_the_older_layout(ns: str, now: float) -> None:
+    """A table left by a version that held /64s as intervals: setup keeps the old element in
+    force (no window) and adds the /64 sets and rules; restore moves the ban to its hash set."""
+    ns_exec(
+        ns,
+        "nft",
+        "add table inet applianced;"
+        " add chain inet applianced input { type filter hook input priority -10; policy accept; };"
+        " add set inet applianced postfix_sasl_net_v6 { type ipv6_addr; flags interval,timeout; };"
+        " add element inet applianced postfix_sasl_net_v6 { 2001:db8::/64 timeout 1h };"
+        " add rule inet applianced input ip6 saddr @postfix_sasl_net_v6 tcp dport 25 drop",
+    )
+    with remote(ns, ENFORCER) as e:
+        e.setup([SMTP])
+        assert elements(ns, "postfix_sasl_net_v6").keys() == {"2001:db8::/64"}
+        rules = {json.dumps(r["expr"][0]["match"]) for r in table(ns)["rule"]}
+        assert any('"@postfix_sasl_p64_v6"' in r and "ffff:ffff:ffff:ffff::" in r for r in rules)
+        e.restore([ban("postfix-sasl", "2001:db8::/64", now)], now)
+        assert elements(ns, "postfix_sasl_net_v6") == {}
+        assert elements(ns, "postfix_sasl_p64_v6").keys() == {"2001:db8::"}
+
+
+def test_a_refused_restore_row_is_reported_and_the_rest_restored(now: float) -> None:
+    """restore sends halves of a refused batch until the bad row stands alone; every other row
+    reaches the kernel, the sets are flushed once, and the bad row is reported."""
+    rec = _Recording(refuse="Error: value too large", refuse_text="192.0.2.5")
+    e = NftablesEnforcer(nft=rec)
+    e.setup([SMTP])
+    rows = [Restored("postfix-sasl", f"192.0.2.{i}/32", now + 60) for i in range(1, 9)]
+    with pytest.raises(ElementsRefused) as info:
+        e.restore_rows(rows, now)
+    assert info.value.refused == (
+        Refused("postfix-sasl", "192.0.2.5/32", "Error: value too large"),
+    )
+    accepted = "".join(b for b in rec.batches if rec.refuse_text not in b)
+    assert all(f"192.0.2.{i} " in accepted for i in (1, 2, 3, 4, 6, 7, 8))
+    assert accepted.count("flush set inet applianced postfix_sasl_v4") == 1
+
+
+def test_a_kernel_refusing_everything_keeps_the_whole_batch(now: float) -> None:
+    """When the kernel refuses even an empty change (no permission, say), the batch is not
+    split: one EnforcementError for the whole, which the Appliance retries."""
+    rec = _Recording(refuse="Error: Operation not permitted")
+    e = NftablesEnforcer(nft=rec)
+    e.setup([SMTP])
+    bans = [ban("postfix-sasl", f"192.0.2.{i}/32", now) for i in range(1, 65)]
+    with pytest.raises(EnforcementError, match="Operation not permitted") as info:
+        e.apply(bans, [], now)
+    assert not isinstance(info.value, ElementsRefused)
+    assert len(rec.batches) == 2  # the batch and one empty probe
 
 
 # ---------------------------------------------------------------------------------------------
@@ -649,11 +826,12 @@ def test_prefix_set_forgets_clusters_the_kernel_expired() -> None:
 
 class _Recording:
     """A libnftables context with an empty ruleset that records the nft-syntax batches and
-    refuses them with ``refuse`` when set."""
+    refuses them with ``refuse`` when set (only those holding ``refuse_text``, when set)."""
 
-    def __init__(self, refuse: str = "") -> None:
+    def __init__(self, refuse: str = "", refuse_text: str = "") -> None:
         self.batches: list[str] = []
         self.refuse = refuse
+        self.refuse_text = refuse_text  # refuse only batches with this text (every one if "")
 
     def set_json_output(self, value: bool) -> bool:
         return True
@@ -666,7 +844,8 @@ class _Recording:
 
     def cmd(self, text: str) -> tuple[int, str, str]:
         self.batches.append(text)
-        return (1, "", self.refuse) if self.refuse else (0, "", "")
+        refused = self.refuse and self.refuse_text in text
+        return (1, "", self.refuse) if refused else (0, "", "")
 
 
 @pytest.mark.parametrize(
@@ -675,10 +854,10 @@ class _Recording:
      "2001:db8:0:1::/64", "::/0", "0.0.0.0/0"],
 )  # fmt: skip
 def test_text_keys_are_the_keys_of_the_network_objects(network: str) -> None:
-    """A network's canonical text gives the key its object gives (_host_text or _net)."""
+    """A network's canonical text gives the kind of set and the key its object gives."""
     n = ip_network(network)
-    key = nftmod._host_text(n) if n.prefixlen == n.max_prefixlen else _net(n)
-    assert nftmod._text_key(str(n)) == (n.version, key)
+    kind = nftmod._kind(n.version, n.prefixlen)
+    assert nftmod._text_key(str(n)) == (n.version, kind, nftmod._key(n))
 
 
 def test_bans_restored_from_rows_are_lifted_by_their_objects(now: float) -> None:
@@ -699,10 +878,11 @@ def test_bans_restored_from_rows_are_lifted_by_their_objects(now: float) -> None
     e.restore([*bans, ban("gone", "192.0.2.9/32", now)], now)
     restored = rec.batches[-1]
     assert "198.51.100.128/25" in restored and "192.0.2.9" not in restored
-    assert set().union(*(e._placed or {}).values()) == {"192.0.2.2", "192.0.2.3", "2001:db8::7"}
+    placed = {"192.0.2.2", "192.0.2.3", "2001:db8::7", "2001:db8:0:1::"}
+    assert set().union(*(e._placed or {}).values()) == placed
     e.apply([], bans, now)
     deletes = [line for line in rec.batches[-1].splitlines() if line.startswith("delete element")]
-    for host in ("192.0.2.2", "192.0.2.3", "2001:db8::7"):
+    for host in placed:
         assert any(line.endswith(f"{{ {host} }}") for line in deletes), host
     assert not any((e._placed or {}).values())
     assert not any(ps.pieces for ps in e._prefix_sets.values())
