@@ -66,6 +66,7 @@ class ListenerConf:
     max_connections: int = 512
     max_connections_per_sender: int = 32
     idle_timeout: float = 3600.0  # seconds without a byte before a TCP connection is closed
+    # TCP/TLS only: a datagram's source is unproven, a forger would spend the sender's budget.
     max_rate_per_sender: float = 10_000.0  # messages a second, token bucket
     max_burst_per_sender: int = 20_000  # messages above the rate a sender may send at once
     # Sockets. rcvbuf (UDP): the kernel's receive buffer in bytes, so that a burst, or the
