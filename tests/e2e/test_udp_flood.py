@@ -9,9 +9,9 @@ or a flood forging the real sender's own address, and between them the real send
 failures for 15 offenders, 3 each. The flood is bounded in count and never leaves the two
 namespaces, which are deleted whatever happens.
 
-The server namespace's reverse-path filter (rp_filter) is off, as a router's often is: with it
-on, the kernel drops the sources no route leads back to before the daemon sees them (the last
-test shows it).
+The server namespace's reverse-path filter (rp_filter) is set off, so that the forged sources
+reach the socket; with it strict, the kernel drops the sources no route leads back to before the
+daemon sees them (the last test shows it).
 """
 
 from __future__ import annotations
