@@ -194,7 +194,8 @@ def cmd_status(args: argparse.Namespace) -> None:
             f"received {rc['received']} messages; dropped: {rc['parse_errors']} "
             f"unparsable, {rc['frame_errors']} bad frames, {rc['oversize']} oversize, "
             f"{rc['refused_senders']} from refused senders, "
-            f"{rc.get('rate_limited', 0)} over the sender rate"
+            f"{rc.get('rate_limited', 0)} over the sender rate, "
+            f"{rc.get('udp_kernel_drops', 0)} by the kernel (UDP receive buffer full)"
         )
         console.print(
             f"no jail could match (not parsed): {rc.get('gated_unread', 0)} of programs no "

@@ -95,6 +95,12 @@ class ApplianceCollector:
             r.refused_senders,
         )
         yield _counter(
+            "applianced_udp_kernel_drops",
+            "Datagrams the kernel dropped on the UDP listeners' sockets, their receive buffer "
+            "(rcvbuf) full, before the daemon read them.",
+            r.udp_kernel_drops,
+        )
+        yield _counter(
             "applianced_tcp_connections", "Syslog TCP connections accepted.", r.connections
         )
         yield _counter(

@@ -5,7 +5,8 @@ print figures; they assert nothing.
 
 Sections (``--only`` runs one): filters (bench/filters.py, fail2ban-regex beside test-filter),
 ingest (bench/ingest.py), kernel (bench/kernel.py in-process, bench/live.py the real daemon,
-bench/f2b_live.py fail2ban-server measured the same way), memory (bench/memory.py). The kernel
+bench/f2b_live.py fail2ban-server measured the same way, bench/flood.py the real daemon under
+forged UDP floods), memory (bench/memory.py). The kernel
 sections run in a network namespace created here and deleted afterwards, so the host's own
 ruleset is never touched. Needs root (``ip netns``).
 """
@@ -206,6 +207,39 @@ def kernel(args: argparse.Namespace) -> list[Row]:
                     [r["one_more_ban_ms"][fill][kind] for r in inproc],
                     "ms",
                     "≤ 2x with no ban in place" if fill != "empty" else "",
+                )
+            )
+    return rows + flood_rows(
+        repeat("kernel (UDP floods)", args.runs, lambda: run_in_namespace("bench.flood"))
+    )
+
+
+def flood_rows(runs: list[dict[str, Any]]) -> list[Row]:
+    """The real sender's figures under bench/flood.py's forged UDP floods (issue 15, item 7)."""
+    rows = []
+    for case, what in (
+        ("none", "no flood"),
+        ("random", "100,000/s flood from random forged sources"),
+        ("forged", "100,000/s flood forging the sender's own address"),
+    ):
+        latency = [
+            r[case]["latency_ms"]["median"] if r[case]["latency_ms"] else float("inf") for r in runs
+        ]
+        rows.append(Row(f"UDP real sender, {what}: ban latency, median", latency, "ms"))
+        rows.append(
+            Row(
+                f"UDP real sender, {what}: failures lost",
+                [r[case]["loss_pct"] for r in runs],
+                "%",
+                "0" if case == "random" else "",
+            )
+        )
+        if case != "none":
+            rows.append(
+                Row(
+                    f"UDP {what}: rate the flood reached",
+                    [r[case]["flood_per_s"] for r in runs],
+                    "datagrams/s",
                 )
             )
     return rows

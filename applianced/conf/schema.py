@@ -71,6 +71,7 @@ class ListenerConf:
     handshake_timeout: float = 10.0
     first_frame_timeout: float = 30.0
     idle_timeout: float = 600.0
+    # TCP/TLS only: a datagram's source is unproven, a forger would spend the sender's budget.
     max_rate_per_sender: float = 10_000.0  # messages a second, token bucket
     max_burst_per_sender: int = 20_000  # messages above the rate a sender may send at once
     # Sockets. rcvbuf (UDP): the kernel's receive buffer in bytes, so that a burst, or the

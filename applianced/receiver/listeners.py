@@ -1,11 +1,13 @@
 """Twisted UDP, TCP and TLS listeners: bytes off the wire -> SyslogMessage -> one sink.
 
-Thin by design: check the sender against the listener's ``allowed_senders`` and limits
-(connections, per-sender rate: ``limits.py``; the descriptor budget; handshake, first-frame and
+Thin by design: check the sender against the listener's ``allowed_senders`` (``allowlist.py``:
+the same cost for every source, nothing kept per refused source) and limits (connections,
+per-sender rate on TCP/TLS: ``limits.py``; the descriptor budget; handshake, first-frame and
 idle deadlines; TLS peer checks: ``tls.py``), frame
 (TCP/TLS, RFC 6587), drop what no jail can match when given the routing gate (``gate``), parse
 (sans-io ``parse``, stamped with sender, transport and time of receipt), hand to the sink.
-Socket options: a large UDP receive buffer (``rcvbuf``) and SO_REUSEPORT (``reuse_port``).
+Socket options: a large UDP receive buffer (``rcvbuf``) and SO_REUSEPORT (``reuse_port``); what
+the kernel still drops on a full UDP buffer is counted (``kerneldrops.py``).
 ``Listeners`` opens, rebinds and reconfigures them on reload.
 Nothing raises out of ``datagramReceived``/``dataReceived``: bad input is counted, logged at a
 limited rate and dropped. Senders outside the allowlist are dropped and counted, never parsed;
@@ -37,6 +39,7 @@ from twisted.internet.interfaces import (
     IReactorTime,
 )
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
@@ -44,12 +47,13 @@ from zope.interface import implementer
 
 from applianced.conf.schema import ListenerConf
 from applianced.errors import ParseError
+from applianced.receiver.allowlist import Allowlist
 from applianced.receiver.framing import FrameError, Framer
+from applianced.receiver.kerneldrops import DROPS_EVERY, socket_drops
 from applianced.receiver.limits import ConnectionLimiter, RateLimiter, sender_key
 from applianced.receiver.message import SyslogMessage
 from applianced.receiver.parse import Dropped, Gate, parse, parse_routed
 from applianced.receiver.tls import ServerTLS, TLSFileError, refusal, server_context
-from applianced.rules.decision import IPNetwork
 
 __all__ = [
     "FD_RESERVE",
@@ -66,7 +70,7 @@ __all__ = [
 Sink = Callable[[SyslogMessage], None]
 log = Logger()
 
-_SENDER_CACHE_MAX = 4096
+_CANONICAL_CACHE = 4096  # canonical_host's answers; only allowed peers reach it
 # Read whole datagrams (the UDP maximum), so that an oversize one is seen and counted as such
 # rather than silently truncated to Twisted's default of 8192 bytes.
 _UDP_READ_SIZE = 65535
@@ -105,11 +109,20 @@ class ReceiverStats:
     # or holding none of the literals its jails' failregexes need.
     gated_unread: int = 0
     gated_no_literal: int = 0
+    # Datagrams the kernel dropped on the UDP listeners' sockets, their receive buffer full
+    # (rcvbuf), before the daemon could read them.
+    udp_kernel_drops: int = 0
 
 
 class _Edge:
     """What UDP and TCP share: the allowlist check, the routing gate, parse+stamp,
     rate-limited complaints.
+
+    The per-sender rate budget (``max_rate_per_sender``) holds on TCP and TLS only, where the
+    handshake proves the sender's address. A datagram's source is unproven: a budget on UDP
+    would let a flood forging an allowed sender's address spend it and drop that sender's own
+    messages, so UDP relies on ``allowed_senders``, the kernel's reverse-path filter
+    (rp_filter), the routing gate and a large receive buffer.
 
     The gate (``gate``, ``Engine.gate``): a message of the common RFC 3164 shape that no jail
     can match (no jail reads its program, or it holds none of their failregexes' literals) is
@@ -132,7 +145,7 @@ class _Edge:
         self._reference = (-1, datetime.fromtimestamp(0, UTC))  # (second, that second)
         self.udp = conf.transport == "udp"
         self.tls = conf.transport == "tls"
-        self._allowed: dict[str, bool] = {}
+        self.allowlist = Allowlist(conf.allowed_senders)
         self._last_complaint: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
         self.streams: set[_SyslogStream] = set()  # open TCP connections, for a reload
@@ -144,7 +157,7 @@ class _Edge:
         """A reload changed allowed_senders or max_message_size: apply it from the next
         message on; close the TCP connections of senders no longer allowed."""
         self.conf = conf
-        self._allowed.clear()
+        self.allowlist = Allowlist(conf.allowed_senders)
         if (conf.max_rate_per_sender, conf.max_burst_per_sender) != (
             self.rate.rate,
             self.rate.burst,
@@ -154,25 +167,22 @@ class _Edge:
         self.connections.max_per_sender = conf.max_connections_per_sender
         # A new connection_prefix_v6 counts new connections; the open ones keep their key.
         for stream in list(self.streams):
-            if not _in_networks(stream.host, conf.allowed_senders):
+            if stream.host not in self.allowlist:
                 self.stats.refused_senders += 1
                 stream.transport.loseConnection()  # type: ignore[union-attr]
 
     def allowed(self, host: str) -> bool:
-        known = self._allowed.get(host)
-        if known is None:
-            known = _in_networks(host, self.conf.allowed_senders)
-            if len(self._allowed) >= _SENDER_CACHE_MAX:
-                self._allowed.clear()
-            self._allowed[host] = known
-        if not known:
-            self.stats.refused_senders += 1
-            self.complain(
-                "sender",
-                "refused syslog from {sender}: not in allowed_senders of {listener}",
-                sender=host,
-            )
-        return known
+        """Whether ``host`` (as the socket reports it) is in allowed_senders; counted and
+        logged (rate-limited) when not."""
+        if host in self.allowlist:
+            return True
+        self.stats.refused_senders += 1
+        self.complain(
+            "sender",
+            "refused syslog from {sender}: not in allowed_senders of {listener}",
+            sender=host,
+        )
+        return False
 
     def admit(self, host: str, key: str) -> bool:
         """Whether one more connection from ``host`` (counted as ``key``) fits the descriptor
@@ -207,7 +217,7 @@ class _Edge:
 
     def deliver(self, data: bytes, host: str) -> None:
         now = self.clock.seconds()
-        if not self.rate.allow(host, now):
+        if not self.udp and not self.rate.allow(host, now):
             self.stats.rate_limited += 1
             self.complain(
                 "rate",
@@ -285,9 +295,9 @@ class SyslogUDP(DatagramProtocol):
         self.edge = _Edge(conf, sink, stats, clock, gate)
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
-        host = canonical_host(addr[0])
-        if not self.edge.allowed(host):
+        if not self.edge.allowed(addr[0]):
             return
+        host = canonical_host(addr[0])
         try:
             self.edge.deliver(datagram, host)
         except Exception:
@@ -429,9 +439,10 @@ class SyslogTCPFactory(Factory):
         self.edge = _Edge(conf, sink, stats, clock, gate)
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
-        host = canonical_host(getattr(addr, "host", ""))
-        if not self.edge.allowed(host):
+        peer = getattr(addr, "host", "")
+        if not self.edge.allowed(peer):
             return None
+        host = canonical_host(peer)
         key = sender_key(host, self.edge.conf.connection_prefix_v6)
         if not self.edge.admit(host, key):
             return None
@@ -513,7 +524,9 @@ class ListenerService(Service):
         self.port: IListeningPort | None = None
         self._edge: _Edge | None = None
         self._tls: ServerTLS | None = None  # the TLS listener's context holder (reload)
-        self._udp_socket: socket.socket | None = None  # the UDP listener's, for rcvbuf
+        self._udp_socket: socket.socket | None = None  # the UDP listener's: rcvbuf, drops
+        self._drops: LoopingCall | None = None  # looks at the UDP socket's kernel drops
+        self._drops_seen = 0  # the socket's drops already added to the stats
 
     @property
     def key(self) -> _SocketKey:
@@ -540,6 +553,10 @@ class ListenerService(Service):
                     port.maxPacketSize = _UDP_READ_SIZE
                 self._udp_socket = port.getHandle()
                 _set_rcvbuf(self._udp_socket, c.rcvbuf, str(self))
+                self._drops_seen = 0
+                self._drops = LoopingCall(self._count_drops)
+                self._drops.clock = self.reactor
+                self._drops.start(DROPS_EVERY, now=False)
                 self._edge = proto.edge
                 warning = open_udp_warning(c)
                 if warning:
@@ -600,8 +617,19 @@ class ListenerService(Service):
         if self._edge is not None:
             self._edge.reconfigure(conf)
 
+    def _count_drops(self) -> None:
+        """Add the kernel's drops on the UDP socket since the last look to the stats."""
+        drops = socket_drops(self._udp_socket) if self._udp_socket is not None else None
+        if drops is not None and drops > self._drops_seen:
+            self.stats.udp_kernel_drops += drops - self._drops_seen
+            self._drops_seen = drops
+
     def stopService(self) -> Deferred[None] | None:
         super().stopService()
+        if self._drops is not None:
+            self._drops.stop()
+            self._drops = None
+            self._count_drops()  # the last ones, before the socket goes
         port, self.port, self._udp_socket = self.port, None, None
         return port.stopListening() if port is not None else None
 
@@ -762,7 +790,7 @@ def _clash(old: ListenerConf, new: ListenerConf) -> bool:
     return (old.transport == "udp") == (new.transport == "udp") and old.port == new.port
 
 
-@functools.lru_cache(maxsize=_SENDER_CACHE_MAX)
+@functools.lru_cache(maxsize=_CANONICAL_CACHE)
 def canonical_host(host: str) -> str:
     """The peer address as messages carry it: without a zone index, and an IPv4 peer of a
     dual-stack socket (``::ffff:192.0.2.1``) as plain IPv4, so jail ``senders`` and the logs
@@ -774,13 +802,3 @@ def canonical_host(host: str) -> str:
     if address.version == 6 and address.ipv4_mapped is not None:
         return str(address.ipv4_mapped)
     return str(address)
-
-
-def _in_networks(host: str, networks: tuple[IPNetwork, ...]) -> bool:
-    try:
-        address = ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    if address.version == 6 and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address in net for net in networks)

@@ -173,28 +173,34 @@ def test_slow_loris_and_connect_loop_do_not_stop_other_senders(
 
 
 def test_per_sender_rate_drops_and_counts_the_excess(tmp_path: Path) -> None:
-    """At 5 messages/s with bursts of 10, 200 datagrams sent at once from one sender are cut
-    to about the burst, the rest counted as rate_limited; another sender is unaffected."""
+    """At 5 messages/s with bursts of 10, 200 messages sent at once over TCP from one sender
+    are cut to about the burst, the rest counted as rate_limited; another sender is
+    unaffected. Over UDP, where the source is unproven, the same 200 are all read."""
     d, port = start(tmp_path, rate=5, burst=10)
     try:
         sent = 200
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind(("127.0.0.2", 0))
-            for i in range(sent):
-                s.sendto(LINE.format(f"198.51.100.{i % 50}").encode(), ("127.0.0.1", port))
-        stats = wait_for(
-            "every datagram accounted for",
-            lambda: (r := d.receiver())["received"] + r["rate_limited"] >= sent and r,
-        )
+        with connect(port, "127.0.0.2") as s:
+            s.sendall(
+                b"".join(LINE.format(f"198.51.100.{i % 50}").encode() + b"\n" for i in range(sent))
+            )
+            stats = wait_for(
+                "every message accounted for",
+                lambda: (r := d.receiver())["received"] + r["rate_limited"] >= sent and r,
+            )
         assert stats["received"] + stats["rate_limited"] == sent
         assert 10 <= stats["received"] <= 60 and stats["rate_limited"] >= sent - 60
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind(("127.0.0.3", 0))
-            for _ in range(3):
-                s.sendto(LINE.format("203.0.113.40").encode(), ("127.0.0.1", port))
+        tcp_failures(port, "127.0.0.3", "203.0.113.40")
         wait_for("the other sender's ban", lambda: "203.0.113.40/32" in d.banned())
         rc, out, _ = d.ctl_rc("status")
         assert rc == 0 and "over the sender rate" in out
+
+        limited = d.receiver()["rate_limited"]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind(("127.0.0.4", 0))
+            for i in range(sent):
+                u.sendto(LINE.format(f"198.51.100.{i % 50}").encode(), ("127.0.0.1", port))
+        wait_for("every datagram read", lambda: d.receiver()["received_udp"] >= sent)
+        assert d.receiver()["rate_limited"] == limited
     finally:
         d.stop()
 

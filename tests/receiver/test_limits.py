@@ -114,18 +114,29 @@ def test_connection_limiter_total_and_per_sender() -> None:
 # -- listeners ------------------------------------------------------------------------------
 
 
-def test_udp_rate_limit_drops_and_counts_the_excess() -> None:
-    """Over the sender's rate, datagrams are dropped and counted; the clock refills."""
-    proto, sink, stats, clock = udp(max_rate_per_sender=100.0, max_burst_per_sender=10)
-    for _ in range(50):
-        proto.datagramReceived(LINE, ("127.0.0.1", 1))
+def test_tcp_rate_limit_drops_and_counts_the_excess() -> None:
+    """Over the sender's rate, messages are dropped and counted; the clock refills; two
+    connections of one sender share its bucket, another sender has its own."""
+    factory, sink, stats, clock = tcp(max_rate_per_sender=100.0, max_burst_per_sender=10)
+    first, second, other = (connect(factory, h) for h in ("127.0.0.1", "127.0.0.1", "127.0.0.2"))
+    assert first and second and other
+    first[0].dataReceived((LINE + b"\n") * 30)
+    second[0].dataReceived((LINE + b"\n") * 20)
     assert (len(sink), stats.rate_limited, stats.received) == (10, 40, 10)
-    proto.datagramReceived(LINE, ("127.0.0.2", 1))  # another sender: its own bucket
+    other[0].dataReceived(LINE + b"\n")
     assert len(sink) == 11
     clock.advance(0.05)  # 5 tokens
-    for _ in range(10):
-        proto.datagramReceived(LINE, ("127.0.0.1", 1))
+    first[0].dataReceived((LINE + b"\n") * 10)
     assert (len(sink), stats.rate_limited) == (16, 45)
+
+
+def test_udp_has_no_per_sender_rate() -> None:
+    """On UDP the source is unproven: max_rate_per_sender does not apply (a flood forging the
+    sender's address would spend its budget; tests/receiver/test_udp_edge.py)."""
+    proto, sink, stats, _ = udp(max_rate_per_sender=1.0, max_burst_per_sender=1)
+    for _ in range(50):
+        proto.datagramReceived(LINE, ("127.0.0.1", 1))
+    assert (len(sink), stats.rate_limited) == (50, 0)
 
 
 def test_tcp_rate_limit_counts_frames_not_reads() -> None:
@@ -213,13 +224,13 @@ def test_connection_lost_cancels_the_idle_timer() -> None:
 
 def test_reconfigure_applies_new_limits() -> None:
     """A reload's new rate and caps apply to the bound listener."""
-    proto, sink, stats, _ = udp(max_rate_per_sender=1.0, max_burst_per_sender=1)
-    proto.datagramReceived(LINE, ("127.0.0.1", 1))
-    proto.datagramReceived(LINE, ("127.0.0.1", 1))
+    factory, sink, stats, _ = tcp(max_rate_per_sender=1.0, max_burst_per_sender=1)
+    got = connect(factory)
+    assert got is not None
+    got[0].dataReceived((LINE + b"\n") * 2)
     assert stats.rate_limited == 1
-    proto.edge.reconfigure(conf(max_rate_per_sender=0.0))
-    for _ in range(100):
-        proto.datagramReceived(LINE, ("127.0.0.1", 1))
+    factory.edge.reconfigure(conf(transport="tcp", max_rate_per_sender=0.0))
+    got[0].dataReceived((LINE + b"\n") * 100)
     assert len(sink) == 101
 
 
@@ -363,9 +374,15 @@ def test_limit_counters_reach_status_and_prometheus(tmp_path: Path) -> None:
 
     app, clock, _ = start(tmp_path)
     stats = app.receiver_stats
-    u = SyslogUDP(conf(max_rate_per_sender=1.0, max_burst_per_sender=2), app.receive, stats, clock)
-    for _ in range(5):
-        u.datagramReceived(LINE, ("127.0.0.1", 1))
+    limited = SyslogTCPFactory(
+        conf(transport="tcp", max_rate_per_sender=1.0, max_burst_per_sender=2),
+        app.receive,
+        stats,
+        clock,
+    ).buildProtocol(IPv4Address("TCP", "127.0.0.9", 1))
+    assert limited is not None
+    limited.makeConnection(StringTransport())
+    limited.dataReceived((LINE + b"\n") * 5)
     t = SyslogTCPFactory(
         conf(transport="tcp", max_connections=2, max_connections_per_sender=1, idle_timeout=5.0),
         app.receive,
@@ -384,14 +401,14 @@ def test_limit_counters_reach_status_and_prometheus(tmp_path: Path) -> None:
     receiver = app.status()["receiver"]
     assert receiver["rate_limited"] == 3 and receiver["idle_timeouts"] == 2
     assert receiver["refused_connections_sender"] == 1
-    # StringTransport never calls connectionLost: both still count as open.
-    assert receiver["refused_connections_total"] == 1 and receiver["open_connections"] == 2
+    # StringTransport never calls connectionLost: all three still count as open.
+    assert receiver["refused_connections_total"] == 1 and receiver["open_connections"] == 3
     s = scrape(app)
     assert value(s, "applianced_rate_limited_messages_total") == 3
     assert value(s, "applianced_refused_connections_total", limit="total") == 1
     assert value(s, "applianced_refused_connections_total", limit="sender") == 1
     assert value(s, "applianced_idle_timeouts_total") == 2
-    assert value(s, "applianced_open_connections") == 2
+    assert value(s, "applianced_open_connections") == 3
 
 
 def test_peer_addresses_are_canonical() -> None:
