@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from ipaddress import ip_address, ip_network
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -35,6 +34,8 @@ from applianced.errors import ApplianceError, EnforcementError, StoreError
 from applianced.latency import LatencyHistogram
 from applianced.receiver.listeners import ReceiverStats
 from applianced.receiver.message import SyslogMessage
+from applianced.rules import addresses
+from applianced.rules.addresses import network_of
 from applianced.rules.decision import (
     Ban,
     BanDecision,
@@ -45,7 +46,7 @@ from applianced.rules.decision import (
     Offence,
 )
 from applianced.rules.engine import CountedFailure, Engine
-from applianced.rules.jail import Jail, decide, jail_filter, network_of
+from applianced.rules.jail import Jail, decide, jail_filter
 from applianced.rules.offenders import BanRow, OffenderStore, ban_from_row
 from applianced.units import format_duration
 
@@ -752,22 +753,21 @@ def _gc_paused() -> Iterator[None]:
 
 
 def parse_address(text: str) -> IPAddress:
+    """The canonical address in an operator's ``text`` (rules/addresses.py)."""
     try:
-        address = ip_address(text.strip())
-    except ValueError:
-        raise RequestError(f"{text!r} is not an IPv4 or IPv6 address") from None
-    if address.version == 6 and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
+        return addresses.parse_address(text)
+    except ValueError as e:
+        raise RequestError(str(e)) from None
 
 
 def parse_target(text: str, ipv6_prefix: int) -> IPNetwork:
-    """An address (IPv6 widened to the jail's prefix) or an explicit CIDR."""
+    """An address (IPv6 widened to the jail's prefix where that is safe, see
+    rules/addresses.py) or an explicit CIDR, in canonical form."""
     if "/" in text:
         try:
-            return ip_network(text.strip(), strict=False)
-        except ValueError:
-            raise RequestError(f"{text!r} is not an address or CIDR network") from None
+            return addresses.parse_network(text)
+        except ValueError as e:
+            raise RequestError(str(e)) from None
     return network_of(parse_address(text), ipv6_prefix)
 
 

@@ -459,3 +459,27 @@ def test_a_refused_row_restore_is_kept_for_retry(tmp_path: Path) -> None:
     assert "restore 2 bans: boom" in health["last_error"]
     clock.advance(1.0)
     assert set(enforcer.bans) == set(app.active) and app.status()["health"]["unapplied"] == 0
+
+
+def test_a_nat64_offender_is_banned_alone_from_a_log_line_and_by_hand(tmp_path: Path) -> None:
+    """64:ff9b::198.51.100.200 is one IPv4 host behind a NAT64 translator: its /64 would
+    cover every IPv4 host behind it, so the ban is the address itself."""
+    app, clock, enforcer = start(tmp_path)
+    attack(app, clock, "64:ff9b::198.51.100.200")
+    assert list(enforcer.bans) == [("sshd", ip_network("64:ff9b::c633:64c8/128"))]
+    manual = app.ban("sshd", "64:ff9b::198.51.100.201")
+    assert manual.network == ip_network("64:ff9b::c633:64c9/128")
+    why = app.why("64:ff9b::198.51.100.202")
+    assert why["jails"]["sshd"]["active_ban"] is None
+
+
+def test_an_ipv4_mapped_offender_is_its_ipv4_address_everywhere(tmp_path: Path) -> None:
+    """A log line, a manual ban and an ignore entry written ::ffff:a.b.c.d all mean a.b.c.d."""
+    conf = config(tmp_path, jail_conf(ignoreip=(ip_network("198.51.100.201/32"),)))
+    app, clock, enforcer = start(tmp_path, conf)
+    attack(app, clock, "::ffff:198.51.100.201")
+    assert not enforcer.bans
+    attack(app, clock, "::ffff:198.51.100.7")
+    assert list(enforcer.bans) == [("sshd", ip_network("198.51.100.7/32"))]
+    with pytest.raises(RequestError, match="protected"):
+        app.ban("sshd", "::ffff:198.51.100.201/128")
