@@ -1,6 +1,7 @@
 """Durations as operators write them (``600``, ``10m``, ``1h``, ``1d``, ``1w``) and back.
 
-Shared by the config loader and the CLI. Seconds are floats everywhere inside the program.
+Shared by the config loader, the control socket and the CLI. Seconds are floats everywhere
+inside the program.
 """
 
 from __future__ import annotations

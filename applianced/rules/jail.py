@@ -74,15 +74,12 @@ def decide(conf: JailConf, offence: Offence, prior: int, jitter: float = 0.0) ->
         kind = BanKind.BLACKLIST
     else:
         inc = conf.bantime_increment
-        duration = min(
-            MAX_BAN_SECONDS,
-            jitter
-            + (
-                ban_duration(conf.bantime, inc.factor, prior, inc.maxtime)
-                if inc.enabled
-                else conf.bantime
-            ),
+        grown = (
+            ban_duration(conf.bantime, inc.factor, prior, inc.maxtime)
+            if inc.enabled
+            else conf.bantime
         )
+        duration = min(grown + jitter, MAX_BAN_SECONDS)
         kind = BanKind.AUTO
     return BanDecision(
         jail=offence.jail,
