@@ -48,7 +48,7 @@ from applianced.rules.decision import (
 from applianced.rules.engine import CountedFailure, Engine
 from applianced.rules.jail import Jail, decide, jail_filter
 from applianced.rules.offenders import BanRow, OffenderStore, ban_from_row
-from applianced.units import format_duration
+from applianced.units import MAX_BAN_SECONDS, format_duration
 
 __all__ = ["Appliance", "RequestError", "ban_json", "parse_address", "parse_target"]
 
@@ -148,7 +148,7 @@ class Appliance:
             self.store.end_bans(due, now, "expired")
             log.info("{count} bans expired while the appliance was down", count=len(due))
         rows = [r for r in self.store.active_rows(now) if r[0] in self.engine.jails]
-        active = self._restore(rows, now)
+        active = self._restore(_within_limit(rows, now), now)
         log.info(
             "restored {count} active bans into the {backend} backend",
             count=len(active),
@@ -750,6 +750,19 @@ def _gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+def _within_limit(rows: list[BanRow], now: float) -> list[BanRow]:
+    """``rows`` with every ban that ends beyond what the kernel takes (stored before durations
+    were bounded: 166 weeks, or endless from a JSON ``Infinity``) ending at the limit, from
+    ``now``; the store keeps what it holds."""
+    limit = now + MAX_BAN_SECONDS
+    return [
+        (jail, net, started, limit, kind, count)
+        if ends is not None and ends > limit
+        else (jail, net, started, ends, kind, count)
+        for jail, net, started, ends, kind, count in rows
+    ]
 
 
 def parse_address(text: str) -> IPAddress:

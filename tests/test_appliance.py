@@ -24,9 +24,10 @@ from applianced.conf.schema import Config, EnforcementConf
 from applianced.enforcement.base import Restored
 from applianced.enforcement.memory import MemoryEnforcer
 from applianced.errors import EnforcementError
-from applianced.rules.decision import Ban, BanKind, IPAddress
+from applianced.rules.decision import Ban, BanDecision, BanKind, IPAddress
 from applianced.rules.offenders import SqliteOffenderStore
-from tests.helpers import config, jail_conf, message, ssh_failure
+from applianced.units import MAX_BAN_SECONDS
+from tests.helpers import config, jail_conf, message, record, ssh_failure
 
 T0 = 1_800_000_000.0
 
@@ -483,3 +484,25 @@ def test_an_ipv4_mapped_offender_is_its_ipv4_address_everywhere(tmp_path: Path) 
     assert list(enforcer.bans) == [("sshd", ip_network("198.51.100.7/32"))]
     with pytest.raises(RequestError, match="protected"):
         app.ban("sshd", "::ffff:198.51.100.201/128")
+
+
+def test_stored_bans_beyond_the_kernels_limit_are_restored_at_the_limit(tmp_path: Path) -> None:
+    """A store written before durations were bounded may hold a 166-week ban, or an endless
+    one from ``"duration": Infinity``: nft refuses such an element, so the restored ban ends
+    MAX_BAN_SECONDS from the restart, in the kernel and in the daemon alike."""
+    store = SqliteOffenderStore(tmp_path / "offenders.sqlite")
+    long_ones = {"198.51.100.1/32": 166 * 604800.0, "198.51.100.2/32": float("inf")}
+    decisions = [
+        BanDecision("sshd", ip_network(n), d, BanKind.MANUAL, 1, T0 - 60)
+        for n, d in long_ones.items()
+    ]
+    decisions.append(BanDecision("sshd", ip_network("198.51.100.3/32"), 600.0, BanKind.AUTO, 1, T0))
+    record(store, decisions)
+    store.close()
+    app, clock, enforcer = start(tmp_path)
+    ends = {str(n): b.expires_at for (_, n), b in enforcer.bans.items()}
+    limit = T0 + MAX_BAN_SECONDS
+    assert ends == {"198.51.100.1/32": limit, "198.51.100.2/32": limit, "198.51.100.3/32": T0 + 600}
+    assert {str(b.network): b.expires_at for b in app.banned()} == ends
+    clock.advance(MAX_BAN_SECONDS)
+    assert enforcer.bans == {}
