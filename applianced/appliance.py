@@ -19,7 +19,7 @@ import random
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -474,7 +474,10 @@ class Appliance:
             if current is not None and current.started_at == ban.started_at:
                 lifted.append(self.active.pop(key))
         fresh = []
+        limit = self.clock.seconds() + MAX_BAN_SECONDS  # an appliance of an earlier version
         for ban in bans:
+            if ban.expires_at is not None and ban.expires_at > limit:
+                ban = replace(ban, expires_at=limit)
             key = (ban.jail, ban.network)
             current = self.active.get(key)
             if ban.jail not in self.engine.jails or (

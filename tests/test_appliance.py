@@ -506,3 +506,13 @@ def test_stored_bans_beyond_the_kernels_limit_are_restored_at_the_limit(tmp_path
     assert {str(b.network): b.expires_at for b in app.banned()} == ends
     clock.advance(MAX_BAN_SECONDS)
     assert enforcer.bans == {}
+
+
+def test_a_ban_from_the_cluster_beyond_the_kernels_limit_ends_at_the_limit(tmp_path: Path) -> None:
+    """Another appliance of an earlier version may share a 166-week ban: it is enforced to the
+    limit, like a restored one."""
+    app, _, enforcer = start(tmp_path)
+    net = ip_network("198.51.100.4/32")
+    app.adopt([Ban("sshd", net, T0, T0 + 166 * 604800.0, BanKind.MANUAL, 1)], [])
+    assert enforcer.bans[("sshd", net)].expires_at == T0 + MAX_BAN_SECONDS
+    assert app.banned()[0].expires_at == T0 + MAX_BAN_SECONDS
