@@ -537,7 +537,9 @@ def _read(reader: _Reader, m: MatchLike) -> Match | None:
     prefix = None
     if reader.prefix is not None and (plen := m.group(reader.prefix)) is not None:
         prefix = int(plen)
-        if address is None or prefix > address.max_prefixlen:
+        if address is not None and address.version == 4 and ":" in host:
+            prefix -= 96  # ::ffff:203.0.113.0/120 is 203.0.113.0/24
+        if address is None or not 0 <= prefix <= address.max_prefixlen:
             return None
     user = None if reader.user is None else m.group(reader.user)
     fields: Mapping[str, str] = _NO_FIELDS
