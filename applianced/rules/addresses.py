@@ -3,7 +3,7 @@
 Pure. Every place where an address enters the program calls it: the config loader (ignoreip,
 allowed_senders, senders), the control socket (ban, unban, blacklist, why), the filters (a
 ``<HOST>`` capture), hostname lookups, the cluster's shared bans and failures, and the
-listeners' sender check. So a rule, a protection check and the kernel all see one form:
+``whitelist`` config edit. So a rule, a protection check and the kernel all see one form:
 
 - an IPv4-mapped IPv6 address (``::ffff:192.0.2.1``) is the IPv4 address it carries, and an
   IPv4-mapped network (``::ffff:192.0.2.0/120``) the IPv4 network (``192.0.2.0/24``);
