@@ -19,8 +19,7 @@ import random
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
-from ipaddress import ip_address, ip_network
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -41,6 +40,8 @@ from applianced.errors import ApplianceError, EnforcementError, StoreError
 from applianced.latency import LatencyHistogram
 from applianced.receiver.listeners import ReceiverStats
 from applianced.receiver.message import SyslogMessage
+from applianced.rules import addresses
+from applianced.rules.addresses import network_of
 from applianced.rules.decision import (
     Ban,
     BanDecision,
@@ -51,9 +52,9 @@ from applianced.rules.decision import (
     Offence,
 )
 from applianced.rules.engine import CountedFailure, Engine
-from applianced.rules.jail import Jail, decide, jail_filter, network_of
+from applianced.rules.jail import Jail, decide, jail_filter
 from applianced.rules.offenders import BanRow, OffenderStore, ban_from_row
-from applianced.units import format_duration
+from applianced.units import MAX_BAN_SECONDS, format_duration
 
 __all__ = ["Appliance", "RequestError", "ban_json", "parse_address", "parse_target"]
 
@@ -154,7 +155,7 @@ class Appliance:
             self.store.end_bans(due, now, "expired")
             log.info("{count} bans expired while the appliance was down", count=len(due))
         rows = [r for r in self.store.active_rows(now) if r[0] in self.engine.jails]
-        active = self._restore(rows, now)
+        active = self._restore(_within_limit(rows, now), now)
         log.info(
             "restored {count} active bans into the {backend} backend",
             count=len(active),
@@ -503,7 +504,10 @@ class Appliance:
             if current is not None and current.started_at == ban.started_at:
                 lifted.append(self.active.pop(key))
         fresh = []
+        limit = self.clock.seconds() + MAX_BAN_SECONDS  # an appliance of an earlier version
         for ban in bans:
+            if ban.expires_at is not None and ban.expires_at > limit:
+                ban = replace(ban, expires_at=limit)
             key = (ban.jail, ban.network)
             current = self.active.get(key)
             if ban.jail not in self.engine.jails or (
@@ -782,23 +786,35 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+def _within_limit(rows: list[BanRow], now: float) -> list[BanRow]:
+    """``rows`` with every ban that ends beyond what the kernel takes (stored before durations
+    were bounded: 166 weeks, or endless from a JSON ``Infinity``) ending at the limit, from
+    ``now``; the store keeps what it holds."""
+    limit = now + MAX_BAN_SECONDS
+    return [
+        (jail, net, started, limit, kind, count)
+        if ends is not None and ends > limit
+        else (jail, net, started, ends, kind, count)
+        for jail, net, started, ends, kind, count in rows
+    ]
+
+
 def parse_address(text: str) -> IPAddress:
+    """The canonical address in an operator's ``text`` (rules/addresses.py)."""
     try:
-        address = ip_address(text.strip())
-    except ValueError:
-        raise RequestError(f"{text!r} is not an IPv4 or IPv6 address") from None
-    if address.version == 6 and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
+        return addresses.parse_address(text)
+    except ValueError as e:
+        raise RequestError(str(e)) from None
 
 
 def parse_target(text: str, ipv6_prefix: int) -> IPNetwork:
-    """An address (IPv6 widened to the jail's prefix) or an explicit CIDR."""
+    """An address (IPv6 widened to the jail's prefix where that is safe, see
+    rules/addresses.py) or an explicit CIDR, in canonical form."""
     if "/" in text:
         try:
-            return ip_network(text.strip(), strict=False)
-        except ValueError:
-            raise RequestError(f"{text!r} is not an address or CIDR network") from None
+            return addresses.parse_network(text)
+        except ValueError as e:
+            raise RequestError(str(e)) from None
     return network_of(parse_address(text), ipv6_prefix)
 
 

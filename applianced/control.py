@@ -2,6 +2,7 @@
 
 Each request is one line ``{"verb": "...", "args": {...}}``; each answer one line
 ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "what went wrong and what to do"}``.
+Each verb's arguments are checked by name and type before the Appliance sees them.
 Access control is the socket file's mode (0660) and its directory's; ``cli.py`` is the client.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -19,7 +21,7 @@ from twisted.python.failure import Failure
 
 from applianced.appliance import Appliance, ban_json
 from applianced.errors import ApplianceError
-from applianced.units import parse_duration
+from applianced.units import parse_ban_duration
 
 __all__ = ["ControlFactory", "Dispatcher"]
 
@@ -28,6 +30,69 @@ log = Logger()
 Handler = Callable[[dict[str, Any]], Any]
 # Runs a blocking call in a worker thread (the service: Twisted's reactor thread pool).
 InThread = Callable[[Callable[[], Any]], Deferred[Any]]
+
+_PERMANENT = "use `appliancectl blacklist add JAIL ADDR` (the verb blacklist_add)"
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise TypeError("a non-empty string")
+    return value
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError("true or false")
+    return value
+
+
+def _duration(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise TypeError('seconds or a duration such as "10m", "1h", "1d", "1w"')
+    seconds = parse_ban_duration(value, _PERMANENT)
+    if seconds <= 0:
+        raise ValueError(f"{value!r}: a ban lasts more than 0 seconds")
+    return seconds
+
+
+# Every argument a verb may take, and how it is checked and converted: a TypeError names what
+# the value must be, a ValueError what is wrong with it.
+_FIELDS: dict[str, Callable[[Any], Any]] = {
+    "jail": _text,
+    "target": _text,
+    "local": _flag,
+    "duration": _duration,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Verb:
+    handler: Handler
+    required: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
+
+    def arguments(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        """``args`` checked against the fields the verb takes, converted (a duration to
+        seconds); absent or null optional fields are left out. ValueError says what is wrong."""
+        allowed = (*self.required, *self.optional)
+        for key in args:
+            if key not in allowed:
+                takes = ", ".join(allowed) or "no arguments"
+                raise ValueError(f"{name}: unknown argument {key!r}; {name} takes: {takes}")
+        out = {}
+        for key in allowed:
+            value = args.get(key)
+            if value is None:
+                if key in self.required:
+                    raise ValueError(f"{name}: missing argument {key!r}")
+                continue
+            try:
+                out[key] = _FIELDS[key](value)
+            except TypeError as e:
+                raise ValueError(f"{name}: {key!r} must be {e}, not {value!r}") from None
+            except ValueError as e:
+                raise ValueError(f"{name}: {key!r}: {e}") from None
+        return out
 
 
 class Dispatcher:
@@ -41,33 +106,39 @@ class Dispatcher:
     ) -> None:
         self.appliance = appliance
         self.in_thread = in_thread
-        self.verbs: dict[str, Handler] = {
-            "ping": lambda a: "pong",
-            "status": self.status,
-            "banned": self.banned,
-            "ban": self.ban,
-            "unban": self.unban,
-            "blacklist_add": self.blacklist_add,
-            "blacklist_remove": self.blacklist_remove,
-            "blacklist_list": self.blacklist_list,
-            "why": lambda a: appliance.why(_str(a, "target")),
-            "flush": lambda a: [ban_json(b, self._now()) for b in appliance.flush(a.get("jail"))],
+        jail, target = ("jail",), ("target",)
+        self.verbs: dict[str, _Verb] = {
+            "ping": _Verb(lambda a: "pong"),
+            "status": _Verb(self.status, optional=jail),
+            "banned": _Verb(self.banned, optional=jail),
+            "ban": _Verb(self.ban, ("jail", "target"), ("duration", "local")),
+            "unban": _Verb(self.unban, target, ("jail", "local")),
+            "blacklist_add": _Verb(self.blacklist_add, ("jail", "target")),
+            "blacklist_remove": _Verb(self.blacklist_remove, target, jail),
+            "blacklist_list": _Verb(self.blacklist_list, optional=jail),
+            "why": _Verb(lambda a: appliance.why(a["target"]), target),
+            "flush": _Verb(
+                lambda a: [ban_json(b, self._now()) for b in appliance.flush(a.get("jail"))],
+                optional=jail,
+            ),
         }
         if reload is not None:
-            self.verbs["reload"] = lambda a: reload()
-        self.verbs["notify_test"] = self.notify_test
+            self.verbs["reload"] = _Verb(lambda a: reload())
+        self.verbs["notify_test"] = _Verb(self.notify_test)
 
     def handle(self, request: Any) -> dict[str, Any] | Deferred[dict[str, Any]]:
         if not isinstance(request, dict) or not isinstance(request.get("verb"), str):
             return {"ok": False, "error": 'a request is {"verb": "...", "args": {...}}'}
-        handler = self.verbs.get(request["verb"])
-        if handler is None:
+        verb = self.verbs.get(request["verb"])
+        if verb is None:
             return {"ok": False, "error": f"unknown verb {request['verb']!r}"}
-        args = request.get("args") or {}
+        args = request.get("args")
+        if args is None:
+            args = {}
         if not isinstance(args, dict):
             return {"ok": False, "error": "args must be an object"}
         try:
-            result = handler(args)
+            result = verb.handler(verb.arguments(request["verb"], args))
         except (ApplianceError, ValueError) as e:
             return {"ok": False, "error": str(e)}
         if isinstance(result, Deferred):  # a verb that waits (notify_test): answer later
@@ -107,36 +178,26 @@ class Dispatcher:
         return [ban_json(b, self._now()) for b in self.appliance.banned(jail)]
 
     def ban(self, args: dict[str, Any]) -> dict[str, Any]:
-        duration = args.get("duration")
-        seconds = parse_duration(duration) if duration is not None else None
-        if seconds is not None and seconds <= 0:
-            raise ValueError("a ban lasts more than 0 seconds")
-        local = bool(args.get("local"))
-        ban = self.appliance.ban(_str(args, "jail"), _str(args, "target"), seconds, local=local)
+        ban = self.appliance.ban(
+            args["jail"], args["target"], args.get("duration"), local=args.get("local", False)
+        )
         return ban_json(ban, self._now())
 
     def unban(self, args: dict[str, Any]) -> list[dict[str, Any]]:
-        local = bool(args.get("local"))
-        bans = self.appliance.unban(_str(args, "target"), args.get("jail"), local=local)
+        local = args.get("local", False)
+        bans = self.appliance.unban(args["target"], args.get("jail"), local=local)
         return [ban_json(b, self._now()) for b in bans]
 
     def blacklist_add(self, args: dict[str, Any]) -> dict[str, Any]:
-        ban = self.appliance.ban(_str(args, "jail"), _str(args, "target"), permanent=True)
+        ban = self.appliance.ban(args["jail"], args["target"], permanent=True)
         return ban_json(ban, self._now())
 
     def blacklist_remove(self, args: dict[str, Any]) -> list[dict[str, Any]]:
-        bans = self.appliance.unban(_str(args, "target"), args.get("jail"), permanent_only=True)
+        bans = self.appliance.unban(args["target"], args.get("jail"), permanent_only=True)
         return [ban_json(b, self._now()) for b in bans]
 
     def blacklist_list(self, args: dict[str, Any]) -> list[dict[str, Any]]:
         return [b for b in self.banned(args) if b["expires_at"] is None]
-
-
-def _str(args: dict[str, Any], key: str) -> str:
-    value = args.get(key)
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"missing argument {key!r}")
-    return value
 
 
 class _ControlProtocol(LineOnlyReceiver):

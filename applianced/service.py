@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
-from ipaddress import ip_address, ip_network
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from applianced.enforcement.whois import WhoisClient, tcp_query
 from applianced.errors import ApplianceError, ConfigError
 from applianced.logs import FORMATS, log_observer
 from applianced.receiver.listeners import Listeners, ListenerService, ReceiverStats
+from applianced.rules.addresses import parse_address
 from applianced.rules.decision import IPAddress, IPNetwork
 from applianced.rules.offenders import SqliteOffenderStore
 from applianced.sdnotify import SdNotifier, Supervisor, status_line, watchdog_interval
@@ -232,7 +233,7 @@ def resolve(host: str) -> Deferred[Sequence[IPAddress]]:
 
     def lookup() -> Sequence[IPAddress]:
         infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-        return list(dict.fromkeys(ip_address(str(info[4][0])) for info in infos))
+        return list(dict.fromkeys(parse_address(str(info[4][0])) for info in infos))
 
     return deferToThread(lookup)
 

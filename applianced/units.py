@@ -1,13 +1,15 @@
 """Durations as operators write them (``600``, ``10m``, ``1h``, ``1d``, ``1w``) and back.
 
-Shared by the config loader and the CLI. Seconds are floats everywhere inside the program.
+Shared by the config loader, the control socket and the CLI. Seconds are floats everywhere
+inside the program.
 """
 
 from __future__ import annotations
 
+import math
 import re
 
-__all__ = ["MAX_BAN_SECONDS", "format_duration", "parse_duration"]
+__all__ = ["MAX_BAN_SECONDS", "format_duration", "parse_ban_duration", "parse_duration"]
 
 # The longest ban that is not permanent: nftables (1.0.6, Debian 12) refuses an element timeout
 # above 99,999,999 s ("value too large"; measured in a namespace), about 165 weeks. A longer
@@ -23,14 +25,40 @@ def parse_duration(text: str | int | float) -> float:
     """Seconds in ``text``: a number of seconds, or a number with a unit s/m/h/d/w.
 
     Combinations such as ``1h30m`` are accepted. Raises ValueError with a message that says
-    what is allowed.
+    what is allowed: for anything else (a bool, a list, ...), for a negative number, and for
+    infinity or NaN (TOML's ``inf``/``nan``, JSON's ``Infinity``, or digits beyond a float).
     """
-    if isinstance(text, bool):
-        raise ValueError(f"{text!r} is not a duration; use seconds or 10m, 1h, 1d, 1w")
-    if isinstance(text, int | float):
-        if text < 0:
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        try:
+            seconds = float(text)
+        except OverflowError:  # an int beyond any float: out of bounds whatever its sign
+            seconds = math.inf
+        if seconds < 0:
             raise ValueError(f"{text} is negative; use 0 or more seconds, or 10m, 1h, 1d, 1w")
-        return float(text)
+    elif isinstance(text, str):
+        seconds = _parse_text(text)
+    else:
+        raise ValueError(f"{text!r} is not a duration; use seconds or 10m, 1h, 1d, 1w")
+    if not math.isfinite(seconds):
+        raise ValueError(f"{text!r} is not a finite duration; use seconds or 10m, 1h, 1d, 1w")
+    return seconds
+
+
+def parse_ban_duration(text: str | int | float, permanent: str) -> float:
+    """Seconds of a ban in ``text`` (as ``parse_duration``), refused beyond MAX_BAN_SECONDS.
+    ``permanent`` tells the operator how to ask for a permanent ban where the value was
+    written (the config, the CLI)."""
+    seconds = parse_duration(text)
+    if seconds > MAX_BAN_SECONDS:
+        raise ValueError(
+            f"{text!r} is longer than the longest ban nftables takes, "
+            f"{MAX_BAN_SECONDS:,.0f} s ({format_duration(MAX_BAN_SECONDS)}); "
+            f"for a permanent ban {permanent}"
+        )
+    return seconds
+
+
+def _parse_text(text: str) -> float:
     s = text.strip().lower()
     total = 0.0
     pos = 0

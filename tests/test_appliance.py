@@ -24,9 +24,10 @@ from applianced.conf.schema import Config, EnforcementConf
 from applianced.enforcement.base import ElementsRefused, Refused, Restored
 from applianced.enforcement.memory import MemoryEnforcer
 from applianced.errors import EnforcementError
-from applianced.rules.decision import Ban, BanKind, IPAddress
+from applianced.rules.decision import Ban, BanDecision, BanKind, IPAddress
 from applianced.rules.offenders import SqliteOffenderStore
-from tests.helpers import config, jail_conf, message, ssh_failure
+from applianced.units import MAX_BAN_SECONDS
+from tests.helpers import config, jail_conf, message, record, ssh_failure
 
 T0 = 1_800_000_000.0
 
@@ -503,3 +504,59 @@ def test_a_refused_row_restore_is_kept_for_retry(tmp_path: Path) -> None:
     assert "restore 2 bans: boom" in health["last_error"]
     clock.advance(1.0)
     assert set(enforcer.bans) == set(app.active) and app.status()["health"]["unapplied"] == 0
+
+
+def test_a_nat64_offender_is_banned_alone_from_a_log_line_and_by_hand(tmp_path: Path) -> None:
+    """64:ff9b::198.51.100.200 is one IPv4 host behind a NAT64 translator: its /64 would
+    cover every IPv4 host behind it, so the ban is the address itself."""
+    app, clock, enforcer = start(tmp_path)
+    attack(app, clock, "64:ff9b::198.51.100.200")
+    assert list(enforcer.bans) == [("sshd", ip_network("64:ff9b::c633:64c8/128"))]
+    manual = app.ban("sshd", "64:ff9b::198.51.100.201")
+    assert manual.network == ip_network("64:ff9b::c633:64c9/128")
+    why = app.why("64:ff9b::198.51.100.202")
+    assert why["jails"]["sshd"]["active_ban"] is None
+
+
+def test_an_ipv4_mapped_offender_is_its_ipv4_address_everywhere(tmp_path: Path) -> None:
+    """A log line, a manual ban and an ignore entry written ::ffff:a.b.c.d all mean a.b.c.d."""
+    conf = config(tmp_path, jail_conf(ignoreip=(ip_network("198.51.100.201/32"),)))
+    app, clock, enforcer = start(tmp_path, conf)
+    attack(app, clock, "::ffff:198.51.100.201")
+    assert not enforcer.bans
+    attack(app, clock, "::ffff:198.51.100.7")
+    assert list(enforcer.bans) == [("sshd", ip_network("198.51.100.7/32"))]
+    with pytest.raises(RequestError, match="protected"):
+        app.ban("sshd", "::ffff:198.51.100.201/128")
+
+
+def test_stored_bans_beyond_the_kernels_limit_are_restored_at_the_limit(tmp_path: Path) -> None:
+    """A store written before durations were bounded may hold a 166-week ban, or an endless
+    one from ``"duration": Infinity``: nft refuses such an element, so the restored ban ends
+    MAX_BAN_SECONDS from the restart, in the kernel and in the daemon alike."""
+    store = SqliteOffenderStore(tmp_path / "offenders.sqlite")
+    long_ones = {"198.51.100.1/32": 166 * 604800.0, "198.51.100.2/32": float("inf")}
+    decisions = [
+        BanDecision("sshd", ip_network(n), d, BanKind.MANUAL, 1, T0 - 60)
+        for n, d in long_ones.items()
+    ]
+    decisions.append(BanDecision("sshd", ip_network("198.51.100.3/32"), 600.0, BanKind.AUTO, 1, T0))
+    record(store, decisions)
+    store.close()
+    app, clock, enforcer = start(tmp_path)
+    ends = {str(n): b.expires_at for (_, n), b in enforcer.bans.items()}
+    limit = T0 + MAX_BAN_SECONDS
+    assert ends == {"198.51.100.1/32": limit, "198.51.100.2/32": limit, "198.51.100.3/32": T0 + 600}
+    assert {str(b.network): b.expires_at for b in app.banned()} == ends
+    clock.advance(MAX_BAN_SECONDS)
+    assert enforcer.bans == {}
+
+
+def test_a_ban_from_the_cluster_beyond_the_kernels_limit_ends_at_the_limit(tmp_path: Path) -> None:
+    """Another appliance of an earlier version may share a 166-week ban: it is enforced to the
+    limit, like a restored one."""
+    app, _, enforcer = start(tmp_path)
+    net = ip_network("198.51.100.4/32")
+    app.adopt([Ban("sshd", net, T0, T0 + 166 * 604800.0, BanKind.MANUAL, 1)], [])
+    assert enforcer.bans[("sshd", net)].expires_at == T0 + MAX_BAN_SECONDS
+    assert app.banned()[0].expires_at == T0 + MAX_BAN_SECONDS

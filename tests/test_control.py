@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from applianced.appliance import Appliance
 from applianced.control import Dispatcher
 from applianced.enforcement.memory import MemoryEnforcer
 from applianced.rules.offenders import SqliteOffenderStore
-from tests.helpers import config, message, ssh_failure
+from tests.helpers import config, jail_conf, message, ssh_failure
 
 
 def appliance(tmp_path: Path) -> Appliance:
@@ -71,3 +72,92 @@ def test_status_of_an_unknown_jail_is_an_error_in_the_thread_path_too(tmp_path: 
     assert isinstance(result, Deferred)
     result.addCallback(answers.append)
     assert not answers[0]["ok"] and "nope" in answers[0]["error"]
+
+
+def ask(app: Appliance, verb: str, **args: Any) -> dict[str, Any]:
+    answer = Dispatcher(app).handle({"verb": verb, "args": args})
+    assert isinstance(answer, dict)
+    return answer
+
+
+def test_a_ban_longer_than_the_kernel_takes_is_refused_with_the_limit_and_the_way_out(
+    tmp_path: Path,
+) -> None:
+    app = appliance(tmp_path)
+    for duration in ("166w", 100_000_000, "99999999.5"):
+        answer = ask(app, "ban", jail="sshd", target="198.51.100.9", duration=duration)
+        assert not answer["ok"], duration
+        assert "99,999,999 s" in answer["error"] and "blacklist add" in answer["error"]
+    assert ask(app, "ban", jail="sshd", target="198.51.100.9", duration=99_999_999)["ok"]
+
+
+def test_a_duration_that_is_not_a_number_of_seconds_is_refused_and_bans_nothing(
+    tmp_path: Path,
+) -> None:
+    app = appliance(tmp_path)
+    before = app.banned()
+    for duration in (float("inf"), float("nan"), -5, 0, True, [60], {"s": 60}, "soon"):
+        answer = ask(app, "ban", jail="sshd", target="198.51.100.9", duration=duration)
+        assert not answer["ok"] and "duration" in answer["error"], duration
+        assert "internal error" not in answer["error"]
+    assert app.banned() == before
+
+
+def test_fields_of_the_wrong_type_are_refused_by_name(tmp_path: Path) -> None:
+    """A list or dict where a jail name belongs, a string where a flag belongs: an error
+    reply that names the field and what it must be, never a traceback."""
+    app = appliance(tmp_path)
+    cases: list[tuple[str, dict[str, Any], str]] = [
+        ("flush", {"jail": ["sshd"]}, "'jail'"),
+        ("banned", {"jail": {"name": "sshd"}}, "'jail'"),
+        ("status", {"jail": 7}, "'jail'"),
+        ("unban", {"target": "203.0.113.7", "jail": ["sshd"]}, "'jail'"),
+        ("blacklist_remove", {"target": "203.0.113.7", "jail": {}}, "'jail'"),
+        ("blacklist_list", {"jail": [1]}, "'jail'"),
+        ("ban", {"jail": "sshd", "target": ["198.51.100.9"]}, "'target'"),
+        ("ban", {"jail": "sshd", "target": "198.51.100.9", "local": "false"}, "'local'"),
+        ("unban", {"target": "203.0.113.7", "local": 1}, "'local'"),
+        ("why", {"target": 7}, "'target'"),
+    ]
+    for verb, args, field in cases:
+        answer = ask(app, verb, **args)
+        assert not answer["ok"], (verb, args)
+        assert field in answer["error"] and "must be" in answer["error"], answer["error"]
+    assert [b.network for b in app.banned()] == [ip_network("203.0.113.7/32")]
+
+
+def test_an_unknown_field_is_refused_rather_than_ignored(tmp_path: Path) -> None:
+    """A typo must not silently fall back to a default (here: the jail's bantime)."""
+    app = appliance(tmp_path)
+    answer = ask(app, "ban", jail="sshd", target="198.51.100.9", durration="1h")
+    assert not answer["ok"] and "'durration'" in answer["error"]
+    assert "duration" in answer["error"]  # the fields the verb takes
+    assert ip_network("198.51.100.9/32") not in {b.network for b in app.banned()}
+
+
+def test_args_must_be_an_object(tmp_path: Path) -> None:
+    for args in ([], "x", 0):
+        answer = Dispatcher(appliance(tmp_path)).handle({"verb": "banned", "args": args})
+        assert isinstance(answer, dict) and answer == {
+            "ok": False,
+            "error": "args must be an object",
+        }
+
+
+def test_an_ipv4_mapped_cidr_is_checked_against_the_protected_ipv4_address(
+    tmp_path: Path,
+) -> None:
+    """``::ffff:192.0.2.10/128`` is 192.0.2.10: an ignored address must not be banned by
+    writing it the IPv6 way."""
+    clock = Clock()
+    clock.advance(1_800_000_000.0)
+    conf = config(tmp_path, jail_conf(ignoreip=(ip_network("192.0.2.10/32"),)))
+    app = Appliance(conf, SqliteOffenderStore(tmp_path / "o.sqlite"), MemoryEnforcer(), clock)
+    app.start()
+    for target in ("::ffff:192.0.2.10/128", "::ffff:192.0.2.10", "::ffff:192.0.2.0/120"):
+        answer = ask(app, "ban", jail="sshd", target=target)
+        assert not answer["ok"] and "protected" in answer["error"], target
+    assert app.banned() == []
+    answer = ask(app, "ban", jail="sshd", target="::ffff:198.51.100.7/128")
+    assert answer["ok"] and answer["result"]["address"] == "198.51.100.7/32"
+    assert ask(app, "unban", target="::ffff:198.51.100.7/128")["ok"]

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from ipaddress import ip_address, ip_network
 from typing import Any
 
 import psycopg
@@ -28,6 +27,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from applianced.conf.schema import StateConf
 from applianced.errors import ApplianceError
+from applianced.rules.addresses import parse_address, parse_network
 from applianced.rules.decision import Ban, BanKind
 from applianced.rules.engine import CountedFailure
 from applianced.rules.offenders import BanEvent
@@ -187,7 +187,7 @@ def fetch(conn: psycopg.Connection[Any], after: int, limit: int) -> list[BanEven
             uid=r[2],
             node=r[3],
             sender=r[4],
-            ban=Ban(r[5], ip_network(r[6]), r[7], r[8], BanKind(r[9]), r[10]),
+            ban=Ban(r[5], parse_network(r[6]), r[7], r[8], BanKind(r[9]), r[10]),
             lines=tuple(r[11]),
             ended_at=r[12] if r[1] == "end" else None,
             end_reason=r[13] if r[1] == "end" else None,
@@ -237,7 +237,7 @@ def fetch_failures(
             continue
         address, _, prefix = str(r[3]).partition("/")
         failures.append(
-            CountedFailure(r[2], ip_address(address), int(prefix) if prefix else None,
+            CountedFailure(r[2], parse_address(address), int(prefix) if prefix else None,
                            r[5], r[4], r[6])
         )  # fmt: skip
     return (rows[-1][0] if rows else after), failures

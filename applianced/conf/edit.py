@@ -20,7 +20,6 @@ import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from tomlkit.toml_document import TOMLDocument
 from applianced.conf.load import _INCREMENT, _JAIL, parse_config
 from applianced.conf.schema import Config
 from applianced.errors import ApplianceError, ConfigError
+from applianced.rules.addresses import parse_network
 from applianced.rules.filters import shipped_filter_names
 
 __all__ = [
@@ -167,7 +167,7 @@ def whitelist(path: Path, jail: str | None, address: str, add: bool) -> EditResu
     """Add ``address`` (an address or CIDR) to, or remove it from, the ``ignoreip`` of jail
     ``jail`` or, with ``jail=None``, of ``[defaults]`` (every jail)."""
     try:
-        network = ip_network(address.strip(), strict=False)
+        network = parse_network(address)
     except ValueError:
         raise EditError(
             f"{address!r} is not an address or CIDR (203.0.113.7, 2001:db8::/48)"
@@ -410,6 +410,6 @@ def _keep_comment_column(item: Item, before: int) -> None:
 
 def _same_network(entry: Any, network: Any) -> bool:
     try:
-        return bool(ip_network(str(entry).strip(), strict=False) == network)
+        return bool(parse_network(str(entry)) == network)
     except ValueError:
         return False

@@ -9,11 +9,11 @@ that ``appliancectl check`` catches a bad one before the daemon does.
 
 from __future__ import annotations
 
+import math
 import re
 import socket
 import tomllib
 from collections.abc import Callable, Mapping
-from ipaddress import ip_network
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -31,11 +31,12 @@ from applianced.conf.schema import (
 )
 from applianced.errors import ConfigError, FilterError
 from applianced.receiver.tls import file_digest, normalize_fingerprint, server_context
+from applianced.rules.addresses import parse_network
 from applianced.rules.decision import IPNetwork
 from applianced.rules.f2bfilter import is_fail2ban_filter, resolve_fail2ban_filter
 from applianced.rules.filters import shipped_filter, shipped_filter_names
 from applianced.rules.jail import jail_filter
-from applianced.units import parse_duration
+from applianced.units import parse_ban_duration, parse_duration
 
 __all__ = ["DEFAULT_CONFIG", "load_config", "parse_config"]
 
@@ -236,10 +237,7 @@ class _Loader:
         return tuple(items)
 
     def networks(self, value: Any, keys: tuple[str | int, ...]) -> tuple[IPNetwork, ...]:
-        return tuple(
-            self.convert(s, keys, lambda s: ip_network(s, strict=False))
-            for s in self.strings(value, keys)
-        )
+        return tuple(self.convert(s, keys, parse_network) for s in self.strings(value, keys))
 
     def path_of(self, value: Any, keys: tuple[str | int, ...]) -> Path:
         p = Path(self.typed(value, keys, str, "a path"))
@@ -605,7 +603,7 @@ class _Loader:
         increment = IncrementConf(
             enabled=self.typed(inc_raw["enabled"], (*inc_keys, "enabled"), bool, "true or false"),
             factor=self.convert(inc_raw["factor"], (*inc_keys, "factor"), _factor),
-            maxtime=self.convert(inc_raw["maxtime"], (*inc_keys, "maxtime"), parse_duration),
+            maxtime=self.convert(inc_raw["maxtime"], (*inc_keys, "maxtime"), _ban_duration),
         )
         maxretry = self.int_in(p["maxretry"], at("maxretry"), 1, 1_000_000)
         jail = JailConf(
@@ -620,7 +618,7 @@ class _Loader:
             senders=self.networks(t.get("senders", []), (*keys, "senders")),
             ports=self.convert(p["ports"], at("ports"), _ports),
             protocol=self.choice(p["protocol"], at("protocol"), ("tcp", "udp", "both")),
-            bantime=self.convert(p["bantime"], at("bantime"), _positive_duration),
+            bantime=self.convert(p["bantime"], at("bantime"), _positive_ban_duration),
             findtime=self.convert(p["findtime"], at("findtime"), _positive_duration),
             maxretry=maxretry,
             ignoreip=tuple(
@@ -645,7 +643,7 @@ class _Loader:
             use_dns=use_dns,
             hook=self.choice(p["hook"], at("hook"), ("input", "forward")),
             verdict=self.choice(p["verdict"], at("verdict"), ("drop", "reject")),
-            bantime_jitter=self.convert(p["bantime_jitter"], at("bantime_jitter"), parse_duration),
+            bantime_jitter=self.convert(p["bantime_jitter"], at("bantime_jitter"), _ban_duration),
             notify=tuple(
                 dict.fromkeys(
                     self.choice(a, at("notify"), _NOTIFY_ACTIONS)
@@ -701,9 +699,21 @@ def _duration_or_zero(value: Any) -> float:
 
 
 def _factor(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 1:
-        raise ValueError(f"must be a number of at least 1, not {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 1 <= value < math.inf:
+        raise ValueError(f"must be a finite number of at least 1, not {value!r}")
     return float(value)
+
+
+def _ban_duration(value: Any) -> float:
+    return parse_ban_duration(
+        value,
+        "set max_count (max_count = 1 makes every ban of the jail permanent), "
+        "or blacklist one address with `appliancectl blacklist add JAIL ADDR`",
+    )
+
+
+def _positive_ban_duration(value: Any) -> float:
+    return _positive_duration(_ban_duration(value))
 
 
 def _positive_duration(value: Any) -> float:

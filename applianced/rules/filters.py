@@ -34,6 +34,7 @@ from types import MappingProxyType
 from typing import NamedTuple
 
 from applianced.errors import FilterError
+from applianced.rules.addresses import canonical_address
 from applianced.rules.decision import IPAddress
 from applianced.rules.regex import MAX_TEXT, MatchLike, Pattern, compile_re2
 
@@ -536,7 +537,9 @@ def _read(reader: _Reader, m: MatchLike) -> Match | None:
     prefix = None
     if reader.prefix is not None and (plen := m.group(reader.prefix)) is not None:
         prefix = int(plen)
-        if address is None or prefix > address.max_prefixlen:
+        if address is not None and address.version == 4 and ":" in host:
+            prefix -= 96  # ::ffff:203.0.113.0/120 is 203.0.113.0/24
+        if address is None or not 0 <= prefix <= address.max_prefixlen:
             return None
     user = None if reader.user is None else m.group(reader.user)
     fields: Mapping[str, str] = _NO_FIELDS
@@ -558,12 +561,7 @@ def _parse_address(text: str) -> IPAddress | None:
         packed = socket.inet_pton(socket.AF_INET6, text)
     except OSError:
         return None
-    if packed.startswith(_V4_MAPPED):
-        return ipaddress.IPv4Address(packed[12:])
-    return ipaddress.IPv6Address(packed)
-
-
-_V4_MAPPED = bytes(10) + b"\xff\xff"
+    return canonical_address(ipaddress.IPv6Address(packed))  # ::ffff:192.0.2.1 is 192.0.2.1
 
 
 def _is_hostname(text: str) -> bool:

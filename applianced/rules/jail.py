@@ -12,11 +12,13 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
+from ipaddress import ip_address, ip_network
 
 from applianced.conf.schema import JailConf
+from applianced.rules.addresses import host_only, network_of
 from applianced.rules.decision import BanDecision, BanKind, IPAddress, IPNetwork, Offence
 from applianced.rules.filters import Filter
+from applianced.units import MAX_BAN_SECONDS
 
 __all__ = [
     "Jail",
@@ -25,22 +27,11 @@ __all__ = [
     "ban_duration",
     "decide",
     "jail_filter",
-    "network_of",
 ]
 
 _SENDER_CACHE_MAX = 1024
 _Key = tuple[int, int]  # (IP version, address as an integer)
 _PROGRAM_CACHE_MAX = 4096
-
-
-def network_of(address: IPAddress, ipv6_prefix: int) -> IPNetwork:
-    """The network a ban of ``address`` covers: the address itself for IPv4, its
-    ``ipv6_prefix`` for IPv6 (one host usually owns a whole /64)."""
-    # Built from integers: ipaddress re-parses the text form when given an address object.
-    if address.version == 6:
-        shift = 128 - min(ipv6_prefix, 128)
-        return IPv6Network(((int(address) >> shift) << shift, 128 - shift))
-    return IPv4Network((int(address), 32))
 
 
 def jail_filter(conf: JailConf, *, engine: str = "auto") -> Filter:
@@ -62,7 +53,11 @@ def jail_filter(conf: JailConf, *, engine: str = "auto") -> Filter:
 def ban_duration(base: float, factor: float, prior: int, cap: float) -> float:
     """Seconds of ban for an offender with ``prior`` earlier bans: base * factor**prior,
     never more than ``cap`` (and never less than ``base``)."""
-    return min(base * factor**prior, max(cap, base))
+    cap = max(cap, base)
+    try:
+        return min(base * factor**prior, cap)
+    except OverflowError:  # factor**prior beyond a float: far beyond the cap
+        return cap
 
 
 def decide(conf: JailConf, offence: Offence, prior: int, jitter: float = 0.0) -> BanDecision:
@@ -71,6 +66,7 @@ def decide(conf: JailConf, offence: Offence, prior: int, jitter: float = 0.0) ->
     The ban that brings the count to ``max_count`` (when not 0) is permanent: the address moves
     to the jail's blacklist. ``jitter`` (seconds, drawn by the caller from 0..bantime_jitter)
     is added to a temporary ban so that bans of one storm do not all lift at one instant.
+    A temporary ban never lasts more than MAX_BAN_SECONDS, the longest the kernel takes.
     """
     count = prior + 1
     if conf.max_count and count >= conf.max_count:
@@ -78,11 +74,12 @@ def decide(conf: JailConf, offence: Offence, prior: int, jitter: float = 0.0) ->
         kind = BanKind.BLACKLIST
     else:
         inc = conf.bantime_increment
-        duration = jitter + (
+        grown = (
             ban_duration(conf.bantime, inc.factor, prior, inc.maxtime)
             if inc.enabled
             else conf.bantime
         )
+        duration = min(grown + jitter, MAX_BAN_SECONDS)
         kind = BanKind.AUTO
     return BanDecision(
         jail=offence.jail,
@@ -176,7 +173,10 @@ class Jail:
         return self._masked((address.version, int(address)))
 
     def _masked(self, key: _Key) -> _Key:
-        return (6, key[1] & self._v6_mask) if key[0] == 6 else key
+        """The window's key: the address's IPv6 prefix, or the address alone (IPv4, and
+        IPv6 addresses that stand for one IPv4 host: see rules/addresses.py)."""
+        version, value = key
+        return key if version == 4 or host_only(value) else (6, value & self._v6_mask)
 
     def fail(
         self, address: IPAddress, line: str, now: float, prefix: int | None = None

@@ -108,3 +108,17 @@ def test_the_password_comes_from_the_file_or_the_environment(
         psycopg.connect(**postgres.connect_args(StateConf("postgresql", pg.dsn, None, "a")))
     assert PASSWORD not in str(info.value)
     assert postgres.describe(pg.dsn) == f"applianced@{pg.socket_dir}:5432/applianced"
+
+
+def test_addresses_read_from_the_cluster_are_canonical(conn: psycopg.Connection[Any]) -> None:
+    """An IPv4-mapped spelling in the shared log (an appliance of an earlier version, a hand
+    edit) is read as the IPv4 address, as every other entry point reads it."""
+    start, after = postgres.last_failure(conn), postgres.fetch(conn, 0, 10_000)
+    now = time.time()
+    mapped = CountedFailure("smtp", ip_address("::ffff:198.51.100.9"), None, "[b] x", now, "b")
+    postgres.push_failures(conn, [mapped], "beta")
+    _, got = postgres.fetch_failures(conn, start, "alpha", 10)
+    assert [f.address for f in got] == [ip_address("198.51.100.9")]
+    postgres.push(conn, [event("m1", address="::ffff:198.51.100.10")], "beta")
+    (pushed,) = postgres.fetch(conn, after[-1].seq if after else 0, 10)
+    assert pushed.ban.network == ip_network("198.51.100.10/32")

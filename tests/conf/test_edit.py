@@ -380,3 +380,12 @@ def test_help_has_examples(capsys: pytest.CaptureFixture[str], verb: str) -> Non
     with pytest.raises(SystemExit):
         main([verb, "--help"])
     assert f"example:\n  appliancectl {verb} " in capsys.readouterr().out
+
+
+def test_whitelist_knows_an_ipv4_mapped_spelling_is_the_ipv4_address(conf: Path) -> None:
+    """::ffff:203.0.113.7 is 203.0.113.7, as the loader and the jails see it: no second entry,
+    and remove finds the first."""
+    edit.whitelist(conf, "sshd", "203.0.113.7", add=True)
+    assert not edit.whitelist(conf, "sshd", "::ffff:203.0.113.7", add=True).changed
+    edit.whitelist(conf, "sshd", "::ffff:203.0.113.7/128", add=False)
+    assert diff(SHIPPED, conf.read_text()) == ([], ["ignoreip = []\n"])

@@ -191,3 +191,73 @@ def test_jail_names_must_fit_nftables(tmp_path: Path) -> None:
     """Jail names become nftables set names: letters, digits, - and _."""
     e = error_of(MINIMAL + "[jails.'bad name!']\nfilter = 'sshd'\n", tmp_path)
     assert "letters, digits" in str(e)
+
+
+@pytest.mark.parametrize(
+    ("setting", "key"),
+    [
+        ('bantime = "166w"', "bantime"),
+        ("bantime = 100000000", "bantime"),
+        ('[jails.sshd.bantime_increment]\nmaxtime = "200w"', "maxtime"),
+        ('bantime_jitter = "166w"', "bantime_jitter"),
+    ],
+)
+def test_a_ban_longer_than_the_kernel_takes_is_refused(
+    tmp_path: Path, setting: str, key: str
+) -> None:
+    """nftables refuses an element timeout above 99,999,999 s: `check` says so, with the
+    limit and how to ask for a permanent ban instead."""
+    e = error_of(MINIMAL + setting + "\n", tmp_path)
+    assert key in e.key and e.line == MINIMAL.count("\n") + setting.count("\n") + 1
+    assert "99,999,999 s" in str(e) and "max_count" in str(e)
+
+
+def test_the_longest_ban_the_kernel_takes_is_accepted(tmp_path: Path) -> None:
+    config = parse_config(MINIMAL + "bantime = 99999999\n", tmp_path / "a.toml")
+    assert config.jails[0].bantime == 99_999_999
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "bantime = inf",
+        "bantime = nan",
+        "findtime = inf",
+        "bantime = -1",
+        "findtime_history = nan",
+        "[jails.sshd.bantime_increment]\nfactor = nan",
+        "[jails.sshd.bantime_increment]\nfactor = inf",
+        'bantime = "9999999999999999999999999999999999999999999999999999999999999999999999'
+        "9999999999999999999999999999999999999999999999999999999999999999999999999999999999"
+        "9999999999999999999999999999999999999999999999999999999999999999999999999999999999"
+        "9999999999999999999999999999999999999999999999999999999999999999999999999999999999"
+        '9999999999999999999999999999999999999999"',
+    ],
+)
+def test_durations_and_factors_are_finite_numbers(tmp_path: Path, setting: str) -> None:
+    e = error_of(MINIMAL + setting + "\n", tmp_path)
+    assert e.line == MINIMAL.count("\n") + setting.count("\n") + 1, str(e)
+
+
+def test_ipv4_mapped_addresses_in_the_config_are_their_ipv4_addresses(tmp_path: Path) -> None:
+    """``::ffff:198.51.100.201`` in ignoreip must protect 198.51.100.201, which is how the
+    jails see it; likewise senders and allowed_senders."""
+    config = parse_config(
+        """\
+[receiver]
+allowed_senders = ["::ffff:192.0.2.1"]
+
+[[listeners]]
+port = 5514
+
+[jails.sshd]
+filter = "sshd"
+ignoreip = ["::ffff:198.51.100.201", "::ffff:198.51.100.0/120"]
+senders = ["::ffff:192.0.2.2/128"]
+""",
+        tmp_path / "a.toml",
+    )
+    assert config.listeners[0].allowed_senders == (ip_network("192.0.2.1/32"),)
+    jail = config.jails[0]
+    assert jail.ignoreip == (ip_network("198.51.100.201/32"), ip_network("198.51.100.0/24"))
+    assert jail.senders == (ip_network("192.0.2.2/32"),)

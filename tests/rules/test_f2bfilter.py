@@ -347,3 +347,14 @@ def test_test_filter_cli_accepts_a_conf_path(
     out, _ = capsys.readouterr()
     assert "failregex #1: [1 hits]" in out and "Lines: 4 lines" in out
     assert "missed 2: Nov 22 10:00:02 mx demo[1]: probe" in out
+
+
+def test_an_ipv4_mapped_cidr_capture_is_the_ipv4_network() -> None:
+    """``::ffff:203.0.113.0/120`` is 203.0.113.0/24: the address becomes IPv4, and so must the
+    prefix (a mapped network wider than ::ffff:0:0/96 is no IPv4 network: no match)."""
+    f = load_fail2ban_filter(F2B / "subnet.conf").compile()
+    m = f.match("range ::ffff:203.0.113.0/120 abused")
+    assert m is not None and (str(m.address), m.prefix) == ("203.0.113.0", 24)
+    m = f.match("block ::ffff:203.0.113.9/128 by policy")
+    assert m is not None and (str(m.address), m.prefix) == ("203.0.113.9", 32)
+    assert f.match("range ::ffff:203.0.113.0/64 abused") is None

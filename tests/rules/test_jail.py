@@ -7,9 +7,11 @@ from ipaddress import ip_address, ip_network
 import pytest
 
 from applianced.conf.schema import IncrementConf
+from applianced.rules.addresses import network_of
 from applianced.rules.decision import BanKind, Offence
 from applianced.rules.filters import Filter
-from applianced.rules.jail import Jail, ProgramSelector, ban_duration, decide, network_of
+from applianced.rules.jail import Jail, ProgramSelector, ban_duration, decide
+from applianced.units import MAX_BAN_SECONDS
 from tests.helpers import SSHD_REGEX, jail_conf
 
 A = ip_address("203.0.113.7")
@@ -170,3 +172,33 @@ def test_a_captured_network_does_not_hide_an_ignored_address() -> None:
     for t in range(5):
         assert jail.fail(ip_address("203.0.113.5"), "x", float(t), prefix=24) is None
     assert jail.stats.ignored == 5
+
+
+def test_an_escalated_ban_never_outlasts_what_the_kernel_takes() -> None:
+    """Computed durations are capped at MAX_BAN_SECONDS: a factor's product that overflows a
+    float (10**400), and a jitter on top of the longest bantime."""
+    offence = Offence("sshd", ip_network(A), A, 3, ("x",), 0.0)
+    huge = jail_conf(bantime_increment=IncrementConf(True, 10.0, MAX_BAN_SECONDS))
+    assert decide(huge, offence, prior=400).duration == MAX_BAN_SECONDS
+    longest = jail_conf(bantime=MAX_BAN_SECONDS, bantime_jitter=3600.0)
+    assert decide(longest, offence, prior=0, jitter=1800.0).duration == MAX_BAN_SECONDS
+    assert decide(jail_conf(), offence, prior=0, jitter=5.0).duration == 105.0
+
+
+NAT64 = "64:ff9b::c633:64{:02x}"  # 198.51.100.N behind a NAT64 translator (RFC 6052)
+
+
+@pytest.mark.parametrize("template", [NAT64, "64:ff9b:1::c633:64{:02x}", "2001:0:c000:201::{:x}"])
+def test_an_address_standing_for_an_ipv4_host_is_counted_and_banned_alone(template: str) -> None:
+    """NAT64 (64:ff9b::/96, 64:ff9b:1::/48) and Teredo (2001::/32) addresses each stand for
+    one IPv4 host: their /64 covers every host behind the translator, so failures of
+    neighbours are not summed and the ban is the address itself."""
+    jail = make()
+    for i in (1, 2, 3):
+        assert jail.fail(ip_address(template.format(i)), "x", float(i)) is None
+    offence = None
+    for t in (4.0, 5.0, 6.0):
+        offence = jail.fail(ip_address(template.format(200)), "x", t)
+    assert offence is not None
+    assert offence.network == ip_network(template.format(200))
+    assert jail.failures(ip_address(template.format(1)), 6.0) == 1
