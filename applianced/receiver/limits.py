@@ -13,9 +13,10 @@ from ipaddress import IPv6Network
 
 __all__ = ["MAX_SENDERS", "ConnectionLimiter", "RateLimiter", "sender_key"]
 
-# Buckets kept per listener. Only allowed senders get one (the allowlist is checked first), so
-# this is only reached when allowed_senders is wide; dropping the oldest bucket then gives that
-# sender a fresh burst, never unbounded memory.
+# Buckets kept per TCP/TLS listener (UDP has none: its sources are unproven). Only allowed
+# senders get one (the allowlist is checked first), so this is only reached when
+# allowed_senders is wide; dropping the oldest bucket then gives that sender a fresh burst,
+# never unbounded memory.
 MAX_SENDERS = 4096
 
 

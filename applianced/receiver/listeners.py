@@ -54,6 +54,7 @@ from applianced.receiver.limits import ConnectionLimiter, RateLimiter, sender_ke
 from applianced.receiver.message import SyslogMessage
 from applianced.receiver.parse import Dropped, Gate, parse, parse_routed
 from applianced.receiver.tls import ServerTLS, TLSFileError, refusal, server_context
+from applianced.rules.addresses import parse_address
 
 __all__ = [
     "FD_RESERVE",
@@ -215,9 +216,12 @@ class _Edge:
             self._reference = (second, datetime.fromtimestamp(second, UTC))
         return self._reference[1]
 
-    def deliver(self, data: bytes, host: str) -> None:
+    def deliver(self, data: bytes, host: str, budget: str | None = None) -> None:
+        """Parse and hand on one message from ``host``. ``budget``: the key of the sender's
+        rate budget (a connection's ``sender_key``, so an IPv6 /64 shares one); None on UDP,
+        which has none (see the class docstring)."""
         now = self.clock.seconds()
-        if not self.udp and not self.rate.allow(host, now):
+        if budget is not None and not self.rate.allow(budget, now):
             self.stats.rate_limited += 1
             self.complain(
                 "rate",
@@ -402,7 +406,7 @@ class _SyslogStream(Protocol):
                     if frame.fatal:
                         return
                 else:
-                    self.edge.deliver(frame, self.host)
+                    self.edge.deliver(frame, self.host, self.key)
         except Exception:
             log.failure("closing a syslog connection after an internal error", sender=self.host)
             self.transport.loseConnection()  # type: ignore[union-attr]
@@ -792,13 +796,11 @@ def _clash(old: ListenerConf, new: ListenerConf) -> bool:
 
 @functools.lru_cache(maxsize=_CANONICAL_CACHE)
 def canonical_host(host: str) -> str:
-    """The peer address as messages carry it: without a zone index, and an IPv4 peer of a
-    dual-stack socket (``::ffff:192.0.2.1``) as plain IPv4, so jail ``senders`` and the logs
-    see the address the admin wrote."""
+    """The peer address as messages carry it: without a zone index, in the canonical form of
+    ``rules.addresses`` (an IPv4 peer of a dual-stack socket, ``::ffff:192.0.2.1``, as plain
+    IPv4), so jail ``senders`` and the logs see the address the admin wrote. Asked only for
+    allowed peers (``Allowlist`` refuses the others first), so the cache holds senders only."""
     try:
-        address = ip_address(host.split("%", 1)[0])
+        return str(parse_address(host.split("%", 1)[0]))
     except ValueError:
         return host
-    if address.version == 6 and address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    return str(address)

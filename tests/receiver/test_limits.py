@@ -9,7 +9,7 @@ from ipaddress import ip_network
 from pathlib import Path
 
 import pytest
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -128,6 +128,29 @@ def test_tcp_rate_limit_drops_and_counts_the_excess() -> None:
     clock.advance(0.05)  # 5 tokens
     first[0].dataReceived((LINE + b"\n") * 10)
     assert (len(sink), stats.rate_limited) == (16, 45)
+
+
+def test_tcp_rate_budget_is_shared_by_an_ipv6_prefix() -> None:
+    """Connections from two addresses of one IPv6 /64 (connection_prefix_v6) spend one budget,
+    as they share one connection count; another /64 has its own."""
+    factory, sink, stats, _ = tcp(
+        allowed_senders=(ip_network("2001:db8::/32"),),
+        max_rate_per_sender=1.0,
+        max_burst_per_sender=5,
+    )
+    peers = [
+        factory.buildProtocol(IPv6Address("TCP", host, 40000))
+        for host in ("2001:db8:1::1", "2001:db8:1::2", "2001:db8:2::1")
+    ]
+    for proto in peers:
+        assert proto is not None
+        proto.makeConnection(StringTransport())
+    a, b, other = peers
+    assert a is not None and b is not None and other is not None
+    a.dataReceived((LINE + b"\n") * 4)
+    b.dataReceived((LINE + b"\n") * 4)
+    other.dataReceived((LINE + b"\n") * 4)
+    assert (len(sink), stats.rate_limited) == (9, 3)
 
 
 def test_udp_has_no_per_sender_rate() -> None:
