@@ -39,6 +39,16 @@ address = "127.0.0.1"
 port = {port}
 """
 )
+# The jail most end-to-end configs end with: sshd, 3 failures, banned for an hour.
+SSHD_JAIL = """
+[defaults]
+bantime = "1h"
+maxretry = 3
+
+[jails.sshd]
+filter = "sshd"
+ports = [22]
+"""
 T = TypeVar("T")
 
 

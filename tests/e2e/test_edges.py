@@ -22,20 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.daemon import LOOPBACK, LOOPBACK_UDP, Daemon, free_port, wait_for
+from tests.e2e.daemon import LOOPBACK, LOOPBACK_UDP, SSHD_JAIL, Daemon, free_port, wait_for
 from tests.e2e.test_limits import closed_by_peer
 from tests.e2e.test_tls import FAILURE, frame, tls_init
 from tests.netns import netns, netns_missing
-
-CONFIG_JAIL = """
-[defaults]
-bantime = "1h"
-maxretry = 3
-
-[jails.sshd]
-filter = "sshd"
-ports = [22]
-"""
 
 NOFILE = 128  # the daemon's descriptor limit in these tests
 ATTACKERS = 300  # connections held open by refused peers: more than NOFILE
@@ -52,7 +42,7 @@ key = "tls/server.key"
 client_ca = "tls/ca.pem"
 client_names = ["mx1.example.org"]
 """
-    + CONFIG_JAIL
+    + SSHD_JAIL
 )
 
 
@@ -197,7 +187,7 @@ def test_last_line_without_lf_is_read(tmp_path: Path) -> None:
     """Three connections that each send one failure line without its LF and close: the
     lines are read and the address is banned (``printf`` into ``nc`` does this)."""
     port = free_port()
-    d = Daemon(tmp_path, LOOPBACK.format(port=port) + CONFIG_JAIL).start()
+    d = Daemon(tmp_path, LOOPBACK.format(port=port) + SSHD_JAIL).start()
     try:
         line = f"<38>Nov 22 10:00:01 mx1 sshd[42]: {FAILURE.format(address='203.0.113.62')}"
         for _ in range(3):
@@ -250,7 +240,7 @@ allowed_senders = ["2001:db8::/32"]
 transport = "tcp"
 address = "2001:db8::1"
 port = {port}
-{CONFIG_JAIL}"""
+{SSHD_JAIL}"""
     with netns("edge") as ns:
         for address in (
             "2001:db8::1",

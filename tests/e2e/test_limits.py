@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.daemon import Daemon, free_port, wait_for
+from tests.e2e.daemon import SSHD_JAIL, Daemon, free_port, wait_for
 
 LINE = "<38>Nov 22 10:00:01 mx sshd[1]: Failed password for root from {} port 1 ssh2"
 
-CONFIG = """\
+CONFIG = (
+    """\
 [daemon]
 state_dir = "state"
 control_socket = "control.sock"
@@ -43,15 +44,9 @@ port = {port}
 transport = "tcp"
 address = "127.0.0.1"
 port = {port}
-
-[defaults]
-bantime = "1h"
-maxretry = 3
-
-[jails.sshd]
-filter = "sshd"
-ports = [22]
 """
+    + SSHD_JAIL
+)
 
 
 def start(

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from applianced.tlsinit import init_tls
-from tests.e2e.daemon import BIN, LOOPBACK_UDP, Daemon, free_port, logger, wait_for
+from tests.e2e.daemon import BIN, LOOPBACK_UDP, SSHD_JAIL, Daemon, free_port, logger, wait_for
 
 GTLS = Path("/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so")
 FAILURE = "Failed password for invalid user admin from {address} port 4242 ssh2"
@@ -38,15 +38,8 @@ cert = "tls/server.pem"
 key = "tls/server.key"
 client_ca = "tls/ca.pem"
 client_names = ["mx1.example.org"]
-
-[defaults]
-bantime = "1h"
-maxretry = 3
-
-[jails.sshd]
-filter = "sshd"
-ports = [22]
 """
+    + SSHD_JAIL
 )
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.daemon import Daemon, wait_for
+from tests.e2e.daemon import SSHD_JAIL, Daemon, wait_for
 from tests.netns import Topology, netns_missing, ns_exec, ns_python, topology
 
 pytestmark = pytest.mark.skipif(netns_missing() is not None, reason=str(netns_missing()))
@@ -29,7 +29,8 @@ pytestmark = pytest.mark.skipif(netns_missing() is not None, reason=str(netns_mi
 PORT = 5514
 OFFENDERS = [f"203.0.113.{n}" for n in range(1, 16)]
 
-CONFIG = """\
+CONFIG = (
+    """\
 [daemon]
 state_dir = "state"
 control_socket = "control.sock"
@@ -44,15 +45,9 @@ transport = "udp"
 address = "192.0.2.1"
 port = {port}
 rcvbuf = {rcvbuf}
-
-[defaults]
-bantime = "1h"
-maxretry = 3
-
-[jails.sshd]
-filter = "sshd"
-ports = [22]
 """
+    + SSHD_JAIL
+)
 
 # Run in the attacker namespace: ``count`` datagrams of ``size`` bytes to dst:port through a
 # raw socket, from distinct sources of 198.18.0.0/15 (``spoof`` "random") or from the given
