@@ -64,6 +64,53 @@ def test_max_tracked_evicts_the_oldest_and_counts_it() -> None:
     assert jail.failures(A, 3.0) == 2
 
 
+def _spray(jail: Jail, first: int, count: int, now: float) -> None:
+    """``count`` single failures, each from its own /64 of 2001:db8::/32."""
+    for n in range(first, first + count):
+        jail.fail(ip_address(f"2001:db8:{n >> 16:x}:{n & 0xFFFF:x}::1"), "spray", now)
+
+
+def test_a_spray_of_single_failures_does_not_wash_out_a_slow_offender() -> None:
+    """Issue 15, item 8, scaled down: an address with two failures in its window outlives a
+    spray of more distinct single failures than max_tracked, and its third failure bans."""
+    jail = make(max_tracked=100)
+    jail.fail(A, "l1", 0.0)
+    _spray(jail, 0, 50, 5.0)
+    jail.fail(A, "l2", 15.0)
+    _spray(jail, 50, 250, 20.0)
+    assert jail.tracked == 100
+    assert jail.stats.evicted == 201
+    offence = jail.fail(A, "l3", 30.0)
+    assert offence is not None and offence.lines == ("l1", "l2", "l3")
+
+
+def test_single_failures_keep_room_among_many_repeat_offenders() -> None:
+    """Addresses with several failures never take more than four fifths of max_tracked: a new
+    address can still reach its second failure behind a spray shorter than the rest."""
+    jail = make(max_tracked=100)
+    for n in range(150):  # 150 addresses with two failures each
+        address = ip_address(f"192.0.2.{n}")
+        jail.fail(address, "x", 0.0)
+        jail.fail(address, "x", 1.0)
+    assert jail.tracked == 100
+    jail.fail(A, "l1", 2.0)
+    _spray(jail, 0, 18, 3.0)
+    jail.fail(A, "l2", 4.0)
+    assert jail.failures(A, 4.0) == 2
+    assert jail.tracked == 100
+
+
+def test_an_address_whose_failures_expired_counts_as_new_again() -> None:
+    """A repeat offender whose window has emptied is one failure again, first to be evicted."""
+    jail = make(max_tracked=3)
+    jail.fail(A, "x", 0.0)
+    jail.fail(A, "x", 1.0)
+    jail.fail(A, "x", 100.0)  # findtime is 60 s: the first two are gone
+    _spray(jail, 0, 3, 101.0)
+    assert jail.failures(A, 101.0) == 0
+    assert jail.stats.evicted == 1
+
+
 def test_ignored_addresses_never_offend() -> None:
     """ignoreip and the never-ban list (senders, own addresses) are counted, not tracked."""
     jail = Jail(
