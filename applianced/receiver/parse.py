@@ -8,10 +8,11 @@ own, on the bytes) and by ``appliancectl parse``. ``parse_routed`` is the routin
 nothing for a message of the common shape that no jail can match (one no jail reads, or one
 without any literal its jails' failregexes need); other shapes are always parsed.
 
-Control characters are escaped before anything else reads the bytes, the way rsyslog writes them
-(``escape_controls``), so that no field and no filter sees a raw LF, CR, NUL or other control:
-a filter's ``.*`` or ``$`` cannot stop at one planted in text an attacker controls. The daemon
-and ``appliancectl test-filter`` both read messages through here, so both see the same text.
+Control characters are escaped the way rsyslog writes them (``escape_controls``) before any
+field is built, so that no field and no filter sees a raw LF, CR, NUL or other control: a
+filter's ``.*`` or ``$`` cannot stop at one planted in text an attacker controls (the routing
+gate reads a raw header only when it holds none). The daemon and ``appliancectl test-filter``
+both read messages through here, so both see the same text.
 """
 
 from __future__ import annotations
