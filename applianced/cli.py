@@ -37,7 +37,13 @@ from applianced.conf import edit
 from applianced.conf.load import load_config
 from applianced.errors import ApplianceError, ConfigError, FilterError
 from applianced.receiver.message import SyslogMessage
-from applianced.receiver.parse import Dropped, message_fields, parse, parse_routed
+from applianced.receiver.parse import (
+    Dropped,
+    escape_controls,
+    message_fields,
+    parse,
+    parse_routed,
+)
 from applianced.rules.engine import GateCache
 from applianced.rules.f2bfilter import is_fail2ban_filter, resolve_fail2ban_filter, strip_date
 from applianced.rules.filters import Filter, Outcome, shipped_filter, shipped_filter_names
@@ -555,12 +561,13 @@ def _subject(
 
     A fail2ban filter gets the line as fail2ban would: the date cut off (syslog lines go
     through our parser, so both read the same ``host app[pid]: msg``), other lines with a
-    leading syslog/ISO date stripped."""
+    leading syslog/ISO date stripped and their control characters escaped as the parser
+    escapes them."""
     if not filt.on_line:
         return None if message is None else (message.msg, message.app_name)
     if message is not None and message.timestamp is not None:
         return " " + message.line, message.app_name
-    return strip_date(raw.decode("utf-8", "replace")), None
+    return strip_date(escape_controls(raw).decode("utf-8", "replace")), None
 
 
 def _progress(source: str) -> tuple[Progress, TaskID] | None:
@@ -683,8 +690,9 @@ def cmd_test_filter(args: argparse.Namespace) -> None:
 
 
 def _shown(raw: bytes) -> str:
-    """A log line as --missed prints it."""
-    return raw.rstrip(b"\r\n").decode("utf-8", "replace")
+    """A log line as --missed prints it: its control characters escaped, as filters read them
+    (and harmless to a terminal)."""
+    return escape_controls(raw.rstrip(b"\r\n")).decode("utf-8", "replace")
 
 
 def _report(

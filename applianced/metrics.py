@@ -159,7 +159,7 @@ class ApplianceCollector:
         )
         evictions = CounterMetricFamily(
             "applianced_evictions",
-            "Tracked addresses dropped, oldest first, to stay within max_tracked.",
+            "Tracked addresses dropped to stay within max_tracked (one-failure ones first).",
             labels=["jail"],
         )
         for name, jail in sorted(jails.items()):

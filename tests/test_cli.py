@@ -207,3 +207,27 @@ def test_test_filter_with_a_fail2ban_filter_counts_each_outcome(
         "  missed 6: Nov 22 10:00:05 mx demo[12]: hello",
         "  missed 8: <999>auth failed for eve from 203.0.113.9",
     ]
+
+
+def test_test_filter_reads_control_characters_escaped_as_the_daemon_does(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A control character inside a line reaches the filter, --json and --missed as the
+    parser escapes it for the daemon ("#" and three octal digits), dateless lines included."""
+    log = tmp_path / "controls.log"
+    log.write_bytes(
+        b"Nov 22 10:00:01 mx demo[12]: auth failed for eve\x1bx from 203.0.113.5\n"
+        b"demo[12]: auth failed for mal\x07lory from 203.0.113.9\n"
+        b"Nov 22 10:00:05 mx demo[12]: hello\x1b[2J\x00\n"
+    )
+    conf = str(DATA / "f2b" / "demo.conf")
+    none = str(tmp_path / "none.toml")
+    code, out, _ = run(capsys, "--config", none, "test-filter", conf, str(log), "--json")
+    assert code == 0
+    assert [json.loads(row) for row in out.splitlines()] == [
+        {"lineno": 1, "host": "203.0.113.5", "user": "eve#033x"},
+        {"lineno": 2, "host": "203.0.113.9", "user": "mal#007lory"},
+    ]
+    code, out, _ = run(capsys, "--config", none, "test-filter", conf, str(log), "--missed")
+    assert code == 0
+    assert out.splitlines()[-1] == "  missed 3: Nov 22 10:00:05 mx demo[12]: hello#033[2J#000"

@@ -7,6 +7,12 @@ path: precompiled regexes, one match per message; the common RFC 3164 shape by a
 own, on the bytes) and by ``appliancectl parse``. ``parse_routed`` is the routing gate: it builds
 nothing for a message of the common shape that no jail can match (one no jail reads, or one
 without any literal its jails' failregexes need); other shapes are always parsed.
+
+Control characters are escaped the way rsyslog writes them (``escape_controls``) before any
+field is built, so that no field and no filter sees a raw LF, CR, NUL or other control: a
+filter's ``.*`` or ``$`` cannot stop at one planted in text an attacker controls (the routing
+gate reads a raw header only when it holds none). The daemon and ``appliancectl test-filter``
+both read messages through here, so both see the same text.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from enum import Enum
 from applianced.errors import ParseError
 from applianced.receiver.message import SyslogMessage
 
-__all__ = ["Dropped", "Gate", "message_fields", "parse", "parse_routed"]
+__all__ = ["Dropped", "Gate", "escape_controls", "message_fields", "parse", "parse_routed"]
 
 # RFC 3164 4.3.3: a message without a PRI gets facility 1 (user), severity 5 (notice).
 _DEFAULT_PRI = 13
@@ -82,20 +88,53 @@ _TAG_ONLY = re.compile(_TAG, re.ASCII)
 # matches, the general path reads into the same fields (a property test pins it): a valid PRI
 # that is not RFC 5424's "1 ", a BSD timestamp without year or fraction, a HOST that cannot be a
 # TAG (no ':', '[' or ']'), then the TAG and its ": ". Its pieces decode on their own as the
-# whole would: each ends at an ASCII byte, which no UTF-8 sequence spans. A message holding a NUL
-# takes the general path, which reads a NUL as a space.
+# whole would: each ends at an ASCII byte, which no UTF-8 sequence spans. Its header holds no
+# control character, nor C2 (the lead byte of the C1 controls): escaping leaves it as it is, so
+# the gate can read the TAG before the message is escaped, and the match stays valid after.
 _COMMON = re.compile(
     rb"(?:<((?:[0-9]{1,2}|0[0-9]{2}|1[0-8][0-9]|19[01]))>)?"
     + rb"((?:"
     + "|".join(_MONTH_NAMES).encode()
     + rb") {1,2}[0-9]{1,2} [0-9]{2}:[0-9]{2}:[0-9]{2}) "
-    + rb"([^ \[\]:]++) ([^ \[\]:]++)(?:\[([^\] ]*+)\])?+: ",
+    + rb"([^ \[\]:\x00-\x1f\x7f\xc2]++) ([^ \[\]:\x00-\x1f\x7f\xc2]++)"
+    + rb"(?:\[([^\] \x00-\x1f\x7f\xc2]*+)\])?+: ",
 )
 _COMMON_APP = 4  # the TAG's group
 _COMMON_PID = 5
 
 _BOM = "\ufeff"
 _TRAILING = b"\n\r\x00"  # cut from the end of a message: line ends and NUL terminators
+
+# The control characters escaped as rsyslog does ("#" and three octal digits, LF -> "#012"): C0
+# but TAB, DEL, and C1 (U+0080..U+009F, in UTF-8 the two bytes C2 80..C2 9F; the same bytes that
+# are not UTF-8 decode to U+FFFD, no control). TAB stays: it ends no line, and filters read it as
+# the whitespace it is ("\s"), as fail2ban does. A message without one (nearly every message) is
+# known by a table that maps each control byte, and C2, to NUL: no NUL after it, no control (a
+# third of the cost of a deletion or of a regex search). C2 also starts harmless letters
+# (U+00A0..U+00BF), which then go through the substitution in vain.
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]|\xc2[\x80-\x9f]")
+_TO_NUL = bytes(
+    0 if (byte < 0x20 and byte != 0x09) or byte in (0x7F, 0xC2) else byte for byte in range(256)
+)
+
+
+def escape_controls(data: bytes) -> bytes:
+    """``data`` with every control character but TAB written as rsyslog writes it: "#" and the
+    three octal digits of its code point (LF -> "#012", NUL -> "#000", U+0085 -> "#205");
+    ``data`` itself when it holds none."""
+    if 0 not in data.translate(_TO_NUL):
+        return data
+    return _CONTROL.sub(_octal, data)
+
+
+def _octal(m: re.Match[bytes]) -> bytes:
+    # The code point is the last byte: the control itself, or the second byte of C2 80..C2 9F.
+    return b"#%03o" % m.group()[-1]
+
+
+def _clean(data: bytes) -> bytes:
+    """A message as every parse reads it: trailing line ends and NULs cut, controls escaped."""
+    return escape_controls(data.rstrip(_TRAILING))
 
 
 def parse(
@@ -111,11 +150,11 @@ def parse(
     lack. ``sender``, ``transport`` and ``received_at`` (POSIX seconds) are the listener's
     stamp, passed in so the message is built once (a copy would cost more than the parse).
     """
-    data = data.rstrip(_TRAILING)
+    data = _clean(data)
     stamp = (sender, transport, received_at)
-    m = _common_shape(data)
+    m = _COMMON.match(data)
     if m is None:
-        return _parse_any(_text(data), reference, stamp)
+        return _parse_any(data.decode("utf-8", "replace"), reference, stamp)
     return _common(m, data, reference, stamp)
 
 
@@ -143,16 +182,18 @@ def parse_routed(
     """:func:`parse`, behind the routing gate that builds nothing for a message of the common
     shape that no jail can match: its program no jail reads, or it holds none of the byte
     strings ``gate`` names for that program (a failregex's required literal is in the text
-    only if its UTF-8 bytes are in the message). A message of another shape is parsed whole
-    (only then is its app-name known) and returned."""
+    only if its UTF-8 bytes are in the escaped message). A message of another shape is parsed
+    whole (only then is its app-name known) and returned."""
     data = data.rstrip(_TRAILING)
     stamp = (sender, transport, received_at)
-    m = _common_shape(data)
+    m = _COMMON.match(data)
     if m is None:
-        return _parse_any(_text(data), reference, stamp)
+        return _parse_any(escape_controls(data).decode("utf-8", "replace"), reference, stamp)
     needles = gate(m.group(_COMMON_APP))
     if needles is None:
         return Dropped.UNREAD
+    # Escaping changes nothing the match covers (see _COMMON): m still reads the escaped bytes.
+    data = escape_controls(data)
     # "app[]:" is read as "app:" (no PID), so the line a fail2ban filter reads is not then a
     # substring of the message: no verdict on such a message without parsing it.
     if needles and m.group(_COMMON_PID) != b"":
@@ -162,20 +203,6 @@ def parse_routed(
         else:
             return Dropped.HOPELESS
     return _common(m, data, reference, stamp)
-
-
-def _common_shape(data: bytes) -> re.Match[bytes] | None:
-    """The common shape's match of a message (its line end cut), or None: another shape, or a
-    NUL in it (the general path reads a NUL as a space)."""
-    return None if 0 in data else _COMMON.match(data)  # 0: a NUL byte, cheaper than b"\x00"
-
-
-def _text(data: bytes) -> str:
-    """The text of a message: trailing line ends and NULs cut, other NULs made spaces."""
-    data = data.rstrip(_TRAILING)
-    if b"\x00" in data:
-        data = data.replace(b"\x00", b" ")
-    return data.decode("utf-8", "replace")
 
 
 _Stamp = tuple[str | None, str | None, float]

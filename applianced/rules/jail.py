@@ -4,6 +4,12 @@ Pure and synchronous: the engine feeds it failures with the time of receipt; it 
 ``Offence`` when an address (its IPv6 prefix, or a network a ``<CIDR>`` tag captured) reaches
 ``maxretry`` failures within ``findtime``. ``decide`` turns an offence into a ``BanDecision`` given
 how many bans the address already had, which the Appliance reads from the durable store.
+
+The windows are bounded by ``max_tracked`` as a segmented LRU, so that a spray of single failures
+from distinct addresses cannot wash out a slow offender: a window of one failure is on probation,
+one of two or more is protected, and a new address evicts the least recently failing address on
+probation. The protected segment holds at most four fifths of ``max_tracked`` (its least recent
+window goes back on probation), so new addresses always have room to reach their second failure.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ __all__ = [
 _SENDER_CACHE_MAX = 1024
 _Key = tuple[int, int]  # (IP version, address as an integer)
 _PROGRAM_CACHE_MAX = 4096
+_Window = list[tuple[float, str]]
 
 
 def jail_filter(conf: JailConf, *, engine: str = "auto") -> Filter:
@@ -131,8 +138,10 @@ class Jail:
         # storm is all failures).
         # A window is a plain list of (time, line), oldest first, at most maxretry long: a
         # deque costs some 600 bytes even empty, and a storm tracks a million addresses with
-        # one failure each.
-        self._windows: OrderedDict[_Key, list[tuple[float, str]]] = OrderedDict()
+        # one failure each. Each segment is in least recently failing order.
+        self._probation: OrderedDict[_Key, _Window] = OrderedDict()
+        self._protected: OrderedDict[_Key, _Window] = OrderedDict()
+        self._protected_max = conf.max_tracked * 4 // 5
         self.reads_program = ProgramSelector(conf.programs)
         self._senders: dict[str, bool] = {}
 
@@ -197,22 +206,16 @@ class Jail:
             key = (address.version, int(address))
         self.stats.matched += 1
         key = self._masked(key)
-        window = self._windows.get(key)
-        if window is None:
-            window = []
-            self._windows[key] = window
-            if len(self._windows) > self.conf.max_tracked:
-                self._windows.popitem(last=False)
-                self.stats.evicted += 1
-        else:
-            self._windows.move_to_end(key)
+        # Out of its segment while it is counted, back in at the most recent end of the one
+        # its count puts it in (popping and inserting costs what a move to the end does).
+        window = self._probation.pop(key, None) or self._protected.pop(key, None) or []
         horizon = now - self.conf.findtime
         if window and window[0][0] <= horizon:
             window[:] = [failure for failure in window if failure[0] > horizon]
         window.append((now, line))
         if len(window) < self.conf.maxretry:
+            self._track(key, window)
             return None
-        del self._windows[key]
         self.stats.offences += 1
         # The widest ban that covers no address we must never ban: the captured network, the
         # IPv6 prefix of the address, or the host alone.
@@ -226,6 +229,26 @@ class Jail:
             self.name, network, host, len(window), tuple(text for _, text in window), now
         )
 
+    def _track(self, key: _Key, window: _Window) -> None:
+        """Put ``window`` back as the most recent of its segment, then keep the bounds: the
+        protected segment's least recent window back on probation past four fifths of
+        ``max_tracked``, probation's least recent evicted past ``max_tracked`` (never the
+        window just put: the protected segment's cap leaves probation two or more then)."""
+        probation, protected = self._probation, self._protected
+        if len(window) == 1:
+            probation[key] = window
+        else:
+            protected[key] = window
+            if len(protected) > self._protected_max:
+                demoted, old = protected.popitem(last=False)
+                probation[demoted] = old
+        if len(probation) + len(protected) > self.conf.max_tracked:
+            probation.popitem(last=False)
+            self.stats.evicted += 1
+
+    def _window(self, key: _Key) -> _Window | None:
+        return self._probation.get(key) or self._protected.get(key)
+
     def _covers_protected(self, network: IPNetwork) -> bool:
         """Whether a ban of ``network`` would cover an address never to ban besides the
         offender (a single address was checked already, on the way in)."""
@@ -235,27 +258,28 @@ class Jail:
 
     def failures(self, address: IPAddress, now: float) -> int:
         """Failures of ``address``'s network still inside the window at ``now``."""
-        window = self._windows.get(self._key(address))
+        window = self._window(self._key(address))
         if window is None:
             return 0
         return sum(1 for t, _ in window if t > now - self.conf.findtime)
 
     def recent_lines(self, address: IPAddress) -> tuple[str, ...]:
-        window = self._windows.get(self._key(address))
+        window = self._window(self._key(address))
         return tuple(line for _, line in window) if window else ()
 
     @property
     def tracked(self) -> int:
-        return len(self._windows)
+        return len(self._probation) + len(self._protected)
 
     def adopt(self, old: Jail) -> None:
-        """Take over the windows and counters of the jail this one replaces (a reload)."""
+        """Take over the windows and counters of the jail this one replaces (a reload),
+        probation's before the protected segment's, each least recent first."""
         self.stats = old.stats
-        for key, window in old._windows.items():
-            self._windows[self._masked(key)] = window[-self.conf.maxretry :]
-        while len(self._windows) > self.conf.max_tracked:
-            self._windows.popitem(last=False)
-            self.stats.evicted += 1
+        for segment in (old._probation, old._protected):
+            for key, window in segment.items():
+                key = self._masked(key)
+                if self._window(key) is None:
+                    self._track(key, window[-self.conf.maxretry :])
 
 
 class ProgramSelector:

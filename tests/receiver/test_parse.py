@@ -15,7 +15,13 @@ from hypothesis import strategies as st
 from applianced.errors import ParseError
 from applianced.receiver import parse as parse_module
 from applianced.receiver.message import SyslogMessage
-from applianced.receiver.parse import Dropped, message_fields, parse, parse_routed
+from applianced.receiver.parse import (
+    Dropped,
+    escape_controls,
+    message_fields,
+    parse,
+    parse_routed,
+)
 from applianced.rules.jail import ProgramSelector
 
 DATA = Path(__file__).parent.parent / "data"
@@ -108,10 +114,52 @@ def test_invalid_utf8_is_replaced() -> None:
     assert msg.msg == "user \ufffd\ufffd\ufffd from 203.0.113.7"
 
 
-def test_nul_bytes_inside_become_spaces_and_trailing_ones_go() -> None:
-    """Interior NULs are replaced by spaces; trailing NUL, CR and LF are stripped."""
-    msg = parse(b"<38>Nov 22 10:00:01 mx sshd[1]: a\x00b\x00\x00c\r\n\x00", REF)
-    assert msg.msg == "a b  c"
+def test_control_characters_inside_are_escaped_and_trailing_line_ends_go() -> None:
+    """Interior C0 controls (TAB aside), DEL and C1 controls become '#' and three octal digits
+    of their code point, as rsyslog writes them; trailing NUL, CR and LF are cut."""
+    wire = (
+        b"<38>Nov 22 10:00:01 mx sshd[1]: a\nb\rc\x00d\x1be\x7ff\xc2\x85g\xc2\x9fh\ti\x01\r\n\x00"
+    )
+    msg = parse(wire, REF)
+    assert msg.msg == "a#012b#015c#000d#033e#177f#205g#237h\ti#001"
+
+
+@pytest.mark.parametrize(
+    ("wire", "field", "expected"),
+    [
+        (b"<38>Nov 22 10:00:01 m\nx sshd[1]: x", "hostname", "m#012x"),
+        (b"<38>Nov 22 10:00:01 mx ss\x00hd[1]: x", "app_name", "ss#000hd"),
+        (b"<38>1 2026-11-22T10:00:01Z mx sshd 1 - - a\rb", "msg", "a#015b"),
+        (
+            b'<38>1 2026-11-22T10:00:01Z mx sshd 1 - [x@1 k="\n"] a',
+            "structured_data",
+            '[x@1 k="#012"]',
+        ),
+        (b"<38>2026-11-22T10:00:01Z mx sshd: a\x0bb", "msg", "a#013b"),
+        (b"no header at all\x1c here", "msg", "no header at all#034 here"),
+    ],
+)
+def test_control_characters_are_escaped_in_every_field_and_shape(
+    wire: bytes, field: str, expected: str
+) -> None:
+    """Escaping comes before the header is read: no shape and no field keeps a raw control."""
+    assert getattr(parse(wire, REF), field) == expected
+
+
+def test_c1_controls_are_escaped_only_where_utf8_decodes_them() -> None:
+    """U+0080..U+009F (UTF-8 C2 80..C2 9F) are escaped like C0; the same bytes that are not
+    UTF-8 become U+FFFD, which is no control; other Latin-1 letters stay as they are."""
+    msg = parse(b"<38>Nov 22 10:00:01 mx sshd[1]: \xe0\xc2\x85 \x85 \xc2 \xc2\xa0 \xc3\xa9", REF)
+    assert msg.msg == "\ufffd#205 \ufffd \ufffd \xa0 \xe9"
+
+
+def test_escaping_is_idempotent_and_leaves_clean_bytes_alone() -> None:
+    """Escaped text has no control left to escape; clean bytes come back as the same object."""
+    clean = b"Failed password for root from 203.0.113.7 port 22 ssh2 \xc2\xa0\t"
+    assert escape_controls(clean) is clean
+    once = escape_controls(b"a\nb\x00\xc2\x85")
+    assert once == b"a#012b#000#205"
+    assert escape_controls(once) is once
 
 
 def test_64_kib_message_parses() -> None:
@@ -405,6 +453,21 @@ def test_syslog_like_bytes_give_a_message_or_parse_error(prefix: bytes, tail: by
     assert 0 <= msg.facility <= 23 and 0 <= msg.severity <= 7
 
 
+_CONTROLS = {*map(chr, range(0x20)), "\x7f", *map(chr, range(0x80, 0xA0))} - {"\t"}
+
+
+@given(PREFIXES, st.binary(max_size=200))
+@example(b"<13>Nov 22 10:00:01 mx ", b"sshd\x00[1]: \xc2\x85\n")
+def test_no_parsed_field_holds_a_control_character(prefix: bytes, tail: bytes) -> None:
+    """Whatever the bytes, no text a filter or an operator reads holds a control but TAB."""
+    try:
+        msg = parse(prefix + tail, REF)
+    except ParseError:
+        return
+    for value in (msg.hostname, msg.app_name, msg.procid, msg.msgid, msg.structured_data, msg.msg):
+        assert value is None or not _CONTROLS.intersection(value), value
+
+
 TOKEN = st.text(
     st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="[]:"),
     min_size=1,
@@ -418,19 +481,21 @@ TOKEN = st.text(
     host=st.one_of(st.none(), TOKEN),
     tag=TOKEN,
     pid=st.one_of(st.none(), st.integers(1, 99999).map(str)),
-    text=st.text(max_size=80).map(lambda s: s.replace("\x00", "").rstrip("\r\n")),
+    text=st.text(max_size=80).map(lambda s: s.rstrip("\r\n\x00")),
 )
 def test_rfc3164_round_trip(
     pri: int, when: datetime, host: str | None, tag: str, pid: str | None, text: str
 ) -> None:
-    """A well-formed RFC 3164 message, with or without hostname, parses back to its parts."""
+    """A well-formed RFC 3164 message, with or without hostname, parses back to its parts (the
+    text with its control characters escaped)."""
     when = when.replace(microsecond=0, tzinfo=UTC)
     stamp = f"{when:%b} {when.day:2d} {when:%H:%M:%S}"
     head = f"{host} " if host else ""
     wire = f"<{pri}>{stamp} {head}{tag}{f'[{pid}]' if pid else ''}: {text}"
     msg = parse(wire.encode(), when + timedelta(seconds=30))
     assert (msg.facility, msg.severity, msg.timestamp) == (pri >> 3, pri & 7, when)
-    assert (msg.hostname, msg.app_name, msg.procid, msg.msg) == (host, tag, pid, text)
+    escaped = escape_controls(text.encode()).decode()
+    assert (msg.hostname, msg.app_name, msg.procid, msg.msg) == (host, tag, pid, escaped)
 
 
 # --- the common shape: a fast path that must read every message as the general path does -----
@@ -480,7 +545,8 @@ _ROUTER_STAMP = ("192.0.2.1", "udp", 7.0)
 
 def _general(data: bytes) -> SyslogMessage:
     """The message as the general path (no fast path) reads it."""
-    return parse_module._parse_any(parse_module._text(data), REF, _ROUTER_STAMP)
+    text = parse_module._clean(data).decode("utf-8", "replace")
+    return parse_module._parse_any(text, REF, _ROUTER_STAMP)
 
 
 @settings(max_examples=1000)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
+from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from applianced.errors import FilterError
+from applianced.receiver.parse import parse
 from applianced.rules.filters import (
     Filter,
     FilterDef,
@@ -34,6 +36,7 @@ from applianced.rules.filters import (
 
 CORPUS = Path(__file__).resolve().parent.parent / "data" / "mail-lines.tsv"
 DECOY = ipaddress.ip_address("198.51.100.99")
+REF = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
 
 # A file line: "Mmm dd hh:mm:ss HOST PROGRAM[PID]: MSG". The parser module owns the real thing.
 LOG_LINE = re.compile(r"^\w{3} [ \d]\d \d\d:\d\d:\d\d \S+ ([^:\[\s]+)(?:\[\d+\])?: ?(.*)$")
@@ -400,6 +403,119 @@ def _split(line: str) -> tuple[str, str]:
 @functools.cache
 def _compiled(name: str) -> Filter:
     return shipped_filter(name).compile()
+
+
+# A line per shipped filter whose attacker-controlled text (user name, HELO, recipient, set_id)
+# carries a raw control character, written {c}, followed by a fake host field naming the decoy:
+# (filter, program, MSG, the address the filter must report on the line as rsyslog escapes it,
+# "-" when the filter then refuses the line). Without the escape, a raw LF stops the filter's
+# ".*" at the decoy (dovecot, exim-reject, qmailadmin ban it) or before the real field (the
+# others miss the offender).
+SMUGGLED: list[tuple[str, str, str, str]] = [
+    (
+        "dovecot",
+        "dovecot",
+        "imap-login: Disconnected (auth failed, 1 attempts in 2 secs): user=<x>, method=PLAIN, rip=198.51.100.99, lip=192.0.2.1{c}>, method=PLAIN, rip=203.0.113.122, lip=192.0.2.1, session=<q1w2e3r4>",
+        "203.0.113.122",
+    ),
+    (
+        "exim-auth",
+        "exim",
+        "2026-11-22 10:02:01 dovecot_login authenticator failed for (User) [203.0.113.123]: 535 Incorrect authentication data (set_id=x{c}H=(User) [198.51.100.99])",
+        "203.0.113.123",
+    ),
+    (
+        "exim-reject",
+        "exim",
+        "2026-11-22 10:02:02 H=(x) [198.51.100.99] F=<a@b.example> rejected RCPT <c@d.example>: {c}) [203.0.113.124] F=<a@b.example> rejected RCPT <c@d.example>: relay not permitted",
+        "-",
+    ),
+    (
+        "kerio",
+        "kerio-connect",
+        "Attempt to deliver to unknown recipient <a@b.example>, from <x@y.example>, IP address 198.51.100.99{c}>, from <x@y.example>, IP address 203.0.113.125",
+        "203.0.113.125",
+    ),
+    (
+        "postfix-rbl",
+        "postfix/smtpd",
+        "NOQUEUE: reject: RCPT from unknown[203.0.113.126]: 554 5.7.1 Service unavailable; Client host [203.0.113.126] blocked using zen.spamhaus.org; from=<a@b.example> to=<c@d.example> proto=ESMTP helo=<x{c}NOQUEUE: reject: RCPT from unknown[198.51.100.99]: 554 5.7.1 Service unavailable; Client host [198.51.100.99] blocked using zen.spamhaus.org;>",
+        "203.0.113.126",
+    ),
+    (
+        "postfix-relay",
+        "postfix/smtpd",
+        "NOQUEUE: reject: RCPT from unknown[203.0.113.127]: 454 4.7.1 <victim{c}unknown[198.51.100.99]@other.example>: Relay access denied; from=<a@b.example> to=<victim@other.example> proto=ESMTP helo=<x>",
+        "203.0.113.127",
+    ),
+    (
+        "postfix-sasl",
+        "postfix/submission/smtpd",
+        "warning: unknown[203.0.113.128]: SASL LOGIN authentication failed: UGFzc3dvcmQ6, sasl_username=x{c}warning: unknown[198.51.100.99]: SASL LOGIN authentication failed:",
+        "203.0.113.128",
+    ),
+    (
+        "qmail-smtp",
+        "qmail-smtpd",
+        "qlogenvelope: result=rejected code=553 reason=authfailed detail= helo=x localip=192.0.2.1 localport=25 remoteip=198.51.100.99 remoteport=1 remotehost= qp= pid=1{c} mailfrom=a@b.example rcptto=c@d.example relay=no rcpthosts=yes size= authuser= authtype= encrypted= sslverified=no localip=192.0.2.1 localport=587 remoteip=203.0.113.129 remoteport=15632 remotehost= qp= pid=20005",
+        "203.0.113.129",
+    ),
+    (
+        "qmailadmin",
+        "qmailadmin",
+        "2026/11/22 10:05:01 user:x ip:198.51.100.99 auth:failed{c} ip:203.0.113.130 auth:failed [@example.org]",
+        "-",
+    ),
+    (
+        "roundcube",
+        "roundcube",
+        "Failed login for x from 198.51.100.99 in session abc (error: 49){c} from 203.0.113.131 in session 3lq5onb87b7oqnc7 (error: 49)",
+        "203.0.113.131",
+    ),
+    (
+        "sshd",
+        "sshd",
+        "Failed password for invalid user x from 198.51.100.99 port 22 ssh2{c} from 203.0.113.132 port 50022 ssh2",
+        "203.0.113.132",
+    ),
+    (
+        "vpopmail",
+        "vpopmail",
+        "vchkpw-submission: password fail (pass: 'x') postmaster@example.org:198.51.100.99{c}:203.0.113.133",
+        "203.0.113.133",
+    ),
+]
+# LF and CR end lines, NUL ends C strings, ESC starts terminal sequences, NEL is a C1 line end.
+CONTROLS = {"LF": b"\n", "CR": b"\r", "NUL": b"\x00", "ESC": b"\x1b", "NEL": b"\xc2\x85"}
+
+
+def test_every_shipped_filter_has_a_smuggling_line() -> None:
+    assert sorted(row[0] for row in SMUGGLED) == shipped_filter_names()
+
+
+@pytest.mark.parametrize("control", list(CONTROLS))
+@pytest.mark.parametrize(
+    ("name", "program", "text", "expected"), SMUGGLED, ids=[r[0] for r in SMUGGLED]
+)
+def test_a_control_character_never_lets_a_filter_read_a_smuggled_address(
+    name: str, program: str, text: str, expected: str, control: str
+) -> None:
+    """A raw control character in attacker-controlled text, as the receiver hands it on: the
+    filter never reports the decoy and reports the real address where it would on the line
+    rsyslog writes (the control as '#' and three octal digits)."""
+    head, tail = text.encode().split(b"{c}")
+    message = parse(
+        b"<38>Nov 22 10:00:01 mx %s[1]: %s%s%s" % (program.encode(), head, CONTROLS[control], tail),
+        REF,
+    )
+    assert message.app_name == program
+    assert any(fnmatchcase(program, p) for p in shipped_filter(name).programs)
+    found = _compiled(name).match(message.msg)
+    if expected == "-":
+        assert found is None
+    else:
+        assert found is not None
+        assert found.address == ipaddress.ip_address(expected)
 
 
 # --- the shipped filters against the corpus ------------------------------------------------------

@@ -5,6 +5,8 @@ from __future__ import annotations
 from ipaddress import ip_address, ip_network
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from applianced.conf.schema import IncrementConf
 from applianced.rules.addresses import network_of
@@ -64,6 +66,91 @@ def test_max_tracked_evicts_the_oldest_and_counts_it() -> None:
     assert jail.stats.evicted == 1
     assert jail.failures(b, 3.0) == 0
     assert jail.failures(A, 3.0) == 2
+
+
+def _spray(jail: Jail, first: int, count: int, now: float) -> None:
+    """``count`` single failures, each from its own /64 of 2001:db8::/32."""
+    for n in range(first, first + count):
+        jail.fail(ip_address(f"2001:db8:{n >> 16:x}:{n & 0xFFFF:x}::1"), "spray", now)
+
+
+def test_a_spray_of_single_failures_does_not_wash_out_a_slow_offender() -> None:
+    """Issue 15, item 8, scaled down: an address with two failures in its window outlives a
+    spray of more distinct single failures than max_tracked, and its third failure bans."""
+    jail = make(max_tracked=100)
+    jail.fail(A, "l1", 0.0)
+    _spray(jail, 0, 50, 5.0)
+    jail.fail(A, "l2", 15.0)
+    _spray(jail, 50, 250, 20.0)
+    assert jail.tracked == 100
+    assert jail.stats.evicted == 201
+    offence = jail.fail(A, "l3", 30.0)
+    assert offence is not None and offence.lines == ("l1", "l2", "l3")
+
+
+def test_single_failures_keep_room_among_many_repeat_offenders() -> None:
+    """Addresses with several failures never take more than four fifths of max_tracked: a new
+    address can still reach its second failure behind a spray shorter than the rest."""
+    jail = make(max_tracked=100)
+    for n in range(150):  # 150 addresses with two failures each
+        address = ip_address(f"192.0.2.{n}")
+        jail.fail(address, "x", 0.0)
+        jail.fail(address, "x", 1.0)
+    assert jail.tracked == 100
+    jail.fail(A, "l1", 2.0)
+    _spray(jail, 0, 18, 3.0)
+    jail.fail(A, "l2", 4.0)
+    assert jail.failures(A, 4.0) == 2
+    assert jail.tracked == 100
+
+
+def test_an_address_whose_failures_expired_counts_as_new_again() -> None:
+    """A repeat offender whose window has emptied is one failure again, first to be evicted."""
+    jail = make(max_tracked=3)
+    jail.fail(A, "x", 0.0)
+    jail.fail(A, "x", 1.0)
+    jail.fail(A, "x", 100.0)  # findtime is 60 s: the first two are gone
+    _spray(jail, 0, 3, 101.0)
+    assert jail.failures(A, 101.0) == 0
+    assert jail.stats.evicted == 1
+
+
+def test_a_reload_to_a_smaller_max_tracked_keeps_the_repeat_offenders() -> None:
+    """adopt() evicts as fail() does: single failures first, however old the others are."""
+    old = make()
+    old.fail(A, "l1", 0.0)
+    old.fail(A, "l2", 1.0)
+    _spray(old, 0, 5, 2.0)
+    new = make(max_tracked=3)
+    new.adopt(old)
+    assert new.tracked == 3 and new.stats.evicted == 3
+    offence = new.fail(A, "l3", 3.0)
+    assert offence is not None and offence.lines == ("l1", "l2", "l3")
+
+
+@settings(max_examples=300)
+@given(
+    st.integers(1, 6),
+    st.lists(st.tuples(st.integers(0, 9), st.floats(0.0, 40.0)), max_size=60),
+)
+def test_windows_stay_within_bounds_and_every_eviction_is_counted(
+    max_tracked: int, failures: list[tuple[int, float]]
+) -> None:
+    """Whatever the failures: at most max_tracked windows, the protected ones (two failures or
+    more; probation also holds those demoted) at most four fifths of it, and each window that
+    vanished without an offence counted as evicted."""
+    jail = make(max_tracked=max_tracked)
+    now, opened, offences = 0.0, 0, 0
+    for n, step in failures:
+        now += step
+        address = ip_address(f"203.0.113.{n}")
+        opened += not jail.recent_lines(address)  # no window yet: this failure opens one
+        offences += jail.fail(address, "x", now) is not None
+    probation, protected = jail._probation, jail._protected
+    assert len(probation) + len(protected) == jail.tracked <= max_tracked
+    assert len(protected) <= max_tracked * 4 // 5
+    assert all(len(w) >= 2 for w in protected.values())
+    assert jail.stats.evicted == opened - offences - jail.tracked
 
 
 def test_ignored_addresses_never_offend() -> None:
