@@ -10,6 +10,10 @@ from distinct addresses cannot wash out a slow offender: a window of one failure
 one of two or more is protected, and a new address evicts the least recently failing address on
 probation. The protected segment holds at most four fifths of ``max_tracked`` (its least recent
 window goes back on probation), so new addresses always have room to reach their second failure.
+An evicted window leaves its failure times behind, without its lines (a "ghost", as in the 2Q
+cache), for ``max_tracked`` more evictions: an address that fails again meanwhile gets its
+earlier failures back, so a spray must outnumber twice ``max_tracked`` between two failures of
+a slow offender to make it start over.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ _SENDER_CACHE_MAX = 1024
 _Key = tuple[int, int]  # (IP version, address as an integer)
 _PROGRAM_CACHE_MAX = 4096
 _Window = list[tuple[float, str]]
+# Stands for the line of a failure recalled from a ghost (the evidence `why` shows).
+EVICTED_LINE = "(line not kept: this failure was evicted while max_tracked addresses were tracked)"
 
 
 def jail_filter(conf: JailConf, *, engine: str = "auto") -> Filter:
@@ -142,6 +148,9 @@ class Jail:
         self._probation: OrderedDict[_Key, _Window] = OrderedDict()
         self._protected: OrderedDict[_Key, _Window] = OrderedDict()
         self._protected_max = conf.max_tracked * 4 // 5
+        # The failure times of evicted windows, least recently evicted first, at most
+        # max_tracked: a tuple of floats a key, about a third of a window's memory.
+        self._ghosts: OrderedDict[_Key, tuple[float, ...]] = OrderedDict()
         self.reads_program = ProgramSelector(conf.programs)
         self._senders: dict[str, bool] = {}
 
@@ -208,7 +217,9 @@ class Jail:
         key = self._masked(key)
         # Out of its segment while it is counted, back in at the most recent end of the one
         # its count puts it in (popping and inserting costs what a move to the end does).
-        window = self._probation.pop(key, None) or self._protected.pop(key, None) or []
+        window = (
+            self._probation.pop(key, None) or self._protected.pop(key, None) or self._recall(key)
+        )
         horizon = now - self.conf.findtime
         if window and window[0][0] <= horizon:
             window[:] = [failure for failure in window if failure[0] > horizon]
@@ -243,8 +254,20 @@ class Jail:
                 demoted, old = protected.popitem(last=False)
                 probation[demoted] = old
         if len(probation) + len(protected) > self.conf.max_tracked:
-            probation.popitem(last=False)
-            self.stats.evicted += 1
+            self._evict(*probation.popitem(last=False))
+
+    def _evict(self, key: _Key, window: _Window) -> None:
+        """Drop a window, keeping its failure times as a ghost (the oldest ghost goes)."""
+        self.stats.evicted += 1
+        ghosts = self._ghosts
+        ghosts[key] = tuple(t for t, _ in window)
+        if len(ghosts) > self.conf.max_tracked:
+            ghosts.popitem(last=False)
+
+    def _recall(self, key: _Key) -> _Window:
+        """The window of an address with none: its ghost's failures, or empty."""
+        times = self._ghosts.pop(key, None)
+        return [(t, EVICTED_LINE) for t in times] if times else []
 
     def _window(self, key: _Key) -> _Window | None:
         return self._probation.get(key) or self._protected.get(key)
@@ -272,13 +295,18 @@ class Jail:
         return len(self._probation) + len(self._protected)
 
     def adopt(self, old: Jail) -> None:
-        """Take over the windows and counters of the jail this one replaces (a reload),
-        probation's before the protected segment's, each least recent first."""
+        """Take over the windows, ghosts and counters of the jail this one replaces (a
+        reload), probation's windows before the protected segment's, each least recent first."""
         self.stats = old.stats
+        for key, times in old._ghosts.items():
+            self._ghosts[self._masked(key)] = times[-self.conf.maxretry :]
+        while len(self._ghosts) > self.conf.max_tracked:
+            self._ghosts.popitem(last=False)
         for segment in (old._probation, old._protected):
             for key, window in segment.items():
                 key = self._masked(key)
                 if self._window(key) is None:
+                    self._ghosts.pop(key, None)
                     self._track(key, window[-self.conf.maxretry :])
 
 

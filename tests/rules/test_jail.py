@@ -12,7 +12,7 @@ from applianced.conf.schema import IncrementConf
 from applianced.rules.addresses import network_of
 from applianced.rules.decision import BanKind, Offence
 from applianced.rules.filters import Filter
-from applianced.rules.jail import Jail, ProgramSelector, ban_duration, decide
+from applianced.rules.jail import EVICTED_LINE, Jail, ProgramSelector, ban_duration, decide
 from applianced.units import MAX_BAN_SECONDS
 from tests.helpers import SSHD_REGEX, jail_conf
 
@@ -86,6 +86,49 @@ def test_a_spray_of_single_failures_does_not_wash_out_a_slow_offender() -> None:
     assert jail.stats.evicted == 201
     offence = jail.fail(A, "l3", 30.0)
     assert offence is not None and offence.lines == ("l1", "l2", "l3")
+
+
+def test_a_spray_larger_than_max_tracked_between_two_failures_does_not_wash_them_out() -> None:
+    """Issue 15, item 8, at a tenth of its figures: 900 single failures a second from distinct
+    /64s and a slow offender failing every 15 s, so 13,500 new addresses between two of its
+    failures, 1.35 times max_tracked as 135,000 is 1.35 times the default 100,000. Its
+    evicted window's failure times are kept (a ghost): its second failure finds the first,
+    and its third bans."""
+    jail = make(max_tracked=10_000, findtime=600.0)
+    jail.fail(A, "l1", 0.0)
+    _spray(jail, 0, 13_500, 7.5)
+    assert jail.failures(A, 7.5) == 0  # its window was evicted
+    jail.fail(A, "l2", 15.0)
+    assert jail.failures(A, 15.0) == 2
+    _spray(jail, 13_500, 13_500, 22.5)
+    offence = jail.fail(A, "l3", 30.0)
+    assert offence is not None
+    assert offence.lines == (EVICTED_LINE, "l2", "l3")
+
+
+def test_a_ghost_is_forgotten_after_max_tracked_more_evictions_or_findtime() -> None:
+    """A ghost outlives max_tracked evictions, not more; an expired one gives nothing back."""
+    jail = make(max_tracked=10)
+    jail.fail(A, "l1", 0.0)
+    _spray(jail, 0, 30, 1.0)  # A is evicted at the 10th; 20 more evictions follow
+    jail.fail(A, "l2", 2.0)
+    assert jail.failures(A, 2.0) == 1
+    expired = make(max_tracked=10)
+    expired.fail(A, "l1", 0.0)
+    _spray(expired, 0, 11, 1.0)
+    expired.fail(A, "l2", 61.0)  # findtime is 60 s
+    assert expired.failures(A, 61.0) == 1
+
+
+def test_a_reload_keeps_the_ghosts() -> None:
+    """adopt() takes the ghosts over: a failure after the reload finds the evicted one."""
+    old = make(max_tracked=3)
+    old.fail(A, "l1", 0.0)
+    _spray(old, 0, 3, 1.0)
+    new = make(max_tracked=3)
+    new.adopt(old)
+    new.fail(A, "l2", 2.0)
+    assert new.failures(A, 2.0) == 2
 
 
 def test_single_failures_keep_room_among_many_repeat_offenders() -> None:
