@@ -10,6 +10,7 @@ that ``appliancectl check`` catches a bad one before the daemon does.
 from __future__ import annotations
 
 import math
+import os
 import re
 import socket
 import tomllib
@@ -17,6 +18,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from applianced.conf.filterref import resolve_filter
 from applianced.conf.schema import (
     Config,
     EnforcementConf,
@@ -30,17 +32,28 @@ from applianced.conf.schema import (
     TLSConf,
 )
 from applianced.errors import ConfigError, FilterError
-from applianced.receiver.tls import file_digest, normalize_fingerprint, server_context
 from applianced.rules.addresses import parse_network
 from applianced.rules.decision import IPNetwork
-from applianced.rules.f2bfilter import is_fail2ban_filter, resolve_fail2ban_filter
-from applianced.rules.filters import shipped_filter, shipped_filter_names
+from applianced.rules.f2bfilter import F2bFilter
 from applianced.rules.jail import jail_filter
 from applianced.units import parse_ban_duration, parse_duration
 
-__all__ = ["DEFAULT_CONFIG", "load_config", "parse_config"]
+__all__ = ["DEFAULT_CONFIG", "config_path", "load_config", "parse_config"]
 
 DEFAULT_CONFIG = Path(__file__).parent / "defaults" / "appliance.toml"
+
+
+def config_path(given: Path | None) -> Path:
+    """The config file the daemon and appliancectl read: ``given`` (--config), else
+    $APPLIANCED_CONFIG, else /etc/applianced/appliance.toml when it exists, else the shipped one."""
+    if given is not None:
+        return given
+    env = os.environ.get("APPLIANCED_CONFIG")
+    if env:
+        return Path(env)
+    etc = Path("/etc/applianced/appliance.toml")
+    return etc if etc.exists() else DEFAULT_CONFIG
+
 
 T = TypeVar("T")
 
@@ -372,6 +385,10 @@ class _Loader:
     ) -> TLSConf | None:
         """The certificate keys of a ``transport = "tls"`` listener; the files are read and
         checked here (cert and key a pair, CA readable), as the daemon will read them."""
+        # Imported here: receiver.tls builds the context with Twisted, which the configs
+        # without a TLS listener (and appliancectl's verbs with them) do not load.
+        from applianced.receiver.tls import file_digest, normalize_fingerprint, server_context
+
         if transport != "tls":
             for key in sorted(_TLS & set(t)):
                 raise self.error((*keys, key), f'{key} only applies to transport = "tls"')
@@ -565,32 +582,17 @@ class _Loader:
             self.typed(filter_name, at("filter"), str, "a filter name")
             filter_dir = self.typed(p["filter_dir"], at("filter_dir"), str, "a directory")
             try:
-                # A path is a fail2ban file; with filter_dir a name is looked up there first.
-                if is_fail2ban_filter(filter_name) or (
-                    filter_dir
-                    and (
-                        "[" in filter_name
-                        or (
-                            self.path_of(filter_dir, at("filter_dir")) / f"{filter_name}.conf"
-                        ).exists()
-                        or filter_name not in shipped_filter_names()
-                    )
-                ):
-                    f2b = resolve_fail2ban_filter(
-                        filter_name,
-                        self.path_of(filter_dir, at("filter_dir")) if filter_dir else None,
-                        self.path.parent,
-                    )
-                    f2b.compile(allow_dns=use_dns)
-                    failregex = failregex or f2b.failregex
-                    ignoreregex = ignoreregex or f2b.ignoreregex
-                    programs = f2b.programs if programs is None else programs
-                    prefregex, match_on = f2b.prefregex, "line"
-                else:
-                    fdef = shipped_filter(filter_name)
-                    failregex = failregex or fdef.failregex
-                    ignoreregex = ignoreregex or fdef.ignoreregex
-                    programs = fdef.programs if programs is None else programs
+                source = resolve_filter(
+                    filter_name,
+                    self.path_of(filter_dir, at("filter_dir")) if filter_dir else None,
+                    self.path.parent,
+                )
+                if isinstance(source, F2bFilter):
+                    source.compile(allow_dns=use_dns)
+                    prefregex, match_on = source.prefregex, "line"
+                failregex = failregex or source.failregex
+                ignoreregex = ignoreregex or source.ignoreregex
+                programs = source.programs if programs is None else programs
             except FilterError as e:
                 raise self.error(at("filter"), str(e)) from None
         if not failregex:
