@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from applianced.errors import ApplianceError
+
 __all__ = [
     "CA_DAYS",
     "LEAF_DAYS",
@@ -37,7 +39,7 @@ _SKEW = dt.timedelta(minutes=5)  # valid a little before now: the peers' clocks 
 _NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,252})$")
 
 
-class TLSInitError(Exception):
+class TLSInitError(ApplianceError):
     """Refused: an existing file, a bad name. The message says what to do."""
 
 

@@ -387,7 +387,12 @@ class _Loader:
         checked here (cert and key a pair, CA readable), as the daemon will read them."""
         # Imported here: receiver.tls builds the context with Twisted, which the configs
         # without a TLS listener (and appliancectl's verbs with them) do not load.
-        from applianced.receiver.tls import file_digest, normalize_fingerprint, server_context
+        from applianced.receiver.tls import (
+            TLSFileError,
+            file_digest,
+            normalize_fingerprint,
+            server_context,
+        )
 
         if transport != "tls":
             for key in sorted(_TLS & set(t)):
@@ -419,14 +424,18 @@ class _Loader:
             client_fingerprints=fingerprints,
             client_names=names,
         )
-        self.convert(conf, (*keys, "cert"), server_context)
+        try:
+            server_context(conf)
+            digest = file_digest(conf)
+        except TLSFileError as e:
+            raise self.error((*keys, "cert"), str(e)) from None
         return TLSConf(
             cert=conf.cert,
             key=conf.key,
             client_ca=conf.client_ca,
             client_fingerprints=conf.client_fingerprints,
             client_names=conf.client_names,
-            digest=self.convert(conf, (*keys, "cert"), file_digest),
+            digest=digest,
         )
 
     def metrics(self, raw: Mapping[str, Any]) -> MetricsConf:
