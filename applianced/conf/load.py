@@ -385,8 +385,12 @@ class _Loader:
     ) -> TLSConf | None:
         """The certificate keys of a ``transport = "tls"`` listener; the files are read and
         checked here (cert and key a pair, CA readable), as the daemon will read them."""
+        if transport != "tls":
+            for key in sorted(_TLS & set(t)):
+                raise self.error((*keys, key), f'{key} only applies to transport = "tls"')
+            return None
         # Imported here: receiver.tls builds the context with Twisted, which the configs
-        # without a TLS listener (and appliancectl's verbs with them) do not load.
+        # without a TLS listener (and so appliancectl's verbs with them) do not load.
         from applianced.receiver.tls import (
             TLSFileError,
             file_digest,
@@ -394,10 +398,6 @@ class _Loader:
             server_context,
         )
 
-        if transport != "tls":
-            for key in sorted(_TLS & set(t)):
-                raise self.error((*keys, key), f'{key} only applies to transport = "tls"')
-            return None
         for required in ("cert", "key"):
             if required not in t:
                 raise self.error(
