@@ -29,7 +29,8 @@ from twisted.python.failure import Failure
 
 from applianced import __version__
 from applianced.appliance import Appliance
-from applianced.conf.load import config_path, load_config
+from applianced.conf.load import load_config
+from applianced.conf.paths import config_path
 from applianced.conf.schema import Config, NotifyConf
 from applianced.control import ControlFactory, Dispatcher
 from applianced.enforcement.base import Enforcer

@@ -15,7 +15,7 @@ from applianced.cli.client import EXIT_DOWN, EXIT_REFUSED, EXIT_USAGE, CliError,
 from applianced.cli.online import reloaded
 from applianced.cli.output import out
 from applianced.conf import edit
-from applianced.conf.load import config_path
+from applianced.conf.paths import config_path
 from applianced.errors import ConfigError
 
 __all__ = ["cmd_general", "cmd_jail", "cmd_whitelist"]

@@ -12,7 +12,8 @@ from typing import Any
 
 from applianced.cli.client import EXIT_USAGE, CliError
 from applianced.cli.output import out
-from applianced.conf.load import config_path, load_config
+from applianced.conf.load import load_config
+from applianced.conf.paths import config_path
 from applianced.errors import ApplianceError, ConfigError
 from applianced.receiver.parse import message_fields, parse
 

@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from applianced.cli.client import EXIT_USAGE, CliError
-from applianced.conf.edit import JAIL_OPTIONS
-from applianced.conf.load import config_path, load_config
+from applianced.conf.jailkeys import JAIL_OPTIONS
+from applianced.conf.paths import config_path, control_socket
 from applianced.errors import ConfigError
 
 __all__ = ["build_parser", "main"]
@@ -238,7 +238,7 @@ def _socket_path(args: argparse.Namespace) -> Path:
     if args.socket is not None:
         return Path(args.socket)
     try:
-        return load_config(config_path(args.config)).control_socket
+        return control_socket(config_path(args.config))
     except ConfigError as e:
         raise CliError(f"cannot find the control socket: {e}; pass --socket", EXIT_USAGE) from None
 

@@ -27,7 +27,8 @@ from rich.progress import (
 
 from applianced.cli.client import EXIT_USAGE, CliError
 from applianced.conf.filterref import UnknownFilterError, resolve_filter
-from applianced.conf.load import config_path, load_config
+from applianced.conf.load import load_config
+from applianced.conf.paths import config_path
 from applianced.errors import ApplianceError, ConfigError, FilterError
 from applianced.receiver.message import SyslogMessage
 from applianced.receiver.parse import Dropped, escape_controls, parse_routed

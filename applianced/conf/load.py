@@ -10,7 +10,6 @@ that ``appliancectl check`` catches a bad one before the daemon does.
 from __future__ import annotations
 
 import math
-import os
 import re
 import socket
 import tomllib
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from applianced.conf.filterref import resolve_filter
+from applianced.conf.jailkeys import INCREMENT_KEYS, JAIL_KEYS, POLICY_KEYS
+from applianced.conf.paths import DEFAULT_CONFIG, DEFAULT_CONTROL_SOCKET
 from applianced.conf.schema import (
     Config,
     EnforcementConf,
@@ -38,21 +39,7 @@ from applianced.rules.f2bfilter import F2bFilter
 from applianced.rules.jail import jail_filter
 from applianced.units import parse_ban_duration, parse_duration
 
-__all__ = ["DEFAULT_CONFIG", "config_path", "load_config", "parse_config"]
-
-DEFAULT_CONFIG = Path(__file__).parent / "defaults" / "appliance.toml"
-
-
-def config_path(given: Path | None) -> Path:
-    """The config file the daemon and appliancectl read: ``given`` (--config), else
-    $APPLIANCED_CONFIG, else /etc/applianced/appliance.toml when it exists, else the shipped one."""
-    if given is not None:
-        return given
-    env = os.environ.get("APPLIANCED_CONFIG")
-    if env:
-        return Path(env)
-    etc = Path("/etc/applianced/appliance.toml")
-    return etc if etc.exists() else DEFAULT_CONFIG
+__all__ = ["DEFAULT_CONFIG", "load_config", "parse_config"]
 
 
 T = TypeVar("T")
@@ -93,28 +80,6 @@ _LISTENER = {"transport", "address", "port", "allowed_senders", "max_message_siz
 _LISTENER |= {"rcvbuf", "reuse_port"}  # per [[listeners]] only
 _RCVBUF = ListenerConf.__dataclass_fields__["rcvbuf"].default
 _LISTENER |= _TLS
-_POLICY = {
-    "bantime",
-    "findtime",
-    "maxretry",
-    "ignoreip",
-    "bantime_increment",
-    "max_count",
-    "findtime_history",
-    "max_tracked",
-    "ipv6_prefix",
-    "use_dns",
-    "ports",
-    "protocol",
-    "filter_dir",
-    "hook",
-    "verdict",
-    "bantime_jitter",
-    "notify",
-}
-_INCREMENT = {"enabled", "factor", "maxtime"}
-_JAIL = _POLICY | {"enabled", "filter", "failregex", "ignoreregex", "programs", "senders"}
-
 _BUILTIN_POLICY: dict[str, Any] = {
     "bantime": 600,
     "findtime": 600,
@@ -301,7 +266,7 @@ class _Loader:
                 daemon.get("state_dir", "/var/lib/applianced"), ("daemon", "state_dir")
             ),
             control_socket=self.path_of(
-                daemon.get("control_socket", "/run/applianced/control.sock"),
+                daemon.get("control_socket", DEFAULT_CONTROL_SOCKET),
                 ("daemon", "control_socket"),
             ),
             lines_per_ban=self.int_in(
@@ -556,8 +521,8 @@ class _Loader:
 
     def policy(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         """The [defaults] table over the built-in defaults; values still raw, keys checked."""
-        t = self.table(raw, ("defaults",), _POLICY)
-        inc = self.table(raw, ("defaults", "bantime_increment"), _INCREMENT)
+        t = self.table(raw, ("defaults",), POLICY_KEYS)
+        inc = self.table(raw, ("defaults", "bantime_increment"), INCREMENT_KEYS)
         return {
             **_BUILTIN_POLICY,
             **t,
@@ -571,7 +536,7 @@ class _Loader:
                 keys,
                 f"jail name {name!r}: use letters, digits, '-' and '_' only, at most 24 chars",
             )
-        t = self.table(raw, keys, _JAIL)
+        t = self.table(raw, keys, JAIL_KEYS)
         p = {**defaults, **t}
 
         def at(key: str) -> tuple[str, ...]:
@@ -609,7 +574,7 @@ class _Loader:
         inc_keys = at("bantime_increment")
         inc_raw = {
             **defaults["bantime_increment"],
-            **self.table(raw, (*keys, "bantime_increment"), _INCREMENT),
+            **self.table(raw, (*keys, "bantime_increment"), INCREMENT_KEYS),
         }
         increment = IncrementConf(
             enabled=self.typed(inc_raw["enabled"], (*inc_keys, "enabled"), bool, "true or false"),

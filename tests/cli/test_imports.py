@@ -6,11 +6,8 @@ proof; the timing itself is ``python -m bench --only cli``."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -51,28 +48,6 @@ def loaded_daemon_modules(*argv: str, stdin: bytes = b"") -> list[str]:
     )
     modules: list[str] = json.loads(done.stderr.decode().splitlines()[-1])
     return modules
-
-
-@pytest.fixture
-def control_socket(tmp_path: Path) -> Iterator[Path]:
-    """A stand-in daemon: answers one control request with an empty status."""
-    path = tmp_path / "control.sock"
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(str(path))
-    server.listen(1)
-    server.settimeout(30)
-
-    def answer() -> None:
-        conn, _ = server.accept()
-        with conn:
-            conn.makefile("rb").readline()
-            conn.sendall(json.dumps({"ok": True, "result": {"jails": {}}}).encode() + b"\n")
-
-    thread = threading.Thread(target=answer, daemon=True)
-    thread.start()
-    yield path
-    thread.join(timeout=30)
-    server.close()
 
 
 def test_the_probe_sees_twisted_when_it_is_loaded() -> None:
