@@ -3,7 +3,7 @@ syslog over TLS (RFC 5425), and the snippets that put them to use.
 
 ECDSA P-256 keys (every TLS stack rsyslog, syslog-ng and Kerio link against reads them), the CA
 valid 10 years, the leaves 2 years. Key files are created with mode 0600 and nothing is
-overwritten unless ``force``. Called by ``cli.py``; the listener side is ``receiver/tls.py``.
+overwritten unless ``force``. Called by ``cli/tls.py``; the listener side is ``receiver/tls.py``.
 """
 
 from __future__ import annotations

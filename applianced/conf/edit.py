@@ -6,7 +6,7 @@ other keys), validates the WHOLE resulting text with the real loader (``parse_co
 then writes it: atomically (a temp file in the same directory, fsync, ``os.replace``) with the
 original's mode and owner. A value the loader refuses raises its ``ConfigError`` (file, line,
 key) and nothing is written. Edits of one file are serialised with a lock on its directory.
-Telling the daemon to reload is the caller's job (``cli.py``). No reactor, no logging here.
+Telling the daemon to reload is the caller's job (``cli/edits.py``). No reactor, no logging here.
 """
 
 from __future__ import annotations
