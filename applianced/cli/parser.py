@@ -61,13 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
         v.add_argument("--socket", type=Path, default=argparse.SUPPRESS, help="control socket")
         return v
 
-    _online_verbs(verb)
+    # In the order --help lists them.
+    _ban_verbs(verb)
+    _list_verbs(verb)
     _edit_verbs(verb)
     _offline_verbs(verb)
     return p
 
 
-def _online_verbs(verb: _Verb) -> None:
+def _ban_verbs(verb: _Verb) -> None:
     v = verb("status", "daemon health and per-jail counters", "appliancectl status postfix-sasl")
     v.add_argument("jail", nargs="?", help="only this jail")
     v.set_defaults(fn="online:cmd_status")
@@ -94,6 +96,9 @@ def _online_verbs(verb: _Verb) -> None:
     v.add_argument("--jail", help="only in this jail (default: every jail)")
     v.add_argument("--local", action="store_true", help=_LOCAL_HELP)
     v.set_defaults(fn="online:cmd_unban")
+
+
+def _list_verbs(verb: _Verb) -> None:
     v = verb(
         "blacklist",
         "permanent bans: add JAIL ADDR | remove ADDR [--jail J] | list",
@@ -126,13 +131,6 @@ def _online_verbs(verb: _Verb) -> None:
         "appliancectl reload",
     )
     v.set_defaults(fn="online:cmd_reload")
-    v = verb(
-        "notify",
-        "ban mails: `notify test` sends a test mail the configured way and shows the outcome",
-        "appliancectl notify test",
-    )
-    v.add_argument("action", choices=("test",))
-    v.set_defaults(fn="online:cmd_notify")
 
 
 def _edit_verbs(verb: _Verb) -> None:
@@ -179,6 +177,14 @@ def _edit_verbs(verb: _Verb) -> None:
 
 
 def _offline_verbs(verb: _Verb) -> None:
+    """notify test, then the verbs that need no daemon."""
+    v = verb(
+        "notify",
+        "ban mails: `notify test` sends a test mail the configured way and shows the outcome",
+        "appliancectl notify test",
+    )
+    v.add_argument("action", choices=("test",))
+    v.set_defaults(fn="online:cmd_notify")
     v = verb(
         "tls",
         "syslog over TLS: `tls init` writes a CA, a server certificate and client "
