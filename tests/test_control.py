@@ -135,6 +135,17 @@ def test_an_unknown_field_is_refused_rather_than_ignored(tmp_path: Path) -> None
     assert ip_network("198.51.100.9/32") not in {b.network for b in app.banned()}
 
 
+def test_an_error_shows_a_huge_bad_value_cut_short(tmp_path: Path) -> None:
+    """A 60 KiB value is named, not echoed whole, in the answer (and so in the log)."""
+    app = appliance(tmp_path)
+    huge = ["x" * 1000] * 60
+    answer = ask(app, "ban", jail="sshd", target=huge)
+    assert not answer["ok"] and "'target'" in answer["error"]
+    assert len(answer["error"]) < 200
+    answer = Dispatcher(app).handle({"verb": "y" * 60_000})
+    assert not answer["ok"] and len(answer["error"]) < 200  # type: ignore[index]
+
+
 def test_args_must_be_an_object(tmp_path: Path) -> None:
     for args in ([], "x", 0):
         answer = Dispatcher(appliance(tmp_path)).handle({"verb": "banned", "args": args})
