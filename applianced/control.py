@@ -217,7 +217,7 @@ class _ControlProtocol(LineOnlyReceiver):
     def lineReceived(self, line: bytes) -> None:
         try:
             request = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
             answer: dict[str, Any] | Deferred[dict[str, Any]] = {
                 "ok": False,
                 "error": "not a JSON line",
