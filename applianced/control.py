@@ -35,6 +35,13 @@ InThread = Callable[[Callable[[], Any]], Deferred[Any]]
 _PERMANENT = "use `appliancectl blacklist add JAIL ADDR` (the verb blacklist_add)"
 
 
+def _brief(value: Any) -> str:
+    """``value`` as an error message shows it: its repr, cut to 60 characters (a request line
+    may be 64 KiB, and the answer and the log need only enough to recognise it)."""
+    shown = repr(value)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
+
+
 def _text(value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise TypeError("a non-empty string")
@@ -52,7 +59,7 @@ def _duration(value: Any) -> float:
         raise TypeError('seconds or a duration such as "10m", "1h", "1d", "1w"')
     seconds = parse_ban_duration(value, _PERMANENT)
     if seconds <= 0:
-        raise ValueError(f"{value!r}: a ban lasts more than 0 seconds")
+        raise ValueError(f"{_brief(value)}: a ban lasts more than 0 seconds")
     return seconds
 
 
@@ -79,7 +86,7 @@ class _Verb:
         for key in args:
             if key not in allowed:
                 takes = ", ".join(allowed) or "no arguments"
-                raise ValueError(f"{name}: unknown argument {key!r}; {name} takes: {takes}")
+                raise ValueError(f"{name}: unknown argument {_brief(key)}; {name} takes: {takes}")
         out = {}
         for key in allowed:
             value = args.get(key)
@@ -90,7 +97,7 @@ class _Verb:
             try:
                 out[key] = _FIELDS[key](value)
             except TypeError as e:
-                raise ValueError(f"{name}: {key!r} must be {e}, not {value!r}") from None
+                raise ValueError(f"{name}: {key!r} must be {e}, not {_brief(value)}") from None
             except ValueError as e:
                 raise ValueError(f"{name}: {key!r}: {e}") from None
         return out
@@ -132,7 +139,7 @@ class Dispatcher:
             return {"ok": False, "error": 'a request is {"verb": "...", "args": {...}}'}
         verb = self.verbs.get(request["verb"])
         if verb is None:
-            return {"ok": False, "error": f"unknown verb {request['verb']!r}"}
+            return {"ok": False, "error": f"unknown verb {_brief(request['verb'])}"}
         args = request.get("args")
         if args is None:
             args = {}
@@ -211,7 +218,7 @@ class _ControlProtocol(LineOnlyReceiver):
     def lineReceived(self, line: bytes) -> None:
         try:
             request = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
             answer: dict[str, Any] | Deferred[dict[str, Any]] = {
                 "ok": False,
                 "error": "not a JSON line",

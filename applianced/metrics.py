@@ -131,6 +131,12 @@ class ApplianceCollector:
             r.first_frame_timeouts,
         )
         yield _counter(
+            "applianced_evicted_pending_connections",
+            "Syslog connections that had sent no whole frame, closed (oldest first) to make "
+            "room for a new one at max_connections.",
+            r.evicted_pending,
+        )
+        yield _counter(
             "applianced_idle_timeouts",
             "Syslog connections closed after idle_timeout without a byte.",
             r.idle_timeouts,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from ipaddress import ip_network
 from pathlib import Path
@@ -135,6 +136,17 @@ def test_an_unknown_field_is_refused_rather_than_ignored(tmp_path: Path) -> None
     assert ip_network("198.51.100.9/32") not in {b.network for b in app.banned()}
 
 
+def test_an_error_shows_a_huge_bad_value_cut_short(tmp_path: Path) -> None:
+    """A 60 KiB value is named, not echoed whole, in the answer (and so in the log)."""
+    app = appliance(tmp_path)
+    huge = ["x" * 1000] * 60
+    answer = ask(app, "ban", jail="sshd", target=huge)
+    assert not answer["ok"] and "'target'" in answer["error"]
+    assert len(answer["error"]) < 200
+    answer = Dispatcher(app).handle({"verb": "y" * 60_000})
+    assert not answer["ok"] and len(answer["error"]) < 200  # type: ignore[index]
+
+
 def test_args_must_be_an_object(tmp_path: Path) -> None:
     for args in ([], "x", 0):
         answer = Dispatcher(appliance(tmp_path)).handle({"verb": "banned", "args": args})
@@ -161,3 +173,19 @@ def test_an_ipv4_mapped_cidr_is_checked_against_the_protected_ipv4_address(
     answer = ask(app, "ban", jail="sshd", target="::ffff:198.51.100.7/128")
     assert answer["ok"] and answer["result"]["address"] == "198.51.100.7/32"
     assert ask(app, "unban", target="::ffff:198.51.100.7/128")["ok"]
+
+
+def test_a_line_nested_too_deep_is_not_json_not_a_traceback(tmp_path: Path) -> None:
+    """``[`` sixty thousand times over the socket: Python's JSON parser gives up with
+    RecursionError; the answer is the usual "not a JSON line" and the connection stays."""
+    from twisted.internet.testing import StringTransport
+
+    from applianced.control import ControlFactory
+
+    proto = ControlFactory(Dispatcher(appliance(tmp_path))).buildProtocol(None)
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    proto.dataReceived(b"[" * 60_000 + b"\n")
+    proto.dataReceived(b'{"verb": "ping"}\n')
+    answers = [json.loads(line) for line in transport.value().splitlines()]
+    assert answers == [{"ok": False, "error": "not a JSON line"}, {"ok": True, "result": "pong"}]

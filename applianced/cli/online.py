@@ -94,7 +94,8 @@ def _receiver_lines(rc: dict[str, Any]) -> list[str]:
         f"{rc.get('refused_connections_descriptors', 0)} at the descriptor budget; closed: "
         f"{rc.get('handshake_timeouts', 0)} without a TLS handshake, "
         f"{rc.get('first_frame_timeouts', 0)} without a first frame, "
-        f"{rc.get('idle_timeouts', 0)} idle",
+        f"{rc.get('idle_timeouts', 0)} idle, "
+        f"{rc.get('evicted_pending', 0)} silent ones evicted at max_connections",
     ]
 
 

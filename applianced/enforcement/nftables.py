@@ -718,12 +718,22 @@ class NftablesEnforcer:
         error = send(items, True)
         if not error:
             return
-        probe, _ = _call(self._nft, f"add table {FAMILY} {self.table}\n", what, self.table)
-        if not items or probe:  # no permission, say: not the elements' fault
+        if not items or not self._intact():  # no permission, say: not the elements' fault
             raise _refusal(what, error, self.table)
         refused = self._isolate(items, error, send, True, what)
         if refused:
             raise ElementsRefused([Refused(*label(item), reason) for item, reason in refused])
+
+    def _intact(self) -> bool:
+        """Whether the kernel holds every set ``setup`` made, and lets us list them: a batch
+        refused then is the elements' fault. A table or set flushed by another tool (a
+        ``flush ruleset`` in /etc/nftables.conf) is not: the whole batch is kept for retry,
+        never reported element by element, until ``setup`` (a reload, a start) rebuilds it."""
+        try:
+            have, _ = self._existing()
+        except EnforcementError:
+            return False
+        return all(spec.name in have for specs in self._specs.values() for spec in specs)
 
     def _isolate(
         self,

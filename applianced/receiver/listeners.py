@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import resource
 import socket
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -102,6 +103,9 @@ class ReceiverStats:
     refused_connections_total: int = 0  # connections over a listener's max_connections
     refused_connections_sender: int = 0  # ... over max_connections_per_sender
     refused_connections_descriptors: int = 0  # ... over the descriptor budget (all listeners)
+    # Connections that had sent no whole frame yet (a TLS handshake included), closed to make
+    # room for a new one when max_connections was reached: the oldest first.
+    evicted_pending: int = 0
     handshake_timeouts: int = 0  # TLS connections closed without a handshake in time
     first_frame_timeouts: int = 0  # connections closed without a whole frame in time
     idle_timeouts: int = 0  # connections closed after idle_timeout without a byte
@@ -150,6 +154,9 @@ class _Edge:
         self._last_complaint: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
         self.streams: set[_SyslogStream] = set()  # open TCP connections, for a reload
+        # Those that have not sent a whole frame yet, oldest first: max_connections evicts
+        # them before it refuses anyone.
+        self.pending: OrderedDict[_SyslogStream, None] = OrderedDict()
         self.rate = RateLimiter(conf.max_rate_per_sender, conf.max_burst_per_sender)
         self.connections = ConnectionLimiter(conf.max_connections, conf.max_connections_per_sender)
         self.budget = connection_budget()  # open connections of every listener together
@@ -167,10 +174,13 @@ class _Edge:
         self.connections.max_total = conf.max_connections
         self.connections.max_per_sender = conf.max_connections_per_sender
         # A new connection_prefix_v6 counts new connections; the open ones keep their key.
+        # New deadlines hold for the open connections too, from their own start.
         for stream in list(self.streams):
             if stream.host not in self.allowlist:
                 self.stats.refused_senders += 1
-                stream.transport.loseConnection()  # type: ignore[union-attr]
+                stream.close()
+            else:
+                stream.rearm()
 
     def allowed(self, host: str) -> bool:
         """Whether ``host`` (as the socket reports it) is in allowed_senders; counted and
@@ -193,6 +203,9 @@ class _Edge:
             limit = f"the descriptor budget ({self.budget}: RLIMIT_NOFILE less {FD_RESERVE})"
         else:
             over = self.connections.admit(key)
+            if over == "total" and self.pending:
+                self._evict_pending()
+                over = self.connections.admit(key)
             if over is None:
                 return True
             if over == "total":
@@ -208,6 +221,22 @@ class _Edge:
             limit=limit,
         )
         return False
+
+    def _evict_pending(self) -> None:
+        """Close the oldest connection that has sent no whole frame yet, to make room: a peer
+        holding slots without sending (a slow or stalled TLS handshake from a wide
+        allowed_senders) cannot keep a real sender out, who frames within milliseconds. Its
+        slot is free at once; the descriptor follows when the abort completes."""
+        stream, _ = self.pending.popitem(last=False)
+        self.stats.evicted_pending += 1
+        self.complain(
+            "evicted",
+            "closed a connection from {sender} that had sent nothing yet, to make room under "
+            "max_connections",
+            sender=stream.host,
+        )
+        stream.release()
+        stream.close(abort=True)
 
     def reference(self, now: float) -> datetime:
         """The receipt time as the parser wants it, rebuilt once a second, not per message."""
@@ -320,6 +349,7 @@ class _SyslogStream(Protocol):
         self.last_data = 0.0  # ... when the last bytes arrived
         self.handshaking = False  # a TLS handshake not yet done (_TLSStream)
         self.framed = False  # a whole frame has arrived
+        self.closing = False  # we close it: a frame cut short is not the peer's last line
         self._timer: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
@@ -328,23 +358,47 @@ class _SyslogStream(Protocol):
         edge.stats.open_connections += 1
         edge.connections.opened(self.key)
         edge.streams.add(self)
+        edge.pending[self] = None
         self.opened_at = self.last_data = edge.clock.seconds()
         self._check_deadline()
 
     def connectionLost(self, reason: object = None) -> None:
-        if self in self.edge.streams:
-            self.edge.streams.discard(self)
-            self.edge.stats.open_connections -= 1
-            self.edge.connections.closed(self.key)
+        self.release()
+        self._cancel_timer()
+        clean = isinstance(reason, Failure) and reason.check(ConnectionDone) is not None
+        self._end(clean and not self.closing)
+
+    def release(self) -> None:
+        """Give the connection's slot back (once): at its loss, or when evicted."""
+        edge = self.edge
+        edge.pending.pop(self, None)
+        if self in edge.streams:
+            edge.streams.discard(self)
+            edge.stats.open_connections -= 1
+            edge.connections.closed(self.key)
+
+    def close(self, *, abort: bool = False) -> None:
+        """Close from our side: what is left of a frame then is a frame error, not a line."""
+        self.closing = True
+        if abort:
+            self.transport.abortConnection()  # type: ignore[union-attr]
+        else:
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def rearm(self) -> None:
+        """Look at the deadlines again (a reload changed them)."""
+        self._cancel_timer()
+        self._check_deadline()
+
+    def _cancel_timer(self) -> None:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-        self._end(isinstance(reason, Failure) and reason.check(ConnectionDone) is not None)
 
     def _end(self, clean: bool) -> None:
         """The frame left when the connection closed: a line the peer ended the connection
-        without its LF is read when the close was clean (a FIN); a frame cut short (a reset, an
-        abort at a deadline, a count not reached) is a frame error."""
+        without its LF is read when the close was clean (the peer's FIN); a frame cut short (a
+        reset, any close of ours, a count not reached) is a frame error."""
         last = self.framer.end()
         if isinstance(last, bytes) and not clean:
             last = FrameError("connection lost inside a frame", False)
@@ -390,15 +444,16 @@ class _SyslogStream(Protocol):
             sender=self.host,
             limit=due[1],
         )
-        self.transport.abortConnection()  # type: ignore[union-attr]
+        self.close(abort=True)
 
     def dataReceived(self, data: bytes) -> None:
         self.last_data = self.edge.clock.seconds()
         self._process(self.framer.feed(data))
 
     def _process(self, frames: list[bytes | FrameError]) -> None:
-        if frames:
+        if frames and not self.framed:
             self.framed = True
+            self.edge.pending.pop(self, None)
         try:
             for frame in frames:
                 if isinstance(frame, FrameError):
@@ -409,7 +464,7 @@ class _SyslogStream(Protocol):
                     self.edge.deliver(frame, self.host, self.key)
         except Exception:
             log.failure("closing a syslog connection after an internal error", sender=self.host)
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self.close()
 
     def _frame_error(self, error: FrameError) -> None:
         self.edge.stats.frame_errors += 1
@@ -423,7 +478,7 @@ class _SyslogStream(Protocol):
             action="; closing the connection" if error.fatal else "",
         )
         if error.fatal:
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self.close()
 
 
 class SyslogTCPFactory(Factory):
@@ -489,7 +544,7 @@ class _TLSStream(_SyslogStream):
             self.verified = True
             return
         self._refuse(why)
-        self.transport.abortConnection()  # type: ignore[union-attr]
+        self.close(abort=True)
 
     def dataReceived(self, data: bytes) -> None:
         if self.verified:
@@ -629,7 +684,12 @@ class ListenerService(Service):
             self._drops_seen = drops
 
     def stopService(self) -> Deferred[None] | None:
+        """Stop listening and close this listener's connections: a removed or rebound
+        listener's peers reconnect to what the config now says, under its limits."""
         super().stopService()
+        if self._edge is not None:
+            for stream in list(self._edge.streams):
+                stream.close()
         if self._drops is not None:
             self._drops.stop()
             self._drops = None

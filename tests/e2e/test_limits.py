@@ -116,15 +116,35 @@ def test_connection_cap_per_sender_is_enforced_and_counted(daemon: tuple[Daemon,
 
 
 def test_total_connection_cap(daemon: tuple[Daemon, int]) -> None:
-    """Beyond max_connections (12) in total, connections from any sender are refused."""
+    """Beyond max_connections (12) in total, with every open connection sending, connections
+    from any sender are refused."""
     d, port = daemon
     held = [connect(port, f"127.0.1.{i}") for i in range(1, 13)]
     try:
-        wait_for("twelve open connections", lambda: d.receiver()["open_connections"] == 12)
+        for s in held:
+            s.sendall(b"<38>Nov 22 10:00:01 mx cron[1]: a frame\n")
+        wait_for("twelve sending", lambda: d.receiver()["received_tcp"] == 12)
         extra = connect(port, "127.0.2.1")
         assert closed_by_peer(extra)
         extra.close()
         wait_for("the refusal counted", lambda: d.receiver()["refused_connections_total"] == 1)
+    finally:
+        for s in held:
+            s.close()
+    wait_for("all closed", lambda: d.receiver()["open_connections"] == 0)
+
+
+def test_silent_connections_make_room_for_a_sender(daemon: tuple[Daemon, int]) -> None:
+    """Twelve connections that send nothing hold every slot (max_connections = 12); a sender
+    still gets in, the oldest silent one is closed, and the sender's failures ban."""
+    d, port = daemon
+    held = [connect(port, f"127.0.1.{i}") for i in range(1, 13)]
+    try:
+        wait_for("twelve open connections", lambda: d.receiver()["open_connections"] == 12)
+        tcp_failures(port, "127.0.2.1", "198.51.100.77")
+        assert closed_by_peer(held[0])
+        wait_for("banned", lambda: "198.51.100.77/32" in d.banned())
+        assert d.receiver()["evicted_pending"] == 1
     finally:
         for s in held:
             s.close()

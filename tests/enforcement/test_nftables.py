@@ -582,6 +582,25 @@ def test_a_refused_element_is_reported_and_the_rest_of_its_batch_applied(
     assert enforcer.counts() == {"postfix-sasl": 6}
 
 
+def test_a_ruleset_flushed_by_another_tool_fails_the_whole_batch_for_retry(
+    ns: str, enforcer: Any, now: float
+) -> None:
+    """Another tool's ``flush ruleset`` (Debian's /etc/nftables.conf begins with one) took our
+    table: a batch is then refused whole, as one EnforcementError that the Appliance retries,
+    never element by element as ElementsRefused (which is not retried), and the probe creates
+    nothing. Once ``setup`` rebuilt the table, the same batch goes in."""
+    enforcer.setup([SMTP])
+    ns_exec(ns, "nft", "flush", "ruleset")
+    bans = [ban("postfix-sasl", "192.0.2.2/32", now), ban("postfix-sasl", "2001:db8::/64", now)]
+    with pytest.raises(EnforcementError) as info:
+        enforcer.apply(bans, [], now)
+    assert not isinstance(info.value, ElementsRefused)
+    assert ns_exec(ns, "nft", "list", "ruleset").stdout.strip() == ""
+    enforcer.setup([SMTP])
+    enforcer.apply(bans, [], now)
+    assert enforcer.counts() == {"postfix-sasl": 2}
+
+
 def test_an_ipv6_64_ban_is_one_element_of_a_hash_set(ns: str, enforcer: Any, now: float) -> None:
     """A /64 ban is its network address in the jail's plain timeout set ``_p64_v6`` (matched
     on the source address masked to 64 bits), never an interval element: nft 1.0.6 reads
@@ -666,14 +685,15 @@ def test_a_refused_restore_row_is_reported_and_the_rest_restored(now: float) -> 
 def test_a_kernel_refusing_everything_keeps_the_whole_batch(now: float) -> None:
     """When the kernel refuses even an empty change (no permission, say), the batch is not
     split: one EnforcementError for the whole, which the Appliance retries."""
-    rec = _Recording(refuse="Error: Operation not permitted")
+    rec = _Recording()
     e = NftablesEnforcer(nft=rec)
     e.setup([SMTP])
+    rec.refuse, rec.refuse_listings = "Error: Operation not permitted", True
     bans = [ban("postfix-sasl", f"192.0.2.{i}/32", now) for i in range(1, 65)]
     with pytest.raises(EnforcementError, match="Operation not permitted") as info:
         e.apply(bans, [], now)
     assert not isinstance(info.value, ElementsRefused)
-    assert len(rec.batches) == 2  # the batch and one empty probe
+    assert len(rec.batches) == 1  # the batch, then only a listing of the sets (the probe)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -830,6 +850,8 @@ class _Recording:
 
     def __init__(self, refuse: str = "", refuse_text: str = "") -> None:
         self.batches: list[str] = []
+        self.sets: dict[str, dict[str, Any]] = {}
+        self.refuse_listings = False  # refuse listings too (with ``refuse``)
         self.refuse = refuse
         self.refuse_text = refuse_text  # refuse only batches with this text (every one if "")
 
@@ -840,7 +862,17 @@ class _Recording:
         return False
 
     def json_cmd(self, root: dict[str, Any]) -> tuple[int, dict[str, Any], str]:
-        return 0, {"nftables": []}, ""
+        """Keeps the sets a setup adds, and lists them (the probe of a refused batch)."""
+        listed = []
+        for command in root["nftables"]:
+            made = command.get("add", {}).get("set")
+            if made is not None:
+                self.sets[made["name"]] = made
+            if "list" in command:
+                if self.refuse_listings:
+                    return 1, {}, self.refuse
+                listed = [{"set": made} for made in self.sets.values()]
+        return 0, {"nftables": listed}, ""
 
     def cmd(self, text: str) -> tuple[int, str, str]:
         self.batches.append(text)

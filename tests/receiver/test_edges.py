@@ -153,6 +153,10 @@ def test_sender_key_is_the_ipv6_prefix_or_the_ipv4_address() -> None:
     assert sender_key("2001:db8:1:2:a::1", 128) == "2001:db8:1:2:a::1"
     assert sender_key("2001:db8:1:2:a::1", 48) == "2001:db8:1::/48"
     assert sender_key("192.0.2.7", 64) == "192.0.2.7"
+    # Hosts behind one NAT64 translator or Teredo relay are counted one by one, as the jails
+    # count them (rules.addresses.host_only).
+    assert sender_key("64:ff9b::c633:6407", 64) == "64:ff9b::c633:6407"
+    assert sender_key("2001:0:4136:e378:8000:63bf:3fff:fdd2", 64).endswith("fdd2")
 
 
 def test_one_ipv6_prefix_cannot_take_every_slot() -> None:

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 
 from applianced.conf.load import parse_config
 from applianced.conf.schema import ListenerConf
@@ -172,17 +174,82 @@ def test_tcp_rate_limit_counts_frames_not_reads() -> None:
 
 
 def test_total_connection_cap_refuses_and_counts() -> None:
-    """Beyond max_connections no protocol is built; a closed connection frees a slot."""
+    """Beyond max_connections, with every open connection sending, no protocol is built; a
+    closed connection frees a slot."""
     factory, _, stats, _ = tcp(max_connections=2, max_connections_per_sender=0)
     a = connect(factory, "127.0.0.1")
     b = connect(factory, "127.0.0.2")
     assert a and b
+    for proto, _ in (a, b):
+        proto.dataReceived(LINE + b"\n")
     assert connect(factory, "127.0.0.3") is None
     assert (stats.refused_connections_total, stats.open_connections) == (1, 2)
     lose(a[0])
     assert stats.open_connections == 1
     assert connect(factory, "127.0.0.3") is not None
     assert stats.connections == 3
+
+
+def test_at_max_connections_the_oldest_silent_connection_makes_room() -> None:
+    """Issue 15, item 2: peers from a wide allowed_senders that hold slots without sending a
+    whole frame (a stalled TLS handshake) cannot keep a real sender out: at max_connections
+    the oldest of them is aborted and counted, and the newcomer gets its slot. A connection
+    that has sent a frame is never evicted; with none silent, the newcomer is refused."""
+    factory, sink, stats, clock = tcp(max_connections=3, max_connections_per_sender=0)
+    sender = connect(factory, "127.0.0.1")
+    assert sender is not None
+    sender[0].dataReceived(LINE + b"\n")
+    silent = [connect(factory, f"127.0.0.{n}") for n in (2, 3)]
+    assert all(silent)
+    clock.advance(1)
+    newcomer = connect(factory, "127.0.0.4")
+    assert newcomer is not None
+    assert silent[0] is not None and silent[0][1].disconnecting  # the oldest silent one
+    assert silent[1] is not None and not silent[1][1].disconnecting
+    assert not sender[1].disconnecting
+    assert (stats.evicted_pending, stats.open_connections) == (1, 3)
+    newcomer[0].dataReceived(LINE + b"\n")
+    silent[0][0].connectionLost(Failure(ConnectionDone()))  # the abort completes: no recount
+    assert stats.open_connections == 3
+    fifth = connect(factory, "127.0.0.5")  # evicts 127.0.0.3
+    assert fifth is not None
+    fifth[0].dataReceived(LINE + b"\n")
+    assert connect(factory, "127.0.0.6") is None  # every open one has sent: refused
+    assert (stats.evicted_pending, stats.refused_connections_total) == (2, 1)
+    assert len(sink) == 3
+
+
+def test_a_line_cut_by_our_own_close_is_not_read() -> None:
+    """A reload that drops a sender from allowed_senders closes its connections; a line it
+    had half sent is a frame error, never read: ``...IP address 203.0.113.1`` cut from
+    ``203.0.113.13`` would name the wrong address."""
+    factory, sink, stats, _ = tcp()
+    got = connect(factory, "127.0.0.2")
+    assert got is not None
+    proto, transport = got
+    proto.dataReceived(LINE + b"\n" + LINE[:-10])
+    factory.edge.reconfigure(conf(transport="tcp", allowed_senders=(ip_network("127.0.0.1/32"),)))
+    assert transport.disconnecting
+    proto.connectionLost(Failure(ConnectionDone()))
+    assert (len(sink), stats.frame_errors) == (1, 1)
+
+
+def test_a_reload_applies_new_deadlines_to_open_connections() -> None:
+    """idle_timeout turned on by a reload closes a connection that was open and silent."""
+    factory, _, stats, clock = tcp(idle_timeout=0.0, first_frame_timeout=0.0)
+    got = connect(factory)
+    assert got is not None
+    got[0].dataReceived(LINE + b"\n")
+    clock.advance(100)
+    factory.edge.reconfigure(conf(transport="tcp", idle_timeout=60.0, first_frame_timeout=0.0))
+    assert got[1].disconnecting and stats.idle_timeouts == 1  # silent for 100 s already
+    other = connect(factory)
+    assert other is not None
+    other[0].dataReceived(LINE + b"\n")
+    clock.advance(59)
+    assert not other[1].disconnecting
+    clock.advance(1)
+    assert other[1].disconnecting and stats.idle_timeouts == 2
 
 
 def test_per_sender_cap_leaves_other_senders_alone() -> None:
@@ -419,6 +486,8 @@ def test_limit_counters_reach_status_and_prometheus(tmp_path: Path) -> None:
     second = t.buildProtocol(IPv4Address("TCP", "127.0.0.2", 3))
     assert second is not None
     second.makeConnection(StringTransport())
+    for sending in (first, second):  # a silent one would be evicted to make room
+        sending.dataReceived(LINE + b"\n")
     assert t.buildProtocol(IPv4Address("TCP", "127.0.0.3", 4)) is None  # total
     clock.advance(5)
     receiver = app.status()["receiver"]

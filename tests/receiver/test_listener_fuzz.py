@@ -120,7 +120,8 @@ def test_tcp_any_streams(steps: list[tuple[int, bytes, float]], hosts: list[str]
         proto.makeConnection(transport)
         conns.append((proto, transport))
     opened = [c for c in conns if c is not None]
-    assert len(opened) <= CONF.max_connections
+    # Silent connections are evicted (aborted) to make room: those still hold no slot.
+    assert stats.open_connections == len(opened) - stats.evicted_pending <= CONF.max_connections
     refused = stats.refused_senders + stats.refused_connections_total
     assert len(opened) + refused + stats.refused_connections_sender == len(hosts)
     for index, data, pause in steps:
@@ -136,8 +137,8 @@ def test_tcp_any_streams(steps: list[tuple[int, bytes, float]], hosts: list[str]
         proto.dataReceived(data)
         assert proto.framer.pending <= SIZE + 16  # type: ignore[attr-defined]  # + its count
     assert len(sink) == stats.received
-    live = sum(1 for c in conns if c is not None)
-    assert stats.open_connections == live
+    live = sum(1 for c in conns if c is not None)  # evicted ones gave their slot back early
+    assert stats.open_connections == len(factory.edge.streams) <= live
     for conn in conns:
         if conn is not None:
             conn[0].connectionLost(None)  # type: ignore[arg-type]

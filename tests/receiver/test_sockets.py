@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
-from twisted.internet.error import CannotListenError
+from twisted.internet.error import CannotListenError, ConnectionDone
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs
+from twisted.python.failure import Failure
 
 from applianced.conf.load import parse_config
 from applianced.conf.schema import ListenerConf
@@ -170,3 +172,22 @@ def test_socket_options_load() -> None:
     assert (conf.rcvbuf, conf.reuse_port) == (1 << 20, True)
     (default,) = parse_config("[[listeners]]\nport = 5514\n", Path("/x.toml")).listeners
     assert (default.rcvbuf, default.reuse_port) == (8 << 20, False)
+
+
+def test_a_stopped_listener_closes_its_connections(reactor: Reactor) -> None:
+    """A listener a reload removes (or rebinds: tcp to tls on one port) closes the connections
+    it accepted: they would go on feeding the jails under the old settings and outside the new
+    listener's limits. What such a connection had half sent is a frame error, not a line."""
+    conf = replace(CONF, transport="tcp", reuse_port=True)
+    service = ListenerService(conf, lambda m: None, ReceiverStats(), reactor)
+    service.startService()
+    edge = service._edge
+    assert edge is not None
+    stream = listeners._SyslogStream(edge, "127.0.0.1", "127.0.0.1")
+    transport = StringTransport()
+    stream.makeConnection(transport)
+    stream.dataReceived(b"<38>Nov 22 10:00:01 mx sshd[1]: Failed password for root from 203.0")
+    service.stopService()
+    assert transport.disconnecting
+    stream.connectionLost(Failure(ConnectionDone()))
+    assert edge.stats.frame_errors == 1 and edge.stats.received == 0
