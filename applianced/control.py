@@ -3,7 +3,8 @@
 Each request is one line ``{"verb": "...", "args": {...}}``; each answer one line
 ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "what went wrong and what to do"}``.
 Each verb's arguments are checked by name and type before the Appliance sees them.
-Access control is the socket file's mode (0660) and its directory's; ``cli.py`` is the client.
+Access control is the socket file's mode (0660) and its directory's; ``cli/client.py`` is the
+client.
 """
 
 from __future__ import annotations

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -30,7 +29,8 @@ from twisted.python.failure import Failure
 
 from applianced import __version__
 from applianced.appliance import Appliance
-from applianced.conf.load import DEFAULT_CONFIG, load_config
+from applianced.conf.load import load_config
+from applianced.conf.paths import config_path
 from applianced.conf.schema import Config, NotifyConf
 from applianced.control import ControlFactory, Dispatcher
 from applianced.enforcement.base import Enforcer
@@ -318,16 +318,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--version", action="version", version=f"applianced {__version__}")
     return p.parse_args(argv)
-
-
-def config_path(given: Path | None) -> Path:
-    if given is not None:
-        return given
-    env = os.environ.get("APPLIANCED_CONFIG")
-    if env:
-        return Path(env)
-    etc = Path("/etc/applianced/appliance.toml")
-    return etc if etc.exists() else DEFAULT_CONFIG
 
 
 def main(argv: Sequence[str] | None = None) -> int:

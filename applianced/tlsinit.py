@@ -3,7 +3,7 @@ syslog over TLS (RFC 5425), and the snippets that put them to use.
 
 ECDSA P-256 keys (every TLS stack rsyslog, syslog-ng and Kerio link against reads them), the CA
 valid 10 years, the leaves 2 years. Key files are created with mode 0600 and nothing is
-overwritten unless ``force``. Called by ``cli.py``; the listener side is ``receiver/tls.py``.
+overwritten unless ``force``. Called by ``cli/tls.py``; the listener side is ``receiver/tls.py``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from applianced.errors import ApplianceError
+
 __all__ = [
     "CA_DAYS",
     "LEAF_DAYS",
@@ -37,7 +39,7 @@ _SKEW = dt.timedelta(minutes=5)  # valid a little before now: the peers' clocks 
 _NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,252})$")
 
 
-class TLSInitError(Exception):
+class TLSInitError(ApplianceError):
     """Refused: an existing file, a bad name. The message says what to do."""
 
 

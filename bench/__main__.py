@@ -6,8 +6,8 @@ print figures; they assert nothing.
 Sections (``--only`` runs one): filters (bench/filters.py, fail2ban-regex beside test-filter),
 ingest (bench/ingest.py), kernel (bench/kernel.py in-process, bench/live.py the real daemon,
 bench/f2b_live.py fail2ban-server measured the same way, bench/flood.py the real daemon under
-forged UDP floods), memory (bench/memory.py). The kernel
-sections run in a network namespace created here and deleted afterwards, so the host's own
+forged UDP floods), memory (bench/memory.py), cli (bench/cli.py, appliancectl's start-up). The
+kernel sections run in a network namespace created here and deleted afterwards, so the host's own
 ruleset is never touched. Needs root (``ip netns``).
 """
 
@@ -28,7 +28,7 @@ from typing import Any
 from bench.f2b_live import pylib
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("filters", "ingest", "kernel", "memory")
+SECTIONS = ("filters", "ingest", "kernel", "memory", "cli")
 F2B_LATENCY_SAMPLES = 100  # fail2ban bans ~80 a second: 50 a second for 2 s, not 6
 
 
@@ -277,6 +277,18 @@ def memory(args: argparse.Namespace) -> list[Row]:
     ]
 
 
+def cli(args: argparse.Namespace) -> list[Row]:
+    runs = repeat("cli", args.runs, lambda: module("bench.cli"))
+    return [
+        Row(f"appliancectl {what}: process start -> exit", [r[key] for r in runs], "ms", target)
+        for key, what, target in (
+            ("help", "--help", "< 150 ms"),
+            ("status", "status (daemon running, socket from --config)", "< 150 ms"),
+            ("status_socket", "status --socket (daemon running)", ""),
+        )
+    ]
+
+
 HEADER = """\
 | figure | median | min | max | unit | target | fail2ban | ours vs fail2ban |
 |---|---:|---:|---:|---|---|---|---|"""
@@ -313,6 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ingest": ingest,
         "kernel": kernel,
         "memory": memory,
+        "cli": cli,
     }
     chosen = args.only or SECTIONS
     print(

@@ -6,7 +6,7 @@ other keys), validates the WHOLE resulting text with the real loader (``parse_co
 then writes it: atomically (a temp file in the same directory, fsync, ``os.replace``) with the
 original's mode and owner. A value the loader refuses raises its ``ConfigError`` (file, line,
 key) and nothing is written. Edits of one file are serialised with a lock on its directory.
-Telling the daemon to reload is the caller's job (``cli.py``). No reactor, no logging here.
+Telling the daemon to reload is the caller's job (``cli/edits.py``). No reactor, no logging here.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from tomlkit.exceptions import TOMLKitError
 from tomlkit.items import Array, Comment, InlineTable, Item, Table, Whitespace
 from tomlkit.toml_document import TOMLDocument
 
-from applianced.conf.load import _INCREMENT, _JAIL, parse_config
+from applianced.conf.jailkeys import JAIL_OPTIONS
+from applianced.conf.load import parse_config
 from applianced.conf.schema import Config
 from applianced.errors import ApplianceError, ConfigError
 from applianced.rules.addresses import parse_network
@@ -63,10 +64,6 @@ _BOOLS = {"enabled", "use_dns", "bantime_increment.enabled"}
 _LISTS = {"ports", "ignoreip", "senders", "notify", "programs"}  # VALUE: a comma list
 _REGEXES = {"failregex", "ignoreregex"}  # VALUE: one regex (a TOML array for several)
 _STRINGS = {"filter", "filter_dir", "protocol", "hook", "verdict"}
-
-JAIL_OPTIONS: tuple[str, ...] = tuple(
-    sorted((_JAIL - {"bantime_increment"}) | {f"bantime_increment.{k}" for k in _INCREMENT})
-)
 
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}

@@ -17,6 +17,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from applianced.conf.filterref import resolve_filter
+from applianced.conf.jailkeys import INCREMENT_KEYS, JAIL_KEYS, POLICY_KEYS
+from applianced.conf.paths import DEFAULT_CONFIG, DEFAULT_CONTROL_SOCKET
 from applianced.conf.schema import (
     Config,
     EnforcementConf,
@@ -30,17 +33,14 @@ from applianced.conf.schema import (
     TLSConf,
 )
 from applianced.errors import ConfigError, FilterError
-from applianced.receiver.tls import file_digest, normalize_fingerprint, server_context
 from applianced.rules.addresses import parse_network
 from applianced.rules.decision import IPNetwork
-from applianced.rules.f2bfilter import is_fail2ban_filter, resolve_fail2ban_filter
-from applianced.rules.filters import shipped_filter, shipped_filter_names
+from applianced.rules.f2bfilter import F2bFilter
 from applianced.rules.jail import jail_filter
 from applianced.units import parse_ban_duration, parse_duration
 
 __all__ = ["DEFAULT_CONFIG", "load_config", "parse_config"]
 
-DEFAULT_CONFIG = Path(__file__).parent / "defaults" / "appliance.toml"
 
 T = TypeVar("T")
 
@@ -80,28 +80,6 @@ _LISTENER = {"transport", "address", "port", "allowed_senders", "max_message_siz
 _LISTENER |= {"rcvbuf", "reuse_port"}  # per [[listeners]] only
 _RCVBUF = ListenerConf.__dataclass_fields__["rcvbuf"].default
 _LISTENER |= _TLS
-_POLICY = {
-    "bantime",
-    "findtime",
-    "maxretry",
-    "ignoreip",
-    "bantime_increment",
-    "max_count",
-    "findtime_history",
-    "max_tracked",
-    "ipv6_prefix",
-    "use_dns",
-    "ports",
-    "protocol",
-    "filter_dir",
-    "hook",
-    "verdict",
-    "bantime_jitter",
-    "notify",
-}
-_INCREMENT = {"enabled", "factor", "maxtime"}
-_JAIL = _POLICY | {"enabled", "filter", "failregex", "ignoreregex", "programs", "senders"}
-
 _BUILTIN_POLICY: dict[str, Any] = {
     "bantime": 600,
     "findtime": 600,
@@ -288,7 +266,7 @@ class _Loader:
                 daemon.get("state_dir", "/var/lib/applianced"), ("daemon", "state_dir")
             ),
             control_socket=self.path_of(
-                daemon.get("control_socket", "/run/applianced/control.sock"),
+                daemon.get("control_socket", DEFAULT_CONTROL_SOCKET),
                 ("daemon", "control_socket"),
             ),
             lines_per_ban=self.int_in(
@@ -376,6 +354,15 @@ class _Loader:
             for key in sorted(_TLS & set(t)):
                 raise self.error((*keys, key), f'{key} only applies to transport = "tls"')
             return None
+        # Imported here: receiver.tls builds the context with Twisted, which the configs
+        # without a TLS listener (and so appliancectl's verbs with them) do not load.
+        from applianced.receiver.tls import (
+            TLSFileError,
+            file_digest,
+            normalize_fingerprint,
+            server_context,
+        )
+
         for required in ("cert", "key"):
             if required not in t:
                 raise self.error(
@@ -402,14 +389,18 @@ class _Loader:
             client_fingerprints=fingerprints,
             client_names=names,
         )
-        self.convert(conf, (*keys, "cert"), server_context)
+        try:
+            server_context(conf)
+            digest = file_digest(conf)
+        except TLSFileError as e:
+            raise self.error((*keys, "cert"), str(e)) from None
         return TLSConf(
             cert=conf.cert,
             key=conf.key,
             client_ca=conf.client_ca,
             client_fingerprints=conf.client_fingerprints,
             client_names=conf.client_names,
-            digest=self.convert(conf, (*keys, "cert"), file_digest),
+            digest=digest,
         )
 
     def metrics(self, raw: Mapping[str, Any]) -> MetricsConf:
@@ -530,8 +521,8 @@ class _Loader:
 
     def policy(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         """The [defaults] table over the built-in defaults; values still raw, keys checked."""
-        t = self.table(raw, ("defaults",), _POLICY)
-        inc = self.table(raw, ("defaults", "bantime_increment"), _INCREMENT)
+        t = self.table(raw, ("defaults",), POLICY_KEYS)
+        inc = self.table(raw, ("defaults", "bantime_increment"), INCREMENT_KEYS)
         return {
             **_BUILTIN_POLICY,
             **t,
@@ -545,7 +536,7 @@ class _Loader:
                 keys,
                 f"jail name {name!r}: use letters, digits, '-' and '_' only, at most 24 chars",
             )
-        t = self.table(raw, keys, _JAIL)
+        t = self.table(raw, keys, JAIL_KEYS)
         p = {**defaults, **t}
 
         def at(key: str) -> tuple[str, ...]:
@@ -565,32 +556,17 @@ class _Loader:
             self.typed(filter_name, at("filter"), str, "a filter name")
             filter_dir = self.typed(p["filter_dir"], at("filter_dir"), str, "a directory")
             try:
-                # A path is a fail2ban file; with filter_dir a name is looked up there first.
-                if is_fail2ban_filter(filter_name) or (
-                    filter_dir
-                    and (
-                        "[" in filter_name
-                        or (
-                            self.path_of(filter_dir, at("filter_dir")) / f"{filter_name}.conf"
-                        ).exists()
-                        or filter_name not in shipped_filter_names()
-                    )
-                ):
-                    f2b = resolve_fail2ban_filter(
-                        filter_name,
-                        self.path_of(filter_dir, at("filter_dir")) if filter_dir else None,
-                        self.path.parent,
-                    )
-                    f2b.compile(allow_dns=use_dns)
-                    failregex = failregex or f2b.failregex
-                    ignoreregex = ignoreregex or f2b.ignoreregex
-                    programs = f2b.programs if programs is None else programs
-                    prefregex, match_on = f2b.prefregex, "line"
-                else:
-                    fdef = shipped_filter(filter_name)
-                    failregex = failregex or fdef.failregex
-                    ignoreregex = ignoreregex or fdef.ignoreregex
-                    programs = fdef.programs if programs is None else programs
+                source = resolve_filter(
+                    filter_name,
+                    self.path_of(filter_dir, at("filter_dir")) if filter_dir else None,
+                    self.path.parent,
+                )
+                if isinstance(source, F2bFilter):
+                    source.compile(allow_dns=use_dns)
+                    prefregex, match_on = source.prefregex, "line"
+                failregex = failregex or source.failregex
+                ignoreregex = ignoreregex or source.ignoreregex
+                programs = source.programs if programs is None else programs
             except FilterError as e:
                 raise self.error(at("filter"), str(e)) from None
         if not failregex:
@@ -598,7 +574,7 @@ class _Loader:
         inc_keys = at("bantime_increment")
         inc_raw = {
             **defaults["bantime_increment"],
-            **self.table(raw, (*keys, "bantime_increment"), _INCREMENT),
+            **self.table(raw, (*keys, "bantime_increment"), INCREMENT_KEYS),
         }
         increment = IncrementConf(
             enabled=self.typed(inc_raw["enabled"], (*inc_keys, "enabled"), bool, "true or false"),

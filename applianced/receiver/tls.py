@@ -23,6 +23,7 @@ from twisted.internet.ssl import CertificateOptions, TLSVersion
 from zope.interface import implementer
 
 from applianced.conf.schema import TLSConf
+from applianced.errors import ApplianceError
 
 __all__ = ["ServerTLS", "fingerprint", "normalize_fingerprint", "refusal", "server_context"]
 
@@ -30,7 +31,7 @@ __all__ = ["ServerTLS", "fingerprint", "normalize_fingerprint", "refusal", "serv
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
 
 
-class TLSFileError(ValueError):
+class TLSFileError(ApplianceError):
     """A certificate or key file that cannot be used; the message says what to do."""
 
 

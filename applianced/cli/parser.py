@@ -1,0 +1,267 @@
+"""``appliancectl``'s arguments and dispatch: the verbs, their options and help, and ``main``.
+
+Each verb names its function as ``"module:function"`` of this package, imported only when the
+verb runs: ``--help`` and the online verbs load neither the filters nor Twisted (a test checks
+it), and only ``tls init`` loads the certificate code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from applianced.cli.client import EXIT_USAGE, CliError
+from applianced.conf.jailkeys import JAIL_OPTIONS
+from applianced.conf.paths import config_path, control_socket
+from applianced.errors import ConfigError
+
+__all__ = ["build_parser", "main"]
+
+_ONLINE = ("status", "banned", "ban", "unban", "blacklist", "why", "flush", "reload", "notify")
+_LOCAL_HELP = "cluster mode: on this appliance only (default: on every appliance of the cluster)"
+
+_Verb = Callable[[str, str, str], argparse.ArgumentParser]  # adds a verb: name, help, example
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="appliancectl",
+        description="Control and inspect applianced. Online verbs talk to the running daemon; "
+        "check, parse, test-filter and tls init work offline; jail, whitelist and general "
+        "edit the config file and reload a running daemon.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  appliancectl status\n  appliancectl banned --json\n"
+        "  appliancectl ban postfix-sasl 203.0.113.7 --for 1d\n  appliancectl why 203.0.113.7\n"
+        "exit codes: 0 ok, 1 request refused, 2 bad usage or config, 3 daemon not reachable",
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="config file, used to find the control socket (default: "
+        "$APPLIANCED_CONFIG, /etc/applianced/appliance.toml, the shipped one)",
+    )
+    p.add_argument("--socket", type=Path, default=None, help="control socket (overrides config)")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def verb(name: str, help: str, example: str) -> argparse.ArgumentParser:
+        v = sub.add_parser(
+            name,
+            help=help,
+            description=help,
+            epilog=f"example:\n  {example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        v.add_argument("--json", action="store_true", help="machine-readable output")
+        # Accepted after the verb too (`appliancectl check --config F`).
+        v.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="config file")
+        v.add_argument("--socket", type=Path, default=argparse.SUPPRESS, help="control socket")
+        return v
+
+    # In the order --help lists them.
+    _ban_verbs(verb)
+    _list_verbs(verb)
+    _edit_verbs(verb)
+    _offline_verbs(verb)
+    return p
+
+
+def _ban_verbs(verb: _Verb) -> None:
+    v = verb("status", "daemon health and per-jail counters", "appliancectl status postfix-sasl")
+    v.add_argument("jail", nargs="?", help="only this jail")
+    v.set_defaults(fn="online:cmd_status")
+    v = verb("banned", "list active bans with their remaining time", "appliancectl banned --json")
+    v.add_argument("--jail", help="only this jail")
+    v.set_defaults(fn="online:cmd_banned")
+    v = verb(
+        "ban",
+        "ban an address or CIDR in a jail (refused for ignored addresses)",
+        "appliancectl ban postfix-sasl 203.0.113.7 --for 1h",
+    )
+    v.add_argument("jail")
+    v.add_argument("address", help="an IPv4/IPv6 address or a CIDR such as 203.0.113.0/24")
+    v.add_argument(
+        "--for",
+        dest="duration",
+        metavar="DURATION",
+        help="600, 10m, 1h, 1d, 1w (default: the jail's bantime)",
+    )
+    v.add_argument("--local", action="store_true", help=_LOCAL_HELP)
+    v.set_defaults(fn="online:cmd_ban")
+    v = verb("unban", "lift the bans covering an address", "appliancectl unban 203.0.113.7")
+    v.add_argument("address")
+    v.add_argument("--jail", help="only in this jail (default: every jail)")
+    v.add_argument("--local", action="store_true", help=_LOCAL_HELP)
+    v.set_defaults(fn="online:cmd_unban")
+
+
+def _list_verbs(verb: _Verb) -> None:
+    v = verb(
+        "blacklist",
+        "permanent bans: add JAIL ADDR | remove ADDR [--jail J] | list",
+        "appliancectl blacklist add postfix-sasl 203.0.113.0/24",
+    )
+    v.add_argument("action", choices=("add", "remove", "list"))
+    v.add_argument(
+        "jail_or_addr", nargs="?", metavar="JAIL|ADDR", help="add: the jail; remove: the address"
+    )
+    v.add_argument("address", nargs="?", metavar="ADDR", help="add: the address or CIDR")
+    v.add_argument("--jail", help="remove/list: only this jail")
+    v.set_defaults(fn="online:cmd_blacklist")
+    v = verb(
+        "why",
+        "every jail's view of an address: failures, bans, lines that caused them",
+        "appliancectl why 203.0.113.7",
+    )
+    v.add_argument("address")
+    v.set_defaults(fn="online:cmd_why")
+    v = verb(
+        "flush",
+        "lift every active ban, blacklist included (in one jail or all)",
+        "appliancectl flush --jail sshd",
+    )
+    v.add_argument("--jail", help="only this jail")
+    v.set_defaults(fn="online:cmd_flush")
+    v = verb(
+        "reload",
+        "re-read the config; a bad config is refused and the running one stays",
+        "appliancectl reload",
+    )
+    v.set_defaults(fn="online:cmd_reload")
+
+
+def _edit_verbs(verb: _Verb) -> None:
+    v = verb(
+        "jail",
+        "edit the config file, keeping its comments, then reload: `jail enable|disable JAIL`, "
+        f"`jail set JAIL OPTION VALUE` (options: {', '.join(JAIL_OPTIONS)}). VALUE: a "
+        "number, a duration (10m), true/false, a comma list for lists (ports 25,465,1000-2000; "
+        "ignoreip 192.0.2.0/24,2001:db8::/48), or a TOML value for several regexes. A bad value is "
+        "refused and nothing is written. Enabling a jail the file lacks that names a shipped "
+        "filter adds [jails.NAME] (every port: set ports next)",
+        "appliancectl jail set sshd maxretry 3\n  appliancectl jail set postfix-sasl bantime 1h"
+        "\n  appliancectl jail set sshd ports 22,2222\n  appliancectl jail disable dovecot"
+        "\n  appliancectl jail enable kerio",
+    )
+    v.add_argument("action", choices=("enable", "disable", "set"))
+    v.add_argument("jail")
+    v.add_argument("option", nargs="?", help="set: the option (bantime_increment.factor too)")
+    v.add_argument("value", nargs="?", help="set: the new value")
+    v.set_defaults(fn="edits:cmd_jail")
+    v = verb(
+        "whitelist",
+        "addresses never banned, in the config file's ignoreip (a jail's, or [defaults]'s with "
+        "--global), then reload: `whitelist add|remove JAIL ADDR`, `whitelist add|remove "
+        "--global ADDR`",
+        "appliancectl whitelist add postfix-sasl 192.0.2.10\n"
+        "  appliancectl whitelist add --global 198.51.100.0/24\n"
+        "  appliancectl whitelist remove --global 198.51.100.0/24",
+    )
+    v.add_argument("action", choices=("add", "remove"))
+    v.add_argument("jail_or_addr", metavar="JAIL|ADDR", help="the jail (with --global: ADDR)")
+    v.add_argument("address", nargs="?", metavar="ADDR", help="an address or CIDR")
+    v.add_argument(
+        "--global", dest="everywhere", action="store_true", help="every jail ([defaults])"
+    )
+    v.set_defaults(fn="edits:cmd_whitelist")
+    v = verb(
+        "general",
+        "enable or disable every jail of the config file, then reload",
+        "appliancectl general disable\n  appliancectl general enable",
+    )
+    v.add_argument("action", choices=("enable", "disable"))
+    v.set_defaults(fn="edits:cmd_general")
+
+
+def _offline_verbs(verb: _Verb) -> None:
+    """notify test, then the verbs that need no daemon."""
+    v = verb(
+        "notify",
+        "ban mails: `notify test` sends a test mail the configured way and shows the outcome",
+        "appliancectl notify test",
+    )
+    v.add_argument("action", choices=("test",))
+    v.set_defaults(fn="online:cmd_notify")
+    v = verb(
+        "tls",
+        "syslog over TLS: `tls init` writes a CA, a server certificate and client "
+        "certificates (ECDSA P-256; CA 10 years, others 2) and prints the applianced and "
+        "rsyslog config that use them (offline)",
+        "appliancectl tls init --dir /etc/applianced/tls --server-name appliance.example.org "
+        "--client mx1.example.org",
+    )
+    v.add_argument("action", choices=("init",))
+    v.add_argument(
+        "--dir", type=Path, default=Path("/etc/applianced/tls"), help="default: %(default)s"
+    )
+    v.add_argument(
+        "--server-name",
+        action="append",
+        metavar="NAME",
+        help="a DNS name or IP address clients reach the appliance by (repeat for more; the "
+        "first is the one clients check); default: this host's FQDN",
+    )
+    v.add_argument(
+        "--client",
+        action="append",
+        metavar="NAME",
+        help="a client certificate for this mail server (repeat for more)",
+    )
+    v.add_argument("--port", type=int, default=6514, help="for the snippets (default 6514)")
+    v.add_argument("--force", action="store_true", help="overwrite existing files")
+    v.set_defaults(fn="tls:cmd_tls")
+    v = verb(
+        "check",
+        "validate a config file (offline)",
+        "appliancectl check --config /etc/applianced/appliance.toml",
+    )
+    v.set_defaults(fn="offline:cmd_check")
+    v = verb(
+        "parse",
+        "parse syslog messages from stdin, one per line (offline)",
+        "printf '<38>Nov 22 10:00:01 mx sshd[1]: hi\\n' | appliancectl parse --json",
+    )
+    v.set_defaults(fn="offline:cmd_parse")
+    v = verb(
+        "test-filter",
+        "run a shipped filter, a config jail or a fail2ban .conf over a log file (offline)",
+        "appliancectl test-filter sshd /var/log/auth.log --json",
+    )
+    v.add_argument(
+        "filter",
+        help="a shipped filter name, a jail of the config, or a fail2ban filter file "
+        "(/etc/fail2ban/filter.d/postfix.conf, optionally with [mode=aggressive])",
+    )
+    v.add_argument("log", help="a log file, or - for stdin")
+    v.add_argument("--missed", action="store_true", help="print the lines that did not match")
+    v.set_defaults(fn="testfilter:cmd_test_filter")
+
+
+def _socket_path(args: argparse.Namespace) -> Path:
+    if args.socket is not None:
+        return Path(args.socket)
+    try:
+        return control_socket(config_path(args.config))
+    except ConfigError as e:
+        raise CliError(f"cannot find the control socket: {e}; pass --socket", EXIT_USAGE) from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.verb in _ONLINE:
+            args.sock = _socket_path(args)
+        module, _, name = args.fn.partition(":")
+        run: Callable[[argparse.Namespace], None] = getattr(
+            importlib.import_module(f"applianced.cli.{module}"), name
+        )
+        run(args)
+    except CliError as e:
+        print(f"appliancectl: {e}", file=sys.stderr)
+        return e.code
+    except BrokenPipeError:
+        return 0
+    return 0

@@ -1,0 +1,236 @@
+"""``appliancectl test-filter``: a shipped filter, a jail of the config or a fail2ban ``.conf``
+over a log file, offline, with a report in the shape of fail2ban-regex's. The filter is found
+as the config loader finds a jail's (``conf/filterref.py``); the lines go through the daemon's
+own routing and parser. ``parser.py`` dispatches here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+
+from applianced.cli.client import EXIT_USAGE, CliError
+from applianced.conf.filterref import UnknownFilterError, resolve_filter
+from applianced.conf.load import load_config
+from applianced.conf.paths import config_path
+from applianced.errors import ApplianceError, ConfigError, FilterError
+from applianced.receiver.message import SyslogMessage
+from applianced.receiver.parse import Dropped, escape_controls, parse_routed
+from applianced.rules.engine import GateCache
+from applianced.rules.f2bfilter import F2bFilter, strip_date
+from applianced.rules.filters import Filter, Outcome, shipped_filter_names
+from applianced.rules.jail import ProgramSelector, jail_filter
+
+__all__ = ["cmd_test_filter"]
+
+
+def _open_log(source: str) -> IO[bytes]:
+    """The log file as bytes, or stdin for ``-``."""
+    return sys.stdin.buffer if source == "-" else open(source, "rb")
+
+
+def _resolve_filter(args: argparse.Namespace) -> tuple[Filter, tuple[str, ...]]:
+    """FILTER is a jail of the config, else what a jail's ``filter`` could name (a path taken
+    from the working directory); returns it compiled and its programs."""
+    name = args.filter
+    try:
+        config = load_config(config_path(args.config))
+    except ConfigError:
+        config = None
+    jail = config.jail(name) if config else None
+    try:
+        if jail is not None:
+            return jail_filter(jail), jail.programs
+        source = resolve_filter(name, None, Path.cwd())
+        if isinstance(source, F2bFilter):
+            for note in source.notes:
+                print(f"note: {note}", file=sys.stderr)
+        return source.compile(), source.programs
+    except UnknownFilterError:
+        jails = ", ".join(j.name for j in config.jails) if config else "none (no config)"
+        raise CliError(
+            f"{name!r} is neither a jail ({jails}), a shipped filter "
+            f"({', '.join(shipped_filter_names())}) nor a fail2ban filter file (a path to a .conf)",
+            EXIT_USAGE,
+        ) from None
+    except FilterError as e:
+        raise CliError(str(e), EXIT_USAGE) from None
+
+
+def _subject(
+    filt: Filter, raw: bytes, message: SyslogMessage | None
+) -> tuple[str, str | None] | None:
+    """The text ``filt`` examines in a log line (``message`` is it parsed, None if
+    unparsable) and the line's program; None if unparsable.
+
+    A fail2ban filter gets the line as fail2ban would: the date cut off (syslog lines go
+    through our parser, so both read the same ``host app[pid]: msg``), other lines with a
+    leading syslog/ISO date stripped and their control characters escaped as the parser
+    escapes them."""
+    if not filt.on_line:
+        return None if message is None else (message.msg, message.app_name)
+    if message is not None and message.timestamp is not None:
+        return " " + message.line, message.app_name
+    return strip_date(escape_controls(raw).decode("utf-8", "replace")), None
+
+
+def _progress(source: str) -> tuple[Progress, TaskID] | None:
+    """A progress bar on stderr for a big file when stderr is a terminal."""
+    if source == "-" or not sys.stderr.isatty():
+        return None
+    try:
+        size = Path(source).stat().st_size
+    except OSError:
+        return None
+    if size < _PROGRESS_MIN_BYTES:
+        return None
+    bar = Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    return bar, bar.add_task(Path(source).name, total=size)
+
+
+_PROGRESS_MIN_BYTES = 8 << 20
+
+
+def _advancing(lines: Iterable[bytes], bar: Progress, task: TaskID) -> Iterator[bytes]:
+    """``lines`` unchanged, moving the progress bar every 8192 lines (only on a terminal: off
+    it, the log is read without this generator in the way)."""
+    done = 0
+    for number, raw in enumerate(lines, start=1):
+        done += len(raw)
+        if number % 8192 == 0:
+            bar.update(task, completed=done)
+        yield raw
+
+
+def cmd_test_filter(args: argparse.Namespace) -> None:
+    # Kept whole, over 60 lines: the loop runs once a line of logs of millions of lines, and its
+    # locals and plain counters are what bench/filters.py measures (no call per line).
+    filt, programs = _resolve_filter(args)
+    selects = ProgramSelector(programs)
+    gate = GateCache(
+        lambda tag: filt.needles if selects(tag.decode("utf-8", "replace")) else None
+    ).__getitem__
+    now = datetime.now(UTC)
+    # Plain counters, not a dict: the loop below runs once a line of a log of millions.
+    matched = ignored = missed = other_program = blank = 0
+    per_regex: dict[int, int] = {}
+    missed_lines: list[str] = []
+    want_json, want_missed = args.json, args.missed
+    progress = _progress(args.log)
+    started = time.monotonic()
+    number = 0
+    try:
+        if progress is not None:
+            progress[0].start()
+        with _open_log(args.log) as stream:
+            lines = stream if progress is None else _advancing(stream, *progress)
+            for number, raw in enumerate(lines, start=1):
+                # Most lines of a mail log are other programs', or lack every literal the
+                # filter needs: known from the bytes alone, as in the daemon. parse_routed cuts
+                # the line end itself, and a line it drops has the common syslog shape, so is
+                # not blank: the blank test and the strip wait for the lines it keeps.
+                try:
+                    routed = parse_routed(raw, gate, now)
+                except ApplianceError:
+                    routed = None
+                if routed is Dropped.UNREAD:
+                    other_program += 1
+                    continue
+                if routed is Dropped.HOPELESS:
+                    missed += 1
+                    if want_missed:
+                        missed_lines.append(f"{number}: {_shown(raw)}")
+                    continue
+                raw = raw.rstrip(b"\r\n")
+                if not raw.strip():
+                    blank += 1
+                    continue
+                subject = _subject(filt, raw, routed)
+                if subject is None:
+                    missed += 1
+                    continue
+                text, app_name = subject
+                if app_name is not None and not selects(app_name):
+                    other_program += 1
+                    continue
+                outcome, match, index = filt.examine(text, prefilter=True)
+                if outcome is Outcome.MATCHED and match is not None:
+                    matched += 1
+                    per_regex[index or 0] = per_regex.get(index or 0, 0) + 1
+                    if want_json:
+                        row: dict[str, Any] = {"lineno": number, "host": match.host}
+                        if match.user is not None:
+                            row["user"] = match.user
+                        print(json.dumps(row))
+                elif outcome is Outcome.IGNORED:
+                    ignored += 1
+                else:
+                    missed += 1
+                    if want_missed:
+                        missed_lines.append(f"{number}: {_shown(raw)}")
+    except OSError as e:
+        raise CliError(f"cannot read {args.log}: {e}", EXIT_USAGE) from None
+    finally:
+        if progress is not None:
+            progress[0].stop()
+    elapsed = time.monotonic() - started
+    counts = {
+        "lines": number - blank,
+        "matched": matched,
+        "ignored": ignored,
+        "missed": missed,
+        "other_program": other_program,
+    }
+    rate = counts["lines"] / elapsed if elapsed > 0 else 0.0
+    summary = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items())
+    print(f"{args.filter}: {summary} ({rate:,.0f} lines/s)", file=sys.stderr)
+    if not args.json:
+        _report(filt, per_regex, counts, missed_lines)
+
+
+def _shown(raw: bytes) -> str:
+    """A log line as --missed prints it: its control characters escaped, as filters read them
+    (and harmless to a terminal)."""
+    return escape_controls(raw.rstrip(b"\r\n")).decode("utf-8", "replace")
+
+
+def _report(
+    filt: Filter, per_regex: dict[int, int], counts: dict[str, int], missed: list[str]
+) -> None:
+    """The human report, in the shape of fail2ban-regex's."""
+    print(f"Failregex: {counts['matched']} total")
+    print("|- #) [# of hits] regular expression")
+    for index, regex in enumerate(filt.failregex):
+        print(f"|  failregex #{index + 1}: [{per_regex.get(index, 0)} hits] {regex}")
+    print(f"`- Ignored (ignoreregex or a <F-NOFAIL> hit): {counts['ignored']} total")
+    if filt.prefregex is not None:
+        print(f"prefregex: {filt.prefregex}")
+    print(
+        f"Lines: {counts['lines']} lines, {counts['ignored']} ignored, {counts['matched']} "
+        f"matched, {counts['missed']} missed, {counts['other_program']} of other programs"
+    )
+    for line in missed:
+        print(f"  missed {line}")

@@ -1,0 +1,52 @@
+"""Where things are, known without the config loader: the config file the daemon and
+``appliancectl`` read (``config_path``), and the control socket a config file names
+(``control_socket``). The loader (``conf/load.py``) uses the same defaults; ``appliancectl``'s
+online verbs call ``control_socket`` so that they load neither the filters nor the rest.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+from applianced.errors import ConfigError
+
+__all__ = ["DEFAULT_CONFIG", "DEFAULT_CONTROL_SOCKET", "config_path", "control_socket"]
+
+DEFAULT_CONFIG = Path(__file__).parent / "defaults" / "appliance.toml"
+DEFAULT_CONTROL_SOCKET = "/run/applianced/control.sock"
+
+
+def config_path(given: Path | None) -> Path:
+    """The config file: ``given`` (--config), else $APPLIANCED_CONFIG, else
+    /etc/applianced/appliance.toml when it exists, else the shipped one."""
+    if given is not None:
+        return given
+    env = os.environ.get("APPLIANCED_CONFIG")
+    if env:
+        return Path(env)
+    etc = Path("/etc/applianced/appliance.toml")
+    return etc if etc.exists() else DEFAULT_CONFIG
+
+
+def control_socket(path: Path) -> Path:
+    """``[daemon] control_socket`` of the config file at ``path`` (relative to its directory),
+    read alone: a daemon running an older config still answers when the file has since been
+    edited into one the loader refuses (``appliancectl check`` says why)."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(path, "", "file not found; pass --config PATH") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(path, "", f"cannot read the file: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(path, "", f"not valid TOML: {e}") from None
+    daemon = raw.get("daemon", {})
+    if not isinstance(daemon, dict):
+        raise ConfigError(path, "daemon", "must be a table ([daemon])")
+    value = daemon.get("control_socket", DEFAULT_CONTROL_SOCKET)
+    if not isinstance(value, str):
+        raise ConfigError(path, "daemon.control_socket", f"must be a path, not {value!r}")
+    socket = Path(value)
+    return socket if socket.is_absolute() else (path.parent / socket).resolve()
