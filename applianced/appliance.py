@@ -53,7 +53,7 @@ from applianced.rules.decision import (
 )
 from applianced.rules.engine import CountedFailure, Engine
 from applianced.rules.jail import Jail, decide, jail_filter
-from applianced.rules.offenders import BanRow, OffenderStore, ban_from_row
+from applianced.store.base import BanRow, OffenderStore, ban_from_row
 from applianced.units import MAX_BAN_SECONDS, format_duration
 
 __all__ = ["Appliance", "RequestError", "ban_json", "parse_address", "parse_target"]

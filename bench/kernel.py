@@ -40,7 +40,7 @@ from applianced.enforcement.nftables import NftablesEnforcer
 from applianced.receiver.listeners import ListenerService, ReceiverStats
 from applianced.receiver.message import SyslogMessage
 from applianced.rules.decision import Ban, BanDecision, BanKind
-from applianced.rules.offenders import SqliteOffenderStore
+from applianced.store.sqlite import SqliteOffenderStore
 
 CONFIG = """\
 [daemon]

@@ -11,7 +11,7 @@ from typing import Any
 from applianced.conf.schema import Config, IncrementConf, JailConf, ListenerConf
 from applianced.receiver.message import SyslogMessage
 from applianced.rules.decision import Ban, BanDecision
-from applianced.rules.offenders import OffenderStore
+from applianced.store.base import OffenderStore
 
 SSHD_REGEX = (r"^Failed \S+ for (?:invalid user )?<F-USER>.+</F-USER> from <HOST> port \d+",)
 

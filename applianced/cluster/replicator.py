@@ -49,7 +49,7 @@ from applianced import __version__
 from applianced.cluster import postgres
 from applianced.rules.decision import Ban
 from applianced.rules.engine import CountedFailure
-from applianced.rules.offenders import BanEvent, SqliteOffenderStore
+from applianced.store.base import BanEvent, ClusterOutbox
 
 __all__ = ["Replicator"]
 
@@ -83,7 +83,7 @@ class Replicator(Service):
 
     def __init__(
         self,
-        store: SqliteOffenderStore,
+        store: ClusterOutbox,
         adopt: Callable[[Sequence[Ban], Sequence[Ban]], None],
         connect_args: dict[str, Any],
         reactor: Any,
