@@ -34,6 +34,12 @@ from rich.table import Table
 
 from applianced import tlsinit
 from applianced.conf import edit
+from applianced.conf.filterfiles.fail2ban import (
+    is_fail2ban_filter,
+    resolve_fail2ban_filter,
+    strip_date,
+)
+from applianced.conf.filterfiles.native import shipped_filter, shipped_filter_names
 from applianced.conf.load import load_config
 from applianced.errors import ApplianceError, ConfigError, FilterError
 from applianced.receiver.message import SyslogMessage
@@ -45,8 +51,7 @@ from applianced.receiver.parse import (
     parse_routed,
 )
 from applianced.rules.engine import GateCache
-from applianced.rules.f2bfilter import is_fail2ban_filter, resolve_fail2ban_filter, strip_date
-from applianced.rules.filters import Filter, Outcome, shipped_filter, shipped_filter_names
+from applianced.rules.filters import Filter, Outcome
 from applianced.rules.jail import ProgramSelector, jail_filter
 from applianced.service import config_path
 from applianced.units import format_duration

@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from applianced.conf.filterfiles.fail2ban import is_fail2ban_filter, resolve_fail2ban_filter
+from applianced.conf.filterfiles.native import shipped_filter, shipped_filter_names
 from applianced.conf.schema import (
     Config,
     EnforcementConf,
@@ -33,8 +35,6 @@ from applianced.errors import ConfigError, FilterError
 from applianced.receiver.tls import file_digest, normalize_fingerprint, server_context
 from applianced.rules.addresses import parse_network
 from applianced.rules.decision import IPNetwork
-from applianced.rules.f2bfilter import is_fail2ban_filter, resolve_fail2ban_filter
-from applianced.rules.filters import shipped_filter, shipped_filter_names
 from applianced.rules.jail import jail_filter
 from applianced.units import parse_ban_duration, parse_duration
 

@@ -20,19 +20,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from applianced.errors import FilterError
-from applianced.receiver.parse import parse
-from applianced.rules.filters import (
-    Filter,
+from applianced.conf.filterfiles.native import (
     FilterDef,
-    Match,
-    Outcome,
     load_filter_def,
-    required_literal,
     shipped_filter,
     shipped_filter_names,
     shipped_filters_dir,
 )
+from applianced.errors import FilterError
+from applianced.receiver.parse import parse
+from applianced.rules.filters import Filter, Match, Outcome, required_literal
 
 CORPUS = Path(__file__).resolve().parent.parent / "data" / "mail-lines.tsv"
 DECOY = ipaddress.ip_address("198.51.100.99")
