@@ -42,7 +42,6 @@ from applianced.conf.filterfiles.fail2ban import (
 from applianced.conf.filterfiles.native import shipped_filter, shipped_filter_names
 from applianced.conf.load import load_config
 from applianced.errors import ApplianceError, ConfigError, FilterError
-from applianced.receiver.message import SyslogMessage
 from applianced.receiver.parse import (
     Dropped,
     escape_controls,
@@ -53,6 +52,7 @@ from applianced.receiver.parse import (
 from applianced.rules.engine import GateCache
 from applianced.rules.filters import Filter, Outcome
 from applianced.rules.jail import ProgramSelector, jail_filter
+from applianced.rules.message import SyslogMessage
 from applianced.service import config_path
 from applianced.units import format_duration
 

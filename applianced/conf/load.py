@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from applianced.conf.certs import file_digest, normalize_fingerprint, read_pair
 from applianced.conf.filterfiles.fail2ban import is_fail2ban_filter, resolve_fail2ban_filter
 from applianced.conf.filterfiles.native import shipped_filter, shipped_filter_names
 from applianced.conf.schema import (
@@ -32,7 +33,6 @@ from applianced.conf.schema import (
     TLSConf,
 )
 from applianced.errors import ConfigError, FilterError
-from applianced.receiver.tls import file_digest, normalize_fingerprint, server_context
 from applianced.rules.addresses import parse_network
 from applianced.rules.decision import IPNetwork
 from applianced.rules.jail import jail_filter
@@ -402,7 +402,7 @@ class _Loader:
             client_fingerprints=fingerprints,
             client_names=names,
         )
-        self.convert(conf, (*keys, "cert"), server_context)
+        self.convert(conf, (*keys, "cert"), read_pair)
         return TLSConf(
             cert=conf.cert,
             key=conf.key,
