@@ -2,7 +2,8 @@
 
 ARCHITECTURE. The reactor never waits on the network database, and the appliance works without
 it: the local SQLite store stays the Appliance's synchronous store, a full replica of the
-cluster's ban list. This service moves changes both ways, off the reactor thread:
+cluster's ban list. This service moves changes both ways, off the reactor thread, and asks the
+store only for its ``store.base.ClusterOutbox`` interface:
 
 - out: every ``poll`` seconds the reactor reads the store's outbox (this appliance's bans and
   operators' ends, written in the same transaction as the change) and, if no push is running,
