@@ -136,7 +136,7 @@ class ClusterOutbox(Protocol):
 
 
 def ban_from_row(row: Sequence[Any]) -> Ban:
-    """A row of ``_BAN_COLUMNS`` (a ``BanRow``) as its Ban."""
+    """A ``BanRow`` (the columns a store reads a ban with) as its Ban."""
     return Ban(row[0], _network(row[1]), row[2], row[3], _KINDS[row[4]], row[5])
 
 
