@@ -39,7 +39,6 @@ from applianced.enforcement.notify import Notifier
 from applianced.errors import ApplianceError, EnforcementError, StoreError
 from applianced.latency import LatencyHistogram
 from applianced.receiver.listeners import ReceiverStats
-from applianced.receiver.message import SyslogMessage
 from applianced.rules import addresses
 from applianced.rules.addresses import network_of
 from applianced.rules.decision import (
@@ -53,7 +52,8 @@ from applianced.rules.decision import (
 )
 from applianced.rules.engine import CountedFailure, Engine
 from applianced.rules.jail import Jail, decide, jail_filter
-from applianced.rules.offenders import BanRow, OffenderStore, ban_from_row
+from applianced.rules.message import SyslogMessage
+from applianced.store.base import BanRow, OffenderStore, ban_from_row
 from applianced.units import MAX_BAN_SECONDS, format_duration
 
 __all__ = ["Appliance", "RequestError", "ban_json", "parse_address", "parse_target"]

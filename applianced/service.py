@@ -43,8 +43,8 @@ from applianced.logs import FORMATS, log_observer
 from applianced.receiver.listeners import Listeners, ListenerService, ReceiverStats
 from applianced.rules.addresses import parse_address
 from applianced.rules.decision import IPAddress, IPNetwork
-from applianced.rules.offenders import SqliteOffenderStore
 from applianced.sdnotify import SdNotifier, Supervisor, status_line, watchdog_interval
+from applianced.store.sqlite import SqliteOffenderStore
 
 __all__ = ["main", "make_service"]
 

@@ -23,11 +23,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from applianced.conf.filterfiles.native import shipped_filter_names
 from applianced.conf.load import load_config
 from applianced.errors import ApplianceError
 from applianced.receiver.parse import Dropped, parse_routed
 from applianced.rules.engine import Engine
-from applianced.rules.filters import shipped_filter_names
 from applianced.rules.jail import Jail, jail_filter
 from bench.fail2ban import COUNTERPART, fail2ban_regex
 from bench.maillog import make

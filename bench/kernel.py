@@ -38,9 +38,9 @@ from applianced.conf.schema import Config
 from applianced.enforcement.base import JailRules, Restored
 from applianced.enforcement.nftables import NftablesEnforcer
 from applianced.receiver.listeners import ListenerService, ReceiverStats
-from applianced.receiver.message import SyslogMessage
 from applianced.rules.decision import Ban, BanDecision, BanKind
-from applianced.rules.offenders import SqliteOffenderStore
+from applianced.rules.message import SyslogMessage
+from applianced.store.sqlite import SqliteOffenderStore
 
 CONFIG = """\
 [daemon]

@@ -36,7 +36,7 @@ from typing import Any
 import nftables
 
 from applianced.rules.decision import BanDecision, BanKind
-from applianced.rules.offenders import SqliteOffenderStore
+from applianced.store.sqlite import SqliteOffenderStore
 from bench.filters import mail_log
 from bench.ingest import bench_config
 from bench.kernel import address, latencies

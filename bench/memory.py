@@ -28,9 +28,9 @@ from twisted.internet.task import Clock
 from applianced.appliance import Appliance
 from applianced.conf.load import parse_config
 from applianced.enforcement.memory import MemoryEnforcer
-from applianced.receiver.message import SyslogMessage
 from applianced.rules.decision import BanDecision, BanKind
-from applianced.rules.offenders import SqliteOffenderStore
+from applianced.rules.message import SyslogMessage
+from applianced.store.sqlite import SqliteOffenderStore
 
 OFFENDERS = 1_000_000
 BANS = 100_000

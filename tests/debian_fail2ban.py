@@ -1,5 +1,6 @@
 """Fetch Debian's fail2ban filter.d (``apt-get download fail2ban``, unpacked with ``dpkg -x``) into
-``.cache/fail2ban-deb`` (gitignored). Shared by tests/rules/test_f2bfilter.py and bench/filters.py.
+``.cache/fail2ban-deb`` (gitignored). Shared by tests/conf/filterfiles/test_fail2ban.py and
+bench/filters.py.
 """
 
 from __future__ import annotations

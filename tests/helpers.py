@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from applianced.conf.schema import Config, IncrementConf, JailConf, ListenerConf
-from applianced.receiver.message import SyslogMessage
 from applianced.rules.decision import Ban, BanDecision
-from applianced.rules.offenders import OffenderStore
+from applianced.rules.message import SyslogMessage
+from applianced.store.base import OffenderStore
 
 SSHD_REGEX = (r"^Failed \S+ for (?:invalid user )?<F-USER>.+</F-USER> from <HOST> port \d+",)
 

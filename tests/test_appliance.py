@@ -25,7 +25,7 @@ from applianced.enforcement.base import ElementsRefused, Refused, Restored
 from applianced.enforcement.memory import MemoryEnforcer
 from applianced.errors import EnforcementError
 from applianced.rules.decision import Ban, BanDecision, BanKind, IPAddress
-from applianced.rules.offenders import SqliteOffenderStore
+from applianced.store.sqlite import SqliteOffenderStore
 from applianced.units import MAX_BAN_SECONDS
 from tests.helpers import config, jail_conf, message, record, ssh_failure
 

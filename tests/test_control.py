@@ -14,7 +14,7 @@ from twisted.internet.task import Clock
 from applianced.appliance import Appliance
 from applianced.control import Dispatcher
 from applianced.enforcement.memory import MemoryEnforcer
-from applianced.rules.offenders import SqliteOffenderStore
+from applianced.store.sqlite import SqliteOffenderStore
 from tests.helpers import config, jail_conf, message, ssh_failure
 
 

@@ -23,7 +23,7 @@ from applianced.enforcement.nftables import NftablesEnforcer
 from applianced.rules.engine import Engine
 from applianced.rules.filters import Filter
 from applianced.rules.jail import Jail, jail_filter
-from applianced.rules.offenders import SqliteOffenderStore
+from applianced.store.sqlite import SqliteOffenderStore
 from tests.helpers import config, message, ssh_failure
 
 SHIPPED = (

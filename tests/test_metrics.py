@@ -34,8 +34,8 @@ from applianced.metrics import (
 )
 from applianced.receiver.listeners import SyslogTCPFactory, SyslogUDP
 from applianced.rules.decision import Ban
-from applianced.rules.offenders import SqliteOffenderStore
 from applianced.service import make_service
+from applianced.store.sqlite import SqliteOffenderStore
 from tests.helpers import config, jail_conf, message, ssh_failure
 
 T0 = 1_800_000_000.0

@@ -26,16 +26,17 @@ from rich.progress import (
 )
 
 from applianced.cli.client import EXIT_USAGE, CliError
+from applianced.conf.filterfiles.fail2ban import F2bFilter, strip_date
+from applianced.conf.filterfiles.native import shipped_filter_names
 from applianced.conf.filterref import UnknownFilterError, resolve_filter
 from applianced.conf.load import load_config
 from applianced.conf.paths import config_path
 from applianced.errors import ApplianceError, ConfigError, FilterError
-from applianced.receiver.message import SyslogMessage
 from applianced.receiver.parse import Dropped, escape_controls, parse_routed
 from applianced.rules.engine import GateCache
-from applianced.rules.f2bfilter import F2bFilter, strip_date
-from applianced.rules.filters import Filter, Outcome, shipped_filter_names
+from applianced.rules.filters import Filter, Outcome
 from applianced.rules.jail import ProgramSelector, jail_filter
+from applianced.rules.message import SyslogMessage
 
 __all__ = ["cmd_test_filter"]
 

@@ -30,7 +30,7 @@ from applianced.errors import ApplianceError
 from applianced.rules.addresses import parse_address, parse_network
 from applianced.rules.decision import Ban, BanKind
 from applianced.rules.engine import CountedFailure
-from applianced.rules.offenders import BanEvent
+from applianced.store.base import BanEvent
 
 __all__ = ["CHANNEL", "FAILURES_KEEP", "ClusterSchemaError", "connect_args", "describe",
            "fetch", "fetch_failures", "heartbeat", "last_failure", "migrate", "push",

@@ -2,7 +2,8 @@
 
 ARCHITECTURE. The reactor never waits on the network database, and the appliance works without
 it: the local SQLite store stays the Appliance's synchronous store, a full replica of the
-cluster's ban list. This service moves changes both ways, off the reactor thread:
+cluster's ban list. This service moves changes both ways, off the reactor thread, and asks the
+store only for its ``store.base.ClusterOutbox`` interface:
 
 - out: every ``poll`` seconds the reactor reads the store's outbox (this appliance's bans and
   operators' ends, written in the same transaction as the change) and, if no push is running,
@@ -49,7 +50,7 @@ from applianced import __version__
 from applianced.cluster import postgres
 from applianced.rules.decision import Ban
 from applianced.rules.engine import CountedFailure
-from applianced.rules.offenders import BanEvent, SqliteOffenderStore
+from applianced.store.base import BanEvent, ClusterOutbox
 
 __all__ = ["Replicator"]
 
@@ -83,7 +84,7 @@ class Replicator(Service):
 
     def __init__(
         self,
-        store: SqliteOffenderStore,
+        store: ClusterOutbox,
         adopt: Callable[[Sequence[Ban], Sequence[Ban]], None],
         connect_args: dict[str, Any],
         reactor: Any,

@@ -1,1 +1,1 @@
-"""conf: the TOML configuration file -> a frozen Config (see schema.py, load.py)."""
+"""conf: the TOML configuration file -> a frozen Config (schema.py, load.py), and filter files."""

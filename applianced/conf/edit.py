@@ -29,12 +29,12 @@ from tomlkit.exceptions import TOMLKitError
 from tomlkit.items import Array, Comment, InlineTable, Item, Table, Whitespace
 from tomlkit.toml_document import TOMLDocument
 
+from applianced.conf.filterfiles.native import shipped_filter_names
 from applianced.conf.jailkeys import JAIL_OPTIONS
 from applianced.conf.load import parse_config
 from applianced.conf.schema import Config
 from applianced.errors import ApplianceError, ConfigError
 from applianced.rules.addresses import parse_network
-from applianced.rules.filters import shipped_filter_names
 
 __all__ = [
     "JAIL_OPTIONS",

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from applianced.conf.filterfiles.fail2ban import (
+    F2bFilter,
+    is_fail2ban_filter,
+    resolve_fail2ban_filter,
+)
+from applianced.conf.filterfiles.native import FilterDef, shipped_filter, shipped_filter_names
 from applianced.errors import FilterError
-from applianced.rules.f2bfilter import F2bFilter, is_fail2ban_filter, resolve_fail2ban_filter
-from applianced.rules.filters import FilterDef, shipped_filter, shipped_filter_names
 
 __all__ = ["UnknownFilterError", "resolve_filter"]
 

@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from applianced.conf.certs import TLSFileError, file_digest, normalize_fingerprint, read_pair
+from applianced.conf.filterfiles.fail2ban import F2bFilter
 from applianced.conf.filterref import resolve_filter
 from applianced.conf.jailkeys import INCREMENT_KEYS, JAIL_KEYS, POLICY_KEYS
 from applianced.conf.paths import DEFAULT_CONFIG, DEFAULT_CONTROL_SOCKET
@@ -35,7 +37,6 @@ from applianced.conf.schema import (
 from applianced.errors import ConfigError, FilterError
 from applianced.rules.addresses import parse_network
 from applianced.rules.decision import IPNetwork
-from applianced.rules.f2bfilter import F2bFilter
 from applianced.rules.jail import jail_filter
 from applianced.units import parse_ban_duration, parse_duration
 
@@ -354,15 +355,6 @@ class _Loader:
             for key in sorted(_TLS & set(t)):
                 raise self.error((*keys, key), f'{key} only applies to transport = "tls"')
             return None
-        # Imported here: receiver.tls builds the context with Twisted, which the configs
-        # without a TLS listener (and so appliancectl's verbs with them) do not load.
-        from applianced.receiver.tls import (
-            TLSFileError,
-            file_digest,
-            normalize_fingerprint,
-            server_context,
-        )
-
         for required in ("cert", "key"):
             if required not in t:
                 raise self.error(
@@ -390,7 +382,7 @@ class _Loader:
             client_names=names,
         )
         try:
-            server_context(conf)
+            read_pair(conf)
             digest = file_digest(conf)
         except TLSFileError as e:
             raise self.error((*keys, "cert"), str(e)) from None

@@ -2,15 +2,17 @@
 
 ``load.py`` builds these from TOML; nothing else constructs them outside tests. Durations are
 seconds; networks are ``ipaddress`` objects; relative paths are already resolved.
+
+ARCHITECTURE. A leaf: every layer reads it (rules/jail.py the JailConf, the receiver its
+listeners', enforcement its notify settings), so it imports nothing of applianced.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Literal
-
-from applianced.rules.decision import IPNetwork
 
 __all__ = [
     "Config",
@@ -23,6 +25,9 @@ __all__ = [
     "StateConf",
     "TLSConf",
 ]
+
+# rules.decision.IPNetwork, spelled out: the schema is below rules/ and imports none of it.
+IPNetwork = IPv4Network | IPv6Network
 
 Transport = Literal["udp", "tcp", "tls"]
 Protocol = Literal["tcp", "udp", "both"]

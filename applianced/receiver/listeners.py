@@ -52,10 +52,11 @@ from applianced.receiver.allowlist import Allowlist
 from applianced.receiver.framing import FrameError, Framer
 from applianced.receiver.kerneldrops import DROPS_EVERY, socket_drops
 from applianced.receiver.limits import ConnectionLimiter, RateLimiter, sender_key
-from applianced.receiver.message import SyslogMessage
-from applianced.receiver.parse import Dropped, Gate, parse, parse_routed
+from applianced.receiver.parse import Dropped, parse, parse_routed
 from applianced.receiver.tls import ServerTLS, TLSFileError, refusal, server_context
 from applianced.rules.addresses import parse_address
+from applianced.rules.engine import Gate
+from applianced.rules.message import SyslogMessage
 
 __all__ = [
     "FD_RESERVE",

@@ -24,9 +24,9 @@ from datetime import UTC, datetime
 from enum import Enum
 
 from applianced.errors import ParseError
-from applianced.receiver.message import SyslogMessage
+from applianced.rules.message import SyslogMessage
 
-__all__ = ["Dropped", "Gate", "escape_controls", "message_fields", "parse", "parse_routed"]
+__all__ = ["Dropped", "escape_controls", "message_fields", "parse", "parse_routed"]
 
 # RFC 3164 4.3.3: a message without a PRI gets facility 1 (user), severity 5 (notice).
 _DEFAULT_PRI = 13
@@ -165,15 +165,9 @@ class Dropped(Enum):
     HOPELESS = "it holds none of the literals its jails' failregexes need"
 
 
-# The routing gate's question, asked with the TAG of a message of the common shape (its raw
-# bytes): None when no jail reads that program; else byte strings of which a message of it must
-# hold one for some jail to match it, or () when every message of it must be parsed.
-Gate = Callable[[bytes], tuple[bytes, ...] | None]
-
-
 def parse_routed(
     data: bytes,
-    gate: Gate,
+    gate: Callable[[bytes], tuple[bytes, ...] | None],
     reference: datetime,
     sender: str | None = None,
     transport: str | None = None,

@@ -1,18 +1,17 @@
 """TLS for syslog (RFC 5425): the server context a TLS listener hands out, and who may talk.
 
-``server_context(conf)`` reads the listener's PEM files and builds a pyOpenSSL context with
-TLS 1.2 as the minimum; the loader calls it too, so ``appliancectl check`` refuses what the
-daemon would refuse. ``refusal(cert, conf)`` decides, once the handshake is done, whether the
-peer's certificate is one the listener accepts (fingerprint, name); the chain to
-``client_ca`` is OpenSSL's job during the handshake. ``listeners.py`` wires both in.
+``server_context(conf)`` builds a pyOpenSSL context with TLS 1.2 as the minimum from the PEM
+files that ``conf/certs.read_pair`` reads and checks (the loader calls that too, without
+Twisted, so ``appliancectl check`` refuses the files the daemon would refuse).
+``refusal(cert, conf)`` decides, once the handshake is done, whether the peer's certificate is
+one the listener accepts (fingerprint, name); the chain to ``client_ca`` is OpenSSL's job during
+the handshake. ``listeners.py`` wires both in.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 from ipaddress import ip_address
-from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -22,51 +21,20 @@ from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.internet.ssl import CertificateOptions, TLSVersion
 from zope.interface import implementer
 
+from applianced.conf.certs import TLSFileError, file_digest, normalize_fingerprint, read_pair
 from applianced.conf.schema import TLSConf
-from applianced.errors import ApplianceError
 
-__all__ = ["ServerTLS", "fingerprint", "normalize_fingerprint", "refusal", "server_context"]
-
-
-_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
-
-
-class TLSFileError(ApplianceError):
-    """A certificate or key file that cannot be used; the message says what to do."""
-
-
-def _read(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise TLSFileError(
-            f"cannot read the {what} {path}: {e.strerror or e}; check the path and that the "
-            "applianced user may read it"
-        ) from None
-
-
-def _certs(data: bytes, path: Path, what: str) -> list[x509.Certificate]:
-    # cryptography 38 (Debian 12) has no load_pem_x509_certificates: split the blocks.
-    certs = []
-    for block in _PEM_CERT.findall(data):
-        try:
-            certs.append(x509.load_pem_x509_certificate(block))
-        except ValueError as e:
-            raise TLSFileError(f"{path} ({what}) holds a damaged certificate: {e}") from None
-    if not certs:
-        raise TLSFileError(
-            f"{path} ({what}) holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
-        )
-    return certs
-
-
-def file_digest(conf: TLSConf) -> str:
-    """SHA-256 over the contents of the listener's files (a renewed certificate changes it)."""
-    h = hashlib.sha256()
-    for path in (conf.cert, conf.key, conf.client_ca):
-        if path is not None:
-            h.update(_read(path, "file"))
-    return h.hexdigest()
+# TLSFileError, file_digest and normalize_fingerprint live in conf/certs.py (the loader checks
+# the files without Twisted); they stay importable from here for the listeners.
+__all__ = [
+    "ServerTLS",
+    "TLSFileError",
+    "file_digest",
+    "fingerprint",
+    "normalize_fingerprint",
+    "refusal",
+    "server_context",
+]
 
 
 def server_context(conf: TLSConf) -> SSL.Context:
@@ -75,25 +43,7 @@ def server_context(conf: TLSConf) -> SSL.Context:
     With ``client_ca``, OpenSSL demands a client certificate chaining to it. With
     ``client_fingerprints`` alone (pinned, e.g. self-signed, certificates) it demands a
     certificate but accepts any chain: ``refusal`` then checks the fingerprint."""
-    chain = _certs(_read(conf.cert, "certificate"), conf.cert, "cert")
-    key_pem = _read(conf.key, "private key")
-    try:
-        key = serialization.load_pem_private_key(key_pem, password=None)
-    except (ValueError, TypeError) as e:
-        raise TLSFileError(
-            f"{conf.key} is not an unencrypted PEM private key ({e}); give the key without a "
-            "passphrase (appliancectl tls init writes one)"
-        ) from None
-    pub = serialization.PublicFormat.SubjectPublicKeyInfo
-    der = serialization.Encoding.DER
-    if key.public_key().public_bytes(der, pub) != chain[0].public_key().public_bytes(der, pub):
-        raise TLSFileError(
-            f"the key {conf.key} does not belong to the certificate {conf.cert}; point cert and "
-            "key at the two files of one pair (or make a new pair with appliancectl tls init)"
-        )
-    cas: list[x509.Certificate] = []
-    if conf.client_ca is not None:
-        cas = _certs(_read(conf.client_ca, "client CA"), conf.client_ca, "client_ca")
+    key, chain, cas = read_pair(conf)
     options = CertificateOptions(
         privateKey=crypto.PKey.from_cryptography_key(key),
         certificate=crypto.X509.from_cryptography(chain[0]),
@@ -137,17 +87,6 @@ class ServerTLS:
 def fingerprint(cert: x509.Certificate) -> str:
     """SHA-256 of the DER certificate, lowercase hex without colons."""
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
-
-
-def normalize_fingerprint(text: str) -> str:
-    """``AB:CD:...`` or ``abcd...`` (64 hex digits) -> lowercase hex; ValueError otherwise."""
-    hexed = text.replace(":", "").replace(" ", "").lower()
-    if len(hexed) != 64 or any(c not in "0123456789abcdef" for c in hexed):
-        raise ValueError(
-            f"{text!r} is not a SHA-256 fingerprint (64 hex digits, colons allowed); get it "
-            "with `openssl x509 -in CLIENT.pem -noout -fingerprint -sha256`"
-        )
-    return hexed
 
 
 def _names(cert: x509.Certificate) -> set[str]:

@@ -1,1 +1,1 @@
-"""rules: (message, now) -> offences -> ban decisions (pure), and the durable offenders store."""
+"""rules: (message, now) -> offences -> ban decisions; pure: no Twisted, sqlite3, sockets, files."""

@@ -17,12 +17,18 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from applianced.receiver.message import SyslogMessage
-from applianced.receiver.parse import Gate
 from applianced.rules.decision import IPAddress, Lookup, Offence
 from applianced.rules.jail import Jail
+from applianced.rules.message import SyslogMessage
 
-__all__ = ["CountedFailure", "Engine", "GateCache"]
+__all__ = ["CountedFailure", "Engine", "Gate", "GateCache"]
+
+# The routing gate's question, asked with the TAG of a message of the common shape (its raw
+# bytes): None when no jail reads that program; else byte strings of which a message of it must
+# hold one for some jail to match it, or () when every message of it must be parsed. The engine
+# owns the answer; ``receiver/parse.parse_routed`` takes any callable of this shape, so that the
+# parser (one layer up, sans-io) needs nothing of the rules but the message type.
+Gate = Callable[[bytes], tuple[bytes, ...] | None]
 
 _ROUTE_CACHE_MAX = 4096
 
@@ -47,7 +53,7 @@ class Engine:
         self.jails: dict[str, Jail] = {}
         self._routes: dict[str | None, tuple[Jail, ...]] = {}
         self._gates = GateCache(self._needles)
-        # The listeners' routing gate (``parse.Gate``), asked for every message: a dict lookup
+        # The listeners' routing gate (``Gate``), asked for every message: a dict lookup
         # in C once a TAG was seen (see _needles for the answer).
         self.gate: Gate = self._gates.__getitem__
         self.on_failure: Callable[[CountedFailure], None] | None = None
@@ -145,7 +151,7 @@ class Engine:
 
 class GateCache(dict[bytes, tuple[bytes, ...] | None]):
     """A routing gate's answers per TAG (at most 4096), worked out by ``work_out`` on a miss.
-    Its ``__getitem__`` is the gate (``parse.Gate``): a lookup in C for a TAG already seen,
+    Its ``__getitem__`` is the gate (``Gate``): a lookup in C for a TAG already seen,
     which is nearly every message (a Python function in its place cost a sixth of
     test-filter's time on a mail log)."""
 

@@ -18,7 +18,8 @@ from applianced.cluster.replicator import Replicator
 from applianced.enforcement.memory import MemoryEnforcer
 from applianced.metrics import make_registry
 from applianced.rules.decision import Ban, BanKind
-from applianced.rules.offenders import BanEvent, SqliteOffenderStore
+from applianced.store.base import BanEvent
+from applianced.store.sqlite import SqliteOffenderStore
 from tests.helpers import config, message, ssh_failure
 
 T0 = 1_800_000_000.0

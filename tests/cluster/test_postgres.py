@@ -18,7 +18,7 @@ from applianced.cluster.postgres import ClusterSchemaError
 from applianced.conf.schema import StateConf
 from applianced.rules.decision import Ban, BanKind
 from applianced.rules.engine import CountedFailure
-from applianced.rules.offenders import BanEvent
+from applianced.store.base import BanEvent
 from tests.pg import PASSWORD, PgServer, pg_missing, pg_server
 
 pytestmark = pytest.mark.skipif(pg_missing() is not None, reason=str(pg_missing()))

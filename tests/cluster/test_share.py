@@ -15,7 +15,7 @@ from applianced.appliance import Appliance
 from applianced.cluster import replicator as replicator_module
 from applianced.cluster.replicator import Replicator
 from applianced.enforcement.memory import MemoryEnforcer
-from applianced.rules.offenders import SqliteOffenderStore
+from applianced.store.sqlite import SqliteOffenderStore
 from tests.helpers import config, jail_conf, message, ssh_failure
 
 T0 = 1_800_000_000.0

@@ -9,7 +9,9 @@ from ipaddress import ip_network
 from pathlib import Path
 
 from applianced.rules.decision import Ban, BanDecision, BanKind
-from applianced.rules.offenders import _MIGRATIONS, BanEvent, SqliteOffenderStore
+from applianced.store.base import BanEvent
+from applianced.store.migrations import MIGRATIONS as _MIGRATIONS
+from applianced.store.sqlite import SqliteOffenderStore
 from tests.helpers import record
 
 T0 = 1_800_000_000.0

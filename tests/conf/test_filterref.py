@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from applianced.conf.filterfiles.fail2ban import F2bFilter
+from applianced.conf.filterfiles.native import FilterDef
 from applianced.conf.filterref import UnknownFilterError, resolve_filter
 from applianced.errors import FilterError
-from applianced.rules.f2bfilter import F2bFilter
-from applianced.rules.filters import FilterDef
 
 F2B = """[Definition]
 failregex = ^Invalid user \\S+ from <HOST>$

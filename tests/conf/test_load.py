@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from ipaddress import ip_network
 from pathlib import Path
 
@@ -261,3 +263,18 @@ senders = ["::ffff:192.0.2.2/128"]
     jail = config.jails[0]
     assert jail.ignoreip == (ip_network("198.51.100.201/32"), ip_network("198.51.100.0/24"))
     assert jail.senders == (ip_network("192.0.2.2/32"),)
+
+
+def test_the_loader_imports_no_twisted() -> None:
+    """Loading and checking a config (TLS files included) needs no Twisted, so the offline
+    `appliancectl check` does not pay for importing it (a fresh interpreter tells)."""
+    code = (
+        "import sys\n"
+        "from applianced.conf.load import DEFAULT_CONFIG, load_config\n"
+        "load_config(DEFAULT_CONFIG)\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'twisted', 'sqlite3'}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"

@@ -23,7 +23,7 @@ from applianced.enforcement.memory import MemoryEnforcer
 from applianced.enforcement.notify import Notifier, build_ban_mail, ordinal
 from applianced.enforcement.whois import WhoisAnswer, WhoisClient
 from applianced.rules.decision import Ban, BanKind, IPAddress
-from applianced.rules.offenders import SqliteOffenderStore
+from applianced.store.sqlite import SqliteOffenderStore
 from tests.helpers import config, jail_conf, message, ssh_failure
 
 T0 = 1_800_000_000.0

@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 from applianced.conf.schema import ListenerConf, TLSConf
 from applianced.receiver import listeners
 from applianced.receiver.listeners import ListenerService, ReceiverStats, SyslogTCPFactory
-from applianced.receiver.message import SyslogMessage
+from applianced.rules.message import SyslogMessage
 from applianced.tlsinit import init_tls
 from tests.receiver.test_limits import LINE
 

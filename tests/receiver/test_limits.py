@@ -26,7 +26,7 @@ from applianced.receiver.listeners import (
     SyslogUDP,
     open_udp_warning,
 )
-from applianced.receiver.message import SyslogMessage
+from applianced.rules.message import SyslogMessage
 
 LOOPBACK = (ip_network("127.0.0.0/8"),)
 LINE = b"<38>Nov 22 10:00:01 mx sshd[1]: Failed password for root from 203.0.113.9 port 1 ssh2"

@@ -25,7 +25,7 @@ from twisted.internet.testing import StringTransport
 
 from applianced.conf.schema import ListenerConf
 from applianced.receiver.listeners import ReceiverStats, SyslogTCPFactory, SyslogUDP
-from applianced.receiver.message import SyslogMessage
+from applianced.rules.message import SyslogMessage
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = 2048

@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 from applianced.errors import ParseError
 from applianced.receiver import parse as parse_module
-from applianced.receiver.message import SyslogMessage
 from applianced.receiver.parse import (
     Dropped,
     escape_controls,
@@ -23,6 +22,7 @@ from applianced.receiver.parse import (
     parse_routed,
 )
 from applianced.rules.jail import ProgramSelector
+from applianced.rules.message import SyslogMessage
 
 DATA = Path(__file__).parent.parent / "data"
 REF = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)

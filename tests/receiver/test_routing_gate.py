@@ -16,11 +16,11 @@ from twisted.internet.task import Clock
 from applianced.conf.load import load_config
 from applianced.conf.schema import ListenerConf
 from applianced.receiver.listeners import ReceiverStats, SyslogUDP
-from applianced.receiver.message import SyslogMessage
 from applianced.receiver.parse import parse, parse_routed
 from applianced.rules.engine import Engine
 from applianced.rules.filters import Filter
 from applianced.rules.jail import Jail, jail_filter
+from applianced.rules.message import SyslogMessage
 from tests.helpers import jail_conf
 from tests.rules.test_filters import ALL_ROWS
 

@@ -22,8 +22,8 @@ from applianced.conf.schema import ListenerConf
 from applianced.receiver.allowlist import Allowlist
 from applianced.receiver.kerneldrops import DROPS_EVERY, socket_drops, table_drops
 from applianced.receiver.listeners import ListenerService, ReceiverStats, SyslogUDP
-from applianced.receiver.message import SyslogMessage
 from applianced.rules.decision import IPNetwork
+from applianced.rules.message import SyslogMessage
 
 REAL = "192.0.2.2"
 CONF = ListenerConf("udp", "127.0.0.1", 0, (ip_network(f"{REAL}/32"),), 8192)

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from applianced.rules.filters import MAX_TEXT, Filter, Outcome, shipped_filter, shipped_filter_names
+from applianced.conf.filterfiles.native import shipped_filter, shipped_filter_names
+from applianced.rules.filters import MAX_TEXT, Filter, Outcome
 from applianced.rules.regex import compile_re2, re2_available, translate
 from tests.rules.test_filters import ALL_ROWS, _split
 

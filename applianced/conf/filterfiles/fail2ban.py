@@ -8,8 +8,9 @@ the including file's directory), ``NAME.local`` read after ``NAME.conf``, ``[DEF
 filter options given as ``name[mode=aggressive]``. The tags (``<HOST>``, ``<F-USER>``,
 ``<F-NOFAIL>`` ...) are the same as our own and compiled by :class:`Filter`.
 
-Called by the config loader (a jail's ``filter`` that is a path, or a name with ``filter_dir``)
-and by ``appliancectl test-filter``. Reads files, nothing else: no logging, no DNS.
+ARCHITECTURE. Called by the config loader (a jail's ``filter`` that is a path, or a name with
+``filter_dir``) and by ``appliancectl test-filter``. Reads files, nothing else: no logging, no
+DNS; compiling and matching is ``rules/filters.py``'s.
 
 What fail2ban filters use that applianced does not do is a FilterError naming the file, the
 line and the feature (multi-line matching: ``maxlines`` > 1, ``<SKIPLINES>``; a host tag in

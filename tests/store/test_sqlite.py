@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 from applianced.errors import StoreError
 from applianced.rules.decision import Ban, BanDecision, BanKind, IPNetwork
-from applianced.rules.offenders import BanRecord, OffenderStore, SqliteOffenderStore
+from applianced.store.base import BanRecord, ClusterOutbox, OffenderStore
+from applianced.store.sqlite import SqliteOffenderStore
 from tests.helpers import record
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,8 +47,9 @@ def store(tmp_path: Path) -> Iterator[SqliteOffenderStore]:
 
 
 def test_satisfies_the_protocol(store: SqliteOffenderStore) -> None:
-    """SqliteOffenderStore implements every method of OffenderStore."""
+    """SqliteOffenderStore implements both interfaces: OffenderStore and ClusterOutbox."""
     assert isinstance(store, OffenderStore)
+    assert isinstance(store, ClusterOutbox)
 
 
 def test_record_and_read_back(tmp_path: Path) -> None:
@@ -382,7 +384,7 @@ def test_ban_survives_sigkill_right_after_record(tmp_path: Path) -> None:
         from ipaddress import ip_network
         from pathlib import Path
         from applianced.rules.decision import BanDecision, BanKind
-        from applianced.rules.offenders import SqliteOffenderStore
+        from applianced.store.sqlite import SqliteOffenderStore
         store = SqliteOffenderStore(Path({str(path)!r}))
         store.record_bans([BanDecision("postfix", ip_network("192.0.2.66/32"), 600.0,
                                        BanKind.AUTO, 7, 1000.0, ("why",))])

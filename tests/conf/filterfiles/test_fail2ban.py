@@ -8,22 +8,22 @@ from pathlib import Path
 
 import pytest
 
-from applianced.errors import FilterError
-from applianced.receiver.parse import parse
-from applianced.rules.f2bfilter import (
+from applianced.conf.filterfiles.fail2ban import (
     is_fail2ban_filter,
     load_fail2ban_filter,
     parse_filter_spec,
     resolve_fail2ban_filter,
     strip_date,
 )
+from applianced.errors import FilterError
+from applianced.receiver.parse import parse
 from applianced.rules.filters import Filter, Outcome
 from tests.debian_fail2ban import FetchError
 from tests.debian_fail2ban import debian_filter_d as fetch_debian_filter_d
 
-DATA = Path(__file__).parent.parent / "data"
+DATA = Path(__file__).parent.parent.parent / "data"
 F2B = DATA / "f2b"
-ROOT = Path(__file__).parent.parent.parent
+ROOT = Path(__file__).parent.parent.parent.parent
 
 
 def line_of(text: str) -> str:

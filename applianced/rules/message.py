@@ -1,6 +1,7 @@
 """SyslogMessage: what the receiver hands to the rules engine.
 
-Owned here because the receiver creates it; the rules and the store only read it.
+ARCHITECTURE. Owned by rules/ because it is the engine's input: the receiver (one layer up)
+creates it from bytes, the rules and the appliance read it; nothing here does I/O.
 """
 
 from __future__ import annotations

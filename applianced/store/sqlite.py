@@ -1,4 +1,4 @@
-"""The durable offenders store: every ban ever recorded, which are active, and why.
+"""The durable offenders store in SQLite: every ban ever recorded, which are active, and why.
 
 ARCHITECTURE. This module owns the ban history; the rules decide, this remembers. The Appliance
 calls it from the reactor thread: ``record_bans`` with one reactor turn's decisions, right after
@@ -7,8 +7,9 @@ at start, when a downtime may have left many due); ``end_bans`` for unban and fl
 ``active_rows`` at start, to restore the kernel sets; ``prior_bans`` when turning an Offence into a
 BanDecision (escalation, the max_count blacklist); ``history`` for ``appliancectl why``;
 ``find_active``, the same containment query over active bans, for a caller without the Appliance's
-in-memory map (the running daemon keeps its own). ``OffenderStore`` is the interface the rest of
-the code may use; ``SqliteOffenderStore`` implements it, and SQL stays inside it.
+in-memory map (the running daemon keeps its own). ``SqliteOffenderStore`` implements both
+interfaces of ``store/base.py`` (``OffenderStore``, ``ClusterOutbox``); SQL stays inside it, the
+schema's migrations in ``store/migrations.py``. ``service.make_service`` builds it.
 
 Cluster mode (``[state] backend = "postgresql"``) keeps this store as the Appliance's one
 synchronous store (the reactor never waits on a network database, and bans go on while it is
@@ -30,181 +31,19 @@ import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
-from ipaddress import IPv4Network, IPv6Network, ip_network
+from ipaddress import ip_network
 from pathlib import Path
-from socket import AF_INET, AF_INET6, inet_pton
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any
 
 from applianced.errors import StoreError
-from applianced.rules.decision import Ban, BanDecision, BanKind, IPAddress, IPNetwork
+from applianced.rules.decision import Ban, BanDecision, IPAddress, IPNetwork
+from applianced.store.base import BanEvent, BanRecord, BanRow, ban_from_row
+from applianced.store.migrations import migrate
 
-__all__ = [
-    "BanEvent",
-    "BanRecord",
-    "BanRow",
-    "OffenderStore",
-    "SqliteOffenderStore",
-    "ban_from_row",
-]
+__all__ = ["SqliteOffenderStore"]
 
-# A ban as the store reads it: jail, network as str(network), started_at, expires_at (None:
-# permanent), kind (a BanKind value), count.
-BanRow = tuple[str, str, float, float | None, str, int]
-
-
-@dataclass(frozen=True, slots=True)
-class BanRecord:
-    """A ban as history shows it: the Ban, how it ended (both None while it has not), and the
-    matched lines that caused it, oldest first."""
-
-    ban: Ban
-    ended_at: float | None
-    end_reason: str | None
-    lines: tuple[str, ...]
-    node: str = ""  # the appliance that decided it ("" before cluster mode)
-    sender: str = ""  # the syslog sender of its last matched line, or "appliancectl"
-
-
-@dataclass(frozen=True, slots=True)
-class BanEvent:
-    """One change in the cluster log: a ban (``op`` "ban") or its end by an operator (``op``
-    "end"; ``ended_at``/``end_reason`` set). ``seq`` is the local outbox's sequence for a change
-    to push, the cluster log's for a change received. ``uid`` names the ban cluster-wide."""
-
-    seq: int
-    op: Literal["ban", "end"]
-    uid: str
-    node: str
-    sender: str
-    ban: Ban
-    lines: tuple[str, ...]
-    ended_at: float | None = None
-    end_reason: str | None = None
-
-
-@runtime_checkable
-class OffenderStore(Protocol):
-    """What the rest of applianced may ask of the durable store. Every method may raise
-    StoreError; writes are one transaction each and durable when they return."""
-
-    def record_bans(self, decisions: Sequence[BanDecision], *, share: bool = True) -> None:
-        """Record one ban per decision, all or none (``Ban.from_decision`` is the Ban each
-        becomes; the caller built them for the kernel already). A (jail, network) has
-        at most one ban not ended: a new one ends the previous one with reason "superseded"
-        at the new one's start (so does a later decision for the same pair in one batch).
-        ``share=False`` keeps them off the cluster (``--local``); no effect outside it."""
-
-    def end_bans(self, bans: Sequence[Ban], at: float, reason: str, *, share: bool = True) -> int:
-        """End the not-yet-ended ban of each (jail, network) at ``at``, with ``reason``
-        ("unban", "expired", "flush", ...), unless it started after the given Ban's
-        ``started_at`` (a newer ban the caller has not seen). Returns how many were ended;
-        0 is not an error. ``share`` as for ``record_bans``."""
-
-    def active_bans(self, now: float) -> list[Ban]:
-        """Bans not ended that are permanent or expire after ``now``."""
-
-    def active_rows(self, now: float) -> list[BanRow]:
-        """``active_bans`` as rows (``ban_from_row`` makes a Ban of one): a restore can
-        send the networks' text to the kernel before it has built the Bans."""
-
-    def due_expiries(self, now: float) -> list[Ban]:
-        """Bans not ended whose expiry is at or before ``now``."""
-
-    def find_active(self, network: IPNetwork, jail: str | None = None) -> list[Ban]:
-        """Bans not ended (whatever their expiry) whose network contains or equals
-        ``network``, in every jail or in ``jail``."""
-
-    def prior_bans(
-        self, jail: str, networks: Sequence[IPNetwork], since: float
-    ) -> dict[IPNetwork, int]:
-        """For each of ``networks``: how many bans of exactly it in ``jail`` started at or
-        after ``since`` (one call for a whole storm's offences)."""
-
-    def history(self, address: IPAddress | IPNetwork, limit: int = 20) -> list[BanRecord]:
-        """Up to ``limit`` bans, any jail, ended or not, whose network contains ``address``,
-        newest first."""
-
-    def close(self) -> None:
-        """Release the store. Closing twice is harmless."""
-
-
-_APPLICATION_ID = 0x41504C44  # "APLD" in the file header: this file is an offenders store
 _IN_CHUNK = 500  # networks per IN (...) list: well under SQLite's variable limit
 _BUSY_TIMEOUT = 5.0  # seconds; only another process (a backup, sqlite3 by hand) holds the lock
-
-# Ordered migrations: _MIGRATIONS[n - 1] takes user_version n - 1 to n. Append only; never edit
-# one that has shipped.
-_MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (  # 1: the initial schema
-        """CREATE TABLE bans (
-            id         INTEGER PRIMARY KEY,
-            jail       TEXT    NOT NULL,
-            network    TEXT    NOT NULL,             -- str(ip_network(...)), canonical
-            version    INTEGER NOT NULL CHECK (version IN (4, 6)),
-            first      BLOB    NOT NULL,             -- network address, big-endian
-            last       BLOB    NOT NULL,             -- last address, same width
-            started_at REAL    NOT NULL,             -- POSIX seconds, UTC
-            expires_at REAL,                         -- NULL: permanent
-            kind       TEXT    NOT NULL,             -- BanKind value
-            count      INTEGER NOT NULL,             -- rank of this ban for (jail, network)
-            ended_at   REAL,                         -- NULL: not ended
-            end_reason TEXT,                         -- "unban", "expired", "superseded"...
-            CHECK (length(first) = length(last)
-                   AND length(first) = CASE version WHEN 4 THEN 4 ELSE 16 END),
-            CHECK ((ended_at IS NULL) = (end_reason IS NULL))
-        )""",
-        # Apart from bans, so that scans of bans stay on small rows; only history reads them.
-        """CREATE TABLE ban_lines (
-            ban_id INTEGER PRIMARY KEY REFERENCES bans (id) ON DELETE CASCADE,
-            lines  TEXT    NOT NULL                  -- JSON array of matched lines, oldest first
-        )""",
-        # active_bans and due_expiries: only rows not ended, ordered by expiry.
-        "CREATE INDEX bans_open ON bans (expires_at) WHERE ended_at IS NULL",
-        # At most one ban not ended per (jail, network), as in the kernel sets; end_bans.
-        "CREATE UNIQUE INDEX bans_one_open ON bans (jail, network) WHERE ended_at IS NULL",
-        # A new ban supersedes the open one of its (jail, network), in the same statement.
-        """CREATE TRIGGER bans_supersede BEFORE INSERT ON bans BEGIN
-            UPDATE bans SET ended_at = NEW.started_at, end_reason = 'superseded'
-            WHERE jail = NEW.jail AND network = NEW.network AND ended_at IS NULL;
-        END""",
-        # prior_bans (until migration 3).
-        "CREATE INDEX bans_prior ON bans (jail, network, started_at)",
-        # find_active and history: see _containing; prior_bans (from migration 3).
-        "CREATE INDEX bans_net ON bans (version, first, last)",
-        f"PRAGMA application_id = {_APPLICATION_ID}",
-    ),
-    (  # 2: cluster mode: global ids, origin node and sender; the outbox; the log's cursor
-        "ALTER TABLE bans ADD COLUMN uid TEXT",
-        "ALTER TABLE bans ADD COLUMN node TEXT NOT NULL DEFAULT ''",
-        "ALTER TABLE bans ADD COLUMN sender TEXT NOT NULL DEFAULT ''",
-        # A ban's global uid: "<store id>.<row id>" for the bans of this store (uid NULL, so
-        # recording a ban costs no index insert), the origin's uid for other appliances' bans.
-        """CREATE TABLE cluster (
-            one    INTEGER PRIMARY KEY CHECK (one = 1),
-            store  TEXT    NOT NULL,
-            cursor INTEGER NOT NULL              -- the cluster log's sequence adopted up to
-        )""",
-        "INSERT INTO cluster VALUES (1, lower(hex(randomblob(8))), 0)",
-        "CREATE UNIQUE INDEX bans_uid ON bans (uid) WHERE uid IS NOT NULL",
-        # A ban recorded already ended (a remote one older than the open one) supersedes nothing.
-        "DROP TRIGGER bans_supersede",
-        """CREATE TRIGGER bans_supersede BEFORE INSERT ON bans WHEN NEW.ended_at IS NULL BEGIN
-            UPDATE bans SET ended_at = NEW.started_at, end_reason = 'superseded'
-            WHERE jail = NEW.jail AND network = NEW.network AND ended_at IS NULL;
-        END""",
-        # Changes of this appliance not yet in the cluster log, in order.
-        """CREATE TABLE outbox (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,
-            op  TEXT    NOT NULL CHECK (op IN ('ban', 'end')),
-            ban INTEGER NOT NULL                -- bans.id
-        )""",
-    ),
-    (  # 3: prior_bans reads bans_net (an exact network is its version, first and last), so
-        # that recording a ban updates one index fewer (~5 us a ban of a storm's batch)
-        "DROP INDEX bans_prior",
-    ),
-)
 _SHARED_ENDS = ("unban", "flush")  # operators' ends go to the cluster; expiries are computed
 
 _BAN_COLUMNS = "jail, network, started_at, expires_at, kind, count"
@@ -284,23 +123,6 @@ def _event(r: Sequence[Any]) -> BanEvent:
     return BanEvent(r[0], r[1], r[2], r[3], r[4], ban_from_row(r[5:11]), lines, *end)
 
 
-def ban_from_row(row: Sequence[Any]) -> Ban:
-    """A row of ``_BAN_COLUMNS`` (a ``BanRow``) as its Ban."""
-    return Ban(row[0], _network(row[1]), row[2], row[3], _KINDS[row[4]], row[5])
-
-
-_KINDS = {k.value: k for k in BanKind}
-
-
-def _network(text: str) -> IPNetwork:
-    """The stored canonical text back to a network, from integers: ``ip_network(text)`` costs
-    ~10 us, and restoring 100,000 bans at start reads 100,000 of them."""
-    address, _, prefix = text.partition("/")
-    if ":" in address:
-        return IPv6Network((int.from_bytes(inet_pton(AF_INET6, address), "big"), int(prefix)))
-    return IPv4Network((int.from_bytes(inet_pton(AF_INET, address), "big"), int(prefix)))
-
-
 def _explain(path: Path, error: sqlite3.Error) -> str:
     """An operator's reading of a SQLite error: what happened to which file, what to check."""
     name = getattr(error, "sqlite_errorname", "")
@@ -348,7 +170,7 @@ def _open(path: Path) -> sqlite3.Connection:
         # once per reactor turn of a storm, on the path between two batches of bans.
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
-        _migrate(conn, path)
+        migrate(conn, path)
     except sqlite3.Error as e:
         conn.close()
         raise StoreError(_explain(path, e)) from e
@@ -356,36 +178,6 @@ def _open(path: Path) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
-
-
-def _migrate(conn: sqlite3.Connection, path: Path) -> None:
-    """Bring the schema to the latest version in one transaction, or refuse the file."""
-    latest = len(_MIGRATIONS)
-    conn.execute("BEGIN IMMEDIATE")  # taken before reading the version: two openers serialise
-    try:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-        foreign = version == 0 and conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]
-        if foreign or (version and app_id != _APPLICATION_ID):
-            raise StoreError(
-                f"{path} is a SQLite database but not an applianced offenders store;"
-                " check the configured path"
-            )
-        if version > latest:
-            raise StoreError(
-                f"{path} has schema version {version}, but this applianced knows versions 1 to"
-                f" {latest}: it was written by a newer applianced; upgrade applianced, or"
-                " restore a backup made by this version"
-            )
-        for number in range(version + 1, latest + 1):
-            for statement in _MIGRATIONS[number - 1]:
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {number}")
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
 
 
 class SqliteOffenderStore:

@@ -1,0 +1,1 @@
+"""The durable store of offenders: its interfaces, the SQLite backend and its migrations."""
