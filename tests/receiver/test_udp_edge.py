@@ -24,6 +24,7 @@ from applianced.receiver.kerneldrops import DROPS_EVERY, socket_drops, table_dro
 from applianced.receiver.listeners import ListenerService, ReceiverStats, SyslogUDP
 from applianced.rules.decision import IPNetwork
 from applianced.rules.message import SyslogMessage
+from tests.receiver.test_sockets import Reactor
 
 REAL = "192.0.2.2"
 CONF = ListenerConf("udp", "127.0.0.1", 0, (ip_network(f"{REAL}/32"),), 8192)
@@ -178,36 +179,10 @@ def test_socket_drops_count_what_the_full_buffer_refused(bound: socket.socket) -
     assert socket_drops(bound) == 200 - queued(bound) > 0
 
 
-class Port:
-    def __init__(self, sock: socket.socket) -> None:
-        self.socket = socket.socket(sock.family, sock.type, fileno=socket.dup(sock.fileno()))
-        self.maxPacketSize = 8192
-
-    def getHandle(self) -> socket.socket:
-        return self.socket
-
-    def stopListening(self) -> None:
-        self.socket.close()
-
-
-class Reactor(Clock):
-    """Binds the UDP listener's socket; never reads it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ports: list[Port] = []
-
-    def listenUDP(self, port: int, proto: object, interface: str) -> Port:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.bind((interface, port))
-            self.ports.append(Port(sock))
-        return self.ports[-1]
-
-
 def test_listener_counts_its_kernel_drops_across_a_rebind() -> None:
     """The UDP listener adds its socket's kernel drops to ReceiverStats.udp_kernel_drops every
     DROPS_EVERY seconds and once more when it closes; a new socket adds to the count."""
-    reactor, stats = Reactor(), ReceiverStats()
+    reactor, stats = Reactor(), ReceiverStats()  # binds for real, never reads
     conf = replace(CONF, rcvbuf=4096)
     total = 0
     for _ in range(2):
