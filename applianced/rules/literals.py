@@ -1,0 +1,118 @@
+"""The prefilter literal of a regex: a substring every match of it contains.
+
+A Filter (``rules/filters.py``) runs a failregex only on texts holding its literal, and the
+routing gate tests a message's bytes for the literals before decoding it. Pure, no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+
+_BRACE_QUANTIFIER = re.compile(r"\{\d*(?:,\d*)?\}")
+_GLOBAL_FLAGS = re.compile(r"\(\?([aiLmsux]+)\)")
+_ESCAPE_ARG = {"x": 2, "u": 4, "U": 8}
+_ASCII_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+
+
+def required_literal(pattern: str) -> str:
+    """A substring that every match of ``pattern`` contains: the longest run of plain literal
+    characters at nesting depth 0 that no quantifier applies to ("" when there is none).
+
+    Conservative by construction: groups, classes, escapes such as ``\\d`` and anything under a
+    quantifier end a run; an alternation at depth 0, or an inline ``(?i)``/``(?x)`` flag, means
+    there is no required literal at all.
+    """
+    best = ""
+    run: list[str] = []
+    depth = 0
+    last_literal = False  # the previous atom is a literal char at depth 0, the last of `run`
+    i = 0
+    n = len(pattern)
+
+    def flush() -> None:
+        nonlocal best
+        if len(run) > len(best):
+            best = "".join(run)
+        run.clear()
+
+    while i < n:
+        c = pattern[i]
+        literal: str | None = None
+        if c == "\\":
+            nxt = pattern[i + 1] if i + 1 < n else ""
+            if nxt in _ASCII_ALNUM:
+                # A class (\d), an anchor (\b), a backreference or a coded char: not literal.
+                i += 2 + _ESCAPE_ARG.get(nxt, 0)
+                if nxt == "N":
+                    close = pattern.find("}", i)
+                    i = n if close < 0 else close + 1
+                elif nxt.isdigit():
+                    while i < n and pattern[i].isdigit():
+                        i += 1
+            else:
+                literal = nxt
+                i += 2
+        elif c == "[":
+            j = i + 1
+            if j < n and pattern[j] == "^":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1
+            while j < n and pattern[j] != "]":
+                j += 2 if pattern[j] == "\\" else 1
+            i = j + 1
+        elif c == "(":
+            if pattern.startswith("(?#", i):
+                j = i + 3
+                while j < n and pattern[j] != ")":
+                    j += 2 if pattern[j] == "\\" else 1
+                i = j + 1
+                continue  # a comment is no atom: a quantifier after it applies to what precedes
+            flags = _GLOBAL_FLAGS.match(pattern, i)
+            if flags is not None:
+                if "i" in flags.group(1) or "x" in flags.group(1):
+                    return ""  # case-insensitive or verbose: the text is not the input's
+                i = flags.end()
+                continue
+            if depth == 0:
+                flush()
+            depth += 1
+            last_literal = False
+            i += 1
+            continue
+        elif c == ")":
+            depth -= 1
+            last_literal = False  # the atom is the group, not the run's last char
+            i += 1
+            continue
+        elif c in "*+?" or (c == "{" and _BRACE_QUANTIFIER.match(pattern, i)):
+            brace = _BRACE_QUANTIFIER.match(pattern, i) if c == "{" else None
+            i = brace.end() if brace is not None else i + 1
+            if i < n and pattern[i] in "?+":  # lazy or possessive
+                i += 1
+            if depth == 0:
+                if last_literal:
+                    run.pop()  # the repeated char may occur zero times (or differ in count)
+                flush()
+            last_literal = False
+            continue
+        elif c == "|":
+            if depth == 0:
+                return ""  # either side may match: no single literal is required
+            i += 1
+            continue
+        elif c in ".^$":
+            i += 1
+        else:
+            literal = c
+            i += 1
+        if depth > 0:
+            continue
+        if literal is None:
+            flush()
+            last_literal = False
+        else:
+            run.append(literal)
+            last_literal = True
+    flush()
+    return best
