@@ -39,34 +39,12 @@ def required_literal(pattern: str) -> str:
         c = pattern[i]
         literal: str | None = None
         if c == "\\":
-            nxt = pattern[i + 1] if i + 1 < n else ""
-            if nxt in _ASCII_ALNUM:
-                # A class (\d), an anchor (\b), a backreference or a coded char: not literal.
-                i += 2 + _ESCAPE_ARG.get(nxt, 0)
-                if nxt == "N":
-                    close = pattern.find("}", i)
-                    i = n if close < 0 else close + 1
-                elif nxt.isdigit():
-                    while i < n and pattern[i].isdigit():
-                        i += 1
-            else:
-                literal = nxt
-                i += 2
+            i, literal = _escape(pattern, i)
         elif c == "[":
-            j = i + 1
-            if j < n and pattern[j] == "^":
-                j += 1
-            if j < n and pattern[j] == "]":
-                j += 1
-            while j < n and pattern[j] != "]":
-                j += 2 if pattern[j] == "\\" else 1
-            i = j + 1
+            i = _class_end(pattern, i)
         elif c == "(":
             if pattern.startswith("(?#", i):
-                j = i + 3
-                while j < n and pattern[j] != ")":
-                    j += 2 if pattern[j] == "\\" else 1
-                i = j + 1
+                i = _comment_end(pattern, i)
                 continue  # a comment is no atom: a quantifier after it applies to what precedes
             flags = _GLOBAL_FLAGS.match(pattern, i)
             if flags is not None:
@@ -86,10 +64,7 @@ def required_literal(pattern: str) -> str:
             i += 1
             continue
         elif c in "*+?" or (c == "{" and _BRACE_QUANTIFIER.match(pattern, i)):
-            brace = _BRACE_QUANTIFIER.match(pattern, i) if c == "{" else None
-            i = brace.end() if brace is not None else i + 1
-            if i < n and pattern[i] in "?+":  # lazy or possessive
-                i += 1
+            i = _quantifier_end(pattern, i)
             if depth == 0:
                 if last_literal:
                     run.pop()  # the repeated char may occur zero times (or differ in count)
@@ -116,3 +91,50 @@ def required_literal(pattern: str) -> str:
             last_literal = True
     flush()
     return best
+
+
+def _escape(pattern: str, i: int) -> tuple[int, str | None]:
+    """Past the escape at ``i``: where it ends, and the character it stands for, or None for
+    a class (\\d), an anchor (\\b), a backreference or a coded char, which are no literal."""
+    n = len(pattern)
+    nxt = pattern[i + 1] if i + 1 < n else ""
+    if nxt not in _ASCII_ALNUM:
+        return i + 2, nxt
+    i += 2 + _ESCAPE_ARG.get(nxt, 0)
+    if nxt == "N":
+        close = pattern.find("}", i)
+        i = n if close < 0 else close + 1
+    elif nxt.isdigit():
+        while i < n and pattern[i].isdigit():
+            i += 1
+    return i, None
+
+
+def _class_end(pattern: str, i: int) -> int:
+    """Past the character class that opens at ``i`` (a ``]`` first in it is a member)."""
+    n = len(pattern)
+    j = i + 1
+    if j < n and pattern[j] == "^":
+        j += 1
+    if j < n and pattern[j] == "]":
+        j += 1
+    while j < n and pattern[j] != "]":
+        j += 2 if pattern[j] == "\\" else 1
+    return j + 1
+
+
+def _comment_end(pattern: str, i: int) -> int:
+    """Past the ``(?#...)`` comment that opens at ``i``."""
+    j = i + 3
+    while j < len(pattern) and pattern[j] != ")":
+        j += 2 if pattern[j] == "\\" else 1
+    return j + 1
+
+
+def _quantifier_end(pattern: str, i: int) -> int:
+    """Past the quantifier at ``i`` (``*``, ``+``, ``?`` or ``{m,n}``), lazy or possessive."""
+    brace = _BRACE_QUANTIFIER.match(pattern, i) if pattern[i] == "{" else None
+    i = brace.end() if brace is not None else i + 1
+    if i < len(pattern) and pattern[i] in "?+":
+        i += 1
+    return i
