@@ -22,19 +22,10 @@ def required_literal(pattern: str) -> str:
     quantifier end a run; an alternation at depth 0, or an inline ``(?i)``/``(?x)`` flag, means
     there is no required literal at all.
     """
-    best = ""
-    run: list[str] = []
+    runs = _Runs()
     depth = 0
-    last_literal = False  # the previous atom is a literal char at depth 0, the last of `run`
     i = 0
     n = len(pattern)
-
-    def flush() -> None:
-        nonlocal best
-        if len(run) > len(best):
-            best = "".join(run)
-        run.clear()
-
     while i < n:
         c = pattern[i]
         literal: str | None = None
@@ -43,33 +34,29 @@ def required_literal(pattern: str) -> str:
         elif c == "[":
             i = _class_end(pattern, i)
         elif c == "(":
-            if pattern.startswith("(?#", i):
-                i = _comment_end(pattern, i)
-                continue  # a comment is no atom: a quantifier after it applies to what precedes
             flags = _GLOBAL_FLAGS.match(pattern, i)
-            if flags is not None:
-                if "i" in flags.group(1) or "x" in flags.group(1):
-                    return ""  # case-insensitive or verbose: the text is not the input's
-                i = flags.end()
+            if flags is not None and ("i" in flags.group(1) or "x" in flags.group(1)):
+                return ""  # case-insensitive or verbose: the text is not the input's
+            if flags is not None or pattern.startswith("(?#", i):
+                # A comment or a flag is no atom: a quantifier after it applies to what precedes.
+                i = flags.end() if flags is not None else _comment_end(pattern, i)
                 continue
             if depth == 0:
-                flush()
+                runs.end()
             depth += 1
-            last_literal = False
+            runs.last_literal = False
             i += 1
             continue
         elif c == ")":
             depth -= 1
-            last_literal = False  # the atom is the group, not the run's last char
+            runs.last_literal = False  # the atom is the group, not the run's last char
             i += 1
             continue
         elif c in "*+?" or (c == "{" and _BRACE_QUANTIFIER.match(pattern, i)):
             i = _quantifier_end(pattern, i)
             if depth == 0:
-                if last_literal:
-                    run.pop()  # the repeated char may occur zero times (or differ in count)
-                flush()
-            last_literal = False
+                runs.quantified()
+            runs.last_literal = False
             continue
         elif c == "|":
             if depth == 0:
@@ -81,16 +68,42 @@ def required_literal(pattern: str) -> str:
         else:
             literal = c
             i += 1
-        if depth > 0:
-            continue
+        if depth <= 0:  # below 0 after an unbalanced ")": read on as at depth 0
+            runs.add(literal)
+    runs.end()
+    return runs.best
+
+
+class _Runs:
+    """The runs of plain literal characters at depth 0, and the longest so far."""
+
+    __slots__ = ("best", "last_literal", "run")
+
+    def __init__(self) -> None:
+        self.best = ""
+        self.run: list[str] = []
+        self.last_literal = False  # the previous atom is a literal char, the last of ``run``
+
+    def add(self, literal: str | None) -> None:
+        """An atom at depth 0: a literal character extends the run, anything else ends it."""
         if literal is None:
-            flush()
-            last_literal = False
+            self.end()
         else:
-            run.append(literal)
-            last_literal = True
-    flush()
-    return best
+            self.run.append(literal)
+            self.last_literal = True
+
+    def quantified(self) -> None:
+        """A quantifier at depth 0: the repeated char may occur zero times (or differ in
+        count), so it leaves the run, which ends."""
+        if self.last_literal:
+            self.run.pop()
+        self.end()
+
+    def end(self) -> None:
+        if len(self.run) > len(self.best):
+            self.best = "".join(self.run)
+        self.run.clear()
+        self.last_literal = False
 
 
 def _escape(pattern: str, i: int) -> tuple[int, str | None]:
