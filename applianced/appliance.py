@@ -38,7 +38,7 @@ from applianced.enforcement.base import (
 from applianced.enforcement.notify import Notifier
 from applianced.errors import ApplianceError, EnforcementError, StoreError
 from applianced.latency import LatencyHistogram
-from applianced.receiver.listeners import ReceiverStats
+from applianced.receiver.edge import ReceiverStats
 from applianced.rules import addresses
 from applianced.rules.addresses import network_of
 from applianced.rules.decision import (

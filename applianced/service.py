@@ -40,7 +40,8 @@ from applianced.enforcement.notify import Notifier
 from applianced.enforcement.whois import WhoisClient, tcp_query
 from applianced.errors import ApplianceError, ConfigError
 from applianced.logs import FORMATS, log_observer
-from applianced.receiver.listeners import Listeners, ListenerService, ReceiverStats
+from applianced.receiver.edge import ReceiverStats
+from applianced.receiver.listeners import Listeners, ListenerService
 from applianced.rules.addresses import parse_address
 from applianced.rules.decision import IPAddress, IPNetwork
 from applianced.sdnotify import SdNotifier, Supervisor, status_line, watchdog_interval

@@ -216,6 +216,39 @@ def init_tls(
         raise TLSInitError("a client name is given twice")
     directory = directory.absolute()
     plan = _plan(directory, clients)
+    reuse = _reuse(plan, directory, server_names, clients, force)
+    now = now or dt.datetime.now(dt.UTC)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o755)
+    if reuse:
+        ca, ca_key = _load_ca(plan.ca_cert, plan.ca_key)
+        server_names = _names_of(x509.load_pem_x509_certificate(plan.server_cert.read_bytes()))
+    else:
+        ca, ca_key = _new_ca_and_server(plan, server_names, now, force)
+    for name, (cert_path, key_path) in plan.clients.items():
+        key = _key()
+        cert = _leaf([name], ExtendedKeyUsageOID.CLIENT_AUTH, ca, ca_key, key, now)
+        _write(key_path, _key_pem(key), 0o600, force)
+        _write(cert_path, _pem(cert), 0o644, force)
+    return TLSFiles(
+        directory=directory,
+        ca_cert=plan.ca_cert,
+        ca_key=plan.ca_key,
+        server_cert=plan.server_cert,
+        server_key=plan.server_key,
+        server_names=tuple(server_names),
+        clients=plan.clients,
+    )
+
+
+def _reuse(
+    plan: TLSFiles,
+    directory: Path,
+    server_names: Sequence[str],
+    clients: Sequence[str],
+    force: bool,
+) -> bool:
+    """Whether the directory's CA and server certificate are kept (only clients are added);
+    raises TLSInitError, before anything is written, when the request cannot be honoured."""
     kept = [plan.ca_cert, plan.ca_key, plan.server_cert, plan.server_key]
     reuse = not force and all(p.exists() for p in kept)
     files = [p for pair in plan.clients.values() for p in pair]
@@ -235,34 +268,22 @@ def init_tls(
             "a new CA, every certificate made by the old one stops being accepted) or choose "
             "another --dir"
         )
-    now = now or dt.datetime.now(dt.UTC)
-    directory.mkdir(parents=True, exist_ok=True, mode=0o755)
-    if reuse:
-        ca, ca_key = _load_ca(plan.ca_cert, plan.ca_key)
-        server_names = _names_of(x509.load_pem_x509_certificate(plan.server_cert.read_bytes()))
-    else:
-        ca_key = _key()
-        ca = _ca(ca_key, now)
-        _write(plan.ca_key, _key_pem(ca_key), 0o600, force)
-        _write(plan.ca_cert, _pem(ca), 0o644, force)
-        server_key = _key()
-        server = _leaf(server_names, ExtendedKeyUsageOID.SERVER_AUTH, ca, ca_key, server_key, now)
-        _write(plan.server_key, _key_pem(server_key), 0o600, force)
-        _write(plan.server_cert, _pem(server), 0o644, force)
-    for name, (cert_path, key_path) in plan.clients.items():
-        key = _key()
-        cert = _leaf([name], ExtendedKeyUsageOID.CLIENT_AUTH, ca, ca_key, key, now)
-        _write(key_path, _key_pem(key), 0o600, force)
-        _write(cert_path, _pem(cert), 0o644, force)
-    return TLSFiles(
-        directory=directory,
-        ca_cert=plan.ca_cert,
-        ca_key=plan.ca_key,
-        server_cert=plan.server_cert,
-        server_key=plan.server_key,
-        server_names=tuple(server_names),
-        clients=plan.clients,
-    )
+    return reuse
+
+
+def _new_ca_and_server(
+    plan: TLSFiles, server_names: Sequence[str], now: dt.datetime, force: bool
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """Write a new CA and a server certificate it signs; the CA and its key."""
+    ca_key = _key()
+    ca = _ca(ca_key, now)
+    _write(plan.ca_key, _key_pem(ca_key), 0o600, force)
+    _write(plan.ca_cert, _pem(ca), 0o644, force)
+    server_key = _key()
+    server = _leaf(server_names, ExtendedKeyUsageOID.SERVER_AUTH, ca, ca_key, server_key, now)
+    _write(plan.server_key, _key_pem(server_key), 0o600, force)
+    _write(plan.server_cert, _pem(server), 0o644, force)
+    return ca, ca_key
 
 
 def _load_ca(cert: Path, key: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:

@@ -42,7 +42,9 @@ def listener_conf(transport: str) -> ListenerConf:
 def one_input(data: bytes) -> None:
     """The fuzz target: raises AssertionError on a broken invariant, anything else is a bug."""
     # Imported here so that ``main`` can import (and instrument) the package first.
-    from applianced.receiver.listeners import ReceiverStats, SyslogTCPFactory, SyslogUDP
+    from applianced.receiver.edge import ReceiverStats
+    from applianced.receiver.streams import SyslogTCPFactory
+    from applianced.receiver.udp import SyslogUDP
 
     sink: list[object] = []
     stats, clock = ReceiverStats(), Clock()

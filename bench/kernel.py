@@ -37,7 +37,8 @@ from applianced.conf.load import parse_config
 from applianced.conf.schema import Config
 from applianced.enforcement.base import JailRules, Restored
 from applianced.enforcement.nftables import NftablesEnforcer
-from applianced.receiver.listeners import ListenerService, ReceiverStats
+from applianced.receiver.edge import ReceiverStats
+from applianced.receiver.listeners import ListenerService
 from applianced.rules.decision import Ban, BanDecision, BanKind
 from applianced.rules.message import SyslogMessage
 from applianced.store.sqlite import SqliteOffenderStore

@@ -32,7 +32,8 @@ from applianced.metrics import (
     MetricsService,
     make_registry,
 )
-from applianced.receiver.listeners import SyslogTCPFactory, SyslogUDP
+from applianced.receiver.streams import SyslogTCPFactory
+from applianced.receiver.udp import SyslogUDP
 from applianced.rules.decision import Ban
 from applianced.service import make_service
 from applianced.store.sqlite import SqliteOffenderStore

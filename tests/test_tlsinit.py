@@ -19,7 +19,8 @@ from applianced.cli import main
 from applianced.conf.load import load_config
 from applianced.conf.schema import ListenerConf, TLSConf
 from applianced.errors import ConfigError
-from applianced.receiver.listeners import ListenerService, ReceiverStats
+from applianced.receiver.edge import ReceiverStats
+from applianced.receiver.listeners import ListenerService
 from applianced.receiver.tls import fingerprint, refusal, server_context
 from applianced.tlsinit import (
     CA_DAYS,

@@ -185,6 +185,36 @@ def _offline_verbs(verb: _Verb) -> None:
     )
     v.add_argument("action", choices=("test",))
     v.set_defaults(fn="online:cmd_notify")
+    _tls_verb(verb)
+    v = verb(
+        "check",
+        "validate a config file (offline)",
+        "appliancectl check --config /etc/applianced/appliance.toml",
+    )
+    v.set_defaults(fn="offline:cmd_check")
+    v = verb(
+        "parse",
+        "parse syslog messages from stdin, one per line (offline)",
+        "printf '<38>Nov 22 10:00:01 mx sshd[1]: hi\\n' | appliancectl parse --json",
+    )
+    v.set_defaults(fn="offline:cmd_parse")
+    v = verb(
+        "test-filter",
+        "run a shipped filter, a config jail or a fail2ban .conf over a log file (offline)",
+        "appliancectl test-filter sshd /var/log/auth.log --json",
+    )
+    v.add_argument(
+        "filter",
+        help="a shipped filter name, a jail of the config, or a fail2ban filter file "
+        "(/etc/fail2ban/filter.d/postfix.conf, optionally with [mode=aggressive])",
+    )
+    v.add_argument("log", help="a log file, or - for stdin")
+    v.add_argument("--missed", action="store_true", help="print the lines that did not match")
+    v.set_defaults(fn="testfilter:cmd_test_filter")
+
+
+def _tls_verb(verb: _Verb) -> None:
+    """tls init (offline)."""
     v = verb(
         "tls",
         "syslog over TLS: `tls init` writes a CA, a server certificate and client "
@@ -213,31 +243,6 @@ def _offline_verbs(verb: _Verb) -> None:
     v.add_argument("--port", type=int, default=6514, help="for the snippets (default 6514)")
     v.add_argument("--force", action="store_true", help="overwrite existing files")
     v.set_defaults(fn="tls:cmd_tls")
-    v = verb(
-        "check",
-        "validate a config file (offline)",
-        "appliancectl check --config /etc/applianced/appliance.toml",
-    )
-    v.set_defaults(fn="offline:cmd_check")
-    v = verb(
-        "parse",
-        "parse syslog messages from stdin, one per line (offline)",
-        "printf '<38>Nov 22 10:00:01 mx sshd[1]: hi\\n' | appliancectl parse --json",
-    )
-    v.set_defaults(fn="offline:cmd_parse")
-    v = verb(
-        "test-filter",
-        "run a shipped filter, a config jail or a fail2ban .conf over a log file (offline)",
-        "appliancectl test-filter sshd /var/log/auth.log --json",
-    )
-    v.add_argument(
-        "filter",
-        help="a shipped filter name, a jail of the config, or a fail2ban filter file "
-        "(/etc/fail2ban/filter.d/postfix.conf, optionally with [mode=aggressive])",
-    )
-    v.add_argument("log", help="a log file, or - for stdin")
-    v.add_argument("--missed", action="store_true", help="print the lines that did not match")
-    v.set_defaults(fn="testfilter:cmd_test_filter")
 
 
 def _socket_path(args: argparse.Namespace) -> Path:

@@ -106,12 +106,7 @@ class SmtpMailer:
         return ssl.optionsForClientTLS(self.conf.smarthost, trustRoot=trust)
 
     def send(self, message: EmailMessage, sender: str, recipients: Sequence[str]) -> Deferred[str]:
-        from twisted.mail.smtp import (
-            ESMTPSender,
-            ESMTPSenderFactory,
-            SMTPClientError,
-            SMTPDeliveryError,
-        )
+        from twisted.mail.smtp import ESMTPSender, ESMTPSenderFactory
         from twisted.python.util import LineLog
 
         dialogue = {"transcript": ""}
@@ -156,21 +151,25 @@ class SmtpMailer:
         def ok(result: Any) -> str:
             return redact(dialogue["transcript"]) or "delivered"
 
-        def failed(reason: Failure) -> str:
-            error = reason.value
-            if isinstance(error, SMTPClientError):
-                text = error.resp.decode("utf-8", "replace") if error.resp else ""
-                log = error.log.decode("utf-8", "replace") if error.log else ""
-                code = error.code if error.code > 0 else None
-                raise DeliveryError(
-                    f"{self.description}: {code or ''} {text}".replace("  ", " ").strip(),
-                    # Only a refused mail is final; a refused TLS or login waits for the admin.
-                    permanent=isinstance(error, SMTPDeliveryError) and 500 <= (code or 0) < 600,
-                    transcript=redact(log),
-                )
-            raise DeliveryError(f"{self.description}: {error}")
+        return done.addCallbacks(ok, self._failed)
 
-        return done.addCallbacks(ok, failed)
+    def _failed(self, reason: Failure) -> str:
+        """A failed delivery as the DeliveryError it raises: permanent only when the server
+        refused the mail itself (5xx), with the dialogue."""
+        from twisted.mail.smtp import SMTPClientError, SMTPDeliveryError
+
+        error = reason.value
+        if isinstance(error, SMTPClientError):
+            text = error.resp.decode("utf-8", "replace") if error.resp else ""
+            log = error.log.decode("utf-8", "replace") if error.log else ""
+            code = error.code if error.code > 0 else None
+            raise DeliveryError(
+                f"{self.description}: {code or ''} {text}".replace("  ", " ").strip(),
+                # Only a refused mail is final; a refused TLS or login waits for the admin.
+                permanent=isinstance(error, SMTPDeliveryError) and 500 <= (code or 0) < 600,
+                transcript=redact(log),
+            )
+        raise DeliveryError(f"{self.description}: {error}")
 
 
 class _Feed(ProcessProtocol):

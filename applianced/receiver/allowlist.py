@@ -1,6 +1,6 @@
 """A listener's ``allowed_senders`` as a membership test on the peer address as the socket
-reports it; ``listeners.py`` asks it before anything else is done with a datagram or a
-connection.
+reports it; the listener's ``Edge`` (``edge.py``) asks it before anything else is done with a
+datagram or a connection.
 
 A flood from forged sources is refused here, so the answer costs the same for every source
 and keeps nothing per source: the exact senders (/32, /128) are a set of packed addresses,

@@ -2,8 +2,8 @@
 
 Owns the framing state of one TCP connection: which of the two RFC 6587 framings the sender uses
 (detected once, from the first non-blank byte), the partial frame, and the skipping of frames
-over the size limit. Sans-io: ``feed`` takes bytes and returns frames and errors; the listener
-(``listeners.py``) owns the socket, parses the frames and closes the connection on a fatal error.
+over the size limit. Sans-io: ``feed`` takes bytes and returns frames and errors; the stream
+(``streams.py``) owns the socket, parses the frames and closes the connection on a fatal error.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ connection counts (in total and per sender: an IPv4 address, an IPv6 prefix, ``s
 
 Sans-io like the framer: the caller passes the time (seconds, from the injected reactor clock)
 and reads the answer; nothing here logs, counts in ``ReceiverStats`` or touches a socket
-(``listeners.py`` does). The per-message cost is one dict lookup and a little arithmetic.
+(``edge.py`` does). The per-message cost is one dict lookup and a little arithmetic.
 Memory is bounded: at most ``max_senders`` buckets are kept, the oldest dropped first.
 """
 

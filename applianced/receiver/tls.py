@@ -5,7 +5,7 @@ files that ``conf/certs.read_pair`` reads and checks (the loader calls that too,
 Twisted, so ``appliancectl check`` refuses the files the daemon would refuse).
 ``refusal(cert, conf)`` decides, once the handshake is done, whether the peer's certificate is
 one the listener accepts (fingerprint, name); the chain to ``client_ca`` is OpenSSL's job during
-the handshake. ``listeners.py`` wires both in.
+the handshake. ``listeners.py`` builds the context, ``streams.py`` asks ``refusal``.
 """
 
 from __future__ import annotations

@@ -10,26 +10,16 @@ messages) need neither root nor nftables.
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import time
 from collections.abc import Iterator
-from ipaddress import ip_network
 from typing import Any
 
 import pytest
 
 from applianced.enforcement import nftables as nftmod
 from applianced.enforcement.base import ElementsRefused, Enforcer, JailRules, Refused, Restored
-from applianced.enforcement.nftables import (
-    Net,
-    NftablesEnforcer,
-    _net,
-    _pieces,
-    _PrefixSet,
-    _span,
-    set_stem,
-)
+from applianced.enforcement.nftables import NftablesEnforcer
 from applianced.errors import EnforcementError
 from applianced.units import MAX_BAN_SECONDS
 from tests.enforcement.test_memory import EnforcerContract, ban
@@ -773,77 +763,6 @@ class _NoKernel:
 # Pure parts.
 
 
-@pytest.mark.parametrize(
-    ("jail", "stem"),
-    [
-        ("postfix-sasl", "postfix_sasl"),
-        ("sshd", "sshd"),
-        ("mail.auth", "mail_auth"),
-        ("3x", "j_3x"),
-    ],
-)
-def test_set_stem_makes_identifiers(jail: str, stem: str) -> None:
-    """Jail names map to nft identifiers by one deterministic rule."""
-    assert set_stem(jail) == stem
-
-
-def _n(text: str) -> Net:
-    return _net(ip_network(text))
-
-
-def test_pieces_of_nested_bans_take_the_latest_expiry() -> None:
-    """Pieces are disjoint, cover every banned address, and carry the latest expiry there."""
-    (lo, hi), (nlo, nhi) = _span(_n("10.0.0.0/24"), 32), _span(_n("10.0.0.64/26"), 32)
-    assert _pieces([(lo, hi, 100.0), (nlo, nhi, 500.0)]) == [
-        (lo, nlo - 1, 100.0),
-        (nlo, nhi, 500.0),
-        (nhi + 1, hi, 100.0),
-    ]
-    assert _pieces([(lo, hi, 900.0), (nlo, nhi, 500.0)]) == [(lo, hi, 900.0)]
-    assert _pieces([(lo, hi, math.inf), (nlo, nhi, 500.0)]) == [(lo, hi, math.inf)]
-
-
-def test_prefix_set_plans_only_the_changed_pieces() -> None:
-    """Plans touch only the changed cluster and keep its unchanged pieces."""
-    ps = _PrefixSet.build(32, {_n("10.0.0.0/24"): 100.0, _n("10.1.0.0/24"): 100.0})
-    plan = ps.plan(set(), {_n("10.2.0.0/24"): 100.0})
-    assert plan.delete == [] and len(plan.add) == 1
-    ps.commit(plan)
-    base = _n("10.0.0.0/16")[0]
-    plan = ps.plan(set(), {_n("10.0.0.0/16"): 50.0})  # shorter: the /24 piece stays as it is
-    assert plan.delete == [] and plan.add == [(base + 256, base + 65535, 50.0)]
-    ps.commit(plan)
-    assert set(ps.members) == {_n("10.0.0.0/16"), _n("10.1.0.0/24"), _n("10.2.0.0/24")}
-    plan = ps.plan(set(), {_n("10.0.0.0/16"): 500.0})  # longer: one piece covers it all
-    assert plan.delete == [(base, base + 255, 100.0), (base + 256, base + 65535, 50.0)]
-    assert plan.add == [(base, base + 65535, 500.0)]
-    assert len(ps.pieces_after(plan)) == 3
-    ps.commit(plan)
-    ps.commit(ps.plan({_n("10.0.0.0/16")}, {}))
-    assert set(ps.bans) == {_n("10.0.0.0/24"), _n("10.1.0.0/24"), _n("10.2.0.0/24")}
-    assert (base, base + 255, 100.0) in ps.all_pieces() and len(ps.all_pieces()) == 3
-
-
-def test_prefix_set_finds_wider_and_narrower_overlaps_in_ipv6() -> None:
-    """A /48 over two held /64s joins them in one cluster; lifting the /48 splits it again."""
-    ps = _PrefixSet.build(128, {_n("2001:db8:0:1::/64"): 100.0, _n("2001:db8:0:2::/64"): 100.0})
-    plan = ps.plan(set(), {_n("2001:db8::/48"): 200.0})
-    ps.commit(plan)
-    assert list(ps.members) == [_n("2001:db8::/48")]
-    assert len(ps.all_pieces()) == 1
-    ps.commit(ps.plan({_n("2001:db8::/48")}, {}))
-    assert set(ps.members) == {_n("2001:db8:0:1::/64"), _n("2001:db8:0:2::/64")}
-
-
-def test_prefix_set_forgets_clusters_the_kernel_expired() -> None:
-    """Bookkeeping stays bounded: clusters expired beyond the grace period are dropped."""
-    ps = _PrefixSet.build(32, {_n("10.0.0.0/24"): 100.0, _n("10.1.0.0/24"): math.inf})
-    ps.prune(100.0 + nftmod.EXPIRY_GRACE - 1)
-    assert len(ps.bans) == 2
-    ps.prune(100.0 + nftmod.EXPIRY_GRACE + 1)
-    assert set(ps.bans) == {_n("10.1.0.0/24")}
-
-
 class _Recording:
     """A libnftables context with an empty ruleset that records the nft-syntax batches and
     refuses them with ``refuse`` when set (only those holding ``refuse_text``, when set)."""
@@ -878,18 +797,6 @@ class _Recording:
         self.batches.append(text)
         refused = self.refuse and self.refuse_text in text
         return (1, "", self.refuse) if refused else (0, "", "")
-
-
-@pytest.mark.parametrize(
-    "network",
-    ["192.0.2.7/32", "192.0.2.0/24", "2001:db8::1/128", "::ffff:c000:207/128",
-     "2001:db8:0:1::/64", "::/0", "0.0.0.0/0"],
-)  # fmt: skip
-def test_text_keys_are_the_keys_of_the_network_objects(network: str) -> None:
-    """A network's canonical text gives the kind of set and the key its object gives."""
-    n = ip_network(network)
-    kind = nftmod._kind(n.version, n.prefixlen)
-    assert nftmod._text_key(str(n)) == (n.version, kind, nftmod._key(n))
 
 
 def test_bans_restored_from_rows_are_lifted_by_their_objects(now: float) -> None:

@@ -14,11 +14,14 @@ from twisted.internet.error import ConnectionAborted, ConnectionDone, Connection
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
 from applianced.conf.schema import ListenerConf, TLSConf
-from applianced.receiver import listeners
-from applianced.receiver.listeners import ListenerService, ReceiverStats, SyslogTCPFactory
+from applianced.receiver import edge as edge_module
+from applianced.receiver.edge import ReceiverStats
+from applianced.receiver.listeners import ListenerService
+from applianced.receiver.streams import SyslogTCPFactory, TLSStream
 from applianced.rules.message import SyslogMessage
 from applianced.tlsinit import init_tls
 from tests.receiver.test_limits import LINE
@@ -88,7 +91,7 @@ def test_tls_listener_builds_nothing_for_a_refused_peer(tmp_path: Path) -> None:
     )
     service.startService()
     factory = reactor.factory
-    assert isinstance(factory, listeners.TLSMemoryBIOFactory)
+    assert isinstance(factory, TLSMemoryBIOFactory)
     assert factory.buildProtocol(IPv4Address("TCP", "127.0.0.2", 1)) is None
     assert stats.refused_senders == 1
     assert factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1)) is not None
@@ -106,7 +109,7 @@ def test_tls_handshake_deadline_closes_and_counts() -> None:
     slow = connect(factory)
     quick = connect(factory)
     assert slow is not None and quick is not None
-    assert isinstance(quick, listeners._TLSStream)
+    assert isinstance(quick, TLSStream)
     quick.handshakeCompleted()  # no client certificate asked: accepted
     clock.advance(9.9)
     assert not transport(slow).disconnecting
@@ -182,7 +185,7 @@ def test_descriptor_budget_refuses_before_the_process_runs_out(
 ) -> None:
     """Open connections of all listeners together stay below RLIMIT_NOFILE less a reserve for
     the control socket, the store and the kernel: beyond it, refused and counted."""
-    monkeypatch.setattr(listeners, "_descriptor_limit", lambda: listeners.FD_RESERVE + 3)
+    monkeypatch.setattr(edge_module, "descriptor_limit", lambda: edge_module.FD_RESERVE + 3)
     factory, _, stats, _ = tcp(max_connections=0, max_connections_per_sender=0)
     other = SyslogTCPFactory(conf(), lambda m: None, stats, Clock())
     assert connect(factory, "127.0.0.1") and connect(other, "127.0.0.1")
@@ -235,13 +238,13 @@ def test_edge_counters_reach_status_and_prometheus(
     the status dict (appliancectl status --json) and in the scrape."""
     from tests.test_metrics import scrape, start, value
 
-    monkeypatch.setattr(listeners, "_descriptor_limit", lambda: listeners.FD_RESERVE + 2)
+    monkeypatch.setattr(edge_module, "descriptor_limit", lambda: edge_module.FD_RESERVE + 2)
     app, clock, _ = start(tmp_path)
     c = conf(transport="tls", handshake_timeout=5.0, first_frame_timeout=20.0)
     factory = SyslogTCPFactory(c, app.receive, app.receiver_stats, clock)
     shaking = connect(factory)
     framing = connect(factory)
-    assert shaking is not None and isinstance(framing, listeners._TLSStream)
+    assert shaking is not None and isinstance(framing, TLSStream)
     framing.handshakeCompleted()
     assert connect(factory) is None  # the budget: two connections
     clock.advance(20)
@@ -261,12 +264,12 @@ def test_a_budget_below_max_connections_is_logged_at_start(
     from twisted.logger import capturedLogs, formatEvent
 
     def started(limit: int) -> list[str]:
-        monkeypatch.setattr(listeners, "_descriptor_limit", lambda: limit)
+        monkeypatch.setattr(edge_module, "descriptor_limit", lambda: limit)
         with capturedLogs() as events:
             ListenerService(conf(), lambda m: None, ReceiverStats(), _Reactor()).startService()
         return [formatEvent(e) for e in events]
 
-    (logged,) = started(listeners.FD_RESERVE + 100)
+    (logged,) = started(edge_module.FD_RESERVE + 100)
     assert "max_connections 512 is above the descriptor budget of 100" in logged
     assert "LimitNOFILE" in logged
-    assert started(listeners.FD_RESERVE + 512) == []
+    assert started(edge_module.FD_RESERVE + 512) == []

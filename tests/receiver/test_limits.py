@@ -19,13 +19,11 @@ from twisted.python.failure import Failure
 from applianced.conf.load import parse_config
 from applianced.conf.schema import ListenerConf
 from applianced.errors import ConfigError
+from applianced.receiver.edge import ReceiverStats
 from applianced.receiver.limits import ConnectionLimiter, RateLimiter
-from applianced.receiver.listeners import (
-    ReceiverStats,
-    SyslogTCPFactory,
-    SyslogUDP,
-    open_udp_warning,
-)
+from applianced.receiver.listeners import open_udp_warning
+from applianced.receiver.streams import SyslogTCPFactory
+from applianced.receiver.udp import SyslogUDP
 from applianced.rules.message import SyslogMessage
 
 LOOPBACK = (ip_network("127.0.0.0/8"),)
@@ -505,7 +503,7 @@ def test_limit_counters_reach_status_and_prometheus(tmp_path: Path) -> None:
 
 def test_peer_addresses_are_canonical() -> None:
     """A dual-stack socket's IPv4 peer and a zone index are reported as the plain address."""
-    from applianced.receiver.listeners import canonical_host
+    from applianced.receiver.edge import canonical_host
 
     assert canonical_host("::ffff:192.0.2.1") == "192.0.2.1"
     assert canonical_host("fe80::1%eth0") == "fe80::1"

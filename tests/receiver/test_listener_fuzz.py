@@ -24,7 +24,9 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from applianced.conf.schema import ListenerConf
-from applianced.receiver.listeners import ReceiverStats, SyslogTCPFactory, SyslogUDP
+from applianced.receiver.edge import ReceiverStats
+from applianced.receiver.streams import SyslogTCPFactory
+from applianced.receiver.udp import SyslogUDP
 from applianced.rules.message import SyslogMessage
 
 REPO = Path(__file__).resolve().parents[2]

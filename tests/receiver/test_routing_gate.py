@@ -15,8 +15,9 @@ from twisted.internet.task import Clock
 
 from applianced.conf.load import load_config
 from applianced.conf.schema import ListenerConf
-from applianced.receiver.listeners import ReceiverStats, SyslogUDP
+from applianced.receiver.edge import ReceiverStats
 from applianced.receiver.parse import parse, parse_routed
+from applianced.receiver.udp import SyslogUDP
 from applianced.rules.engine import Engine
 from applianced.rules.filters import Filter
 from applianced.rules.jail import Jail, jail_filter

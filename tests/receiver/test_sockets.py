@@ -22,7 +22,9 @@ from applianced.conf.load import parse_config
 from applianced.conf.schema import ListenerConf
 from applianced.errors import ConfigError
 from applianced.receiver import listeners
-from applianced.receiver.listeners import ListenerService, ReceiverStats
+from applianced.receiver.edge import ReceiverStats
+from applianced.receiver.listeners import ListenerService
+from applianced.receiver.streams import SyslogStream
 
 CONF = ListenerConf("udp", "127.0.0.1", 0, (ip_network("127.0.0.0/8"),), 8192)
 
@@ -183,7 +185,7 @@ def test_a_stopped_listener_closes_its_connections(reactor: Reactor) -> None:
     service.startService()
     edge = service._edge
     assert edge is not None
-    stream = listeners._SyslogStream(edge, "127.0.0.1", "127.0.0.1")
+    stream = SyslogStream(edge, "127.0.0.1", "127.0.0.1")
     transport = StringTransport()
     stream.makeConnection(transport)
     stream.dataReceived(b"<38>Nov 22 10:00:01 mx sshd[1]: Failed password for root from 203.0")

@@ -20,8 +20,10 @@ from twisted.internet.task import Clock
 
 from applianced.conf.schema import ListenerConf
 from applianced.receiver.allowlist import Allowlist
+from applianced.receiver.edge import ReceiverStats
 from applianced.receiver.kerneldrops import DROPS_EVERY, socket_drops, table_drops
-from applianced.receiver.listeners import ListenerService, ReceiverStats, SyslogUDP
+from applianced.receiver.listeners import ListenerService
+from applianced.receiver.udp import SyslogUDP
 from applianced.rules.decision import IPNetwork
 from applianced.rules.message import SyslogMessage
 from tests.receiver.test_sockets import Reactor

@@ -1,0 +1,230 @@
+"""A config's jails: ``[defaults]`` over the built-in policy, and each ``[jails.NAME]``
+with its filter resolved (shipped, fail2ban ``.conf`` or ``filter_dir``) and every regex
+compiled, so that ``appliancectl check`` catches a bad one before the daemon does. Called by
+``load.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from applianced.conf.filterfiles.fail2ban import F2bFilter
+from applianced.conf.filterref import resolve_filter
+from applianced.conf.jailkeys import INCREMENT_KEYS, JAIL_KEYS, POLICY_KEYS
+from applianced.conf.schema import IncrementConf, JailConf, MatchOn
+from applianced.conf.tomlread import (
+    TomlReader,
+    ban_duration,
+    factor,
+    positive_ban_duration,
+    positive_duration,
+)
+from applianced.errors import FilterError
+from applianced.rules.decision import IPNetwork
+from applianced.rules.jail import jail_filter
+
+_NOTIFY_ACTIONS = ("mail", "mail-whois", "mail-whois-lines")
+_BUILTIN_POLICY: dict[str, Any] = {
+    "bantime": 600,
+    "findtime": 600,
+    "maxretry": 5,
+    "ignoreip": [],
+    "bantime_increment": {"enabled": True, "factor": 2.0, "maxtime": "1w"},
+    "max_count": 0,
+    "findtime_history": "1w",
+    "max_tracked": 100_000,
+    "ipv6_prefix": 64,
+    "use_dns": False,
+    "ports": ["all"],
+    "protocol": "tcp",
+    "filter_dir": "",
+    "hook": "input",
+    "verdict": "drop",
+    "bantime_jitter": 0,
+    "notify": [],
+}
+
+
+def read_policy(r: TomlReader, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The [defaults] table over the built-in defaults; values still raw, keys checked."""
+    t = r.table(raw, ("defaults",), POLICY_KEYS)
+    inc = r.table(raw, ("defaults", "bantime_increment"), INCREMENT_KEYS)
+    return {
+        **_BUILTIN_POLICY,
+        **t,
+        "bantime_increment": {**_BUILTIN_POLICY["bantime_increment"], **inc},
+    }
+
+
+def read_jail(
+    r: TomlReader, raw: Mapping[str, Any], name: str, defaults: Mapping[str, Any]
+) -> JailConf:
+    keys: tuple[str, ...] = ("jails", name)
+    if not name.replace("-", "").replace("_", "").isalnum() or len(name) > 24:
+        why = f"jail name {name!r}: use letters, digits, '-' and '_' only, at most 24 chars"
+        raise r.error(keys, why)
+    t = r.table(raw, keys, JAIL_KEYS)
+    p = {**defaults, **t}
+
+    def at(key: str) -> tuple[str, ...]:
+        """Where ``key``'s value was set: the jail's table, else [defaults]."""
+        return (*keys, key) if key in t else ("defaults", key)
+
+    filter_name = t.get("filter")
+    use_dns = r.typed(p["use_dns"], at("use_dns"), bool, "true or false")
+    regexes = _regexes(r, t, p, at, use_dns)
+    if not regexes.failregex:
+        raise r.error(keys, "needs 'filter' (a shipped filter name) or 'failregex'")
+    increment = _increment(r, raw, keys, at("bantime_increment"), defaults)
+    maxretry = r.int_in(p["maxretry"], at("maxretry"), 1, 1_000_000)
+    jail = JailConf(
+        name=name,
+        enabled=r.typed(t.get("enabled", True), (*keys, "enabled"), bool, "true or false"),
+        filter=filter_name,
+        prefregex=regexes.prefregex,
+        match_on=regexes.match_on,
+        failregex=regexes.failregex,
+        ignoreregex=regexes.ignoreregex,
+        programs=regexes.programs or (),
+        senders=r.networks(t.get("senders", []), (*keys, "senders")),
+        ports=r.convert(p["ports"], at("ports"), _ports),
+        protocol=r.choice(p["protocol"], at("protocol"), ("tcp", "udp", "both")),
+        bantime=r.convert(p["bantime"], at("bantime"), positive_ban_duration),
+        findtime=r.convert(p["findtime"], at("findtime"), positive_duration),
+        maxretry=maxretry,
+        ignoreip=_ignoreip(r, t, keys, defaults),
+        bantime_increment=increment,
+        max_count=r.int_in(p["max_count"], at("max_count"), 0, 1000),
+        findtime_history=r.convert(
+            p["findtime_history"], at("findtime_history"), positive_duration
+        ),
+        max_tracked=r.int_in(p["max_tracked"], at("max_tracked"), 1, 100_000_000),
+        ipv6_prefix=r.int_in(p["ipv6_prefix"], at("ipv6_prefix"), 1, 128),
+        use_dns=use_dns,
+        hook=r.choice(p["hook"], at("hook"), ("input", "forward")),
+        verdict=r.choice(p["verdict"], at("verdict"), ("drop", "reject")),
+        bantime_jitter=r.convert(p["bantime_jitter"], at("bantime_jitter"), ban_duration),
+        notify=tuple(
+            dict.fromkeys(
+                r.choice(a, at("notify"), _NOTIFY_ACTIONS)
+                for a in r.strings(p["notify"], at("notify"))
+            )
+        ),
+    )
+    return _compiled(
+        r, jail, at("failregex" if "failregex" in t or filter_name is None else "filter")
+    )
+
+
+def _compiled(r: TomlReader, jail: JailConf, where: tuple[str, ...]) -> JailConf:
+    """``jail``, once its filter compiled here, so that `check` catches what the daemon would;
+    ``where``: the key to blame (the jail's failregex, else its filter)."""
+    try:
+        jail_filter(jail, engine="re")
+    except FilterError as e:
+        raise r.error(where, str(e)) from None
+    return jail
+
+
+@dataclass(frozen=True, slots=True)
+class _Regexes:
+    """A jail's regexes and programs: its own, else its filter's."""
+
+    failregex: tuple[str, ...]
+    ignoreregex: tuple[str, ...]
+    programs: tuple[str, ...] | None
+    prefregex: str | None = None
+    match_on: MatchOn = "msg"
+
+
+def _regexes(
+    r: TomlReader,
+    t: Mapping[str, Any],
+    p: Mapping[str, Any],
+    at: Callable[[str], tuple[str, ...]],
+    use_dns: bool,
+) -> _Regexes:
+    """The jail's own failregex, ignoreregex and programs (``t``), each taken from its
+    ``filter`` when the jail does not set it; ``p``: the jail over [defaults]."""
+    failregex = r.strings(t["failregex"], at("failregex")) if "failregex" in t else ()
+    ignoreregex = r.strings(t["ignoreregex"], at("ignoreregex")) if "ignoreregex" in t else ()
+    programs = r.strings(t["programs"], at("programs")) if "programs" in t else None
+    filter_name = t.get("filter")
+    if filter_name is None:
+        return _Regexes(failregex, ignoreregex, programs)
+    r.typed(filter_name, at("filter"), str, "a filter name")
+    filter_dir = r.typed(p["filter_dir"], at("filter_dir"), str, "a directory")
+    prefregex: str | None = None
+    match_on: MatchOn = "msg"
+    try:
+        source = resolve_filter(
+            filter_name,
+            r.path_of(filter_dir, at("filter_dir")) if filter_dir else None,
+            r.path.parent,
+        )
+        if isinstance(source, F2bFilter):
+            source.compile(allow_dns=use_dns)
+            prefregex, match_on = source.prefregex, "line"
+    except FilterError as e:
+        raise r.error(at("filter"), str(e)) from None
+    return _Regexes(
+        failregex or source.failregex,
+        ignoreregex or source.ignoreregex,
+        source.programs if programs is None else programs,
+        prefregex,
+        match_on,
+    )
+
+
+def _increment(
+    r: TomlReader,
+    raw: Mapping[str, Any],
+    keys: tuple[str, ...],
+    inc_keys: tuple[str, ...],
+    defaults: Mapping[str, Any],
+) -> IncrementConf:
+    """The jail's [jails.NAME.bantime_increment] over that of [defaults] (``inc_keys``: where
+    the table was set, for errors)."""
+    inc_raw = {
+        **defaults["bantime_increment"],
+        **r.table(raw, (*keys, "bantime_increment"), INCREMENT_KEYS),
+    }
+    return IncrementConf(
+        enabled=r.typed(inc_raw["enabled"], (*inc_keys, "enabled"), bool, "true or false"),
+        factor=r.convert(inc_raw["factor"], (*inc_keys, "factor"), factor),
+        maxtime=r.convert(inc_raw["maxtime"], (*inc_keys, "maxtime"), ban_duration),
+    )
+
+
+def _ignoreip(
+    r: TomlReader, t: Mapping[str, Any], keys: tuple[str, ...], defaults: Mapping[str, Any]
+) -> tuple[IPNetwork, ...]:
+    """[defaults]' ignoreip, then the jail's own (``t``), each network once."""
+    common = r.networks(defaults["ignoreip"], ("defaults", "ignoreip"))
+    own = r.networks(t["ignoreip"], (*keys, "ignoreip")) if "ignoreip" in t else ()
+    return tuple(dict.fromkeys((*common, *own)))
+
+
+def _ports(value: Any) -> tuple[str, ...]:
+    """``[25, 465, "1000-2000"]`` or ``["all"]`` -> normalised strings."""
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"must be a non-empty list of ports, ranges or 'all', not {value!r}")
+    out: list[str] = []
+    for item in value:
+        if item == "all":
+            if len(value) > 1:
+                raise ValueError("'all' cannot be combined with other ports")
+            return ("all",)
+        text = str(item) if isinstance(item, int) and not isinstance(item, bool) else item
+        if not isinstance(text, str):
+            raise ValueError(f'{item!r} is not a port; use 25, "1000-2000" or "all"')
+        low, _, high = text.partition("-")
+        if not low.isdigit() or (high and not high.isdigit()):
+            raise ValueError(f'{item!r} is not a port; use 25, "1000-2000" or "all"')
+        lo, hi = int(low), int(high or low)
+        if not 1 <= lo <= hi <= 65535:
+            raise ValueError(f"{item!r}: ports are 1 to 65535, ranges low-high")
+        out.append(f"{lo}-{hi}" if hi != lo else str(lo))
+    return tuple(out)

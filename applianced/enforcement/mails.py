@@ -1,0 +1,162 @@
+"""Ban mails built: one ban's mail (whois, reverse DNS, the lines behind it), a storm's digest,
+the test mail. Pure: the stdlib ``email`` package over text that is sanitised first; the
+``Notifier`` (``notify.py``) sends what this builds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+
+from applianced.conf.schema import NotifyAction, NotifyConf
+from applianced.enforcement.whois import WhoisAnswer, sanitise
+from applianced.rules.decision import Ban
+from applianced.units import format_duration
+
+_RAW_WHOIS_LINES = 200  # lines of the raw whois answer kept in a mail
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A ban waiting for its mail, with its lines and the jail's notify actions."""
+
+    ban: Ban
+    lines: tuple[str, ...]
+    actions: tuple[NotifyAction, ...]
+
+
+def ordinal(n: int) -> str:
+    """1st, 2nd, 3rd, 4th, 11th, 12th, 13th, 21st..."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def _address(ban: Ban) -> str:
+    net = ban.network
+    return str(net.network_address) if net.num_addresses == 1 else str(net)
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "never (permanent: the jail's blacklist)"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _duration(ban: Ban) -> str:
+    if ban.expires_at is None:
+        return "permanent"
+    return format_duration(ban.expires_at - ban.started_at)
+
+
+def _envelope(conf: NotifyConf, subject: str, now: float) -> EmailMessage:
+    msg = EmailMessage()
+    msg["Subject"] = subject.replace("\r", " ").replace("\n", " ")
+    msg["From"] = conf.sender
+    msg["To"] = ", ".join(conf.to)
+    msg["Date"] = format_datetime(datetime.fromtimestamp(now, UTC))
+    msg["Message-ID"] = make_msgid("applianced", domain=conf.sender.rpartition("@")[2])
+    msg["Auto-Submitted"] = "auto-generated"
+    msg["X-Auto-Response-Suppress"] = "All"
+    return msg
+
+
+def build_ban_mail(
+    conf: NotifyConf,
+    ban: Ban,
+    lines: Sequence[str],
+    actions: Sequence[NotifyAction],
+    whois: WhoisAnswer | str | None,
+    reverse_dns: str | None,
+    now: float,
+) -> EmailMessage:
+    """One ban's mail: ``whois`` is an answer, a reason it is unavailable, or None (the jail
+    did not ask for whois)."""
+    address = _address(ban)
+    duration = _duration(ban)
+    msg = _envelope(
+        conf,
+        f"[applianced] {ban.jail}: banned {address} ({ordinal(ban.count)} ban, {duration})",
+        now,
+    )
+    body = [
+        f"applianced banned {address} in jail {ban.jail}.",
+        "",
+        f"Jail:         {ban.jail}",
+        f"Address:      {ban.network}",
+    ]
+    if conf.reverse_dns:
+        body.append(f"Reverse DNS:  {sanitise(reverse_dns or 'none found')}")
+    body += [
+        f"Kind:         {ban.kind}",
+        f"Banned at:    {_when(ban.started_at)}",
+        f"Duration:     {duration}",
+        f"Expires:      {_when(ban.expires_at)}",
+        f"Repeat count: this is the {ordinal(ban.count)} ban of {ban.network} in {ban.jail}",
+    ]
+    if isinstance(whois, WhoisAnswer):
+        body += [
+            "",
+            f"Whois ({whois.server}):",
+            f"  netname:  {whois.netname or '-'}",
+            f"  country:  {whois.country or '-'}",
+            f"  abuse:    {whois.abuse or '-'}",
+        ]
+    elif isinstance(whois, str):
+        body += ["", f"Whois: {sanitise(whois)}"]
+    if "mail-whois-lines" in actions:
+        shown = list(lines)[-conf.max_lines :] if conf.max_lines else []
+        body += ["", f"Matched lines ({len(shown)} of {len(lines)}, [sender] first):"]
+        body += ["  " + sanitise(line) for line in shown] or ["  (none kept)"]
+    if isinstance(whois, WhoisAnswer) and whois.text:
+        raw = whois.text.splitlines()
+        body += ["", f"Raw whois answer from {whois.server}:", ""]
+        body += ["  " + line for line in raw[:_RAW_WHOIS_LINES]]
+        if len(raw) > _RAW_WHOIS_LINES:
+            body.append(f"  [... {len(raw) - _RAW_WHOIS_LINES} more lines cut]")
+    body += ["", "-- ", "applianced; `appliancectl why ADDR` tells more, `unban ADDR` lifts it."]
+    msg.set_content("\n".join(body) + "\n", charset="utf-8")
+    return msg
+
+
+def build_digest(
+    conf: NotifyConf, entries: Sequence[Pending], dropped: int, now: float
+) -> EmailMessage:
+    """One mail listing every ban of a storm, one line each."""
+    jails = sorted({p.ban.jail for p in entries})
+    msg = _envelope(
+        conf,
+        f"[applianced] digest: {len(entries)} bans in {', '.join(jails) or 'no jail'}",
+        now,
+    )
+    body = [
+        f"More than {conf.max_per_minute} bans a minute: these {len(entries)} bans are reported "
+        "together instead of one mail each.",
+        "",
+    ]
+    if dropped:
+        body += [
+            f"{dropped} more bans were not reported at all: the notification backlog "
+            f"({conf.backlog}) was full. `appliancectl banned` lists every active ban.",
+            "",
+        ]
+    body.append(f"{'banned at (UTC)':<20} {'jail':<24} {'address':<43} {'ban #':>5}  duration")
+    for p in entries:
+        b = p.ban
+        at = datetime.fromtimestamp(b.started_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        body.append(f"{at:<20} {b.jail:<24} {_address(b):<43} {b.count:>5}  {_duration(b)}")
+    body += ["", "-- ", "applianced; `appliancectl why ADDR` shows the lines behind each ban."]
+    msg.set_content("\n".join(body) + "\n", charset="utf-8")
+    return msg
+
+
+def build_test_mail(conf: NotifyConf, via: str, now: float) -> EmailMessage:
+    msg = _envelope(conf, "[applianced] test mail", now)
+    msg.set_content(
+        f"This is a test from `appliancectl notify test`, sent at {_when(now)} via {via}.\n"
+        "Ban mails will look like this one's headers: Auto-Submitted: auto-generated.\n",
+        charset="utf-8",
+    )
+    return msg

@@ -1,0 +1,226 @@
+"""fail2ban's tags in a regex: ``<HOST>``, ``<ADDR>``, ``<IP4>``, ``<IP6>``, ``<CIDR>``,
+``<SUBNET>``, ``<DNS>`` and the ``<F-NAME>...</F-NAME>`` captures, substituted by the patterns
+they stand for, and where a compiled regex holds their captures.
+
+Called by ``rules/filters.py`` when it compiles a Filter; pure, no I/O. A problem with the tags
+raises FilterError with what is wrong; the Filter adds which filter and which regex.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from applianced.errors import FilterError
+
+# --- address patterns ---------------------------------------------------------------------------
+#
+# The patterns are deliberately a little loose (octets up to 999, leading zeros); every capture
+# is then validated exactly as ``ipaddress`` would (``filters._parse_address``), and an invalid
+# one is no match (999.1.1.1, 01.2.3.4). What they must never do is capture *part* of an address, so
+# each carries look-arounds: an IPv4 address may not continue another number or sit inside an
+# IPv6 address, and an IPv6 address may not start in the middle of another one. A colon right
+# before an IPv6 address is allowed when what precedes it cannot be a hex group
+# (``user@example.org:2001:db8::1``) or is the last label of a domain name (``…@example.de:…``).
+
+_H = "[0-9A-Fa-f]{1,4}"
+_V4_BODY = r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}"
+_V4_BEFORE = r"(?<![0-9A-Za-z_.])(?<!::)" + "".join(
+    f"(?<!:[0-9A-Fa-f]{{{n}}}:)" for n in range(1, 5)
+)
+_V4_AFTER = r"(?![0-9A-Za-z_]|\.[0-9A-Za-z_])"
+_V6_BODY = (
+    f"(?:(?:{_H}:){{7}}{_H}"
+    f"|(?:{_H}:){{6}}{_V4_BODY}"
+    f"|(?:{_H}(?::{_H}){{0,6}})?::(?:(?:{_H}:){{0,5}}(?:{_V4_BODY}|{_H}))?)"
+)
+_V6_BEFORE = (
+    r"(?:(?<![0-9A-Za-z_:.])|(?<=[^0-9A-Fa-f:]:)"
+    + "".join(f"|(?<=\\.[0-9A-Fa-f]{{{n}}}:)" for n in range(1, 5))
+    + ")"
+)
+_V6_AFTER = r"(?![0-9A-Za-z_]|:[0-9A-Fa-f:]|\.[0-9A-Za-z_])"
+_LABEL = "[0-9A-Za-z_](?:[0-9A-Za-z_-]{0,61}[0-9A-Za-z_])?"
+_DNS_BEFORE = r"(?<![0-9A-Za-z_.-])"
+_DNS_BODY = rf"(?:{_LABEL}\.)*{_LABEL}\.?"
+_DNS_AFTER = r"(?![0-9A-Za-z_-]|\.[0-9A-Za-z_-])"
+# A tag's look-arounds only test the characters next to it. When the regex puts a fixed character
+# outside this set there (``\[<ADDR>\]``, ``from <ADDR> port``), they always hold and are left
+# out: the regex means the same under ``re`` and has a form RE2 can compile (see regex.py).
+_VERBOSE = re.compile(r"\(\?[a-zA-Z]*x")
+_NEAR_ADDRESS = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_.:-")
+
+
+def _tag_pattern(kind: str, before: bool, after: bool) -> str:
+    """The pattern of an address (IP4, IP6) or name (DNS) with the look-arounds asked for."""
+    parts = {
+        "IP4": (_V4_BEFORE, _V4_BODY, _V4_AFTER),
+        "IP6": (_V6_BEFORE, _V6_BODY, _V6_AFTER),
+        "DNS": (_DNS_BEFORE, _DNS_BODY, _DNS_AFTER),
+    }[kind]
+    return (parts[0] if before else "") + parts[1] + (parts[2] if after else "")
+
+
+_TAG = re.compile(
+    r"<(?P<host>HOST|ADDR|IP4|IP6|CIDR|SUBNET|DNS)>|<(?P<close>/?)F-(?P<name>[A-Za-z][A-Za-z0-9_]*)>"
+)
+# <CIDR> is an address with a required /prefix, <SUBNET> one with an optional /prefix.
+_PREFIX_LEN = "(?P<prefixlen>[0-9]{1,3})"
+# A failregex hit whose <F-NOFAIL> (or <F-MLFGAINED>) group took part is no failure.
+_NOFAIL_GROUPS = ("nofail", "mlfgained")
+
+
+@dataclass(frozen=True, slots=True)
+class Reader:
+    """Where one failregex's captures sit in a compiled pattern."""
+
+    host: int
+    user: int | None
+    fields: tuple[tuple[str, int], ...]
+    dns: bool  # the tag is <HOST> with allow_dns on (or <DNS>): a hostname may be captured
+    prefix: int | None = None  # the /prefix group of <CIDR>/<SUBNET>
+    nofail: tuple[int, ...] = ()  # <F-NOFAIL>/<F-MLFGAINED> groups: a hit is no failure
+
+
+@dataclass(frozen=True, slots=True)
+class Expansion:
+    """A regex with its tags substituted."""
+
+    text: str  # what to compile
+    stand_in: str  # the operator's text with same-length tag stand-ins, to place re.error
+    host_tags: int
+    host_kind: str  # the last host tag's name
+
+
+def host_pattern(tag: str, allow_dns: bool, before: bool = True, after: bool = True) -> str:
+    """The tag's pattern; ``before``/``after`` False drop look-arounds that always hold."""
+    kinds: tuple[str, ...] = (tag,) if tag in ("IP4", "IP6", "DNS") else ("IP4", "IP6")
+    if tag == "HOST" and allow_dns:
+        kinds = ("IP4", "IP6", "DNS")
+    return "|".join(_tag_pattern(k, before, after) for k in kinds)
+
+
+def reader_of(compiled: re.Pattern[str], expansion: Expansion, allow_dns: bool) -> Reader:
+    """Where the captures of ``compiled``, the failregex of ``expansion``, sit."""
+    groups = compiled.groupindex
+    special = ("host", "user", "prefixlen")
+    return Reader(
+        host=groups["host"],
+        user=groups.get("user"),
+        fields=tuple((n, i) for n, i in groups.items() if n not in special),
+        dns=(expansion.host_kind == "HOST" and allow_dns) or expansion.host_kind == "DNS",
+        prefix=groups.get("prefixlen"),
+        nofail=tuple(groups[n] for n in _NOFAIL_GROUPS if n in groups),
+    )
+
+
+def expand(regex: str, allow_dns: bool) -> Expansion:
+    """Substitute the tags, and make a same-length stand-in to place re.error positions.
+    Raises FilterError (what is wrong, without the filter's name) on a misused tag."""
+    out: list[str] = []
+    pad: list[str] = []
+    open_fields: list[str] = []
+    host_tags = 0
+    host_kind = ""
+    pos = 0
+    for t in _TAG.finditer(regex):
+        pos_after_tag = pos  # where the previous tag ended: right before t, no fixed char
+        out.append(regex[pos : t.start()])
+        pad.append(regex[pos : t.start()])
+        pos = t.end()
+        width = t.end() - t.start()
+        if t.group("host"):
+            host_kind = t.group("host")
+            host_tags += 1
+            out.append(_host_group(regex, t, pos_after_tag, allow_dns))
+            pad.append("(?:" + "x" * (width - 4) + ")")
+            continue
+        name = t.group("name")
+        if t.group("close"):
+            if not open_fields or open_fields[-1] != name:
+                raise FilterError(f"</F-{name}> closes no open <F-{name}>")
+            open_fields.pop()
+            out.append(")")
+            pad.append("(?#" + "x" * (width - 5) + "))")
+            continue
+        group = name.lower()
+        if group == "host":
+            raise FilterError("<F-HOST> is reserved; capture the address with <HOST>")
+        open_fields.append(name)
+        out.append(f"(?P<{group}>")
+        pad.append("((?#" + "x" * (width - 5) + ")")
+    if open_fields:
+        tag = open_fields[-1]
+        raise FilterError(f"<F-{tag}> is not closed by </F-{tag}>")
+    out.append(regex[pos:])
+    pad.append(regex[pos:])
+    return Expansion("".join(out), "".join(pad), host_tags, host_kind)
+
+
+def _host_group(regex: str, t: re.Match[str], pos_after_tag: int, allow_dns: bool) -> str:
+    """The capture a host tag ``t`` of ``regex`` becomes, with its /prefix for CIDR/SUBNET."""
+    host_kind = t.group("host")
+    if host_kind == "DNS" and not allow_dns:
+        raise FilterError("<DNS> matches host names only; it needs use_dns = true")
+    verbose = _VERBOSE.search(regex) is not None  # (?x): a space is no character
+    before = verbose or not _fixed_neighbour(regex, t.start(), -1, pos_after_tag)
+    after = host_kind != "CIDR" and (verbose or not _fixed_neighbour(regex, t.end(), 1, -1))
+    group = f"(?P<host>{host_pattern(host_kind, allow_dns, before, after)})"
+    if host_kind == "CIDR":
+        return f"{group}/{_PREFIX_LEN}"
+    if host_kind == "SUBNET":
+        return f"{group}(?:/{_PREFIX_LEN})?"
+    return group
+
+
+def _fixed_neighbour(regex: str, at: int, step: int, tag_end: int) -> bool:
+    """Whether every match of ``regex`` has, next to offset ``at`` (before it for ``step`` -1,
+    after it for +1), a character that is not in _NEAR_ADDRESS, or the start/end of the text.
+
+    Conservative: only a single unquantified literal (``\\[``, `` ``, ``=``), ``\\s``,
+    ``\\s+`` or an anchor (``^`` before, ``$`` after) counts; a group, a set, an alternation or
+    another tag (``tag_end`` == ``at``) does not."""
+    if step < 0:
+        if at == 0 or at == tag_end:
+            return False
+        c = regex[at - 1]
+        if c == "+" and regex[max(0, at - 3) : at - 1] == "\\s" and not _escaped(regex, at - 3):
+            return True
+        if _escaped(regex, at - 1):
+            return c in "stnrfv" or (not c.isalnum() and c not in _NEAR_ADDRESS)
+        if c == "^":
+            return True
+        return c not in "()|?*+{}[]$.\\" and c not in _NEAR_ADDRESS
+    if at >= len(regex) or _TAG.match(regex, at):
+        return False
+    c = regex[at]
+    if c == "$":
+        return True
+    if c == "\\":
+        e = regex[at + 1 : at + 2]
+        fixed = e in set("stnrfv") or (e != "" and not e.isalnum() and e not in _NEAR_ADDRESS)
+        nxt = at + 2
+    else:
+        fixed = c not in "()|?*+{}[].^" and c not in _NEAR_ADDRESS
+        nxt = at + 1
+    # An optional next character may be absent: then another one follows the address.
+    return fixed and not (regex[nxt : nxt + 1] in ("?", "*") or regex.startswith(("{0", "{,"), nxt))
+
+
+def _escaped(regex: str, at: int) -> bool:
+    """Whether the character at ``at`` is escaped (an odd run of backslashes before it)."""
+    run = 0
+    while at - run - 1 >= 0 and regex[at - run - 1] == "\\":
+        run += 1
+    return run % 2 == 1
+
+
+def host_tag_problem(expansion: Expansion) -> str:
+    if expansion.host_tags == 0:
+        return (
+            "has no <HOST>, <ADDR>, <IP4> or <IP6> tag; a failregex must capture the address to ban"
+        )
+    return (
+        f"has {expansion.host_tags} host tags (<HOST>, <ADDR>, <IP4>, <IP6>, <CIDR>, <SUBNET>, "
+        "<DNS>); use one"
+    )
