@@ -13,8 +13,6 @@ a ``task.Clock``, a temporary store and the in-memory enforcer.
 from __future__ import annotations
 
 import gc
-import heapq
-import itertools
 import random
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +25,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from applianced.bans import BanBook
 from applianced.conf.schema import Config, JailConf
 from applianced.enforcement.base import (
     ElementsRefused,
@@ -38,6 +37,7 @@ from applianced.enforcement.base import (
 from applianced.enforcement.notify import Notifier
 from applianced.errors import ApplianceError, EnforcementError, StoreError
 from applianced.latency import LatencyHistogram
+from applianced.logs import LogBudget
 from applianced.receiver.listeners import ReceiverStats
 from applianced.rules import addresses
 from applianced.rules.addresses import network_of
@@ -61,8 +61,7 @@ __all__ = ["Appliance", "RequestError", "ban_json", "parse_address", "parse_targ
 log = Logger()
 
 _RETRY_FIRST, _RETRY_MAX = 1.0, 60.0  # seconds between tries of a failed kernel batch
-# Ban lines logged one by one per second: a storm's rest is counted and summarised in one line
-# at the end of the second (the journal would rate-limit them anyway, and each costs tens of us).
+# Ban lines logged one by one per second (logs.LogBudget); a storm's rest is summarised.
 _LOG_BANS_PER_SECOND = 20
 _MAX_LOOKUPS = 64  # hostname lookups in flight at once (use_dns jails); more are dropped
 
@@ -120,18 +119,12 @@ class Appliance:
         # deciding message to the kernel, one sample per ban, fed once per batch.
         self.bans_by_kind: dict[tuple[str, str], int] = {}
         self.ban_latency = LatencyHistogram()
-        self.active: dict[tuple[str, IPNetwork], Ban] = {}
-        # (expiry, sequence, key): the sequence breaks ties so networks are never compared.
-        self._expiries: list[tuple[float, int, tuple[str, IPNetwork]]] = []
-        self._sequence = itertools.count()
+        self.active = BanBook()
         self._pending: list[Offence] = []
         self._unapplied_bans: dict[tuple[str, IPNetwork], Ban] = {}
         self._unapplied_unbans: dict[tuple[str, IPNetwork], Ban] = {}
         self._flush_call: IDelayedCall | None = None
-        self._log_until = 0.0  # the end of the current second of ban lines
-        self._log_left = 0  # ban lines still allowed before then
-        self._unlogged = 0  # bans past that, summarised at _log_until
-        self._unlogged_call: IDelayedCall | None = None
+        self._ban_lines = LogBudget(clock, _LOG_BANS_PER_SECOND, _log_unlogged)
         self._expiry_call: IDelayedCall | None = None
         self._retry_call: IDelayedCall | None = None
         self._retry_delay = _RETRY_FIRST
@@ -187,15 +180,9 @@ class Appliance:
         return active
 
     def _track(self, rows: Sequence[BanRow]) -> list[Ban]:
-        """The rows' Bans, now the active ones, and the heap of their expiries."""
+        """The rows' Bans, now the active ones."""
         active = [ban_from_row(r) for r in rows]
-        self.active = {(b.jail, b.network): b for b in active}
-        self._expiries = [
-            (b.expires_at, next(self._sequence), (b.jail, b.network))
-            for b in active
-            if b.expires_at is not None
-        ]
-        heapq.heapify(self._expiries)
+        self.active.reset(active)
         return active
 
     def stop(self) -> None:
@@ -206,9 +193,7 @@ class Appliance:
             self.notifier.stop()
         if self._pending:
             self._flush()
-        if self._unlogged_call is not None and self._unlogged_call.active():
-            self._unlogged_call.cancel()
-            self._log_unlogged()
+        self._ban_lines.close()
         if self.config.enforcement.on_stop == "flush":
             self.enforcer.flush()
             log.info(
@@ -225,9 +210,7 @@ class Appliance:
         self._install_jails(config)
         if self.notifier is not None:
             self.notifier.reconfigure(config)
-        gone = [b for k, b in self.active.items() if k[0] not in self.engine.jails]
-        for ban in gone:
-            del self.active[(ban.jail, ban.network)]
+        self.active.keep_jails(self.engine.jails)
 
     def _install_jails(self, config: Config) -> None:
         # An allowed sender is protected, but "any sender" (a /0) must not protect everyone.
@@ -350,11 +333,8 @@ class Appliance:
             self._store_failed(e)
         now = self.clock.seconds()
         for ban in bans:
-            self.active[(ban.jail, ban.network)] = ban
-            if ban.expires_at is not None:
-                entry = (ban.expires_at, next(self._sequence), (ban.jail, ban.network))
-                heapq.heappush(self._expiries, entry)
-        shown = self._loggable(len(bans), now) if measure else len(bans)
+            self.active.add(ban)
+        shown = self._ban_lines.allow(len(bans), now) if measure else len(bans)
         for ban in bans[:shown]:
             log.info(
                 "ban {jail} {network} for {duration} ({kind}, ban #{count})",
@@ -374,35 +354,6 @@ class Appliance:
                 self.notifier.banned(ban, decision.lines)
         self._schedule_expiry()
         return bans
-
-    def _loggable(self, bans: int, now: float) -> int:
-        """How many of ``bans`` new bans may be logged one by one now; the rest are counted,
-        and summarised in one line at the end of the second."""
-        if not bans:
-            return 0
-        if not self._log_until - 1.0 <= now < self._log_until:  # a new second (or clock step)
-            if self._unlogged_call is not None:  # a long turn ran past the summary's time
-                self._unlogged_call.cancel()
-                self._log_unlogged()
-            self._log_until, self._log_left = now + 1.0, _LOG_BANS_PER_SECOND
-        shown = min(bans, self._log_left)
-        self._log_left -= shown
-        if bans > shown:
-            self._unlogged += bans - shown
-            if self._unlogged_call is None:
-                self._unlogged_call = self.clock.callLater(
-                    self._log_until - now, self._log_unlogged
-                )
-        return shown
-
-    def _log_unlogged(self) -> None:
-        self._unlogged_call = None
-        log.info(
-            "... and {more} more bans in the last second, not logged one by one"
-            " (`appliancectl banned` lists them)",
-            more=self._unlogged,
-        )
-        self._unlogged = 0
 
     def _enforce(self, bans: Sequence[Ban], unbans: Sequence[Ban]) -> bool:
         """Send one batch to the kernel; False when it was refused (it will be retried)."""
@@ -502,7 +453,8 @@ class Appliance:
             key = (ban.jail, ban.network)
             current = self.active.get(key)
             if current is not None and current.started_at == ban.started_at:
-                lifted.append(self.active.pop(key))
+                lifted.append(current)
+        self.active.lift(lifted)
         fresh = []
         limit = self.clock.seconds() + MAX_BAN_SECONDS  # an appliance of an earlier version
         for ban in bans:
@@ -515,10 +467,8 @@ class Appliance:
             ):
                 continue
             fresh.append(ban)
-            self.active[key] = ban
-            if ban.expires_at is not None:
-                heapq.heappush(self._expiries, (ban.expires_at, next(self._sequence), key))
-        for ban in fresh[: self._loggable(len(fresh), self.clock.seconds())]:
+            self.active.add(ban)
+        for ban in fresh[: self._ban_lines.allow(len(fresh), self.clock.seconds())]:
             log.info(
                 "ban {jail} {network} from the cluster ({kind}, ban #{count})",
                 jail=ban.jail,
@@ -549,9 +499,9 @@ class Appliance:
     # -- expiry -----------------------------------------------------------------------------
 
     def _schedule_expiry(self) -> None:
-        if not self._expiries:
+        at = self.active.next_expiry()
+        if at is None:
             return
-        at = self._expiries[0][0]
         if self._expiry_call is not None and self._expiry_call.active():
             if self._expiry_call.getTime() <= at:
                 return
@@ -559,13 +509,7 @@ class Appliance:
         self._expiry_call = self.clock.callLater(max(0.0, at - self.clock.seconds()), self._expire)
 
     def _expire(self) -> None:
-        now = self.clock.seconds()
-        due: list[Ban] = []
-        while self._expiries and self._expiries[0][0] <= now:
-            at, _, key = heapq.heappop(self._expiries)
-            ban = self.active.get(key)
-            if ban is not None and ban.expires_at == at:
-                due.append(self.active.pop(key))
+        due = self.active.due(self.clock.seconds())
         if due:
             self._end(due, "expired")
             self.health.expired_total += len(due)
@@ -657,8 +601,7 @@ class Appliance:
             where = f"jail {jail}" if jail else "any jail"
             kind = "blacklisted" if permanent_only else "banned"
             raise RequestError(f"{target} is not {kind} in {where}")
-        for ban in found:
-            del self.active[(ban.jail, ban.network)]
+        self.active.lift(found)
         self.health.unbans_total += len(found)
         self._end(found, "unban", share=not local)
         return found
@@ -667,9 +610,8 @@ class Appliance:
         """Lift every active ban (blacklist included), in one jail or in all."""
         if jail is not None:
             self.jail_conf(jail)
-        found = [b for (j, _), b in self.active.items() if jail is None or j == jail]
-        for ban in found:
-            del self.active[(ban.jail, ban.network)]
+        found = self.active.of_jail(jail)
+        self.active.lift(found)
         self.health.unbans_total += len(found)
         self._end(found, "flush")
         return found
@@ -727,7 +669,7 @@ class Appliance:
         for name, j in self.engine.jails.items():
             if jail is not None and name != jail:
                 continue
-            active = [b for (n, _), b in self.active.items() if n == name]
+            active = self.active.of_jail(name)
             per_jail[name] = {
                 "programs": list(j.conf.programs),
                 "maxretry": j.conf.maxretry,
@@ -768,6 +710,14 @@ class Appliance:
                 "batches": h.batches,
             },
         }
+
+
+def _log_unlogged(more: int) -> None:
+    log.info(
+        "... and {more} more bans in the last second, not logged one by one"
+        " (`appliancectl banned` lists them)",
+        more=more,
+    )
 
 
 @contextmanager
