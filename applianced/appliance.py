@@ -15,9 +15,8 @@ from __future__ import annotations
 import gc
 import random
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -28,14 +27,14 @@ from twisted.python.failure import Failure
 from applianced.bans import BanBook
 from applianced.conf.schema import Config, JailConf
 from applianced.enforcement.base import (
-    ElementsRefused,
     Enforcer,
     JailRules,
     Restored,
-    RowRestorer,
 )
+from applianced.enforcement.batcher import Batcher
 from applianced.enforcement.notify import Notifier
-from applianced.errors import ApplianceError, EnforcementError, StoreError
+from applianced.errors import ApplianceError, StoreError
+from applianced.health import Health
 from applianced.latency import LatencyHistogram
 from applianced.logs import LogBudget
 from applianced.receiver.listeners import ReceiverStats
@@ -60,7 +59,6 @@ __all__ = ["Appliance", "RequestError", "ban_json", "parse_address", "parse_targ
 
 log = Logger()
 
-_RETRY_FIRST, _RETRY_MAX = 1.0, 60.0  # seconds between tries of a failed kernel batch
 # Ban lines logged one by one per second (logs.LogBudget); a storm's rest is summarised.
 _LOG_BANS_PER_SECOND = 20
 _MAX_LOOKUPS = 64  # hostname lookups in flight at once (use_dns jails); more are dropped
@@ -70,22 +68,6 @@ Resolver = Callable[[str], "Deferred[Sequence[IPAddress]]"]
 
 class RequestError(ApplianceError):
     """An operator's request cannot be carried out (unknown jail, ignored address, ...)."""
-
-
-@dataclass(slots=True)
-class _Health:
-    store_errors: int = 0
-    enforcement_errors: int = 0
-    last_error: str | None = None
-    unapplied: int = 0
-    refused_elements: int = 0  # refused alone by the backend: reported, never sent again
-    bans_total: int = 0
-    unbans_total: int = 0
-    expired_total: int = 0
-    batches: int = 0
-    skipped_already_banned: int = 0
-    dns_failed: int = 0
-    dns_dropped: int = 0
 
 
 class Appliance:
@@ -114,20 +96,17 @@ class Appliance:
         self.notifier = notifier  # told of NEW bans only (not restored ones); it only queues
         self._lookups_running = 0
         self.engine = Engine()
-        self.health = _Health()
+        self.health = Health()
+        self.batcher = Batcher(enforcer, clock, self.health, self._wanted)
         # For metrics.py, read at scrape time: new bans per (jail, kind); the time from the
         # deciding message to the kernel, one sample per ban, fed once per batch.
         self.bans_by_kind: dict[tuple[str, str], int] = {}
         self.ban_latency = LatencyHistogram()
         self.active = BanBook()
         self._pending: list[Offence] = []
-        self._unapplied_bans: dict[tuple[str, IPNetwork], Ban] = {}
-        self._unapplied_unbans: dict[tuple[str, IPNetwork], Ban] = {}
         self._flush_call: IDelayedCall | None = None
         self._ban_lines = LogBudget(clock, _LOG_BANS_PER_SECOND, _log_unlogged)
         self._expiry_call: IDelayedCall | None = None
-        self._retry_call: IDelayedCall | None = None
-        self._retry_delay = _RETRY_FIRST
         self.started_at = clock.seconds()
         # Cluster mode: the replicator's status (applianced/cluster/), shown by status.
         self.cluster: Callable[[], dict[str, Any]] | None = None
@@ -157,27 +136,12 @@ class Appliance:
         self._schedule_expiry()
 
     def _restore(self, rows: Sequence[BanRow], now: float) -> list[Ban]:
-        """Put the active bans in the enforcer and track them; returns them. An enforcer that
-        restores from rows (nftables) loads the kernel in a worker thread while this thread
-        builds the Bans; either way the enforcer holds every ban when this returns, or its
-        refusal is kept for retry like any failed batch."""
-        enforcer = self.enforcer
-        active: list[Ban] = []
-        try:
-            if isinstance(enforcer, RowRestorer):
-                restored = [Restored(jail, net, ends) for jail, net, _, ends, _, _ in rows]
-                with ThreadPoolExecutor(1, "applianced-restore") as worker:  # exit joins it
-                    loading = worker.submit(enforcer.restore_rows, restored, now)
-                    active = self._track(rows)
-                loading.result()
-            else:
-                active = self._track(rows)
-                enforcer.restore(active, now)
-        except ElementsRefused as e:
-            self._elements_refused(e)
-        except EnforcementError as e:
-            self._enforcement_failed(e, active, ())
-        return active
+        """Put the active bans in the enforcer and in the book; returns them."""
+        return self.batcher.restore(
+            lambda: self._track(rows),
+            lambda: [Restored(jail, net, ends) for jail, net, _, ends, _, _ in rows],
+            now,
+        )
 
     def _track(self, rows: Sequence[BanRow]) -> list[Ban]:
         """The rows' Bans, now the active ones."""
@@ -186,9 +150,10 @@ class Appliance:
         return active
 
     def stop(self) -> None:
-        for call in (self._flush_call, self._expiry_call, self._retry_call):
+        for call in (self._flush_call, self._expiry_call):
             if call is not None and call.active():
                 call.cancel()
+        self.batcher.stop()
         if self.notifier is not None:
             self.notifier.stop()
         if self._pending:
@@ -325,7 +290,7 @@ class Appliance:
         ``share``: cluster mode, the bans go to the other appliances (not for ``--local``)."""
         bans = [Ban.from_decision(d) for d in decisions]
         replaced = [self.active[k] for b in bans if (k := (b.jail, b.network)) in self.active]
-        if self._enforce(bans, replaced) and measure:
+        if self.batcher.send(bans, replaced) and measure:
             self.ban_latency.observe_bans(self.clock.seconds(), decisions)
         try:
             self.store.record_bans(decisions, share=share)
@@ -355,83 +320,9 @@ class Appliance:
         self._schedule_expiry()
         return bans
 
-    def _enforce(self, bans: Sequence[Ban], unbans: Sequence[Ban]) -> bool:
-        """Send one batch to the kernel; False when it was refused (it will be retried)."""
-        self.health.batches += 1
-        if unbans:
-            banned = {(b.jail, b.network) for b in bans}
-            unbans = [u for u in unbans if (u.jail, u.network) not in banned]
-        try:
-            self.enforcer.apply(bans, unbans, self.clock.seconds())
-        except ElementsRefused as e:
-            self._elements_refused(e)
-        except EnforcementError as e:
-            self._enforcement_failed(e, bans, unbans)
-            return False
-        return True
-
-    def _elements_refused(self, error: ElementsRefused) -> None:
-        """The backend applied the batch but for elements it refused on their own: report
-        them; retrying would be refused again. The store keeps their bans."""
-        self.health.refused_elements += len(error.refused)
-        self.health.last_error = f"enforcement: {error}"
-        for r in error.refused:
-            log.error(
-                "the {backend} backend refused the element of {network} (jail {jail}) and "
-                "applied the rest of its batch; it is not sent again until the next start: "
-                "{reason}",
-                backend=self.enforcer.name,
-                network=r.network,
-                jail=r.jail,
-                reason=r.reason,
-            )
-
-    def _enforcement_failed(
-        self, error: EnforcementError, bans: Sequence[Ban], unbans: Sequence[Ban]
-    ) -> None:
-        """Keep the batch and retry with backoff; the store already holds the truth."""
-        self.health.enforcement_errors += 1
-        self.health.last_error = f"enforcement: {error}"
-        for b in bans:
-            self._unapplied_bans[(b.jail, b.network)] = b
-            self._unapplied_unbans.pop((b.jail, b.network), None)
-        for u in unbans:
-            self._unapplied_unbans[(u.jail, u.network)] = u
-            self._unapplied_bans.pop((u.jail, u.network), None)
-        self.health.unapplied = len(self._unapplied_bans) + len(self._unapplied_unbans)
-        log.error(
-            "the {backend} backend refused a batch of {bans} bans and {unbans} unbans; "
-            "retrying in {delay:.0f}s: {error}",
-            backend=self.enforcer.name,
-            bans=len(bans),
-            unbans=len(unbans),
-            delay=self._retry_delay,
-            error=str(error),
-        )
-        if self._retry_call is None or not self._retry_call.active():
-            self._retry_call = self.clock.callLater(self._retry_delay, self._retry)
-            self._retry_delay = min(self._retry_delay * 2, _RETRY_MAX)
-
-    def _retry(self) -> None:
-        now = self.clock.seconds()
-        bans = [
-            b
-            for b in self._unapplied_bans.values()
-            if self.active.get((b.jail, b.network)) == b  # not lifted or expired meanwhile
-        ]
-        unbans = list(self._unapplied_unbans.values())
-        self._unapplied_bans, self._unapplied_unbans = {}, {}
-        self.health.unapplied = 0
-        try:
-            self.enforcer.apply(bans, unbans, now)
-        except ElementsRefused as e:
-            self._retry_delay = _RETRY_FIRST
-            self._elements_refused(e)
-        except EnforcementError as e:
-            self._enforcement_failed(e, bans, unbans)
-        else:
-            self._retry_delay = _RETRY_FIRST
-            log.info("the {backend} backend accepted the retried batch", backend=self.enforcer.name)
+    def _wanted(self, ban: Ban) -> bool:
+        """Whether ``ban`` is still the active one (not lifted or expired meanwhile)."""
+        return self.active.get((ban.jail, ban.network)) == ban
 
     def _store_failed(self, error: StoreError) -> None:
         self.health.store_errors += 1
@@ -484,7 +375,7 @@ class Appliance:
             )
         self.health.unbans_total += len(lifted)
         if fresh or lifted:
-            self._enforce(fresh, lifted)
+            self.batcher.send(fresh, lifted)
         self._schedule_expiry()
 
     def remote_failures(self, failures: Sequence[CountedFailure]) -> None:
@@ -529,7 +420,7 @@ class Appliance:
                 network=str(ban.network),
                 reason=reason,
             )
-        self._enforce((), bans)
+        self.batcher.send((), bans)
 
     # -- operator requests (control socket) -------------------------------------------------
 
