@@ -19,10 +19,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, replace
 from typing import Any
 
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from applianced.bans import BanBook
 from applianced.conf.schema import Config, JailConf
@@ -35,6 +33,7 @@ from applianced.enforcement.batcher import Batcher
 from applianced.enforcement.notify import Notifier
 from applianced.errors import ApplianceError, StoreError
 from applianced.health import Health
+from applianced.hostnames import HostLookups, Resolver
 from applianced.latency import LatencyHistogram
 from applianced.logs import LogBudget
 from applianced.receiver.listeners import ReceiverStats
@@ -61,9 +60,6 @@ log = Logger()
 
 # Ban lines logged one by one per second (logs.LogBudget); a storm's rest is summarised.
 _LOG_BANS_PER_SECOND = 20
-_MAX_LOOKUPS = 64  # hostname lookups in flight at once (use_dns jails); more are dropped
-
-Resolver = Callable[[str], "Deferred[Sequence[IPAddress]]"]
 
 
 class RequestError(ApplianceError):
@@ -92,12 +88,13 @@ class Appliance:
         self.own_addresses = tuple(own_addresses)
         self.receiver_stats = receiver_stats or ReceiverStats()
         self.rng = rng or random.Random()
-        self.resolver = resolver
         self.notifier = notifier  # told of NEW bans only (not restored ones); it only queues
-        self._lookups_running = 0
         self.engine = Engine()
         self.health = Health()
         self.batcher = Batcher(enforcer, clock, self.health, self._wanted)
+        self._lookups = (
+            None if resolver is None else HostLookups(resolver, self.health, self._found)
+        )
         # For metrics.py, read at scrape time: new bans per (jail, kind); the time from the
         # deciding message to the kernel, one sample per ban, fed once per batch.
         self.bans_by_kind: dict[tuple[str, str], int] = {}
@@ -199,7 +196,8 @@ class Appliance:
         found = self.engine.feed(message, message.received_at)
         for item in found:
             if isinstance(item, Lookup):
-                self._lookup(item)
+                if self._lookups is not None:
+                    self._lookups.lookup(item)
             else:
                 self._settle_later(item)
 
@@ -208,37 +206,13 @@ class Appliance:
         if self._flush_call is None:
             self._flush_call = self.clock.callLater(0, self._flush)
 
-    def _lookup(self, lookup: Lookup) -> None:
-        """Resolve a hostname failure (use_dns jails) without blocking the reactor."""
-        if self.resolver is None:
-            return
-        if self._lookups_running >= _MAX_LOOKUPS:
-            self.health.dns_dropped += 1
-            return
-        self._lookups_running += 1
-
-        def found(addresses: Sequence[IPAddress]) -> None:
-            now = self.clock.seconds()
-            for address in addresses:
-                offence = self.engine.resolved(lookup, address, now)
-                if offence is not None:
-                    self._settle_later(offence)
-
-        def failed(reason: Failure) -> None:
-            self.health.dns_failed += 1
-            log.info(
-                "cannot resolve {host} for jail {jail}: {error}",
-                host=lookup.host,
-                jail=lookup.jail,
-                error=reason.getErrorMessage(),
-            )
-
-        def done(result: object) -> None:
-            self._lookups_running -= 1
-
-        d = self.resolver(lookup.host)
-        d.addCallbacks(found, failed)
-        d.addBoth(done)
+    def _found(self, lookup: Lookup, addresses: Sequence[IPAddress]) -> None:
+        """A hostname failure's addresses (use_dns jails): each counts as a failure."""
+        now = self.clock.seconds()
+        for address in addresses:
+            offence = self.engine.resolved(lookup, address, now)
+            if offence is not None:
+                self._settle_later(offence)
 
     def _flush(self) -> None:
         """Settle the offences of one reactor turn: decide, store (one transaction), enforce

@@ -39,9 +39,9 @@ from applianced.enforcement.memory import MemoryEnforcer
 from applianced.enforcement.notify import Notifier
 from applianced.enforcement.whois import WhoisClient, tcp_query
 from applianced.errors import ApplianceError, ConfigError
+from applianced.hostnames import resolve
 from applianced.logs import FORMATS, log_observer
 from applianced.receiver.listeners import Listeners, ListenerService, ReceiverStats
-from applianced.rules.addresses import parse_address
 from applianced.rules.decision import IPAddress, IPNetwork
 from applianced.sdnotify import SdNotifier, Supervisor, status_line, watchdog_interval
 from applianced.store.sqlite import SqliteOffenderStore
@@ -226,16 +226,6 @@ def make_notifier(config: Config, reactor: Any) -> Notifier:
         return deferToThread(lambda: socket.gethostbyaddr(str(address))[0])
 
     return Notifier(config, reactor, lambda conf: make_mailer(reactor, conf), whois_for, reverse)
-
-
-def resolve(host: str) -> Deferred[Sequence[IPAddress]]:
-    """The addresses of ``host``, looked up in a thread so the reactor never waits on DNS."""
-
-    def lookup() -> Sequence[IPAddress]:
-        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-        return list(dict.fromkeys(parse_address(str(info[4][0])) for info in infos))
-
-    return deferToThread(lookup)
 
 
 def local_addresses() -> list[IPNetwork]:
