@@ -80,7 +80,11 @@ class Appliance:
         rng: random.Random | None = None,
         resolver: Resolver | None = None,
         notifier: Notifier | None = None,
+        engine: Engine | None = None,
+        cluster: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
+        """``engine``: one with its cluster hook (a fresh one without); ``cluster``: the
+        replicator's status, shown by status (cluster mode)."""
         self.config = config
         self.store = store
         self.enforcer = enforcer
@@ -89,7 +93,7 @@ class Appliance:
         self.receiver_stats = receiver_stats or ReceiverStats()
         self.rng = rng or random.Random()
         self.notifier = notifier  # told of NEW bans only (not restored ones); it only queues
-        self.engine = Engine()
+        self.engine = engine if engine is not None else Engine()
         self.health = Health()
         self.batcher = Batcher(enforcer, clock, self.health, self._wanted)
         self._lookups = (
@@ -105,8 +109,7 @@ class Appliance:
         self._ban_lines = LogBudget(clock, _LOG_BANS_PER_SECOND, _log_unlogged)
         self._expiry_call: IDelayedCall | None = None
         self.started_at = clock.seconds()
-        # Cluster mode: the replicator's status (applianced/cluster/), shown by status.
-        self.cluster: Callable[[], dict[str, Any]] | None = None
+        self.cluster = cluster
 
     # -- life cycle -------------------------------------------------------------------------
 

@@ -2,8 +2,10 @@
 
 ``make_service`` builds a Twisted ``MultiService`` whose children start in pipeline order: the
 appliance (store opened, kernel tables built, active bans restored), then the syslog listeners,
-then the control socket; they stop in reverse order. ``main`` parses the command line, sets up
-logging to stderr (journald takes it from there), handles SIGHUP (reload) and SIGTERM (stop).
+then the control socket, then systemd's side (READY=1, the watchdog, STATUS=) and the SIGHUP
+handler; they stop in reverse order. Every collaborator is passed to its constructor here;
+nothing is patched after construction. ``main`` parses the command line, sets up logging to
+stderr (journald takes it from there) and stops the services on SIGTERM.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from applianced.hostnames import resolve
 from applianced.logs import FORMATS, log_observer
 from applianced.receiver.listeners import Listeners, ListenerService, ReceiverStats
 from applianced.rules.decision import IPAddress, IPNetwork
+from applianced.rules.engine import Engine
 from applianced.sdnotify import SdNotifier, Supervisor, status_line, watchdog_interval
 from applianced.store.sqlite import SqliteOffenderStore
 
@@ -87,11 +90,17 @@ class Reloader:
     synchronously inside it, so a bad file raises there. The Deferred fails with
     ``ApplianceError`` (``ConfigError`` for a bad file) and the running config stays."""
 
-    def __init__(self, config: Config, appliance: Appliance, listeners: Listeners) -> None:
+    def __init__(
+        self,
+        config: Config,
+        appliance: Appliance,
+        listeners: Listeners,
+        around: Callable[[Reload], Deferred[dict[str, Any]]] = lambda work: work(),
+    ) -> None:
         self.config = config
         self.appliance = appliance
         self.listeners = listeners
-        self.around: Callable[[Reload], Deferred[dict[str, Any]]] = lambda work: work()
+        self.around = around
         self._lock = DeferredLock()
 
     def __call__(self) -> Deferred[dict[str, Any]]:
@@ -144,6 +153,26 @@ class ApplianceDaemon(MultiService):
     reload: Reloader
 
 
+class SystemdService(Service):
+    """The last child: once the reactor runs (bans restored, listeners open), READY=1 and the
+    watchdog and STATUS= loops; SIGHUP reloads. Stopping (first of all) sends STOPPING=1."""
+
+    def __init__(self, supervisor: Supervisor, reactor: Any, reload: Reload) -> None:
+        self.supervisor = supervisor
+        self.reactor = reactor
+        self.reload = reload
+
+    def startService(self) -> None:
+        super().startService()
+        self.reactor.callWhenRunning(self.supervisor.started)
+        _install_signals(self.reactor, self.reload)
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.supervisor.stopping()
+        return None
+
+
 def make_service(
     config: Config, reactor: Any, enforcer: Enforcer, own_addresses: Sequence[IPNetwork] = ()
 ) -> tuple[ApplianceDaemon, Appliance]:
@@ -157,27 +186,38 @@ def make_service(
     )
     stats = ReceiverStats()
     notifier = make_notifier(config, reactor)
-    appliance = Appliance(
-        config, store, enforcer, reactor, own_addresses, stats, resolver=resolve, notifier=notifier
-    )
-    top = ApplianceDaemon()
-    ApplianceService(appliance).setServiceParent(top)
-    if cluster:  # after the appliance (bans restored from the replica), before the listeners
+    replicator = None
+    share = cluster and config.state.share_failures
+    if cluster:
         from applianced.cluster import postgres
         from applianced.cluster.replicator import Replicator
 
+        # The replicator and the appliance call each other: the replicator is built first,
+        # and its callbacks reach the appliance built next.
         replicator = Replicator(
             store,
-            appliance.adopt,
+            lambda bans, ended: appliance.adopt(bans, ended),
             postgres.connect_args(config.state),
             reactor,
             where=postgres.describe(config.state.dsn),
-            counted=appliance.remote_failures if config.state.share_failures else None,
+            counted=(lambda failures: appliance.remote_failures(failures)) if share else None,
         )
+    appliance = Appliance(
+        config,
+        store,
+        enforcer,
+        reactor,
+        own_addresses,
+        stats,
+        resolver=resolve,
+        notifier=notifier,
+        engine=Engine(on_failure=replicator.share if replicator and share else None),
+        cluster=replicator.status if replicator else None,
+    )
+    top = ApplianceDaemon()
+    ApplianceService(appliance).setServiceParent(top)
+    if replicator is not None:  # after the appliance (bans restored), before the listeners
         replicator.setServiceParent(top)
-        appliance.cluster = replicator.status
-        if config.state.share_failures:
-            appliance.engine.on_failure = replicator.share
     listeners = Listeners(
         config.listeners,
         # The engine's routing gate: a message no jail can match is counted and dropped unparsed.
@@ -187,7 +227,13 @@ def make_service(
         ),
     )
     listeners.setServiceParent(top)
-    top.reload = Reloader(config, appliance, listeners)
+    supervisor = Supervisor(
+        SdNotifier.from_environ(),
+        reactor,
+        lambda: status_line(len(appliance.engine.jails), len(appliance.active), stats.received),
+        watchdog=watchdog_interval(),
+    )
+    top.reload = Reloader(config, appliance, listeners, around=supervisor.reload)
 
     control = UNIXServer(
         str(config.control_socket),
@@ -204,6 +250,7 @@ def make_service(
         # Its own registry, read at scrape time from the appliance's counters.
         metrics = MetricsService(config.metrics, make_registry(appliance), reactor)
         metrics.setServiceParent(top)
+    SystemdService(supervisor, reactor, top.reload).setServiceParent(top)
     return top, appliance
 
 
@@ -322,7 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(config_path(args.config))
         enforcer = pick_enforcer(config, args.dry_run)
         _prepare_socket(config.control_socket)
-        top, appliance = make_service(config, reactor, enforcer, local_addresses())
+        top, _ = make_service(config, reactor, enforcer, local_addresses())
         top.startService()
     except ConfigError as e:
         print(f"applianced: configuration error: {e}", file=sys.stderr)
@@ -338,19 +385,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ApplianceError as e:
         print(f"applianced: {e}", file=sys.stderr)
         return 1
-    # Bans are restored and listeners open: tell systemd (READY=1 once the reactor runs).
-    supervisor = Supervisor(
-        SdNotifier.from_environ(),
-        reactor,
-        lambda: status_line(
-            len(appliance.engine.jails), len(appliance.active), appliance.receiver_stats.received
-        ),
-        watchdog=watchdog_interval(),
-    )
-    reactor.callWhenRunning(supervisor.started)
-    reactor.addSystemEventTrigger("before", "shutdown", supervisor.stopping)
-    top.reload.around = supervisor.reload  # RELOADING=1 ... READY=1 for systemd
-    _install_signals(reactor, top.reload)
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
     log.info(
         "applianced {version} running: {jails} jails, listening on {listeners}, "

@@ -281,12 +281,13 @@ def _service_names(tmp_path: Path, conf: Config) -> list[str]:
 
 
 def test_make_service_adds_metrics_last_only_when_enabled(tmp_path: Path) -> None:
-    """Off by default: no listener; on: a MetricsService after the control socket."""
+    """Off by default: no listener; on: a MetricsService after the control socket (and before
+    systemd's side, which stops first)."""
     conf = config(tmp_path)
     assert "MetricsService" not in _service_names(tmp_path, conf)
     on = replace(conf, metrics=MetricsConf(enabled=True))
     names = _service_names(tmp_path, on)
-    assert names[-2:] == ["UNIXServer", "MetricsService"]
+    assert names[-3:] == ["UNIXServer", "MetricsService", "SystemdService"]
 
 
 CONFIG = """\

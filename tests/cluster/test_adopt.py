@@ -31,11 +31,11 @@ def setup(tmp_path: Path) -> tuple[Appliance, Replicator, Clock, MemoryEnforcer]
     clock.advance(T0)
     enforcer = MemoryEnforcer()
     store = SqliteOffenderStore(tmp_path / "o.sqlite", node="alpha", journal=True)
-    app = Appliance(config(tmp_path), store, enforcer, clock)
-    app.start()
-    replicator = Replicator(store, app.adopt, {"conninfo": ""}, clock)
+    replicator = Replicator(store, lambda bans, ended: app.adopt(bans, ended), {"conninfo": ""},
+                            clock)  # fmt: skip
     replicator.running = True  # the reactor side only: no threads, no database
-    app.cluster = replicator.status
+    app = Appliance(config(tmp_path), store, enforcer, clock, cluster=replicator.status)
+    app.start()
     return app, replicator, clock, enforcer
 
 

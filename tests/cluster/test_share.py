@@ -15,6 +15,7 @@ from applianced.appliance import Appliance
 from applianced.cluster import replicator as replicator_module
 from applianced.cluster.replicator import Replicator
 from applianced.enforcement.memory import MemoryEnforcer
+from applianced.rules.engine import Engine
 from applianced.store.sqlite import SqliteOffenderStore
 from tests.helpers import config, jail_conf, message, ssh_failure
 
@@ -28,13 +29,17 @@ def node(tmp_path: Path, name: str, clock: Clock) -> tuple[Appliance, Replicator
     enforcer = MemoryEnforcer()
     store = SqliteOffenderStore(tmp_path / f"{name}.sqlite", node=name, journal=True)
     conf = config(tmp_path, jail_conf(ignoreip=(ip_network("192.0.2.0/24"),)))
-    app = Appliance(conf, store, enforcer, clock)
-    app.start()
-    replicator = Replicator(store, app.adopt, {"conninfo": ""}, clock,
-                            counted=app.remote_failures)  # fmt: skip
+    replicator = Replicator(
+        store,
+        lambda bans, ended: app.adopt(bans, ended),
+        {"conninfo": ""},
+        clock,
+        counted=lambda failures: app.remote_failures(failures),
+    )
     replicator.running = True
-    app.engine.on_failure = replicator.share
-    app.cluster = replicator.status
+    engine = Engine(on_failure=replicator.share)
+    app = Appliance(conf, store, enforcer, clock, engine=engine, cluster=replicator.status)
+    app.start()
     return app, replicator, enforcer
 
 
