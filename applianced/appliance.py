@@ -25,12 +25,12 @@ from twisted.logger import Logger
 from applianced.bans import BanBook
 from applianced.conf.schema import Config, JailConf
 from applianced.enforcement.base import (
+    BanNotifier,
     Enforcer,
     JailRules,
     Restored,
 )
 from applianced.enforcement.batcher import Batcher
-from applianced.enforcement.notify import Notifier
 from applianced.errors import ApplianceError, StoreError
 from applianced.health import Health
 from applianced.hostnames import HostLookups, Resolver
@@ -79,7 +79,7 @@ class Appliance:
         receiver_stats: ReceiverStats | None = None,
         rng: random.Random | None = None,
         resolver: Resolver | None = None,
-        notifier: Notifier | None = None,
+        notifier: BanNotifier | None = None,
         engine: Engine | None = None,
         cluster: Callable[[], dict[str, Any]] | None = None,
     ) -> None:

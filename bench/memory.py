@@ -27,10 +27,10 @@ from twisted.internet.task import Clock
 
 from applianced.appliance import Appliance
 from applianced.conf.load import parse_config
-from applianced.enforcement.memory import MemoryEnforcer
 from applianced.rules.decision import BanDecision, BanKind
 from applianced.rules.message import SyslogMessage
 from applianced.store.sqlite import SqliteOffenderStore
+from applianced.testing import MemoryEnforcer
 
 OFFENDERS = 1_000_000
 BANS = 100_000

@@ -22,10 +22,10 @@ from twisted.logger import capturedLogs, formatEvent
 from applianced.appliance import Appliance, RequestError
 from applianced.conf.schema import Config, EnforcementConf
 from applianced.enforcement.base import ElementsRefused, Refused, Restored
-from applianced.enforcement.memory import MemoryEnforcer
 from applianced.errors import EnforcementError
 from applianced.rules.decision import Ban, BanDecision, BanKind, IPAddress
 from applianced.store.sqlite import SqliteOffenderStore
+from applianced.testing import MemoryEnforcer
 from applianced.units import MAX_BAN_SECONDS
 from tests.helpers import config, jail_conf, message, record, ssh_failure
 

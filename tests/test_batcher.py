@@ -9,10 +9,10 @@ from twisted.internet.task import Clock
 
 from applianced.enforcement.base import ElementsRefused, JailRules, Refused
 from applianced.enforcement.batcher import RETRY_MAX, Batcher
-from applianced.enforcement.memory import MemoryEnforcer
 from applianced.errors import EnforcementError
 from applianced.health import Health
 from applianced.rules.decision import Ban, BanKind
+from applianced.testing import MemoryEnforcer
 
 
 class Refusing(MemoryEnforcer):

@@ -18,12 +18,12 @@ from twisted.internet.task import Clock
 
 from applianced.appliance import Appliance
 from applianced.conf.load import load_config
-from applianced.enforcement.memory import MemoryEnforcer
 from applianced.enforcement.nftables import NftablesEnforcer
 from applianced.rules.engine import Engine
 from applianced.rules.filters import Filter
 from applianced.rules.jail import Jail, jail_filter
 from applianced.store.sqlite import SqliteOffenderStore
+from applianced.testing import MemoryEnforcer
 from tests.helpers import config, message, ssh_failure
 
 SHIPPED = (

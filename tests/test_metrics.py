@@ -23,7 +23,6 @@ from twisted.web.test.requesthelper import DummyRequest
 from applianced.appliance import Appliance
 from applianced.conf.load import parse_config
 from applianced.conf.schema import Config, ListenerConf, MetricsConf, NotifyConf
-from applianced.enforcement.memory import MemoryEnforcer
 from applianced.enforcement.notify import Notifier
 from applianced.errors import ConfigError, EnforcementError
 from applianced.latency import BAN_LATENCY_BUCKETS, LatencyHistogram
@@ -36,6 +35,7 @@ from applianced.receiver.listeners import SyslogTCPFactory, SyslogUDP
 from applianced.rules.decision import Ban
 from applianced.service import make_service
 from applianced.store.sqlite import SqliteOffenderStore
+from applianced.testing import MemoryEnforcer
 from tests.helpers import config, jail_conf, message, ssh_failure
 
 T0 = 1_800_000_000.0

@@ -15,11 +15,11 @@ from twisted.python.failure import Failure
 
 from applianced.appliance import Appliance
 from applianced.cluster.replicator import Replicator
-from applianced.enforcement.memory import MemoryEnforcer
 from applianced.metrics import make_registry
 from applianced.rules.decision import Ban, BanKind
 from applianced.store.base import BanEvent
 from applianced.store.sqlite import SqliteOffenderStore
+from applianced.testing import MemoryEnforcer
 from tests.helpers import config, message, ssh_failure
 
 T0 = 1_800_000_000.0

@@ -14,9 +14,9 @@ from twisted.internet.task import Clock
 from applianced.appliance import Appliance
 from applianced.cluster import replicator as replicator_module
 from applianced.cluster.replicator import Replicator
-from applianced.enforcement.memory import MemoryEnforcer
 from applianced.rules.engine import Engine
 from applianced.store.sqlite import SqliteOffenderStore
+from applianced.testing import MemoryEnforcer
 from tests.helpers import config, jail_conf, message, ssh_failure
 
 T0 = 1_800_000_000.0

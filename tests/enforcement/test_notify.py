@@ -19,11 +19,11 @@ from applianced.appliance import Appliance
 from applianced.conf.schema import Config, NotifyConf
 from applianced.control import Dispatcher
 from applianced.enforcement.mailer import DeliveryError, redact
-from applianced.enforcement.memory import MemoryEnforcer
 from applianced.enforcement.notify import Notifier, build_ban_mail, ordinal
 from applianced.enforcement.whois import WhoisAnswer, WhoisClient
 from applianced.rules.decision import Ban, BanKind, IPAddress
 from applianced.store.sqlite import SqliteOffenderStore
+from applianced.testing import MemoryEnforcer
 from tests.helpers import config, jail_conf, message, ssh_failure
 
 T0 = 1_800_000_000.0
