@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import gc
 import random
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import replace
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -37,8 +37,6 @@ from applianced.hostnames import HostLookups, Resolver
 from applianced.latency import LatencyHistogram
 from applianced.logs import LogBudget
 from applianced.receiver.listeners import ReceiverStats
-from applianced.rules import addresses
-from applianced.rules.addresses import network_of
 from applianced.rules.decision import (
     Ban,
     BanDecision,
@@ -51,10 +49,11 @@ from applianced.rules.decision import (
 from applianced.rules.engine import CountedFailure, Engine
 from applianced.rules.jail import Jail, decide, jail_filter
 from applianced.rules.message import SyslogMessage
+from applianced.stats import JailFigures, Stats
 from applianced.store.base import BanRow, OffenderStore, ban_from_row
 from applianced.units import MAX_BAN_SECONDS, format_duration
 
-__all__ = ["Appliance", "RequestError", "ban_json", "parse_address", "parse_target"]
+__all__ = ["Appliance", "RequestError"]
 
 log = Logger()
 
@@ -420,16 +419,15 @@ class Appliance:
     def ban(
         self,
         jail: str,
-        target: str,
+        network: IPNetwork,
         duration: float | None = None,
         permanent: bool = False,
         *,
         local: bool = False,
     ) -> Ban:
-        """A manual ban (or a blacklist entry when ``permanent``) of an address or CIDR; in
-        cluster mode on every appliance unless ``local``."""
+        """A manual ban (or a blacklist entry when ``permanent``) of ``network``; in cluster
+        mode on every appliance unless ``local``."""
         conf = self.jail_conf(jail)
-        network = parse_target(target, conf.ipv6_prefix)
         self.check_bannable(network, jail)
         now = self.clock.seconds()
         prior = self._prior(conf, [network], now).get(network, 0)
@@ -446,32 +444,29 @@ class Appliance:
 
     def unban(
         self,
-        target: str,
+        network: IPNetwork,
         jail: str | None = None,
         *,
         permanent_only: bool = False,
         local: bool = False,
     ) -> list[Ban]:
-        """Lift every active ban covering ``target`` (in ``jail``, or in every jail); in
-        cluster mode on every appliance unless ``local``."""
+        """Lift every active ban overlapping ``network`` (in ``jail``, or in every jail) and
+        return them (none: an empty list); in cluster mode on every appliance unless
+        ``local``."""
         if jail is not None:
             self.jail_conf(jail)
-        network = parse_target(target, 128)
         found = [
             b
             for (j, net), b in self.active.items()
             if (jail is None or j == jail)
             and net.version == network.version
-            and (net.overlaps(network))
+            and net.overlaps(network)
             and (not permanent_only or b.permanent)
         ]
-        if not found:
-            where = f"jail {jail}" if jail else "any jail"
-            kind = "blacklisted" if permanent_only else "banned"
-            raise RequestError(f"{target} is not {kind} in {where}")
-        self.active.lift(found)
-        self.health.unbans_total += len(found)
-        self._end(found, "unban", share=not local)
+        if found:
+            self.active.lift(found)
+            self.health.unbans_total += len(found)
+            self._end(found, "unban", share=not local)
         return found
 
     def flush(self, jail: str | None = None) -> list[Ban]:
@@ -490,94 +485,44 @@ class Appliance:
             key=lambda b: (b.jail, b.started_at),
         )
 
-    def why(self, target: str) -> dict[str, Any]:
-        """Every jail's view of an address: failures in the window, bans past and present."""
-        address = parse_address(target)
-        now = self.clock.seconds()
+    def stats(self) -> Stats:
+        """The figures of this instant, for status and the metrics (a copy)."""
+        active: dict[str, dict[str, int]] = {name: {} for name in self.engine.jails}
+        permanent = dict.fromkeys(self.engine.jails, 0)
+        for (name, _), b in self.active.items():
+            kinds = active[name]
+            kinds[b.kind.value] = kinds.get(b.kind.value, 0) + 1
+            permanent[name] += b.permanent
         jails = {}
-        for name, jail in self.engine.jails.items():
-            net = network_of(address, jail.conf.ipv6_prefix)
-            active = next(
-                (b for (j, n), b in self.active.items() if j == name and address in n), None
-            )
-            try:
-                since = now - jail.conf.findtime_history
-                prior = self.store.prior_bans(name, [net], since)[net]
-            except StoreError:
-                prior = 0
-            jails[name] = {
-                "failures": jail.failures(address, now),
-                "maxretry": jail.conf.maxretry,
-                "recent_lines": list(jail.recent_lines(address)),
-                "ignored": jail.ignores(address),
-                "active_ban": ban_json(active, now) if active else None,
-                "repeat_count": prior,
-                "blacklisted": bool(active and active.permanent),
-            }
-        history = [
-            {
-                **ban_json(r.ban, now),
-                "ended_at": r.ended_at,
-                "end_reason": r.end_reason,
-                "lines": list(r.lines),
-                "node": r.node,
-                "sender": r.sender,
-            }
-            for r in self.store.history(address)
-        ]
-        return {"address": str(address), "jails": jails, "history": history}
-
-    def status(
-        self, jail: str | None = None, counts: Mapping[str, int] | None = None
-    ) -> dict[str, Any]:
-        """Health and per-jail figures. ``counts``: the enforcer's element counts, when the
-        caller took them off the reactor thread (see control.py); else they are taken here."""
-        counts = dict(self.enforcer.counts() if counts is None else counts)
-        per_jail = {}
         for name, j in self.engine.jails.items():
-            if jail is not None and name != jail:
-                continue
-            active = self.active.of_jail(name)
-            per_jail[name] = {
-                "programs": list(j.conf.programs),
-                "maxretry": j.conf.maxretry,
-                "findtime": j.conf.findtime,
-                "bantime": j.conf.bantime,
-                "tracked": j.tracked,
-                "matched": j.stats.matched,
-                "ignored": j.stats.ignored,
-                "offences": j.stats.offences,
-                "evicted": j.stats.evicted,
-                "banned": sum(1 for b in active if not b.permanent),
-                "blacklisted": sum(1 for b in active if b.permanent),
-                "kernel_elements": counts.get(name, 0),
-            }
-        if jail is not None:
-            self.jail_conf(jail)
-        h = self.health
-        return {
-            "uptime": self.clock.seconds() - self.started_at,
-            "backend": self.enforcer.name,
-            "jails": per_jail,
-            "receiver": asdict(self.receiver_stats),
-            "health": {
-                "store_errors": h.store_errors,
-                "enforcement_errors": h.enforcement_errors,
-                "unapplied": h.unapplied,
-                "refused_elements": h.refused_elements,
-                "last_error": h.last_error,
-                "dns_failed": h.dns_failed,
-                "dns_dropped": h.dns_dropped,
-            },
-            "notify": self.notifier.status() if self.notifier is not None else None,
-            "cluster": self.cluster() if self.cluster is not None else None,
-            "totals": {
-                "bans": h.bans_total,
-                "unbans": h.unbans_total,
-                "expired": h.expired_total,
-                "batches": h.batches,
-            },
-        }
+            jails[name] = JailFigures(
+                programs=tuple(j.conf.programs),
+                maxretry=j.conf.maxretry,
+                findtime=j.conf.findtime,
+                bantime=j.conf.bantime,
+                tracked=j.tracked,
+                matched=j.stats.matched,
+                ignored=j.stats.ignored,
+                offences=j.stats.offences,
+                evicted=j.stats.evicted,
+                active=active[name],
+                banned=sum(active[name].values()) - permanent[name],
+                blacklisted=permanent[name],
+            )
+        now = self.clock.seconds()
+        return Stats(
+            now=now,
+            uptime=now - self.started_at,
+            backend=self.enforcer.name,
+            jails=jails,
+            receiver=replace(self.receiver_stats),
+            health=replace(self.health),
+            bans_by_kind=dict(self.bans_by_kind),
+            latency_buckets=tuple(self.ban_latency.cumulative()),
+            latency_sum=self.ban_latency.sum,
+            notify=self.notifier.status() if self.notifier is not None else None,
+            cluster=self.cluster() if self.cluster is not None else None,
+        )
 
 
 def _log_unlogged(more: int) -> None:
@@ -615,37 +560,6 @@ def _within_limit(rows: list[BanRow], now: float) -> list[BanRow]:
         else (jail, net, started, ends, kind, count)
         for jail, net, started, ends, kind, count in rows
     ]
-
-
-def parse_address(text: str) -> IPAddress:
-    """The canonical address in an operator's ``text`` (rules/addresses.py)."""
-    try:
-        return addresses.parse_address(text)
-    except ValueError as e:
-        raise RequestError(str(e)) from None
-
-
-def parse_target(text: str, ipv6_prefix: int) -> IPNetwork:
-    """An address (IPv6 widened to the jail's prefix where that is safe, see
-    rules/addresses.py) or an explicit CIDR, in canonical form."""
-    if "/" in text:
-        try:
-            return addresses.parse_network(text)
-        except ValueError as e:
-            raise RequestError(str(e)) from None
-    return network_of(parse_address(text), ipv6_prefix)
-
-
-def ban_json(ban: Ban, now: float) -> dict[str, Any]:
-    return {
-        "jail": ban.jail,
-        "address": str(ban.network),
-        "kind": str(ban.kind),
-        "count": ban.count,
-        "started_at": ban.started_at,
-        "expires_at": ban.expires_at,
-        "remaining": ban.remaining(now),
-    }
 
 
 def _rules(conf: JailConf) -> JailRules:

@@ -1,8 +1,9 @@
 """Prometheus metrics: what the appliance counts, in the text format, on an optional HTTP port.
 
 The hot path makes no Prometheus call. The receiver, the jails and the appliance already keep
-plain integer counters (``ReceiverStats``, ``JailStats``, ``Appliance.health``); the
-``ApplianceCollector`` reads them when Prometheus scrapes, so a message costs what it cost
+plain integer counters (``ReceiverStats``, ``JailStats``, ``Health``); the
+``ApplianceCollector`` reads their snapshot (``Appliance.stats()``, ``stats.py``) when
+Prometheus scrapes, so a message costs what it cost
 before. The one number that has no counter elsewhere, the ban latency, is a ``LatencyHistogram``
 (``latency.py``) the appliance feeds once per kernel batch.
 
@@ -49,7 +50,8 @@ __all__ = [
 
 
 class ApplianceCollector:
-    """Reads the appliance's counters at scrape time and turns them into metric families.
+    """Reads the appliance's stats snapshot (``stats.py``) at scrape time and turns it into
+    metric families.
 
     Counters (``_total``) count since the daemon started; a jail created by a reload starts at
     zero, a jail kept across a reload keeps its counts. Gauges are the state at the scrape.
@@ -59,8 +61,8 @@ class ApplianceCollector:
         self.appliance = appliance
 
     def collect(self) -> Iterator[Metric]:
-        app = self.appliance
-        r = app.receiver_stats
+        app = self.appliance.stats()
+        r = app.receiver
         yield _counters(
             "applianced_messages_received",
             "Syslog messages received and read (parsed, or dropped by the routing gate), per "
@@ -147,7 +149,7 @@ class ApplianceCollector:
             value=r.open_connections,
         )
 
-        jails = app.engine.jails
+        jails = app.jails
         failures = CounterMetricFamily(
             "applianced_failures",
             "Failures matched by a jail's failregex (ignored addresses not included).",
@@ -169,10 +171,10 @@ class ApplianceCollector:
             labels=["jail"],
         )
         for name, jail in sorted(jails.items()):
-            failures.add_metric([name], jail.stats.matched)
-            ignored.add_metric([name], jail.stats.ignored)
+            failures.add_metric([name], jail.matched)
+            ignored.add_metric([name], jail.ignored)
             tracked.add_metric([name], jail.tracked)
-            evictions.add_metric([name], jail.stats.evicted)
+            evictions.add_metric([name], jail.evicted)
         yield from (failures, ignored, tracked, evictions)
 
         bans = CounterMetricFamily(
@@ -184,10 +186,11 @@ class ApplianceCollector:
         for (jail_name, kind), n in sorted(app.bans_by_kind.items()):
             bans.add_metric([jail_name, kind], n)
         yield bans
-        active_counts = {(name, str(kind)): 0 for name in jails for kind in BanKind}
-        for (jail_name, _), ban in app.active.items():
-            key = (jail_name, str(ban.kind))
-            active_counts[key] = active_counts.get(key, 0) + 1
+        active_counts = {
+            (name, str(kind)): jail.active.get(kind.value, 0)
+            for name, jail in jails.items()
+            for kind in BanKind
+        }
         active = GaugeMetricFamily(
             "applianced_active_bans",
             "Bans in force now (restored ones included), per jail and kind.",
@@ -220,16 +223,15 @@ class ApplianceCollector:
         yield _counter("applianced_unbans", "Bans lifted by unban or flush.", h.unbans_total)
         yield _counter("applianced_expired_bans", "Bans that expired.", h.expired_total)
 
-        latency = app.ban_latency
         yield HistogramMetricFamily(
             "applianced_ban_latency_seconds",
             "From receipt of the message that decided a ban to the return of the kernel "
             "transaction that enforced it.",
-            buckets=[(floatToGoString(le), float(n)) for le, n in latency.cumulative()],
-            sum_value=latency.sum,
+            buckets=[(floatToGoString(le), float(n)) for le, n in app.latency_buckets],
+            sum_value=app.latency_sum,
         )
 
-        status: dict[str, Any] = app.notifier.status() if app.notifier is not None else {}
+        status: dict[str, Any] = app.notify or {}
         yield GaugeMetricFamily(
             "applianced_notify_backlog",
             "Bans waiting to be mailed (single mails and the next digest).",
@@ -240,8 +242,8 @@ class ApplianceCollector:
             "Ban notifications dropped (backlog full or mail refused).",
             status.get("dropped", 0),
         )
-        if app.cluster is not None:  # cluster mode (applianced/cluster/)
-            cluster = app.cluster()
+        cluster = app.cluster
+        if cluster is not None:  # cluster mode (applianced/cluster/)
             yield GaugeMetricFamily(
                 "applianced_cluster_connected",
                 "1 while the cluster database is reachable, 0 while bans are only local.",

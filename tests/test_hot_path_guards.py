@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from twisted.internet.task import Clock
 
+from applianced import views
 from applianced.appliance import Appliance
 from applianced.conf.load import load_config
 from applianced.enforcement.nftables import NftablesEnforcer
@@ -164,4 +165,4 @@ def test_a_burst_in_one_turn_is_one_libnftables_transaction(tmp_path: Path) -> N
     before = nft.transactions
     burst(app, clock, 1000)
     assert nft.transactions - before == 1
-    assert app.status()["totals"]["bans"] == 1000
+    assert views.status(app)["totals"]["bans"] == 1000

@@ -20,6 +20,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.web.test.requesthelper import DummyRequest
 
+from applianced import views
 from applianced.appliance import Appliance
 from applianced.conf.load import parse_config
 from applianced.conf.schema import Config, ListenerConf, MetricsConf, NotifyConf
@@ -113,8 +114,8 @@ def test_ban_counts_show_per_jail_and_kind(tmp_path: Path) -> None:
     app, clock, _ = start(tmp_path)
     attack(app, clock, "203.0.113.7")
     attack(app, clock, "203.0.113.8", times=2)
-    app.ban("sshd", "198.51.100.0/24")
-    app.ban("sshd", "198.51.100.200", permanent=True)
+    views.ban(app, "sshd", "198.51.100.0/24")
+    views.ban(app, "sshd", "198.51.100.200", permanent=True)
     s = scrape(app)
     assert value(s, "applianced_failures_total", jail="sshd") == 5
     assert value(s, "applianced_bans_total", jail="sshd", kind="auto") == 1
@@ -181,7 +182,7 @@ def test_ban_latency_is_receipt_to_kernel_one_sample_per_ban(tmp_path: Path) -> 
         for _ in range(3):
             app.receive(message(ssh_failure(f"203.0.113.{i}"), at=clock.seconds()))
     clock.advance(0)
-    app.ban("sshd", "198.51.100.1")
+    views.ban(app, "sshd", "198.51.100.1")
     s = scrape(app)
     assert value(s, "applianced_ban_latency_seconds_count") == 4
     assert value(s, "applianced_ban_latency_seconds_sum") == pytest.approx(4 * 0.003, abs=1e-6)

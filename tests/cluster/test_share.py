@@ -11,6 +11,7 @@ from pathlib import Path
 
 from twisted.internet.task import Clock
 
+from applianced import views
 from applianced.appliance import Appliance
 from applianced.cluster import replicator as replicator_module
 from applianced.cluster.replicator import Replicator
@@ -73,7 +74,7 @@ def test_remote_failures_fill_the_window_and_are_not_shared_again(tmp_path: Path
     assert len(rep_b._failures) == 1  # B's own failure is shared
     (pushed,) = b.store.pending(10)  # type: ignore[attr-defined]
     assert (pushed.op, pushed.node) == ("ban", "beta")  # an ordinary local ban, pushed as ever
-    assert b.status()["cluster"]["failures"] == {"shared": 0, "received": 2, "dropped": 0}
+    assert views.status(b)["cluster"]["failures"] == {"shared": 0, "received": 2, "dropped": 0}
     assert a.banned() == []
 
 
@@ -91,4 +92,4 @@ def test_failures_are_dropped_and_counted_when_the_database_is_down_or_the_queue
     for _ in range(replicator_module._FAILURES_MAX + 3):
         fail(a, clock, "203.0.113.9")
     assert len(rep_a._failures) == replicator_module._FAILURES_MAX
-    assert a.status()["cluster"]["failures"]["dropped"] == 4
+    assert views.status(a)["cluster"]["failures"]["dropped"] == 4

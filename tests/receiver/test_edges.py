@@ -16,6 +16,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
+from applianced import views
 from applianced.conf.schema import ListenerConf, TLSConf
 from applianced.receiver import listeners
 from applianced.receiver.listeners import ListenerService, ReceiverStats, SyslogTCPFactory
@@ -245,7 +246,7 @@ def test_edge_counters_reach_status_and_prometheus(
     framing.handshakeCompleted()
     assert connect(factory) is None  # the budget: two connections
     clock.advance(20)
-    receiver = app.status()["receiver"]
+    receiver = views.status(app)["receiver"]
     assert receiver["handshake_timeouts"] == 1 and receiver["first_frame_timeouts"] == 1
     assert receiver["refused_connections_descriptors"] == 1
     s = scrape(app)
