@@ -3,11 +3,14 @@
 It owns the life of a ban: offences from the engine become decisions (the policy needs the
 repeat count, read from the store), decisions of one reactor turn go to the enforcer as one
 batch, then to the store in one transaction; expiries are recorded and lifted;
-manual bans, unbans and the blacklist go through the same path. It also answers the control
-verbs (status, banned, why). Time comes from the injected reactor, never from a global clock.
+manual bans, unbans and the blacklist go through the same path. Its collaborators each own one
+job: the book of active bans (``bans.py``), the batcher that sends them to the kernel and
+retries (``enforcement/batcher.py``), the ban-line budget (``logs.LogBudget``), hostname
+lookups (``hostnames.py``); the operator's views (``views.py``) and the metrics read its
+``stats()`` snapshot. Time comes from the injected reactor, never from a global clock.
 
-``service.py`` wires it to the listeners and the control socket; tests drive it directly with
-a ``task.Clock``, a temporary store and the in-memory enforcer.
+``service.make_service`` builds and wires it; tests drive it directly with a ``task.Clock``
+and the fakes of ``applianced.testing`` (or a temporary SQLite store).
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ from applianced.rules.decision import (
 from applianced.rules.engine import CountedFailure, Engine
 from applianced.rules.jail import Jail, decide, jail_filter
 from applianced.rules.message import SyslogMessage
-from applianced.stats import JailFigures, Stats
+from applianced.stats import Stats, jail_figures
 from applianced.store.base import BanRow, OffenderStore, ban_from_row
 from applianced.units import MAX_BAN_SECONDS, format_duration
 
@@ -487,34 +490,12 @@ class Appliance:
 
     def stats(self) -> Stats:
         """The figures of this instant, for status and the metrics (a copy)."""
-        active: dict[str, dict[str, int]] = {name: {} for name in self.engine.jails}
-        permanent = dict.fromkeys(self.engine.jails, 0)
-        for (name, _), b in self.active.items():
-            kinds = active[name]
-            kinds[b.kind.value] = kinds.get(b.kind.value, 0) + 1
-            permanent[name] += b.permanent
-        jails = {}
-        for name, j in self.engine.jails.items():
-            jails[name] = JailFigures(
-                programs=tuple(j.conf.programs),
-                maxretry=j.conf.maxretry,
-                findtime=j.conf.findtime,
-                bantime=j.conf.bantime,
-                tracked=j.tracked,
-                matched=j.stats.matched,
-                ignored=j.stats.ignored,
-                offences=j.stats.offences,
-                evicted=j.stats.evicted,
-                active=active[name],
-                banned=sum(active[name].values()) - permanent[name],
-                blacklisted=permanent[name],
-            )
         now = self.clock.seconds()
         return Stats(
             now=now,
             uptime=now - self.started_at,
             backend=self.enforcer.name,
-            jails=jails,
+            jails=jail_figures(self.engine.jails, self.active.values()),
             receiver=replace(self.receiver_stats),
             health=replace(self.health),
             bans_by_kind=dict(self.bans_by_kind),

@@ -8,14 +8,16 @@ holds figures of one instant while the reactor keeps counting.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from applianced.health import Health
 from applianced.receiver.listeners import ReceiverStats
+from applianced.rules.decision import Ban
+from applianced.rules.jail import Jail
 
-__all__ = ["JailFigures", "Stats"]
+__all__ = ["JailFigures", "Stats", "jail_figures"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,3 +51,30 @@ class Stats:
     latency_sum: float
     notify: dict[str, Any] | None
     cluster: dict[str, Any] | None
+
+
+def jail_figures(jails: Mapping[str, Jail], active: Iterable[Ban]) -> dict[str, JailFigures]:
+    """The figures of each of ``jails`` (in their order), with its ``active`` bans counted."""
+    kinds: dict[str, dict[str, int]] = {name: {} for name in jails}
+    permanent = dict.fromkeys(jails, 0)
+    for ban in active:
+        counts = kinds[ban.jail]
+        counts[ban.kind.value] = counts.get(ban.kind.value, 0) + 1
+        permanent[ban.jail] += ban.permanent
+    return {
+        name: JailFigures(
+            programs=tuple(j.conf.programs),
+            maxretry=j.conf.maxretry,
+            findtime=j.conf.findtime,
+            bantime=j.conf.bantime,
+            tracked=j.tracked,
+            matched=j.stats.matched,
+            ignored=j.stats.ignored,
+            offences=j.stats.offences,
+            evicted=j.stats.evicted,
+            active=kinds[name],
+            banned=sum(kinds[name].values()) - permanent[name],
+            blacklisted=permanent[name],
+        )
+        for name, j in jails.items()
+    }
