@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 from ipaddress import ip_network
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.internet import UNIXServer
 from twisted.application.service import MultiService, Service
@@ -50,6 +50,9 @@ from applianced.sdnotify import SdNotifier, Supervisor, status_line, watchdog_in
 from applianced.store.sqlite import SqliteOffenderStore
 
 __all__ = ["main", "make_service"]
+
+if TYPE_CHECKING:
+    from applianced.cluster.replicator import Replicator
 
 log = Logger()
 
@@ -150,7 +153,9 @@ class Reloader:
 class ApplianceDaemon(MultiService):
     """The daemon's top service; ``reload`` is its one reload function."""
 
-    reload: Reloader
+    def __init__(self, reload: Reloader) -> None:
+        super().__init__()
+        self.reload = reload
 
 
 class SystemdService(Service):
@@ -178,6 +183,7 @@ def make_service(
 ) -> tuple[ApplianceDaemon, Appliance]:
     """The daemon as a MultiService, and its Appliance (for tests and the reload handler)."""
     cluster = config.state.backend == "postgresql"
+    share = cluster and config.state.share_failures
     store = SqliteOffenderStore(
         config.state_dir / STORE_FILE,
         lines_per_ban=config.lines_per_ban,
@@ -185,23 +191,9 @@ def make_service(
         journal=cluster,
     )
     stats = ReceiverStats()
-    notifier = make_notifier(config, reactor)
-    replicator = None
-    share = cluster and config.state.share_failures
-    if cluster:
-        from applianced.cluster import postgres
-        from applianced.cluster.replicator import Replicator
-
-        # The replicator and the appliance call each other: the replicator is built first,
-        # and its callbacks reach the appliance built next.
-        replicator = Replicator(
-            store,
-            lambda bans, ended: appliance.adopt(bans, ended),
-            postgres.connect_args(config.state),
-            reactor,
-            where=postgres.describe(config.state.dsn),
-            counted=(lambda failures: appliance.remote_failures(failures)) if share else None,
-        )
+    # The replicator and the appliance call each other: the replicator is built first, and its
+    # callbacks reach the appliance built next.
+    replicator = _replicator(config, store, reactor, lambda: appliance) if cluster else None
     appliance = Appliance(
         config,
         store,
@@ -210,14 +202,10 @@ def make_service(
         own_addresses,
         stats,
         resolver=resolve,
-        notifier=notifier,
+        notifier=make_notifier(config, reactor),
         engine=Engine(on_failure=replicator.share if replicator and share else None),
         cluster=replicator.status if replicator else None,
     )
-    top = ApplianceDaemon()
-    ApplianceService(appliance).setServiceParent(top)
-    if replicator is not None:  # after the appliance (bans restored), before the listeners
-        replicator.setServiceParent(top)
     listeners = Listeners(
         config.listeners,
         # The engine's routing gate: a message no jail can match is counted and dropped unparsed.
@@ -226,32 +214,62 @@ def make_service(
             conf, appliance.receive, stats, reactor, appliance.engine.gate
         ),
     )
-    listeners.setServiceParent(top)
     supervisor = Supervisor(
         SdNotifier.from_environ(),
         reactor,
         lambda: status_line(len(appliance.engine.jails), len(appliance.active), stats.received),
         watchdog=watchdog_interval(),
     )
-    top.reload = Reloader(config, appliance, listeners, around=supervisor.reload)
-
+    reload = Reloader(config, appliance, listeners, around=supervisor.reload)
     control = UNIXServer(
         str(config.control_socket),
-        ControlFactory(Dispatcher(appliance, top.reload, in_thread=deferToThread)),
+        ControlFactory(Dispatcher(appliance, reload, in_thread=deferToThread)),
         mode=0o660,
         wantPID=False,
         reactor=reactor,
     )
-    control.setServiceParent(top)
-    if config.metrics.enabled:
-        # Imported here: prometheus-client and twisted.web cost start-up time otherwise.
-        from applianced.metrics import MetricsService, make_registry
-
-        # Its own registry, read at scrape time from the appliance's counters.
-        metrics = MetricsService(config.metrics, make_registry(appliance), reactor)
-        metrics.setServiceParent(top)
-    SystemdService(supervisor, reactor, top.reload).setServiceParent(top)
+    top = ApplianceDaemon(reload)
+    # The pipeline's order: bans restored (and the cluster's adopted) before any listener opens.
+    for child in (
+        ApplianceService(appliance),
+        replicator,
+        listeners,
+        control,
+        _metrics(config, appliance, reactor),
+        SystemdService(supervisor, reactor, reload),
+    ):
+        if child is not None:
+            child.setServiceParent(top)
     return top, appliance
+
+
+def _replicator(
+    config: Config, store: SqliteOffenderStore, reactor: Any, appliance: Callable[[], Appliance]
+) -> Replicator:
+    """Cluster mode's replicator; ``appliance`` returns the Appliance it feeds."""
+    from applianced.cluster import postgres
+    from applianced.cluster.replicator import Replicator
+
+    share = config.state.share_failures
+    return Replicator(
+        store,
+        lambda bans, ended: appliance().adopt(bans, ended),
+        postgres.connect_args(config.state),
+        reactor,
+        where=postgres.describe(config.state.dsn),
+        counted=(lambda failures: appliance().remote_failures(failures)) if share else None,
+    )
+
+
+def _metrics(config: Config, appliance: Appliance, reactor: Any) -> Service | None:
+    """The Prometheus endpoint when ``[metrics] enabled``, reading the appliance's stats."""
+    if not config.metrics.enabled:
+        return None
+    # Imported here: prometheus-client and twisted.web cost start-up time otherwise.
+    from applianced.metrics import MetricsService, make_registry
+
+    # Its own registry, read at scrape time from the appliance's stats.
+    return MetricsService(config.metrics, make_registry(appliance), reactor)
 
 
 def make_notifier(config: Config, reactor: Any) -> Notifier:
