@@ -15,10 +15,8 @@ and the fakes of ``applianced.testing`` (or a temporary SQLite store).
 
 from __future__ import annotations
 
-import gc
 import random
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -40,6 +38,7 @@ from applianced.hostnames import HostLookups, Resolver
 from applianced.latency import LatencyHistogram
 from applianced.logs import LogBudget
 from applianced.receiver.listeners import ReceiverStats
+from applianced.restore import gc_paused, restorable
 from applianced.rules.decision import (
     Ban,
     BanDecision,
@@ -118,18 +117,13 @@ class Appliance:
     def start(self) -> None:
         """Build the enforcer's tables, record what expired while we were down, restore every
         active ban. Must finish before the listeners open."""
-        with _gc_paused():
+        with gc_paused():
             self._start()
 
     def _start(self) -> None:
         now = self.clock.seconds()
         self._install_jails(self.config)
-        due = self.store.due_expiries(now)
-        if due:
-            self.store.end_bans(due, now, "expired")
-            log.info("{count} bans expired while the appliance was down", count=len(due))
-        rows = [r for r in self.store.active_rows(now) if r[0] in self.engine.jails]
-        active = self._restore(_within_limit(rows, now), now)
+        active = self._restore(restorable(self.store, self.engine.jails, now), now)
         log.info(
             "restored {count} active bans into the {backend} backend",
             count=len(active),
@@ -192,7 +186,7 @@ class Appliance:
             for conf in config.enabled_jails
         ]
         self.engine.set_jails(jails)
-        self.enforcer.setup([_rules(j) for j in config.enabled_jails])
+        self.enforcer.setup([JailRules.of(j) for j in config.enabled_jails])
 
     # -- the hot path -----------------------------------------------------------------------
 
@@ -511,43 +505,4 @@ def _log_unlogged(more: int) -> None:
         "... and {more} more bans in the last second, not logged one by one"
         " (`appliancectl banned` lists them)",
         more=more,
-    )
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off for a bulk build of long-lived objects. Restoring
-    100,000 bans makes some 300,000 of them, and the collector's repeated full passes over the
-    growing heap cost more than the objects: turning the 100,000 store rows into Bans took
-    1.25 s with it on, 0.48 s with it off. Reference counting still frees everything; only
-    cycles wait for the next collection."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _within_limit(rows: list[BanRow], now: float) -> list[BanRow]:
-    """``rows`` with every ban that ends beyond what the kernel takes (stored before durations
-    were bounded: 166 weeks, or endless from a JSON ``Infinity``) ending at the limit, from
-    ``now``; the store keeps what it holds."""
-    limit = now + MAX_BAN_SECONDS
-    return [
-        (jail, net, started, limit, kind, count)
-        if ends is not None and ends > limit
-        else (jail, net, started, ends, kind, count)
-        for jail, net, started, ends, kind, count in rows
-    ]
-
-
-def _rules(conf: JailConf) -> JailRules:
-    return JailRules(
-        name=conf.name,
-        ports=conf.ports,
-        protocol=conf.protocol,
-        hook=conf.hook,
-        verdict=conf.verdict,
     )

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, runtime_checkable
 
-from applianced.conf.schema import Config
+from applianced.conf.schema import Config, JailConf
 from applianced.errors import EnforcementError
 from applianced.rules.decision import Ban
 
@@ -46,6 +46,10 @@ class JailRules:
     protocol: Literal["tcp", "udp", "both"]
     hook: Literal["input", "forward"] = "input"
     verdict: Literal["drop", "reject"] = "drop"
+
+    @classmethod
+    def of(cls, conf: JailConf) -> JailRules:
+        return cls(conf.name, conf.ports, conf.protocol, conf.hook, conf.verdict)
 
 
 @runtime_checkable
