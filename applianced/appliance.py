@@ -270,8 +270,7 @@ class Appliance:
         except StoreError as e:
             self._store_failed(e)
         now = self.clock.seconds()
-        for ban in bans:
-            self.active.add(ban)
+        self.active.add(bans)
         shown = self._ban_lines.allow(len(bans), now) if measure else len(bans)
         for ban in bans[:shown]:
             log.info(
@@ -331,7 +330,7 @@ class Appliance:
             ):
                 continue
             fresh.append(ban)
-            self.active.add(ban)
+            self.active.add((ban,))
         for ban in fresh[: self._ban_lines.allow(len(fresh), self.clock.seconds())]:
             log.info(
                 "ban {jail} {network} from the cluster ({kind}, ban #{count})",

@@ -37,6 +37,14 @@ class BanBook(Mapping[Key, Ban]):
     def __len__(self) -> int:
         return len(self._active)
 
+    # Mapping's own __contains__ and get go through __getitem__ and a KeyError: a storm's
+    # turn asks them once per offence, so they ask the dict.
+    def __contains__(self, key: object) -> bool:
+        return key in self._active
+
+    def get(self, key: Key, default: Ban | None = None) -> Ban | None:  # type: ignore[override]
+        return self._active.get(key, default)
+
     def reset(self, bans: Iterable[Ban]) -> None:
         """Hold exactly ``bans`` (a start's restore)."""
         self._active = {(b.jail, b.network): b for b in bans}
@@ -47,12 +55,14 @@ class BanBook(Mapping[Key, Ban]):
         ]
         heapq.heapify(self._expiries)
 
-    def add(self, ban: Ban) -> None:
-        """Make ``ban`` the active one of its jail and network (replacing any before it)."""
-        key = (ban.jail, ban.network)
-        self._active[key] = ban
-        if ban.expires_at is not None:
-            heapq.heappush(self._expiries, (ban.expires_at, next(self._sequence), key))
+    def add(self, bans: Iterable[Ban]) -> None:
+        """Make each of ``bans`` the active one of its jail and network (replacing any)."""
+        active, expiries, sequence = self._active, self._expiries, self._sequence
+        for ban in bans:
+            key = (ban.jail, ban.network)
+            active[key] = ban
+            if ban.expires_at is not None:
+                heapq.heappush(expiries, (ban.expires_at, next(sequence), key))
 
     def lift(self, bans: Iterable[Ban]) -> None:
         """Remove ``bans`` (each must be active)."""

@@ -24,10 +24,9 @@ def test_due_returns_the_bans_that_ended_in_order_and_removes_them() -> None:
 
 def test_a_replaced_or_lifted_ban_does_not_expire_by_its_old_entry() -> None:
     book = BanBook()
-    book.add(ban("192.0.2.1", 10.0))
+    book.add([ban("192.0.2.1", 10.0)])
     longer = ban("192.0.2.1", 50.0, started=5.0)
-    book.add(longer)
-    book.add(ban("192.0.2.2", 10.0))
+    book.add([longer, ban("192.0.2.2", 10.0)])
     book.lift([book[("sshd", ip_network("192.0.2.2/32"))]])
     assert book.due(10.0) == []
     assert book.due(50.0) == [longer]
