@@ -3,44 +3,42 @@
 It owns the life of a ban: offences from the engine become decisions (the policy needs the
 repeat count, read from the store), decisions of one reactor turn go to the enforcer as one
 batch, then to the store in one transaction; expiries are recorded and lifted;
-manual bans, unbans and the blacklist go through the same path. It also answers the control
-verbs (status, banned, why). Time comes from the injected reactor, never from a global clock.
+manual bans, unbans and the blacklist go through the same path. Its collaborators each own one
+job: the book of active bans (``bans.py``), the batcher that sends them to the kernel and
+retries (``enforcement/batcher.py``), the ban-line budget (``logs.LogBudget``), hostname
+lookups (``hostnames.py``); the operator's views (``views.py``) and the metrics read its
+``stats()`` snapshot. Time comes from the injected reactor, never from a global clock.
 
-``service.py`` wires it to the listeners and the control socket; tests drive it directly with
-a ``task.Clock``, a temporary store and the in-memory enforcer.
+``service.make_service`` builds and wires it; tests drive it directly with a ``task.Clock``
+and the fakes of ``applianced.testing`` (or a temporary SQLite store).
 """
 
 from __future__ import annotations
 
-import gc
-import heapq
-import itertools
 import random
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
+from applianced.bans import BanBook
 from applianced.conf.schema import Config, JailConf
 from applianced.enforcement.base import (
-    ElementsRefused,
+    BanNotifier,
     Enforcer,
     JailRules,
     Restored,
-    RowRestorer,
 )
-from applianced.enforcement.notify import Notifier
-from applianced.errors import ApplianceError, EnforcementError, StoreError
+from applianced.enforcement.batcher import Batcher
+from applianced.errors import ApplianceError, StoreError
+from applianced.health import Health
+from applianced.hostnames import HostLookups, Resolver
 from applianced.latency import LatencyHistogram
+from applianced.logs import LogBudget
 from applianced.receiver.edge import ReceiverStats
-from applianced.rules import addresses
-from applianced.rules.addresses import network_of
+from applianced.restore import gc_paused, restorable
 from applianced.rules.decision import (
     Ban,
     BanDecision,
@@ -53,40 +51,20 @@ from applianced.rules.decision import (
 from applianced.rules.engine import CountedFailure, Engine
 from applianced.rules.jail import Jail, decide, jail_filter
 from applianced.rules.message import SyslogMessage
+from applianced.stats import Stats, jail_figures
 from applianced.store.base import BanRow, OffenderStore, ban_from_row
 from applianced.units import MAX_BAN_SECONDS, format_duration
 
-__all__ = ["Appliance", "RequestError", "ban_json", "parse_address", "parse_target"]
+__all__ = ["Appliance", "RequestError"]
 
 log = Logger()
 
-_RETRY_FIRST, _RETRY_MAX = 1.0, 60.0  # seconds between tries of a failed kernel batch
-# Ban lines logged one by one per second: a storm's rest is counted and summarised in one line
-# at the end of the second (the journal would rate-limit them anyway, and each costs tens of us).
+# Ban lines logged one by one per second (logs.LogBudget); a storm's rest is summarised.
 _LOG_BANS_PER_SECOND = 20
-_MAX_LOOKUPS = 64  # hostname lookups in flight at once (use_dns jails); more are dropped
-
-Resolver = Callable[[str], "Deferred[Sequence[IPAddress]]"]
 
 
 class RequestError(ApplianceError):
     """An operator's request cannot be carried out (unknown jail, ignored address, ...)."""
-
-
-@dataclass(slots=True)
-class _Health:
-    store_errors: int = 0
-    enforcement_errors: int = 0
-    last_error: str | None = None
-    unapplied: int = 0
-    refused_elements: int = 0  # refused alone by the backend: reported, never sent again
-    bans_total: int = 0
-    unbans_total: int = 0
-    expired_total: int = 0
-    batches: int = 0
-    skipped_already_banned: int = 0
-    dns_failed: int = 0
-    dns_dropped: int = 0
 
 
 class Appliance:
@@ -102,8 +80,12 @@ class Appliance:
         receiver_stats: ReceiverStats | None = None,
         rng: random.Random | None = None,
         resolver: Resolver | None = None,
-        notifier: Notifier | None = None,
+        notifier: BanNotifier | None = None,
+        engine: Engine | None = None,
+        cluster: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
+        """``engine``: one with its cluster hook (a fresh one without); ``cluster``: the
+        replicator's status, shown by status (cluster mode)."""
         self.config = config
         self.store = store
         self.enforcer = enforcer
@@ -111,51 +93,37 @@ class Appliance:
         self.own_addresses = tuple(own_addresses)
         self.receiver_stats = receiver_stats or ReceiverStats()
         self.rng = rng or random.Random()
-        self.resolver = resolver
         self.notifier = notifier  # told of NEW bans only (not restored ones); it only queues
-        self._lookups_running = 0
-        self.engine = Engine()
-        self.health = _Health()
+        self.engine = engine if engine is not None else Engine()
+        self.health = Health()
+        self.batcher = Batcher(enforcer, clock, self.health, self._wanted)
+        self._lookups = (
+            None if resolver is None else HostLookups(resolver, self.health, self._found)
+        )
         # For metrics.py, read at scrape time: new bans per (jail, kind); the time from the
         # deciding message to the kernel, one sample per ban, fed once per batch.
         self.bans_by_kind: dict[tuple[str, str], int] = {}
         self.ban_latency = LatencyHistogram()
-        self.active: dict[tuple[str, IPNetwork], Ban] = {}
-        # (expiry, sequence, key): the sequence breaks ties so networks are never compared.
-        self._expiries: list[tuple[float, int, tuple[str, IPNetwork]]] = []
-        self._sequence = itertools.count()
+        self.active = BanBook()
         self._pending: list[Offence] = []
-        self._unapplied_bans: dict[tuple[str, IPNetwork], Ban] = {}
-        self._unapplied_unbans: dict[tuple[str, IPNetwork], Ban] = {}
         self._flush_call: IDelayedCall | None = None
-        self._log_until = 0.0  # the end of the current second of ban lines
-        self._log_left = 0  # ban lines still allowed before then
-        self._unlogged = 0  # bans past that, summarised at _log_until
-        self._unlogged_call: IDelayedCall | None = None
+        self._ban_lines = LogBudget(clock, _LOG_BANS_PER_SECOND, _log_unlogged)
         self._expiry_call: IDelayedCall | None = None
-        self._retry_call: IDelayedCall | None = None
-        self._retry_delay = _RETRY_FIRST
         self.started_at = clock.seconds()
-        # Cluster mode: the replicator's status (applianced/cluster/), shown by status.
-        self.cluster: Callable[[], dict[str, Any]] | None = None
+        self.cluster = cluster
 
     # -- life cycle -------------------------------------------------------------------------
 
     def start(self) -> None:
         """Build the enforcer's tables, record what expired while we were down, restore every
         active ban. Must finish before the listeners open."""
-        with _gc_paused():
+        with gc_paused():
             self._start()
 
     def _start(self) -> None:
         now = self.clock.seconds()
         self._install_jails(self.config)
-        due = self.store.due_expiries(now)
-        if due:
-            self.store.end_bans(due, now, "expired")
-            log.info("{count} bans expired while the appliance was down", count=len(due))
-        rows = [r for r in self.store.active_rows(now) if r[0] in self.engine.jails]
-        active = self._restore(_within_limit(rows, now), now)
+        active = self._restore(restorable(self.store, self.engine.jails, now), now)
         log.info(
             "restored {count} active bans into the {backend} backend",
             count=len(active),
@@ -164,51 +132,29 @@ class Appliance:
         self._schedule_expiry()
 
     def _restore(self, rows: Sequence[BanRow], now: float) -> list[Ban]:
-        """Put the active bans in the enforcer and track them; returns them. An enforcer that
-        restores from rows (nftables) loads the kernel in a worker thread while this thread
-        builds the Bans; either way the enforcer holds every ban when this returns, or its
-        refusal is kept for retry like any failed batch."""
-        enforcer = self.enforcer
-        active: list[Ban] = []
-        try:
-            if isinstance(enforcer, RowRestorer):
-                restored = [Restored(jail, net, ends) for jail, net, _, ends, _, _ in rows]
-                with ThreadPoolExecutor(1, "applianced-restore") as worker:  # exit joins it
-                    loading = worker.submit(enforcer.restore_rows, restored, now)
-                    active = self._track(rows)
-                loading.result()
-            else:
-                active = self._track(rows)
-                enforcer.restore(active, now)
-        except ElementsRefused as e:
-            self._elements_refused(e)
-        except EnforcementError as e:
-            self._enforcement_failed(e, active, ())
-        return active
+        """Put the active bans in the enforcer and in the book; returns them."""
+        return self.batcher.restore(
+            lambda: self._track(rows),
+            lambda: [Restored(jail, net, ends) for jail, net, _, ends, _, _ in rows],
+            now,
+        )
 
     def _track(self, rows: Sequence[BanRow]) -> list[Ban]:
-        """The rows' Bans, now the active ones, and the heap of their expiries."""
+        """The rows' Bans, now the active ones."""
         active = [ban_from_row(r) for r in rows]
-        self.active = {(b.jail, b.network): b for b in active}
-        self._expiries = [
-            (b.expires_at, next(self._sequence), (b.jail, b.network))
-            for b in active
-            if b.expires_at is not None
-        ]
-        heapq.heapify(self._expiries)
+        self.active.reset(active)
         return active
 
     def stop(self) -> None:
-        for call in (self._flush_call, self._expiry_call, self._retry_call):
+        for call in (self._flush_call, self._expiry_call):
             if call is not None and call.active():
                 call.cancel()
+        self.batcher.stop()
         if self.notifier is not None:
             self.notifier.stop()
         if self._pending:
             self._flush()
-        if self._unlogged_call is not None and self._unlogged_call.active():
-            self._unlogged_call.cancel()
-            self._log_unlogged()
+        self._ban_lines.close()
         if self.config.enforcement.on_stop == "flush":
             self.enforcer.flush()
             log.info(
@@ -225,9 +171,7 @@ class Appliance:
         self._install_jails(config)
         if self.notifier is not None:
             self.notifier.reconfigure(config)
-        gone = [b for k, b in self.active.items() if k[0] not in self.engine.jails]
-        for ban in gone:
-            del self.active[(ban.jail, ban.network)]
+        self.active.keep_jails(self.engine.jails)
 
     def _install_jails(self, config: Config) -> None:
         # An allowed sender is protected, but "any sender" (a /0) must not protect everyone.
@@ -242,7 +186,7 @@ class Appliance:
             for conf in config.enabled_jails
         ]
         self.engine.set_jails(jails)
-        self.enforcer.setup([_rules(j) for j in config.enabled_jails])
+        self.enforcer.setup([JailRules.of(j) for j in config.enabled_jails])
 
     # -- the hot path -----------------------------------------------------------------------
 
@@ -251,7 +195,8 @@ class Appliance:
         found = self.engine.feed(message, message.received_at)
         for item in found:
             if isinstance(item, Lookup):
-                self._lookup(item)
+                if self._lookups is not None:
+                    self._lookups.lookup(item)
             else:
                 self._settle_later(item)
 
@@ -260,37 +205,13 @@ class Appliance:
         if self._flush_call is None:
             self._flush_call = self.clock.callLater(0, self._flush)
 
-    def _lookup(self, lookup: Lookup) -> None:
-        """Resolve a hostname failure (use_dns jails) without blocking the reactor."""
-        if self.resolver is None:
-            return
-        if self._lookups_running >= _MAX_LOOKUPS:
-            self.health.dns_dropped += 1
-            return
-        self._lookups_running += 1
-
-        def found(addresses: Sequence[IPAddress]) -> None:
-            now = self.clock.seconds()
-            for address in addresses:
-                offence = self.engine.resolved(lookup, address, now)
-                if offence is not None:
-                    self._settle_later(offence)
-
-        def failed(reason: Failure) -> None:
-            self.health.dns_failed += 1
-            log.info(
-                "cannot resolve {host} for jail {jail}: {error}",
-                host=lookup.host,
-                jail=lookup.jail,
-                error=reason.getErrorMessage(),
-            )
-
-        def done(result: object) -> None:
-            self._lookups_running -= 1
-
-        d = self.resolver(lookup.host)
-        d.addCallbacks(found, failed)
-        d.addBoth(done)
+    def _found(self, lookup: Lookup, addresses: Sequence[IPAddress]) -> None:
+        """A hostname failure's addresses (use_dns jails): each counts as a failure."""
+        now = self.clock.seconds()
+        for address in addresses:
+            offence = self.engine.resolved(lookup, address, now)
+            if offence is not None:
+                self._settle_later(offence)
 
     def _flush(self) -> None:
         """Settle the offences of one reactor turn: decide, store (one transaction), enforce
@@ -342,19 +263,15 @@ class Appliance:
         ``share``: cluster mode, the bans go to the other appliances (not for ``--local``)."""
         bans = [Ban.from_decision(d) for d in decisions]
         replaced = [self.active[k] for b in bans if (k := (b.jail, b.network)) in self.active]
-        if self._enforce(bans, replaced) and measure:
+        if self.batcher.send(bans, replaced) and measure:
             self.ban_latency.observe_bans(self.clock.seconds(), decisions)
         try:
             self.store.record_bans(decisions, share=share)
         except StoreError as e:
             self._store_failed(e)
         now = self.clock.seconds()
-        for ban in bans:
-            self.active[(ban.jail, ban.network)] = ban
-            if ban.expires_at is not None:
-                entry = (ban.expires_at, next(self._sequence), (ban.jail, ban.network))
-                heapq.heappush(self._expiries, entry)
-        shown = self._loggable(len(bans), now) if measure else len(bans)
+        self.active.add(bans)
+        shown = self._ban_lines.allow(len(bans), now) if measure else len(bans)
         for ban in bans[:shown]:
             log.info(
                 "ban {jail} {network} for {duration} ({kind}, ban #{count})",
@@ -375,112 +292,9 @@ class Appliance:
         self._schedule_expiry()
         return bans
 
-    def _loggable(self, bans: int, now: float) -> int:
-        """How many of ``bans`` new bans may be logged one by one now; the rest are counted,
-        and summarised in one line at the end of the second."""
-        if not bans:
-            return 0
-        if not self._log_until - 1.0 <= now < self._log_until:  # a new second (or clock step)
-            if self._unlogged_call is not None:  # a long turn ran past the summary's time
-                self._unlogged_call.cancel()
-                self._log_unlogged()
-            self._log_until, self._log_left = now + 1.0, _LOG_BANS_PER_SECOND
-        shown = min(bans, self._log_left)
-        self._log_left -= shown
-        if bans > shown:
-            self._unlogged += bans - shown
-            if self._unlogged_call is None:
-                self._unlogged_call = self.clock.callLater(
-                    self._log_until - now, self._log_unlogged
-                )
-        return shown
-
-    def _log_unlogged(self) -> None:
-        self._unlogged_call = None
-        log.info(
-            "... and {more} more bans in the last second, not logged one by one"
-            " (`appliancectl banned` lists them)",
-            more=self._unlogged,
-        )
-        self._unlogged = 0
-
-    def _enforce(self, bans: Sequence[Ban], unbans: Sequence[Ban]) -> bool:
-        """Send one batch to the kernel; False when it was refused (it will be retried)."""
-        self.health.batches += 1
-        if unbans:
-            banned = {(b.jail, b.network) for b in bans}
-            unbans = [u for u in unbans if (u.jail, u.network) not in banned]
-        try:
-            self.enforcer.apply(bans, unbans, self.clock.seconds())
-        except ElementsRefused as e:
-            self._elements_refused(e)
-        except EnforcementError as e:
-            self._enforcement_failed(e, bans, unbans)
-            return False
-        return True
-
-    def _elements_refused(self, error: ElementsRefused) -> None:
-        """The backend applied the batch but for elements it refused on their own: report
-        them; retrying would be refused again. The store keeps their bans."""
-        self.health.refused_elements += len(error.refused)
-        self.health.last_error = f"enforcement: {error}"
-        for r in error.refused:
-            log.error(
-                "the {backend} backend refused the element of {network} (jail {jail}) and "
-                "applied the rest of its batch; it is not sent again until the next start: "
-                "{reason}",
-                backend=self.enforcer.name,
-                network=r.network,
-                jail=r.jail,
-                reason=r.reason,
-            )
-
-    def _enforcement_failed(
-        self, error: EnforcementError, bans: Sequence[Ban], unbans: Sequence[Ban]
-    ) -> None:
-        """Keep the batch and retry with backoff; the store already holds the truth."""
-        self.health.enforcement_errors += 1
-        self.health.last_error = f"enforcement: {error}"
-        for b in bans:
-            self._unapplied_bans[(b.jail, b.network)] = b
-            self._unapplied_unbans.pop((b.jail, b.network), None)
-        for u in unbans:
-            self._unapplied_unbans[(u.jail, u.network)] = u
-            self._unapplied_bans.pop((u.jail, u.network), None)
-        self.health.unapplied = len(self._unapplied_bans) + len(self._unapplied_unbans)
-        log.error(
-            "the {backend} backend refused a batch of {bans} bans and {unbans} unbans; "
-            "retrying in {delay:.0f}s: {error}",
-            backend=self.enforcer.name,
-            bans=len(bans),
-            unbans=len(unbans),
-            delay=self._retry_delay,
-            error=str(error),
-        )
-        if self._retry_call is None or not self._retry_call.active():
-            self._retry_call = self.clock.callLater(self._retry_delay, self._retry)
-            self._retry_delay = min(self._retry_delay * 2, _RETRY_MAX)
-
-    def _retry(self) -> None:
-        now = self.clock.seconds()
-        bans = [
-            b
-            for b in self._unapplied_bans.values()
-            if self.active.get((b.jail, b.network)) == b  # not lifted or expired meanwhile
-        ]
-        unbans = list(self._unapplied_unbans.values())
-        self._unapplied_bans, self._unapplied_unbans = {}, {}
-        self.health.unapplied = 0
-        try:
-            self.enforcer.apply(bans, unbans, now)
-        except ElementsRefused as e:
-            self._retry_delay = _RETRY_FIRST
-            self._elements_refused(e)
-        except EnforcementError as e:
-            self._enforcement_failed(e, bans, unbans)
-        else:
-            self._retry_delay = _RETRY_FIRST
-            log.info("the {backend} backend accepted the retried batch", backend=self.enforcer.name)
+    def _wanted(self, ban: Ban) -> bool:
+        """Whether ``ban`` is still the active one (not lifted or expired meanwhile)."""
+        return self.active.get((ban.jail, ban.network)) == ban
 
     def _store_failed(self, error: StoreError) -> None:
         self.health.store_errors += 1
@@ -502,7 +316,8 @@ class Appliance:
             key = (ban.jail, ban.network)
             current = self.active.get(key)
             if current is not None and current.started_at == ban.started_at:
-                lifted.append(self.active.pop(key))
+                lifted.append(current)
+        self.active.lift(lifted)
         fresh = []
         limit = self.clock.seconds() + MAX_BAN_SECONDS  # an appliance of an earlier version
         for ban in bans:
@@ -515,10 +330,8 @@ class Appliance:
             ):
                 continue
             fresh.append(ban)
-            self.active[key] = ban
-            if ban.expires_at is not None:
-                heapq.heappush(self._expiries, (ban.expires_at, next(self._sequence), key))
-        for ban in fresh[: self._loggable(len(fresh), self.clock.seconds())]:
+            self.active.add((ban,))
+        for ban in fresh[: self._ban_lines.allow(len(fresh), self.clock.seconds())]:
             log.info(
                 "ban {jail} {network} from the cluster ({kind}, ban #{count})",
                 jail=ban.jail,
@@ -534,7 +347,7 @@ class Appliance:
             )
         self.health.unbans_total += len(lifted)
         if fresh or lifted:
-            self._enforce(fresh, lifted)
+            self.batcher.send(fresh, lifted)
         self._schedule_expiry()
 
     def remote_failures(self, failures: Sequence[CountedFailure]) -> None:
@@ -549,9 +362,9 @@ class Appliance:
     # -- expiry -----------------------------------------------------------------------------
 
     def _schedule_expiry(self) -> None:
-        if not self._expiries:
+        at = self.active.next_expiry()
+        if at is None:
             return
-        at = self._expiries[0][0]
         if self._expiry_call is not None and self._expiry_call.active():
             if self._expiry_call.getTime() <= at:
                 return
@@ -559,13 +372,7 @@ class Appliance:
         self._expiry_call = self.clock.callLater(max(0.0, at - self.clock.seconds()), self._expire)
 
     def _expire(self) -> None:
-        now = self.clock.seconds()
-        due: list[Ban] = []
-        while self._expiries and self._expiries[0][0] <= now:
-            at, _, key = heapq.heappop(self._expiries)
-            ban = self.active.get(key)
-            if ban is not None and ban.expires_at == at:
-                due.append(self.active.pop(key))
+        due = self.active.due(self.clock.seconds())
         if due:
             self._end(due, "expired")
             self.health.expired_total += len(due)
@@ -585,7 +392,7 @@ class Appliance:
                 network=str(ban.network),
                 reason=reason,
             )
-        self._enforce((), bans)
+        self.batcher.send((), bans)
 
     # -- operator requests (control socket) -------------------------------------------------
 
@@ -608,16 +415,15 @@ class Appliance:
     def ban(
         self,
         jail: str,
-        target: str,
+        network: IPNetwork,
         duration: float | None = None,
         permanent: bool = False,
         *,
         local: bool = False,
     ) -> Ban:
-        """A manual ban (or a blacklist entry when ``permanent``) of an address or CIDR; in
-        cluster mode on every appliance unless ``local``."""
+        """A manual ban (or a blacklist entry when ``permanent``) of ``network``; in cluster
+        mode on every appliance unless ``local``."""
         conf = self.jail_conf(jail)
-        network = parse_target(target, conf.ipv6_prefix)
         self.check_bannable(network, jail)
         now = self.clock.seconds()
         prior = self._prior(conf, [network], now).get(network, 0)
@@ -634,42 +440,37 @@ class Appliance:
 
     def unban(
         self,
-        target: str,
+        network: IPNetwork,
         jail: str | None = None,
         *,
         permanent_only: bool = False,
         local: bool = False,
     ) -> list[Ban]:
-        """Lift every active ban covering ``target`` (in ``jail``, or in every jail); in
-        cluster mode on every appliance unless ``local``."""
+        """Lift every active ban overlapping ``network`` (in ``jail``, or in every jail) and
+        return them (none: an empty list); in cluster mode on every appliance unless
+        ``local``."""
         if jail is not None:
             self.jail_conf(jail)
-        network = parse_target(target, 128)
         found = [
             b
             for (j, net), b in self.active.items()
             if (jail is None or j == jail)
             and net.version == network.version
-            and (net.overlaps(network))
+            and net.overlaps(network)
             and (not permanent_only or b.permanent)
         ]
-        if not found:
-            where = f"jail {jail}" if jail else "any jail"
-            kind = "blacklisted" if permanent_only else "banned"
-            raise RequestError(f"{target} is not {kind} in {where}")
-        for ban in found:
-            del self.active[(ban.jail, ban.network)]
-        self.health.unbans_total += len(found)
-        self._end(found, "unban", share=not local)
+        if found:
+            self.active.lift(found)
+            self.health.unbans_total += len(found)
+            self._end(found, "unban", share=not local)
         return found
 
     def flush(self, jail: str | None = None) -> list[Ban]:
         """Lift every active ban (blacklist included), in one jail or in all."""
         if jail is not None:
             self.jail_conf(jail)
-        found = [b for (j, _), b in self.active.items() if jail is None or j == jail]
-        for ban in found:
-            del self.active[(ban.jail, ban.network)]
+        found = self.active.of_jail(jail)
+        self.active.lift(found)
         self.health.unbans_total += len(found)
         self._end(found, "flush")
         return found
@@ -680,161 +481,27 @@ class Appliance:
             key=lambda b: (b.jail, b.started_at),
         )
 
-    def why(self, target: str) -> dict[str, Any]:
-        """Every jail's view of an address: failures in the window, bans past and present."""
-        address = parse_address(target)
+    def stats(self) -> Stats:
+        """The figures of this instant, for status and the metrics (a copy)."""
         now = self.clock.seconds()
-        jails = {}
-        for name, jail in self.engine.jails.items():
-            net = network_of(address, jail.conf.ipv6_prefix)
-            active = next(
-                (b for (j, n), b in self.active.items() if j == name and address in n), None
-            )
-            try:
-                since = now - jail.conf.findtime_history
-                prior = self.store.prior_bans(name, [net], since)[net]
-            except StoreError:
-                prior = 0
-            jails[name] = {
-                "failures": jail.failures(address, now),
-                "maxretry": jail.conf.maxretry,
-                "recent_lines": list(jail.recent_lines(address)),
-                "ignored": jail.ignores(address),
-                "active_ban": ban_json(active, now) if active else None,
-                "repeat_count": prior,
-                "blacklisted": bool(active and active.permanent),
-            }
-        history = [
-            {
-                **ban_json(r.ban, now),
-                "ended_at": r.ended_at,
-                "end_reason": r.end_reason,
-                "lines": list(r.lines),
-                "node": r.node,
-                "sender": r.sender,
-            }
-            for r in self.store.history(address)
-        ]
-        return {"address": str(address), "jails": jails, "history": history}
-
-    def status(
-        self, jail: str | None = None, counts: Mapping[str, int] | None = None
-    ) -> dict[str, Any]:
-        """Health and per-jail figures. ``counts``: the enforcer's element counts, when the
-        caller took them off the reactor thread (see control.py); else they are taken here."""
-        counts = dict(self.enforcer.counts() if counts is None else counts)
-        per_jail = {}
-        for name, j in self.engine.jails.items():
-            if jail is not None and name != jail:
-                continue
-            active = [b for (n, _), b in self.active.items() if n == name]
-            per_jail[name] = {
-                "programs": list(j.conf.programs),
-                "maxretry": j.conf.maxretry,
-                "findtime": j.conf.findtime,
-                "bantime": j.conf.bantime,
-                "tracked": j.tracked,
-                "matched": j.stats.matched,
-                "ignored": j.stats.ignored,
-                "offences": j.stats.offences,
-                "evicted": j.stats.evicted,
-                "banned": sum(1 for b in active if not b.permanent),
-                "blacklisted": sum(1 for b in active if b.permanent),
-                "kernel_elements": counts.get(name, 0),
-            }
-        if jail is not None:
-            self.jail_conf(jail)
-        h = self.health
-        return {
-            "uptime": self.clock.seconds() - self.started_at,
-            "backend": self.enforcer.name,
-            "jails": per_jail,
-            "receiver": asdict(self.receiver_stats),
-            "health": {
-                "store_errors": h.store_errors,
-                "enforcement_errors": h.enforcement_errors,
-                "unapplied": h.unapplied,
-                "refused_elements": h.refused_elements,
-                "last_error": h.last_error,
-                "dns_failed": h.dns_failed,
-                "dns_dropped": h.dns_dropped,
-            },
-            "notify": self.notifier.status() if self.notifier is not None else None,
-            "cluster": self.cluster() if self.cluster is not None else None,
-            "totals": {
-                "bans": h.bans_total,
-                "unbans": h.unbans_total,
-                "expired": h.expired_total,
-                "batches": h.batches,
-            },
-        }
+        return Stats(
+            now=now,
+            uptime=now - self.started_at,
+            backend=self.enforcer.name,
+            jails=jail_figures(self.engine.jails, self.active.values()),
+            receiver=replace(self.receiver_stats),
+            health=replace(self.health),
+            bans_by_kind=dict(self.bans_by_kind),
+            latency_buckets=tuple(self.ban_latency.cumulative()),
+            latency_sum=self.ban_latency.sum,
+            notify=self.notifier.status() if self.notifier is not None else None,
+            cluster=self.cluster() if self.cluster is not None else None,
+        )
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off for a bulk build of long-lived objects. Restoring
-    100,000 bans makes some 300,000 of them, and the collector's repeated full passes over the
-    growing heap cost more than the objects: turning the 100,000 store rows into Bans took
-    1.25 s with it on, 0.48 s with it off. Reference counting still frees everything; only
-    cycles wait for the next collection."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _within_limit(rows: list[BanRow], now: float) -> list[BanRow]:
-    """``rows`` with every ban that ends beyond what the kernel takes (stored before durations
-    were bounded: 166 weeks, or endless from a JSON ``Infinity``) ending at the limit, from
-    ``now``; the store keeps what it holds."""
-    limit = now + MAX_BAN_SECONDS
-    return [
-        (jail, net, started, limit, kind, count)
-        if ends is not None and ends > limit
-        else (jail, net, started, ends, kind, count)
-        for jail, net, started, ends, kind, count in rows
-    ]
-
-
-def parse_address(text: str) -> IPAddress:
-    """The canonical address in an operator's ``text`` (rules/addresses.py)."""
-    try:
-        return addresses.parse_address(text)
-    except ValueError as e:
-        raise RequestError(str(e)) from None
-
-
-def parse_target(text: str, ipv6_prefix: int) -> IPNetwork:
-    """An address (IPv6 widened to the jail's prefix where that is safe, see
-    rules/addresses.py) or an explicit CIDR, in canonical form."""
-    if "/" in text:
-        try:
-            return addresses.parse_network(text)
-        except ValueError as e:
-            raise RequestError(str(e)) from None
-    return network_of(parse_address(text), ipv6_prefix)
-
-
-def ban_json(ban: Ban, now: float) -> dict[str, Any]:
-    return {
-        "jail": ban.jail,
-        "address": str(ban.network),
-        "kind": str(ban.kind),
-        "count": ban.count,
-        "started_at": ban.started_at,
-        "expires_at": ban.expires_at,
-        "remaining": ban.remaining(now),
-    }
-
-
-def _rules(conf: JailConf) -> JailRules:
-    return JailRules(
-        name=conf.name,
-        ports=conf.ports,
-        protocol=conf.protocol,
-        hook=conf.hook,
-        verdict=conf.verdict,
+def _log_unlogged(more: int) -> None:
+    log.info(
+        "... and {more} more bans in the last second, not logged one by one"
+        " (`appliancectl banned` lists them)",
+        more=more,
     )

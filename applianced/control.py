@@ -20,9 +20,11 @@ from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 
-from applianced.appliance import Appliance, ban_json
+from applianced import views
+from applianced.appliance import Appliance
 from applianced.errors import ApplianceError
 from applianced.units import parse_ban_duration
+from applianced.views import ban_json
 
 __all__ = ["ControlFactory", "Dispatcher"]
 
@@ -124,7 +126,7 @@ class Dispatcher:
             "blacklist_add": _Verb(self.blacklist_add, ("jail", "target")),
             "blacklist_remove": _Verb(self.blacklist_remove, target, jail),
             "blacklist_list": _Verb(self.blacklist_list, optional=jail),
-            "why": _Verb(lambda a: appliance.why(a["target"]), target),
+            "why": _Verb(lambda a: views.why(appliance, a["target"]), target),
             "flush": _Verb(
                 lambda a: [ban_json(b, self._now()) for b in appliance.flush(a.get("jail"))],
                 optional=jail,
@@ -166,9 +168,9 @@ class Dispatcher:
         (held ~0.2 s at most, by the binding's JSON parse)."""
         jail = args.get("jail")
         if self.in_thread is None:
-            return self.appliance.status(jail)
+            return views.status(self.appliance, jail)
         counts: Deferred[Mapping[str, int]] = self.in_thread(self.appliance.enforcer.counts)
-        return counts.addCallback(lambda c: self.appliance.status(jail, c))
+        return counts.addCallback(lambda c: views.status(self.appliance, jail, c))
 
     def notify_test(self, args: dict[str, Any]) -> Deferred[dict[str, Any]]:
         notifier = self.appliance.notifier
@@ -186,22 +188,26 @@ class Dispatcher:
         return [ban_json(b, self._now()) for b in self.appliance.banned(jail)]
 
     def ban(self, args: dict[str, Any]) -> dict[str, Any]:
-        ban = self.appliance.ban(
-            args["jail"], args["target"], args.get("duration"), local=args.get("local", False)
+        ban = views.ban(
+            self.appliance,
+            args["jail"],
+            args["target"],
+            args.get("duration"),
+            local=args.get("local", False),
         )
         return ban_json(ban, self._now())
 
     def unban(self, args: dict[str, Any]) -> list[dict[str, Any]]:
         local = args.get("local", False)
-        bans = self.appliance.unban(args["target"], args.get("jail"), local=local)
+        bans = views.unban(self.appliance, args["target"], args.get("jail"), local=local)
         return [ban_json(b, self._now()) for b in bans]
 
     def blacklist_add(self, args: dict[str, Any]) -> dict[str, Any]:
-        ban = self.appliance.ban(args["jail"], args["target"], permanent=True)
+        ban = views.ban(self.appliance, args["jail"], args["target"], permanent=True)
         return ban_json(ban, self._now())
 
     def blacklist_remove(self, args: dict[str, Any]) -> list[dict[str, Any]]:
-        bans = self.appliance.unban(args["target"], args.get("jail"), permanent_only=True)
+        bans = views.unban(self.appliance, args["target"], args.get("jail"), permanent_only=True)
         return [ban_json(b, self._now()) for b in bans]
 
     def blacklist_list(self, args: dict[str, Any]) -> list[dict[str, Any]]:

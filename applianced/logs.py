@@ -1,4 +1,5 @@
 """Where the daemon's log lines go and how they look; ``service.main`` picks the observer.
+``LogBudget`` caps the lines of a storm per second; the Appliance keeps one for its ban lines.
 
 Two formats, one line per event (a traceback adds lines):
 
@@ -15,9 +16,10 @@ for ``StandardError=journal``, names its device and inode), else ``text``.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import IO
 
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import (
     FileLogObserver,
     ILogObserver,
@@ -27,7 +29,7 @@ from twisted.logger import (
     textFileLogObserver,
 )
 
-__all__ = ["FORMATS", "SYSLOG_LEVELS", "journal_line", "log_observer", "under_journal"]
+__all__ = ["FORMATS", "SYSLOG_LEVELS", "LogBudget", "journal_line", "log_observer", "under_journal"]
 
 FORMATS = ("auto", "text", "journal")
 
@@ -82,3 +84,48 @@ def log_observer(
     if fmt == "journal" or (fmt == "auto" and under_journal(stream, environ)):
         return FileLogObserver(stream, journal_line)
     return textFileLogObserver(stream, timeFormat=TIME_FORMAT)
+
+
+class LogBudget:
+    """How many of a storm's lines may be logged one by one: ``per_second`` in each second
+    (the journal would rate-limit them anyway, and each costs tens of us). The rest are
+    counted and handed to ``summarise`` once, at the end of their second (or at ``close``)."""
+
+    def __init__(
+        self, clock: IReactorTime, per_second: int, summarise: Callable[[int], None]
+    ) -> None:
+        self._clock = clock
+        self._per_second = per_second
+        self._summarise = summarise
+        self._until = 0.0  # the end of the current second
+        self._left = 0  # lines still allowed before then
+        self._unlogged = 0  # lines past that, summarised at _until
+        self._call: IDelayedCall | None = None
+
+    def allow(self, lines: int, now: float) -> int:
+        """How many of ``lines`` may be logged one by one at ``now``; the rest are counted."""
+        if not lines:
+            return 0
+        if not self._until - 1.0 <= now < self._until:  # a new second (or a clock step)
+            if self._call is not None:  # a long turn ran past the summary's time
+                self._call.cancel()
+                self._summary()
+            self._until, self._left = now + 1.0, self._per_second
+        shown = min(lines, self._left)
+        self._left -= shown
+        if lines > shown:
+            self._unlogged += lines - shown
+            if self._call is None:
+                self._call = self._clock.callLater(self._until - now, self._summary)
+        return shown
+
+    def close(self) -> None:
+        """Summarise now what is still counted (the daemon stops)."""
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+            self._summary()
+
+    def _summary(self) -> None:
+        self._call = None
+        unlogged, self._unlogged = self._unlogged, 0
+        self._summarise(unlogged)

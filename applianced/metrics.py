@@ -1,8 +1,9 @@
 """Prometheus metrics: what the appliance counts, in the text format, on an optional HTTP port.
 
 The hot path makes no Prometheus call. The receiver, the jails and the appliance already keep
-plain integer counters (``ReceiverStats``, ``JailStats``, ``Appliance.health``); the
-``ApplianceCollector`` reads them when Prometheus scrapes, so a message costs what it cost
+plain integer counters (``ReceiverStats``, ``JailStats``, ``Health``); the
+``ApplianceCollector`` reads their snapshot (``Appliance.stats()``, ``stats.py``) when
+Prometheus scrapes, so a message costs what it cost
 before. The one number that has no counter elsewhere, the ban latency, is a ``LatencyHistogram``
 (``latency.py``) the appliance feeds once per kernel batch.
 
@@ -39,6 +40,8 @@ from applianced.rules.decision import BanKind
 if TYPE_CHECKING:
     from applianced.appliance import Appliance
     from applianced.conf.schema import MetricsConf
+    from applianced.receiver.edge import ReceiverStats
+    from applianced.stats import Stats
 
 __all__ = [
     "ApplianceCollector",
@@ -49,7 +52,8 @@ __all__ = [
 
 
 class ApplianceCollector:
-    """Reads the appliance's counters at scrape time and turns them into metric families.
+    """Reads the appliance's stats snapshot (``stats.py``) at scrape time and turns it into
+    metric families.
 
     Counters (``_total``) count since the daemon started; a jail created by a reload starts at
     zero, a jail kept across a reload keeps its counts. Gauges are the state at the scrape.
@@ -59,204 +63,226 @@ class ApplianceCollector:
         self.appliance = appliance
 
     def collect(self) -> Iterator[Metric]:
-        app = self.appliance
-        r = app.receiver_stats
-        yield _counters(
-            "applianced_messages_received",
-            "Syslog messages received and read (parsed, or dropped by the routing gate), per "
-            "transport.",
-            "transport",
-            {"udp": r.received_udp, "tcp": r.received_tcp, "tls": r.received_tls},
-        )
-        yield _counters(
-            "applianced_messages_gated",
-            "Received messages no jail can match, dropped before any parse: of a program no "
-            "jail reads (unread), or holding none of its jails' literals (no_literal).",
-            "reason",
-            {"unread": r.gated_unread, "no_literal": r.gated_no_literal},
-        )
-        yield _counter(
-            "applianced_tls_refused",
-            "TLS peers refused: failed handshake or a client certificate not accepted.",
-            r.tls_refused,
-        )
-        yield _counter("applianced_parse_errors", "Messages dropped as unparsable.", r.parse_errors)
-        yield _counter(
-            "applianced_frame_errors", "Bad TCP syslog frames (RFC 6587).", r.frame_errors
-        )
-        yield _counter(
-            "applianced_oversize_messages",
-            "Messages and TCP frames dropped for exceeding max_message_size.",
-            r.oversize,
-        )
-        yield _counter(
-            "applianced_refused_senders",
-            "Datagrams and connections dropped because the sender is not in allowed_senders.",
-            r.refused_senders,
-        )
-        yield _counter(
-            "applianced_udp_kernel_drops",
-            "Datagrams the kernel dropped on the UDP listeners' sockets, their receive buffer "
-            "(rcvbuf) full, before the daemon read them.",
-            r.udp_kernel_drops,
-        )
-        yield _counter(
-            "applianced_tcp_connections", "Syslog TCP connections accepted.", r.connections
-        )
-        yield _counter(
-            "applianced_rate_limited_messages",
-            "Messages dropped for exceeding their sender's max_rate_per_sender.",
-            r.rate_limited,
-        )
-        yield _counters(
-            "applianced_refused_connections",
-            "Connections refused at a limit: max_connections (total), "
-            "max_connections_per_sender (sender), the descriptor budget of all listeners "
-            "(descriptors).",
-            "limit",
-            {
-                "total": r.refused_connections_total,
-                "sender": r.refused_connections_sender,
-                "descriptors": r.refused_connections_descriptors,
-            },
-        )
-        yield _counter(
-            "applianced_handshake_timeouts",
-            "TLS connections closed without a finished handshake after handshake_timeout.",
-            r.handshake_timeouts,
-        )
-        yield _counter(
-            "applianced_first_frame_timeouts",
-            "Syslog connections closed without a whole frame after first_frame_timeout.",
-            r.first_frame_timeouts,
-        )
-        yield _counter(
-            "applianced_evicted_pending_connections",
-            "Syslog connections that had sent no whole frame, closed (oldest first) to make "
-            "room for a new one at max_connections.",
-            r.evicted_pending,
-        )
-        yield _counter(
-            "applianced_idle_timeouts",
-            "Syslog connections closed after idle_timeout without a byte.",
-            r.idle_timeouts,
+        app = self.appliance.stats()
+        yield from _receiver(app.receiver)
+        yield from _connections(app.receiver)
+        yield from _jails(app)
+        yield from _bans(app)
+        yield from _health(app)
+        yield from _notify_and_cluster(app)
+
+
+def _receiver(r: ReceiverStats) -> Iterator[Metric]:
+    """What the listeners received, dropped and refused."""
+    yield _counters(
+        "applianced_messages_received",
+        "Syslog messages received and read (parsed, or dropped by the routing gate), per "
+        "transport.",
+        "transport",
+        {"udp": r.received_udp, "tcp": r.received_tcp, "tls": r.received_tls},
+    )
+    yield _counters(
+        "applianced_messages_gated",
+        "Received messages no jail can match, dropped before any parse: of a program no "
+        "jail reads (unread), or holding none of its jails' literals (no_literal).",
+        "reason",
+        {"unread": r.gated_unread, "no_literal": r.gated_no_literal},
+    )
+    yield _counter(
+        "applianced_tls_refused",
+        "TLS peers refused: failed handshake or a client certificate not accepted.",
+        r.tls_refused,
+    )
+    yield _counter("applianced_parse_errors", "Messages dropped as unparsable.", r.parse_errors)
+    yield _counter("applianced_frame_errors", "Bad TCP syslog frames (RFC 6587).", r.frame_errors)
+    yield _counter(
+        "applianced_oversize_messages",
+        "Messages and TCP frames dropped for exceeding max_message_size.",
+        r.oversize,
+    )
+    yield _counter(
+        "applianced_refused_senders",
+        "Datagrams and connections dropped because the sender is not in allowed_senders.",
+        r.refused_senders,
+    )
+    yield _counter(
+        "applianced_udp_kernel_drops",
+        "Datagrams the kernel dropped on the UDP listeners' sockets, their receive buffer "
+        "(rcvbuf) full, before the daemon read them.",
+        r.udp_kernel_drops,
+    )
+
+
+def _connections(r: ReceiverStats) -> Iterator[Metric]:
+    """The TCP/TLS connections: accepted, refused at a limit, closed at a deadline."""
+    yield _counter("applianced_tcp_connections", "Syslog TCP connections accepted.", r.connections)
+    yield _counter(
+        "applianced_rate_limited_messages",
+        "Messages dropped for exceeding their sender's max_rate_per_sender.",
+        r.rate_limited,
+    )
+    yield _counters(
+        "applianced_refused_connections",
+        "Connections refused at a limit: max_connections (total), "
+        "max_connections_per_sender (sender), the descriptor budget of all listeners "
+        "(descriptors).",
+        "limit",
+        {
+            "total": r.refused_connections_total,
+            "sender": r.refused_connections_sender,
+            "descriptors": r.refused_connections_descriptors,
+        },
+    )
+    yield _counter(
+        "applianced_handshake_timeouts",
+        "TLS connections closed without a finished handshake after handshake_timeout.",
+        r.handshake_timeouts,
+    )
+    yield _counter(
+        "applianced_first_frame_timeouts",
+        "Syslog connections closed without a whole frame after first_frame_timeout.",
+        r.first_frame_timeouts,
+    )
+    yield _counter(
+        "applianced_evicted_pending_connections",
+        "Syslog connections that had sent no whole frame, closed (oldest first) to make "
+        "room for a new one at max_connections.",
+        r.evicted_pending,
+    )
+    yield _counter(
+        "applianced_idle_timeouts",
+        "Syslog connections closed after idle_timeout without a byte.",
+        r.idle_timeouts,
+    )
+    yield GaugeMetricFamily(
+        "applianced_open_connections",
+        "Syslog TCP connections open now.",
+        value=r.open_connections,
+    )
+
+
+def _jails(app: Stats) -> Iterator[Metric]:
+    """Each jail's failures and tracked addresses."""
+    jails = app.jails
+    failures = CounterMetricFamily(
+        "applianced_failures",
+        "Failures matched by a jail's failregex (ignored addresses not included).",
+        labels=["jail"],
+    )
+    ignored = CounterMetricFamily(
+        "applianced_ignored_failures",
+        "Failures from addresses the jail never bans (ignoreip, senders, own addresses).",
+        labels=["jail"],
+    )
+    tracked = GaugeMetricFamily(
+        "applianced_tracked_addresses",
+        "Addresses (IPv6: prefixes) with failures in the jail's window; at most max_tracked.",
+        labels=["jail"],
+    )
+    evictions = CounterMetricFamily(
+        "applianced_evictions",
+        "Tracked addresses dropped to stay within max_tracked (one-failure ones first).",
+        labels=["jail"],
+    )
+    for name, jail in sorted(jails.items()):
+        failures.add_metric([name], jail.matched)
+        ignored.add_metric([name], jail.ignored)
+        tracked.add_metric([name], jail.tracked)
+        evictions.add_metric([name], jail.evicted)
+    yield from (failures, ignored, tracked, evictions)
+
+
+def _bans(app: Stats) -> Iterator[Metric]:
+    """Bans made since start and bans in force, per jail and kind."""
+    jails = app.jails
+    bans = CounterMetricFamily(
+        "applianced_bans",
+        "Bans made since start, per jail and kind (auto, manual, blacklist); restored bans "
+        "are not counted.",
+        labels=["jail", "kind"],
+    )
+    for (jail_name, kind), n in sorted(app.bans_by_kind.items()):
+        bans.add_metric([jail_name, kind], n)
+    yield bans
+    active_counts = {
+        (name, str(kind)): jail.active.get(kind.value, 0)
+        for name, jail in jails.items()
+        for kind in BanKind
+    }
+    active = GaugeMetricFamily(
+        "applianced_active_bans",
+        "Bans in force now (restored ones included), per jail and kind.",
+        labels=["jail", "kind"],
+    )
+    for (jail_name, kind), n in sorted(active_counts.items()):
+        active.add_metric([jail_name, kind], n)
+    yield active
+
+
+def _health(app: Stats) -> Iterator[Metric]:
+    """The kernel's and the store's health, expiries, the ban latency."""
+    h = app.health
+    yield _counter(
+        "applianced_enforcement_errors",
+        "Kernel (nftables) transactions that failed; their changes are retried.",
+        h.enforcement_errors,
+    )
+    yield GaugeMetricFamily(
+        "applianced_enforcement_unapplied",
+        "Bans and unbans waiting for a retried kernel transaction.",
+        value=h.unapplied,
+    )
+    yield _counter(
+        "applianced_enforcement_refused_elements",
+        "Elements the kernel refused on their own (the rest of their batch applied); not "
+        "sent again until the next start.",
+        h.refused_elements,
+    )
+    yield _counter(
+        "applianced_store_errors", "Failed writes to the offenders store.", h.store_errors
+    )
+    yield _counter("applianced_unbans", "Bans lifted by unban or flush.", h.unbans_total)
+    yield _counter("applianced_expired_bans", "Bans that expired.", h.expired_total)
+
+    yield HistogramMetricFamily(
+        "applianced_ban_latency_seconds",
+        "From receipt of the message that decided a ban to the return of the kernel "
+        "transaction that enforced it.",
+        buckets=[(floatToGoString(le), float(n)) for le, n in app.latency_buckets],
+        sum_value=app.latency_sum,
+    )
+
+
+def _notify_and_cluster(app: Stats) -> Iterator[Metric]:
+    """Ban mails, and cluster mode when on."""
+    status: dict[str, Any] = app.notify or {}
+    yield GaugeMetricFamily(
+        "applianced_notify_backlog",
+        "Bans waiting to be mailed (single mails and the next digest).",
+        value=status.get("backlog", 0),
+    )
+    yield _counter(
+        "applianced_notify_dropped",
+        "Ban notifications dropped (backlog full or mail refused).",
+        status.get("dropped", 0),
+    )
+    cluster = app.cluster
+    if cluster is not None:  # cluster mode (applianced/cluster/)
+        yield GaugeMetricFamily(
+            "applianced_cluster_connected",
+            "1 while the cluster database is reachable, 0 while bans are only local.",
+            value=int(cluster["connected"]),
         )
         yield GaugeMetricFamily(
-            "applianced_open_connections",
-            "Syslog TCP connections open now.",
-            value=r.open_connections,
-        )
-
-        jails = app.engine.jails
-        failures = CounterMetricFamily(
-            "applianced_failures",
-            "Failures matched by a jail's failregex (ignored addresses not included).",
-            labels=["jail"],
-        )
-        ignored = CounterMetricFamily(
-            "applianced_ignored_failures",
-            "Failures from addresses the jail never bans (ignoreip, senders, own addresses).",
-            labels=["jail"],
-        )
-        tracked = GaugeMetricFamily(
-            "applianced_tracked_addresses",
-            "Addresses (IPv6: prefixes) with failures in the jail's window; at most max_tracked.",
-            labels=["jail"],
-        )
-        evictions = CounterMetricFamily(
-            "applianced_evictions",
-            "Tracked addresses dropped to stay within max_tracked (one-failure ones first).",
-            labels=["jail"],
-        )
-        for name, jail in sorted(jails.items()):
-            failures.add_metric([name], jail.stats.matched)
-            ignored.add_metric([name], jail.stats.ignored)
-            tracked.add_metric([name], jail.tracked)
-            evictions.add_metric([name], jail.stats.evicted)
-        yield from (failures, ignored, tracked, evictions)
-
-        bans = CounterMetricFamily(
-            "applianced_bans",
-            "Bans made since start, per jail and kind (auto, manual, blacklist); restored bans "
-            "are not counted.",
-            labels=["jail", "kind"],
-        )
-        for (jail_name, kind), n in sorted(app.bans_by_kind.items()):
-            bans.add_metric([jail_name, kind], n)
-        yield bans
-        active_counts = {(name, str(kind)): 0 for name in jails for kind in BanKind}
-        for (jail_name, _), ban in app.active.items():
-            key = (jail_name, str(ban.kind))
-            active_counts[key] = active_counts.get(key, 0) + 1
-        active = GaugeMetricFamily(
-            "applianced_active_bans",
-            "Bans in force now (restored ones included), per jail and kind.",
-            labels=["jail", "kind"],
-        )
-        for (jail_name, kind), n in sorted(active_counts.items()):
-            active.add_metric([jail_name, kind], n)
-        yield active
-
-        h = app.health
-        yield _counter(
-            "applianced_enforcement_errors",
-            "Kernel (nftables) transactions that failed; their changes are retried.",
-            h.enforcement_errors,
-        )
-        yield GaugeMetricFamily(
-            "applianced_enforcement_unapplied",
-            "Bans and unbans waiting for a retried kernel transaction.",
-            value=h.unapplied,
+            "applianced_cluster_backlog",
+            "Changes of this appliance waiting to be pushed to the cluster database.",
+            value=cluster["backlog"],
         )
         yield _counter(
-            "applianced_enforcement_refused_elements",
-            "Elements the kernel refused on their own (the rest of their batch applied); not "
-            "sent again until the next start.",
-            h.refused_elements,
+            "applianced_cluster_adopted",
+            "Bans and unbans received from the cluster and applied here.",
+            cluster["adopted"],
         )
-        yield _counter(
-            "applianced_store_errors", "Failed writes to the offenders store.", h.store_errors
-        )
-        yield _counter("applianced_unbans", "Bans lifted by unban or flush.", h.unbans_total)
-        yield _counter("applianced_expired_bans", "Bans that expired.", h.expired_total)
-
-        latency = app.ban_latency
-        yield HistogramMetricFamily(
-            "applianced_ban_latency_seconds",
-            "From receipt of the message that decided a ban to the return of the kernel "
-            "transaction that enforced it.",
-            buckets=[(floatToGoString(le), float(n)) for le, n in latency.cumulative()],
-            sum_value=latency.sum,
-        )
-
-        status: dict[str, Any] = app.notifier.status() if app.notifier is not None else {}
-        yield GaugeMetricFamily(
-            "applianced_notify_backlog",
-            "Bans waiting to be mailed (single mails and the next digest).",
-            value=status.get("backlog", 0),
-        )
-        yield _counter(
-            "applianced_notify_dropped",
-            "Ban notifications dropped (backlog full or mail refused).",
-            status.get("dropped", 0),
-        )
-        if app.cluster is not None:  # cluster mode (applianced/cluster/)
-            cluster = app.cluster()
-            yield GaugeMetricFamily(
-                "applianced_cluster_connected",
-                "1 while the cluster database is reachable, 0 while bans are only local.",
-                value=int(cluster["connected"]),
-            )
-            yield GaugeMetricFamily(
-                "applianced_cluster_backlog",
-                "Changes of this appliance waiting to be pushed to the cluster database.",
-                value=cluster["backlog"],
-            )
-            yield _counter(
-                "applianced_cluster_adopted",
-                "Bans and unbans received from the cluster and applied here.",
-                cluster["adopted"],
-            )
 
 
 def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:

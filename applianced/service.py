@@ -2,8 +2,10 @@
 
 ``make_service`` builds a Twisted ``MultiService`` whose children start in pipeline order: the
 appliance (store opened, kernel tables built, active bans restored), then the syslog listeners,
-then the control socket; they stop in reverse order. ``main`` parses the command line, sets up
-logging to stderr (journald takes it from there), handles SIGHUP (reload) and SIGTERM (stop).
+then the control socket, then systemd's side (READY=1, the watchdog, STATUS=) and the SIGHUP
+handler; they stop in reverse order. Every collaborator is passed to its constructor here;
+nothing is patched after construction. ``main`` parses the command line, sets up logging to
+stderr (journald takes it from there) and stops the services on SIGTERM.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 from ipaddress import ip_network
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.internet import UNIXServer
 from twisted.application.service import MultiService, Service
@@ -39,15 +41,19 @@ from applianced.enforcement.memory import MemoryEnforcer
 from applianced.enforcement.notify import Notifier
 from applianced.enforcement.whois import WhoisClient, tcp_query
 from applianced.errors import ApplianceError, ConfigError
+from applianced.hostnames import resolve
 from applianced.logs import FORMATS, log_observer
 from applianced.receiver.edge import ReceiverStats
 from applianced.receiver.listeners import Listeners, ListenerService
-from applianced.rules.addresses import parse_address
 from applianced.rules.decision import IPAddress, IPNetwork
+from applianced.rules.engine import Engine
 from applianced.sdnotify import SdNotifier, Supervisor, status_line, watchdog_interval
 from applianced.store.sqlite import SqliteOffenderStore
 
 __all__ = ["main", "make_service"]
+
+if TYPE_CHECKING:
+    from applianced.cluster.replicator import Replicator
 
 log = Logger()
 
@@ -88,11 +94,17 @@ class Reloader:
     synchronously inside it, so a bad file raises there. The Deferred fails with
     ``ApplianceError`` (``ConfigError`` for a bad file) and the running config stays."""
 
-    def __init__(self, config: Config, appliance: Appliance, listeners: Listeners) -> None:
+    def __init__(
+        self,
+        config: Config,
+        appliance: Appliance,
+        listeners: Listeners,
+        around: Callable[[Reload], Deferred[dict[str, Any]]] = lambda work: work(),
+    ) -> None:
         self.config = config
         self.appliance = appliance
         self.listeners = listeners
-        self.around: Callable[[Reload], Deferred[dict[str, Any]]] = lambda work: work()
+        self.around = around
         self._lock = DeferredLock()
 
     def __call__(self) -> Deferred[dict[str, Any]]:
@@ -142,7 +154,39 @@ class Reloader:
 class ApplianceDaemon(MultiService):
     """The daemon's top service; ``reload`` is its one reload function."""
 
-    reload: Reloader
+    def __init__(self, reload: Reloader) -> None:
+        super().__init__()
+        self.reload = reload
+
+
+class SystemdService(Service):
+    """The last child: once the reactor runs (bans restored, listeners open), READY=1 and the
+    watchdog and STATUS= loops; SIGHUP reloads. Stopping (first of all) sends STOPPING=1."""
+
+    def __init__(self, supervisor: Supervisor, reactor: Any, reload: Reload) -> None:
+        self.supervisor = supervisor
+        self.reactor = reactor
+        self.reload = reload
+
+    def startService(self) -> None:
+        super().startService()
+        self.reactor.callWhenRunning(self.supervisor.started)
+        _install_signals(self.reactor, self.reload)
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.supervisor.stopping()
+        return None
+
+
+def _store(config: Config, *, journal: bool) -> SqliteOffenderStore:
+    """The offenders store in the state directory (``journal``: with the cluster outbox)."""
+    return SqliteOffenderStore(
+        config.state_dir / STORE_FILE,
+        lines_per_ban=config.lines_per_ban,
+        node=config.state.node,
+        journal=journal,
+    )
 
 
 def make_service(
@@ -150,35 +194,24 @@ def make_service(
 ) -> tuple[ApplianceDaemon, Appliance]:
     """The daemon as a MultiService, and its Appliance (for tests and the reload handler)."""
     cluster = config.state.backend == "postgresql"
-    store = SqliteOffenderStore(
-        config.state_dir / STORE_FILE,
-        lines_per_ban=config.lines_per_ban,
-        node=config.state.node,
-        journal=cluster,
-    )
+    share = cluster and config.state.share_failures
+    store = _store(config, journal=cluster)
     stats = ReceiverStats()
-    notifier = make_notifier(config, reactor)
+    # The replicator and the appliance call each other: the replicator is built first, and its
+    # callbacks reach the appliance built next.
+    replicator = _replicator(config, store, reactor, lambda: appliance) if cluster else None
     appliance = Appliance(
-        config, store, enforcer, reactor, own_addresses, stats, resolver=resolve, notifier=notifier
+        config,
+        store,
+        enforcer,
+        reactor,
+        own_addresses,
+        stats,
+        resolver=resolve,
+        notifier=make_notifier(config, reactor),
+        engine=Engine(on_failure=replicator.share if replicator and share else None),
+        cluster=replicator.status if replicator else None,
     )
-    top = ApplianceDaemon()
-    ApplianceService(appliance).setServiceParent(top)
-    if cluster:  # after the appliance (bans restored from the replica), before the listeners
-        from applianced.cluster import postgres
-        from applianced.cluster.replicator import Replicator
-
-        replicator = Replicator(
-            store,
-            appliance.adopt,
-            postgres.connect_args(config.state),
-            reactor,
-            where=postgres.describe(config.state.dsn),
-            counted=appliance.remote_failures if config.state.share_failures else None,
-        )
-        replicator.setServiceParent(top)
-        appliance.cluster = replicator.status
-        if config.state.share_failures:
-            appliance.engine.on_failure = replicator.share
     listeners = Listeners(
         config.listeners,
         # The engine's routing gate: a message no jail can match is counted and dropped unparsed.
@@ -187,25 +220,62 @@ def make_service(
             conf, appliance.receive, stats, reactor, appliance.engine.gate
         ),
     )
-    listeners.setServiceParent(top)
-    top.reload = Reloader(config, appliance, listeners)
-
+    supervisor = Supervisor(
+        SdNotifier.from_environ(),
+        reactor,
+        lambda: status_line(len(appliance.engine.jails), len(appliance.active), stats.received),
+        watchdog=watchdog_interval(),
+    )
+    reload = Reloader(config, appliance, listeners, around=supervisor.reload)
     control = UNIXServer(
         str(config.control_socket),
-        ControlFactory(Dispatcher(appliance, top.reload, in_thread=deferToThread)),
+        ControlFactory(Dispatcher(appliance, reload, in_thread=deferToThread)),
         mode=0o660,
         wantPID=False,
         reactor=reactor,
     )
-    control.setServiceParent(top)
-    if config.metrics.enabled:
-        # Imported here: prometheus-client and twisted.web cost start-up time otherwise.
-        from applianced.metrics import MetricsService, make_registry
-
-        # Its own registry, read at scrape time from the appliance's counters.
-        metrics = MetricsService(config.metrics, make_registry(appliance), reactor)
-        metrics.setServiceParent(top)
+    top = ApplianceDaemon(reload)
+    # The pipeline's order: bans restored (and the cluster's adopted) before any listener opens.
+    for child in (
+        ApplianceService(appliance),
+        replicator,
+        listeners,
+        control,
+        _metrics(config, appliance, reactor),
+        SystemdService(supervisor, reactor, reload),
+    ):
+        if child is not None:
+            child.setServiceParent(top)
     return top, appliance
+
+
+def _replicator(
+    config: Config, store: SqliteOffenderStore, reactor: Any, appliance: Callable[[], Appliance]
+) -> Replicator:
+    """Cluster mode's replicator; ``appliance`` returns the Appliance it feeds."""
+    from applianced.cluster import postgres
+    from applianced.cluster.replicator import Replicator
+
+    share = config.state.share_failures
+    return Replicator(
+        store,
+        lambda bans, ended: appliance().adopt(bans, ended),
+        postgres.connect_args(config.state),
+        reactor,
+        where=postgres.describe(config.state.dsn),
+        counted=(lambda failures: appliance().remote_failures(failures)) if share else None,
+    )
+
+
+def _metrics(config: Config, appliance: Appliance, reactor: Any) -> Service | None:
+    """The Prometheus endpoint when ``[metrics] enabled``, reading the appliance's stats."""
+    if not config.metrics.enabled:
+        return None
+    # Imported here: prometheus-client and twisted.web cost start-up time otherwise.
+    from applianced.metrics import MetricsService, make_registry
+
+    # Its own registry, read at scrape time from the appliance's stats.
+    return MetricsService(config.metrics, make_registry(appliance), reactor)
 
 
 def make_notifier(config: Config, reactor: Any) -> Notifier:
@@ -227,16 +297,6 @@ def make_notifier(config: Config, reactor: Any) -> Notifier:
         return deferToThread(lambda: socket.gethostbyaddr(str(address))[0])
 
     return Notifier(config, reactor, lambda conf: make_mailer(reactor, conf), whois_for, reverse)
-
-
-def resolve(host: str) -> Deferred[Sequence[IPAddress]]:
-    """The addresses of ``host``, looked up in a thread so the reactor never waits on DNS."""
-
-    def lookup() -> Sequence[IPAddress]:
-        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-        return list(dict.fromkeys(parse_address(str(info[4][0])) for info in infos))
-
-    return deferToThread(lookup)
 
 
 def local_addresses() -> list[IPNetwork]:
@@ -333,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(config_path(args.config))
         enforcer = pick_enforcer(config, args.dry_run)
         _prepare_socket(config.control_socket)
-        top, appliance = make_service(config, reactor, enforcer, local_addresses())
+        top, _ = make_service(config, reactor, enforcer, local_addresses())
         top.startService()
     except ConfigError as e:
         print(f"applianced: configuration error: {e}", file=sys.stderr)
@@ -349,19 +409,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ApplianceError as e:
         print(f"applianced: {e}", file=sys.stderr)
         return 1
-    # Bans are restored and listeners open: tell systemd (READY=1 once the reactor runs).
-    supervisor = Supervisor(
-        SdNotifier.from_environ(),
-        reactor,
-        lambda: status_line(
-            len(appliance.engine.jails), len(appliance.active), appliance.receiver_stats.received
-        ),
-        watchdog=watchdog_interval(),
-    )
-    reactor.callWhenRunning(supervisor.started)
-    reactor.addSystemEventTrigger("before", "shutdown", supervisor.stopping)
-    top.reload.around = supervisor.reload  # RELOADING=1 ... READY=1 for systemd
-    _install_signals(reactor, top.reload)
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
     log.info(
         "applianced {version} running: {jails} jails, listening on {listeners}, "

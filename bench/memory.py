@@ -25,12 +25,13 @@ from pathlib import Path
 
 from twisted.internet.task import Clock
 
+from applianced import views
 from applianced.appliance import Appliance
 from applianced.conf.load import parse_config
-from applianced.enforcement.memory import MemoryEnforcer
 from applianced.rules.decision import BanDecision, BanKind
 from applianced.rules.message import SyslogMessage
 from applianced.store.sqlite import SqliteOffenderStore
+from applianced.testing import MemoryEnforcer
 
 OFFENDERS = 1_000_000
 BANS = 100_000
@@ -83,7 +84,7 @@ def tracked(workdir: Path, max_tracked: int) -> dict[str, float]:
             msg=f"warning: unknown[{offender(i)}]: SASL LOGIN authentication failed: UGFz",
             sender="127.0.0.1", transport="udp", received_at=now,
         ))  # fmt: skip
-    count = app.status()["jails"]["postfix-sasl"]["tracked"]
+    count = views.status(app)["jails"]["postfix-sasl"]["tracked"]
     return {"rss_mib": rss_mib(), "base_mib": base, "tracked": count}
 
 

@@ -19,13 +19,14 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
 
+from applianced import views
 from applianced.appliance import Appliance, RequestError
 from applianced.conf.schema import Config, EnforcementConf
 from applianced.enforcement.base import ElementsRefused, Refused, Restored
-from applianced.enforcement.memory import MemoryEnforcer
 from applianced.errors import EnforcementError
 from applianced.rules.decision import Ban, BanDecision, BanKind, IPAddress
 from applianced.store.sqlite import SqliteOffenderStore
+from applianced.testing import MemoryEnforcer
 from applianced.units import MAX_BAN_SECONDS
 from tests.helpers import config, jail_conf, message, record, ssh_failure
 
@@ -121,7 +122,7 @@ def test_ban_lines_of_a_new_second_come_after_the_last_seconds_summary(tmp_path:
         assert late.startswith("ban sshd 198.51.100.7/32 for ")
         for i in range(25):
             attack(app, clock, f"198.51.100.{100 + i}")
-        app.ban("sshd", "192.0.2.9")
+        views.ban(app, "sshd", "192.0.2.9")
         assert texts(events)[-1].startswith("ban sshd 192.0.2.9/32 for ")
     app.stop()
 
@@ -212,22 +213,22 @@ def test_allowed_senders_are_never_banned(tmp_path: Path) -> None:
     attack(app, clock, "127.0.0.1", times=10)
     assert not enforcer.bans
     with pytest.raises(RequestError, match="protected"):
-        app.ban("sshd", "127.0.0.1")
+        views.ban(app, "sshd", "127.0.0.1")
 
 
 def test_manual_ban_unban_and_blacklist(tmp_path: Path) -> None:
     """Manual bans take --for or bantime; unban lifts every covering ban; blacklist is permanent."""
     app, clock, enforcer = start(tmp_path)
-    ban = app.ban("sshd", "203.0.113.0/24", duration=30.0)
+    ban = views.ban(app, "sshd", "203.0.113.0/24", duration=30.0)
     assert (ban.kind, ban.remaining(clock.seconds())) == (BanKind.MANUAL, 30.0)
-    assert app.ban("sshd", "2001:db8::5").network == ip_network("2001:db8::/64")
-    lifted = app.unban("203.0.113.9")
+    assert views.ban(app, "sshd", "2001:db8::5").network == ip_network("2001:db8::/64")
+    lifted = views.unban(app, "203.0.113.9")
     assert [b.network for b in lifted] == [ip_network("203.0.113.0/24")]
-    permanent = app.ban("sshd", "198.51.100.7", permanent=True)
+    permanent = views.ban(app, "sshd", "198.51.100.7", permanent=True)
     assert permanent.expires_at is None and permanent.kind is BanKind.BLACKLIST
     with pytest.raises(RequestError, match="not blacklisted"):
-        app.unban("2001:db8::5", permanent_only=True)
-    app.unban("198.51.100.7", permanent_only=True)
+        views.unban(app, "2001:db8::5", permanent_only=True)
+    views.unban(app, "198.51.100.7", permanent_only=True)
     assert set(enforcer.bans) == {("sshd", ip_network("2001:db8::/64"))}
 
 
@@ -243,14 +244,14 @@ def test_manual_ban_errors(tmp_path: Path, args: tuple[str, str], error: str) ->
     """Bad requests are refused with a message that says why."""
     app, _, _ = start(tmp_path)
     with pytest.raises(RequestError, match=error):
-        app.ban(*args)
+        views.ban(app, *args)
 
 
 def test_unban_of_an_unbanned_address_is_an_error(tmp_path: Path) -> None:
     """The operator learns that nothing was lifted."""
     app, _, _ = start(tmp_path)
     with pytest.raises(RequestError, match="not banned"):
-        app.unban("203.0.113.7")
+        views.unban(app, "203.0.113.7")
 
 
 class FlakyEnforcer(MemoryEnforcer):
@@ -271,13 +272,13 @@ def test_refused_batches_are_retried_and_reported(tmp_path: Path) -> None:
     app, clock, _ = start(tmp_path, enforcer=enforcer)
     enforcer.failures = 2
     attack(app, clock, "203.0.113.7")
-    status = app.status()["health"]
+    status = views.status(app)["health"]
     assert status["enforcement_errors"] == 1 and status["unapplied"] == 1
     assert "Operation not permitted" in status["last_error"]
     clock.advance(1.0)  # first retry fails too
-    assert not enforcer.bans and app.status()["health"]["enforcement_errors"] == 2
+    assert not enforcer.bans and views.status(app)["health"]["enforcement_errors"] == 2
     clock.advance(2.0)
-    assert enforcer.bans and app.status()["health"]["unapplied"] == 0
+    assert enforcer.bans and views.status(app)["health"]["unapplied"] == 0
 
 
 class RefusingEnforcer(MemoryEnforcer):
@@ -303,7 +304,7 @@ def test_refused_elements_are_reported_and_not_retried(tmp_path: Path) -> None:
     app, clock, _ = start(tmp_path, enforcer=enforcer)
     attack(app, clock, "203.0.113.7")
     attack(app, clock, "203.0.113.8")
-    health = app.status()["health"]
+    health = views.status(app)["health"]
     assert health["refused_elements"] == 1 and health["unapplied"] == 0
     assert "203.0.113.7/32 (jail sshd): Error: value too large" in health["last_error"]
     assert set(enforcer.bans) == {("sshd", ip_network("203.0.113.8/32"))}
@@ -318,10 +319,10 @@ def test_why_shows_windows_bans_and_lines(tmp_path: Path) -> None:
     app, clock, _ = start(tmp_path)
     attack(app, clock, "203.0.113.7")
     app.receive(message(ssh_failure("203.0.113.8"), at=clock.seconds()))
-    seen = app.why("203.0.113.7")
+    seen = views.why(app, "203.0.113.7")
     assert seen["jails"]["sshd"]["active_ban"]["count"] == 1
     assert seen["history"][0]["lines"][0].startswith("[127.0.0.1] mx sshd[1]: Failed password")
-    assert app.why("203.0.113.8")["jails"]["sshd"]["failures"] == 1
+    assert views.why(app, "203.0.113.8")["jails"]["sshd"]["failures"] == 1
 
 
 def test_reload_keeps_bans_of_kept_jails_and_drops_removed_ones(tmp_path: Path) -> None:
@@ -329,11 +330,11 @@ def test_reload_keeps_bans_of_kept_jails_and_drops_removed_ones(tmp_path: Path) 
     conf = config(tmp_path, jail_conf(), jail_conf("other", programs=("other",)))
     app, clock, enforcer = start(tmp_path, conf)
     attack(app, clock, "203.0.113.7")
-    app.ban("other", "203.0.113.9")
+    views.ban(app, "other", "203.0.113.9")
     app.receive(message(ssh_failure("203.0.113.8"), at=clock.seconds()))
     app.reload(replace(conf, jails=(jail_conf(bantime=999.0),)))
     assert set(enforcer.bans) == {("sshd", ip_network("203.0.113.7/32"))}
-    assert app.why("203.0.113.8")["jails"]["sshd"]["failures"] == 1
+    assert views.why(app, "203.0.113.8")["jails"]["sshd"]["failures"] == 1
 
 
 def test_bantime_jitter_spreads_expiries_within_the_bound(tmp_path: Path) -> None:
@@ -353,7 +354,7 @@ def test_flush_lifts_every_ban_and_on_stop_flush_empties_the_backend(tmp_path: P
     """flush ends every active ban; on_stop = flush empties the kernel at stop only."""
     app, clock, enforcer = start(tmp_path)
     attack(app, clock, "203.0.113.7")
-    app.ban("sshd", "198.51.100.1", permanent=True)
+    views.ban(app, "sshd", "198.51.100.1", permanent=True)
     assert len(app.flush()) == 2
     assert not enforcer.bans and not app.store.active_bans(clock.seconds())
     conf = replace(config(tmp_path), enforcement=EnforcementConf(on_stop="flush"))
@@ -387,7 +388,7 @@ def test_use_dns_jails_resolve_hostnames_off_the_hot_path(tmp_path: Path) -> Non
     clock.advance(0)
     assert asked == ["evil.example", "evil.example", "nx.example", "evil.example"]
     assert ("sshd", ip_network("203.0.113.50/32")) in enforcer.bans
-    assert app.status()["health"]["dns_failed"] == 1
+    assert views.status(app)["health"]["dns_failed"] == 1
 
 
 def test_without_use_dns_hostnames_are_not_failures(tmp_path: Path) -> None:
@@ -409,7 +410,7 @@ def test_evidence_keeps_the_sender_and_the_message_time(tmp_path: Path) -> None:
         m = replace(message(ssh_failure("203.0.113.7"), at=clock.seconds()), timestamp=stamp)
         app.receive(m)
     clock.advance(0)
-    (line, *_) = app.why("203.0.113.7")["history"][0]["lines"]
+    (line, *_) = views.why(app, "203.0.113.7")["history"][0]["lines"]
     assert line.startswith("[127.0.0.1] 2026-11-22T10:00:01+00:00 mx sshd[1]: Failed password")
 
 
@@ -425,8 +426,11 @@ def test_any_sender_allowed_does_not_protect_every_address(tmp_path: Path) -> No
 def test_why_finds_a_ban_that_covers_the_address(tmp_path: Path) -> None:
     """An address inside a banned /24 shows that ban as its active one."""
     app, _, _ = start(tmp_path)
-    app.ban("sshd", "198.51.100.0/24")
-    assert app.why("198.51.100.77")["jails"]["sshd"]["active_ban"]["address"] == "198.51.100.0/24"
+    views.ban(app, "sshd", "198.51.100.0/24")
+    assert (
+        views.why(app, "198.51.100.77")["jails"]["sshd"]["active_ban"]["address"]
+        == "198.51.100.0/24"
+    )
 
 
 def test_start_restores_with_the_garbage_collector_paused(tmp_path: Path) -> None:
@@ -464,7 +468,7 @@ class RowsEnforcer(MemoryEnforcer):
 def _store_two_bans(tmp_path: Path) -> None:
     app, clock, _ = start(tmp_path)
     attack(app, clock, "203.0.113.7")
-    app.ban("sshd", "2001:db8::/64", permanent=True)
+    views.ban(app, "sshd", "2001:db8::/64", permanent=True)
     app.stop()
 
 
@@ -488,7 +492,7 @@ def test_a_restore_with_refused_rows_is_not_retried(tmp_path: Path) -> None:
     _store_two_bans(tmp_path)
     refused = Refused("sshd", "203.0.113.7/32", "Error: value too large")
     app, _, _ = start(tmp_path, enforcer=RowsEnforcer(ElementsRefused([refused])))
-    health = app.status()["health"]
+    health = views.status(app)["health"]
     assert health["refused_elements"] == 1 and health["unapplied"] == 0
     assert health["enforcement_errors"] == 0 and "203.0.113.7/32" in health["last_error"]
 
@@ -499,11 +503,11 @@ def test_a_refused_row_restore_is_kept_for_retry(tmp_path: Path) -> None:
     _store_two_bans(tmp_path)
     enforcer = RowsEnforcer(EnforcementError("nftables refused to restore 2 bans: boom"))
     app, clock, _ = start(tmp_path, enforcer=enforcer)
-    health = app.status()["health"]
+    health = views.status(app)["health"]
     assert health["enforcement_errors"] == 1 and health["unapplied"] == 2
     assert "restore 2 bans: boom" in health["last_error"]
     clock.advance(1.0)
-    assert set(enforcer.bans) == set(app.active) and app.status()["health"]["unapplied"] == 0
+    assert set(enforcer.bans) == set(app.active) and views.status(app)["health"]["unapplied"] == 0
 
 
 def test_a_nat64_offender_is_banned_alone_from_a_log_line_and_by_hand(tmp_path: Path) -> None:
@@ -512,9 +516,9 @@ def test_a_nat64_offender_is_banned_alone_from_a_log_line_and_by_hand(tmp_path: 
     app, clock, enforcer = start(tmp_path)
     attack(app, clock, "64:ff9b::198.51.100.200")
     assert list(enforcer.bans) == [("sshd", ip_network("64:ff9b::c633:64c8/128"))]
-    manual = app.ban("sshd", "64:ff9b::198.51.100.201")
+    manual = views.ban(app, "sshd", "64:ff9b::198.51.100.201")
     assert manual.network == ip_network("64:ff9b::c633:64c9/128")
-    why = app.why("64:ff9b::198.51.100.202")
+    why = views.why(app, "64:ff9b::198.51.100.202")
     assert why["jails"]["sshd"]["active_ban"] is None
 
 
@@ -527,7 +531,7 @@ def test_an_ipv4_mapped_offender_is_its_ipv4_address_everywhere(tmp_path: Path) 
     attack(app, clock, "::ffff:198.51.100.7")
     assert list(enforcer.bans) == [("sshd", ip_network("198.51.100.7/32"))]
     with pytest.raises(RequestError, match="protected"):
-        app.ban("sshd", "::ffff:198.51.100.201/128")
+        views.ban(app, "sshd", "::ffff:198.51.100.201/128")
 
 
 def test_stored_bans_beyond_the_kernels_limit_are_restored_at_the_limit(tmp_path: Path) -> None:

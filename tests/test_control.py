@@ -13,16 +13,14 @@ from twisted.internet.task import Clock
 
 from applianced.appliance import Appliance
 from applianced.control import Dispatcher
-from applianced.enforcement.memory import MemoryEnforcer
-from applianced.store.sqlite import SqliteOffenderStore
+from applianced.testing import MemoryEnforcer, MemoryStore
 from tests.helpers import config, jail_conf, message, ssh_failure
 
 
 def appliance(tmp_path: Path) -> Appliance:
     clock = Clock()
     clock.advance(1_800_000_000.0)
-    store = SqliteOffenderStore(tmp_path / "offenders.sqlite")
-    app = Appliance(config(tmp_path), store, MemoryEnforcer(), clock)
+    app = Appliance(config(tmp_path), MemoryStore(), MemoryEnforcer(), clock)
     app.start()
     for _ in range(3):
         app.receive(message(ssh_failure("203.0.113.7"), at=clock.seconds()))
@@ -164,7 +162,7 @@ def test_an_ipv4_mapped_cidr_is_checked_against_the_protected_ipv4_address(
     clock = Clock()
     clock.advance(1_800_000_000.0)
     conf = config(tmp_path, jail_conf(ignoreip=(ip_network("192.0.2.10/32"),)))
-    app = Appliance(conf, SqliteOffenderStore(tmp_path / "o.sqlite"), MemoryEnforcer(), clock)
+    app = Appliance(conf, MemoryStore(), MemoryEnforcer(), clock)
     app.start()
     for target in ("::ffff:192.0.2.10/128", "::ffff:192.0.2.10", "::ffff:192.0.2.0/120"):
         answer = ask(app, "ban", jail="sshd", target=target)

@@ -16,14 +16,15 @@ from typing import Any
 import pytest
 from twisted.internet.task import Clock
 
+from applianced import views
 from applianced.appliance import Appliance
 from applianced.conf.load import load_config
-from applianced.enforcement.memory import MemoryEnforcer
 from applianced.enforcement.nftables import NftablesEnforcer
 from applianced.rules.engine import Engine
 from applianced.rules.filters import Filter
 from applianced.rules.jail import Jail, jail_filter
 from applianced.store.sqlite import SqliteOffenderStore
+from applianced.testing import MemoryEnforcer
 from tests.helpers import config, message, ssh_failure
 
 SHIPPED = (
@@ -164,4 +165,4 @@ def test_a_burst_in_one_turn_is_one_libnftables_transaction(tmp_path: Path) -> N
     before = nft.transactions
     burst(app, clock, 1000)
     assert nft.transactions - before == 1
-    assert app.status()["totals"]["bans"] == 1000
+    assert views.status(app)["totals"]["bans"] == 1000

@@ -7,10 +7,11 @@ import os
 from pathlib import Path
 
 import pytest
+from twisted.internet.task import Clock
 from twisted.logger import Logger, LogLevel, LogPublisher
 from twisted.python.failure import Failure
 
-from applianced.logs import journal_line, log_observer, under_journal
+from applianced.logs import LogBudget, journal_line, log_observer, under_journal
 
 
 def emit(observer_stream: io.StringIO, fmt: str, environ: dict[str, str] | None = None) -> str:
@@ -93,3 +94,27 @@ def test_unknown_format_is_refused() -> None:
     """A format name that is not auto/text/journal is an error, not a silent default."""
     with pytest.raises(ValueError, match="not one of"):
         log_observer(io.StringIO(), "json")
+
+
+def test_log_budget_allows_per_second_and_summarises_the_rest_once() -> None:
+    clock = Clock()
+    summaries: list[int] = []
+    budget = LogBudget(clock, 3, summaries.append)
+    assert budget.allow(2, 0.0) == 2
+    assert budget.allow(4, 0.5) == 1
+    assert budget.allow(2, 0.6) == 0
+    assert summaries == []
+    clock.advance(1.0)
+    assert summaries == [5]
+    assert budget.allow(3, 1.0) == 3
+
+
+def test_log_budget_close_summarises_what_is_counted() -> None:
+    clock = Clock()
+    summaries: list[int] = []
+    budget = LogBudget(clock, 1, summaries.append)
+    budget.allow(3, 0.0)
+    budget.close()
+    assert summaries == [2]
+    clock.advance(5.0)
+    assert summaries == [2]

@@ -20,10 +20,10 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.web.test.requesthelper import DummyRequest
 
+from applianced import views
 from applianced.appliance import Appliance
 from applianced.conf.load import parse_config
 from applianced.conf.schema import Config, ListenerConf, MetricsConf, NotifyConf
-from applianced.enforcement.memory import MemoryEnforcer
 from applianced.enforcement.notify import Notifier
 from applianced.errors import ConfigError, EnforcementError
 from applianced.latency import BAN_LATENCY_BUCKETS, LatencyHistogram
@@ -37,6 +37,7 @@ from applianced.receiver.udp import SyslogUDP
 from applianced.rules.decision import Ban
 from applianced.service import make_service
 from applianced.store.sqlite import SqliteOffenderStore
+from applianced.testing import MemoryEnforcer
 from tests.helpers import config, jail_conf, message, ssh_failure
 
 T0 = 1_800_000_000.0
@@ -114,8 +115,8 @@ def test_ban_counts_show_per_jail_and_kind(tmp_path: Path) -> None:
     app, clock, _ = start(tmp_path)
     attack(app, clock, "203.0.113.7")
     attack(app, clock, "203.0.113.8", times=2)
-    app.ban("sshd", "198.51.100.0/24")
-    app.ban("sshd", "198.51.100.200", permanent=True)
+    views.ban(app, "sshd", "198.51.100.0/24")
+    views.ban(app, "sshd", "198.51.100.200", permanent=True)
     s = scrape(app)
     assert value(s, "applianced_failures_total", jail="sshd") == 5
     assert value(s, "applianced_bans_total", jail="sshd", kind="auto") == 1
@@ -182,7 +183,7 @@ def test_ban_latency_is_receipt_to_kernel_one_sample_per_ban(tmp_path: Path) -> 
         for _ in range(3):
             app.receive(message(ssh_failure(f"203.0.113.{i}"), at=clock.seconds()))
     clock.advance(0)
-    app.ban("sshd", "198.51.100.1")
+    views.ban(app, "sshd", "198.51.100.1")
     s = scrape(app)
     assert value(s, "applianced_ban_latency_seconds_count") == 4
     assert value(s, "applianced_ban_latency_seconds_sum") == pytest.approx(4 * 0.003, abs=1e-6)
@@ -282,12 +283,13 @@ def _service_names(tmp_path: Path, conf: Config) -> list[str]:
 
 
 def test_make_service_adds_metrics_last_only_when_enabled(tmp_path: Path) -> None:
-    """Off by default: no listener; on: a MetricsService after the control socket."""
+    """Off by default: no listener; on: a MetricsService after the control socket (and before
+    systemd's side, which stops first)."""
     conf = config(tmp_path)
     assert "MetricsService" not in _service_names(tmp_path, conf)
     on = replace(conf, metrics=MetricsConf(enabled=True))
     names = _service_names(tmp_path, on)
-    assert names[-2:] == ["UNIXServer", "MetricsService"]
+    assert names[-3:] == ["UNIXServer", "MetricsService", "SystemdService"]
 
 
 CONFIG = """\

@@ -6,18 +6,31 @@ Appliance calls ``restore`` at start with every active ban (``restore_rows``, st
 store's rows, for a backend that is a ``RowRestorer``), and the backend makes its state equal to
 that list (restoring what is missing, removing what the store does not know). A backend that
 refuses some elements of a batch applies the rest and raises ``ElementsRefused`` naming them.
+``BanNotifier`` is the ban mails' interface, which the Appliance tells of each new ban.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, runtime_checkable
 
+from applianced.conf.schema import Config, JailConf
 from applianced.errors import EnforcementError
 from applianced.rules.decision import Ban
 
-__all__ = ["ElementsRefused", "Enforcer", "JailRules", "Refused", "Restored", "RowRestorer"]
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+
+__all__ = [
+    "BanNotifier",
+    "ElementsRefused",
+    "Enforcer",
+    "JailRules",
+    "Refused",
+    "Restored",
+    "RowRestorer",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +46,10 @@ class JailRules:
     protocol: Literal["tcp", "udp", "both"]
     hook: Literal["input", "forward"] = "input"
     verdict: Literal["drop", "reject"] = "drop"
+
+    @classmethod
+    def of(cls, conf: JailConf) -> JailRules:
+        return cls(conf.name, conf.ports, conf.protocol, conf.hook, conf.verdict)
 
 
 @runtime_checkable
@@ -105,3 +122,20 @@ class ElementsRefused(EnforcementError):
 
     def __reduce__(self) -> tuple[type[ElementsRefused], tuple[tuple[Refused, ...]]]:
         return type(self), (self.refused,)
+
+
+class BanNotifier(Protocol):
+    """What the Appliance, the control socket and the metrics ask of the ban mails
+    (``enforcement/notify.Notifier``; ``testing.RecordingNotifier`` in tests)."""
+
+    def banned(self, ban: Ban, lines: tuple[str, ...]) -> None:
+        """A new ban (not a restored or adopted one) and its matched lines; returns at once."""
+
+    def reconfigure(self, config: Config) -> None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def test(self) -> Deferred[dict[str, Any]]:
+        """Send a test mail; the outcome, or a failure the operator can read."""
+
+    def stop(self) -> None: ...

@@ -5,7 +5,7 @@ listeners ask ``gate`` first, so that a message no jail can match is dropped bef
 routes are cached per app-name (bounded), and each jail's filter runs its literal prefilter
 before any regex.
 
-Cluster mode's ``share_failures`` adds one hook: ``on_failure``, when set, is called with each
+Cluster mode's ``share_failures`` adds one hook: ``on_failure``, when given, is called with each
 failure a jail counted from this appliance's messages (ignored addresses excepted), and
 ``count_remote`` counts another appliance's failure without calling it (no echo).
 """
@@ -49,14 +49,18 @@ class CountedFailure(NamedTuple):
 class Engine:
     """Holds the enabled jails. Replace them with ``set_jails`` (a reload)."""
 
-    def __init__(self, jails: Sequence[Jail] = ()) -> None:
+    def __init__(
+        self,
+        jails: Sequence[Jail] = (),
+        on_failure: Callable[[CountedFailure], None] | None = None,
+    ) -> None:
         self.jails: dict[str, Jail] = {}
         self._routes: dict[str | None, tuple[Jail, ...]] = {}
         self._gates = GateCache(self._needles)
         # The listeners' routing gate (``Gate``), asked for every message: a dict lookup
         # in C once a TAG was seen (see _needles for the answer).
         self.gate: Gate = self._gates.__getitem__
-        self.on_failure: Callable[[CountedFailure], None] | None = None
+        self.on_failure = on_failure
         self.set_jails(jails)
 
     def set_jails(self, jails: Sequence[Jail]) -> None:

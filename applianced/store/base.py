@@ -25,6 +25,7 @@ __all__ = [
     "ClusterOutbox",
     "OffenderStore",
     "ban_from_row",
+    "sender_of",
 ]
 
 # A ban as the store reads it: jail, network as str(network), started_at, expires_at (None:
@@ -138,6 +139,12 @@ class ClusterOutbox(Protocol):
 def ban_from_row(row: Sequence[Any]) -> Ban:
     """A ``BanRow`` (the columns a store reads a ban with) as its Ban."""
     return Ban(row[0], _network(row[1]), row[2], row[3], _KINDS[row[4]], row[5])
+
+
+def sender_of(lines: Sequence[str]) -> str:
+    """The sender of the last matched line: the engine prefixes each with ``[sender]``."""
+    last = lines[-1] if lines else ""
+    return last[1 : last.find("]")] if last.startswith("[") and "]" in last else ""
 
 
 _KINDS = {k.value: k for k in BanKind}

@@ -37,7 +37,7 @@ from typing import Any
 
 from applianced.errors import StoreError
 from applianced.rules.decision import Ban, BanDecision, IPAddress, IPNetwork
-from applianced.store.base import BanEvent, BanRecord, BanRow, ban_from_row
+from applianced.store.base import BanEvent, BanRecord, BanRow, ban_from_row, sender_of
 from applianced.store.migrations import migrate
 
 __all__ = ["SqliteOffenderStore"]
@@ -108,12 +108,6 @@ def _containment_params(network: IPNetwork) -> list[Any]:
         (first & (full ^ ((1 << (bits - p)) - 1))).to_bytes(width, "big") for p in range(bits + 1)
     ]
     return [network.version, *candidates, _span(network)[1]]
-
-
-def _sender(lines: Sequence[str]) -> str:
-    """The sender of the last matched line: the engine prefixes each with ``[sender]``."""
-    last = lines[-1] if lines else ""
-    return last[1 : last.find("]")] if last.startswith("[") and "]" in last else ""
 
 
 def _event(r: Sequence[Any]) -> BanEvent:
@@ -241,7 +235,7 @@ class SqliteOffenderStore:
                     d.kind.value,
                     d.count,
                     node,
-                    _sender(d.lines),
+                    sender_of(d.lines),
                 )
                 for i, d in enumerate(decisions)
             ]

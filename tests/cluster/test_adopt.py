@@ -13,13 +13,14 @@ from prometheus_client import generate_latest
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
+from applianced import views
 from applianced.appliance import Appliance
 from applianced.cluster.replicator import Replicator
-from applianced.enforcement.memory import MemoryEnforcer
 from applianced.metrics import make_registry
 from applianced.rules.decision import Ban, BanKind
 from applianced.store.base import BanEvent
 from applianced.store.sqlite import SqliteOffenderStore
+from applianced.testing import MemoryEnforcer
 from tests.helpers import config, message, ssh_failure
 
 T0 = 1_800_000_000.0
@@ -31,11 +32,11 @@ def setup(tmp_path: Path) -> tuple[Appliance, Replicator, Clock, MemoryEnforcer]
     clock.advance(T0)
     enforcer = MemoryEnforcer()
     store = SqliteOffenderStore(tmp_path / "o.sqlite", node="alpha", journal=True)
-    app = Appliance(config(tmp_path), store, enforcer, clock)
-    app.start()
-    replicator = Replicator(store, app.adopt, {"conninfo": ""}, clock)
+    replicator = Replicator(store, lambda bans, ended: app.adopt(bans, ended), {"conninfo": ""},
+                            clock)  # fmt: skip
     replicator.running = True  # the reactor side only: no threads, no database
-    app.cluster = replicator.status
+    app = Appliance(config(tmp_path), store, enforcer, clock, cluster=replicator.status)
+    app.start()
     return app, replicator, clock, enforcer
 
 
@@ -53,7 +54,7 @@ def test_a_remote_ban_is_enforced_with_its_expiry_and_then_lifted(tmp_path: Path
     assert replicator.state.adopted == 1 and app.store.cursor() == 1  # type: ignore[attr-defined]
     replicator._received([remote(2, "u1", "end")], 2)
     assert ("sshd", NET) not in enforcer.bans and app.banned() == []
-    assert app.status()["cluster"]["adopted"] == 2
+    assert views.status(app)["cluster"]["adopted"] == 2
 
 
 def test_a_remote_ban_expires_here_and_counts_for_the_next_offence(tmp_path: Path) -> None:
@@ -73,12 +74,12 @@ def test_a_remote_ban_expires_here_and_counts_for_the_next_offence(tmp_path: Pat
 def test_a_database_failure_is_shown_and_retried_later(tmp_path: Path) -> None:
     app, replicator, _, _ = setup(tmp_path)
     replicator._push_failed(Failure(OSError("connection refused")))
-    status = app.status()["cluster"]
+    status = views.status(app)["cluster"]
     assert (status["connected"], status["last_error"]) == (False, "connection refused")
     replicator._push_failed(Failure(OSError("connection refused")))
     assert replicator._push_after == T0 + 0.5  # 0.25 then 0.5: doubling
     replicator._up()
-    assert app.status()["cluster"]["connected"] and replicator._push_after == 0.0
+    assert views.status(app)["cluster"]["connected"] and replicator._push_after == 0.0
 
 
 def test_the_metrics_show_the_cluster(tmp_path: Path) -> None:

@@ -11,11 +11,13 @@ from pathlib import Path
 
 from twisted.internet.task import Clock
 
+from applianced import views
 from applianced.appliance import Appliance
 from applianced.cluster import replicator as replicator_module
 from applianced.cluster.replicator import Replicator
-from applianced.enforcement.memory import MemoryEnforcer
+from applianced.rules.engine import Engine
 from applianced.store.sqlite import SqliteOffenderStore
+from applianced.testing import MemoryEnforcer
 from tests.helpers import config, jail_conf, message, ssh_failure
 
 T0 = 1_800_000_000.0
@@ -28,13 +30,17 @@ def node(tmp_path: Path, name: str, clock: Clock) -> tuple[Appliance, Replicator
     enforcer = MemoryEnforcer()
     store = SqliteOffenderStore(tmp_path / f"{name}.sqlite", node=name, journal=True)
     conf = config(tmp_path, jail_conf(ignoreip=(ip_network("192.0.2.0/24"),)))
-    app = Appliance(conf, store, enforcer, clock)
-    app.start()
-    replicator = Replicator(store, app.adopt, {"conninfo": ""}, clock,
-                            counted=app.remote_failures)  # fmt: skip
+    replicator = Replicator(
+        store,
+        lambda bans, ended: app.adopt(bans, ended),
+        {"conninfo": ""},
+        clock,
+        counted=lambda failures: app.remote_failures(failures),
+    )
     replicator.running = True
-    app.engine.on_failure = replicator.share
-    app.cluster = replicator.status
+    engine = Engine(on_failure=replicator.share)
+    app = Appliance(conf, store, enforcer, clock, engine=engine, cluster=replicator.status)
+    app.start()
     return app, replicator, enforcer
 
 
@@ -68,7 +74,7 @@ def test_remote_failures_fill_the_window_and_are_not_shared_again(tmp_path: Path
     assert len(rep_b._failures) == 1  # B's own failure is shared
     (pushed,) = b.store.pending(10)  # type: ignore[attr-defined]
     assert (pushed.op, pushed.node) == ("ban", "beta")  # an ordinary local ban, pushed as ever
-    assert b.status()["cluster"]["failures"] == {"shared": 0, "received": 2, "dropped": 0}
+    assert views.status(b)["cluster"]["failures"] == {"shared": 0, "received": 2, "dropped": 0}
     assert a.banned() == []
 
 
@@ -86,4 +92,4 @@ def test_failures_are_dropped_and_counted_when_the_database_is_down_or_the_queue
     for _ in range(replicator_module._FAILURES_MAX + 3):
         fail(a, clock, "203.0.113.9")
     assert len(rep_a._failures) == replicator_module._FAILURES_MAX
-    assert a.status()["cluster"]["failures"]["dropped"] == 4
+    assert views.status(a)["cluster"]["failures"]["dropped"] == 4

@@ -14,15 +14,16 @@ import pytest
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
+from applianced import views
 from applianced.appliance import Appliance
 from applianced.conf.schema import Config, NotifyConf
 from applianced.control import Dispatcher
 from applianced.enforcement.mailer import DeliveryError, redact
-from applianced.enforcement.memory import MemoryEnforcer
 from applianced.enforcement.notify import Notifier
 from applianced.enforcement.whois import WhoisClient
 from applianced.rules.decision import Ban, BanKind, IPAddress
 from applianced.store.sqlite import SqliteOffenderStore
+from applianced.testing import MemoryEnforcer
 from tests.helpers import config, jail_conf, message, ssh_failure
 
 T0 = 1_800_000_000.0
@@ -243,11 +244,11 @@ def test_manual_ban_is_mailed_and_status_reports_notify(tmp_path: Path) -> None:
     store = SqliteOffenderStore(tmp_path / "offenders.sqlite")
     app = Appliance(conf, store, MemoryEnforcer(), clock, notifier=notifier)
     app.start()
-    app.ban("sshd", "198.51.100.4")
+    views.ban(app, "sshd", "198.51.100.4")
     for _ in range(3):
         clock.advance(0)
     assert "banned 198.51.100.4" in mailer.sent[0]["Subject"]
-    assert app.status()["notify"]["sent"] == 1
+    assert views.status(app)["notify"]["sent"] == 1
 
 
 def test_notify_test_verb_answers_with_the_outcome_or_the_error(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from twisted.internet.testing import StringTransport
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
+from applianced import views
 from applianced.conf.schema import ListenerConf, TLSConf
 from applianced.receiver import edge as edge_module
 from applianced.receiver.edge import ReceiverStats
@@ -248,7 +249,7 @@ def test_edge_counters_reach_status_and_prometheus(
     framing.handshakeCompleted()
     assert connect(factory) is None  # the budget: two connections
     clock.advance(20)
-    receiver = app.status()["receiver"]
+    receiver = views.status(app)["receiver"]
     assert receiver["handshake_timeouts"] == 1 and receiver["first_frame_timeouts"] == 1
     assert receiver["refused_connections_descriptors"] == 1
     s = scrape(app)

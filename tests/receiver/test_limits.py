@@ -16,6 +16,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
+from applianced import views
 from applianced.conf.load import parse_config
 from applianced.conf.schema import ListenerConf
 from applianced.errors import ConfigError
@@ -488,7 +489,7 @@ def test_limit_counters_reach_status_and_prometheus(tmp_path: Path) -> None:
         sending.dataReceived(LINE + b"\n")
     assert t.buildProtocol(IPv4Address("TCP", "127.0.0.3", 4)) is None  # total
     clock.advance(5)
-    receiver = app.status()["receiver"]
+    receiver = views.status(app)["receiver"]
     assert receiver["rate_limited"] == 3 and receiver["idle_timeouts"] == 2
     assert receiver["refused_connections_sender"] == 1
     # StringTransport never calls connectionLost: all three still count as open.

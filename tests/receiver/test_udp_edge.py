@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
+from applianced import views
 from applianced.conf.schema import ListenerConf
 from applianced.receiver.allowlist import Allowlist
 from applianced.receiver.edge import ReceiverStats
@@ -219,5 +220,5 @@ def test_kernel_drops_reach_status_and_prometheus(tmp_path: Path) -> None:
     service.stopService()
     dropped = app.receiver_stats.udp_kernel_drops
     assert dropped > 0
-    assert app.status()["receiver"]["udp_kernel_drops"] == dropped
+    assert views.status(app)["receiver"]["udp_kernel_drops"] == dropped
     assert value(scrape(app), "applianced_udp_kernel_drops_total") == dropped

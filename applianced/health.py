@@ -1,0 +1,28 @@
+"""The appliance's health counters: plain integers the hot path bumps, read at scrape time.
+
+The Appliance and its enforcement batcher write them (``service.make_service`` hands both the
+same ``Health``); ``Appliance.stats()`` copies them into the read-only snapshot that the
+control socket's ``status`` and ``metrics.py`` read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Health"]
+
+
+@dataclass(slots=True)
+class Health:
+    store_errors: int = 0
+    enforcement_errors: int = 0
+    last_error: str | None = None
+    unapplied: int = 0  # bans and unbans of refused batches, waiting for their retry
+    refused_elements: int = 0  # refused alone by the backend: reported, never sent again
+    bans_total: int = 0
+    unbans_total: int = 0
+    expired_total: int = 0
+    batches: int = 0
+    skipped_already_banned: int = 0
+    dns_failed: int = 0
+    dns_dropped: int = 0

@@ -1,0 +1,80 @@
+"""The read-only snapshot of the appliance's figures: what ``status`` and the metrics show.
+
+``Appliance.stats()`` builds one from its counters (the receiver's, each jail's, the health
+counters, bans by kind, the ban latency) at the moment of a request or a scrape; the control
+views and ``metrics.py`` read it and never the Appliance's internals. Copies, so a reader
+holds figures of one instant while the reactor keeps counting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from applianced.health import Health
+from applianced.receiver.edge import ReceiverStats
+from applianced.rules.decision import Ban
+from applianced.rules.jail import Jail
+
+__all__ = ["JailFigures", "Stats", "jail_figures"]
+
+
+@dataclass(frozen=True, slots=True)
+class JailFigures:
+    """One enabled jail: its settings that status shows, its counters, its active bans."""
+
+    programs: tuple[str, ...]
+    maxretry: int
+    findtime: float
+    bantime: float
+    tracked: int
+    matched: int
+    ignored: int
+    offences: int
+    evicted: int
+    active: Mapping[str, int]  # active bans by kind (a BanKind's value)
+    banned: int  # active bans that expire
+    blacklisted: int  # permanent ones
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    now: float
+    uptime: float
+    backend: str
+    jails: Mapping[str, JailFigures]  # in the engine's order
+    receiver: ReceiverStats
+    health: Health
+    bans_by_kind: Mapping[tuple[str, str], int]  # new bans since start, per (jail, kind)
+    latency_buckets: tuple[tuple[float, int], ...]  # cumulative, ending with +Inf
+    latency_sum: float
+    notify: dict[str, Any] | None
+    cluster: dict[str, Any] | None
+
+
+def jail_figures(jails: Mapping[str, Jail], active: Iterable[Ban]) -> dict[str, JailFigures]:
+    """The figures of each of ``jails`` (in their order), with its ``active`` bans counted."""
+    kinds: dict[str, dict[str, int]] = {name: {} for name in jails}
+    permanent = dict.fromkeys(jails, 0)
+    for ban in active:
+        counts = kinds[ban.jail]
+        counts[ban.kind.value] = counts.get(ban.kind.value, 0) + 1
+        permanent[ban.jail] += ban.permanent
+    return {
+        name: JailFigures(
+            programs=tuple(j.conf.programs),
+            maxretry=j.conf.maxretry,
+            findtime=j.conf.findtime,
+            bantime=j.conf.bantime,
+            tracked=j.tracked,
+            matched=j.stats.matched,
+            ignored=j.stats.ignored,
+            offences=j.stats.offences,
+            evicted=j.stats.evicted,
+            active=kinds[name],
+            banned=sum(kinds[name].values()) - permanent[name],
+            blacklisted=permanent[name],
+        )
+        for name, j in jails.items()
+    }

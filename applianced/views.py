@@ -1,0 +1,177 @@
+"""The operator's verbs on the control side: a target's text parsed, the JSON that answers
+show (a ban, ``why``, ``status``), and the errors an operator reads.
+
+``control.py`` calls these with the running Appliance; they parse and present, the Appliance
+decides and acts. ``status`` reads the Appliance's stats snapshot (``stats.py``), ``why`` its
+jails' windows and the store's history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any
+
+from applianced.appliance import Appliance, RequestError
+from applianced.errors import StoreError
+from applianced.rules import addresses
+from applianced.rules.addresses import network_of
+from applianced.rules.decision import Ban, IPAddress, IPNetwork
+
+__all__ = ["ban", "ban_json", "parse_address", "parse_target", "status", "unban", "why"]
+
+
+def parse_address(text: str) -> IPAddress:
+    """The canonical address in an operator's ``text`` (rules/addresses.py)."""
+    try:
+        return addresses.parse_address(text)
+    except ValueError as e:
+        raise RequestError(str(e)) from None
+
+
+def parse_target(text: str, ipv6_prefix: int) -> IPNetwork:
+    """An address (IPv6 widened to the jail's prefix where that is safe, see
+    rules/addresses.py) or an explicit CIDR, in canonical form."""
+    if "/" in text:
+        try:
+            return addresses.parse_network(text)
+        except ValueError as e:
+            raise RequestError(str(e)) from None
+    return network_of(parse_address(text), ipv6_prefix)
+
+
+def ban_json(ban: Ban, now: float) -> dict[str, Any]:
+    return {
+        "jail": ban.jail,
+        "address": str(ban.network),
+        "kind": str(ban.kind),
+        "count": ban.count,
+        "started_at": ban.started_at,
+        "expires_at": ban.expires_at,
+        "remaining": ban.remaining(now),
+    }
+
+
+def ban(
+    appliance: Appliance,
+    jail: str,
+    target: str,
+    duration: float | None = None,
+    permanent: bool = False,
+    *,
+    local: bool = False,
+) -> Ban:
+    """A manual ban (or a blacklist entry when ``permanent``) of an address or CIDR."""
+    network = parse_target(target, appliance.jail_conf(jail).ipv6_prefix)
+    return appliance.ban(jail, network, duration, permanent, local=local)
+
+
+def unban(
+    appliance: Appliance,
+    target: str,
+    jail: str | None = None,
+    *,
+    permanent_only: bool = False,
+    local: bool = False,
+) -> list[Ban]:
+    """Lift every active ban covering ``target``; an error when there was none."""
+    if jail is not None:
+        appliance.jail_conf(jail)
+    network = parse_target(target, 128)
+    found = appliance.unban(network, jail, permanent_only=permanent_only, local=local)
+    if not found:
+        where = f"jail {jail}" if jail else "any jail"
+        kind = "blacklisted" if permanent_only else "banned"
+        raise RequestError(f"{target} is not {kind} in {where}")
+    return found
+
+
+def why(appliance: Appliance, target: str) -> dict[str, Any]:
+    """Every jail's view of an address: failures in the window, bans past and present."""
+    address = parse_address(target)
+    now = appliance.clock.seconds()
+    store = appliance.store
+    jails = {}
+    for name, jail in appliance.engine.jails.items():
+        net = network_of(address, jail.conf.ipv6_prefix)
+        active = next(
+            (b for (j, n), b in appliance.active.items() if j == name and address in n), None
+        )
+        try:
+            prior = store.prior_bans(name, [net], now - jail.conf.findtime_history)[net]
+        except StoreError:
+            prior = 0
+        jails[name] = {
+            "failures": jail.failures(address, now),
+            "maxretry": jail.conf.maxretry,
+            "recent_lines": list(jail.recent_lines(address)),
+            "ignored": jail.ignores(address),
+            "active_ban": ban_json(active, now) if active else None,
+            "repeat_count": prior,
+            "blacklisted": bool(active and active.permanent),
+        }
+    history = [
+        {
+            **ban_json(r.ban, now),
+            "ended_at": r.ended_at,
+            "end_reason": r.end_reason,
+            "lines": list(r.lines),
+            "node": r.node,
+            "sender": r.sender,
+        }
+        for r in store.history(address)
+    ]
+    return {"address": str(address), "jails": jails, "history": history}
+
+
+def status(
+    appliance: Appliance, jail: str | None = None, counts: Mapping[str, int] | None = None
+) -> dict[str, Any]:
+    """Health and per-jail figures. ``counts``: the enforcer's element counts, when the
+    caller took them off the reactor thread (see control.py); else they are taken here."""
+    if jail is not None:
+        appliance.jail_conf(jail)
+    counts = dict(appliance.enforcer.counts() if counts is None else counts)
+    s = appliance.stats()
+    per_jail = {
+        name: {
+            "programs": list(j.programs),
+            "maxretry": j.maxretry,
+            "findtime": j.findtime,
+            "bantime": j.bantime,
+            "tracked": j.tracked,
+            "matched": j.matched,
+            "ignored": j.ignored,
+            "offences": j.offences,
+            "evicted": j.evicted,
+            "banned": j.banned,
+            "blacklisted": j.blacklisted,
+            "kernel_elements": counts.get(name, 0),
+        }
+        for name, j in s.jails.items()
+        if jail is None or name == jail
+    }
+    h = s.health
+    return {
+        "uptime": s.uptime,
+        "backend": s.backend,
+        "jails": per_jail,
+        "receiver": asdict(s.receiver),
+        "health": {
+            "store_errors": h.store_errors,
+            "enforcement_errors": h.enforcement_errors,
+            "unapplied": h.unapplied,
+            "refused_elements": h.refused_elements,
+            "last_error": h.last_error,
+            "dns_failed": h.dns_failed,
+            "dns_dropped": h.dns_dropped,
+        },
+        "notify": s.notify,
+        "cluster": s.cluster,
+        "totals": {
+            "bans": h.bans_total,
+            "unbans": h.unbans_total,
+            "expired": h.expired_total,
+            "batches": h.batches,
+        },
+    }

@@ -1,0 +1,42 @@
+"""The book of active bans: one per (jail, network), expiries in order, stale entries skipped."""
+
+from __future__ import annotations
+
+from ipaddress import ip_network
+
+from applianced.bans import BanBook
+from applianced.rules.decision import Ban, BanKind
+
+
+def ban(address: str, ends: float | None, jail: str = "sshd", started: float = 0.0) -> Ban:
+    return Ban(jail, ip_network(address), started, ends, BanKind.AUTO, 1)
+
+
+def test_due_returns_the_bans_that_ended_in_order_and_removes_them() -> None:
+    book = BanBook()
+    book.reset([ban("192.0.2.1", 30.0), ban("192.0.2.2", 10.0), ban("192.0.2.3", None)])
+    assert book.next_expiry() == 10.0
+    assert book.due(9.9) == []
+    assert [str(b.network) for b in book.due(30.0)] == ["192.0.2.2/32", "192.0.2.1/32"]
+    assert [str(n) for _, n in book] == ["192.0.2.3/32"]
+    assert book.next_expiry() is None
+
+
+def test_a_replaced_or_lifted_ban_does_not_expire_by_its_old_entry() -> None:
+    book = BanBook()
+    book.add([ban("192.0.2.1", 10.0)])
+    longer = ban("192.0.2.1", 50.0, started=5.0)
+    book.add([longer, ban("192.0.2.2", 10.0)])
+    book.lift([book[("sshd", ip_network("192.0.2.2/32"))]])
+    assert book.due(10.0) == []
+    assert book.due(50.0) == [longer]
+    assert len(book) == 0
+
+
+def test_keep_jails_forgets_removed_jails_and_of_jail_filters() -> None:
+    book = BanBook()
+    book.reset([ban("192.0.2.1", 10.0), ban("192.0.2.1", 10.0, jail="postfix")])
+    assert [b.jail for b in book.of_jail("postfix")] == ["postfix"]
+    book.keep_jails(["postfix"])
+    assert [b.jail for b in book.of_jail(None)] == ["postfix"]
+    assert book.due(10.0) == [ban("192.0.2.1", 10.0, jail="postfix")]
