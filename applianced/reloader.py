@@ -22,7 +22,8 @@ from applianced.receiver.listeners import Listeners
 
 __all__ = ["Reload", "Reloader"]
 
-log = Logger()
+# The reload's log lines keep the namespace they have always had (the journal shows it).
+log = Logger(namespace="applianced.service")
 
 Reload = Callable[[], Deferred[dict[str, Any]]]
 
