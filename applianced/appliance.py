@@ -33,6 +33,7 @@ from applianced.enforcement.base import (
 )
 from applianced.enforcement.batcher import Batcher
 from applianced.errors import ApplianceError, StoreError
+from applianced.expiry import ExpiryTimer
 from applianced.health import Health
 from applianced.hostnames import HostLookups, Resolver
 from applianced.latency import LatencyHistogram
@@ -108,7 +109,7 @@ class Appliance:
         self._pending: list[Offence] = []
         self._flush_call: IDelayedCall | None = None
         self._ban_lines = LogBudget(clock, _LOG_BANS_PER_SECOND, _log_unlogged)
-        self._expiry_call: IDelayedCall | None = None
+        self._expiry = ExpiryTimer(clock, self.active.next_expiry, self._expire)
         self.started_at = clock.seconds()
         self.cluster = cluster
 
@@ -129,7 +130,7 @@ class Appliance:
             count=len(active),
             backend=self.enforcer.name,
         )
-        self._schedule_expiry()
+        self._expiry.schedule()
 
     def _restore(self, rows: Sequence[BanRow], now: float) -> list[Ban]:
         """Put the active bans in the enforcer and in the book; returns them."""
@@ -146,9 +147,9 @@ class Appliance:
         return active
 
     def stop(self) -> None:
-        for call in (self._flush_call, self._expiry_call):
-            if call is not None and call.active():
-                call.cancel()
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+        self._expiry.stop()
         self.batcher.stop()
         if self.notifier is not None:
             self.notifier.stop()
@@ -289,7 +290,7 @@ class Appliance:
         if self.notifier is not None:
             for ban, decision in zip(bans, decisions, strict=True):
                 self.notifier.banned(ban, decision.lines)
-        self._schedule_expiry()
+        self._expiry.schedule()
         return bans
 
     def _wanted(self, ban: Ban) -> bool:
@@ -348,7 +349,7 @@ class Appliance:
         self.health.unbans_total += len(lifted)
         if fresh or lifted:
             self.batcher.send(fresh, lifted)
-        self._schedule_expiry()
+        self._expiry.schedule()
 
     def remote_failures(self, failures: Sequence[CountedFailure]) -> None:
         """Count other appliances' failures (``share_failures``) in the jails of the same
@@ -361,23 +362,12 @@ class Appliance:
 
     # -- expiry -----------------------------------------------------------------------------
 
-    def _schedule_expiry(self) -> None:
-        at = self.active.next_expiry()
-        if at is None:
-            return
-        if self._expiry_call is not None and self._expiry_call.active():
-            if self._expiry_call.getTime() <= at:
-                return
-            self._expiry_call.cancel()
-        self._expiry_call = self.clock.callLater(max(0.0, at - self.clock.seconds()), self._expire)
-
     def _expire(self) -> None:
+        """The expiry timer's call: end the bans that are due."""
         due = self.active.due(self.clock.seconds())
         if due:
             self._end(due, "expired")
             self.health.expired_total += len(due)
-        self._expiry_call = None
-        self._schedule_expiry()
 
     def _end(self, bans: Sequence[Ban], reason: str, share: bool = True) -> None:
         now = self.clock.seconds()
