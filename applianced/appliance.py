@@ -23,6 +23,7 @@ from typing import Any
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from applianced.adoption import adopted
 from applianced.bans import BanBook
 from applianced.conf.schema import Config, JailConf
 from applianced.enforcement.base import (
@@ -54,7 +55,7 @@ from applianced.rules.jail import Jail, decide, jail_filter
 from applianced.rules.message import SyslogMessage
 from applianced.stats import Stats, jail_figures
 from applianced.store.base import BanRow, OffenderStore, ban_from_row
-from applianced.units import MAX_BAN_SECONDS, format_duration
+from applianced.units import format_duration
 
 __all__ = ["Appliance", "RequestError"]
 
@@ -312,26 +313,9 @@ class Appliance:
         """Apply other appliances' changes, already in the store: ``bans`` start here with
         their own expiry (replacing an older ban of the same jail and network), ``ended``
         are lifted when they are the active ban. One enforcer batch; nothing is mailed."""
-        lifted = []
-        for ban in ended:
-            key = (ban.jail, ban.network)
-            current = self.active.get(key)
-            if current is not None and current.started_at == ban.started_at:
-                lifted.append(current)
+        fresh, lifted = adopted(self.active, bans, ended, self.engine.jails, self.clock.seconds())
         self.active.lift(lifted)
-        fresh = []
-        limit = self.clock.seconds() + MAX_BAN_SECONDS  # an appliance of an earlier version
-        for ban in bans:
-            if ban.expires_at is not None and ban.expires_at > limit:
-                ban = replace(ban, expires_at=limit)
-            key = (ban.jail, ban.network)
-            current = self.active.get(key)
-            if ban.jail not in self.engine.jails or (
-                current is not None and current.started_at > ban.started_at
-            ):
-                continue
-            fresh.append(ban)
-            self.active.add((ban,))
+        self.active.add(fresh)
         for ban in fresh[: self._ban_lines.allow(len(fresh), self.clock.seconds())]:
             log.info(
                 "ban {jail} {network} from the cluster ({kind}, ban #{count})",
