@@ -5,8 +5,9 @@ repeat count, read from the store), decisions of one reactor turn go to the enfo
 batch, then to the store in one transaction; expiries are recorded and lifted;
 manual bans, unbans and the blacklist go through the same path. Its collaborators each own one
 job: the book of active bans (``bans.py``), the batcher that sends them to the kernel and
-retries (``enforcement/batcher.py``), the ban-line budget (``logs.LogBudget``), hostname
-lookups (``hostnames.py``); the operator's views (``views.py``) and the metrics read its
+retries (``enforcement/batcher.py``), the expiry timer (``expiry.py``), which of the
+cluster's bans to adopt (``adoption.py``), the ban lines and their budget (``banlines.py``),
+hostname lookups (``hostnames.py``); the operator's views (``views.py``) and the metrics read its
 ``stats()`` snapshot. Time comes from the injected reactor, never from a global clock.
 
 ``service.make_service`` builds and wires it; tests drive it directly with a ``task.Clock``
@@ -24,6 +25,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from applianced.adoption import adopted
+from applianced.banlines import BanLines
 from applianced.bans import BanBook
 from applianced.conf.schema import Config, JailConf
 from applianced.enforcement.base import (
@@ -38,7 +40,6 @@ from applianced.expiry import ExpiryTimer
 from applianced.health import Health
 from applianced.hostnames import HostLookups, Resolver
 from applianced.latency import LatencyHistogram
-from applianced.logs import LogBudget
 from applianced.receiver.edge import ReceiverStats
 from applianced.restore import gc_paused, restorable
 from applianced.rules.decision import (
@@ -55,14 +56,10 @@ from applianced.rules.jail import Jail, decide, jail_filter
 from applianced.rules.message import SyslogMessage
 from applianced.stats import Stats, jail_figures
 from applianced.store.base import BanRow, OffenderStore, ban_from_row
-from applianced.units import format_duration
 
 __all__ = ["Appliance", "RequestError"]
 
 log = Logger()
-
-# Ban lines logged one by one per second (logs.LogBudget); a storm's rest is summarised.
-_LOG_BANS_PER_SECOND = 20
 
 
 class RequestError(ApplianceError):
@@ -109,7 +106,7 @@ class Appliance:
         self.active = BanBook()
         self._pending: list[Offence] = []
         self._flush_call: IDelayedCall | None = None
-        self._ban_lines = LogBudget(clock, _LOG_BANS_PER_SECOND, _log_unlogged)
+        self._lines = BanLines(clock)
         self._expiry = ExpiryTimer(clock, self.active.next_expiry, self._expire)
         self.started_at = clock.seconds()
         self.cluster = cluster
@@ -156,7 +153,7 @@ class Appliance:
             self.notifier.stop()
         if self._pending:
             self._flush()
-        self._ban_lines.close()
+        self._lines.close()
         if self.config.enforcement.on_stop == "flush":
             self.enforcer.flush()
             log.info(
@@ -273,16 +270,7 @@ class Appliance:
             self._store_failed(e)
         now = self.clock.seconds()
         self.active.add(bans)
-        shown = self._ban_lines.allow(len(bans), now) if measure else len(bans)
-        for ban in bans[:shown]:
-            log.info(
-                "ban {jail} {network} for {duration} ({kind}, ban #{count})",
-                jail=ban.jail,
-                network=str(ban.network),
-                kind=str(ban.kind),
-                count=ban.count,
-                duration=format_duration(ban.remaining(now)),
-            )
+        self._lines.banned(bans, now, budgeted=measure)
         self.health.bans_total += len(bans)
         by_kind = self.bans_by_kind
         for ban in bans:
@@ -316,20 +304,7 @@ class Appliance:
         fresh, lifted = adopted(self.active, bans, ended, self.engine.jails, self.clock.seconds())
         self.active.lift(lifted)
         self.active.add(fresh)
-        for ban in fresh[: self._ban_lines.allow(len(fresh), self.clock.seconds())]:
-            log.info(
-                "ban {jail} {network} from the cluster ({kind}, ban #{count})",
-                jail=ban.jail,
-                network=str(ban.network),
-                kind=str(ban.kind),
-                count=ban.count,
-            )
-        for ban in lifted:
-            log.info(
-                "unban {jail} {network} (from the cluster)",
-                jail=ban.jail,
-                network=str(ban.network),
-            )
+        self._lines.adopted(fresh, lifted, self.clock.seconds())
         self.health.unbans_total += len(lifted)
         if fresh or lifted:
             self.batcher.send(fresh, lifted)
@@ -359,13 +334,7 @@ class Appliance:
             self.store.end_bans(bans, now, reason, share=share)
         except StoreError as e:
             self._store_failed(e)
-        for ban in bans:
-            log.info(
-                "unban {jail} {network} ({reason})",
-                jail=ban.jail,
-                network=str(ban.network),
-                reason=reason,
-            )
+        self._lines.ended(bans, reason)
         self.batcher.send((), bans)
 
     # -- operator requests (control socket) -------------------------------------------------
@@ -471,11 +440,3 @@ class Appliance:
             notify=self.notifier.status() if self.notifier is not None else None,
             cluster=self.cluster() if self.cluster is not None else None,
         )
-
-
-def _log_unlogged(more: int) -> None:
-    log.info(
-        "... and {more} more bans in the last second, not logged one by one"
-        " (`appliancectl banned` lists them)",
-        more=more,
-    )
