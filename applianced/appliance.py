@@ -28,12 +28,7 @@ from applianced.adoption import adopted
 from applianced.banlines import BanLines
 from applianced.bans import BanBook
 from applianced.conf.schema import Config, JailConf
-from applianced.enforcement.base import (
-    BanNotifier,
-    Enforcer,
-    JailRules,
-    Restored,
-)
+from applianced.enforcement.base import BanNotifier, Enforcer, JailRules, Restored
 from applianced.enforcement.batcher import Batcher
 from applianced.errors import ApplianceError, StoreError
 from applianced.expiry import ExpiryTimer
@@ -176,14 +171,7 @@ class Appliance:
         # An allowed sender is protected, but "any sender" (a /0) must not protect everyone.
         senders = (n for n in config.allowed_senders if n.prefixlen > 0)
         never_ban = (*senders, *self.own_addresses)
-        jails = [
-            Jail(
-                conf,
-                jail_filter(conf),
-                never_ban,
-            )
-            for conf in config.enabled_jails
-        ]
+        jails = [Jail(conf, jail_filter(conf), never_ban) for conf in config.enabled_jails]
         self.engine.set_jails(jails)
         self.enforcer.setup([JailRules.of(j) for j in config.enabled_jails])
 
@@ -217,19 +205,8 @@ class Appliance:
         (one batch)."""
         self._flush_call = None
         pending, self._pending = self._pending, []
-        fresh: dict[tuple[str, IPNetwork], Offence] = {}
-        jails, active = self.engine.jails, self.active
-        for offence in pending:
-            key = (offence.jail, offence.network)
-            if (
-                key in active
-                or offence.jail not in jails
-                or fresh.setdefault(key, offence) is not offence
-            ):
-                self.health.skipped_already_banned += 1
-        by_jail: dict[str, list[Offence]] = {}
-        for offence in fresh.values():
-            by_jail.setdefault(offence.jail, []).append(offence)
+        by_jail, skipped = self.active.unbanned(pending, self.engine.jails)
+        self.health.skipped_already_banned += skipped
         decisions = []
         for name, offences in by_jail.items():
             conf = self.engine.jails[name].conf
@@ -394,14 +371,7 @@ class Appliance:
         ``local``."""
         if jail is not None:
             self.jail_conf(jail)
-        found = [
-            b
-            for (j, net), b in self.active.items()
-            if (jail is None or j == jail)
-            and net.version == network.version
-            and net.overlaps(network)
-            and (not permanent_only or b.permanent)
-        ]
+        found = self.active.overlapping(network, jail, permanent_only)
         if found:
             self.active.lift(found)
             self.health.unbans_total += len(found)
@@ -419,10 +389,7 @@ class Appliance:
         return found
 
     def banned(self, jail: str | None = None) -> list[Ban]:
-        return sorted(
-            (b for b in self.active.values() if jail is None or b.jail == jail),
-            key=lambda b: (b.jail, b.started_at),
-        )
+        return sorted(self.active.of_jail(jail), key=lambda b: (b.jail, b.started_at))
 
     def stats(self) -> Stats:
         """The figures of this instant, for status and the metrics (a copy)."""
