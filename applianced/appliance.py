@@ -5,8 +5,9 @@ repeat count, read from the store), decisions of one reactor turn go to the enfo
 batch, then to the store in one transaction; expiries are recorded and lifted;
 manual bans, unbans and the blacklist go through the same path. Its collaborators each own one
 job: the book of active bans (``bans.py``), the batcher that sends them to the kernel and
-retries (``enforcement/batcher.py``), the ban-line budget (``logs.LogBudget``), hostname
-lookups (``hostnames.py``); the operator's views (``views.py``) and the metrics read its
+retries (``enforcement/batcher.py``), the expiry timer (``expiry.py``), which of the
+cluster's bans to adopt (``adoption.py``), the ban lines and their budget (``banlines.py``),
+hostname lookups (``hostnames.py``); the operator's views (``views.py``) and the metrics read its
 ``stats()`` snapshot. Time comes from the injected reactor, never from a global clock.
 
 ``service.make_service`` builds and wires it; tests drive it directly with a ``task.Clock``
@@ -23,20 +24,17 @@ from typing import Any
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from applianced.adoption import adopted
+from applianced.banlines import BanLines
 from applianced.bans import BanBook
 from applianced.conf.schema import Config, JailConf
-from applianced.enforcement.base import (
-    BanNotifier,
-    Enforcer,
-    JailRules,
-    Restored,
-)
+from applianced.enforcement.base import BanNotifier, Enforcer, JailRules, Restored
 from applianced.enforcement.batcher import Batcher
 from applianced.errors import ApplianceError, StoreError
+from applianced.expiry import ExpiryTimer
 from applianced.health import Health
 from applianced.hostnames import HostLookups, Resolver
 from applianced.latency import LatencyHistogram
-from applianced.logs import LogBudget
 from applianced.receiver.edge import ReceiverStats
 from applianced.restore import gc_paused, restorable
 from applianced.rules.decision import (
@@ -53,14 +51,10 @@ from applianced.rules.jail import Jail, decide, jail_filter
 from applianced.rules.message import SyslogMessage
 from applianced.stats import Stats, jail_figures
 from applianced.store.base import BanRow, OffenderStore, ban_from_row
-from applianced.units import MAX_BAN_SECONDS, format_duration
 
 __all__ = ["Appliance", "RequestError"]
 
 log = Logger()
-
-# Ban lines logged one by one per second (logs.LogBudget); a storm's rest is summarised.
-_LOG_BANS_PER_SECOND = 20
 
 
 class RequestError(ApplianceError):
@@ -107,8 +101,8 @@ class Appliance:
         self.active = BanBook()
         self._pending: list[Offence] = []
         self._flush_call: IDelayedCall | None = None
-        self._ban_lines = LogBudget(clock, _LOG_BANS_PER_SECOND, _log_unlogged)
-        self._expiry_call: IDelayedCall | None = None
+        self._lines = BanLines(clock)
+        self._expiry = ExpiryTimer(clock, self.active.next_expiry, self._expire)
         self.started_at = clock.seconds()
         self.cluster = cluster
 
@@ -129,7 +123,7 @@ class Appliance:
             count=len(active),
             backend=self.enforcer.name,
         )
-        self._schedule_expiry()
+        self._expiry.schedule()
 
     def _restore(self, rows: Sequence[BanRow], now: float) -> list[Ban]:
         """Put the active bans in the enforcer and in the book; returns them."""
@@ -146,15 +140,15 @@ class Appliance:
         return active
 
     def stop(self) -> None:
-        for call in (self._flush_call, self._expiry_call):
-            if call is not None and call.active():
-                call.cancel()
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+        self._expiry.stop()
         self.batcher.stop()
         if self.notifier is not None:
             self.notifier.stop()
         if self._pending:
             self._flush()
-        self._ban_lines.close()
+        self._lines.close()
         if self.config.enforcement.on_stop == "flush":
             self.enforcer.flush()
             log.info(
@@ -177,14 +171,7 @@ class Appliance:
         # An allowed sender is protected, but "any sender" (a /0) must not protect everyone.
         senders = (n for n in config.allowed_senders if n.prefixlen > 0)
         never_ban = (*senders, *self.own_addresses)
-        jails = [
-            Jail(
-                conf,
-                jail_filter(conf),
-                never_ban,
-            )
-            for conf in config.enabled_jails
-        ]
+        jails = [Jail(conf, jail_filter(conf), never_ban) for conf in config.enabled_jails]
         self.engine.set_jails(jails)
         self.enforcer.setup([JailRules.of(j) for j in config.enabled_jails])
 
@@ -218,19 +205,8 @@ class Appliance:
         (one batch)."""
         self._flush_call = None
         pending, self._pending = self._pending, []
-        fresh: dict[tuple[str, IPNetwork], Offence] = {}
-        jails, active = self.engine.jails, self.active
-        for offence in pending:
-            key = (offence.jail, offence.network)
-            if (
-                key in active
-                or offence.jail not in jails
-                or fresh.setdefault(key, offence) is not offence
-            ):
-                self.health.skipped_already_banned += 1
-        by_jail: dict[str, list[Offence]] = {}
-        for offence in fresh.values():
-            by_jail.setdefault(offence.jail, []).append(offence)
+        by_jail, skipped = self.active.unbanned(pending, self.engine.jails)
+        self.health.skipped_already_banned += skipped
         decisions = []
         for name, offences in by_jail.items():
             conf = self.engine.jails[name].conf
@@ -271,16 +247,7 @@ class Appliance:
             self._store_failed(e)
         now = self.clock.seconds()
         self.active.add(bans)
-        shown = self._ban_lines.allow(len(bans), now) if measure else len(bans)
-        for ban in bans[:shown]:
-            log.info(
-                "ban {jail} {network} for {duration} ({kind}, ban #{count})",
-                jail=ban.jail,
-                network=str(ban.network),
-                kind=str(ban.kind),
-                count=ban.count,
-                duration=format_duration(ban.remaining(now)),
-            )
+        self._lines.banned(bans, now, budgeted=measure)
         self.health.bans_total += len(bans)
         by_kind = self.bans_by_kind
         for ban in bans:
@@ -289,7 +256,7 @@ class Appliance:
         if self.notifier is not None:
             for ban, decision in zip(bans, decisions, strict=True):
                 self.notifier.banned(ban, decision.lines)
-        self._schedule_expiry()
+        self._expiry.schedule()
         return bans
 
     def _wanted(self, ban: Ban) -> bool:
@@ -311,44 +278,14 @@ class Appliance:
         """Apply other appliances' changes, already in the store: ``bans`` start here with
         their own expiry (replacing an older ban of the same jail and network), ``ended``
         are lifted when they are the active ban. One enforcer batch; nothing is mailed."""
-        lifted = []
-        for ban in ended:
-            key = (ban.jail, ban.network)
-            current = self.active.get(key)
-            if current is not None and current.started_at == ban.started_at:
-                lifted.append(current)
+        fresh, lifted = adopted(self.active, bans, ended, self.engine.jails, self.clock.seconds())
         self.active.lift(lifted)
-        fresh = []
-        limit = self.clock.seconds() + MAX_BAN_SECONDS  # an appliance of an earlier version
-        for ban in bans:
-            if ban.expires_at is not None and ban.expires_at > limit:
-                ban = replace(ban, expires_at=limit)
-            key = (ban.jail, ban.network)
-            current = self.active.get(key)
-            if ban.jail not in self.engine.jails or (
-                current is not None and current.started_at > ban.started_at
-            ):
-                continue
-            fresh.append(ban)
-            self.active.add((ban,))
-        for ban in fresh[: self._ban_lines.allow(len(fresh), self.clock.seconds())]:
-            log.info(
-                "ban {jail} {network} from the cluster ({kind}, ban #{count})",
-                jail=ban.jail,
-                network=str(ban.network),
-                kind=str(ban.kind),
-                count=ban.count,
-            )
-        for ban in lifted:
-            log.info(
-                "unban {jail} {network} (from the cluster)",
-                jail=ban.jail,
-                network=str(ban.network),
-            )
+        self.active.add(fresh)
+        self._lines.adopted(fresh, lifted, self.clock.seconds())
         self.health.unbans_total += len(lifted)
         if fresh or lifted:
             self.batcher.send(fresh, lifted)
-        self._schedule_expiry()
+        self._expiry.schedule()
 
     def remote_failures(self, failures: Sequence[CountedFailure]) -> None:
         """Count other appliances' failures (``share_failures``) in the jails of the same
@@ -361,23 +298,12 @@ class Appliance:
 
     # -- expiry -----------------------------------------------------------------------------
 
-    def _schedule_expiry(self) -> None:
-        at = self.active.next_expiry()
-        if at is None:
-            return
-        if self._expiry_call is not None and self._expiry_call.active():
-            if self._expiry_call.getTime() <= at:
-                return
-            self._expiry_call.cancel()
-        self._expiry_call = self.clock.callLater(max(0.0, at - self.clock.seconds()), self._expire)
-
     def _expire(self) -> None:
+        """The expiry timer's call: end the bans that are due."""
         due = self.active.due(self.clock.seconds())
         if due:
             self._end(due, "expired")
             self.health.expired_total += len(due)
-        self._expiry_call = None
-        self._schedule_expiry()
 
     def _end(self, bans: Sequence[Ban], reason: str, share: bool = True) -> None:
         now = self.clock.seconds()
@@ -385,13 +311,7 @@ class Appliance:
             self.store.end_bans(bans, now, reason, share=share)
         except StoreError as e:
             self._store_failed(e)
-        for ban in bans:
-            log.info(
-                "unban {jail} {network} ({reason})",
-                jail=ban.jail,
-                network=str(ban.network),
-                reason=reason,
-            )
+        self._lines.ended(bans, reason)
         self.batcher.send((), bans)
 
     # -- operator requests (control socket) -------------------------------------------------
@@ -451,14 +371,7 @@ class Appliance:
         ``local``."""
         if jail is not None:
             self.jail_conf(jail)
-        found = [
-            b
-            for (j, net), b in self.active.items()
-            if (jail is None or j == jail)
-            and net.version == network.version
-            and net.overlaps(network)
-            and (not permanent_only or b.permanent)
-        ]
+        found = self.active.overlapping(network, jail, permanent_only)
         if found:
             self.active.lift(found)
             self.health.unbans_total += len(found)
@@ -476,10 +389,7 @@ class Appliance:
         return found
 
     def banned(self, jail: str | None = None) -> list[Ban]:
-        return sorted(
-            (b for b in self.active.values() if jail is None or b.jail == jail),
-            key=lambda b: (b.jail, b.started_at),
-        )
+        return sorted(self.active.of_jail(jail), key=lambda b: (b.jail, b.started_at))
 
     def stats(self) -> Stats:
         """The figures of this instant, for status and the metrics (a copy)."""
@@ -497,11 +407,3 @@ class Appliance:
             notify=self.notifier.status() if self.notifier is not None else None,
             cluster=self.cluster() if self.cluster is not None else None,
         )
-
-
-def _log_unlogged(more: int) -> None:
-    log.info(
-        "... and {more} more bans in the last second, not logged one by one"
-        " (`appliancectl banned` lists them)",
-        more=more,
-    )

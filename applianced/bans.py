@@ -1,7 +1,8 @@
 """The book of active bans: one ban per (jail, network), and the heap of their expiries.
 
 The Appliance keeps it: it adds what it enforces, lifts what the operator or the cluster ends,
-and asks it which bans are due. It holds no clock and no I/O; the caller passes the time and
+asks it which bans are due, which of a turn's offences are not banned yet and which bans an
+unban covers. It holds no clock and no I/O; the caller passes the time and
 schedules the next expiry from ``next_expiry``. The control views and the stats read it.
 """
 
@@ -9,9 +10,9 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Container, Iterable, Iterator, Mapping
 
-from applianced.rules.decision import Ban, IPNetwork
+from applianced.rules.decision import Ban, IPNetwork, Offence
 
 __all__ = ["BanBook", "Key"]
 
@@ -92,3 +93,37 @@ class BanBook(Mapping[Key, Ban]):
     def of_jail(self, jail: str | None) -> list[Ban]:
         """The active bans of ``jail`` (or of every jail)."""
         return [b for (j, _), b in self._active.items() if jail is None or j == jail]
+
+    def overlapping(self, network: IPNetwork, jail: str | None, permanent_only: bool) -> list[Ban]:
+        """The active bans of ``jail`` (or of every jail) whose network overlaps ``network``;
+        ``permanent_only``: the blacklist's only."""
+        return [
+            b
+            for (j, net), b in self._active.items()
+            if (jail is None or j == jail)
+            and net.version == network.version
+            and net.overlaps(network)
+            and (not permanent_only or b.permanent)
+        ]
+
+    def unbanned(
+        self, offences: Iterable[Offence], jails: Container[str]
+    ) -> tuple[dict[str, list[Offence]], int]:
+        """A turn's offences still to decide, by jail in order of arrival: the first of each
+        (jail, network) of an enabled jail that is not banned already; and how many others
+        were skipped."""
+        fresh: dict[Key, Offence] = {}
+        skipped = 0
+        active = self._active
+        for offence in offences:
+            key = (offence.jail, offence.network)
+            if (
+                key in active
+                or offence.jail not in jails
+                or fresh.setdefault(key, offence) is not offence
+            ):
+                skipped += 1
+        by_jail: dict[str, list[Offence]] = {}
+        for offence in fresh.values():
+            by_jail.setdefault(offence.jail, []).append(offence)
+        return by_jail, skipped

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ipaddress import ip_network
 
 from applianced.bans import BanBook
-from applianced.rules.decision import Ban, BanKind
+from applianced.rules.decision import Ban, BanKind, Offence
 
 
 def ban(address: str, ends: float | None, jail: str = "sshd", started: float = 0.0) -> Ban:
@@ -40,3 +40,36 @@ def test_keep_jails_forgets_removed_jails_and_of_jail_filters() -> None:
     book.keep_jails(["postfix"])
     assert [b.jail for b in book.of_jail(None)] == ["postfix"]
     assert book.due(10.0) == [ban("192.0.2.1", 10.0, jail="postfix")]
+
+
+def offence(address: str, jail: str = "sshd") -> Offence:
+    net = ip_network(address)
+    return Offence(jail, net, net.network_address, 3, (), 0.0)
+
+
+def test_unbanned_keeps_the_first_offence_of_each_network_not_banned_by_jail() -> None:
+    book = BanBook()
+    book.reset([ban("192.0.2.1", 30.0)])
+    offences = [
+        offence("192.0.2.1"),  # banned already
+        offence("192.0.2.2"),
+        offence("192.0.2.2"),  # the same network again this turn
+        offence("192.0.2.3", jail="gone"),  # a jail no longer enabled
+        offence("192.0.2.4", jail="web"),
+        offence("192.0.2.5"),
+    ]
+    by_jail, skipped = book.unbanned(offences, {"sshd", "web"})
+    assert by_jail == {"sshd": [offences[1], offences[5]], "web": [offences[4]]}
+    assert skipped == 3
+
+
+def test_overlapping_finds_the_bans_an_unban_covers() -> None:
+    book = BanBook()
+    wide = ban("192.0.2.0/24", None)
+    narrow = ban("192.0.2.7", 30.0, jail="web")
+    v6 = ban("2001:db8::1", 30.0)
+    book.reset([wide, narrow, ban("198.51.100.1", 30.0), v6])
+    assert book.overlapping(ip_network("192.0.2.7/32"), None, False) == [wide, narrow]
+    assert book.overlapping(ip_network("192.0.2.7/32"), "web", False) == [narrow]
+    assert book.overlapping(ip_network("192.0.2.0/25"), None, True) == [wide]
+    assert book.overlapping(ip_network("::/0"), None, False) == [v6]

@@ -1,0 +1,83 @@
+"""The log's lines about bans: a ban, a cluster ban, an unban, and a storm's lines within a
+per-second budget (``logs.LogBudget``; the rest summarised in one line per second).
+
+The Appliance keeps one and tells it what it enforced, adopted from the cluster or ended; an
+operator's ban is always logged, a storm's are counted against the budget. The lines keep the
+``applianced.appliance`` namespace they have always had (the journal shows it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from applianced.logs import LogBudget
+from applianced.rules.decision import Ban
+from applianced.units import format_duration
+
+__all__ = ["BanLines"]
+
+log = Logger(namespace="applianced.appliance")
+
+# Ban lines logged one by one per second; a storm's rest is summarised.
+BANS_PER_SECOND = 20
+
+
+class BanLines:
+    """Logs bans and unbans; ``close`` (the daemon stops) summarises what is still counted."""
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._budget = LogBudget(clock, BANS_PER_SECOND, _log_unlogged)
+
+    def banned(self, bans: Sequence[Ban], now: float, *, budgeted: bool) -> None:
+        """New bans enforced here; ``budgeted``: a storm's, counted against the budget."""
+        shown = self._budget.allow(len(bans), now) if budgeted else len(bans)
+        for ban in bans[:shown]:
+            log.info(
+                "ban {jail} {network} for {duration} ({kind}, ban #{count})",
+                jail=ban.jail,
+                network=str(ban.network),
+                kind=str(ban.kind),
+                count=ban.count,
+                duration=format_duration(ban.remaining(now)),
+            )
+
+    def adopted(self, fresh: Sequence[Ban], lifted: Sequence[Ban], now: float) -> None:
+        """The cluster's bans started here (within the budget) and ours it lifted."""
+        for ban in fresh[: self._budget.allow(len(fresh), now)]:
+            log.info(
+                "ban {jail} {network} from the cluster ({kind}, ban #{count})",
+                jail=ban.jail,
+                network=str(ban.network),
+                kind=str(ban.kind),
+                count=ban.count,
+            )
+        for ban in lifted:
+            log.info(
+                "unban {jail} {network} (from the cluster)",
+                jail=ban.jail,
+                network=str(ban.network),
+            )
+
+    def ended(self, bans: Sequence[Ban], reason: str) -> None:
+        """Bans ended here: ``reason`` is expired, unban or flush."""
+        for ban in bans:
+            log.info(
+                "unban {jail} {network} ({reason})",
+                jail=ban.jail,
+                network=str(ban.network),
+                reason=reason,
+            )
+
+    def close(self) -> None:
+        self._budget.close()
+
+
+def _log_unlogged(more: int) -> None:
+    log.info(
+        "... and {more} more bans in the last second, not logged one by one"
+        " (`appliancectl banned` lists them)",
+        more=more,
+    )
