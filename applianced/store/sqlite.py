@@ -8,8 +8,9 @@ at start, when a downtime may have left many due); ``end_bans`` for unban and fl
 BanDecision (escalation, the max_count blacklist); ``history`` for ``appliancectl why``;
 ``find_active``, the same containment query over active bans, for a caller without the Appliance's
 in-memory map (the running daemon keeps its own). ``SqliteOffenderStore`` implements both
-interfaces of ``store/base.py`` (``OffenderStore``, ``ClusterOutbox``); SQL stays inside it, the
-schema's migrations in ``store/migrations.py``. ``service.make_service`` builds it.
+interfaces of ``store/base.py`` (``OffenderStore``, ``ClusterOutbox``); SQL stays inside it
+and its statements module ``store/queries.py``, the schema's migrations in
+``store/migrations.py``. ``service.make_service`` builds it.
 
 Cluster mode (``[state] backend = "postgresql"``) keeps this store as the Appliance's one
 synchronous store (the reactor never waits on a network database, and bans go on while it is
@@ -39,75 +40,22 @@ from applianced.errors import StoreError
 from applianced.rules.decision import Ban, BanDecision, IPAddress, IPNetwork
 from applianced.store.base import BanEvent, BanRecord, BanRow, ban_from_row, sender_of
 from applianced.store.migrations import migrate
+from applianced.store.queries import (
+    BAN_COLUMNS,
+    FIND,
+    HISTORY,
+    INSERT,
+    INSERT_LINES,
+    LINES_JSON,
+    containment_params,
+    span,
+)
 
 __all__ = ["SqliteOffenderStore"]
 
 _IN_CHUNK = 500  # networks per IN (...) list: well under SQLite's variable limit
 _BUSY_TIMEOUT = 5.0  # seconds; only another process (a backup, sqlite3 by hand) holds the lock
 _SHARED_ENDS = ("unban", "flush")  # operators' ends go to the cluster; expiries are computed
-
-_BAN_COLUMNS = "jail, network, started_at, expires_at, kind, count"
-_INSERT = (
-    "INSERT INTO bans (id, jail, network, version, first, last, started_at, expires_at, kind,"
-    " count, node, sender) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_INSERT_LINES = "INSERT INTO ban_lines (ban_id, lines) VALUES (?, ?)"
-# A ban's lines as JSON, UTF-8 kept as is. One encoder for all: json.dumps with an argument
-# builds a new one per call, a third of the encoding's cost for a storm's short lists.
-_LINES_JSON = json.JSONEncoder(ensure_ascii=False).encode
-
-
-def _containing(bits: int, select: str, where: str, tail: str) -> str:
-    # A stored network N contains the queried Q when N.first <= Q.first and N.last >= Q.last
-    # (same version). As a range on `first` that would scan every row below Q.first. But N is
-    # a CIDR block, so N.first is Q.first with its low bits cleared: one of bits + 1 values.
-    # Passing all of them as an IN list turns the query into at most 33 (IPv4) or 129 (IPv6)
-    # probes of bans_net, whatever the table's size. The list always has bits + 1 entries
-    # (repeats are harmless), so there are only a few distinct statements, all cached.
-    marks = ", ".join("?" * (bits + 1))
-    return f"{select} WHERE version = ? AND first IN ({marks}) AND last >= ? {where} {tail}"
-
-
-_FIND = {
-    (bits, by_jail): _containing(
-        bits,
-        f"SELECT {_BAN_COLUMNS} FROM bans",
-        "AND ended_at IS NULL" + (" AND jail = ?" if by_jail else ""),
-        "ORDER BY started_at, id",
-    )
-    for bits in (32, 128)
-    for by_jail in (False, True)
-}
-_HISTORY = {
-    bits: _containing(
-        bits,
-        f"SELECT {_BAN_COLUMNS}, ended_at, end_reason, lines, node, sender"
-        " FROM bans LEFT JOIN ban_lines ON ban_id = id",
-        "",
-        "ORDER BY started_at DESC, id DESC LIMIT ?",
-    )
-    for bits in (32, 128)
-}
-
-
-def _span(network: IPNetwork) -> tuple[bytes, bytes]:
-    """The first and last address of ``network``, big-endian, 4 or 16 bytes."""
-    # Integer arithmetic: ``broadcast_address`` builds an address object, 3x slower in batches.
-    bits = network.max_prefixlen
-    first = int(network.network_address)
-    last = first | ((1 << (bits - network.prefixlen)) - 1)
-    return first.to_bytes(bits // 8, "big"), last.to_bytes(bits // 8, "big")
-
-
-def _containment_params(network: IPNetwork) -> list[Any]:
-    bits = network.max_prefixlen
-    width = bits // 8
-    first = int(network.network_address)
-    full = (1 << bits) - 1
-    candidates = [
-        (first & (full ^ ((1 << (bits - p)) - 1))).to_bytes(width, "big") for p in range(bits + 1)
-    ]
-    return [network.version, *candidates, _span(network)[1]]
 
 
 def _event(r: Sequence[Any]) -> BanEvent:
@@ -229,7 +177,7 @@ class SqliteOffenderStore:
                     d.jail,
                     str(d.network),
                     d.network.version,
-                    *_span(d.network),
+                    *span(d.network),
                     d.at,
                     d.expires_at,
                     d.kind.value,
@@ -239,14 +187,14 @@ class SqliteOffenderStore:
                 )
                 for i, d in enumerate(decisions)
             ]
-            conn.executemany(_INSERT, rows)
+            conn.executemany(INSERT, rows)
             if keep:
                 lines = [
-                    (first_id + i, _LINES_JSON(d.lines[-keep:]))
+                    (first_id + i, LINES_JSON(d.lines[-keep:]))
                     for i, d in enumerate(decisions)
                     if d.lines
                 ]
-                conn.executemany(_INSERT_LINES, lines)
+                conn.executemany(INSERT_LINES, lines)
             if self.journal and share:
                 ids = [(first_id + i,) for i in range(len(rows))]
                 conn.executemany("INSERT INTO outbox (op, ban) VALUES ('ban', ?)", ids)
@@ -286,7 +234,7 @@ class SqliteOffenderStore:
     def pending(self, limit: int) -> list[BanEvent]:
         """Up to ``limit`` changes of this appliance not yet pushed, oldest first."""
         rows = self._read(
-            f"SELECT seq, op, coalesce(uid, ? || id), node, sender, {_BAN_COLUMNS}, lines,"
+            f"SELECT seq, op, coalesce(uid, ? || id), node, sender, {BAN_COLUMNS}, lines,"
             " ended_at, end_reason FROM outbox JOIN bans ON id = ban"
             " LEFT JOIN ban_lines ON ban_id = id ORDER BY seq LIMIT ?",
             (self._uid_prefix, limit),
@@ -349,13 +297,13 @@ class SqliteOffenderStore:
                     " expires_at, kind, count, uid, node, sender, ended_at, end_reason)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
-                        next_id, b.jail, str(b.network), b.network.version, *_span(b.network),
+                        next_id, b.jail, str(b.network), b.network.version, *span(b.network),
                         b.started_at, b.expires_at, b.kind.value, b.count, e.uid, e.node,
                         e.sender, *end,
                     ),
                 )  # fmt: skip
                 if e.lines:
-                    conn.execute(_INSERT_LINES, (next_id, _LINES_JSON(e.lines)))
+                    conn.execute(INSERT_LINES, (next_id, LINES_JSON(e.lines)))
                 next_id += 1
                 if end[0] is None:
                     started[e.uid] = b
@@ -368,24 +316,24 @@ class SqliteOffenderStore:
     def active_rows(self, now: float) -> list[BanRow]:
         # In the table's order (id): no sort of 100,000 rows at start; listings sort their own.
         return self._read(
-            f"SELECT {_BAN_COLUMNS} FROM bans WHERE ended_at IS NULL"
+            f"SELECT {BAN_COLUMNS} FROM bans WHERE ended_at IS NULL"
             " AND (expires_at IS NULL OR expires_at > ?) ORDER BY id",
             (now,),
         )
 
     def due_expiries(self, now: float) -> list[Ban]:
         rows = self._read(
-            f"SELECT {_BAN_COLUMNS} FROM bans WHERE ended_at IS NULL AND expires_at <= ?"
+            f"SELECT {BAN_COLUMNS} FROM bans WHERE ended_at IS NULL AND expires_at <= ?"
             " ORDER BY expires_at, id",
             (now,),
         )
         return [ban_from_row(r) for r in rows]
 
     def find_active(self, network: IPNetwork, jail: str | None = None) -> list[Ban]:
-        params = _containment_params(network)
+        params = containment_params(network)
         if jail is not None:
             params.append(jail)
-        rows = self._read(_FIND[network.max_prefixlen, jail is not None], params)
+        rows = self._read(FIND[network.max_prefixlen, jail is not None], params)
         return [ban_from_row(r) for r in rows]
 
     def prior_bans(
@@ -394,7 +342,7 @@ class SqliteOffenderStore:
         counts = dict.fromkeys(networks, 0)
         # An exact network is its (version, first, last): probes of bans_net by first, the
         # rows of wider or narrower networks with the same first address left out by last.
-        by_span = {(n.version, *_span(n)): n for n in counts}
+        by_span = {(n.version, *span(n)): n for n in counts}
         for version in (4, 6):
             firsts = list(dict.fromkeys(first for v, first, _ in by_span if v == version))
             for i in range(0, len(firsts), _IN_CHUNK):
@@ -413,8 +361,8 @@ class SqliteOffenderStore:
 
     def history(self, address: IPAddress | IPNetwork, limit: int = 20) -> list[BanRecord]:
         network = ip_network(address)
-        params = [*_containment_params(network), limit]
-        rows = self._read(_HISTORY[network.max_prefixlen], params)
+        params = [*containment_params(network), limit]
+        rows = self._read(HISTORY[network.max_prefixlen], params)
         return [
             BanRecord(ban_from_row(r), r[6], r[7], tuple(json.loads(r[8] or "[]")), r[9], r[10])
             for r in rows
