@@ -15,6 +15,7 @@ from applianced.cli.client import EXIT_DOWN, EXIT_REFUSED, EXIT_USAGE, CliError,
 from applianced.cli.online import reloaded
 from applianced.cli.output import out
 from applianced.conf import edit
+from applianced.conf.files import FileWriteError
 from applianced.conf.paths import config_path
 from applianced.errors import ConfigError
 
@@ -61,7 +62,7 @@ def _edit(args: argparse.Namespace, make: Callable[[], edit.EditResult]) -> None
         result = make()
     except ConfigError as e:
         raise CliError(f"refused, nothing written: {e}", EXIT_USAGE) from None
-    except edit.EditError as e:
+    except (edit.EditError, FileWriteError) as e:
         raise CliError(f"refused, nothing written: {e}", EXIT_REFUSED) from None
     except OSError as e:
         raise CliError(f"cannot write the config: {e}", EXIT_REFUSED) from None

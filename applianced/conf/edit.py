@@ -4,21 +4,17 @@
 Each edit reads the file with tomlkit, changes one value (or inserts one key next to the table's
 other keys), validates the WHOLE resulting text with the real loader (``parse_config``) and only
 then writes it: atomically (a temp file in the same directory, fsync, ``os.replace``) with the
-original's mode and owner. A value the loader refuses raises its ``ConfigError`` (file, line,
-key) and nothing is written. Edits of one file are serialised with a lock on its directory.
+original's mode and owner (``conf/files.py``). A value the loader refuses raises its
+``ConfigError`` (file, line, key) and nothing is written. Edits of one file are serialised with
+a lock on its directory (``conf/files.py``).
 Telling the daemon to reload is the caller's job (``cli/edits.py``). No reactor, no logging here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-import fcntl
-import os
 import re
-import stat
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +25,7 @@ from tomlkit.exceptions import TOMLKitError
 from tomlkit.items import Array, Comment, InlineTable, Item, Table, Whitespace
 from tomlkit.toml_document import TOMLDocument
 
+from applianced.conf.files import locked, write_atomic
 from applianced.conf.filterfiles.native import shipped_filter_names
 from applianced.conf.jailkeys import JAIL_OPTIONS
 from applianced.conf.load import parse_config
@@ -46,7 +43,6 @@ __all__ = [
     "jail_set",
     "parse_value",
     "whitelist",
-    "write_atomic",
 ]
 
 # How `jail set` reads VALUE for each option. Anything the loader would refuse (``maxretry
@@ -237,37 +233,6 @@ def parse_value(option: str, text: str) -> Any:
     return raw
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` by ``text``: temp file in the same directory, fsync, rename, keeping
-    the original's mode and (when we may) owner, so a crash leaves the old or the new file."""
-    st = path.stat()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(text.encode("utf-8"))
-            f.flush()
-            os.fchmod(f.fileno(), stat.S_IMODE(st.st_mode))
-            if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
-                try:
-                    os.fchown(f.fileno(), st.st_uid, st.st_gid)
-                except PermissionError:
-                    raise EditError(
-                        f"cannot keep the owner of {path} ({st.st_uid}:{st.st_gid}); "
-                        "run as root or as the file's owner"
-                    ) from None
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dirfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dirfd)
-    finally:
-        os.close(dirfd)
-
-
 # -- the machinery ------------------------------------------------------------------------------
 
 
@@ -275,7 +240,7 @@ def _edit(path: Path, change: Callable[[TOMLDocument, EditResult], None]) -> Edi
     """Read, change, validate, write; the whole cycle under the directory's lock."""
     real = Path(path).resolve()  # a symlinked config: edit its target, keep the link
     result = EditResult(path)
-    with _locked(real.parent):
+    with locked(real.parent):
         try:
             text = real.read_bytes().decode("utf-8")
         except FileNotFoundError:
@@ -304,20 +269,6 @@ def _edit(path: Path, change: Callable[[TOMLDocument, EditResult], None]) -> Edi
             return result
         write_atomic(real, new_text)
     return result
-
-
-@contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    """Serialise edits: two `appliancectl` runs must not both read the old file."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError as e:
-        raise EditError(f"cannot open {directory}: {e.strerror}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 def _jails(doc: TOMLDocument) -> dict[str, Any]:
