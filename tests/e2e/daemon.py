@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import random
 import signal
 import socket
 import subprocess
@@ -53,18 +54,34 @@ T = TypeVar("T")
 
 
 def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-            t.bind(("127.0.0.1", 0))
-            port = int(t.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-                try:
-                    u.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
+    """A port free for both UDP and TCP on 127.0.0.1, below the kernel's ephemeral range.
+
+    A port the kernel handed out for ``bind(0)`` lies in the ephemeral range, where it can be
+    taken again, before the daemon binds it, as the source port of any outgoing connection of
+    a test running in parallel (seen: "Address already in use" on a busy suite). Ports below
+    the range are never chosen by the kernel; picking at random keeps workers apart."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 12_000), low)
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t,
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u,
+        ):
+            try:
+                t.bind(("127.0.0.1", port))
+                u.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     raise RuntimeError("no free port")
+
+
+def _ephemeral_low() -> int:
+    """The first port of net.ipv4.ip_local_port_range (32768 on Linux by default)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 15.0) -> T:
