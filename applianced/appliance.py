@@ -94,8 +94,8 @@ class Appliance:
         self._lookups = (
             None if resolver is None else HostLookups(resolver, self.health, self._found)
         )
-        # For metrics.py, read at scrape time: new bans per (jail, kind); the time from the
-        # deciding message to the kernel, one sample per ban, fed once per batch.
+        # Copied by stats() for status and the metrics: new bans per (jail, kind); the time from
+        # the deciding message to the kernel, one sample per ban, fed once per batch.
         self.bans_by_kind: dict[tuple[str, str], int] = {}
         self.ban_latency = LatencyHistogram()
         self.active = BanBook()
@@ -395,7 +395,6 @@ class Appliance:
         """The figures of this instant, for status and the metrics (a copy)."""
         now = self.clock.seconds()
         return Stats(
-            now=now,
             uptime=now - self.started_at,
             backend=self.enforcer.name,
             jails=jail_figures(self.engine.jails, self.active.values()),

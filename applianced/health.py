@@ -1,7 +1,7 @@
 """The appliance's health counters: plain integers the hot path bumps, read at scrape time.
 
-The Appliance and its enforcement batcher write them (``service.make_service`` hands both the
-same ``Health``); ``Appliance.stats()`` copies them into the read-only snapshot that the
+The Appliance creates one and hands it to its enforcement batcher and its hostname lookups,
+which write it too; ``Appliance.stats()`` copies them into the read-only snapshot that the
 control socket's ``status`` and ``metrics.py`` read.
 """
 

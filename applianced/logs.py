@@ -1,5 +1,6 @@
 """Where the daemon's log lines go and how they look; ``service.main`` picks the observer.
-``LogBudget`` caps the lines of a storm per second; the Appliance keeps one for its ban lines.
+``LogBudget`` caps the lines of a storm per second; ``banlines.BanLines`` keeps one for the
+ban lines.
 
 Two formats, one line per event (a traceback adds lines):
 

@@ -1,7 +1,7 @@
 """The one reload of the running daemon: the config file read again, listeners moved, jails swapped.
 
-``service.make_service`` builds the ``Reloader`` and hands it to the daemon's top service, to
-the control socket's dispatcher (``appliancectl reload``) and to systemd's side (SIGHUP);
+``service.make_service`` builds the ``Reloader`` and hands it to the control socket's
+dispatcher (``appliancectl reload``) and to systemd's side (SIGHUP);
 ``Reload`` is the shape those callers take.
 """
 

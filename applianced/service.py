@@ -82,14 +82,6 @@ class ApplianceService(Service):
         return None
 
 
-class ApplianceDaemon(MultiService):
-    """The daemon's top service; ``reload`` is its one reload function."""
-
-    def __init__(self, reload: Reloader) -> None:
-        super().__init__()
-        self.reload = reload
-
-
 class SystemdService(Service):
     """The last child: once the reactor runs (bans restored, listeners open), READY=1 and the
     watchdog and STATUS= loops; SIGHUP reloads. Stopping (first of all) sends STOPPING=1."""
@@ -122,15 +114,15 @@ def _store(config: Config, *, journal: bool) -> SqliteOffenderStore:
 
 def make_service(
     config: Config, reactor: Any, enforcer: Enforcer, own_addresses: Sequence[IPNetwork] = ()
-) -> tuple[ApplianceDaemon, Appliance]:
-    """The daemon as a MultiService, and its Appliance (for tests and the reload handler)."""
+) -> tuple[MultiService, Appliance]:
+    """The daemon as a MultiService, and its Appliance (for tests)."""
     cluster = config.state.backend == "postgresql"
     share = cluster and config.state.share_failures
     store = _store(config, journal=cluster)
     stats = ReceiverStats()
     # The replicator and the appliance call each other: the replicator is built first, and its
     # callbacks reach the appliance built next.
-    replicator = _replicator(config, store, reactor, lambda: appliance) if cluster else None
+    replicator = _replicator(config, store, reactor, lambda: appliance, share) if cluster else None
     appliance = Appliance(
         config,
         store,
@@ -165,7 +157,7 @@ def make_service(
         wantPID=False,
         reactor=reactor,
     )
-    top = ApplianceDaemon(reload)
+    top = MultiService()
     # The pipeline's order: bans restored (and the cluster's adopted) before any listener opens.
     for child in (
         ApplianceService(appliance),
@@ -181,13 +173,17 @@ def make_service(
 
 
 def _replicator(
-    config: Config, store: SqliteOffenderStore, reactor: Any, appliance: Callable[[], Appliance]
+    config: Config,
+    store: SqliteOffenderStore,
+    reactor: Any,
+    appliance: Callable[[], Appliance],
+    share: bool,
 ) -> Replicator:
-    """Cluster mode's replicator; ``appliance`` returns the Appliance it feeds."""
+    """Cluster mode's replicator; ``appliance`` returns the Appliance it feeds, ``share``:
+    other appliances' failures are counted here too (``share_failures``)."""
     from applianced.cluster import postgres
     from applianced.cluster.replicator import Replicator
 
-    share = config.state.share_failures
     return Replicator(
         store,
         lambda bans, ended: appliance().adopt(bans, ended),

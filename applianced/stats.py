@@ -40,7 +40,6 @@ class JailFigures:
 
 @dataclass(frozen=True, slots=True)
 class Stats:
-    now: float
     uptime: float
     backend: str
     jails: Mapping[str, JailFigures]  # in the engine's order
