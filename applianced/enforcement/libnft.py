@@ -39,7 +39,7 @@ def refusal(what: str, error: str, table: str) -> EnforcementError:
 
 
 def nft_run(nft: Any, commands: list[JSON] | str, what: str, table: str) -> list[JSON]:
-    """``_call``, raising EnforcementError when refused; the JSON objects it printed, if any."""
+    """``nft_call``, raising EnforcementError when refused; the JSON objects it printed, if any."""
     error, output = nft_call(nft, commands, what, table)
     if error:
         raise refusal(what, error, table)

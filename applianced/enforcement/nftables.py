@@ -100,7 +100,6 @@ class NftablesEnforcer:
         self._nft: Any = nft
         self._nft.set_json_output(True)
         self._jails: dict[str, JailRules] = {}
-        self._specs: dict[str, tuple[SetSpec, ...]] = {}  # jail -> its sets
         # (jail, IP version, kind of set, permanent?) -> set name
         self._names: dict[tuple[str, int, Kind, bool], str] = {}
         self._bits: dict[str, int] = {}  # set name -> address bits (32, 128)
@@ -166,7 +165,6 @@ class NftablesEnforcer:
         nft_run(self._nft, cmds, "set up the jails' sets and rules", self.table)
 
         self._jails = {j.name: j for j in jails}
-        self._specs = specs
         self._names = {
             (jail, s.version, s.kind, s.permanent): s.name for jail, ss in specs.items() for s in ss
         }
@@ -318,7 +316,7 @@ class NftablesEnforcer:
             have, _ = self._existing()
         except EnforcementError:
             return False
-        return all(spec.name in have for specs in self._specs.values() for spec in specs)
+        return set(self._names.values()) <= have.keys()
 
     def _isolate(
         self,

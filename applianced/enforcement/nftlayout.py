@@ -57,7 +57,7 @@ def set_stem(jail: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class SetSpec:
-    """One of a jail's eight sets."""
+    """One of a jail's ten sets."""
 
     name: str
     version: Literal[4, 6]
@@ -171,7 +171,7 @@ class Batch:
     prefixes: dict[str, Changes[Net]] = field(default_factory=dict)
 
     def lift(self, name: str, key: str | Net) -> None:
-        """Remove the element of ``key`` (``_key``) from set ``name``."""
+        """Remove the element of ``key`` (``element_key``) from set ``name``."""
         if isinstance(key, str):
             h = self.hosts.get(name) or self.hosts.setdefault(name, Changes())
             h.add.pop(key, None)
@@ -182,8 +182,8 @@ class Batch:
             p.remove[key] = None
 
     def place(self, name: str, key: str | Net, expires_at: float) -> None:
-        """Add the element of ``key`` (``_key``) to set ``name``: an address's text (hash sets:
-        a single address, or a /64's network address) or a prefix's Net (interval sets)."""
+        """Add the element of ``key`` (``element_key``) to set ``name``: an address's text (hash
+        sets: a single address, or a /64's network address) or a prefix's Net (interval sets)."""
         if isinstance(key, str):
             h = self.hosts.get(name) or self.hosts.setdefault(name, Changes())
             h.add[key] = expires_at
@@ -202,7 +202,8 @@ def element_key(network: IPNetwork) -> str | Net:
 
 def text_key(network: str) -> tuple[int, Kind, str | Net]:
     """A network in canonical text (``str(network)``: "192.0.2.7/32", "2001:db8::/64") as its
-    IP version, the kind of its set and its ``_key``, without building an ipaddress object."""
+    IP version, the kind of its set and its ``element_key``, without building an ipaddress
+    object."""
     address, _, length = network.partition("/")
     version, bits = (6, 128) if ":" in address else (4, 32)
     kind = kind_of(version, int(length))

@@ -30,7 +30,8 @@ from applianced.rules.engine import Gate
 from applianced.rules.message import SyslogMessage
 
 Sink = Callable[[SyslogMessage], None]
-# The receiver's log lines keep the namespace they have always had (the journal shows it).
+# The receiver's one logger (udp.py, streams.py and listeners.py log through it): its lines keep
+# the namespace they have always had (the journal shows it).
 log = Logger(namespace="applianced.receiver.listeners")
 
 _CANONICAL_CACHE = 4096  # canonical_host's answers; only allowed peers reach it

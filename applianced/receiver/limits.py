@@ -9,9 +9,9 @@ Memory is bounded: at most ``max_senders`` buckets are kept, the oldest dropped 
 
 from __future__ import annotations
 
-from ipaddress import IPv6Address, IPv6Network
+from ipaddress import ip_address
 
-from applianced.rules.addresses import host_only
+from applianced.rules.addresses import network_of
 
 __all__ = ["MAX_SENDERS", "ConnectionLimiter", "RateLimiter", "sender_key"]
 
@@ -70,15 +70,11 @@ def sender_key(host: str, prefix_v6: int) -> str:
     its /``prefix_v6`` network, as one host or one customer usually holds a whole /64; but an
     IPv6 address that stands for one IPv4 host (NAT64, Teredo: ``rules.addresses.host_only``)
     itself, as the jails count it, so hosts behind one translator do not share slots."""
-    if ":" not in host or prefix_v6 >= 128:
-        return host
     try:
-        network = IPv6Network((host, prefix_v6), strict=False)
-        if host_only(int(IPv6Address(host))):
-            return host
+        network = network_of(ip_address(host), prefix_v6)
     except ValueError:
         return host
-    return str(network)
+    return host if network.prefixlen == network.max_prefixlen else str(network)
 
 
 class ConnectionLimiter:

@@ -1,21 +1,12 @@
 """The listeners' life: bind a configured listener's socket (UDP, TCP, TLS), rebind and
-reconfigure them on reload, close them on stop. The protocols that read the bytes are
-``udp.py`` and ``streams.py``; what they share, ``edge.py``.
+reconfigure them on reload, close them (and their connections) on stop. The protocols that read
+the bytes are ``udp.py`` and ``streams.py``; what they share (the sender checks, the gate, the
+parse, the counters) is ``edge.py``.
 
-Bytes off the wire -> SyslogMessage -> one sink.
-
-Thin by design: check the sender against the listener's ``allowed_senders`` (``allowlist.py``:
-the same cost for every source, nothing kept per refused source) and limits (connections,
-per-sender rate on TCP/TLS: ``limits.py``; the descriptor budget; handshake, first-frame and
-idle deadlines; TLS peer checks: ``tls.py``), frame
-(TCP/TLS, RFC 6587), drop what no jail can match when given the routing gate (``gate``), parse
-(sans-io ``parse``, stamped with sender, transport and time of receipt), hand to the sink.
 Socket options: a large UDP receive buffer (``rcvbuf``) and SO_REUSEPORT (``reuse_port``); what
-the kernel still drops on a full UDP buffer is counted (``kerneldrops.py``).
-``Listeners`` opens, rebinds and reconfigures them on reload.
-Nothing raises out of ``datagramReceived``/``dataReceived``: bad input is counted, logged at a
-limited rate and dropped. Senders outside the allowlist are dropped and counted, never parsed;
-their connections are closed on accept, before any TLS.
+the kernel still drops on a full UDP buffer is counted (``kerneldrops.py``). A TLS listener wraps
+TLS only around the connections the TCP factory accepts, so a refused peer is closed on accept,
+before any TLS. ``service.make_service`` builds ``Listeners``; the Reloader calls ``update``.
 """
 
 from __future__ import annotations
@@ -31,10 +22,9 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
 
 from applianced.conf.schema import ListenerConf
-from applianced.receiver.edge import FD_RESERVE, Edge, ReceiverStats, Sink
+from applianced.receiver.edge import FD_RESERVE, Edge, ReceiverStats, Sink, log
 from applianced.receiver.kerneldrops import DROPS_EVERY, socket_drops
 from applianced.receiver.streams import SyslogTCPFactory, TLSFactory
 from applianced.receiver.tls import ServerTLS, TLSFileError, server_context
@@ -43,8 +33,6 @@ from applianced.rules.engine import Gate
 
 __all__ = ["ListenerService", "Listeners", "open_udp_warning"]
 
-# The receiver's log lines keep the namespace they have always had (the journal shows it).
-log = Logger(namespace="applianced.receiver.listeners")
 _SO_RCVBUFFORCE = 33  # Linux (asm-generic/socket.h); Python's socket module does not name it
 
 

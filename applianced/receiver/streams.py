@@ -10,20 +10,16 @@ from OpenSSL import SSL
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IAddress, IDelayedCall, IHandshakeListener, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from applianced.conf.schema import ListenerConf
-from applianced.receiver.edge import Edge, ReceiverStats, Sink, canonical_host
+from applianced.receiver.edge import Edge, ReceiverStats, Sink, canonical_host, log
 from applianced.receiver.framing import FrameError, Framer
 from applianced.receiver.limits import sender_key
 from applianced.receiver.tls import refusal
 from applianced.rules.engine import Gate
-
-# The receiver's log lines keep the namespace they have always had (the journal shows it).
-log = Logger(namespace="applianced.receiver.listeners")
 
 
 class SyslogStream(Protocol):

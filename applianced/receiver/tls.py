@@ -21,17 +21,15 @@ from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.internet.ssl import CertificateOptions, TLSVersion
 from zope.interface import implementer
 
-from applianced.conf.certs import TLSFileError, file_digest, normalize_fingerprint, read_pair
+from applianced.conf.certs import TLSFileError, read_pair
 from applianced.conf.schema import TLSConf
 
-# TLSFileError, file_digest and normalize_fingerprint live in conf/certs.py (the loader checks
-# the files without Twisted); they stay importable from here for the listeners.
+# TLSFileError lives in conf/certs.py (the loader checks the files without Twisted); it stays
+# importable from here for the listeners.
 __all__ = [
     "ServerTLS",
     "TLSFileError",
-    "file_digest",
     "fingerprint",
-    "normalize_fingerprint",
     "refusal",
     "server_context",
 ]

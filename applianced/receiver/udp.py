@@ -6,14 +6,11 @@ from __future__ import annotations
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
-from twisted.logger import Logger
 
 from applianced.conf.schema import ListenerConf
-from applianced.receiver.edge import Edge, ReceiverStats, Sink, canonical_host
+from applianced.receiver.edge import Edge, ReceiverStats, Sink, canonical_host, log
 from applianced.rules.engine import Gate
 
-# The receiver's log lines keep the namespace they have always had (the journal shows it).
-log = Logger(namespace="applianced.receiver.listeners")
 # Read whole datagrams (the UDP maximum), so that an oversize one is seen and counted as such
 # rather than silently truncated to Twisted's default of 8192 bytes.
 UDP_READ_SIZE = 65535
