@@ -20,7 +20,6 @@ from applianced.errors import ConfigError
 
 __all__ = ["build_parser", "main"]
 
-_ONLINE = ("status", "banned", "ban", "unban", "blacklist", "why", "flush", "reload", "notify")
 _LOCAL_HELP = "cluster mode: on this appliance only (default: on every appliance of the cluster)"
 
 _Verb = Callable[[str, str, str], argparse.ArgumentParser]  # adds a verb: name, help, example
@@ -257,9 +256,9 @@ def _socket_path(args: argparse.Namespace) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.verb in _ONLINE:
-            args.sock = _socket_path(args)
         module, _, name = args.fn.partition(":")
+        if module == "online":  # the verbs over the control socket
+            args.sock = _socket_path(args)
         run: Callable[[argparse.Namespace], None] = getattr(
             importlib.import_module(f"applianced.cli.{module}"), name
         )

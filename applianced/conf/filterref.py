@@ -1,6 +1,6 @@
 """What a filter reference names: a jail's ``filter`` key and ``appliancectl test-filter``'s
 FILTER argument are resolved here, one way for both, to a fail2ban filter file or a shipped
-filter. Called by ``conf/load.py`` and ``cli/testfilter.py``; reads filter files, compiles
+filter. Called by ``conf/jailconf.py`` and ``cli/testfilter.py``; reads filter files, compiles
 nothing.
 """
 

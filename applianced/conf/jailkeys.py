@@ -1,5 +1,5 @@
 """The keys a jail's table (``[jails.NAME]``) and ``[defaults]`` accept, and the options
-``appliancectl jail set`` edits. The loader (``conf/load.py``) refuses any other key, the
+``appliancectl jail set`` edits. The loader (``conf/jailconf.py``) refuses any other key, the
 editor (``conf/edit.py``) and the CLI's help name these; kept apart so that the help imports
 nothing else.
 """

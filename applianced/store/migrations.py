@@ -13,8 +13,6 @@ from applianced.errors import StoreError
 __all__ = ["APPLICATION_ID", "MIGRATIONS", "migrate"]
 
 APPLICATION_ID = 0x41504C44  # "APLD" in the file header: this file is an offenders store
-_IN_CHUNK = 500  # networks per IN (...) list: well under SQLite's variable limit
-_BUSY_TIMEOUT = 5.0  # seconds; only another process (a backup, sqlite3 by hand) holds the lock
 
 # Ordered migrations: MIGRATIONS[n - 1] takes user_version n - 1 to n. Append only; never edit
 # one that has shipped.
@@ -53,7 +51,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         END""",
         # prior_bans (until migration 3).
         "CREATE INDEX bans_prior ON bans (jail, network, started_at)",
-        # find_active and history: see _containing; prior_bans (from migration 3).
+        # find_active and history: see store/queries.containing; prior_bans (from migration 3).
         "CREATE INDEX bans_net ON bans (version, first, last)",
         f"PRAGMA application_id = {APPLICATION_ID}",
     ),
