@@ -32,11 +32,23 @@ from applianced.rules.decision import Ban, BanKind
 from applianced.rules.engine import CountedFailure
 from applianced.store.base import BanEvent
 
-__all__ = ["CHANNEL", "FAILURES_KEEP", "ClusterSchemaError", "connect_args", "describe",
+__all__ = ["CHANNEL", "FAILURES_KEEP", "LIVENESS", "ClusterSchemaError", "connect_args", "describe",
            "fetch", "fetch_failures", "heartbeat", "last_failure", "migrate", "push",
            "push_failures"]  # fmt: skip
 
 CHANNEL = "applianced"
+# libpq's options that find a dead path in seconds (TCP only; a UNIX socket ignores them): a
+# connection attempt gives up after connect_timeout; an idle connection is probed after
+# keepalives_idle seconds, every keepalives_interval, and dropped after keepalives_count
+# unanswered probes (11 s); data unacknowledged for tcp_user_timeout ms drops it (5 s).
+LIVENESS: dict[str, int] = {
+    "connect_timeout": 3,
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 5000,
+}
 PASSWORD_ENV = "APPLIANCED_DB_PASSWORD"
 FAILURES_KEEP = 600.0  # seconds a shared failure stays in the table (readers take it at once)
 _LOCK = 0x41504C44  # pg_advisory_xact_lock key: "APLD", for migrations and pushes
@@ -99,12 +111,14 @@ class ClusterSchemaError(ApplianceError):
 
 
 def connect_args(conf: StateConf) -> dict[str, Any]:
-    """``psycopg.connect`` keyword arguments for ``[state]``: the DSN, and the password from
-    ``password_file`` or ``$APPLIANCED_DB_PASSWORD`` when either is there."""
+    """``psycopg.connect`` keyword arguments for ``[state]``: the DSN, ``LIVENESS`` where the
+    DSN does not say otherwise, and the password from ``password_file`` or
+    ``$APPLIANCED_DB_PASSWORD`` when either is there."""
+    given = conninfo_to_dict(conf.dsn)
     args: dict[str, Any] = {
         "conninfo": conf.dsn,
         "application_name": f"applianced {conf.node}",
-        "connect_timeout": 5,
+        **{key: value for key, value in LIVENESS.items() if key not in given},
     }
     if conf.password_file is not None:
         try:

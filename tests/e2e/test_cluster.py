@@ -8,6 +8,7 @@ share_failures test starts a pair of its own on the same database."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -269,3 +270,22 @@ def test_shared_failures_two_on_a_and_one_on_b_ban_everywhere(
         shared = a.ctl("status")["cluster"]["failures"]  # type: ignore[index]
         assert shared["shared"] == 2 and shared["dropped"] == 0
         assert b.ctl("status")["cluster"]["failures"]["received"] == 2  # type: ignore[index]
+
+
+def test_an_outage_is_logged_once_in_our_format(cluster: Cluster) -> None:
+    """The database stopped while A bans: A's log says once that it is unreachable and once
+    that it is back, in our format; the driver's own lines (psycopg's) never bypass it."""
+    a = cluster.a
+    before = len(a.daemon.output)
+    cluster.pg.stop()
+    try:
+        wait_for("A to see the database down", lambda: not connected(a))
+        a.ctl("ban", "postfix-sasl", "198.51.100.80")  # its push is retried during the outage
+        wait_for("A's heartbeat 3 s old", lambda: a.ctl("status")["cluster"]["heartbeat_age"] > 3)  # type: ignore[index]
+    finally:
+        cluster.pg.start()
+    wait_for("A's backlog pushed", lambda: a.ctl("status")["cluster"]["backlog"] == 0)  # type: ignore[index]
+    outage = a.daemon.output[before:].splitlines()
+    assert [x for x in outage if not re.match(r"\d{4}-\d\d-\d\dT[\d:]+[+-]\d{4} \[", x)] == []
+    assert sum("unreachable" in x for x in outage) == 1, outage
+    assert sum("cluster: connected" in x for x in outage) == 1, outage

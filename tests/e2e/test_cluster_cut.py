@@ -1,0 +1,132 @@
+"""Cluster mode across a link that goes silent: PostgreSQL runs in a network namespace of its
+own, on TCP with TLS (``sslmode=verify-full``, set up as the README says), and one real daemon
+in another reaches it over a veth pair; the test takes the database's end of the link down
+(``ip link set veth0 down``: no reset, no error, packets just vanish) for a bounded time.
+What must hold: the cut is detected within seconds, ``status`` says how old the last heartbeat
+is, bans made meanwhile reach the database at once when the link returns, the log says so once
+in our format, and SIGTERM during a cut returns at once."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tests.e2e.daemon import Daemon, wait_for
+from tests.e2e.test_cluster import CONFIG, PORT
+from tests.netns import Topology, netns_missing, topology
+from tests.pg import PgServer, pg_missing, pg_server
+
+pytestmark = pytest.mark.skipif(
+    bool(netns_missing() or pg_missing()), reason=str(netns_missing() or pg_missing())
+)
+
+CUT = 10.0  # seconds the link stays down
+DETECTED_WITHIN = 10.0  # keepalives and tcp_user_timeout: a few seconds, and slack for load
+CAUGHT_UP_WITHIN = 5.0  # from the link's return to a ban made during the cut in the database
+STOPPED_WITHIN = 5.0  # SIGTERM during a cut (the unit's TimeoutStopSec is 30 s)
+LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} \[[^\]]+#\w+\] ")
+
+
+@dataclass
+class Site:
+    topo: Topology
+    pg: PgServer
+
+    def link(self, state: str) -> None:
+        subprocess.run(["ip", "-n", self.topo.server, "link", "set", "veth0", state], check=True)
+
+    def stored(self, address: str) -> bool:
+        return bool(self.pg.query("SELECT 1 FROM bans WHERE network = %s", f"{address}/32"))
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[Site]:
+    with topology("cut") as topo, pg_server(netns=topo.server, tcp=topo.server_v4) as pg:
+        yield Site(topo, pg)
+
+
+def node(site: Site, work: Any, name: str) -> Daemon:
+    text = CONFIG.format(port=PORT, dsn=site.pg.tcp_dsn, password_file=site.pg.password_file,
+                         node=name)  # fmt: skip
+    return Daemon(work, text, args=(), prefix=("ip", "netns", "exec", site.topo.attacker))
+
+
+def cluster(daemon: Daemon) -> dict[str, Any]:
+    status: dict[str, Any] = daemon.ctl("status")["cluster"]
+    return status
+
+
+def test_a_cut_is_detected_shown_and_caught_up_at_once(
+    site: Site, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    a = node(site, tmp_path_factory.mktemp("cut"), "alpha").start()
+    try:
+        wait_for("alpha connected over TLS", lambda: cluster(a)["connected"])
+        a.ctl("ban", "postfix-sasl", "198.51.100.70")
+        wait_for("the ban in the database", lambda: site.stored("198.51.100.70"))
+        before = len(a.output)
+
+        site.link("down")
+        cut = time.monotonic()
+        try:
+            wait_for("alpha to see the cut", lambda: not cluster(a)["connected"], timeout=30)
+            detected = time.monotonic() - cut
+            a.ctl("ban", "postfix-sasl", "198.51.100.71")
+            status = wait_for(
+                "the heartbeat's age to grow past the cut's length",
+                lambda: (s := cluster(a))["heartbeat_age"] >= CUT and s,
+                timeout=CUT + 10,
+            )
+            assert status["backlog"] == 1 and not status["connected"]
+            rc, text, _ = a.ctl_rc("status")
+            ago = re.search(r"node alpha: last heartbeat (\d+)s ago", text)
+            assert rc == 0 and ago and int(ago[1]) >= CUT, text
+        finally:
+            site.link("up")
+        back = time.monotonic()
+        wait_for("the cut's ban in the database", lambda: site.stored("198.51.100.71"), 30)
+        caught_up = time.monotonic() - back
+        wait_for("alpha connected again", lambda: cluster(a)["connected"])
+        print(f"cut detected after {detected:.1f} s, caught up {caught_up:.1f} s after the link")
+        assert detected < DETECTED_WITHIN
+        assert caught_up < CAUGHT_UP_WITHIN
+        assert cluster(a)["backlog"] == 0
+
+        outage = a.output[before:].splitlines()
+        assert [x for x in outage if not LINE.match(x)] == [], "a line not in our format"
+        assert sum("unreachable" in x for x in outage) == 1, outage
+        assert sum("cluster: connected" in x for x in outage) == 1, outage
+    finally:
+        a.stop()
+
+
+def test_sigterm_during_a_cut_returns_at_once(
+    site: Site, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    a = node(site, tmp_path_factory.mktemp("stop"), "beta").start()
+    assert a.proc is not None
+    try:
+        wait_for("beta connected", lambda: cluster(a)["connected"])
+        site.link("down")
+        a.ctl("ban", "postfix-sasl", "198.51.100.72")  # its push now hangs on the dead path
+        wait_for("the push under way", lambda: cluster(a)["backlog"] == 1)
+        start = time.monotonic()
+        a.proc.send_signal(signal.SIGTERM)
+        try:
+            a.proc.wait(timeout=STOPPED_WITHIN + 20)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"SIGTERM during a cut still running after {STOPPED_WITHIN + 20} s")
+        stopped = time.monotonic() - start
+        print(f"stopped {stopped:.1f} s after SIGTERM")
+        assert stopped < STOPPED_WITHIN and a.proc.returncode == 0
+    finally:
+        site.link("up")
+        if a.proc.poll() is None:
+            a.kill()
