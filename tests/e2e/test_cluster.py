@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from applianced.banlines import BANS_PER_SECOND
+from applianced.cli.client import request
 from tests.e2e.daemon import LOOPBACK_UDP, Daemon, sasl_failures, wait_for
 from tests.netns import netns, netns_missing, ns_exec
 from tests.pg import PASSWORD, PgServer, pg_missing, pg_server
@@ -289,3 +291,20 @@ def test_an_outage_is_logged_once_in_our_format(cluster: Cluster) -> None:
     assert [x for x in outage if not re.match(r"\d{4}-\d\d-\d\dT[\d:]+[+-]\d{4} \[", x)] == []
     assert sum("unreachable" in x for x in outage) == 1, outage
     assert sum("cluster: connected" in x for x in outage) == 1, outage
+
+
+def test_a_cluster_flush_logs_within_the_budget_on_the_other_node(cluster: Cluster) -> None:
+    """A's flush lifts every ban on B too; B's unban lines share the ban lines' budget."""
+    a, b = cluster.a, cluster.b
+    many = [f"203.0.113.{i}" for i in range(1, 3 * BANS_PER_SECOND + 1)]
+    for address in many:
+        request(a.daemon.socket, "ban", {"jail": "postfix-sasl", "target": address})
+    wait_for("B to hold A's bans", lambda: set(many) <= set(b.kernel()))
+    before = len(b.daemon.output)
+    request(a.daemon.socket, "flush", {})
+    wait_for("B's sets empty", lambda: not set(many) & set(b.kernel()))
+    wait_for(
+        "B's summary line", lambda: "more unbans in the last second" in b.daemon.output[before:]
+    )
+    unbans = [x for x in b.daemon.output[before:].splitlines() if "] unban " in x]
+    assert len(unbans) <= 2 * BANS_PER_SECOND, unbans  # a second boundary may split them
