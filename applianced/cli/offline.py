@@ -31,12 +31,17 @@ def cmd_check(args: argparse.Namespace) -> None:
         "listeners": [f"{c.transport}/{c.address}:{c.port}" for c in config.listeners],
         "jails": {j.name: j.enabled for j in config.jails},
     }
+    if args.connect and config.state.backend == "postgresql":
+        from applianced.cli.cluster import try_database  # psycopg, only when asked
+
+        summary["database"] = try_database(config.state)
     out(
         args,
         summary,
         lambda s: print(
             f"{s['config']}: OK; listeners {', '.join(s['listeners'])}; jails "
             + ", ".join(f"{n}{'' if on else ' (disabled)'}" for n, on in s["jails"].items())
+            + (f"\n{s['database']}" if "database" in s else "")
         ),
     )
 

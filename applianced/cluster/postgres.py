@@ -32,9 +32,9 @@ from applianced.rules.decision import Ban, BanKind
 from applianced.rules.engine import CountedFailure
 from applianced.store.base import BanEvent
 
-__all__ = ["CHANNEL", "FAILURES_KEEP", "LIVENESS", "ClusterSchemaError", "connect_args", "describe",
-           "fetch", "fetch_failures", "heartbeat", "last_failure", "migrate", "push",
-           "push_failures"]  # fmt: skip
+__all__ = ["CHANNEL", "FAILURES_KEEP", "LIVENESS", "ClusterSchemaError", "connect_args",
+           "describe", "fetch", "fetch_failures", "forget", "heartbeat", "last_failure",
+           "last_seen", "migrate", "push", "push_failures", "schema_version"]  # fmt: skip
 
 CHANNEL = "applianced"
 # libpq's options that find a dead path in seconds (TCP only; a UNIX socket ignores them): a
@@ -138,6 +138,16 @@ def describe(dsn: str) -> str:
     p = conninfo_to_dict(dsn)
     host = str(p.get("host", "localhost"))
     return f"{p.get('user', '')}@{host}:{p.get('port', 5432)}/{p.get('dbname', '')}".lstrip("@")
+
+
+def schema_version(conn: psycopg.Connection[Any]) -> tuple[int, int]:
+    """The database's schema version (0: no appliance has connected yet) and this applianced's
+    latest; ``check --connect`` compares them."""
+    row = conn.execute("SELECT to_regclass('applianced_schema') IS NOT NULL").fetchone()
+    if not row or not row[0]:
+        return 0, len(_MIGRATIONS)
+    row = conn.execute("SELECT coalesce(max(version), 0) FROM applianced_schema").fetchone()
+    return (int(row[0]) if row else 0), len(_MIGRATIONS)
 
 
 def migrate(conn: psycopg.Connection[Any]) -> None:
@@ -277,3 +287,21 @@ def heartbeat(
         {"name": r[0], "last_seen": r[1], "age": r[2], "backlog": r[3], "version": r[4]}
         for r in rows
     ]
+
+
+def forget(conn: psycopg.Connection[Any], node: str) -> dict[str, int]:
+    """Retire ``node`` from the shared schema: its heartbeat row and the failures it shared
+    (its node-scoped state). The bans it decided stay: they are the cluster's, and the log
+    keeps who decided them. Returns the rows deleted per table."""
+    with conn.transaction():
+        nodes = conn.execute("DELETE FROM nodes WHERE name = %s", (node,)).rowcount
+        failures = conn.execute("DELETE FROM failures WHERE node = %s", (node,)).rowcount
+    return {"nodes": nodes, "failures": failures}
+
+
+def last_seen(conn: psycopg.Connection[Any]) -> dict[str, float]:
+    """Every node's last heartbeat, in seconds ago by the database's clock."""
+    rows = conn.execute(
+        "SELECT name, extract(epoch FROM now() - last_seen)::float8 FROM nodes ORDER BY name"
+    ).fetchall()
+    return {str(r[0]): float(r[1]) for r in rows}
