@@ -123,6 +123,7 @@ class Replicator(Service):
         self.state = ClusterState()
         self._pushing = False
         self._reconnect = False  # the next push opens a new connection (the last one failed)
+        self._answered_at = 0.0  # the last connection or heartbeat: the stale heartbeat's start
         self._push_after = 0.0
         self._push_delay = backoff_first
         self._stop = threading.Event()
@@ -218,9 +219,9 @@ class Replicator(Service):
 
     def _tick(self) -> None:
         now = self.reactor.seconds()
-        beat = self.state.beat_at
-        if self.state.connected and beat is not None and now - beat > self.stale:
-            self._down(f"no heartbeat for {now - beat:.0f} s: the database does not answer")
+        if self.state.connected and now - self._answered_at > self.stale:
+            silent = now - self._answered_at
+            self._down(f"no heartbeat for {silent:.0f} s: the database does not answer")
         if not self.state.connected:
             self.state.failures_dropped += len(self._failures)
             self._failures = []
@@ -362,6 +363,7 @@ class Replicator(Service):
             )
         self.state.connected = True
         self.state.last_error = None
+        self._answered_at = self.reactor.seconds()
         self._push_after = 0.0
 
     def _down(self, error: str) -> None:

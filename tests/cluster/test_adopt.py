@@ -110,6 +110,11 @@ def test_the_heartbeats_age_grows_and_a_stale_one_is_down(tmp_path: Path) -> Non
     assert "applianced_cluster_heartbeat_age_seconds 9.0" in text
     replicator._nodes([{"name": "alpha", "age": 0.0, "backlog": 0, "version": "1"}])
     assert views.status(app)["cluster"]["connected"]
+    clock.advance(60)  # a long outage, then a new connection before its first heartbeat
+    replicator._down("gone")
+    replicator._up()
+    replicator._tick()
+    assert views.status(app)["cluster"]["connected"]
 
 
 def test_a_multi_line_driver_error_is_one_line(tmp_path: Path) -> None:

@@ -8,19 +8,21 @@ in our format, and SIGTERM during a cut returns at once."""
 
 from __future__ import annotations
 
+import functools
 import re
 import signal
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.daemon import Daemon, wait_for
+from tests.e2e.daemon import BIN, Daemon, wait_for
 from tests.e2e.test_cluster import CONFIG, PORT
-from tests.netns import Topology, netns_missing, topology
+from tests.netns import Topology, netns_missing, ns_exec, topology
 from tests.pg import PgServer, pg_missing, pg_server
 
 pytestmark = pytest.mark.skipif(
@@ -40,10 +42,18 @@ class Site:
     pg: PgServer
 
     def link(self, state: str) -> None:
+        """The database's end of the link down or up (then waits until both ends carry)."""
         subprocess.run(["ip", "-n", self.topo.server, "link", "set", "veth0", state], check=True)
+        if state == "up":
+            for ns in (self.topo.server, self.topo.attacker):
+                wait_for(f"veth0 up in {ns}", functools.partial(_carries, ns))
 
     def stored(self, address: str) -> bool:
         return bool(self.pg.query("SELECT 1 FROM bans WHERE network = %s", f"{address}/32"))
+
+
+def _carries(ns: str) -> bool:
+    return "LOWER_UP" in ns_exec(ns, "ip", "-o", "link", "show", "veth0").stdout
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +71,24 @@ def node(site: Site, work: Any, name: str) -> Daemon:
 def cluster(daemon: Daemon) -> dict[str, Any]:
     status: dict[str, Any] = daemon.ctl("status")["cluster"]
     return status
+
+
+def test_check_connect_over_tls_needs_the_ca_in_the_dsn(site: Site, tmp_path: Path) -> None:
+    """The README's DSN (verify-full with sslrootcert=) passes `check --connect` from the
+    appliance's namespace; without sslrootcert= libpq looks for ~/.postgresql/root.crt, and
+    check says the TLS step failed and what to set."""
+    results = {}
+    for name, dsn in (("with", site.pg.tcp_dsn),
+                      ("without", site.pg.tcp_dsn.split(" sslrootcert=")[0])):  # fmt: skip
+        config = tmp_path / f"{name}.toml"
+        config.write_text(CONFIG.format(port=PORT, dsn=dsn, node="alpha",
+                                        password_file=site.pg.password_file))  # fmt: skip
+        results[name] = ns_exec(site.topo.attacker, str(BIN / "appliancectl"), "check",
+                                "--connect", "--config", str(config), check=False)  # fmt: skip
+    ok, bad = results["with"], results["without"]
+    assert ok.returncode == 0 and f"applianced@{site.topo.server_v4}:5432" in ok.stdout
+    assert f"{site.topo.server_v4}:5432/applianced: connected; " in ok.stdout
+    assert bad.returncode == 3 and ": TLS failed: " in bad.stderr and "sslrootcert" in bad.stderr
 
 
 def test_a_cut_is_detected_shown_and_caught_up_at_once(
