@@ -170,6 +170,7 @@ class Replicator(Service):
                 where=self.where,
             )
         _DRIVER.removeHandler(self._driver)
+        _DRIVER.propagate = True
 
     def status(self) -> dict[str, Any]:
         """``heartbeat_age``: seconds since this appliance's last heartbeat (None before the

@@ -1,16 +1,19 @@
 """The replicator's threads against a real PostgreSQL server (a private cluster, tests/pg.py),
 with a reactor that runs what the threads hand it at once: the order in which the listening
-thread announces itself."""
+thread announces itself; and the driver's log records, forwarded to ours."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 from applianced.cluster import postgres
+from applianced.cluster import replicator as replicator_module
 from applianced.cluster.replicator import Replicator
 from applianced.conf.schema import StateConf
 from applianced.store.sqlite import SqliteOffenderStore
@@ -57,3 +60,18 @@ def test_connected_is_announced_only_once_the_failure_cursor_is_read(
     replicator._listen(0)
     assert seen == [False]
     store.close()
+
+
+def test_the_drivers_log_records_are_our_log_events_at_their_level() -> None:
+    records = logging.getLogger("psycopg")
+    handler = replicator_module._DriverLog()
+    records.addHandler(handler)
+    try:
+        with capturedLogs() as events:
+            records.warning("error ignored in rollback on %s:\n %s", "conn", "gone")
+    finally:
+        records.removeHandler(handler)
+    (event,) = events
+    assert event["log_level"] == LogLevel.warn
+    assert event["log_namespace"] == "applianced.cluster.driver"
+    assert formatEvent(event) == "psycopg: error ignored in rollback on conn: gone"
