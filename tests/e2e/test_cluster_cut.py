@@ -1,7 +1,8 @@
 """Cluster mode across a link that goes silent: PostgreSQL runs in a network namespace of its
 own, on TCP with TLS (``sslmode=verify-full``, set up as the README says), and one real daemon
-in another reaches it over a veth pair; the test takes the database's end of the link down
-(``ip link set veth0 down``: no reset, no error, packets just vanish) for a bounded time.
+in another reaches it through a switch (a bridge in a third namespace); the test takes the
+database's port of the switch down (``ip link set ... down``) for a bounded time: the
+appliance's own link stays up, no reset and no error come back, its packets just vanish.
 What must hold: the cut is detected within seconds, ``status`` says how old the last heartbeat
 is, bans made meanwhile reach the database at once when the link returns, the log says so once
 in our format, and SIGTERM during a cut returns at once."""
@@ -14,6 +15,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ import pytest
 
 from tests.e2e.daemon import BIN, Daemon, wait_for
 from tests.e2e.test_cluster import CONFIG, PORT
-from tests.netns import Topology, netns_missing, ns_exec, topology
+from tests.netns import netns, netns_missing, ns_exec
 from tests.pg import PgServer, pg_missing, pg_server
 
 pytestmark = pytest.mark.skipif(
@@ -33,39 +35,59 @@ CUT = 10.0  # seconds the link stays down
 DETECTED_WITHIN = 10.0  # keepalives and tcp_user_timeout: a few seconds, and slack for load
 CAUGHT_UP_WITHIN = 5.0  # from the link's return to a ban made during the cut in the database
 STOPPED_WITHIN = 5.0  # SIGTERM during a cut (the unit's TimeoutStopSec is 30 s)
+DB, NODE = "192.0.2.1", "192.0.2.2"
 LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} \[[^\]]+#\w+\] ")
 
 
 @dataclass
 class Site:
-    topo: Topology
+    switch: str
+    db: str
+    node: str
     pg: PgServer
 
     def link(self, state: str) -> None:
-        """The database's end of the link down or up (then waits until both ends carry)."""
-        subprocess.run(["ip", "-n", self.topo.server, "link", "set", "veth0", state], check=True)
+        """The database's port of the switch down or up (then waits until it carries)."""
+        ns_exec(self.switch, "ip", "link", "set", "port-db", state)
         if state == "up":
-            for ns in (self.topo.server, self.topo.attacker):
-                wait_for(f"veth0 up in {ns}", functools.partial(_carries, ns))
+            wait_for("the database's link up", functools.partial(_carries, self.db))
 
     def stored(self, address: str) -> bool:
         return bool(self.pg.query("SELECT 1 FROM bans WHERE network = %s", f"{address}/32"))
 
 
 def _carries(ns: str) -> bool:
-    return "LOWER_UP" in ns_exec(ns, "ip", "-o", "link", "show", "veth0").stdout
+    return "LOWER_UP" in ns_exec(ns, "ip", "-o", "link", "show", "eth0").stdout
+
+
+@contextmanager
+def switched() -> Iterator[tuple[str, str, str]]:
+    """A switch (a bridge) and two namespaces on it, the database's and the appliance's, each
+    with ``eth0`` addressed and up; all three deleted on exit."""
+    with netns("cut-sw") as switch, netns("cut-db") as db, netns("cut-n") as node:
+        ns_exec(switch, "ip", "link", "add", "br0", "type", "bridge")
+        ns_exec(switch, "ip", "link", "set", "br0", "up")
+        for ns, port, address in ((db, "port-db", DB), (node, "port-node", NODE)):
+            ns_exec(switch, "ip", "link", "add", port, "type", "veth", "peer", "name", "eth0",
+                    "netns", ns)  # fmt: skip
+            ns_exec(switch, "ip", "link", "set", port, "master", "br0", "up")
+            ns_exec(ns, "ip", "addr", "add", f"{address}/24", "dev", "eth0")
+            ns_exec(ns, "ip", "link", "set", "eth0", "up")
+        for ns in (db, node):
+            wait_for(f"eth0 up in {ns}", functools.partial(_carries, ns))
+        yield switch, db, node
 
 
 @pytest.fixture(scope="module")
 def site() -> Iterator[Site]:
-    with topology("cut") as topo, pg_server(netns=topo.server, tcp=topo.server_v4) as pg:
-        yield Site(topo, pg)
+    with switched() as (switch, db, node), pg_server(netns=db, tcp=DB) as pg:
+        yield Site(switch, db, node, pg)
 
 
 def node(site: Site, work: Any, name: str) -> Daemon:
     text = CONFIG.format(port=PORT, dsn=site.pg.tcp_dsn, password_file=site.pg.password_file,
                          node=name)  # fmt: skip
-    return Daemon(work, text, args=(), prefix=("ip", "netns", "exec", site.topo.attacker))
+    return Daemon(work, text, args=(), prefix=("ip", "netns", "exec", site.node))
 
 
 def cluster(daemon: Daemon) -> dict[str, Any]:
@@ -83,11 +105,11 @@ def test_check_connect_over_tls_needs_the_ca_in_the_dsn(site: Site, tmp_path: Pa
         config = tmp_path / f"{name}.toml"
         config.write_text(CONFIG.format(port=PORT, dsn=dsn, node="alpha",
                                         password_file=site.pg.password_file))  # fmt: skip
-        results[name] = ns_exec(site.topo.attacker, str(BIN / "appliancectl"), "check",
+        results[name] = ns_exec(site.node, str(BIN / "appliancectl"), "check",
                                 "--connect", "--config", str(config), check=False)  # fmt: skip
     ok, bad = results["with"], results["without"]
-    assert ok.returncode == 0 and f"applianced@{site.topo.server_v4}:5432" in ok.stdout
-    assert f"{site.topo.server_v4}:5432/applianced: connected; " in ok.stdout
+    assert ok.returncode == 0 and f"applianced@{DB}:5432" in ok.stdout
+    assert f"{DB}:5432/applianced: connected; " in ok.stdout
     assert bad.returncode == 3 and ": TLS failed: " in bad.stderr and "sslrootcert" in bad.stderr
 
 
