@@ -102,12 +102,13 @@ class PgServer:
     def _listen_tls(self, address: str) -> None:
         """The README's steps on the server: listen on ``address``, TLS on with a certificate
         for it, password logins over TLS from its /24."""
-        files = init_tls(self.root / "tls", [address])
-        for name, source in (("server.crt", files.server_cert), ("server.key", files.server_key)):
-            shutil.copy(source, self.data / name)
-            shutil.chown(self.data / name, USER)
+        files = init_tls(self.root / "tls", [address])  # `appliancectl tls init`'s files
+        shutil.chown(files.server_key, USER)
         with (self.data / "postgresql.conf").open("a") as conf:
-            conf.write(f"listen_addresses = '{address}'\nssl = on\n")
+            conf.write(
+                f"listen_addresses = '{address}'\nssl = on\n"
+                f"ssl_cert_file = '{files.server_cert}'\nssl_key_file = '{files.server_key}'\n"
+            )
         with (self.data / "pg_hba.conf").open("a") as hba:
             hba.write(f"hostssl applianced applianced {address}/24 scram-sha-256\n")
 
