@@ -257,6 +257,8 @@ def test_shared_failures_two_on_a_and_one_on_b_ban_everywhere(
             nodes.append(Node(name, ns, daemon))
         start_all(nodes)
         a, b = nodes
+        # Connected means each listener has taken its failure cursor (the flaky run: B said
+        # connected before it had, and A's failures pushed in between were never read).
         wait_for("both connected", lambda: all(connected(n) for n in nodes))
         a.fail(address, 2)
         wait_for(
@@ -269,8 +271,12 @@ def test_shared_failures_two_on_a_and_one_on_b_ban_everywhere(
         wait_kernel(a, address)
         (ban,) = a.ctl("why", address)["history"]  # type: ignore[index]
         assert ban["node"] == "delta"
-        shared = a.ctl("status")["cluster"]["failures"]  # type: ignore[index]
-        assert shared["shared"] == 2 and shared["dropped"] == 0
+        # A counts its push as shared once its thread hands the commit back: wait for it.
+        shared = wait_for(
+            "A's two failures counted as shared",
+            lambda: (f := a.ctl("status")["cluster"]["failures"])["shared"] == 2 and f,  # type: ignore[index]
+        )
+        assert shared["dropped"] == 0
         assert b.ctl("status")["cluster"]["failures"]["received"] == 2  # type: ignore[index]
 
 
