@@ -33,13 +33,12 @@ returns. The listen thread alone probes it, with a backoff (``backoff_first`` do
 (``postgres.connect_args``) and by the heartbeat's age: no heartbeat for ``stale`` seconds is
 down. Both threads are daemon threads and a stop waits for them ``_STOP_WAIT`` seconds at most:
 one blocked on a dead path is left to the process's exit (what it did not push is in the
-outbox, replayed at the next start). The driver's own log lines (psycopg's ``logging``) are
-forwarded to ours.
+outbox, replayed at the next start). While it runs, the driver's own log lines (psycopg's
+``logging``) go to ours (``driverlog.py``).
 """
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 import time
@@ -50,11 +49,12 @@ from typing import Any
 import psycopg
 from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger, LogLevel
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from applianced import __version__
 from applianced.cluster import postgres
+from applianced.cluster.driverlog import DriverLog
 from applianced.rules.decision import Ban
 from applianced.rules.engine import CountedFailure
 from applianced.store.base import BanEvent, ClusterOutbox
@@ -62,7 +62,6 @@ from applianced.store.base import BanEvent, ClusterOutbox
 __all__ = ["Replicator"]
 
 log = Logger()
-driver_log = Logger(namespace="applianced.cluster.driver")
 
 _BATCH = 2000  # changes per push and per read of the log
 _STOP_WAIT = 2.0  # seconds a stop waits for the threads, together
@@ -130,7 +129,7 @@ class Replicator(Service):
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._loop: LoopingCall | None = None
-        self._driver = _DriverLog()
+        self._driver = DriverLog()
         self._failures: list[CountedFailure] = []
         self._drops_logged = 0  # failures_dropped when last logged
         self._drops_log_after = 0.0
@@ -140,8 +139,7 @@ class Replicator(Service):
     def startService(self) -> None:
         super().startService()
         self.state.backlog = self.store.backlog()
-        _DRIVER.addHandler(self._driver)
-        _DRIVER.propagate = False
+        self._driver.install()
         self._stop.clear()
         self._threads = [
             threading.Thread(target=self._listen, args=(self.store.cursor(),),
@@ -169,8 +167,7 @@ class Replicator(Service):
                 " local outbox and is pushed at the next start",
                 where=self.where,
             )
-        _DRIVER.removeHandler(self._driver)
-        _DRIVER.propagate = True
+        self._driver.uninstall()
 
     def status(self) -> dict[str, Any]:
         """``heartbeat_age``: seconds since this appliance's last heartbeat (None before the
@@ -389,21 +386,3 @@ class _Job:
     events: Sequence[BanEvent]
     failures: Sequence[CountedFailure]
     reconnect: bool
-
-
-_DRIVER = logging.getLogger("psycopg")
-_LEVELS = {
-    logging.DEBUG: LogLevel.debug,
-    logging.INFO: LogLevel.info,
-    logging.WARNING: LogLevel.warn,
-    logging.ERROR: LogLevel.error,
-    logging.CRITICAL: LogLevel.critical,
-}
-
-
-class _DriverLog(logging.Handler):
-    """psycopg's log records (``logging``) as our log's events, at their level."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        level = _LEVELS.get(record.levelno, LogLevel.warn)
-        driver_log.emit(level, "psycopg: {message}", message=" ".join(self.format(record).split()))

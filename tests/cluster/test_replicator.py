@@ -13,7 +13,7 @@ import pytest
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 from applianced.cluster import postgres
-from applianced.cluster import replicator as replicator_module
+from applianced.cluster.driverlog import DriverLog
 from applianced.cluster.replicator import Replicator
 from applianced.conf.schema import StateConf
 from applianced.store.sqlite import SqliteOffenderStore
@@ -63,15 +63,14 @@ def test_connected_is_announced_only_once_the_failure_cursor_is_read(
 
 
 def test_the_drivers_log_records_are_our_log_events_at_their_level() -> None:
-    records = logging.getLogger("psycopg")
-    handler = replicator_module._DriverLog()
-    records.addHandler(handler)
+    handler = DriverLog()
+    handler.install()
     try:
         with capturedLogs() as events:
-            records.warning("error ignored in rollback on %s:\n %s", "conn", "gone")
+            logging.getLogger("psycopg").warning("error ignored on %s:\n %s", "conn", "gone")
     finally:
-        records.removeHandler(handler)
+        handler.uninstall()
     (event,) = events
     assert event["log_level"] == LogLevel.warn
     assert event["log_namespace"] == "applianced.cluster.driver"
-    assert formatEvent(event) == "psycopg: error ignored in rollback on conn: gone"
+    assert formatEvent(event) == "psycopg: error ignored on conn: gone"
