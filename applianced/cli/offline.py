@@ -31,7 +31,9 @@ def cmd_check(args: argparse.Namespace) -> None:
         "listeners": [f"{c.transport}/{c.address}:{c.port}" for c in config.listeners],
         "jails": {j.name: j.enabled for j in config.jails},
     }
-    if args.connect and config.state.backend == "postgresql":
+    if args.connect and config.state.backend != "postgresql":
+        summary["database"] = 'no database to connect to: [state] backend is "sqlite"'
+    elif args.connect:
         from applianced.cli.cluster import try_database  # psycopg, only when asked
 
         summary["database"] = try_database(config.state)

@@ -120,3 +120,12 @@ def test_forget_retires_a_node_that_is_gone_and_refuses_one_alive_or_this_one(
     code, out, _ = run(capsys, "cluster", "forget", "alive", "--force", "--config", str(path))
     assert code == 0
     assert pg.query("SELECT name FROM nodes WHERE name IN ('gone', 'alive')") == []
+
+
+def test_check_connect_outside_a_cluster_says_there_is_nothing_to_connect_to(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from applianced.conf.load import DEFAULT_CONFIG
+
+    code, out, _ = run(capsys, "check", "--connect", "--config", str(DEFAULT_CONFIG))
+    assert code == 0 and 'no database to connect to: [state] backend is "sqlite"' in out
