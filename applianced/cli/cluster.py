@@ -26,7 +26,7 @@ FORGET_AFTER = 300.0  # seconds without a heartbeat before a node may be forgott
 
 # What libpq says, by the step that failed, and what to do about it.
 _STEPS: tuple[tuple[str, tuple[str, ...], str], ...] = (
-    ("DNS", ("could not translate host name",),
+    ("DNS", ("could not translate host name", "failed to resolve host"),
      "check the host name in `dsn` and this host's resolver"),
     ("authentication", ("password", "pg_hba.conf", "authentication", "role"),
      "check the user in `dsn`, the password file and the server's pg_hba.conf"),

@@ -82,6 +82,8 @@ def test_check_names_a_wrong_password_and_a_schema_too_new(
     [
         ('could not translate host name "db.example.org" to address: Name or service not known',
          "DNS"),
+        ("failed to resolve host 'db.example.org': [Errno -3] Temporary failure in name"
+         " resolution", "DNS"),
         ('connection to server at "192.0.2.1", port 5432 failed: timeout expired', "TCP"),
         ('connection to server at "192.0.2.1", port 5432 failed: root certificate file '
          '"/root/.postgresql/root.crt" does not exist', "TLS"),

@@ -98,10 +98,13 @@ def cluster(daemon: Daemon) -> dict[str, Any]:
 def test_check_connect_over_tls_needs_the_ca_in_the_dsn(site: Site, tmp_path: Path) -> None:
     """The README's DSN (verify-full with sslrootcert=) passes `check --connect` from the
     appliance's namespace; without sslrootcert= libpq looks for ~/.postgresql/root.crt, and
-    check says the TLS step failed and what to set."""
+    check says the TLS step failed and what to set; a name that does not resolve (no resolver
+    is reachable from the namespace: nothing leaves it) is the DNS step."""
     results = {}
+    unknown = site.pg.tcp_dsn.replace(f"host={DB}", "host=db.example.invalid")
     for name, dsn in (("with", site.pg.tcp_dsn),
-                      ("without", site.pg.tcp_dsn.split(" sslrootcert=")[0])):  # fmt: skip
+                      ("without", site.pg.tcp_dsn.split(" sslrootcert=")[0]),
+                      ("unknown", unknown)):  # fmt: skip
         config = tmp_path / f"{name}.toml"
         config.write_text(CONFIG.format(port=PORT, dsn=dsn, node="alpha",
                                         password_file=site.pg.password_file))  # fmt: skip
@@ -111,6 +114,8 @@ def test_check_connect_over_tls_needs_the_ca_in_the_dsn(site: Site, tmp_path: Pa
     assert ok.returncode == 0 and f"applianced@{DB}:5432" in ok.stdout
     assert f"{DB}:5432/applianced: connected; " in ok.stdout
     assert bad.returncode == 3 and ": TLS failed: " in bad.stderr and "sslrootcert" in bad.stderr
+    dns = results["unknown"]
+    assert dns.returncode == 3 and "db.example.invalid:5432/applianced: DNS failed: " in dns.stderr
 
 
 def test_a_cut_is_detected_shown_and_caught_up_at_once(
