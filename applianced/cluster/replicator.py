@@ -65,6 +65,7 @@ log = Logger()
 
 _BATCH = 2000  # changes per push and per read of the log
 _STOP_WAIT = 2.0  # seconds a stop waits for the threads, together
+_COUNT_EVERY = 1.0  # seconds between two counts of the outbox while nothing is pushed
 _FAILURES_MAX = 10_000  # counted failures queued for the next push; more are dropped
 _DROPS_LOG_EVERY = 60.0  # seconds between two warnings about dropped failures
 
@@ -125,6 +126,7 @@ class Replicator(Service):
         self._answered_at = 0.0  # the last connection or heartbeat: the stale heartbeat's start
         self._push_after = 0.0
         self._push_delay = backoff_first
+        self._count_after = 0.0
         self._stop = threading.Event()
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
@@ -227,7 +229,9 @@ class Replicator(Service):
         if self._pushing:
             return
         if not self.state.connected or now < self._push_after:
-            self.state.backlog = self.store.backlog()
+            if now >= self._count_after:  # status shows the backlog grow while nothing is pushed
+                self.state.backlog = self.store.backlog()
+                self._count_after = now + _COUNT_EVERY
             return
         events = self.store.pending(_BATCH)
         self.state.backlog = len(events) if len(events) < _BATCH else self.store.backlog()

@@ -127,3 +127,15 @@ def test_a_multi_line_driver_error_is_one_line(tmp_path: Path) -> None:
         "connection failed: server closed the connection unexpectedly This probably means the"
         " server terminated abnormally"
     )
+
+
+def test_the_backlog_grows_in_status_while_the_database_is_down(tmp_path: Path) -> None:
+    """Pushes back off while it is down; the backlog status shows is counted all the same."""
+    app, replicator, clock, _ = setup(tmp_path)
+    for _ in range(5):
+        replicator._push_failed(Failure(OSError("connection refused")))
+    replicator._tick()
+    views.ban(app, "sshd", "203.0.113.9")
+    clock.advance(1)
+    replicator._tick()
+    assert views.status(app)["cluster"]["backlog"] == 1
