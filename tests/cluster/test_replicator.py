@@ -5,7 +5,7 @@ thread announces itself; and the driver's log records, forwarded to ours."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from applianced.cluster.driverlog import DriverLog
 from applianced.cluster.replicator import Replicator
 from applianced.conf.schema import StateConf
 from applianced.store.sqlite import SqliteOffenderStore
-from tests.pg import PgServer, pg_missing, pg_server
+from tests.pg import PgServer, pg_missing
 
 pytestmark = pytest.mark.skipif(pg_missing() is not None, reason=str(pg_missing()))
 
@@ -30,12 +30,6 @@ class InlineReactor:
 
     def seconds(self) -> float:
         return 0.0
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PgServer]:
-    with pg_server() as server:
-        yield server
 
 
 def test_connected_is_announced_only_once_the_failure_cursor_is_read(
