@@ -3,8 +3,8 @@ per-second budget (``logs.LogBudget``; the rest summarised in one line per secon
 
 The Appliance keeps one and tells it what it enforced, adopted from the cluster or ended; an
 operator's ban or unban is always logged, a storm's bans and the unbans of an expiry, a flush
-or the cluster share one budget. The lines keep the
-``applianced.appliance`` namespace they have always had (the journal shows it).
+or the cluster share one budget. The lines keep the ``applianced.appliance`` namespace they
+have always had (the journal shows it).
 """
 
 from __future__ import annotations
