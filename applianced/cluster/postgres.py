@@ -11,8 +11,10 @@ ends with ``NOTIFY applianced`` so the others read at once. With ``share_failure
 rows older than ``FAILURES_KEEP`` and notifies on the same channel; readers follow it by id from
 the newest row at their connection, under a lock of its own so ids also commit in order).
 Everything here blocks: the
-replicator calls it from threads, never from the reactor. Connections: ``connect_args`` builds
-them from ``[state]`` (the password from a file or the environment, never in the DSN or a log).
+replicator calls it from threads, never from the reactor, and appliancectl's cluster verbs
+(``cli/cluster.py``: ``check --connect``, ``cluster forget``) call it directly; it imports no
+Twisted. Connections: ``connect_args`` builds them from ``[state]`` (``LIVENESS``: a dead path
+is found in seconds; the password from a file or the environment, never in the DSN or a log).
 """
 
 from __future__ import annotations
