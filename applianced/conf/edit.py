@@ -319,10 +319,15 @@ def _set(
         _keep_comment_column(table.item(key), before)
     else:
         container = table.value if isinstance(table, Table) else None
-        if isinstance(container, Container):
-            container._insert_at(0 if first else _after_last_key(container), key, value)
-        else:
-            table[key] = value
+        at = (
+            len(container.body)
+            if not isinstance(container, Container)
+            else (0 if first else _after_last_key(container))
+        )
+        if isinstance(container, Container) and at < len(container.body):
+            container._insert_at(at, key, value)
+        else:  # the table's end (tomlkit inserts only before an existing item)
+            table.append(key, value)
     result.changes.append(Change(where, label, old, value))
 
 

@@ -389,3 +389,37 @@ def test_whitelist_knows_an_ipv4_mapped_spelling_is_the_ipv4_address(conf: Path)
     assert not edit.whitelist(conf, "sshd", "::ffff:203.0.113.7", add=True).changed
     edit.whitelist(conf, "sshd", "::ffff:203.0.113.7/128", add=False)
     assert diff(SHIPPED, conf.read_text()) == ([], ["ignoreip = []\n"])
+
+
+# A file as operators write them: no blank lines, the jail's table last, no [defaults].
+TIGHT = """[[listeners]]
+transport = "udp"
+address = "127.0.0.1"
+port = 5514
+[jails.postfix-sasl]
+filter = "postfix-sasl"
+"""
+
+
+@pytest.mark.parametrize("trailing", ["", "\n", "[daemon]\nstate_dir = '/tmp'\n"])
+def test_jail_set_on_a_last_or_tight_table_adds_the_key(tmp_path: Path, trailing: str) -> None:
+    """The jail's table last in the file, with or without a final newline, or followed by
+    another table without a blank line: the key lands in the jail (was tomlkit's
+    `Unable to insert at position 1`)."""
+    path = tmp_path / "a.toml"
+    text = TIGHT if trailing != "" else TIGHT.rstrip("\n")
+    path.write_text(text + ("" if trailing == "\n" else trailing))
+    edit.jail_set(path, "postfix-sasl", "hook", "forward")
+    jail = load_config(path).jail("postfix-sasl")
+    assert jail is not None and jail.hook == "forward"
+
+
+def test_whitelist_global_without_defaults_adds_the_table(tmp_path: Path) -> None:
+    """`whitelist add --global` on a file without [defaults] adds it (was `Unable to insert
+    at position 0`)."""
+    path = tmp_path / "a.toml"
+    path.write_text(TIGHT)
+    edit.whitelist(path, None, "192.0.2.10", add=True)
+    assert "[defaults]\nignoreip = [\"192.0.2.10\"]\n" in path.read_text()
+    jail = load_config(path).jail("postfix-sasl")
+    assert jail is not None and [str(n) for n in jail.ignoreip] == ["192.0.2.10/32"]
