@@ -420,6 +420,6 @@ def test_whitelist_global_without_defaults_adds_the_table(tmp_path: Path) -> Non
     path = tmp_path / "a.toml"
     path.write_text(TIGHT)
     edit.whitelist(path, None, "192.0.2.10", add=True)
-    assert "[defaults]\nignoreip = [\"192.0.2.10\"]\n" in path.read_text()
+    assert '[defaults]\nignoreip = ["192.0.2.10"]\n' in path.read_text()
     jail = load_config(path).jail("postfix-sasl")
     assert jail is not None and [str(n) for n in jail.ignoreip] == ["192.0.2.10/32"]
