@@ -14,7 +14,7 @@ from applianced.cli.client import EXIT_USAGE, CliError
 from applianced.cli.output import out
 from applianced.conf.load import load_config
 from applianced.conf.paths import config_path
-from applianced.errors import ApplianceError, ConfigError
+from applianced.errors import ApplianceError, ConfigError, ConfigErrors
 from applianced.receiver.parse import message_fields, parse
 
 __all__ = ["cmd_check", "cmd_parse"]
@@ -24,6 +24,8 @@ def cmd_check(args: argparse.Namespace) -> None:
     path = config_path(args.config)
     try:
         config = load_config(path)
+    except ConfigErrors as e:
+        raise CliError(f"{len(e.errors)} errors in {path}:\n{e}", EXIT_USAGE) from None
     except ConfigError as e:
         raise CliError(str(e), EXIT_USAGE) from None
     summary = {

@@ -13,9 +13,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from applianced.cli.client import EXIT_USAGE, CliError
+from applianced.cli.client import EXIT_DOWN, CliError
 from applianced.conf.jailkeys import JAIL_OPTIONS
-from applianced.conf.paths import config_path, control_socket
+from applianced.conf.paths import DEFAULT_CONTROL_SOCKET, config_path, control_socket
 from applianced.errors import ConfigError
 
 __all__ = ["build_parser", "main"]
@@ -244,27 +244,34 @@ def _tls_verb(verb: _Verb) -> None:
     v.set_defaults(fn="tls:cmd_tls")
 
 
-def _socket_path(args: argparse.Namespace) -> Path:
+def _socket_path(args: argparse.Namespace) -> tuple[Path, str | None]:
+    """The control socket: --socket, else the one the config file names (read alone: a file
+    the loader refuses still names it), else, when the file cannot be read, the default one,
+    with the reason to tell if nothing answers there."""
     if args.socket is not None:
-        return Path(args.socket)
+        return Path(args.socket), None
     try:
-        return control_socket(config_path(args.config))
+        return control_socket(config_path(args.config)), None
     except ConfigError as e:
-        raise CliError(f"cannot find the control socket: {e}; pass --socket", EXIT_USAGE) from None
+        return Path(DEFAULT_CONTROL_SOCKET), (
+            f"the config names no control socket ({e}), so the default one was tried; pass --socket"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    doubt = None
     try:
         module, _, name = args.fn.partition(":")
         if module == "online":  # the verbs over the control socket
-            args.sock = _socket_path(args)
+            args.sock, doubt = _socket_path(args)
         run: Callable[[argparse.Namespace], None] = getattr(
             importlib.import_module(f"applianced.cli.{module}"), name
         )
         run(args)
     except CliError as e:
-        print(f"appliancectl: {e}", file=sys.stderr)
+        why = f"; {doubt}" if doubt and e.code == EXIT_DOWN else ""
+        print(f"appliancectl: {e}{why}", file=sys.stderr)
         return e.code
     except BrokenPipeError:
         return 0
