@@ -61,9 +61,9 @@ def _edit(args: argparse.Namespace, make: Callable[[], edit.EditResult]) -> None
     try:
         result = make()
     except ConfigError as e:
-        raise CliError(f"refused, nothing written: {e}", EXIT_USAGE) from None
+        raise CliError.config(e, f"refused, nothing written: {e}") from None
     except (edit.EditError, FileWriteError) as e:
-        raise CliError(f"refused, nothing written: {e}", EXIT_REFUSED) from None
+        raise CliError(f"refused, nothing written: {e}", EXIT_REFUSED, "edit_refused") from None
     except OSError as e:
         raise CliError(f"cannot write the config: {e}", EXIT_REFUSED) from None
     report: dict[str, Any] = {

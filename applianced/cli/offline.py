@@ -10,7 +10,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from applianced.cli.client import EXIT_USAGE, CliError
+from applianced.cli.client import CliError
 from applianced.cli.output import out
 from applianced.conf.load import load_config
 from applianced.conf.paths import config_path
@@ -25,9 +25,9 @@ def cmd_check(args: argparse.Namespace) -> None:
     try:
         config = load_config(path)
     except ConfigErrors as e:
-        raise CliError(f"{len(e.errors)} errors in {path}:\n{e}", EXIT_USAGE) from None
+        raise CliError.config(e, f"{len(e.errors)} errors in {path}:\n{e}") from None
     except ConfigError as e:
-        raise CliError(str(e), EXIT_USAGE) from None
+        raise CliError.config(e) from None
     summary = {
         "config": str(path),
         "listeners": [f"{c.transport}/{c.address}:{c.port}" for c in config.listeners],

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
-from applianced.cli.client import EXIT_DOWN, CliError
+from applianced.cli.client import EXIT_DOWN, EXIT_USAGE, CliError
 from applianced.conf.jailkeys import JAIL_OPTIONS
 from applianced.conf.paths import DEFAULT_CONTROL_SOCKET, config_path, control_socket
 from applianced.errors import ConfigError
@@ -25,8 +27,21 @@ _LOCAL_HELP = "cluster mode: on this appliance only (default: on every appliance
 _Verb = Callable[[str, str, str], argparse.ArgumentParser]  # adds a verb: name, help, example
 
 
+class _UsageError(Exception):
+    """argparse's complaint, raised rather than printed so that ``--json`` can shape it."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(self, message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="appliancectl",
         description="Control and inspect applianced. Online verbs talk to the running daemon; "
         "check, parse, test-filter and tls init work offline; jail, whitelist and general "
@@ -259,7 +274,18 @@ def _socket_path(args: argparse.Namespace) -> tuple[Path, str | None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one verb. Errors go to stderr, as JSON objects with ``--json``."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    as_json = "--json" in argv
+    try:
+        args = build_parser().parse_args(argv)
+    except _UsageError as e:
+        if as_json:
+            _fail(CliError(f"{e.parser.prog}: {e}", EXIT_USAGE), as_json)
+        else:  # as argparse prints it
+            e.parser.print_usage(sys.stderr)
+            print(f"{e.parser.prog}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     doubt = None
     try:
         module, _, name = args.fn.partition(":")
@@ -270,9 +296,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         run(args)
     except CliError as e:
-        why = f"; {doubt}" if doubt and e.code == EXIT_DOWN else ""
-        print(f"appliancectl: {e}{why}", file=sys.stderr)
+        if doubt and e.code == EXIT_DOWN:
+            e = CliError(f"{e}; {doubt}", e.code, e.kind, e.fields)
+        _fail(e, as_json)
         return e.code
     except BrokenPipeError:
         return 0
     return 0
+
+
+def _fail(e: CliError, as_json: bool) -> None:
+    print(json.dumps(e.as_json()) if as_json else f"appliancectl: {e}", file=sys.stderr)

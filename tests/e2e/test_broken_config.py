@@ -75,3 +75,10 @@ def test_status_unban_and_reload_reach_the_daemon_through_a_broken_config(
     assert rc == 2
     assert f"{daemon.config}:{maxretry_line}: [defaults.maxretry]" in err
     assert f"{daemon.config}:{bantime_line}: [jails.dovecot.bantime]" in err
+
+    rc, out, err = ctl(daemon, "check", "--json")
+    assert rc == 2 and out == ""
+    lines = [(m["line"], m["key"]) for m in json.loads(err)["error"]["errors"]]
+    assert lines == [(maxretry_line, "defaults.maxretry"), (bantime_line, "jails.dovecot.bantime")]
+    rc, out, err = ctl(daemon, "reload", "--json")
+    assert rc == 1 and json.loads(err)["error"]["code"] == "refused"
