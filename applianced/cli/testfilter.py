@@ -26,6 +26,7 @@ from rich.progress import (
 )
 
 from applianced.cli.client import EXIT_USAGE, CliError
+from applianced.cli.output import plural
 from applianced.conf.filterfiles.fail2ban import F2bFilter, strip_date
 from applianced.conf.filterfiles.native import shipped_filter_names
 from applianced.conf.filterref import UnknownFilterError, resolve_filter
@@ -225,13 +226,14 @@ def _report(
     print(f"Failregex: {counts['matched']} total")
     print("|- #) [# of hits] regular expression")
     for index, regex in enumerate(filt.failregex):
-        print(f"|  failregex #{index + 1}: [{per_regex.get(index, 0)} hits] {regex}")
+        print(f"|  failregex #{index + 1}: [{plural(per_regex.get(index, 0), 'hit')}] {regex}")
     print(f"`- Ignored (ignoreregex or a <F-NOFAIL> hit): {counts['ignored']} total")
     if filt.prefregex is not None:
         print(f"prefregex: {filt.prefregex}")
     print(
-        f"Lines: {counts['lines']} lines, {counts['ignored']} ignored, {counts['matched']} "
-        f"matched, {counts['missed']} missed, {counts['other_program']} of other programs"
+        f"Lines: {plural(counts['lines'], 'line')}, {counts['ignored']} ignored, "
+        f"{counts['matched']} matched, {counts['missed']} missed, "
+        f"{counts['other_program']} of other programs"
     )
     for line in missed:
         print(f"  missed {line}")

@@ -16,10 +16,16 @@ STATUS: dict[str, Any] = {"jails": {}}
 
 
 @pytest.fixture
-def control_socket(tmp_path: Path) -> Iterator[Path]:
-    """A stand-in daemon: answers one control request with STATUS; the request it read is
-    in the file ``request.json`` beside the socket."""
-    yield from _serve(tmp_path, {"ok": True, "result": STATUS})
+def answer() -> dict[str, Any]:
+    """What the stand-in daemon answers: STATUS, unless the test sets ``answer["result"]``."""
+    return {"ok": True, "result": STATUS}
+
+
+@pytest.fixture
+def control_socket(tmp_path: Path, answer: dict[str, Any]) -> Iterator[Path]:
+    """A stand-in daemon: answers one control request with ``answer``; the request it read
+    is in the file ``request.json`` beside the socket."""
+    yield from _serve(tmp_path, answer)
 
 
 @pytest.fixture
