@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  appliancectl status\n  appliancectl banned --json\n"
         "  appliancectl ban postfix-sasl 203.0.113.7 --for 1d\n  appliancectl why 203.0.113.7\n"
-        "exit codes: 0 ok, 1 request refused, 2 bad usage or config, 3 daemon not reachable",
+        "exit codes: 0 ok, 1 request refused, 2 bad usage or config, 3 daemon not reachable;\n"
+        'with --json an error is {"error": {"code": ..., "message": ...}} on stderr',
     )
     p.add_argument(
         "--config",
@@ -84,8 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _ban_verbs(verb: _Verb) -> None:
-    v = verb("status", "daemon health and per-jail counters", "appliancectl status postfix-sasl")
-    v.add_argument("jail", nargs="?", help="only this jail")
+    v = verb(
+        "status",
+        "daemon health and per-jail counters; with JAIL, that jail's active bans too (the "
+        "newest 50 and their count)",
+        "appliancectl status\n  appliancectl status postfix-sasl --json",
+    )
+    v.add_argument("jail", nargs="?", help="only this jail, with its bans")
     v.set_defaults(fn="online:cmd_status")
     v = verb("banned", "list active bans with their remaining time", "appliancectl banned --json")
     v.add_argument("--jail", help="only this jail")
@@ -127,10 +133,12 @@ def _list_verbs(verb: _Verb) -> None:
     v.set_defaults(fn="online:cmd_blacklist")
     v = verb(
         "why",
-        "every jail's view of an address: failures, bans, lines that caused them",
-        "appliancectl why 203.0.113.7",
+        "every jail's view of an address or a banned prefix: failures, bans, lines that "
+        "caused them",
+        "appliancectl why 203.0.113.7\n  appliancectl why 203.0.113.7/32\n"
+        "  appliancectl why 2001:db8:1:2::/64",
     )
-    v.add_argument("address")
+    v.add_argument("address", help="an address, or ADDR/len as `banned` prints it")
     v.set_defaults(fn="online:cmd_why")
     v = verb(
         "flush",
@@ -150,28 +158,34 @@ def _list_verbs(verb: _Verb) -> None:
 def _edit_verbs(verb: _Verb) -> None:
     v = verb(
         "jail",
-        "edit the config file, keeping its comments, then reload: `jail enable|disable JAIL`, "
-        f"`jail set JAIL OPTION VALUE` (options: {', '.join(JAIL_OPTIONS)}). VALUE: a "
-        "number, a duration (10m), true/false, a comma list for lists (ports 25,465,1000-2000; "
-        "ignoreip 192.0.2.0/24,2001:db8::/48), or a TOML value for several regexes. A bad value is "
-        "refused and nothing is written. Enabling a jail the file lacks that names a shipped "
-        "filter adds [jails.NAME] (every port: set ports next)",
-        "appliancectl jail set sshd maxretry 3\n  appliancectl jail set postfix-sasl bantime 1h"
-        "\n  appliancectl jail set sshd ports 22,2222\n  appliancectl jail disable dovecot"
-        "\n  appliancectl jail enable kerio",
+        "read or edit a jail in the config file, keeping its comments, then reload: `jail get "
+        "JAIL [OPTION]` shows each option and where it comes from (the jail, [defaults] or "
+        "built-in); `jail enable|disable JAIL`; `jail set JAIL OPTION VALUE`; `jail unset JAIL "
+        "OPTION` falls back to [defaults] (options: "
+        f"{', '.join(JAIL_OPTIONS)}). VALUE: a number, a duration (10m), true/false, a comma "
+        "list for lists (ports 25,465,1000-2000; ignoreip 192.0.2.0/24,2001:db8::/48), or a "
+        "TOML value for several regexes. A bad value is refused and nothing is written. "
+        "Enabling a jail the file lacks that names a shipped filter adds [jails.NAME] (every "
+        "port: set ports next)",
+        "appliancectl jail get sshd\n  appliancectl jail get sshd maxretry"
+        "\n  appliancectl jail set sshd maxretry 3\n  appliancectl jail set postfix-sasl bantime 1h"
+        "\n  appliancectl jail set sshd ports 22,2222\n  appliancectl jail unset sshd bantime"
+        "\n  appliancectl jail disable dovecot\n  appliancectl jail enable kerio",
     )
-    v.add_argument("action", choices=("enable", "disable", "set"))
+    v.add_argument("action", choices=("get", "set", "unset", "enable", "disable"))
     v.add_argument("jail")
-    v.add_argument("option", nargs="?", help="set: the option (bantime_increment.factor too)")
+    v.add_argument(
+        "option", nargs="?", help="get, set, unset: the option (bantime_increment.factor too)"
+    )
     v.add_argument("value", nargs="?", help="set: the new value")
     v.set_defaults(fn="edits:cmd_jail")
     v = verb(
         "whitelist",
         "addresses never banned, in the config file's ignoreip (a jail's, or [defaults]'s with "
         "--global), then reload: `whitelist add|remove JAIL ADDR`, `whitelist add|remove "
-        "--global ADDR`",
+        "--global ADDR`. An address still banned is named after an add; --unban lifts its bans",
         "appliancectl whitelist add postfix-sasl 192.0.2.10\n"
-        "  appliancectl whitelist add --global 198.51.100.0/24\n"
+        "  appliancectl whitelist add --global 198.51.100.0/24 --unban\n"
         "  appliancectl whitelist remove --global 198.51.100.0/24",
     )
     v.add_argument("action", choices=("add", "remove"))
@@ -179,6 +193,11 @@ def _edit_verbs(verb: _Verb) -> None:
     v.add_argument("address", nargs="?", metavar="ADDR", help="an address or CIDR")
     v.add_argument(
         "--global", dest="everywhere", action="store_true", help="every jail ([defaults])"
+    )
+    v.add_argument(
+        "--unban",
+        action="store_true",
+        help="add: also lift the address's active bans (else they are named, and kept)",
     )
     v.set_defaults(fn="edits:cmd_whitelist")
     v = verb(

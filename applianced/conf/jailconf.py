@@ -27,7 +27,8 @@ from applianced.rules.decision import IPNetwork
 from applianced.rules.jail import jail_filter
 
 _NOTIFY_ACTIONS = ("mail", "mail-whois", "mail-whois-lines")
-_BUILTIN_POLICY: dict[str, Any] = {
+# What a jail takes when neither it nor [defaults] sets a key (`jail get` shows them too).
+BUILTIN_POLICY: dict[str, Any] = {
     "bantime": 600,
     "findtime": 600,
     "maxretry": 5,
@@ -76,9 +77,9 @@ def read_policy(r: TomlReader, raw: Mapping[str, Any]) -> dict[str, Any]:
     t = r.table(raw, ("defaults",), POLICY_KEYS)
     inc = r.table(raw, ("defaults", "bantime_increment"), INCREMENT_KEYS)
     return {
-        **_BUILTIN_POLICY,
+        **BUILTIN_POLICY,
         **t,
-        "bantime_increment": {**_BUILTIN_POLICY["bantime_increment"], **inc},
+        "bantime_increment": {**BUILTIN_POLICY["bantime_increment"], **inc},
     }
 
 

@@ -423,3 +423,49 @@ def test_whitelist_global_without_defaults_adds_the_table(tmp_path: Path) -> Non
     assert '[defaults]\nignoreip = ["192.0.2.10"]\n' in path.read_text()
     jail = load_config(path).jail("postfix-sasl")
     assert jail is not None and [str(n) for n in jail.ignoreip] == ["192.0.2.10/32"]
+
+
+def test_jail_unset_falls_back_to_defaults(
+    capsys: pytest.CaptureFixture[str], conf: Path, tmp_path: Path
+) -> None:
+    """`jail unset sshd maxretry` removes the one line; the jail then takes [defaults]' 5."""
+    sock = str(tmp_path / "none.sock")
+    code = main(["--config", str(conf), "--socket", sock, "jail", "unset", "sshd", "maxretry"])
+    assert code == 0
+    assert "jails.sshd.maxretry: 3 -> (unset)" in capsys.readouterr().out
+    assert diff(SHIPPED, conf.read_text()) == (["maxretry = 3\n"], [])
+    sshd = load_config(conf).jail("sshd")
+    assert sshd is not None and sshd.maxretry == 5
+    code = main(["--config", str(conf), "--socket", sock, "jail", "unset", "sshd", "maxretry"])
+    assert code == 0 and "already so; nothing changed" in capsys.readouterr().out
+
+
+def test_jail_unset_refuses_an_option_without_a_default(
+    capsys: pytest.CaptureFixture[str], conf: Path
+) -> None:
+    assert main(["--config", str(conf), "jail", "unset", "sshd", "filter"]) == 1
+    err = capsys.readouterr().err
+    assert "filter has no default to fall back to" in err
+    assert "appliancectl jail set sshd filter VALUE" in err
+    assert main(["--config", str(conf), "jail", "unset", "sshd"]) == 2
+    assert "usage: appliancectl jail unset JAIL OPTION" in capsys.readouterr().err
+    assert conf.read_text() == SHIPPED
+
+
+def test_jail_get_shows_where_each_value_comes_from(
+    capsys: pytest.CaptureFixture[str], conf: Path
+) -> None:
+    assert main(["--config", str(conf), "jail", "get", "sshd"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "maxretry                  = 3  # jails.sshd" in out
+    assert 'bantime                   = "10m"  # defaults' in out
+    assert 'hook                      = "input"  # built-in' in out
+    assert "failregex                   not set: the filter's" in out
+    assert main(["--config", str(conf), "jail", "get", "sshd", "bantime", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["options"] == {
+        "bantime": {"value": "10m", "from": "defaults"}
+    }
+    assert main(["--config", str(conf), "jail", "get", "sshd", "nope"]) == 2
+    assert "unknown jail option 'nope'" in capsys.readouterr().err
+    assert main(["--config", str(conf), "jail", "get", "nojail"]) == 1
+    assert "no jail 'nojail'" in capsys.readouterr().err
