@@ -18,7 +18,7 @@ from typing import NoReturn
 from applianced.cli.client import EXIT_DOWN, EXIT_USAGE, CliError
 from applianced.conf.jailkeys import JAIL_OPTIONS
 from applianced.conf.paths import DEFAULT_CONTROL_SOCKET, config_path, control_socket
-from applianced.errors import ConfigError
+from applianced.errors import ApplianceError, ConfigError
 
 __all__ = ["build_parser", "main"]
 
@@ -27,7 +27,7 @@ _LOCAL_HELP = "cluster mode: on this appliance only (default: on every appliance
 _Verb = Callable[[str, str, str], argparse.ArgumentParser]  # adds a verb: name, help, example
 
 
-class _UsageError(Exception):
+class _UsageError(ApplianceError):
     """argparse's complaint, raised rather than printed so that ``--json`` can shape it."""
 
     def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
