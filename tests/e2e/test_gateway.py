@@ -134,10 +134,10 @@ def smtp(g: Gateway, source: str, server: str = MAIL) -> str:
 
 def send_failures(g: Gateway, address: str, n: int = 3) -> None:
     """``n`` postfix SASL failures of ``address``, sent by the mail server with ``logger``."""
+    line = f"warning: unknown[{address}]: SASL LOGIN authentication failed: UGFzc3dvcmQ6"
     for _ in range(n):
         ns_exec(g.mail, "logger", "--server", INSIDE, "--port", str(SYSLOG_PORT), "--udp",
-                "--rfc3164", "--tag", "postfix/smtpd",
-                f"warning: unknown[{address}]: SASL LOGIN authentication failed: UGFzc3dvcmQ6")  # fmt: skip
+                "--rfc3164", "--tag", "postfix/smtpd", line)  # fmt: skip
 
 
 @contextmanager
