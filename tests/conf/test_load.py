@@ -37,7 +37,7 @@ def error_of(text: str, tmp_path: Path) -> ConfigError:
 
 
 def test_shipped_default_config_is_valid() -> None:
-    """The config `./dev run` starts on loads and enables the three core jails."""
+    """The shipped config (`./dev run` copies it) loads and enables the three core jails."""
     config = load_config(DEFAULT_CONFIG)
     assert [j.name for j in config.enabled_jails] == ["postfix-sasl", "dovecot", "sshd"]
     assert {(c.transport, c.address, c.port) for c in config.listeners} == {
