@@ -121,14 +121,9 @@ class Daemon:
 
     def start(self) -> Daemon:
         logf = self.log.open("ab")
+        argv = [str(self.bindir / "applianced"), "--config", str(self.config), *self.args]
         self.proc = subprocess.Popen(
-            [
-                *self.prefix,
-                str(self.bindir / "applianced"),
-                "--config",
-                str(self.config),
-                *self.args,
-            ],
+            [*self.prefix, *argv],
             stdout=logf,
             stderr=subprocess.STDOUT,
         )
