@@ -89,7 +89,8 @@ class Reloader:
             updated=moved["updated"] or "none",
         )
         return {
-            "config": str(new.path),
+            # Absolute: appliancectl, in another directory, compares it with the file it edited.
+            "config": str(new.path.resolve()),
             "jails": [j.name for j in new.enabled_jails],
             "listeners": moved,
         }

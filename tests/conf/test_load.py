@@ -37,7 +37,7 @@ def error_of(text: str, tmp_path: Path) -> ConfigError:
 
 
 def test_shipped_default_config_is_valid() -> None:
-    """The config `./dev run` starts on loads and enables the three core jails."""
+    """The shipped config (`./dev run` copies it) loads and enables the three core jails."""
     config = load_config(DEFAULT_CONFIG)
     assert [j.name for j in config.enabled_jails] == ["postfix-sasl", "dovecot", "sshd"]
     assert {(c.transport, c.address, c.port) for c in config.listeners} == {
@@ -48,9 +48,10 @@ def test_shipped_default_config_is_valid() -> None:
 
 
 def test_production_example_is_valid() -> None:
-    """The documented production example listens on 0.0.0.0:514."""
+    """The documented production example listens on 0.0.0.0:514 and is the gateway shape."""
     config = load_config(ROOT / "examples" / "appliance.production.toml")
     assert {(c.address, c.port) for c in config.listeners} == {("0.0.0.0", 514)}
+    assert {j.hook for j in config.enabled_jails} == {"forward"}
     assert config.jail("postfix-sasl") is not None
     assert config.jail("postfix-sasl").senders == (ip_network("192.0.2.10/32"),)  # type: ignore[union-attr]
 
