@@ -13,7 +13,7 @@ Two formats, one line per event (a traceback adds lines):
 ``auto`` is ``journal`` when stderr is the journal's stream (``$JOURNAL_STREAM``, set by systemd
 for ``StandardError=journal``, names its device and inode), else ``text``.
 
-``LevelFilter`` is the level an operator picks (``--log-level``, ``[daemon] log_level``): at
+``LevelFilter`` keeps the level an operator picks (``--log-level``, ``[daemon] log_level``): at
 ``info`` the log holds our own lines and anyone's warnings and errors; the info lines of
 other libraries (Twisted's "Starting factory", "... starting on PORT", "(UDP Port N Closed)",
 "Main loop terminated.") count as debug. ``log_text`` makes a syslog line safe for a log line.
@@ -28,12 +28,9 @@ from typing import IO
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import (
     FileLogObserver,
-    FilteringLogObserver,
-    ILogFilterPredicate,
     ILogObserver,
     LogEvent,
     LogLevel,
-    PredicateResult,
     eventAsText,
     textFileLogObserver,
 )
@@ -130,12 +127,14 @@ def log_text(text: str, limit: int = 300) -> str:
     return text.translate(_ESCAPES)
 
 
-@implementer(ILogFilterPredicate)
+@implementer(ILogObserver)
 class LevelFilter:
-    """Lets through the events at ``level`` (one of ``LEVELS``) or above; another library's
-    info event counts as debug. ``set`` changes the level (a reload)."""
+    """Passes to ``inner`` the events at ``level`` (one of ``LEVELS``) or above. Another
+    library's info event is passed as a debug one (the journal files it at priority 7).
+    ``set`` changes the level (a reload)."""
 
-    def __init__(self, level: str = "info") -> None:
+    def __init__(self, inner: ILogObserver, level: str = "info") -> None:
+        self._inner = inner
         self.set(level)
 
     def set(self, level: str) -> None:
@@ -144,16 +143,12 @@ class LevelFilter:
         self.level = level
         self._least = LEVELS.index(level)
 
-    def __call__(self, event: LogEvent) -> PredicateResult:
+    def __call__(self, event: LogEvent) -> None:
         rank = _RANK.get(event.get("log_level", LogLevel.info), 1)
         if rank == 1 and not str(event.get("log_namespace", "")).startswith(_OURS):
-            rank = 0
-        shown: PredicateResult = PredicateResult.yes if rank >= self._least else PredicateResult.no
-        return shown
-
-    def observer(self, inner: ILogObserver) -> ILogObserver:
-        """``inner``, seeing only the events this filter lets through."""
-        return FilteringLogObserver(inner, [self])
+            rank, event = 0, {**event, "log_level": LogLevel.debug}
+        if rank >= self._least:
+            self._inner(event)
 
 
 class LogBudget:

@@ -328,10 +328,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    levels = LevelFilter(args.log_level or "info")
-    globalLogBeginner.beginLoggingTo(
-        [levels.observer(log_observer(sys.stderr, args.log_format))], redirectStandardIO=False
-    )
+    levels = LevelFilter(log_observer(sys.stderr, args.log_format), args.log_level or "info")
+    globalLogBeginner.beginLoggingTo([levels], redirectStandardIO=False)
     from twisted.internet import reactor as _reactor
 
     reactor: Any = _reactor
