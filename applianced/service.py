@@ -210,10 +210,17 @@ def _metrics(config: Config, appliance: Appliance, reactor: Any) -> Service | No
     if not config.metrics.enabled:
         return None
     # Imported here: prometheus-client and twisted.web cost start-up time otherwise.
-    from applianced.metrics import MetricsService, make_registry
+    from applianced.metrics import KernelElements, MetricsService, make_registry
 
-    # Its own registry, read at scrape time from the appliance's stats.
-    return MetricsService(config.metrics, make_registry(appliance), reactor)
+    # Its own registry, read at scrape time from the appliance's stats; the kernel's sets
+    # listed in a worker thread first, as status does.
+    kernel = KernelElements(appliance.enforcer)
+    return MetricsService(
+        config.metrics,
+        make_registry(appliance, kernel=kernel),
+        reactor,
+        before=lambda: deferToThread(kernel.read),
+    )
 
 
 def make_notifier(config: Config, reactor: Any) -> Notifier:
