@@ -142,4 +142,7 @@ class BanNotifier(Protocol):
     def test(self) -> Deferred[dict[str, Any]]:
         """Send a test mail; the outcome, or a failure the operator can read."""
 
+    def preview(self, jail: str | None = None) -> dict[str, Any]:
+        """The mail a ban in ``jail`` would send (headers, body), from sample data, unsent."""
+
     def stop(self) -> None: ...
