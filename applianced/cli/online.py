@@ -247,6 +247,9 @@ def reloaded(r: dict[str, Any]) -> str:
 
 
 def cmd_notify(args: argparse.Namespace) -> None:
+    if args.jail is not None and not args.preview:
+        raise CliError("--jail goes with --preview: appliancectl notify test --preview --jail J",
+                       EXIT_USAGE)  # fmt: skip
     if args.preview:
         preview = request(args.sock, "notify_preview", {"jail": args.jail})
         out(args, preview, _print_preview)

@@ -350,6 +350,8 @@ def test_notify_test_preview_prints_a_ban_mail_and_sends_nothing(world: dict[str
     assert lines[-1] == "applianced; `appliancectl why ADDR` tells more, `unban ADDR` lifts it."
     rc, _, err = d.ctl_rc("notify", "test", "--preview", "--jail", "web")
     assert rc != 0 and "jail 'web' sends no ban mail" in err and "jails that do: sshd" in err
+    rc, _, err = d.ctl_rc("notify", "test", "--jail", "sshd")
+    assert rc == 2 and "--jail goes with --preview" in err
     assert world["iana"].queries == [] and world["smtp"].inbox.messages == []
 
 
