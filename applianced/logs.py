@@ -140,7 +140,6 @@ class LevelFilter:
     def set(self, level: str) -> None:
         if level not in LEVELS:
             raise ValueError(f"log level {level!r} is not one of {', '.join(LEVELS)}")
-        self.level = level
         self._least = LEVELS.index(level)
 
     def __call__(self, event: LogEvent) -> None:
