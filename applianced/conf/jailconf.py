@@ -46,6 +46,7 @@ BUILTIN_POLICY: dict[str, Any] = {
     "verdict": "drop",
     "bantime_jitter": 0,
     "notify": [],
+    "log_found": False,
 }
 
 
@@ -69,6 +70,7 @@ _POLICY_READS: dict[str, _Read] = {
     "notify": lambda r, v, k: tuple(
         dict.fromkeys(r.choice(a, k, _NOTIFY_ACTIONS) for a in r.strings(v, k))
     ),
+    "log_found": lambda r, v, k: r.typed(v, k, bool, "true or false"),
 }
 
 

@@ -18,12 +18,12 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from applianced.conf.jailconf import read_jail, read_policy
 from applianced.conf.listenerconf import read_listeners
 from applianced.conf.paths import DEFAULT_CONFIG, DEFAULT_CONTROL_SOCKET
-from applianced.conf.schema import Config, EnforcementConf
+from applianced.conf.schema import Config, EnforcementConf, LogLevelName
 from applianced.conf.tables import read_metrics, read_notify, read_state
 from applianced.conf.tomlread import Mistakes, TomlReader, get
 from applianced.errors import ConfigError
@@ -41,7 +41,7 @@ _TOP = {
     "metrics",
     "state",
 }
-_DAEMON = {"state_dir", "control_socket", "lines_per_ban"}
+_DAEMON = {"state_dir", "control_socket", "lines_per_ban", "log_level"}
 _ENFORCEMENT = {"priority", "on_stop"}
 
 
@@ -78,7 +78,7 @@ def _config(r: TomlReader, raw: Mapping[str, Any]) -> Config:
                 r.error((key,), f"unknown section {key!r}; allowed: {', '.join(sorted(_TOP))}")
             )
     with found.collect():
-        state_dir, control_socket, lines_per_ban = _daemon(r, raw)
+        daemon = _daemon(r, raw)
     with found.collect():
         listeners = read_listeners(r, raw)
     with found.collect():
@@ -105,12 +105,10 @@ def _config(r: TomlReader, raw: Mapping[str, Any]) -> Config:
                 '(e.g. to = ["postmaster@example.org"])',
             )
     return Config(
+        **daemon,
         path=r.path,
         listeners=listeners,
         jails=tuple(jails),
-        state_dir=state_dir,
-        control_socket=control_socket,
-        lines_per_ban=lines_per_ban,
         enforcement=enforcement,
         notify=notify,
         metrics=metrics,
@@ -118,16 +116,24 @@ def _config(r: TomlReader, raw: Mapping[str, Any]) -> Config:
     )
 
 
-def _daemon(r: TomlReader, raw: Mapping[str, Any]) -> tuple[Path, Path, int]:
-    """[daemon]: the state directory, the control socket, the lines kept per ban."""
+def _daemon(r: TomlReader, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """[daemon], as the Config's fields: the state directory, the control socket, the lines
+    kept per ban, the log level."""
     daemon = r.table(raw, ("daemon",), _DAEMON)
-    return (
-        r.path_of(daemon.get("state_dir", "/var/lib/applianced"), ("daemon", "state_dir")),
-        r.path_of(
+    return {
+        "state_dir": r.path_of(
+            daemon.get("state_dir", "/var/lib/applianced"), ("daemon", "state_dir")
+        ),
+        "control_socket": r.path_of(
             daemon.get("control_socket", DEFAULT_CONTROL_SOCKET), ("daemon", "control_socket")
         ),
-        r.int_in(daemon.get("lines_per_ban", 20), ("daemon", "lines_per_ban"), 0, 1000),
-    )
+        "lines_per_ban": r.int_in(
+            daemon.get("lines_per_ban", 20), ("daemon", "lines_per_ban"), 0, 1000
+        ),
+        "log_level": r.choice(
+            daemon.get("log_level", "info"), ("daemon", "log_level"), get_args(LogLevelName)
+        ),
+    }
 
 
 def _enforcement(r: TomlReader, raw: Mapping[str, Any]) -> EnforcementConf:
