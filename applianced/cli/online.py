@@ -11,8 +11,8 @@ from typing import Any
 from rich.table import Table
 
 from applianced.cli.client import EXIT_USAGE, CliError, request
-from applianced.cli.output import bans_table, console, out, plural, when
-from applianced.units import format_duration
+from applianced.cli.output import bans_table, console, out, when
+from applianced.units import format_duration, plural
 
 __all__ = [
     "cmd_ban",

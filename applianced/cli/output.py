@@ -16,7 +16,7 @@ from rich.table import Table
 
 from applianced.units import format_duration
 
-__all__ = ["bans_table", "console", "out", "plural", "when"]
+__all__ = ["bans_table", "console", "out", "when"]
 
 
 def out(args: argparse.Namespace, data: Any, human: Callable[[Any], object]) -> None:
@@ -24,11 +24,6 @@ def out(args: argparse.Namespace, data: Any, human: Callable[[Any], object]) -> 
         print(json.dumps(data, indent=None if isinstance(data, list) else 2))
     else:
         human(data)
-
-
-def plural(n: int, word: str, many: str | None = None) -> str:
-    """``1 ban``, ``2 bans``: ``n`` and the word in its number (``many``: an irregular one)."""
-    return f"{n} {word if n == 1 else many or word + 's'}"
 
 
 def when(ts: float | None) -> str:

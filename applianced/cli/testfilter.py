@@ -26,7 +26,6 @@ from rich.progress import (
 )
 
 from applianced.cli.client import EXIT_USAGE, CliError
-from applianced.cli.output import plural
 from applianced.conf.filterfiles.fail2ban import F2bFilter, strip_date
 from applianced.conf.filterfiles.native import shipped_filter_names
 from applianced.conf.filterref import UnknownFilterError, resolve_filter
@@ -38,6 +37,7 @@ from applianced.rules.engine import GateCache
 from applianced.rules.filters import Filter, Outcome
 from applianced.rules.jail import ProgramSelector, jail_filter
 from applianced.rules.message import SyslogMessage
+from applianced.units import plural
 
 __all__ = ["cmd_test_filter"]
 
