@@ -169,29 +169,7 @@ def _edit(
     if not result.changed:
         lines.append(f"{result.path}: already so; nothing changed")
     else:
-        try:
-            answer = request(sock, "reload")
-        except CliError as e:
-            if e.code != EXIT_DOWN:
-                raise CliError(
-                    f"{result.path} was changed, but applianced refused to reload it: {e}"
-                ) from None
-            if not str(e).startswith("applianced is not running"):  # no permission, lost...
-                raise CliError(
-                    f"{result.path} was changed, but applianced could not be told to reload: "
-                    f"{e}; then run `appliancectl reload`",
-                    EXIT_DOWN,
-                ) from None
-            report["reload"] = "daemon not running"
-            lines.append(f"applianced is not running ({sock}): the change applies at next start")
-        else:
-            report["reload"] = "done"
-            report["jails"] = answer["jails"]
-            lines.append(reloaded(answer))
-            running = answer.get("config")
-            if running and Path(running).resolve() != Path(result.path).resolve():
-                lines.append(f"warning: the running daemon reads {running}, not {result.path}")
-                report["warning"] = f"the running daemon reads {running}"
+        _reload(sock, result.path, report, lines)
     if follow is not None and report["reload"] != "daemon not running":
         try:
             follow(sock, report, lines)
@@ -199,3 +177,30 @@ def _edit(
             if e.code != EXIT_DOWN:
                 raise
     out(args, report, lambda _: print("\n".join(lines)))
+
+
+def _reload(sock: Path, path: Path, report: dict[str, Any], lines: list[str]) -> None:
+    """Ask the daemon to reload the changed file ``path``; a daemon not running is fine."""
+    try:
+        answer = request(sock, "reload")
+    except CliError as e:
+        if e.code != EXIT_DOWN:
+            raise CliError(
+                f"{path} was changed, but applianced refused to reload it: {e}"
+            ) from None
+        if not str(e).startswith("applianced is not running"):  # no permission, lost...
+            raise CliError(
+                f"{path} was changed, but applianced could not be told to reload: "
+                f"{e}; then run `appliancectl reload`",
+                EXIT_DOWN,
+            ) from None
+        report["reload"] = "daemon not running"
+        lines.append(f"applianced is not running ({sock}): the change applies at next start")
+        return
+    report["reload"] = "done"
+    report["jails"] = answer["jails"]
+    lines.append(reloaded(answer))
+    running = answer.get("config")
+    if running and Path(running).resolve() != Path(path).resolve():
+        lines.append(f"warning: the running daemon reads {running}, not {path}")
+        report["warning"] = f"the running daemon reads {running}"

@@ -1,5 +1,6 @@
-"""Live edits of the config file that keep its comments and layout (``appliancectl jail set``,
-``jail enable|disable``, ``whitelist add|remove``, ``general enable|disable``).
+"""Live edits of the config file that keep its comments and layout, whatever it is (tables in
+any order, dotted keys, inline tables): ``appliancectl jail set``, ``jail unset``, ``jail
+enable|disable``, ``whitelist add|remove``, ``general enable|disable``.
 
 Each edit reads the file with tomlkit, changes one value (or inserts one key next to the table's
 other keys), validates the WHOLE resulting text with the real loader (``parse_config``) and only

@@ -470,3 +470,21 @@ def test_jail_get_shows_where_each_value_comes_from(
     assert "unknown jail option 'nope'" in capsys.readouterr().err
     assert main(["--config", str(conf), "jail", "get", "nojail"]) == 1
     assert "no jail 'nojail'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("verb", "taught"),
+    [
+        ("jail", ["appliancectl jail get sshd\n", "appliancectl jail unset sshd bantime"]),
+        ("whitelist", ["--global 198.51.100.0/24 --unban"]),
+        ("why", ["appliancectl why 203.0.113.7/32"]),
+        ("status", ["appliancectl status postfix-sasl --json"]),
+    ],
+)
+def test_the_new_verbs_help_teaches_them(
+    capsys: pytest.CaptureFixture[str], verb: str, taught: list[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main([verb, "--help"])
+    out = capsys.readouterr().out
+    assert all(example in out for example in taught)
