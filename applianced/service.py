@@ -48,7 +48,8 @@ from applianced.receiver.listeners import Listeners, ListenerService
 from applianced.reloader import Reload, Reloader
 from applianced.rules.decision import IPAddress, IPNetwork
 from applianced.rules.engine import Engine
-from applianced.sdnotify import SdNotifier, Supervisor, status_line, watchdog_interval
+from applianced.sdnotify import SdNotifier, Supervisor, watchdog_interval
+from applianced.stats import status_line
 from applianced.store.sqlite import SqliteOffenderStore
 from applianced.units import plural
 
