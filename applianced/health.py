@@ -26,3 +26,5 @@ class Health:
     skipped_already_banned: int = 0
     dns_failed: int = 0
     dns_dropped: int = 0
+    bouncer_pulls: int = 0  # decision stream requests answered (decisions/server.py)
+    bouncer_refused: int = 0  # ... refused: a missing or wrong X-Api-Key

@@ -55,6 +55,7 @@ __all__ = ["main", "make_service"]
 
 if TYPE_CHECKING:
     from applianced.cluster.replicator import Replicator
+    from applianced.decisions.server import DecisionService
 
 log = Logger()
 
@@ -150,9 +151,17 @@ def make_service(
         watchdog=watchdog_interval(),
     )
     reload = Reloader(config, appliance, listeners, around=supervisor.reload)
+    decisions = _decisions(config, appliance, reactor)
     control = UNIXServer(
         str(config.control_socket),
-        ControlFactory(Dispatcher(appliance, reload, in_thread=deferToThread)),
+        ControlFactory(
+            Dispatcher(
+                appliance,
+                reload,
+                in_thread=deferToThread,
+                bouncers=decisions.bouncers if decisions is not None else None,
+            )
+        ),
         mode=0o660,
         wantPID=False,
         reactor=reactor,
@@ -165,6 +174,7 @@ def make_service(
         listeners,
         control,
         _metrics(config, appliance, reactor),
+        decisions,
         SystemdService(supervisor, reactor, reload),
     ):
         if child is not None:
@@ -203,6 +213,17 @@ def _metrics(config: Config, appliance: Appliance, reactor: Any) -> Service | No
 
     # Its own registry, read at scrape time from the appliance's stats.
     return MetricsService(config.metrics, make_registry(appliance), reactor)
+
+
+def _decisions(config: Config, appliance: Appliance, reactor: Any) -> DecisionService | None:
+    """The decision stream for CrowdSec bouncers when ``[decisions]`` is set; its keys in the
+    state directory (``appliancectl bouncer add``)."""
+    if config.decisions is None:
+        return None
+    from applianced.bouncers import KeyRing
+    from applianced.decisions.server import DecisionService
+
+    return DecisionService(config.decisions, appliance, KeyRing(config.state_dir), reactor)
 
 
 def make_notifier(config: Config, reactor: Any) -> Notifier:

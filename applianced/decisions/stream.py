@@ -1,0 +1,110 @@
+"""Each bouncer's decision stream, pure: what ``GET /v1/decisions/stream`` answers.
+
+``server.py`` calls ``DecisionStream.pull`` with the bouncer's name, its ``startup`` flag, its
+filters and the time. The stream reads the appliance's book of active bans (``bans.BanBook``)
+and its change log, and keeps each bouncer's place in that log (in memory), so a delta poll
+costs the changes since the bouncer's last pull, not the number of bans.
+
+What a bouncer receives:
+- ``startup=true``, or a bouncer we hold no place for (we restarted, or it is new): every
+  active ban it asks for, in ``new``. Re-adding an element a bouncer holds is harmless, so a
+  restart of the appliance neither drops nor duplicates its bans.
+- A delta: for each address or range that changed since its last pull, the ban on it that
+  lasts longest in ``new`` (one decision per value, as CrowdSec's ``dedup``: a firewall keys
+  its elements by value and gives each the timeout it was first added with), or, when no ban
+  on it is left and the bouncer had one, that ban in ``deleted``.
+- A bouncer whose place fell off the log (a storm of more changes between two polls than the
+  log keeps) gets every active ban again in ``new``, and in ``deleted`` the bans the log still
+  shows ended; its own timeouts end the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from applianced.bans import BanBook, Change, Key
+from applianced.decisions.lapi import Filters, decision
+from applianced.rules.decision import Ban, IPNetwork
+
+__all__ = ["DecisionStream", "longest"]
+
+Response = dict[str, list[dict[str, Any]] | None]
+
+
+def _lasts(ban: Ban) -> float:
+    return float("inf") if ban.expires_at is None else ban.expires_at
+
+
+def longest(bans: Iterable[Ban]) -> list[Ban]:
+    """One ban per network, the one that ends last, in order of first appearance."""
+    best: dict[IPNetwork, Ban] = {}
+    for ban in bans:
+        held = best.get(ban.network)
+        if held is None or _lasts(ban) > _lasts(held):
+            best[ban.network] = ban
+    return list(best.values())
+
+
+class DecisionStream:
+    """The bouncers' places in ``book``'s change log. ``jails`` returns the enabled jails'
+    names (a network's bans are looked up in each)."""
+
+    def __init__(self, book: BanBook, jails: Callable[[], Iterable[str]]) -> None:
+        self.book = book
+        self.jails = jails
+        self._places: dict[str, int] = {}
+
+    def forget(self, bouncer: str) -> None:
+        """A removed bouncer's place."""
+        self._places.pop(bouncer, None)
+
+    def pull(self, bouncer: str, startup: bool, filters: Filters, now: float) -> Response:
+        """What ``bouncer`` gets now; its place moves to the end of the log."""
+        log = self.book.changes
+        place = None if startup else self._places.get(bouncer)
+        changes = None if place is None else log.since(place)
+        self._places[bouncer] = log.head
+        if changes is not None:
+            return self._delta(changes, filters, now)
+        new = [
+            decision(b, now) for b in longest(b for b in self.book.values() if filters.admits(b))
+        ]
+        deleted = []
+        if place is not None:  # fell off the log: what it still shows ended
+            ended = {b.network: b for b, started in log.since(0) or () if not started}
+            for network, ban in ended.items():
+                if filters.admits(ban) and self._best(network, filters) is None:
+                    deleted.append(decision(ban, now, deleted=True))
+        return {"new": new or None, "deleted": deleted or None}
+
+    def _delta(self, changes: list[Change], filters: Filters, now: float) -> Response:
+        seen: set[Key] = set()
+        # A network the bouncer holds: a ban on it was active at its last pull, so that ban's
+        # first change since is its end (a start comes first only when none was active).
+        held: set[IPNetwork] = set()
+        last: dict[IPNetwork, Ban] = {}
+        for ban, started in changes:
+            if filters.admits(ban):
+                key = (ban.jail, ban.network)
+                if key not in seen:
+                    seen.add(key)
+                    if not started:
+                        held.add(ban.network)
+                last[ban.network] = ban
+        new, deleted = [], []
+        for network, ban in last.items():
+            best = self._best(network, filters)
+            if best is not None:
+                new.append(decision(best, now))
+            elif network in held:
+                deleted.append(decision(ban, now, deleted=True))
+        return {"new": new or None, "deleted": deleted or None}
+
+    def _on(self, network: IPNetwork) -> list[Ban]:
+        get = self.book.get
+        return [b for j in self.jails() if (b := get((j, network))) is not None]
+
+    def _best(self, network: IPNetwork, filters: Filters) -> Ban | None:
+        found = longest(b for b in self._on(network) if filters.admits(b))
+        return found[0] if found else None
