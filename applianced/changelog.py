@@ -31,9 +31,15 @@ class ChangeLog(Generic[T]):
         self.head += 1
 
     def clear(self) -> None:
-        """Forget every entry: every reader resynchronises."""
+        """Forget every entry: every reader resynchronises (a number is skipped, so that even
+        a reader that was up to date is from before the clear)."""
         self._entries.clear()
+        self.head += 1
         self._floor = self.head
+
+    def kept(self) -> list[T]:
+        """Every entry still kept (since the last ``clear``), oldest first."""
+        return list(self._entries)
 
     def since(self, number: int) -> list[T] | None:
         """The entries numbered ``number`` and after, oldest first; None when some of them

@@ -72,7 +72,7 @@ class DecisionStream:
         ]
         deleted = []
         if place is not None:  # fell off the log: what it still shows ended
-            ended = {b.network: b for b, started in log.since(0) or () if not started}
+            ended = {b.network: b for b, started in log.kept() if not started}
             for network, ban in ended.items():
                 if filters.admits(ban) and self._best(network, filters) is None:
                     deleted.append(decision(ban, now, deleted=True))
