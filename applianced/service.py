@@ -223,7 +223,8 @@ def _decisions(config: Config, appliance: Appliance, reactor: Any) -> DecisionSe
     from applianced.bouncers import KeyRing
     from applianced.decisions.server import DecisionService
 
-    return DecisionService(config.decisions, appliance, KeyRing(config.state_dir), reactor)
+    keys = KeyRing(config.state_dir)
+    return DecisionService(config.decisions, appliance, keys, reactor, in_thread=deferToThread)
 
 
 def make_notifier(config: Config, reactor: Any) -> Notifier:

@@ -11,9 +11,9 @@ one as CrowdSec sends it.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from hashlib import blake2b
 from ipaddress import ip_network
 from typing import Any
 
@@ -57,8 +57,12 @@ def decision_id(ban: Ban) -> int:
     """A ban's decision id: the same for the same ban across restarts and on every node of a
     cluster (it hashes the jail, the network and the start, which the store keeps), below
     2**53 so that every bouncer's JSON reads it exactly."""
-    key = f"{ban.jail}|{ban.network}|{ban.started_at!r}".encode()
-    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") >> 11 or 1
+    return _id(ban, str(ban.network))
+
+
+def _id(ban: Ban, network: str) -> int:
+    key = f"{ban.jail}|{network}|{ban.started_at!r}".encode()
+    return int.from_bytes(blake2b(key, digest_size=8).digest(), "big") >> 11 or 1
 
 
 def scope(network: IPNetwork) -> tuple[str, str]:
@@ -70,18 +74,20 @@ def scope(network: IPNetwork) -> tuple[str, str]:
 
 def decision(ban: Ban, now: float, deleted: bool = False) -> dict[str, Any]:
     """``ban`` as a bouncer's decision at ``now``: the time left as its duration, or when
-    ``deleted`` the time since it ended (negative, at most ``-0.001s``)."""
-    kind, value = scope(ban.network)
+    ``deleted`` the time since it ended (negative, at most ``-0.001s``). A startup pull makes
+    one per active ban: the network is written out once."""
+    text = str(ban.network)
+    single = ban.network.prefixlen == ban.network.max_prefixlen
     if deleted:
         left = min(-0.001, (ban.expires_at or now) - now)
     else:
         left = _PERMANENT if ban.expires_at is None else max(0.001, ban.expires_at - now)
     return {
-        "id": decision_id(ban),
+        "id": _id(ban, text),
         "origin": ORIGIN,
         "type": "ban",
-        "scope": kind,
-        "value": value,
+        "scope": "Ip" if single else "Range",
+        "value": text[: text.rindex("/")] if single else text,
         "duration": go_duration(left),
         "scenario": ban.jail,
     }
@@ -134,16 +140,16 @@ class Filters:
 
     def admits(self, ban: Ban) -> bool:
         """Whether the bouncer asked for ``ban``."""
-        kind, value = scope(ban.network)
-        scenario = ban.jail.lower()
+        network = ban.network
         within = self.within
+        scenario = ban.jail.lower()
         return (
-            kind.lower() in self.scopes
+            ("ip" if network.prefixlen == network.max_prefixlen else "range") in self.scopes
             and (not self.origins or ORIGIN in self.origins)
             and (not self.types or "ban" in self.types)
             and (not self.containing or any(w in scenario for w in self.containing))
             and not any(w in scenario for w in self.not_containing)
-            and (self.value is None or self.value in (value, str(ban.network)))
+            and (self.value is None or self.value in (scope(network)[1], str(network)))
             and (
                 within is None
                 or (

@@ -17,6 +17,7 @@ User-Agent (``crowdsec-firewall-bouncer/v0.0.25``) are kept in memory for ``boun
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,20 +26,24 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from applianced.appliance import Appliance
 from applianced.bouncers import BouncerError, KeyRing
 from applianced.conf.schema import DecisionsConf
 from applianced.decisions.lapi import Filters, QueryError, decision
-from applianced.decisions.stream import DecisionStream, longest
+from applianced.decisions.stream import DecisionStream, Full, longest
 from applianced.receiver.tls import ServerTLS, server_context
+from applianced.rules.decision import Ban
 
 __all__ = ["DecisionService", "DecisionsResource", "Seen"]
 
 log = Logger()
+
+InThread = Callable[[Callable[[], bytes]], Deferred[bytes]]  # deferToThread's shape
 
 _FORBIDDEN = json.dumps({"message": "access forbidden"}).encode()
 
@@ -58,9 +63,17 @@ class DecisionsResource(Resource):
     isLeaf = True
 
     def __init__(
-        self, appliance: Appliance, keys: KeyRing, stream: DecisionStream, seen: dict[str, Seen]
+        self,
+        appliance: Appliance,
+        keys: KeyRing,
+        stream: DecisionStream,
+        seen: dict[str, Seen],
+        in_thread: InThread | None = None,
     ) -> None:
+        """``in_thread``: full answers (a startup pull: every ban) are built there, so the
+        reactor keeps receiving meanwhile; without it, inline."""
         super().__init__()
+        self.in_thread = in_thread
         self.appliance = appliance
         self.keys = keys
         self.stream = stream
@@ -72,7 +85,7 @@ class DecisionsResource(Resource):
         request.setHeader(b"content-type", b"text/plain")
         return b""
 
-    def render_GET(self, request: Request) -> bytes:
+    def render_GET(self, request: Request) -> bytes | int:
         bouncer = self._bouncer(request)
         if bouncer is None:
             return _FORBIDDEN
@@ -93,14 +106,46 @@ class DecisionsResource(Resource):
             (request.getHeader(b"user-agent") or b"").decode("utf-8", "replace")[:200],
         )
         request.setHeader(b"content-type", b"application/json")
-        body: Any
-        if request.postpath == [b"stream"]:
-            startup = args.get("startup", ["false"])[-1].lower() == "true"
-            body = self.stream.pull(bouncer, startup, filters, now)
-        else:
-            found = longest(b for b in self.appliance.active.values() if filters.admits(b))
-            body = [decision(b, now) for b in found] or None
-        return json.dumps(body, separators=(",", ":")).encode()
+        if request.postpath != [b"stream"]:
+            found = longest(b for b in self._candidates(filters) if filters.admits(b))
+            return _json([decision(b, now) for b in found] or None)
+        startup = args.get("startup", ["false"])[-1].lower() == "true"
+        answer = self.stream.pull(bouncer, startup, filters, now)
+        if not isinstance(answer, Full):
+            return _json(answer)
+        if self.in_thread is None:
+            return _json(answer.build())
+        self._later(request, self.in_thread(lambda: _json(answer.build())))
+        return NOT_DONE_YET
+
+    def _candidates(self, filters: Filters) -> Iterable[Ban]:
+        """The bans a query may select: with ``ip`` or ``range``, only those on it or on a
+        wider network holding it (a lookup per prefix and jail, whatever the number of bans);
+        else every active ban."""
+        book, within = self.appliance.active, filters.within
+        if within is None:
+            return book.values()
+        jails = list(self.appliance.engine.jails)
+        wider = (within.supernet(new_prefix=p) for p in range(within.prefixlen + 1))
+        return [b for net in wider for j in jails if (b := book.get((j, net))) is not None]
+
+    def _later(self, request: Request, body: Deferred[bytes]) -> None:
+        """Answer ``request`` with ``body`` when it is built (not if the bouncer left)."""
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
+
+        def write(data: bytes) -> None:
+            if not gone:
+                request.write(data)
+                request.finish()
+
+        def failed(reason: Failure) -> None:
+            log.failure("building a bouncer's full answer", reason)
+            if not gone:
+                request.setResponseCode(http.INTERNAL_SERVER_ERROR)
+                request.finish()
+
+        body.addCallbacks(write, failed)
 
     def _bouncer(self, request: Request) -> str | None:
         """The requesting bouncer's name; None (403 set, counted) for a missing or wrong key,
@@ -121,6 +166,10 @@ class DecisionsResource(Resource):
         return name
 
 
+def _json(body: Any) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
 class _QuietSite(Site):
     """No access log: each bouncer polls every few seconds."""
 
@@ -134,14 +183,19 @@ class DecisionService(Service):
     """Listens on ``[decisions] address:port`` while running (TLS with a certificate)."""
 
     def __init__(
-        self, conf: DecisionsConf, appliance: Appliance, keys: KeyRing, reactor: Any
+        self,
+        conf: DecisionsConf,
+        appliance: Appliance,
+        keys: KeyRing,
+        reactor: Any,
+        in_thread: InThread | None = None,
     ) -> None:
         self.conf = conf
         self.reactor = reactor
         self.keys = keys
         self.seen: dict[str, Seen] = {}
         self.stream = DecisionStream(appliance.active, lambda: appliance.engine.jails)
-        self.resource = DecisionsResource(appliance, keys, self.stream, self.seen)
+        self.resource = DecisionsResource(appliance, keys, self.stream, self.seen, in_thread)
         self.port: IListeningPort | None = None
 
     def site(self) -> Site:

@@ -21,15 +21,33 @@ What a bouncer receives:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from applianced.bans import BanBook, Change, Key
 from applianced.decisions.lapi import Filters, decision
 from applianced.rules.decision import Ban, IPNetwork
 
-__all__ = ["DecisionStream", "longest"]
+__all__ = ["DecisionStream", "Full", "Response", "longest"]
 
 Response = dict[str, list[dict[str, Any]] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Full:
+    """A full answer, from a snapshot of the book taken at the pull: ``build`` writes it
+    (about 10 us a ban), so the server may run it off the reactor thread."""
+
+    active: list[Ban]
+    deleted: list[Ban]
+    filters: Filters
+    now: float
+
+    def build(self) -> Response:
+        admits, now = self.filters.admits, self.now
+        new = [decision(b, now) for b in longest(b for b in self.active if admits(b))]
+        deleted = [decision(b, now, deleted=True) for b in self.deleted]
+        return {"new": new or None, "deleted": deleted or None}
 
 
 def _lasts(ban: Ban) -> float:
@@ -59,24 +77,22 @@ class DecisionStream:
         """A removed bouncer's place."""
         self._places.pop(bouncer, None)
 
-    def pull(self, bouncer: str, startup: bool, filters: Filters, now: float) -> Response:
-        """What ``bouncer`` gets now; its place moves to the end of the log."""
+    def pull(self, bouncer: str, startup: bool, filters: Filters, now: float) -> Response | Full:
+        """What ``bouncer`` gets now (a delta, or everything as a ``Full`` to build); its place
+        moves to the end of the log."""
         log = self.book.changes
         place = None if startup else self._places.get(bouncer)
         changes = None if place is None else log.since(place)
         self._places[bouncer] = log.head
         if changes is not None:
             return self._delta(changes, filters, now)
-        new = [
-            decision(b, now) for b in longest(b for b in self.book.values() if filters.admits(b))
-        ]
         deleted = []
         if place is not None:  # fell off the log: what it still shows ended
             ended = {b.network: b for b, started in log.kept() if not started}
             for network, ban in ended.items():
                 if filters.admits(ban) and self._best(network, filters) is None:
-                    deleted.append(decision(ban, now, deleted=True))
-        return {"new": new or None, "deleted": deleted or None}
+                    deleted.append(ban)
+        return Full(list(self.book.values()), deleted, filters, now)
 
     def _delta(self, changes: list[Change], filters: Filters, now: float) -> Response:
         seen: set[Key] = set()

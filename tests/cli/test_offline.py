@@ -287,9 +287,7 @@ def test_bouncer_add_list_remove_without_the_daemon(
     """add prints the key once (the file holds its hash), list shows it without a daemon's
     last pull, remove revokes it."""
     path = tmp_path / "appliance.toml"
-    path.write_text(
-        MINIMAL_STATE.format(state=tmp_path) + '\n[decisions]\naddress = "127.0.0.1"\n'
-    )
+    path.write_text(MINIMAL_STATE.format(state=tmp_path) + '\n[decisions]\naddress = "127.0.0.1"\n')
     code, out, _ = run(capsys, "--config", str(path), "bouncer", "add", "mx1")
     assert code == 0 and "api_url: http://THIS-APPLIANCE:8080/" in out
     key = out.split("api_key: ")[1].strip()

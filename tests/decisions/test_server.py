@@ -4,14 +4,17 @@ query by ip or range, HEAD, a bad parameter; and the service's listening and bou
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
 import pytest
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
+from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 
 from applianced import views
@@ -128,3 +131,29 @@ def test_the_service_listens_on_the_configured_address(app: Appliance) -> None:
     assert (port, interface) == (8443, "::1")
     s.stopService()
     assert s.port is None
+
+
+def test_a_full_answer_is_built_by_in_thread_and_written_when_ready(app: Appliance) -> None:
+    """A startup pull builds its (large) answer where ``in_thread`` says (the daemon: a worker
+    thread), and the request is answered when it is ready; a delta stays inline."""
+    built: list[Deferred[bytes]] = []
+
+    def in_thread(fn: Callable[[], bytes]) -> Deferred[bytes]:
+        d: Deferred[bytes] = Deferred()
+        d.addCallback(lambda _: fn())
+        built.append(d)
+        return d
+
+    keys = KeyRing(app.config.state_dir)
+    s = DecisionService(DecisionsConf(), app, keys, MemoryReactorClock(), in_thread)  # type: ignore[no-untyped-call]
+    key = add_bouncer(app.config.state_dir, "mx1")
+    app.ban("sshd", ip_network("192.0.2.1/32"), 60)
+    r = request([b"stream"], key, {"startup": ["true"]})
+    assert s.resource.render_GET(r) == NOT_DONE_YET  # type: ignore[arg-type]
+    assert r.written == [] and len(built) == 1
+    built[0].callback(None)
+    [body] = r.written
+    assert [d["value"] for d in json.loads(body)["new"]] == ["192.0.2.1"]
+    assert r.finished
+    assert get(s, request([b"stream"], key)) == {"new": None, "deleted": None}
+    assert len(built) == 1

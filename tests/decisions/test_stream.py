@@ -14,7 +14,7 @@ from twisted.internet.task import Clock
 from applianced import bans
 from applianced.appliance import Appliance
 from applianced.decisions.lapi import Filters
-from applianced.decisions.stream import DecisionStream
+from applianced.decisions.stream import DecisionStream, Full, Response
 from applianced.rules.decision import Ban, BanKind
 from applianced.store.sqlite import SqliteOffenderStore
 from applianced.testing import MemoryEnforcer
@@ -53,8 +53,12 @@ def pull(
     name: str = "mx1",
     filters: Filters = ALL,
 ) -> tuple[Seen, Seen]:
-    got = stream.pull(name, startup, filters, clock.seconds())
+    got = answer(stream.pull(name, startup, filters, clock.seconds()))
     return values(got["new"]), values(got["deleted"])
+
+
+def answer(got: Response | Full) -> Response:
+    return got.build() if isinstance(got, Full) else got
 
 
 def test_startup_then_deltas_of_failures_unban_expiry_and_flush(
@@ -63,7 +67,10 @@ def test_startup_then_deltas_of_failures_unban_expiry_and_flush(
     app, stream = start(tmp_path, clock)
     app.ban("sshd", ip_network("192.0.2.1/32"), 600)
     assert pull(stream, clock, startup=True) == ([("sshd", "192.0.2.1", "10m0s")], [])
-    assert stream.pull("mx1", False, ALL, clock.seconds()) == {"new": None, "deleted": None}
+    assert answer(stream.pull("mx1", False, ALL, clock.seconds())) == {
+        "new": None,
+        "deleted": None,
+    }
 
     for _ in range(3):
         app.receive(message(ssh_failure("203.0.113.9"), at=clock.seconds()))
@@ -129,11 +136,11 @@ def test_a_restart_resends_every_ban_with_the_same_ids(tmp_path: Path, clock: Cl
     (re-adding is harmless), under the ids it had: nothing dropped, nothing doubled."""
     app, stream = start(tmp_path, clock)
     app.ban("sshd", ip_network("192.0.2.1/32"), 600)
-    before = stream.pull("mx1", True, ALL, clock.seconds())["new"]
+    before = answer(stream.pull("mx1", True, ALL, clock.seconds()))["new"]
     app.stop()
     clock.advance(100)
     app, stream = start(tmp_path, clock)
-    after = stream.pull("mx1", False, ALL, clock.seconds())
+    after = answer(stream.pull("mx1", False, ALL, clock.seconds()))
     assert after["deleted"] is None
     assert [d["id"] for d in after["new"] or ()] == [d["id"] for d in before or ()]
     assert values(after["new"]) == [("sshd", "192.0.2.1", "8m20s")]
