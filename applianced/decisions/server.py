@@ -46,6 +46,8 @@ log = Logger()
 InThread = Callable[[Callable[[], bytes]], Deferred[bytes]]  # deferToThread's shape
 
 _FORBIDDEN = json.dumps({"message": "access forbidden"}).encode()
+_NOT_FOUND = json.dumps({"message": "not found"}).encode()
+_PATHS: tuple[list[bytes], ...] = ([], [b"stream"])  # under /v1/decisions
 
 
 @dataclass(slots=True)
@@ -80,12 +82,18 @@ class DecisionsResource(Resource):
         self.seen = seen
 
     def render_HEAD(self, request: Request) -> bytes:
+        if request.postpath not in _PATHS:
+            request.setResponseCode(http.NOT_FOUND)
+            return _NOT_FOUND
         if self._bouncer(request) is None:
             return _FORBIDDEN
         request.setHeader(b"content-type", b"text/plain")
         return b""
 
     def render_GET(self, request: Request) -> bytes | int:
+        if request.postpath not in _PATHS:
+            request.setResponseCode(http.NOT_FOUND)
+            return _NOT_FOUND
         bouncer = self._bouncer(request)
         if bouncer is None:
             return _FORBIDDEN
@@ -148,11 +156,7 @@ class DecisionsResource(Resource):
         body.addCallbacks(write, failed)
 
     def _bouncer(self, request: Request) -> str | None:
-        """The requesting bouncer's name; None (403 set, counted) for a missing or wrong key,
-        or for a path that is not ours (404)."""
-        if request.postpath not in ([], [b"stream"]):
-            request.setResponseCode(http.NOT_FOUND)
-            return None
+        """The requesting bouncer's name; None (403 set, counted) for a missing or wrong key."""
         key = (request.getHeader(b"x-api-key") or b"").decode("utf-8", "replace").strip()
         try:
             name = self.keys.lookup(key)

@@ -72,6 +72,8 @@ def test_a_missing_or_wrong_key_is_refused_with_403_and_counted(app: Appliance) 
     head = request([], "wrong")
     assert s.resource.render_HEAD(head) == b'{"message": "access forbidden"}'  # type: ignore[arg-type]
     assert head.responseCode == 403
+    other = request([b"nope"], "wrong")
+    assert get(s, other) == {"message": "not found"} and other.responseCode == 404
     status = views.status(app)
     assert status["decisions"] == {"pulls": 0, "refused": 4}
 
