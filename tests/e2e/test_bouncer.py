@@ -246,6 +246,8 @@ def test_the_real_bouncer_enforces_the_stream(tmp_path: Path, site: Site) -> Non
                     WITHIN_A_POLL,
                 )
                 assert elements(site, "cswrong") == []
+                rc, shown, _ = appliance.ctl_rc("status")
+                assert rc == 0 and "refused (a missing or wrong key" in shown
             finally:
                 stop(wrong)
     finally:
