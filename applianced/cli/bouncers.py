@@ -12,13 +12,13 @@ from typing import Any
 
 from rich.table import Table
 
-from applianced.bouncers import BouncerError, add_bouncer, read_keys, remove_bouncer
+from applianced.bouncers import add_bouncer, read_keys, remove_bouncer
 from applianced.cli.client import EXIT_DOWN, EXIT_USAGE, CliError, request
 from applianced.cli.output import console, out, when
 from applianced.conf.load import load_config
 from applianced.conf.paths import config_path
 from applianced.conf.schema import Config
-from applianced.errors import ConfigError
+from applianced.errors import ApplianceError, ConfigError
 
 __all__ = ["cmd_bouncer"]
 
@@ -36,7 +36,7 @@ def cmd_bouncer(args: argparse.Namespace) -> None:
             out(args, {"removed": args.name}, lambda d: print(f"removed bouncer {d['removed']}"))
         else:
             _list(args, config)
-    except BouncerError as e:
+    except ApplianceError as e:  # BouncerError; FileWriteError: the state directory
         raise CliError(str(e)) from None
 
 

@@ -304,6 +304,9 @@ def test_bouncer_add_list_remove_without_the_daemon(
     assert run(capsys, "--config", str(path), "bouncer", "remove", "mx1")[0] == 0
     code, out, _ = run(capsys, "--config", str(path), "bouncer", "list", "--json")
     assert json.loads(out) == []
+    path.write_text(MINIMAL_STATE.format(state=tmp_path / "missing"))
+    code, _, err = run(capsys, "--config", str(path), "bouncer", "add", "mx1")
+    assert code == 1 and f"cannot open {tmp_path / 'missing'}" in err
 
 
 MINIMAL_STATE = """\

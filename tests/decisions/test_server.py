@@ -23,6 +23,7 @@ from applianced.bouncers import KeyRing, add_bouncer, remove_bouncer
 from applianced.conf.schema import DecisionsConf
 from applianced.control import Dispatcher
 from applianced.decisions.server import DecisionService
+from applianced.metrics import make_registry
 from applianced.store.sqlite import SqliteOffenderStore
 from applianced.testing import MemoryEnforcer
 from tests.helpers import config
@@ -76,6 +77,9 @@ def test_a_missing_or_wrong_key_is_refused_with_403_and_counted(app: Appliance) 
     assert get(s, other) == {"message": "not found"} and other.responseCode == 404
     status = views.status(app)
     assert status["decisions"] == {"pulls": 0, "refused": 4}
+    registry = make_registry(app)
+    assert registry.get_sample_value("applianced_bouncer_refused_total") == 4
+    assert registry.get_sample_value("applianced_bouncer_pulls_total") == 0
 
 
 def test_the_stream_and_the_query_for_a_registered_bouncer(app: Appliance) -> None:
