@@ -14,8 +14,8 @@ What a bouncer receives:
   its elements by value and gives each the timeout it was first added with), or, when no ban
   on it is left and the bouncer had one, that ban in ``deleted``.
 - A bouncer whose place fell off the log (a storm of more changes between two polls than the
-  log keeps) gets every active ban again in ``new``, and in ``deleted`` the bans the log still
-  shows ended; its own timeouts end the rest.
+  log keeps) gets every active ban again in ``new``, and in ``deleted`` the bans it held that
+  the log still shows ended; its own timeouts end the rest.
 """
 
 from __future__ import annotations
@@ -86,18 +86,22 @@ class DecisionStream:
         self._places[bouncer] = log.head
         if changes is not None:
             return self._delta(changes, filters, now)
-        deleted = []
-        if place is not None:  # fell off the log: what it still shows ended
-            ended = {b.network: b for b, started in log.kept() if not started}
-            for network, ban in ended.items():
-                if filters.admits(ban) and self._best(network, filters) is None:
-                    deleted.append(ban)
-        return Full(list(self.book.values()), deleted, filters, now)
+        # Fell off the log: the ends it still shows of bans that were active before it.
+        gone = self._ended(log.kept(), filters)[1] if place is not None else []
+        return Full(list(self.book.values()), gone, filters, now)
 
     def _delta(self, changes: list[Change], filters: Filters, now: float) -> Response:
+        changed, gone = self._ended(changes, filters)
+        new = [decision(b, now) for n in changed if (b := self._best(n, filters)) is not None]
+        deleted = [decision(b, now, deleted=True) for b in gone]
+        return {"new": new or None, "deleted": deleted or None}
+
+    def _ended(self, changes: list[Change], filters: Filters) -> tuple[list[IPNetwork], list[Ban]]:
+        """The networks ``changes`` touch (that the bouncer asked for), and for those with no
+        ban left, the last ban that ended on each, when the bouncer held one: a ban on it was
+        active before ``changes``, so that ban's first change in them is its end (a start comes
+        first only when none was active). A bouncer is never told to delete what it lacks."""
         seen: set[Key] = set()
-        # A network the bouncer holds: a ban on it was active at its last pull, so that ban's
-        # first change since is its end (a start comes first only when none was active).
         held: set[IPNetwork] = set()
         last: dict[IPNetwork, Ban] = {}
         for ban, started in changes:
@@ -108,14 +112,12 @@ class DecisionStream:
                     if not started:
                         held.add(ban.network)
                 last[ban.network] = ban
-        new, deleted = [], []
-        for network, ban in last.items():
-            best = self._best(network, filters)
-            if best is not None:
-                new.append(decision(best, now))
-            elif network in held:
-                deleted.append(decision(ban, now, deleted=True))
-        return {"new": new or None, "deleted": deleted or None}
+        gone = [
+            ban
+            for network, ban in last.items()
+            if network in held and self._best(network, filters) is None
+        ]
+        return list(last), gone
 
     def _on(self, network: IPNetwork) -> list[Ban]:
         get = self.book.get
