@@ -148,6 +148,10 @@ def start_bouncer(work: Path, site: Site, key: str, table: str) -> subprocess.Po
     return proc
 
 
+def bouncer_log(work: Path, table: str = "cstest") -> str:
+    return (work / f"{table}.log").read_text(errors="replace")
+
+
 def stop(proc: subprocess.Popen[str]) -> None:
     if proc.poll() is None:
         proc.terminate()
@@ -235,6 +239,12 @@ def test_the_real_bouncer_enforces_the_stream(tmp_path: Path, site: Site) -> Non
                 lambda: tcp_connects(net.attacker, net.server_v4, 25),
                 WITHIN_A_POLL,
                 "the short ban expires at the bouncer",
+            )
+            # The element's own timeout ends it too; the stream's deletion must also arrive.
+            wait_until(
+                lambda: bouncer_log(tmp_path).count("decision deleted") == 2,
+                WITHIN_A_POLL,
+                "the unban's and the expiry's deletions in the bouncer's log",
             )
 
             refused = appliance.ctl("status")["decisions"]["refused"]
