@@ -261,6 +261,16 @@ def _health(app: Stats) -> Iterator[Metric]:
     )
     yield _counter("applianced_unbans", "Bans lifted by unban or flush.", h.unbans_total)
     yield _counter("applianced_expired_bans", "Bans that expired.", h.expired_total)
+    yield _counter(
+        "applianced_bouncer_pulls",
+        "Decision stream requests of CrowdSec bouncers answered ([decisions]).",
+        h.bouncer_pulls,
+    )
+    yield _counter(
+        "applianced_bouncer_refused",
+        "Decision stream requests refused: a missing or wrong X-Api-Key.",
+        h.bouncer_refused,
+    )
 
     yield HistogramMetricFamily(
         "applianced_ban_latency_seconds",

@@ -57,6 +57,7 @@ __all__ = ["main", "make_service"]
 
 if TYPE_CHECKING:
     from applianced.cluster.replicator import Replicator
+    from applianced.decisions.server import DecisionService
 
 log = Logger()
 
@@ -163,9 +164,17 @@ def make_service(
         around=supervisor.reload,
         then=(lambda new: levels.set(new.log_level)) if levels is not None else None,
     )
+    decisions = _decisions(config, appliance, reactor)
     control = UNIXServer(
         str(config.control_socket),
-        ControlFactory(Dispatcher(appliance, reload, in_thread=deferToThread)),
+        ControlFactory(
+            Dispatcher(
+                appliance,
+                reload,
+                in_thread=deferToThread,
+                bouncers=decisions.bouncers if decisions is not None else None,
+            )
+        ),
         mode=0o660,
         wantPID=False,
         reactor=reactor,
@@ -178,6 +187,7 @@ def make_service(
         listeners,
         control,
         _metrics(config, appliance, reactor),
+        decisions,
         SystemdService(supervisor, reactor, reload),
     ):
         if child is not None:
@@ -223,6 +233,18 @@ def _metrics(config: Config, appliance: Appliance, reactor: Any) -> Service | No
         reactor,
         before=lambda: deferToThread(kernel.read),
     )
+
+
+def _decisions(config: Config, appliance: Appliance, reactor: Any) -> DecisionService | None:
+    """The decision stream for CrowdSec bouncers when ``[decisions]`` is set; its keys in the
+    state directory (``appliancectl bouncer add``)."""
+    if config.decisions is None:
+        return None
+    from applianced.bouncers import KeyRing
+    from applianced.decisions.server import DecisionService
+
+    keys = KeyRing(config.state_dir)
+    return DecisionService(config.decisions, appliance, keys, reactor, in_thread=deferToThread)
 
 
 def make_notifier(config: Config, reactor: Any) -> Notifier:

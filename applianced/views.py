@@ -203,6 +203,7 @@ def status(
         },
         "notify": s.notify,
         "cluster": s.cluster,
+        "decisions": {"pulls": h.bouncer_pulls, "refused": h.bouncer_refused},
         "totals": {
             "bans": h.bans_total,
             "unbans": h.unbans_total,

@@ -45,7 +45,12 @@ def cmd_status(args: argparse.Namespace) -> None:
                 "yet in the kernel, retrying"
                 + (f"; {refused} refused by the kernel, not retried)" if refused else ")")
             )
-        for line in (*_notify_lines(r.get("notify")), *_cluster_lines(r.get("cluster"))):
+        lines = (
+            *_notify_lines(r.get("notify")),
+            *_cluster_lines(r.get("cluster")),
+            *_decisions_lines(r.get("decisions")),
+        )
+        for line in lines:
             con.print(line, markup=False, highlight=False)
         for line in _receiver_lines(r["receiver"]):
             con.print(line)
@@ -68,6 +73,15 @@ def _notify_lines(n: dict[str, Any] | None) -> list[str]:
     return [
         f"ban mails via {n['via']}: {n['sent']} sent ({plural(n['digests'], 'digest')}), "
         f"{plural(n['backlog'], 'ban')} waiting, {n['dropped']} dropped{trouble}"
+    ]
+
+
+def _decisions_lines(d: dict[str, Any] | None) -> list[str]:
+    if not d or not (d["pulls"] or d["refused"]):
+        return []
+    return [
+        f"decision stream: {d['pulls']} bouncer pulls answered, {d['refused']} refused "
+        "(a missing or wrong key; `appliancectl bouncer list`)"
     ]
 
 

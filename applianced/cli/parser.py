@@ -228,6 +228,7 @@ def _offline_verbs(verb: _Verb) -> None:
     )
     v.set_defaults(fn="online:cmd_notify")
     _tls_verb(verb)
+    _bouncer_verb(verb)
     v = verb(
         "check",
         "validate a config file (offline)",
@@ -285,6 +286,19 @@ def _tls_verb(verb: _Verb) -> None:
     v.add_argument("--port", type=int, default=6514, help="for the snippets (default 6514)")
     v.add_argument("--force", action="store_true", help="overwrite existing files")
     v.set_defaults(fn="tls:cmd_tls")
+
+
+def _bouncer_verb(verb: _Verb) -> None:
+    """bouncer add|list|remove: the decision stream's CrowdSec bouncers."""
+    v = verb(
+        "bouncer",
+        "CrowdSec bouncers of the decision stream: add NAME prints its API key once, list "
+        "shows each one's last pull, address and version, remove NAME revokes its key",
+        "appliancectl bouncer add mx1",
+    )
+    v.add_argument("action", choices=("add", "list", "remove"))
+    v.add_argument("name", nargs="?", metavar="NAME", help="add/remove: the bouncer's name")
+    v.set_defaults(fn="bouncers:cmd_bouncer")
 
 
 def _socket_path(args: argparse.Namespace) -> tuple[Path, str | None]:

@@ -24,7 +24,7 @@ from applianced.conf.jailconf import read_jail, read_policy
 from applianced.conf.listenerconf import read_listeners
 from applianced.conf.paths import DEFAULT_CONFIG, DEFAULT_CONTROL_SOCKET
 from applianced.conf.schema import Config, EnforcementConf, LogLevelName
-from applianced.conf.tables import read_metrics, read_notify, read_state
+from applianced.conf.tables import read_decisions, read_metrics, read_notify, read_state
 from applianced.conf.tomlread import Mistakes, TomlReader, get
 from applianced.errors import ConfigError
 
@@ -32,6 +32,7 @@ __all__ = ["DEFAULT_CONFIG", "load_config", "parse_config"]
 
 _TOP = {
     "daemon",
+    "decisions",
     "receiver",
     "listeners",
     "enforcement",
@@ -89,6 +90,8 @@ def _config(r: TomlReader, raw: Mapping[str, Any]) -> Config:
         metrics = read_metrics(r, raw)
     with found.collect():
         state = read_state(r, raw)
+    with found.collect():
+        decisions = read_decisions(r, raw)
     jails = []
     with found.collect():
         policy = read_policy(r, raw)
@@ -113,6 +116,7 @@ def _config(r: TomlReader, raw: Mapping[str, Any]) -> Config:
         notify=notify,
         metrics=metrics,
         state=state,
+        decisions=decisions,
     )
 
 
