@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from applianced.logs import LogBudget, log_text
 from applianced.rules.decision import Ban
 from applianced.rules.engine import split_evidence
-from applianced.units import format_duration
+from applianced.units import format_duration, plural
 
 __all__ = ["BanLines"]
 
@@ -87,7 +87,8 @@ class BanLines:
 
 def _log_unlogged(more: int) -> None:
     log.info(
-        "... and {more} more bans in the last second, not logged one by one"
+        "... and {bans} in the last second, not logged one by one"
         " (`appliancectl banned` lists them)",
         more=more,
+        bans=plural(more, "more ban", "more bans"),
     )

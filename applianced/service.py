@@ -48,8 +48,10 @@ from applianced.receiver.listeners import Listeners, ListenerService
 from applianced.reloader import Reload, Reloader
 from applianced.rules.decision import IPAddress, IPNetwork
 from applianced.rules.engine import Engine
-from applianced.sdnotify import SdNotifier, Supervisor, status_line, watchdog_interval
+from applianced.sdnotify import SdNotifier, Supervisor, watchdog_interval
+from applianced.stats import status_line
 from applianced.store.sqlite import SqliteOffenderStore
+from applianced.units import plural
 
 __all__ = ["main", "make_service"]
 
@@ -391,10 +393,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
     log.info(
-        "applianced {version} running: {jails} jails, listening on {listeners}, "
-        "control socket {socket}",
+        "applianced {version} running: {jails}, listening on {listeners}, control socket {socket}",
         version=__version__,
-        jails=len(config.enabled_jails),
+        jails=plural(len(config.enabled_jails), "jail"),
         listeners=", ".join(f"{c.transport}/{c.address}:{c.port}" for c in config.listeners),
         socket=str(config.control_socket),
     )

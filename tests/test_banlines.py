@@ -96,4 +96,4 @@ def test_close_summarises_what_is_still_counted() -> None:
             [ban(i) for i in range(BANS_PER_SECOND + 1)], [LINE] * 21, NOW, budgeted=True
         )
         banlines.close()
-    assert texts[-1].startswith("... and 1 more bans in the last second")
+    assert texts[-1].startswith("... and 1 more ban in the last second")

@@ -44,7 +44,7 @@ def _config(args: argparse.Namespace) -> Config:
     try:
         return load_config(config_path(args.config))
     except ConfigError as e:
-        raise CliError(str(e), EXIT_USAGE) from None
+        raise CliError.config(e) from None
 
 
 def _added(d: dict[str, str], config: Config) -> None:
