@@ -17,7 +17,7 @@ from applianced.cluster import postgres
 from applianced.conf.load import load_config
 from applianced.conf.paths import config_path
 from applianced.conf.schema import Config, StateConf
-from applianced.errors import ApplianceError, ConfigError
+from applianced.errors import ApplianceError, ConfigError, ConfigErrors
 from applianced.units import format_duration
 
 __all__ = ["FORGET_AFTER", "cmd_cluster", "try_database"]
@@ -55,7 +55,8 @@ def _connect(state: StateConf) -> psycopg.Connection[Any]:
     except psycopg.Error as e:
         message = " ".join(str(e).split())
         step, hint = _step(message)
-        raise CliError(f"database {where}: {step} failed: {message}; {hint}", EXIT_DOWN) from None
+        raise CliError(f"database {where}: {step} failed: {message}; {hint}", EXIT_DOWN,
+                       "database_unreachable", {"step": step}) from None  # fmt: skip
     except ApplianceError as e:
         raise CliError(str(e), EXIT_USAGE) from None
 
@@ -72,22 +73,28 @@ def try_database(state: StateConf) -> str:
                 f"database {where}: schema failed: {' '.join(str(e).split())}; the role needs"
                 " to read (and at the first start create) the applianced tables",
                 EXIT_DOWN,
+                "database_unreachable",
+                {"step": "schema"},
             ) from None
     if found > known:
         raise CliError(
             f"database {where}: schema version {found} is newer than this applianced's ({known}):"
             " upgrade this appliance to the cluster's version",
             EXIT_REFUSED,
+            fields={"step": "schema"},
         )
     schema = f"schema version {found}" if found else "no schema yet (created at the first start)"
     return f"database {where}: connected; {schema}"
 
 
 def _cluster_config(args: argparse.Namespace) -> Config:
+    path = config_path(args.config)
     try:
-        config = load_config(config_path(args.config))
+        config = load_config(path)
+    except ConfigErrors as e:
+        raise CliError.config(e, f"{len(e.errors)} errors in {path}:\n{e}") from None
     except ConfigError as e:
-        raise CliError(str(e), EXIT_USAGE) from None
+        raise CliError.config(e) from None
     if config.state.backend != "postgresql":
         raise CliError("[state] backend is not \"postgresql\": this appliance is not in a cluster",
                        EXIT_USAGE)  # fmt: skip

@@ -16,6 +16,7 @@ from typing import Literal
 
 __all__ = [
     "Config",
+    "DecisionsConf",
     "EnforcementConf",
     "IncrementConf",
     "JailConf",
@@ -38,6 +39,7 @@ NotifyAction = Literal["mail", "mail-whois", "mail-whois-lines"]
 StartTLS = Literal["required", "optional", "off"]
 MatchOn = Literal["msg", "line"]
 Backend = Literal["sqlite", "postgresql"]
+LogLevelName = Literal["debug", "info", "warning", "error"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +135,8 @@ class JailConf:
     # and that it reads the traditional ``host app[pid]: msg`` line, not the MSG alone.
     prefregex: str | None = None
     match_on: MatchOn = "msg"
+    # A `found` log line for each failure counted (fail2ban's "Found ADDR"), within a budget.
+    log_found: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +206,17 @@ class StateConf:
 
 
 @dataclass(frozen=True, slots=True)
+class DecisionsConf:
+    """The decision stream for CrowdSec bouncers (``applianced/decisions/``): the Local API's
+    bouncer endpoints on ``address:port``, over TLS with ``tls`` (only ``cert`` and ``key``),
+    plain HTTP only on a loopback address."""
+
+    address: str = "127.0.0.1"
+    port: int = 8080
+    tls: TLSConf | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration. ``jails`` holds every jail, enabled or not, in file order."""
 
@@ -215,6 +230,8 @@ class Config:
     notify: NotifyConf = NotifyConf()
     metrics: MetricsConf = MetricsConf()
     state: StateConf = StateConf()
+    log_level: LogLevelName = "info"  # `applianced --log-level` wins over it
+    decisions: DecisionsConf | None = None  # no [decisions] table: no stream
 
     @property
     def enabled_jails(self) -> tuple[JailConf, ...]:
