@@ -4,6 +4,7 @@ tests/pg.py): ``check --connect`` connects as the daemon would and names the ste
 
 from __future__ import annotations
 
+import json
 import time
 from ipaddress import ip_address
 from pathlib import Path
@@ -43,6 +44,9 @@ def test_check_connects_only_when_asked(
     assert code == 0 and "database" not in out
     code, _, err = run(capsys, "check", "--connect", "--config", str(path))
     assert code == 3 and ": TCP failed: " in err and "listen_addresses" in err
+    code, _, err = run(capsys, "check", "--connect", "--json", "--config", str(path))
+    error = json.loads(err)["error"]
+    assert code == 3 and (error["code"], error["step"]) == ("database_unreachable", "TCP")
 
     path = config(tmp_path, pg.dsn, pg.password_file)
     code, out, _ = run(capsys, "check", "--connect", "--config", str(path))
