@@ -318,6 +318,12 @@ def _notify_and_cluster(app: Stats) -> Iterator[Metric]:
             "Changes of this appliance waiting to be pushed to the cluster database.",
             value=cluster["backlog"],
         )
+        yield GaugeMetricFamily(
+            "applianced_cluster_heartbeat_age_seconds",
+            "Seconds since this appliance's last heartbeat went through to the cluster database"
+            " (grows while the database does not answer; -1 before the first).",
+            value=-1 if cluster["heartbeat_age"] is None else cluster["heartbeat_age"],
+        )
         yield _counter(
             "applianced_cluster_adopted",
             "Bans and unbans received from the cluster and applied here.",

@@ -234,7 +234,20 @@ def _offline_verbs(verb: _Verb) -> None:
         "validate a config file (offline)",
         "appliancectl check --config /etc/applianced/appliance.toml",
     )
+    v.add_argument(
+        "--connect", action="store_true", help="cluster mode: also connect to the database"
+    )
     v.set_defaults(fn="offline:cmd_check")
+    v = verb(
+        "cluster",
+        "cluster mode, on the database itself: `cluster forget NODE` retires a node that is "
+        "gone for good (its heartbeat and shared failures; its bans stay)",
+        "appliancectl cluster forget mx-old",
+    )
+    v.add_argument("action", choices=("forget",))
+    v.add_argument("node", help="the node's name ([state] node on it)")
+    v.add_argument("--force", action="store_true", help="even if it sent a heartbeat lately")
+    v.set_defaults(fn="cluster:cmd_cluster")
     v = verb(
         "parse",
         "parse syslog messages from stdin, one per line (offline)",
