@@ -4,18 +4,19 @@ it came from and what could not be carried; a jail whose filter does not load he
 out with the reason. The result is checked as ``appliancectl check`` checks a file.
 
 Called by ``cli/importf2b.py`` (``appliancectl import-fail2ban``); the tree is read by
-``filterfiles/f2bjails.py``; reads files, writes none.
+``filterfiles/f2bjails.py``, its action lines and ports by ``filterfiles/f2bactions.py``; reads
+files, writes none.
 """
 
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from applianced.conf.filterfiles import f2bactions
 from applianced.conf.filterfiles.f2bjails import F2bJail, JailTree, Value, read_jail_tree
 from applianced.conf.filterref import resolve_filter
 from applianced.conf.load import parse_config
@@ -25,65 +26,6 @@ from applianced.units import MAX_BAN_SECONDS, format_duration, parse_duration
 
 __all__ = ["Imported", "ImportedJail", "import_tree"]
 
-# The service names fail2ban's jails use, as /etc/services numbers them (tcp); any other name
-# is asked of the system's services database.
-_SERVICES = {
-    "ssh": 22,
-    "smtp": 25,
-    "submission": 587,
-    "submissions": 465,
-    "smtps": 465,
-    "urd": 465,
-    "pop3": 110,
-    "pop3s": 995,
-    "imap": 143,
-    "imap2": 143,
-    "imaps": 993,
-    "sieve": 4190,
-    "http": 80,
-    "https": 443,
-    "ftp": 21,
-    "ftp-data": 20,
-}
-# fail2ban's stock actions that ban in a firewall: their port and protocol are what our
-# nftables ban closes; "-allports" ones close every port.
-_BAN_ACTIONS = frozenset(
-    {
-        "iptables",
-        "iptables-multiport",
-        "iptables-multiport-log",
-        "iptables-allports",
-        "iptables-new",
-        "iptables-ipset",
-        "iptables-ipset-proto4",
-        "iptables-ipset-proto6",
-        "iptables-ipset-proto6-allports",
-        "nftables",
-        "nftables-multiport",
-        "nftables-allports",
-        "firewallcmd-multiport",
-        "firewallcmd-allports",
-        "firewallcmd-new",
-        "firewallcmd-ipset",
-        "firewallcmd-rich-rules",
-        "firewallcmd-rich-logging",
-        "ufw",
-        "shorewall",
-        "pf",
-        "bsd-ipfw",
-        "ipfw",
-    }
-)
-# fail2ban's mail actions, by our notify action that sends the same.
-_MAIL_ACTIONS = {
-    "sendmail": "mail",
-    "mail": "mail",
-    "sendmail-whois": "mail-whois",
-    "mail-whois": "mail-whois",
-    "sendmail-whois-lines": "mail-whois-lines",
-    "mail-whois-lines": "mail-whois-lines",
-    "sendmail-whois-matches": "mail-whois-lines",
-}
 _TRUE = ("true", "yes", "1", "on")
 _UNSET = Value("", "", Path(), 0)
 
@@ -342,13 +284,13 @@ def _actions(v: Mapping[str, Value], jail: ImportedJail) -> None:
     ports: list[str] = []
     protocols: list[str] = []
     notify: list[str] = []
-    actions = parse_actions(v["action"].text) if "action" in v else []
+    actions = f2bactions.parse_actions(v["action"].text) if "action" in v else []
     for name, params in actions:
-        if name in _MAIL_ACTIONS:
-            notify.append(_MAIL_ACTIONS[name])
+        if name in f2bactions.MAIL_ACTIONS:
+            notify.append(f2bactions.MAIL_ACTIONS[name])
             jail.mail = jail.mail or params
             continue
-        if name not in _BAN_ACTIONS:
+        if name not in f2bactions.BAN_ACTIONS:
             jail.not_carried.append(
                 f"action {name}: not a stock fail2ban ban action; applianced bans in nftables "
                 "and runs no other action"
@@ -356,21 +298,21 @@ def _actions(v: Mapping[str, Value], jail: ImportedJail) -> None:
         if name.endswith("-allports"):
             ports.append("all")
         elif "port" in params:
-            ports.extend(_ports(params["port"], jail))
+            ports.extend(f2bactions.ports(params["port"], jail.not_carried))
         if "protocol" in params:
             protocols.append(params["protocol"])
     if notify:
         jail.set("notify", list(dict.fromkeys(notify)), v["action"])
     origin = v.get("action")
     if not ports and "port" in v:
-        ports, origin = _ports(v["port"].text, jail), v["port"]
+        ports, origin = f2bactions.ports(v["port"].text, jail.not_carried), v["port"]
     if ports:
         jail.set("ports", ["all"] if "all" in ports else _unique(ports), origin or "")
     if protocols:
-        protocol, origin = _protocol(protocols, jail), v.get("action")
+        protocol, origin = f2bactions.protocol(protocols, jail.not_carried), v.get("action")
     else:
-        protocol = _protocol([v["protocol"].text] if "protocol" in v else [], jail)
-        origin = v.get("protocol")
+        written = [v["protocol"].text] if "protocol" in v else []
+        protocol, origin = f2bactions.protocol(written, jail.not_carried), v.get("protocol")
     if protocol and jail.keys.get("ports") != ["all"]:
         jail.set("protocol", protocol, origin or "")
 
@@ -397,97 +339,6 @@ def _sources(v: Mapping[str, Value], jail: ImportedJail) -> None:
             f"usedns = {usedns.text}: <HOST> matches addresses only (use_dns = false); "
             "set use_dns = true to resolve host names"
         )
-
-
-def parse_actions(text: str) -> list[tuple[str, dict[str, str]]]:
-    """``name[key=value, key="v,w"] other`` -> [(name, {key: value}), (other, {})]."""
-    out: list[tuple[str, dict[str, str]]] = []
-    i, n = 0, len(text)
-    while i < n:
-        if text[i].isspace():
-            i += 1
-            continue
-        start = i
-        while i < n and not text[i].isspace() and text[i] != "[":
-            i += 1
-        name = text[start:i]
-        params: dict[str, str] = {}
-        if i < n and text[i] == "[":
-            i, params = _params(text, i + 1)
-        out.append((name, params))
-    return out
-
-
-def _params(text: str, i: int) -> tuple[int, dict[str, str]]:
-    """The ``key=value`` pairs from ``i`` to the closing ``]``, quotes kept together."""
-    params: dict[str, str] = {}
-    pieces: list[str] = []
-    current: list[str] = []
-    quote = ""
-    while i < len(text):
-        c = text[i]
-        i += 1
-        if quote:
-            if c == quote:
-                quote = ""
-            else:
-                current.append(c)
-        elif c in "\"'":
-            quote = c
-        elif c in ",]":
-            pieces.append("".join(current))
-            current = []
-            if c == "]":
-                break
-        else:
-            current.append(c)
-    for piece in pieces:
-        key, eq, value = piece.partition("=")
-        if eq:
-            params[key.strip()] = value.strip()
-    return i, params
-
-
-def _ports(text: str, jail: ImportedJail) -> list[str]:
-    """fail2ban's ``smtp,465,submission`` or ``0:65535`` -> our ports, named ones numbered."""
-    out: list[str] = []
-    for item in text.replace(" ", ",").split(","):
-        item = item.strip()
-        if not item:
-            continue
-        low, colon, high = item.partition(":")
-        if colon:
-            if low.isdigit() and high.isdigit() and int(low) <= 1 and int(high) >= 65535:
-                return ["all"]
-            out.append(f"{low}-{high}")
-        elif item.isdigit():
-            out.append(item)
-        else:
-            number = _service(item)
-            if number is None:
-                jail.not_carried.append(f"port {item}: not a known service name")
-            else:
-                out.append(str(number))
-    return out
-
-
-def _service(name: str) -> int | None:
-    if name in _SERVICES:
-        return _SERVICES[name]
-    try:
-        return socket.getservbyname(name, "tcp")
-    except OSError:
-        return None
-
-
-def _protocol(found: list[str], jail: ImportedJail) -> str:
-    names = {p.strip().lower() for text in found for p in text.split(",") if p.strip()}
-    kept = names & {"tcp", "udp"}
-    for other in sorted(names - kept):
-        jail.not_carried.append(f"protocol {other}: only tcp and udp are banned here")
-    if not kept:
-        return ""
-    return "both" if kept == {"tcp", "udp"} else kept.pop()
 
 
 def _unique(items: list[str]) -> list[int | str]:

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from applianced.conf.f2bimport import Imported, ImportedJail, import_tree, parse_actions
+from applianced.conf.f2bimport import Imported, ImportedJail, import_tree
+from applianced.conf.filterfiles.f2bactions import parse_actions
 from applianced.conf.filterfiles.f2bjails import JailTreeError, read_jail_tree
 from applianced.conf.load import load_config
 from applianced.conf.schema import Config
