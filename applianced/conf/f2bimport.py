@@ -433,7 +433,9 @@ def _text(result: Imported) -> str:
         f"# applianced config from the fail2ban tree {result.root} (appliancectl import-fail2ban)",
         "# read, in fail2ban's order: " + ", ".join(str(p) for p in result.files),
     ]
-    head += [f"# not imported: jail {n}: {why}" for n, why in result.skipped.items()]
-    head += [f"# not carried: {note}" for note in result.not_carried]
+    head += [
+        f"# not imported: jail {n}: {' '.join(why.split())}" for n, why in result.skipped.items()
+    ]
+    head += [f"# not carried: {' '.join(note.split())}" for note in result.not_carried]
     jails = "".join(_jail_toml(j) for j in result.jails)
     return "\n".join(head) + "\n\n" + _HEAD + _notify_toml(result) + jails

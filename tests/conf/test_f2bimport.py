@@ -256,6 +256,21 @@ def test_a_jail_whose_filter_does_not_load_is_left_out_with_why(tmp_path: Path) 
     assert "# not imported: jail twice: does not load here" in result.text
 
 
+def test_an_undefined_substitution_leaves_out_its_jail_or_its_option(tmp_path: Path) -> None:
+    """A filter that cannot be resolved leaves its jail out; another option is reported."""
+    root = tree(
+        tmp_path,
+        {
+            "jail.conf": "[demo]\nenabled = true\nfilter = demo\nbantime = %(nosuch)s\n"
+            "[lost]\nenabled = true\nfilter = %(nosuch)s\n",
+        },
+    )
+    result, config = imported(root, tmp_path)
+    assert [j.name for j in config.jails] == ["demo"]
+    assert "jail.conf:7: %(nosuch)s is not defined" in result.skipped["lost"]
+    assert any(n.startswith("bantime: ") for n in jail_of(result, "demo").not_carried)
+
+
 def test_an_unreadable_tree_names_the_file_and_line(tmp_path: Path) -> None:
     with pytest.raises(JailTreeError, match=r"no jail\.conf or jail\.local"):
         read_jail_tree(tmp_path)
