@@ -334,9 +334,11 @@ def _sources(v: Mapping[str, Value], jail: ImportedJail) -> None:
             f"ignorecommand = {v['ignorecommand'].text}: no command runs here; use ignoreip"
         )
     usedns = v.get("usedns")
-    if usedns is not None and usedns.text.lower() in ("yes", "warn"):
+    if usedns is not None and usedns.text.lower() == "yes":
+        jail.set("use_dns", True, usedns)
+    elif usedns is not None and usedns.text.lower() == "warn":
         jail.not_carried.append(
-            f"usedns = {usedns.text}: <HOST> matches addresses only (use_dns = false); "
+            "usedns = warn: <HOST> matches addresses only (use_dns = false); "
             "set use_dns = true to resolve host names"
         )
 

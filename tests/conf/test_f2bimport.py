@@ -224,14 +224,21 @@ def test_action_mwl_is_a_mail_with_lines_and_fills_notify(tmp_path: Path) -> Non
     assert j is not None and j.notify == ("mail-whois-lines",)
 
 
+def test_usedns_yes_is_use_dns(tmp_path: Path) -> None:
+    jail, config = one_jail(tmp_path, "usedns = yes\n")
+    assert jail.keys["use_dns"] is True and jail.not_carried == []
+    j = config.jail("demo")
+    assert j is not None and j.use_dns
+
+
 def test_what_has_no_counterpart_is_reported_in_the_jails_comment(tmp_path: Path) -> None:
     jail, _ = one_jail(
         tmp_path,
         "ignorecommand = /usr/local/bin/trusted <ip>\nbackend = systemd\n"
-        "journalmatch = _SYSTEMD_UNIT=sshd.service\nusedns = yes\n",
+        "journalmatch = _SYSTEMD_UNIT=sshd.service\nusedns = warn\n",
     )
     notes = " ".join(jail.not_carried)
-    for what in ("ignorecommand", "backend = systemd", "journalmatch", "usedns = yes"):
+    for what in ("ignorecommand", "backend = systemd", "journalmatch", "usedns = warn"):
         assert what in notes
     result = import_tree(tmp_path / "f2b", tmp_path / "x.toml")
     assert "# not carried: ignorecommand = /usr/local/bin/trusted <ip>" in result.text
