@@ -160,12 +160,37 @@ class Appliance:
 
     def reload(self, config: Config) -> None:
         """Switch to ``config``: new jails start, removed jails stop (their bans leave the
-        enforcer, their history stays), kept jails keep their windows and bans."""
+        enforcer, their history stays), kept jails keep their windows and bans. A jail that
+        starts enforces the store's active bans of its name (a jail disabled then enabled
+        again; in cluster mode, the cluster's bans this appliance holds for it)."""
+        before = set(self.engine.jails)
         self.config = config
         self._install_jails(config)
         if self.notifier is not None:
             self.notifier.reconfigure(config)
         self.active.keep_jails(self.engine.jails)
+        started = set(self.engine.jails) - before
+        if started:
+            self._enforce_stored(started)
+
+    def _enforce_stored(self, jails: set[str]) -> None:
+        """The store's active bans of ``jails`` into the book and the enforcer."""
+        now = self.clock.seconds()
+        try:
+            rows = restorable(self.store, jails, now)
+        except StoreError as e:
+            self._store_failed(e)
+            return
+        bans = [ban_from_row(r) for r in rows]
+        self.active.add(bans)
+        if bans:
+            self.batcher.send(bans, ())
+            log.info(
+                "{count} active bans of the jails enabled again ({jails}) are enforced",
+                count=len(bans),
+                jails=", ".join(sorted(jails)),
+            )
+        self._expiry.schedule()
 
     def _install_jails(self, config: Config) -> None:
         # An allowed sender is protected, but "any sender" (a /0) must not protect everyone.
