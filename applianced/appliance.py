@@ -36,6 +36,7 @@ from applianced.health import Health
 from applianced.hostnames import HostLookups, Resolver
 from applianced.latency import LatencyHistogram
 from applianced.receiver.edge import ReceiverStats
+from applianced.recovery import unaccounted
 from applianced.restore import gc_paused, restorable
 from applianced.rules.decision import (
     Ban,
@@ -51,6 +52,7 @@ from applianced.rules.jail import Jail, decide, jail_filter
 from applianced.rules.message import SyslogMessage
 from applianced.stats import Stats, jail_figures
 from applianced.store.base import BanRow, OffenderStore, ban_from_row
+from applianced.storewrites import StoreWrites
 
 __all__ = ["Appliance", "RequestError"]
 
@@ -91,6 +93,7 @@ class Appliance:
         self.engine = engine if engine is not None else Engine()
         self.health = Health()
         self.batcher = Batcher(enforcer, clock, self.health, self._wanted)
+        self._writes = StoreWrites(store, clock, self.health)
         self._lookups = (
             None if resolver is None else HostLookups(resolver, self.health, self._found)
         )
@@ -117,13 +120,38 @@ class Appliance:
     def _start(self) -> None:
         now = self.clock.seconds()
         self._install_jails(self.config)
-        active = self._restore(restorable(self.store, self.engine.jails, now), now)
+        rows = restorable(self.store, self.engine.jails, now, self._writes.end)
+        active = self._restore([*rows, *self._recover(rows, now)], now)
         log.info(
             "restored {count} active bans into the {backend} backend",
             count=len(active),
             backend=self.enforcer.name,
         )
         self._expiry.schedule()
+
+    def _recover(self, rows: Sequence[BanRow], now: float) -> list[BanRow]:
+        """The kernel's elements the store lacks (``recovery.py``), recorded as recovered
+        bans; their rows, to restore with the store's."""
+        recovered, stale = unaccounted(self.enforcer.elements(now), rows, self.store.last_ends, now)
+        if stale:
+            log.info("{count} kernel elements of bans the store had ended are removed", count=stale)
+        if not recovered:
+            return []
+        self._writes.record(recovered)
+        self.health.recovered += len(recovered)
+        log.warn(
+            "{count} bans were in the kernel but not in the offenders store ({why}); they are "
+            "adopted with their remaining kernel time and recorded as recovered "
+            "(`appliancectl why ADDR` shows them)",
+            count=len(recovered),
+            why="the store holds no active ban: it is new, was emptied or replaced"
+            if not rows
+            else "they reached the kernel but not the store: a crash between the two writes, "
+            "or a store that could not be written",
+        )
+        return [
+            (d.jail, str(d.network), d.at, d.expires_at, d.kind.value, d.count) for d in recovered
+        ]
 
     def _restore(self, rows: Sequence[BanRow], now: float) -> list[Ban]:
         """Put the active bans in the enforcer and in the book; returns them."""
@@ -148,6 +176,7 @@ class Appliance:
             self.notifier.stop()
         if self._pending:
             self._flush()
+        self._writes.stop()
         self._lines.close()
         if self.config.enforcement.on_stop == "flush":
             self.enforcer.flush()
@@ -177,7 +206,7 @@ class Appliance:
         """The store's active bans of ``jails`` into the book and the enforcer."""
         now = self.clock.seconds()
         try:
-            rows = restorable(self.store, jails, now)
+            rows = restorable(self.store, jails, now, self._writes.end)
         except StoreError as e:
             self._store_failed(e)
             return
@@ -266,10 +295,7 @@ class Appliance:
         replaced = [self.active[k] for b in bans if (k := (b.jail, b.network)) in self.active]
         if self.batcher.send(bans, replaced) and measure:
             self.ban_latency.observe_bans(self.clock.seconds(), decisions)
-        try:
-            self.store.record_bans(decisions, share=share)
-        except StoreError as e:
-            self._store_failed(e)
+        self._writes.record(decisions, share)
         now = self.clock.seconds()
         self.active.add(bans)
         self._lines.banned(bans, now, budgeted=measure)
@@ -331,11 +357,7 @@ class Appliance:
             self.health.expired_total += len(due)
 
     def _end(self, bans: Sequence[Ban], reason: str, share: bool = True) -> None:
-        now = self.clock.seconds()
-        try:
-            self.store.end_bans(bans, now, reason, share=share)
-        except StoreError as e:
-            self._store_failed(e)
+        self._writes.end(bans, self.clock.seconds(), reason, share)
         self._lines.ended(bans, reason)
         self.batcher.send((), bans)
 

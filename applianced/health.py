@@ -14,7 +14,11 @@ __all__ = ["Health"]
 
 @dataclass(slots=True)
 class Health:
-    store_errors: int = 0
+    store_errors: int = 0  # writes (and reads) the offenders store refused
+    store_failing: bool = False  # the last write was refused; rows wait for the retry
+    store_pending: int = 0  # rows (bans, ends) waiting in memory for the store
+    store_dropped: int = 0  # rows dropped while waiting (beyond the limit)
+    recovered: int = 0  # kernel elements the store lacked, adopted at start
     enforcement_errors: int = 0
     last_error: str | None = None
     unapplied: int = 0  # bans and unbans of refused batches, waiting for their retry

@@ -241,6 +241,21 @@ def _health(app: Stats) -> Iterator[Metric]:
     yield _counter(
         "applianced_store_errors", "Failed writes to the offenders store.", h.store_errors
     )
+    yield GaugeMetricFamily(
+        "applianced_store_pending",
+        "Rows (bans, ends) waiting in memory for the offenders store to accept writes.",
+        value=h.store_pending,
+    )
+    yield _counter(
+        "applianced_store_dropped",
+        "Rows dropped while waiting for the offenders store (their bans stay enforced).",
+        h.store_dropped,
+    )
+    yield _counter(
+        "applianced_recovered_bans",
+        "Kernel elements the offenders store lacked, adopted at start.",
+        h.recovered,
+    )
     yield _counter("applianced_unbans", "Bans lifted by unban or flush.", h.unbans_total)
     yield _counter("applianced_expired_bans", "Bans that expired.", h.expired_total)
 

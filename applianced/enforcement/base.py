@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BanNotifier",
+    "Element",
     "ElementsRefused",
     "Enforcer",
     "JailRules",
@@ -69,6 +70,11 @@ class Enforcer(Protocol):
     def restore(self, active: Sequence[Ban], now: float) -> None:
         """Make the backend hold exactly ``active``, with their remaining times at ``now``."""
 
+    def elements(self, now: float) -> list[Element]:
+        """Every element the backend holds at ``now``, read back from it (an element placed by
+        an earlier process included, an expired one not). Slow like ``counts`` (a kernel
+        listing), and like it called from a worker thread or at start."""
+
     def counts(self) -> Mapping[str, int]:
         """Elements currently enforced, per jail name. May be slow (a kernel listing) and is
         called from a worker thread while the reactor applies batches: it must not share
@@ -79,6 +85,16 @@ class Enforcer(Protocol):
 
     def close(self) -> None:
         """Release resources. Bans stay in force unless ``flush`` was called."""
+
+
+class Element(NamedTuple):
+    """An element as the backend holds it: its jail, its network in canonical text, when it
+    ends (None: permanent) and when it was placed (None: not known, a permanent one)."""
+
+    jail: str
+    network: str
+    expires_at: float | None
+    placed_at: float | None
 
 
 class Restored(NamedTuple):

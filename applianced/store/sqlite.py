@@ -329,6 +329,24 @@ class SqliteOffenderStore:
         )
         return [ban_from_row(r) for r in rows]
 
+    def last_ends(
+        self, bans: Sequence[tuple[str, IPNetwork]]
+    ) -> dict[tuple[str, IPNetwork], float]:
+        found = {}
+        try:
+            for jail, network in bans:
+                # One probe of bans_net each: an exact network is its version, first and last.
+                at = self._conn.execute(
+                    "SELECT max(ended_at) FROM bans WHERE version = ? AND first = ? AND last = ?"
+                    " AND jail = ?",
+                    (network.version, *span(network), jail),
+                ).fetchone()[0]
+                if at is not None:
+                    found[(jail, network)] = float(at)
+        except sqlite3.Error as e:
+            raise StoreError(_explain(self.path, e)) from e
+        return found
+
     def find_active(self, network: IPNetwork, jail: str | None = None) -> list[Ban]:
         params = containment_params(network)
         if jail is not None:
