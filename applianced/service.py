@@ -49,7 +49,7 @@ from applianced.reloader import Reload, Reloader
 from applianced.rules.decision import IPAddress, IPNetwork
 from applianced.rules.engine import Engine
 from applianced.sdnotify import SdNotifier, Supervisor, status_line, watchdog_interval
-from applianced.store.sqlite import SqliteOffenderStore
+from applianced.store.sqlite import STORE_FILE, SqliteOffenderStore
 
 __all__ = ["main", "make_service"]
 
@@ -57,8 +57,6 @@ if TYPE_CHECKING:
     from applianced.cluster.replicator import Replicator
 
 log = Logger()
-
-STORE_FILE = "offenders.sqlite"
 
 
 class ApplianceService(Service):

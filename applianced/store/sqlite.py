@@ -51,7 +51,9 @@ from applianced.store.queries import (
     span,
 )
 
-__all__ = ["SqliteOffenderStore"]
+__all__ = ["STORE_FILE", "SqliteOffenderStore", "damaged"]
+
+STORE_FILE = "offenders.sqlite"  # in the state directory
 
 _IN_CHUNK = 500  # networks per IN (...) list: well under SQLite's variable limit
 _BUSY_TIMEOUT = 5.0  # seconds; only another process (a backup, sqlite3 by hand) holds the lock
@@ -68,11 +70,8 @@ def _event(r: Sequence[Any]) -> BanEvent:
 def _explain(path: Path, error: sqlite3.Error) -> str:
     """An operator's reading of a SQLite error: what happened to which file, what to check."""
     name = getattr(error, "sqlite_errorname", "")
-    if name == "SQLITE_NOTADB":
-        return (
-            f"{path} is not a SQLite database (or is damaged); move it aside to start with an"
-            " empty ban history, or restore it from a backup"
-        )
+    if name == "SQLITE_NOTADB" or name.startswith("SQLITE_CORRUPT"):
+        return damaged(path, str(error))
     if name.startswith("SQLITE_CANTOPEN") or name.startswith("SQLITE_READONLY"):
         return (
             f"cannot write the offenders database {path} ({error}); check that {path.parent}"
@@ -84,6 +83,25 @@ def _explain(path: Path, error: sqlite3.Error) -> str:
     if name == "SQLITE_FULL":
         return f"{path}: the disk is full ({error}); free space on {path.parent}"
     return f"offenders database {path}: {error}"
+
+
+def damaged(path: Path, problem: str) -> str:
+    """A damaged store's message: what SQLite found, and the recovery steps."""
+    return (
+        f"the offenders database {path} is damaged ({problem}); applianced does not start on"
+        " it, so as not to lose bans. With applianced stopped, run `appliancectl store"
+        " recover`: it moves the damaged file aside (kept, not deleted) and builds a new store"
+        " from every ban it can read; the next start then adopts the bans the kernel holds"
+        " and the new store lacks. Or restore the file from a backup"
+    )
+
+
+def _check(conn: sqlite3.Connection, path: Path) -> None:
+    """SQLite's quick_check: every page and row format checked, not the indexes' contents
+    (0.13 s on a 100,000-ban store, median of 5, `python -m bench --only store_check`)."""
+    problems = [r[0] for r in conn.execute("PRAGMA quick_check(5)").fetchall()]
+    if problems != ["ok"]:
+        raise StoreError(damaged(path, "quick_check: " + "; ".join(problems)))
 
 
 def _open(path: Path) -> sqlite3.Connection:
@@ -112,6 +130,7 @@ def _open(path: Path) -> sqlite3.Connection:
         # once per reactor turn of a storm, on the path between two batches of bans.
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
+        _check(conn, path)
         migrate(conn, path)
     except sqlite3.Error as e:
         conn.close()
