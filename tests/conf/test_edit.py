@@ -266,7 +266,7 @@ def test_general_round_trip_keeps_an_enabled_lines_comment(conf: Path) -> None:
     assert conf.read_text() == text
     edit.general_enable(conf, enabled=False)
     edit.jail_enable(conf, "b", enabled=True)
-    assert conf.read_text().endswith("[jails.b]\nfilter = \"sshd\"\n")
+    assert conf.read_text().endswith('[jails.b]\nfilter = "sshd"\n')
     edit.general_enable(conf, enabled=True)
     assert [j.name for j in load_config(conf).enabled_jails] == ["a", "b"]
     with pytest.raises(edit.EditError, match=r"no jail .* was disabled by `appliancectl general"):
