@@ -36,6 +36,7 @@ from applianced.health import Health
 from applianced.hostnames import HostLookups, Resolver
 from applianced.latency import LatencyHistogram
 from applianced.receiver.edge import ReceiverStats
+from applianced.reconcile import InThread, Reconciler
 from applianced.recovery import unaccounted
 from applianced.restore import gc_paused, restorable
 from applianced.rules.decision import (
@@ -79,9 +80,11 @@ class Appliance:
         notifier: BanNotifier | None = None,
         engine: Engine | None = None,
         cluster: Callable[[], dict[str, Any]] | None = None,
+        in_thread: InThread | None = None,
     ) -> None:
         """``engine``: one with its cluster hook (a fresh one without); ``cluster``: the
-        replicator's status, shown by status (cluster mode)."""
+        replicator's status, shown by status (cluster mode); ``in_thread``: runs the
+        reconcile's kernel listings off the reactor thread (inline without)."""
         self.config = config
         self.store = store
         self.enforcer = enforcer
@@ -106,6 +109,16 @@ class Appliance:
         self._flush_call: IDelayedCall | None = None
         self._lines = BanLines(clock)
         self._expiry = ExpiryTimer(clock, self.active.next_expiry, self._expire)
+        self._reconcile = Reconciler(
+            clock,
+            enforcer,
+            self.active,
+            self._resync,
+            self.batcher.refused,
+            self.health,
+            config.enforcement.reconcile_interval,
+            in_thread,
+        )
         self.started_at = clock.seconds()
         self.cluster = cluster
 
@@ -128,6 +141,7 @@ class Appliance:
             backend=self.enforcer.name,
         )
         self._expiry.schedule()
+        self._reconcile.start()
 
     def _recover(self, rows: Sequence[BanRow], now: float) -> list[BanRow]:
         """The kernel's elements the store lacks (``recovery.py``), recorded as recovered
@@ -161,6 +175,17 @@ class Appliance:
             now,
         )
 
+    def _resync(self) -> None:
+        """The reconcile's repair: the table set up again (a deleted one is made anew), then
+        the book restored into it."""
+        self.enforcer.setup([JailRules.of(j) for j in self.config.enabled_jails])
+        bans = list(self.active.values())
+        self.batcher.restore(
+            lambda: bans,
+            lambda: [Restored(b.jail, str(b.network), b.expires_at) for b in bans],
+            self.clock.seconds(),
+        )
+
     def _track(self, rows: Sequence[BanRow]) -> list[Ban]:
         """The rows' Bans, now the active ones."""
         active = [ban_from_row(r) for r in rows]
@@ -171,6 +196,7 @@ class Appliance:
         if self._flush_call is not None and self._flush_call.active():
             self._flush_call.cancel()
         self._expiry.stop()
+        self._reconcile.stop()
         self.batcher.stop()
         if self.notifier is not None:
             self.notifier.stop()
@@ -201,6 +227,9 @@ class Appliance:
         started = set(self.engine.jails) - before
         if started:
             self._enforce_stored(started)
+        self._reconcile.interval = config.enforcement.reconcile_interval
+        self._reconcile.start()
+        self._reconcile.check()
 
     def _enforce_stored(self, jails: set[str]) -> None:
         """The store's active bans of ``jails`` into the book and the enforcer."""

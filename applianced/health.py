@@ -19,6 +19,9 @@ class Health:
     store_pending: int = 0  # rows (bans, ends) waiting in memory for the store
     store_dropped: int = 0  # rows dropped while waiting (beyond the limit)
     recovered: int = 0  # kernel elements the store lacked, adopted at start
+    reconcile_repairs: int = 0  # times the kernel's sets were found drifted and restored
+    reconcile_missing: int = 0  # bans the kernel had lost, put back by those repairs
+    reconcile_unknown: int = 0  # elements no ban accounted for, removed by those repairs
     enforcement_errors: int = 0
     last_error: str | None = None
     unapplied: int = 0  # bans and unbans of refused batches, waiting for their retry

@@ -252,6 +252,21 @@ def _health(app: Stats) -> Iterator[Metric]:
         h.store_dropped,
     )
     yield _counter(
+        "applianced_reconcile_repairs",
+        "Times the kernel's sets were found drifted from the active bans and restored.",
+        h.reconcile_repairs,
+    )
+    yield _counter(
+        "applianced_reconcile_missing",
+        "Bans the kernel had lost (a set flushed by another tool), put back by a reconcile.",
+        h.reconcile_missing,
+    )
+    yield _counter(
+        "applianced_reconcile_unknown",
+        "Kernel elements no active ban accounted for, removed by a reconcile.",
+        h.reconcile_unknown,
+    )
+    yield _counter(
         "applianced_recovered_bans",
         "Kernel elements the offenders store lacked, adopted at start.",
         h.recovered,

@@ -132,6 +132,7 @@ def make_service(
         notifier=make_notifier(config, reactor),
         engine=Engine(on_failure=replicator.share if replicator and share else None),
         cluster=replicator.status if replicator else None,
+        in_thread=deferToThread,
     )
     listeners = Listeners(
         config.listeners,

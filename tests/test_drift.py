@@ -16,7 +16,9 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 from applianced import views
 from applianced.conf.schema import Config
+from applianced.enforcement.base import Element
 from applianced.errors import StoreError
+from applianced.reconcile import drift
 from applianced.rules.decision import Ban, BanKind
 from applianced.store.base import BanEvent
 from applianced.testing import MemoryEnforcer, MemoryStore
@@ -159,3 +161,50 @@ def test_waiting_rows_are_counted_and_bounded(tmp_path: Path) -> None:
     store.fail = None
     clock.advance(2)
     assert len(store.active_bans(clock.seconds())) == 5
+
+
+# -- the periodic reconcile ----------------------------------------------------------------------
+
+
+def test_a_set_emptied_from_outside_is_repaired_by_the_next_reconcile(tmp_path: Path) -> None:
+    """Another tool empties the kernel's sets: within a reconcile interval (60 s by default)
+    the bans are back, the repair counted in status and logged once."""
+    app, clock, enforcer = start(tmp_path)
+    for i in range(3):
+        attack(app, clock, f"203.0.113.{i}")
+    enforcer.bans.clear()  # `nft flush set inet applianced sshd_v4`
+    stranger = _kernel_ban(enforcer, "sshd", "198.51.100.9/32", T0, T0 + 90)
+    with capturedLogs() as events:
+        clock.advance(59)
+        assert len(enforcer.bans) == 1
+        clock.advance(1)
+    assert set(enforcer.bans) == set(app.active) and len(app.active) == 3
+    assert ("sshd", stranger.network) not in enforcer.bans
+    health = views.status(app)["health"]
+    assert (health["reconcile_repairs"], health["reconcile_missing"]) == (1, 3)
+    assert health["reconcile_unknown"] == 1
+    (warning,) = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+    assert "3 bans missing, 1 elements no ban accounts for" in warning
+    clock.advance(60)  # in step again: no second repair
+    assert views.status(app)["health"]["reconcile_repairs"] == 1
+
+
+def test_reload_repairs_too_and_an_interval_of_0_never_checks(tmp_path: Path) -> None:
+    conf = config(tmp_path)
+    conf = replace(conf, enforcement=replace(conf.enforcement, reconcile_interval=0.0))
+    app, clock, enforcer = start(tmp_path, conf)
+    attack(app, clock, "203.0.113.7")
+    enforcer.bans.clear()
+    clock.advance(90)  # past 60 s: no reconcile ran
+    assert enforcer.bans == {}
+    app.reload(conf)
+    assert set(enforcer.bans) == {("sshd", ip_network("203.0.113.7/32"))}
+
+
+def test_drift_holds_a_prefix_ban_by_its_pieces_and_leaves_bans_about_to_end() -> None:
+    wide = Ban("sshd", ip_network("198.51.100.0/24"), T0, T0 + 100, BanKind.MANUAL, 1)
+    ending = Ban("sshd", ip_network("203.0.113.7/32"), T0, T0 + 1, BanKind.AUTO, 1)
+    book = {(b.jail, b.network): b for b in (wide, ending)}
+    pieces = [Element("sshd", "198.51.100.0/25", T0 + 100, T0)]
+    assert drift(book, pieces, T0) == ([], [])
+    assert drift(book, [], T0) == ([wide], [])

@@ -25,7 +25,7 @@ from applianced.conf.listenerconf import read_listeners
 from applianced.conf.paths import DEFAULT_CONFIG, DEFAULT_CONTROL_SOCKET
 from applianced.conf.schema import Config, EnforcementConf
 from applianced.conf.tables import read_metrics, read_notify, read_state
-from applianced.conf.tomlread import TomlReader, get
+from applianced.conf.tomlread import TomlReader, duration_or_zero, get
 from applianced.errors import ConfigError
 
 __all__ = ["DEFAULT_CONFIG", "load_config", "parse_config"]
@@ -42,7 +42,7 @@ _TOP = {
     "state",
 }
 _DAEMON = {"state_dir", "control_socket", "lines_per_ban"}
-_ENFORCEMENT = {"priority", "on_stop"}
+_ENFORCEMENT = {"priority", "on_stop", "reconcile_interval"}
 
 
 def load_config(path: Path | str) -> Config:
@@ -108,6 +108,11 @@ def _config(r: TomlReader, raw: Mapping[str, Any]) -> Config:
                 enforcement.get("on_stop", "keep"),
                 ("enforcement", "on_stop"),
                 ("keep", "flush"),
+            ),
+            reconcile_interval=r.convert(
+                enforcement.get("reconcile_interval", 60),
+                ("enforcement", "reconcile_interval"),
+                duration_or_zero,
             ),
         ),
         notify=notify,
