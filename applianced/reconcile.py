@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 
 from applianced.bans import Key
 from applianced.enforcement.base import Element, Enforcer
+from applianced.errors import EnforcementError
 from applianced.health import Health
 from applianced.rules.decision import Ban
 
@@ -94,6 +95,7 @@ class Reconciler:
         self._in_thread = in_thread or (lambda fn: succeed(fn()))
         self._call: IDelayedCall | None = None
         self._running = False
+        self._failing = False
 
     def start(self) -> None:
         self._schedule()
@@ -119,17 +121,24 @@ class Reconciler:
         self._running = True
         snapshot = dict(self._book)
         d: Deferred[Any] = self._in_thread(self._enforcer.counts)
-        d.addCallback(self._counted, snapshot)
-        d.addErrback(self._failed)
-        d.addBoth(self._done)
+        d.addCallbacks(self._counted, self._unlisted, callbackArgs=(snapshot,))
+        d.addCallbacks(self._done, self._failed)
         return d
+
+    def _unlisted(self, failure: Failure) -> Failure | None:
+        """The kernel cannot list our table: most often it is gone (``nft flush ruleset``).
+        Set it up again; a repair that fails too is reported by ``_failed``."""
+        if not isinstance(failure.value, EnforcementError):
+            return failure
+        self._repaired(list(self._book.values()), [], "the table could not be listed")
+        return None
 
     def _counted(self, counts: Mapping[str, int], snapshot: dict[Key, Ban]) -> Any:
         expected: dict[str, int] = dict.fromkeys(counts, 0)
         for jail, _ in snapshot:
             expected[jail] = expected.get(jail, 0) + 1
         if dict(counts) == expected:
-            return None
+            return
         now = self._clock.seconds()
         d: Deferred[Any] = self._in_thread(lambda: self._enforcer.elements(now))
         return d.addCallback(self._compare, snapshot, now)
@@ -147,8 +156,10 @@ class Reconciler:
         }
         missing, unknown = drift(steady, elements, now)
         unknown = [e for e in unknown if (e.jail, ip_network(e.network)) not in book]
-        if not missing and not unknown:
-            return
+        if missing or unknown:
+            self._repaired(missing, unknown, "another tool flushed or changed them")
+
+    def _repaired(self, missing: Sequence[Ban], unknown: Sequence[Element], why: str) -> None:
         self._repair()
         health = self._health
         health.reconcile_repairs += 1
@@ -157,19 +168,28 @@ class Reconciler:
         jails = sorted({b.jail for b in missing} | {e.jail for e in unknown})
         log.warn(
             "the kernel's sets had drifted from the active bans ({missing} bans missing, "
-            "{unknown} elements no ban accounts for, jails {jails}): another tool flushed or "
-            "changed them; set up and restored",
+            "{unknown} elements no ban accounts for, jails {jails}): {why}; set up and "
+            "restored",
             missing=len(missing),
             unknown=len(unknown),
-            jails=", ".join(jails),
-        )
-
-    def _failed(self, failure: Failure) -> None:
-        log.error(
-            "the reconcile of the kernel's sets failed; it runs again in {interval:.0f}s: {error}",
-            interval=self.interval,
-            error=failure.getErrorMessage(),
+            jails=", ".join(jails) or "none",
+            why=why,
         )
 
     def _done(self, _: object) -> None:
         self._running = False
+        if self._failing:
+            self._failing = False
+            log.info("the reconcile of the kernel's sets works again")
+
+    def _failed(self, failure: Failure) -> None:
+        """Logged once until a round succeeds again."""
+        self._running = False
+        if not self._failing:
+            self._failing = True
+            log.error(
+                "the reconcile of the kernel's sets failed; it is tried every {interval:.0f}s "
+                "and logged again once it works: {error}",
+                interval=self.interval,
+                error=failure.getErrorMessage(),
+            )
