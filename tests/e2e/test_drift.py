@@ -260,3 +260,56 @@ def test_sets_flushed_by_another_tool_are_repaired_by_the_reconcile(
         assert d.ctl("status")["jails"]["burst"]["kernel_elements"] == 30
     assert d.output.count("the kernel's sets had drifted") == 2
     d.stop()
+
+
+def test_a_full_state_directory_keeps_bans_enforced_and_writes_them_later(
+    tmp_path: Path, ns: str
+) -> None:
+    """The state directory on a 1 MiB tmpfs of the daemon's own mount namespace, filled up:
+    new bans are enforced, the failure shows in status while their rows wait; with space back
+    they are written. Filled again and SIGKILLed: the restart (on a new, empty tmpfs) keeps
+    every kernel ban."""
+    state = tmp_path / "state"
+    state.mkdir()
+    mount = 'mount -t tmpfs -o size=1m tmpfs "$1" && shift && exec "$@"'
+    d = Daemon(
+        tmp_path,
+        CONFIG,
+        args=(),
+        prefix=("ip", "netns", "exec", ns, "unshare", "--mount", "--propagation", "private",
+                "sh", "-c", mount, "sh", str(state)),
+    ).start()  # fmt: skip
+    assert d.proc is not None
+    seen = Path(f"/proc/{d.proc.pid}/root") / state.relative_to("/")
+    burst(ns, 1, 20)
+    wait_for("20 bans", lambda: len(d.ctl("banned")) == 20 or None)
+    filler = seen / "filler"
+
+    def fill() -> None:
+        with filler.open("wb", buffering=0) as f, pytest.raises(OSError, match="No space"):
+            for _ in range(1024):
+                f.write(b"\0" * 4096)
+
+    fill()
+    burst(ns, 2, 200)
+    wait_for("220 bans", lambda: len(d.ctl("banned")) == 220 or None)
+    health = d.ctl("status")["health"]
+    assert health["store_failing"] is True and health["store_pending"] > 0
+    assert len(kernel(ns)) == 220
+    filler.unlink()
+    wait_for(
+        "the waiting rows written",
+        lambda: d.ctl("status")["health"]["store_pending"] == 0 or None,
+        timeout=70,
+    )
+    assert d.ctl("status")["health"]["store_failing"] is False
+    assert "the offenders store accepts writes again" in d.output
+    fill()
+    burst(ns, 3, 100)
+    wait_for("320 bans", lambda: len(d.ctl("banned")) == 320 or None)
+    before = kernel(ns)
+    d.kill()
+    d.start()
+    assert kernel(ns).keys() == before.keys()
+    assert len(d.ctl("banned")) == 320
+    d.stop()
