@@ -6,7 +6,8 @@ print figures; they assert nothing.
 Sections (``--only`` runs one): filters (bench/filters.py, fail2ban-regex beside test-filter),
 ingest (bench/ingest.py), kernel (bench/kernel.py in-process, bench/live.py the real daemon,
 bench/f2b_live.py fail2ban-server measured the same way, bench/flood.py the real daemon under
-forged UDP floods), memory (bench/memory.py), cli (bench/cli.py, appliancectl's start-up). The
+forged UDP floods), memory (bench/memory.py), cli (bench/cli.py, appliancectl's start-up),
+store (bench/store.py, the offenders store's integrity check at open). The
 kernel sections run in a network namespace created here and deleted afterwards, so the host's own
 ruleset is never touched. Needs root (``ip netns``).
 """
@@ -28,7 +29,7 @@ from typing import Any
 from bench.f2b_live import pylib
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("filters", "ingest", "kernel", "memory", "cli")
+SECTIONS = ("filters", "ingest", "kernel", "memory", "cli", "store")
 F2B_LATENCY_SAMPLES = 100  # fail2ban bans ~80 a second: 50 a second for 2 s, not 6
 
 
@@ -195,6 +196,11 @@ def kernel(args: argparse.Namespace) -> list[Row]:
             "s",
             "< 2 s",
         ),
+        Row(
+            "restart over 100,000 bans in the kernel: Appliance.start() (their listing included)",
+            [r["restart_100k_s"] for r in inproc],
+            "s",
+        ),
     ]
     for kind, what in (("v4", "an IPv4 address"), ("v6_64", "an IPv6 /64")):
         for fill, where in (
@@ -289,6 +295,23 @@ def cli(args: argparse.Namespace) -> list[Row]:
     ]
 
 
+def store(args: argparse.Namespace) -> list[Row]:
+    runs = repeat("store", args.runs, lambda: module("bench.store"))
+    size = statistics.median(r["size_mib"] for r in runs)
+    return [
+        Row(
+            f"store of 100,000 bans ({size:,.0f} MiB): PRAGMA quick_check, median of 5",
+            [r["quick_check_s"] for r in runs],
+            "s",
+        ),
+        Row(
+            "store of 100,000 bans: open (quick_check, migrations), median of 5",
+            [r["open_s"] for r in runs],
+            "s",
+        ),
+    ]
+
+
 HEADER = """\
 | figure | median | min | max | unit | target | fail2ban | ours vs fail2ban |
 |---|---:|---:|---:|---|---|---|---|"""
@@ -326,6 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "kernel": kernel,
         "memory": memory,
         "cli": cli,
+        "store": store,
     }
     chosen = args.only or SECTIONS
     print(
