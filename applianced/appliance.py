@@ -37,7 +37,7 @@ from applianced.hostnames import HostLookups, Resolver
 from applianced.latency import LatencyHistogram
 from applianced.receiver.edge import ReceiverStats
 from applianced.reconcile import InThread, Reconciler
-from applianced.recovery import unaccounted
+from applianced.recovery import adopted_rows
 from applianced.restore import gc_paused, restorable
 from applianced.rules.decision import (
     Ban,
@@ -134,7 +134,10 @@ class Appliance:
         now = self.clock.seconds()
         self._install_jails(self.config)
         rows = restorable(self.store, self.engine.jails, now, self._writes.end)
-        active = self._restore([*rows, *self._recover(rows, now)], now)
+        elements = self.enforcer.elements(now)
+        recovered = adopted_rows(elements, rows, self.store.last_ends, self._writes.record, now)
+        self.health.recovered += len(recovered)
+        active = self._restore([*rows, *recovered], now)
         log.info(
             "restored {count} active bans into the {backend} backend",
             count=len(active),
@@ -142,30 +145,6 @@ class Appliance:
         )
         self._expiry.schedule()
         self._reconcile.start()
-
-    def _recover(self, rows: Sequence[BanRow], now: float) -> list[BanRow]:
-        """The kernel's elements the store lacks (``recovery.py``), recorded as recovered
-        bans; their rows, to restore with the store's."""
-        recovered, stale = unaccounted(self.enforcer.elements(now), rows, self.store.last_ends, now)
-        if stale:
-            log.info("{count} kernel elements of bans the store had ended are removed", count=stale)
-        if not recovered:
-            return []
-        self._writes.record(recovered)
-        self.health.recovered += len(recovered)
-        log.warn(
-            "{count} bans were in the kernel but not in the offenders store ({why}); they are "
-            "adopted with their remaining kernel time and recorded as recovered "
-            "(`appliancectl why ADDR` shows them)",
-            count=len(recovered),
-            why="the store holds no active ban: it is new, was emptied or replaced"
-            if not rows
-            else "they reached the kernel but not the store: a crash between the two writes, "
-            "or a store that could not be written",
-        )
-        return [
-            (d.jail, str(d.network), d.at, d.expires_at, d.kind.value, d.count) for d in recovered
-        ]
 
     def _restore(self, rows: Sequence[BanRow], now: float) -> list[Ban]:
         """Put the active bans in the enforcer and in the book; returns them."""

@@ -7,7 +7,9 @@ elements and the store's active rows before the restore (which would remove them
 element becomes a ban of its jail, from when the kernel placed it to when the kernel would end
 it, recorded in the store as recovered (its one line says so; ``why`` shows it). An element
 whose ban the store ended after the kernel placed it (a crash between the store's end and the
-kernel's removal) is not adopted: the restore removes it. Pure: no clock, no I/O.
+kernel's removal) is not adopted: the restore removes it. ``unaccounted`` decides (pure: no
+clock, no I/O); ``adopted_rows`` records its decisions through the Appliance's writes and logs
+them.
 """
 
 from __future__ import annotations
@@ -15,11 +17,17 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from ipaddress import ip_network
 
+from twisted.logger import Logger
+
 from applianced.enforcement.base import Element
 from applianced.rules.decision import BanDecision, BanKind, IPNetwork
 from applianced.store.base import BanRow
 
-__all__ = ["RECOVERED_LINE", "unaccounted"]
+__all__ = ["RECOVERED_LINE", "adopted_rows", "unaccounted"]
+
+log = Logger()
+
+LastEnds = Callable[[Sequence[tuple[str, IPNetwork]]], Mapping[tuple[str, IPNetwork], float]]
 
 # The one matched line of a recovered ban: ``sender_of`` reads "kernel" as its sender.
 RECOVERED_LINE = "[kernel] recovered at start: in the kernel's set, not in the offenders store"
@@ -28,7 +36,7 @@ RECOVERED_LINE = "[kernel] recovered at start: in the kernel's set, not in the o
 def unaccounted(
     elements: Sequence[Element],
     rows: Sequence[BanRow],
-    last_ends: Callable[[Sequence[tuple[str, IPNetwork]]], Mapping[tuple[str, IPNetwork], float]],
+    last_ends: LastEnds,
     now: float,
 ) -> tuple[list[BanDecision], int]:
     """``(recovered, stale)``: a decision for each element of a jail and network that no active
@@ -59,3 +67,31 @@ def unaccounted(
             )
         )
     return recovered, len(lacking) - len(recovered)
+
+
+def adopted_rows(
+    elements: Sequence[Element],
+    rows: Sequence[BanRow],
+    last_ends: LastEnds,
+    record: Callable[[Sequence[BanDecision]], None],
+    now: float,
+) -> list[BanRow]:
+    """``unaccounted``'s bans, recorded (``record``) and logged (a warning naming how many and
+    why); their rows, to restore with the store's ``rows``."""
+    recovered, stale = unaccounted(elements, rows, last_ends, now)
+    if stale:
+        log.info("{count} kernel elements of bans the store had ended are removed", count=stale)
+    if not recovered:
+        return []
+    record(recovered)
+    log.warn(
+        "{count} bans were in the kernel but not in the offenders store ({why}); they are "
+        "adopted with their remaining kernel time and recorded as recovered "
+        "(`appliancectl why ADDR` shows them)",
+        count=len(recovered),
+        why="the store holds no active ban: it is new, was emptied or replaced"
+        if not rows
+        else "they reached the kernel but not the store: a crash between the two writes, "
+        "or a store that could not be written",
+    )
+    return [(d.jail, str(d.network), d.at, d.expires_at, d.kind.value, d.count) for d in recovered]
