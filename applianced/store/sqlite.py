@@ -80,9 +80,21 @@ def _explain(path: Path, error: sqlite3.Error) -> str:
         )
     if name.startswith("SQLITE_BUSY") or name.startswith("SQLITE_LOCKED"):
         return f"{path} is locked by another process ({error}); close it and retry"
-    if name == "SQLITE_FULL":
-        return f"{path}: the disk is full ({error}); free space on {path.parent}"
+    if name == "SQLITE_FULL" or (name.startswith("SQLITE_IOERR") and _full(path.parent)):
+        return (
+            f"{path}: the disk is full ({error}); free space on {path.parent}. The kernel keeps"
+            " enforcing the bans meanwhile, and the next start adopts those the store lacks"
+        )
     return f"offenders database {path}: {error}"
+
+
+def _full(directory: Path) -> bool:
+    """Whether the filesystem of ``directory`` has no room for a page of SQLite's files."""
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 64 * 1024
 
 
 def damaged(path: Path, problem: str) -> str:

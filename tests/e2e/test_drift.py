@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -262,25 +263,40 @@ def test_sets_flushed_by_another_tool_are_repaired_by_the_reconcile(
     d.stop()
 
 
-def test_a_full_state_directory_keeps_bans_enforced_and_writes_them_later(
-    tmp_path: Path, ns: str
-) -> None:
-    """The state directory on a 1 MiB tmpfs of the daemon's own mount namespace, filled up:
-    new bans are enforced, the failure shows in status while their rows wait; with space back
-    they are written. Filled again and SIGKILLed: the restart (on a new, empty tmpfs) keeps
-    every kernel ban."""
+@pytest.fixture
+def full_disk(tmp_path: Path, ns: str) -> Iterator[tuple[Path, list[str]]]:
+    """A 1 MiB tmpfs over ``tmp_path/state`` in a mount namespace of its own, held by a
+    keeper process: the path to see it from here, and the prefix that runs a command in the
+    test's network namespace and that mount namespace (so it outlives a daemon)."""
     state = tmp_path / "state"
     state.mkdir()
-    mount = 'mount -t tmpfs -o size=1m tmpfs "$1" && shift && exec "$@"'
-    d = Daemon(
-        tmp_path,
-        CONFIG,
-        args=(),
-        prefix=("ip", "netns", "exec", ns, "unshare", "--mount", "--propagation", "private",
-                "sh", "-c", mount, "sh", str(state)),
-    ).start()  # fmt: skip
-    assert d.proc is not None
-    seen = Path(f"/proc/{d.proc.pid}/root") / state.relative_to("/")
+    mount = 'mount -t tmpfs -o size=1m tmpfs "$1" && echo mounted && exec cat'
+    keeper = subprocess.Popen(
+        ["ip", "netns", "exec", ns, "unshare", "--mount", "--propagation", "private",
+         "sh", "-c", mount, "sh", str(state)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert keeper.stdout is not None and keeper.stdout.readline() == "mounted\n"
+        seen = Path(f"/proc/{keeper.pid}/root") / state.relative_to("/")
+        yield seen, ["nsenter", "--target", str(keeper.pid), "--mount", "--net"]
+    finally:
+        assert keeper.stdin is not None
+        keeper.stdin.close()  # cat ends, and the namespace with it
+        keeper.wait(timeout=30)
+
+
+def test_a_full_state_directory_keeps_bans_enforced_and_writes_them_later(
+    tmp_path: Path, ns: str, full_disk: tuple[Path, list[str]]
+) -> None:
+    """The state directory full: new bans are enforced, the failure shows in status while
+    their rows wait; with space back they are written. Full again and SIGKILLed: the restart,
+    on the full disk, keeps every kernel ban (the 100 the store lacks adopted, their rows
+    waiting), and writes them once space is freed."""
+    seen, prefix = full_disk
+    d = Daemon(tmp_path, CONFIG, args=(), prefix=prefix).start()
     burst(ns, 1, 20)
     wait_for("20 bans", lambda: len(d.ctl("banned")) == 20 or None)
     filler = seen / "filler"
@@ -309,7 +325,19 @@ def test_a_full_state_directory_keeps_bans_enforced_and_writes_them_later(
     wait_for("320 bans", lambda: len(d.ctl("banned")) == 320 or None)
     before = kernel(ns)
     d.kill()
-    d.start()
+    d.start()  # on the full disk still
     assert kernel(ns).keys() == before.keys()
     assert len(d.ctl("banned")) == 320
+    assert "100 bans were in the kernel but not in the offenders store" in d.output
+    assert d.ctl("status")["health"]["store_failing"] is True
+    filler.unlink()
+    wait_for(
+        "the adopted bans written",
+        lambda: d.ctl("status")["health"]["store_pending"] == 0 or None,
+        timeout=70,
+    )
+    d.stop()
+    assert d.proc is not None and d.proc.wait(timeout=30) == 0
+    d.start()  # the store holds them all now: nothing to adopt
+    assert len(d.ctl("banned")) == 320 and d.ctl("status")["health"]["recovered"] == 0
     d.stop()

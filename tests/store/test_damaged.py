@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 from ipaddress import ip_network
 from pathlib import Path
 
@@ -89,3 +92,35 @@ def test_recover_keeps_the_damaged_file_and_copies_what_it_can_read(tmp_path: Pa
     assert history[0].lines and history[0].sender == "192.0.2.1"
     with pytest.raises(StoreError, match="exists already"):
         recover(path, "20261207T000000Z")
+
+
+FULL_DISK = """
+import sys
+from pathlib import Path
+from applianced.errors import StoreError
+from applianced.store.sqlite import SqliteOffenderStore
+directory = Path(sys.argv[1])
+with open(directory / "filler", "wb", buffering=0) as f:
+    try:
+        while True:
+            f.write(bytes(4096))
+    except OSError:
+        pass
+try:
+    SqliteOffenderStore(directory / "offenders.sqlite")
+except StoreError as e:
+    print(e)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (a tmpfs in a mount namespace)")
+def test_a_store_that_cannot_open_on_a_full_disk_says_the_disk_is_full(tmp_path: Path) -> None:
+    """A new store on a full filesystem (a 256 KiB tmpfs of a mount namespace of its own):
+    SQLite says only "disk I/O error"; the message says the disk is full and what follows."""
+    mount = 'mount -t tmpfs -o size=256k tmpfs "$1" && exec "$2" -c "$3" "$1"'
+    done = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", mount, "sh",
+         str(tmp_path), sys.executable, FULL_DISK],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert "the disk is full" in done.stdout and "free space on" in done.stdout, done.stdout
