@@ -292,9 +292,10 @@ class Appliance:
     ) -> list[Ban]:
         """Enforce, then record, then report. The kernel goes first because the attacker is
         still knocking: the store's commit (a few ms for a storm's batch, its lines included)
-        is not on the path to the drop. Nothing is reported (logged,
-        listed, mailed) before the store holds it; a crash in the millisecond between the two
-        loses that turn's bans, and the next start's reconcile removes them from the kernel.
+        is not on the path to the drop. Nothing is reported (logged, listed, mailed) before
+        the store write is made or, refused, kept for its retry (``storewrites.py``); a crash
+        in the millisecond between the two leaves bans only the kernel holds, which the next
+        start adopts (``recovery.py``).
         ``measure``: the decisions come from messages; their latency goes to ``ban_latency``,
         and their log lines count against the per-second budget (an operator's ban is always
         logged).
@@ -323,11 +324,12 @@ class Appliance:
         return self.active.get((ban.jail, ban.network)) == ban
 
     def _store_failed(self, error: StoreError) -> None:
+        """A read of the store failed (writes are ``StoreWrites``'): counted and logged."""
         self.health.store_errors += 1
         self.health.last_error = f"store: {error}"
         log.error(
-            "the offenders store failed; the ban is enforced but may not survive a "
-            "restart: {error}",
+            "reading the offenders store failed; repeat counts and a jail's stored bans "
+            "are missing from this decision: {error}",
             error=str(error),
         )
 

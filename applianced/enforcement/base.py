@@ -4,8 +4,11 @@ Bans decided in one reactor turn reach a backend as one ``apply`` call, which a 
 carry out as one transaction. The durable store, not the backend, is the source of truth: the
 Appliance calls ``restore`` at start with every active ban (``restore_rows``, straight from the
 store's rows, for a backend that is a ``RowRestorer``), and the backend makes its state equal to
-that list (restoring what is missing, removing what the store does not know). A backend that
-refuses some elements of a batch applies the rest and raises ``ElementsRefused`` naming them.
+that list (restoring what is missing, removing what the store does not know); before that, the
+start reads the backend's ``elements`` and adopts those the store lacks (``recovery.py``), and
+the periodic reconcile (``reconcile.py``) reads ``counts`` and ``elements`` to find a drift. A
+backend that refuses some elements of a batch applies the rest and raises ``ElementsRefused``
+naming them.
 ``BanNotifier`` is the ban mails' interface, which the Appliance tells of each new ban.
 """
 

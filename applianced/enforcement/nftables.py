@@ -4,7 +4,8 @@ This module owns that one table entirely (it never writes to another) and talks 
 through libnftables (Debian's python3-nftables binding): JSON for the table's structure and for
 listings, nft syntax for element batches (twice as fast at 100,000 elements). The Appliance calls
 it: ``setup`` at start and on reload, ``restore_rows`` at start (from the store's rows, in a
-worker thread; ``restore`` takes Bans), ``apply`` once per reactor turn. Each call is one
+worker thread; ``restore`` takes Bans), ``apply`` once per reactor turn; ``elements`` and
+``counts`` read the sets back (the start's adoption, the periodic reconcile). Each call is one
 libnftables transaction, unless the kernel refuses it: then halves are sent, split again while
 refused, until each refused element stands alone; the rest is applied and the refused elements
 are raised as ``ElementsRefused`` (a kernel that refuses even an empty change fails the whole
