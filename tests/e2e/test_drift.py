@@ -260,6 +260,7 @@ def test_sets_flushed_by_another_tool_are_repaired_by_the_reconcile(
         )
         assert d.ctl("status")["jails"]["burst"]["kernel_elements"] == 30
     assert d.output.count("the kernel's sets had drifted") == 2
+    assert "sets repaired 2 times (60 bans put back" in d.ctl_rc("status")[1]
     d.stop()
 
 
@@ -311,6 +312,7 @@ def test_a_full_state_directory_keeps_bans_enforced_and_writes_them_later(
     wait_for("220 bans", lambda: len(d.ctl("banned")) == 220 or None)
     health = d.ctl("status")["health"]
     assert health["store_failing"] is True and health["store_pending"] > 0
+    assert "store: NOT WRITABLE" in d.ctl_rc("status")[1]
     assert len(kernel(ns)) == 220
     filler.unlink()
     wait_for(
