@@ -144,10 +144,12 @@ class EnforcementConf:
     """How bans reach the kernel. ``priority`` orders our chains against other tables' (lower
     runs first; the default -10 runs before a typical filter table's accept rules at 0).
     ``on_stop``: ``keep`` leaves the bans in the kernel on a graceful stop (a restart opens no
-    window), ``flush`` removes them."""
+    window), ``flush`` removes them. ``reconcile_interval``: seconds between two checks that
+    the kernel's sets hold the active bans (0: never)."""
 
     priority: int = -10
     on_stop: OnStop = "keep"
+    reconcile_interval: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
