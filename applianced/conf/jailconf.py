@@ -85,6 +85,7 @@ def read_jail(
         filter=filter_name,
         prefregex=regexes.prefregex,
         match_on=regexes.match_on,
+        datepattern=regexes.datepattern,
         failregex=regexes.failregex,
         ignoreregex=regexes.ignoreregex,
         programs=regexes.programs or (),
@@ -137,6 +138,7 @@ class _Regexes:
     programs: tuple[str, ...] | None
     prefregex: str | None = None
     match_on: MatchOn = "msg"
+    datepattern: str | None = None
 
 
 def _regexes(
@@ -158,6 +160,7 @@ def _regexes(
     filter_dir = r.typed(p["filter_dir"], at("filter_dir"), str, "a directory")
     prefregex: str | None = None
     match_on: MatchOn = "msg"
+    datepattern: str | None = None
     try:
         source = resolve_filter(
             filter_name,
@@ -166,7 +169,9 @@ def _regexes(
         )
         if isinstance(source, F2bFilter):
             source.compile(allow_dns=use_dns)
-            prefregex, match_on = source.prefregex, "line"
+            prefregex, match_on, datepattern = source.prefregex, "line", source.own_dates
+        else:
+            datepattern = source.datepattern
     except FilterError as e:
         raise r.error(at("filter"), str(e)) from None
     return _Regexes(
@@ -175,6 +180,7 @@ def _regexes(
         source.programs if programs is None else programs,
         prefregex,
         match_on,
+        datepattern,
     )
 
 

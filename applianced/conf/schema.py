@@ -133,6 +133,8 @@ class JailConf:
     # and that it reads the traditional ``host app[pid]: msg`` line, not the MSG alone.
     prefregex: str | None = None
     match_on: MatchOn = "msg"
+    # The filter's own datepattern (rules/dates.py): the date cut from the text before matching.
+    datepattern: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
