@@ -55,6 +55,13 @@ _MONTHS_LONG = (
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _DAYS_LONG = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _ZONE = r"Z|UTC|GMT|[+-][01]\d(?::?\d{2})?"
+# The zone names %Z understands (hours east of UTC): UTC's and the common North American and
+# European ones, as monit and others write them.
+_ZONE_NAMES = {
+    **dict.fromkeys(("Z", "UTC", "GMT", "UT", "WET"), 0),
+    **{"BST": 1, "CET": 1, "WEST": 1, "CEST": 2, "EET": 2, "EEST": 3, "MSK": 3},
+    **{"EST": -5, "EDT": -4, "CST": -6, "CDT": -5, "MST": -7, "MDT": -6, "PST": -8, "PDT": -7},
+}
 
 # Each %-code: the regex it stands for, in a group named after the field it gives. The "Ex"
 # forms are stricter (fixed width, a plausible year), for dates without separators.
@@ -360,10 +367,11 @@ def _month(fields: dict[str, str | None], now: datetime) -> int:
 def _zone(text: str | None) -> timezone | None:
     if not text:
         return None
-    if text.upper() in ("Z", "UTC", "GMT"):
-        return UTC
+    hours = _ZONE_NAMES.get(text.upper())
+    if hours is not None:
+        return timezone(timedelta(hours=hours)) if hours else UTC
     m = re.fullmatch(r"([+-])(\d{2}):?(\d{2})?", text)
     if m is None:
-        return None  # a zone name other than UTC: the local time as written
+        return None  # a zone name not in _ZONE_NAMES: the local time as written
     offset = timedelta(hours=int(m.group(2)), minutes=int(m.group(3) or 0))
     return timezone(-offset if m.group(1) == "-" else offset)
