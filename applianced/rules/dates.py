@@ -118,6 +118,7 @@ DEFAULT_FORMS: tuple[str, ...] = (
 # Only searched for, never anchored (besides the anchored forms above), or only anchored.
 _SEARCHED_ONLY = (r"^<%m/%d/%Exy@%H:%M:%S>", r"^%b-%d-%Exy %k:%M:%S")
 _ANCHORED_ONLY = (r"%H:%M:%S",)
+_DATE_FORMS = (*DEFAULT_FORMS, *_SEARCHED_ONLY)  # what {DATE} stands for, one form each
 
 _LN_BEG = "{^LN-BEG}"
 _START = r"(?:^|\b|(?=\W))"
@@ -215,14 +216,13 @@ def date_finder(pattern: str | None = None) -> DateFinder | None:
             anchored += default_dates().anchored
             if line == "{DEFAULT}":
                 searched += default_dates().searched
-        elif "{DATE}" in line:
-            searched += [
-                _compile(line.replace("{DATE}", _body(p)), line)
-                for p in (*DEFAULT_FORMS, *_SEARCHED_ONLY)
-            ]
         else:
-            form = _compile(line, line)
-            (anchored if line.startswith((_LN_BEG, "^")) else searched).append(form)
+            forms = (
+                [_compile(line.replace("{DATE}", _body(p)), line) for p in _DATE_FORMS]
+                if "{DATE}" in line
+                else [_compile(line, line)]
+            )
+            (anchored if line.startswith((_LN_BEG, "^")) else searched).extend(forms)
     return DateFinder(anchored, searched)
 
 
@@ -231,7 +231,7 @@ def default_dates() -> DateFinder:
     """fail2ban's default forms, anchored and then searched (a filter without datepattern)."""
     return DateFinder(
         [_compile(_LN_BEG + p, p) for p in (*DEFAULT_FORMS, *_ANCHORED_ONLY)],
-        [_compile(p, p) for p in (*DEFAULT_FORMS, *_SEARCHED_ONLY)],
+        [_compile(p, p) for p in _DATE_FORMS],
     )
 
 

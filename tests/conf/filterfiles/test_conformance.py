@@ -20,8 +20,9 @@ def results() -> list[Result]:
         pytest.skip(str(e))
 
 
-def _report(results: list[Result], which: list[Result]) -> str:
-    lines = [table(results), "", "at fault:"]
+def _report(target: str, results: list[Result], which: list[Result]) -> str:
+    """The target missed, the totals, the table of the filters at fault and their cases."""
+    lines = [f"issue 21 target missed: {target}", summary(results), "", table(which), "at fault:"]
     lines += [failure for r in which for failure in r.failures[:20]]
     return "\n".join(lines)
 
@@ -35,23 +36,22 @@ def test_the_suite_reads_every_sample_log(results: list[Result]) -> None:
 
 def test_every_filter_loads(results: list[Result]) -> None:
     refused = [r for r in results if r.load_error]
-    assert not refused, (
-        _report(results, refused) + "\n" + "\n".join(f"{r.name}: {r.load_error}" for r in refused)
-    )
+    assert not refused, _report("every filter loads", results, refused)
 
 
 def test_no_false_positives(results: list[Result]) -> None:
     wrong = [r for r in results if r.false_positives]
-    assert not wrong, _report(results, wrong)
+    assert not wrong, _report("no false positive", results, wrong)
 
 
 def test_every_mail_and_auth_case(results: list[Result]) -> None:
     short = [r for r in results if r.name in MAIL_AND_AUTH and (r.ok < r.cases or r.load_error)]
-    assert not short, _report(results, short)
+    assert not short, _report("every case of the mail and auth filters", results, short)
 
 
 def test_ninety_nine_percent_of_all_cases(results: list[Result]) -> None:
     cases = sum(r.cases for r in results)
     ok = sum(r.ok for r in results)
-    assert ok >= 0.99 * cases, _report(results, [r for r in results if r.ok < r.cases])
+    short = [r for r in results if r.ok < r.cases]
+    assert ok >= 0.99 * cases, _report("99% of all cases", results, short)
     print(summary(results))
