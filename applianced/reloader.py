@@ -36,7 +36,8 @@ class Reloader:
 
     ``around`` wraps each reload (systemd's RELOADING=1 ... READY=1); the config is read
     synchronously inside it, so a bad file raises there. The Deferred fails with
-    ``ApplianceError`` (``ConfigError`` for a bad file) and the running config stays."""
+    ``ApplianceError`` (``ConfigError`` for a bad file) and the running config stays.
+    ``then`` is told the new config once it applies (the log's level)."""
 
     def __init__(
         self,
@@ -44,11 +45,13 @@ class Reloader:
         appliance: Appliance,
         listeners: Listeners,
         around: Callable[[Reload], Deferred[dict[str, Any]]] = lambda work: work(),
+        then: Callable[[Config], None] | None = None,
     ) -> None:
         self.config = config
         self.appliance = appliance
         self.listeners = listeners
         self.around = around
+        self.then = then
         self._lock = DeferredLock()
 
     def __call__(self) -> Deferred[dict[str, Any]]:
@@ -73,6 +76,8 @@ class Reloader:
             log.error("{error}", error=message)
             raise ApplianceError(message) from None
         self.appliance.reload(new)
+        if self.then is not None:
+            self.then(new)
         old, self.config = self.config, new
         for key in ("state_dir", "control_socket", "lines_per_ban"):
             if getattr(old, key) != getattr(new, key):
@@ -89,7 +94,8 @@ class Reloader:
             updated=moved["updated"] or "none",
         )
         return {
-            "config": str(new.path),
+            # Absolute: appliancectl, in another directory, compares it with the file it edited.
+            "config": str(new.path.resolve()),
             "jails": [j.name for j in new.enabled_jails],
             "listeners": moved,
         }

@@ -42,7 +42,7 @@ from applianced.enforcement.notify import Notifier
 from applianced.enforcement.whois import WhoisClient, tcp_query
 from applianced.errors import ApplianceError, ConfigError
 from applianced.hostnames import resolve
-from applianced.logs import FORMATS, log_observer
+from applianced.logs import FORMATS, LEVELS, LevelFilter, log_observer
 from applianced.receiver.edge import ReceiverStats
 from applianced.receiver.listeners import Listeners, ListenerService
 from applianced.reloader import Reload, Reloader
@@ -113,9 +113,14 @@ def _store(config: Config, *, journal: bool) -> SqliteOffenderStore:
 
 
 def make_service(
-    config: Config, reactor: Any, enforcer: Enforcer, own_addresses: Sequence[IPNetwork] = ()
+    config: Config,
+    reactor: Any,
+    enforcer: Enforcer,
+    own_addresses: Sequence[IPNetwork] = (),
+    levels: LevelFilter | None = None,
 ) -> tuple[MultiService, Appliance]:
-    """The daemon as a MultiService, and its Appliance (for tests)."""
+    """The daemon as a MultiService, and its Appliance (for tests). ``levels``: the log's
+    filter a reload sets to the file's ``log_level`` (None when ``--log-level`` fixed it)."""
     cluster = config.state.backend == "postgresql"
     share = cluster and config.state.share_failures
     store = _store(config, journal=cluster)
@@ -149,7 +154,13 @@ def make_service(
         lambda: status_line(len(appliance.engine.jails), len(appliance.active), stats.received),
         watchdog=watchdog_interval(),
     )
-    reload = Reloader(config, appliance, listeners, around=supervisor.reload)
+    reload = Reloader(
+        config,
+        appliance,
+        listeners,
+        around=supervisor.reload,
+        then=(lambda new: levels.set(new.log_level)) if levels is not None else None,
+    )
     control = UNIXServer(
         str(config.control_socket),
         ControlFactory(Dispatcher(appliance, reload, in_thread=deferToThread)),
@@ -199,10 +210,17 @@ def _metrics(config: Config, appliance: Appliance, reactor: Any) -> Service | No
     if not config.metrics.enabled:
         return None
     # Imported here: prometheus-client and twisted.web cost start-up time otherwise.
-    from applianced.metrics import MetricsService, make_registry
+    from applianced.metrics import KernelElements, MetricsService, make_registry
 
-    # Its own registry, read at scrape time from the appliance's stats.
-    return MetricsService(config.metrics, make_registry(appliance), reactor)
+    # Its own registry, read at scrape time from the appliance's stats; the kernel's sets
+    # listed in a worker thread first, as status does.
+    kernel = KernelElements(appliance.enforcer)
+    return MetricsService(
+        config.metrics,
+        make_registry(appliance, kernel=kernel),
+        reactor,
+        before=lambda: deferToThread(kernel.read),
+    )
 
 
 def make_notifier(config: Config, reactor: Any) -> Notifier:
@@ -304,23 +322,36 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="stderr lines: text (with timestamps), journal (<N> level prefixes, no timestamps), "
         "auto (journal when stderr is $JOURNAL_STREAM, as under systemd; the default)",
     )
+    p.add_argument(
+        "--log-level",
+        choices=LEVELS,
+        default=None,
+        help="the least level logged; wins over [daemon] log_level (default: info: our own "
+        "lines, and any library's warnings and errors)",
+    )
     p.add_argument("--version", action="version", version=f"applianced {__version__}")
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    globalLogBeginner.beginLoggingTo(
-        [log_observer(sys.stderr, args.log_format)], redirectStandardIO=False
-    )
+    levels = LevelFilter(log_observer(sys.stderr, args.log_format), args.log_level or "info")
+    globalLogBeginner.beginLoggingTo([levels], redirectStandardIO=False)
     from twisted.internet import reactor as _reactor
 
     reactor: Any = _reactor
     try:
         config = load_config(config_path(args.config))
+        levels.set(args.log_level or config.log_level)
         enforcer = pick_enforcer(config, args.dry_run)
         _prepare_socket(config.control_socket)
-        top, _ = make_service(config, reactor, enforcer, local_addresses())
+        top, _ = make_service(
+            config,
+            reactor,
+            enforcer,
+            local_addresses(),
+            levels=None if args.log_level else levels,
+        )
         top.startService()
     except ConfigError as e:
         print(f"applianced: configuration error: {e}", file=sys.stderr)

@@ -247,6 +247,13 @@ def reloaded(r: dict[str, Any]) -> str:
 
 
 def cmd_notify(args: argparse.Namespace) -> None:
+    if args.jail is not None and not args.preview:
+        raise CliError("--jail goes with --preview: appliancectl notify test --preview --jail J",
+                       EXIT_USAGE)  # fmt: skip
+    if args.preview:
+        preview = request(args.sock, "notify_preview", {"jail": args.jail})
+        out(args, preview, _print_preview)
+        return
     # The daemon answers after the whole SMTP dialogue (connect and command timeouts included).
     result = request(args.sock, "notify_test", timeout=300.0)
     out(
@@ -256,3 +263,14 @@ def cmd_notify(args: argparse.Namespace) -> None:
             f"test mail delivered via {r['via']} to {', '.join(r['to'])}\n{r['dialogue']}"
         ),
     )
+
+
+def _print_preview(p: dict[str, Any]) -> None:
+    print(
+        f"# preview: the mail a ban in jail {p['jail']} would send via {p['via']}, for a sample "
+        f"address ({p['address']}) and a sample line; whois and DNS are not asked; NOT sent"
+    )
+    for name, value in p["headers"]:
+        print(f"{name}: {value}")
+    print()
+    print(p["body"], end="")

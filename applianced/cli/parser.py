@@ -179,10 +179,19 @@ def _offline_verbs(verb: _Verb) -> None:
     """notify test, then the verbs that need no daemon."""
     v = verb(
         "notify",
-        "ban mails: `notify test` sends a test mail the configured way and shows the outcome",
-        "appliancectl notify test",
+        "ban mails: `notify test` sends a test mail the configured way and shows the outcome; "
+        "with --preview it prints the mail a ban would send (sample data) and sends nothing",
+        "appliancectl notify test\n  appliancectl notify test --preview --jail postfix-sasl",
     )
     v.add_argument("action", choices=("test",))
+    v.add_argument(
+        "--preview",
+        action="store_true",
+        help="print the headers and body of the mail a ban would send, sent nowhere",
+    )
+    v.add_argument(
+        "--jail", help="with --preview: the jail whose mail (default: the first that mails)"
+    )
     v.set_defaults(fn="online:cmd_notify")
     _tls_verb(verb)
     v = verb(

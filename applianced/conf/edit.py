@@ -56,7 +56,7 @@ _DURATIONS = {
     "bantime_increment.maxtime",
 }
 _FLOATS = {"bantime_increment.factor"}
-_BOOLS = {"enabled", "use_dns", "bantime_increment.enabled"}
+_BOOLS = {"enabled", "use_dns", "log_found", "bantime_increment.enabled"}
 _LISTS = {"ports", "ignoreip", "senders", "notify", "programs"}  # VALUE: a comma list
 _REGEXES = {"failregex", "ignoreregex"}  # VALUE: one regex (a TOML array for several)
 _STRINGS = {"filter", "filter_dir", "protocol", "hook", "verdict"}

@@ -44,6 +44,7 @@ _BUILTIN_POLICY: dict[str, Any] = {
     "verdict": "drop",
     "bantime_jitter": 0,
     "notify": [],
+    "log_found": False,
 }
 
 
@@ -113,6 +114,7 @@ def read_jail(
                 for a in r.strings(p["notify"], at("notify"))
             )
         ),
+        log_found=r.typed(p["log_found"], at("log_found"), bool, "true or false"),
     )
     return _compiled(
         r, jail, at("failregex" if "failregex" in t or filter_name is None else "filter")

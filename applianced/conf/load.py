@@ -18,12 +18,12 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from applianced.conf.jailconf import read_jail, read_policy
 from applianced.conf.listenerconf import read_listeners
 from applianced.conf.paths import DEFAULT_CONFIG, DEFAULT_CONTROL_SOCKET
-from applianced.conf.schema import Config, EnforcementConf
+from applianced.conf.schema import Config, EnforcementConf, LogLevelName
 from applianced.conf.tables import read_metrics, read_notify, read_state
 from applianced.conf.tomlread import TomlReader, get
 from applianced.errors import ConfigError
@@ -41,7 +41,7 @@ _TOP = {
     "metrics",
     "state",
 }
-_DAEMON = {"state_dir", "control_socket", "lines_per_ban"}
+_DAEMON = {"state_dir", "control_socket", "lines_per_ban", "log_level"}
 _ENFORCEMENT = {"priority", "on_stop"}
 
 
@@ -113,4 +113,9 @@ def _config(r: TomlReader, raw: Mapping[str, Any]) -> Config:
         notify=notify,
         metrics=read_metrics(r, raw),
         state=read_state(r, raw),
+        log_level=r.choice(
+            daemon.get("log_level", "info"),
+            ("daemon", "log_level"),
+            get_args(LogLevelName),
+        ),
     )

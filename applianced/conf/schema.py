@@ -38,6 +38,7 @@ NotifyAction = Literal["mail", "mail-whois", "mail-whois-lines"]
 StartTLS = Literal["required", "optional", "off"]
 MatchOn = Literal["msg", "line"]
 Backend = Literal["sqlite", "postgresql"]
+LogLevelName = Literal["debug", "info", "warning", "error"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +134,8 @@ class JailConf:
     # and that it reads the traditional ``host app[pid]: msg`` line, not the MSG alone.
     prefregex: str | None = None
     match_on: MatchOn = "msg"
+    # A `found` log line for each failure counted (fail2ban's "Found ADDR"), within a budget.
+    log_found: bool = False
     # The filter's own datepattern (rules/dates.py): the date cut from the text before matching.
     datepattern: str | None = None
 
@@ -217,6 +220,7 @@ class Config:
     notify: NotifyConf = NotifyConf()
     metrics: MetricsConf = MetricsConf()
     state: StateConf = StateConf()
+    log_level: LogLevelName = "info"  # `applianced --log-level` wins over it
 
     @property
     def enabled_jails(self) -> tuple[JailConf, ...]:

@@ -249,19 +249,28 @@ class NftablesEnforcer:
             raise refusal("flush every set", error, self.table)
 
     def counts(self) -> Mapping[str, int]:
-        """Kernel elements per jail, from a listing (so expired bans are gone). Nested prefix
-        bans count as the pieces that hold them. Costs about 1.5 s per 100,000 elements, most of
-        it in libnftables, which releases the GIL: called from a worker thread, it holds other
-        threads for ~0.2 s at most (the binding's JSON parse), measured with a 1 ms ticker."""
+        """Kernel elements per jail: ``set_counts`` summed over each jail's sets."""
         owner = {name: key[0] for key, name in self._names.items()}
         out = dict.fromkeys(self._jails, 0)
-        if owner:
+        for name, n in self.set_counts().items():
+            if name in owner:
+                out[owner[name]] += n
+        return out
+
+    def set_counts(self) -> Mapping[str, int]:
+        """Kernel elements per set of ours, from a listing (so expired bans are gone). Nested
+        prefix bans count as the pieces that hold them. Costs about 1.5 s per 100,000 elements,
+        most of it in libnftables, which releases the GIL: called from a worker thread, it
+        holds other threads for ~0.2 s at most (the binding's JSON parse), measured with a
+        1 ms ticker."""
+        out = dict.fromkeys(self._names.values(), 0)
+        if out:
             nft = self._listing_context()
             nft.set_json_output(True)
             for o in nft_list(nft, "table", self.table, terse=False):
                 s = o.get("set")
-                if isinstance(s, dict) and s.get("name") in owner:
-                    out[owner[s["name"]]] += len(s.get("elem", ()))
+                if isinstance(s, dict) and s.get("name") in out:
+                    out[s["name"]] = len(s.get("elem", ()))
         return out
 
     def close(self) -> None:

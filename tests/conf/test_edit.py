@@ -70,6 +70,7 @@ SET_CASES: dict[str, tuple[str, str, str, str | None]] = {
     "max_tracked": ("sshd", "5000", "max_tracked = 5000", None),
     "ipv6_prefix": ("sshd", "56", "ipv6_prefix = 56", None),
     "use_dns": ("sshd", "true", "use_dns = true", None),
+    "log_found": ("sshd", "true", "log_found = true", None),
     "filter_dir": ("sshd", "/nonexistent/filter.d", 'filter_dir = "/nonexistent/filter.d"', None),
     "hook": ("sshd", "forward", 'hook = "forward"', None),
     "verdict": ("sshd", "reject", 'verdict = "reject"', None),

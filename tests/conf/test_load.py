@@ -37,7 +37,7 @@ def error_of(text: str, tmp_path: Path) -> ConfigError:
 
 
 def test_shipped_default_config_is_valid() -> None:
-    """The config `./dev run` starts on loads and enables the three core jails."""
+    """The shipped config (`./dev run` copies it) loads and enables the three core jails."""
     config = load_config(DEFAULT_CONFIG)
     assert [j.name for j in config.enabled_jails] == ["postfix-sasl", "dovecot", "sshd"]
     assert {(c.transport, c.address, c.port) for c in config.listeners} == {
@@ -48,9 +48,10 @@ def test_shipped_default_config_is_valid() -> None:
 
 
 def test_production_example_is_valid() -> None:
-    """The documented production example listens on 0.0.0.0:514."""
+    """The documented production example listens on 0.0.0.0:514 and is the gateway shape."""
     config = load_config(ROOT / "examples" / "appliance.production.toml")
     assert {(c.address, c.port) for c in config.listeners} == {("0.0.0.0", 514)}
+    assert {j.hook for j in config.enabled_jails} == {"forward"}
     assert config.jail("postfix-sasl") is not None
     assert config.jail("postfix-sasl").senders == (ip_network("192.0.2.10/32"),)  # type: ignore[union-attr]
 
@@ -167,3 +168,27 @@ def test_the_loader_imports_no_twisted() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_log_level_and_log_found(tmp_path: Path) -> None:
+    """`[daemon] log_level` (info by default) and `log_found` from [defaults] or a jail."""
+    config = parse_config(MINIMAL, tmp_path / "appliance.toml")
+    assert config.log_level == "info"
+    assert not config.jails[0].log_found
+    text = (
+        '[daemon]\nlog_level = "warning"\n\n'
+        + MINIMAL
+        + '\n[jails.dovecot]\nfilter = "dovecot"\nlog_found = false\n'
+        + "\n[defaults]\nlog_found = true\n"
+    )
+    config = parse_config(text, tmp_path / "appliance.toml")
+    assert config.log_level == "warning"
+    assert [j.log_found for j in config.jails] == [True, False]
+
+
+def test_a_bad_log_level_or_log_found_names_its_line(tmp_path: Path) -> None:
+    e = error_of('[daemon]\nlog_level = "verbose"\n' + MINIMAL, tmp_path)
+    assert e.key == "daemon.log_level" and e.line == 2
+    assert "'debug', 'info', 'warning', 'error'" in str(e)
+    e = error_of(MINIMAL + 'log_found = "yes"\n', tmp_path)
+    assert e.key == "jails.sshd.log_found" and "true or false" in str(e)
