@@ -100,7 +100,9 @@ def _subject(
     text = _decoded(raw)
     if filt.dates is not None:
         return text, None, filt.dates.find(text)
-    text, hit = default_dates().cut(text)
+    hit = default_dates().find(text)
+    if hit is not None:
+        text = text[: hit.start] + text[hit.end :]
     return text, None, hit
 
 

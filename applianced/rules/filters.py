@@ -205,7 +205,7 @@ class Filter:
             else:
                 return None
         if self.dates is not None:  # a datepattern: the date in the text cut, as fail2ban does
-            text = self.dates.cut(text)[0]
+            text = self.dates.cut(text)
         if self._pref is not None:  # only fail2ban filters have one: after the prefilter
             pm = self._pref.search(text)
             if pm is None:
@@ -241,7 +241,7 @@ class Filter:
         if len(text) > self.max_text:
             text = text[: self.max_text]
         if self.dates is not None:
-            text = self.dates.cut(text)[0]
+            text = self.dates.cut(text)
         if self._pref is not None:
             pm = self._pref.search(text)
             if pm is None:

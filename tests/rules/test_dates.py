@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from applianced.errors import FilterError
-from applianced.rules.dates import date_finder, default_dates, is_default_pattern
+from applianced.rules.dates import DateFinder, date_finder, default_dates, is_default_pattern
 
 NOW = datetime(2026, 12, 7, 8, 0, tzinfo=UTC)
 PLUS2 = timezone(timedelta(hours=2))
@@ -56,14 +56,17 @@ PLUS2 = timezone(timedelta(hours=2))
     ],
 )
 def test_default_forms_cut_the_date_as_fail2ban(line: str, rest: str, when: datetime) -> None:
-    text, hit = default_dates().cut(line, NOW)
-    assert text == rest
+    finder = default_dates()
+    hit = finder.find(line, NOW)
+    assert finder.cut(line) == rest
     assert hit is not None and hit.when == when
+    assert line[: hit.start] + line[hit.end :] == rest
 
 
 @pytest.mark.parametrize("line", ["no date here", "06/21/05 16:47:46 x", "x 16:47:46 y", ""])
 def test_lines_without_a_known_date_are_left_whole(line: str) -> None:
-    assert default_dates().cut(line, NOW) == (line, None)
+    assert default_dates().cut(line) == line
+    assert default_dates().find(line, NOW) is None
 
 
 @pytest.mark.parametrize(
@@ -120,15 +123,15 @@ def test_lines_without_a_known_date_are_left_whole(line: str) -> None:
 def test_datepattern(pattern: str, line: str, rest: str, when: datetime | None) -> None:
     finder = date_finder(pattern)
     assert finder is not None
-    text, hit = finder.cut(line, NOW)
-    assert text == rest
+    hit = finder.find(line, NOW)
+    assert finder.cut(line) == rest
     assert hit is not None and hit.when == when
 
 
 def test_ln_beg_alone_is_anchored_only() -> None:
     finder = date_finder("{^LN-BEG}")
     assert finder is not None
-    assert finder.cut("xx 2005-06-21 16:47:46 x", NOW) == ("xx 2005-06-21 16:47:46 x", None)
+    assert finder.find("xx 2005-06-21 16:47:46 x", NOW) is None
 
 
 def test_none_means_no_date_at_all() -> None:
@@ -155,3 +158,27 @@ def test_default_patterns(pattern: str | None, default: bool) -> None:
 def test_bad_patterns_say_what_is_wrong(pattern: str, why: str) -> None:
     with pytest.raises(FilterError, match=why):
         date_finder(pattern)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "first"),
+    [
+        (r"^\[%d/%b/%Y %H:%M:%S\] ?", {"["}),
+        ('^<co ts="{DATE}"', {"<"}),
+        ("^WARNING:()**", {"W"}),
+        ("^%m/%d/%Y", set()),  # a date code first: any digit
+        ("^x?%H:%M", set()),  # an optional first character
+        (r"^\[%d\]" + "\n{^LN-BEG}", set()),  # one form may start with anything
+    ],
+)
+def test_the_first_character_guard(pattern: str, first: set[str]) -> None:
+    """A pattern anchored on a literal tells which character a dated text starts with; the
+    guard never changes what is found."""
+    finder = date_finder(pattern)
+    assert finder is not None
+    assert finder.first == first
+    for line in ("[17/Jun/2011 17:00:45] x", "x [17/Jun/2011 17:00:45]", "", "WARNING: x"):
+        guarded = finder.find(line, NOW)
+        unguarded = DateFinder(finder.anchored, finder.searched)
+        unguarded.first = frozenset()
+        assert guarded == unguarded.find(line, NOW)
