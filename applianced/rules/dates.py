@@ -227,16 +227,16 @@ def is_default_pattern(pattern: str | None) -> bool:
 
 
 @functools.lru_cache(maxsize=256)
-def date_finder(pattern: str | None = None) -> DateFinder | None:
+def date_finder(pattern: str | None = None) -> DateFinder:
     """The finder of a ``datepattern`` (several patterns one a line); fail2ban's defaults for
-    None; None for ``{NONE}`` (no date in the text). Raises FilterError naming the pattern and
-    what is wrong with it."""
+    None; one that finds nothing for ``{NONE}`` (no date in the text). Raises FilterError naming
+    the pattern and what is wrong with it."""
     lines = [p.strip() for p in (pattern or "{DEFAULT}").splitlines() if p.strip()]
     anchored: list[_Form] = []
     searched: list[_Form] = []
     for line in lines:
         if line == "{NONE}":
-            return None
+            return DateFinder((), ())
         if line in ("{DEFAULT}", _LN_BEG):
             anchored += default_dates().anchored
             if line == "{DEFAULT}":

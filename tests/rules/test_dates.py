@@ -122,7 +122,6 @@ def test_lines_without_a_known_date_are_left_whole(line: str) -> None:
 )
 def test_datepattern(pattern: str, line: str, rest: str, when: datetime | None) -> None:
     finder = date_finder(pattern)
-    assert finder is not None
     hit = finder.find(line, NOW)
     assert finder.cut(line) == rest
     assert hit is not None and hit.when == when
@@ -130,12 +129,13 @@ def test_datepattern(pattern: str, line: str, rest: str, when: datetime | None) 
 
 def test_ln_beg_alone_is_anchored_only() -> None:
     finder = date_finder("{^LN-BEG}")
-    assert finder is not None
     assert finder.find("xx 2005-06-21 16:47:46 x", NOW) is None
 
 
 def test_none_means_no_date_at_all() -> None:
-    assert date_finder("{NONE}") is None
+    finder = date_finder("{NONE}")
+    assert finder.find("Jun 21 16:47:46 x", NOW) is None
+    assert finder.cut("Jun 21 16:47:46 x") == "Jun 21 16:47:46 x"
 
 
 @pytest.mark.parametrize(
@@ -175,7 +175,6 @@ def test_the_first_character_guard(pattern: str, first: set[str]) -> None:
     """A pattern anchored on a literal tells which character a dated text starts with; the
     guard never changes what is found."""
     finder = date_finder(pattern)
-    assert finder is not None
     assert finder.first == first
     for line in ("[17/Jun/2011 17:00:45] x", "x [17/Jun/2011 17:00:45]", "", "WARNING: x"):
         guarded = finder.find(line, NOW)

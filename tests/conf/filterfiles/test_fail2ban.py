@@ -351,3 +351,13 @@ def test_an_ipv4_mapped_cidr_capture_is_the_ipv4_network() -> None:
     m = f.match("block ::ffff:203.0.113.9/128 by policy")
     assert m is not None and (str(m.address), m.prefix) == ("203.0.113.9", 32)
     assert f.match("range ::ffff:203.0.113.0/64 abused") is None
+
+
+def test_datepattern_none_keeps_the_date_in_the_text(tmp_path: Path) -> None:
+    """{NONE}: fail2ban finds no date, so a filter may match on the date itself."""
+    conf = tmp_path / "nodate.conf"
+    conf.write_text("[Definition]\nfailregex = ^Jun \\d+ .* from <HOST>$\ndatepattern = {NONE}\n")
+    filt = load_fail2ban_filter(conf).compile()
+    assert filt.dates is not None
+    found = filt.match("Jun 21 16:47:46 login from 192.0.2.7")
+    assert found is not None and str(found.address) == "192.0.2.7"
