@@ -170,6 +170,7 @@ def cmd_test_filter(args: argparse.Namespace) -> None:
     matched = ignored = missed = other_program = blank = 0
     per_regex: dict[int, int] = {}
     dates: dict[str, int] = {}
+    header_dated = 0
     missed_lines: list[str] = []
     want_json, want_missed = args.json, args.missed
     progress = _progress(args.log)
@@ -209,8 +210,11 @@ def cmd_test_filter(args: argparse.Namespace) -> None:
                 if app_name is not None and not selects(app_name):
                     other_program += 1
                     continue
-                form = "none" if dated is None else dated.form
-                dates[form] = dates.get(form, 0) + 1
+                if dated is _HEADER:  # most lines: a counter, not a dict update
+                    header_dated += 1
+                else:
+                    form = "none" if dated is None else dated.form
+                    dates[form] = dates.get(form, 0) + 1
                 outcome, match, index = filt.examine(text, prefilter=True)
                 if outcome is Outcome.MATCHED and match is not None:
                     matched += 1
@@ -245,6 +249,8 @@ def cmd_test_filter(args: argparse.Namespace) -> None:
     rate = counts["lines"] / elapsed if elapsed > 0 else 0.0
     summary = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items())
     print(f"{args.filter}: {summary} ({rate:,.0f} lines/s)", file=sys.stderr)
+    if header_dated:
+        dates[_HEADER.form] = header_dated
     print(f"dates of the lines examined: {_dates(dates)}", file=sys.stderr)
     if not args.json:
         _report(filt, per_regex, counts, missed_lines)

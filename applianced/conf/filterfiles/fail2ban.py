@@ -271,6 +271,8 @@ def _datepattern(r: Resolver) -> str | None:
     if not r.known("datepattern"):
         return None
     datepattern = r.value("datepattern").strip() or None
+    if is_default_pattern(datepattern):
+        return datepattern
     try:
         date_finder(datepattern)
     except FilterError as e:
