@@ -53,6 +53,7 @@ from applianced.rules.jail import Jail, decide, jail_filter
 from applianced.rules.message import SyslogMessage
 from applianced.stats import Stats, jail_figures
 from applianced.store.base import BanRow, OffenderStore, ban_from_row
+from applianced.units import plural
 
 __all__ = ["Appliance", "RequestError"]
 
@@ -122,8 +123,9 @@ class Appliance:
         self._install_jails(self.config)
         active = self._restore(restorable(self.store, self.engine.jails, now), now)
         log.info(
-            "restored {count} active bans into the {backend} backend",
+            "restored {bans} into the {backend} backend",
             count=len(active),
+            bans=plural(len(active), "active ban"),
             backend=self.enforcer.name,
         )
         self._expiry.schedule()

@@ -113,7 +113,9 @@ class Dispatcher:
         appliance: Appliance,
         reload: Callable[[], Any] | None = None,
         in_thread: InThread | None = None,
+        bouncers: Callable[[], list[dict[str, Any]]] | None = None,
     ) -> None:
+        """``bouncers``: the decision stream's bouncers and their last pulls ([decisions])."""
         self.appliance = appliance
         self.in_thread = in_thread
         jail, target = ("jail",), ("target",)
@@ -136,6 +138,7 @@ class Dispatcher:
             self.verbs["reload"] = _Verb(lambda a: reload())
         self.verbs["notify_test"] = _Verb(self.notify_test)
         self.verbs["notify_preview"] = _Verb(self.notify_preview, optional=jail)
+        self.verbs["bouncers"] = _Verb(lambda a: None if bouncers is None else bouncers())
 
     def handle(self, request: Any) -> dict[str, Any] | Deferred[dict[str, Any]]:
         if not isinstance(request, dict) or not isinstance(request.get("verb"), str):

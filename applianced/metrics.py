@@ -261,6 +261,16 @@ def _health(app: Stats) -> Iterator[Metric]:
     )
     yield _counter("applianced_unbans", "Bans lifted by unban or flush.", h.unbans_total)
     yield _counter("applianced_expired_bans", "Bans that expired.", h.expired_total)
+    yield _counter(
+        "applianced_bouncer_pulls",
+        "Decision stream requests of CrowdSec bouncers answered ([decisions]).",
+        h.bouncer_pulls,
+    )
+    yield _counter(
+        "applianced_bouncer_refused",
+        "Decision stream requests refused: a missing or wrong X-Api-Key.",
+        h.bouncer_refused,
+    )
 
     yield HistogramMetricFamily(
         "applianced_ban_latency_seconds",
@@ -307,6 +317,12 @@ def _notify_and_cluster(app: Stats) -> Iterator[Metric]:
             "applianced_cluster_backlog",
             "Changes of this appliance waiting to be pushed to the cluster database.",
             value=cluster["backlog"],
+        )
+        yield GaugeMetricFamily(
+            "applianced_cluster_heartbeat_age_seconds",
+            "Seconds since this appliance's last heartbeat went through to the cluster database"
+            " (grows while the database does not answer; -1 before the first).",
+            value=-1 if cluster["heartbeat_age"] is None else cluster["heartbeat_age"],
         )
         yield _counter(
             "applianced_cluster_adopted",

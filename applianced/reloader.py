@@ -19,6 +19,7 @@ from applianced.conf.load import load_config
 from applianced.conf.schema import Config
 from applianced.errors import ApplianceError, ConfigError
 from applianced.receiver.listeners import Listeners
+from applianced.units import plural
 
 __all__ = ["Reload", "Reloader"]
 
@@ -85,10 +86,10 @@ class Reloader:
         if old.state != new.state:
             log.warn("[state] changed: it applies at the next start")
         log.info(
-            "reloaded {path}: {jails} jails; listeners opened {opened}, closed {closed}, "
+            "reloaded {path}: {jails}; listeners opened {opened}, closed {closed}, "
             "updated {updated}",
             path=str(new.path),
-            jails=len(new.enabled_jails),
+            jails=plural(len(new.enabled_jails), "jail"),
             opened=moved["opened"] or "none",
             closed=moved["closed"] or "none",
             updated=moved["updated"] or "none",

@@ -48,13 +48,16 @@ from applianced.receiver.listeners import Listeners, ListenerService
 from applianced.reloader import Reload, Reloader
 from applianced.rules.decision import IPAddress, IPNetwork
 from applianced.rules.engine import Engine
-from applianced.sdnotify import SdNotifier, Supervisor, status_line, watchdog_interval
+from applianced.sdnotify import SdNotifier, Supervisor, watchdog_interval
+from applianced.stats import status_line
 from applianced.store.sqlite import SqliteOffenderStore
+from applianced.units import plural
 
 __all__ = ["main", "make_service"]
 
 if TYPE_CHECKING:
     from applianced.cluster.replicator import Replicator
+    from applianced.decisions.server import DecisionService
 
 log = Logger()
 
@@ -161,9 +164,17 @@ def make_service(
         around=supervisor.reload,
         then=(lambda new: levels.set(new.log_level)) if levels is not None else None,
     )
+    decisions = _decisions(config, appliance, reactor)
     control = UNIXServer(
         str(config.control_socket),
-        ControlFactory(Dispatcher(appliance, reload, in_thread=deferToThread)),
+        ControlFactory(
+            Dispatcher(
+                appliance,
+                reload,
+                in_thread=deferToThread,
+                bouncers=decisions.bouncers if decisions is not None else None,
+            )
+        ),
         mode=0o660,
         wantPID=False,
         reactor=reactor,
@@ -176,6 +187,7 @@ def make_service(
         listeners,
         control,
         _metrics(config, appliance, reactor),
+        decisions,
         SystemdService(supervisor, reactor, reload),
     ):
         if child is not None:
@@ -221,6 +233,18 @@ def _metrics(config: Config, appliance: Appliance, reactor: Any) -> Service | No
         reactor,
         before=lambda: deferToThread(kernel.read),
     )
+
+
+def _decisions(config: Config, appliance: Appliance, reactor: Any) -> DecisionService | None:
+    """The decision stream for CrowdSec bouncers when ``[decisions]`` is set; its keys in the
+    state directory (``appliancectl bouncer add``)."""
+    if config.decisions is None:
+        return None
+    from applianced.bouncers import KeyRing
+    from applianced.decisions.server import DecisionService
+
+    keys = KeyRing(config.state_dir)
+    return DecisionService(config.decisions, appliance, keys, reactor, in_thread=deferToThread)
 
 
 def make_notifier(config: Config, reactor: Any) -> Notifier:
@@ -369,10 +393,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
     log.info(
-        "applianced {version} running: {jails} jails, listening on {listeners}, "
-        "control socket {socket}",
+        "applianced {version} running: {jails}, listening on {listeners}, control socket {socket}",
         version=__version__,
-        jails=len(config.enabled_jails),
+        jails=plural(len(config.enabled_jails), "jail"),
         listeners=", ".join(f"{c.transport}/{c.address}:{c.port}" for c in config.listeners),
         socket=str(config.control_socket),
     )

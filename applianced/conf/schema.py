@@ -16,6 +16,7 @@ from typing import Literal
 
 __all__ = [
     "Config",
+    "DecisionsConf",
     "EnforcementConf",
     "IncrementConf",
     "JailConf",
@@ -207,6 +208,17 @@ class StateConf:
 
 
 @dataclass(frozen=True, slots=True)
+class DecisionsConf:
+    """The decision stream for CrowdSec bouncers (``applianced/decisions/``): the Local API's
+    bouncer endpoints on ``address:port``, over TLS with ``tls`` (only ``cert`` and ``key``),
+    plain HTTP only on a loopback address."""
+
+    address: str = "127.0.0.1"
+    port: int = 8080
+    tls: TLSConf | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration. ``jails`` holds every jail, enabled or not, in file order."""
 
@@ -221,6 +233,7 @@ class Config:
     metrics: MetricsConf = MetricsConf()
     state: StateConf = StateConf()
     log_level: LogLevelName = "info"  # `applianced --log-level` wins over it
+    decisions: DecisionsConf | None = None  # no [decisions] table: no stream
 
     @property
     def enabled_jails(self) -> tuple[JailConf, ...]:

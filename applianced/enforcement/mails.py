@@ -16,7 +16,7 @@ from ipaddress import ip_network
 from applianced.conf.schema import NotifyAction, NotifyConf
 from applianced.enforcement.whois import WhoisAnswer, sanitise
 from applianced.rules.decision import Ban, BanKind
-from applianced.units import format_duration
+from applianced.units import format_duration, plural
 
 _RAW_WHOIS_LINES = 200  # lines of the raw whois answer kept in a mail
 # The preview's sample offender (RFC 5737, documentation) and its syslog sender.
@@ -133,17 +133,18 @@ def build_digest(
     jails = sorted({p.ban.jail for p in entries})
     msg = _envelope(
         conf,
-        f"[applianced] digest: {len(entries)} bans in {', '.join(jails) or 'no jail'}",
+        f"[applianced] digest: {plural(len(entries), 'ban')} in {', '.join(jails) or 'no jail'}",
         now,
     )
     body = [
-        f"More than {conf.max_per_minute} bans a minute: these {len(entries)} bans are reported "
-        "together instead of one mail each.",
+        f"More than {plural(conf.max_per_minute, 'ban')} a minute: {plural(len(entries), 'ban')} "
+        "reported together instead of one mail each.",
         "",
     ]
     if dropped:
         body += [
-            f"{dropped} more bans were not reported at all: the notification backlog "
+            f"{plural(dropped, 'more ban was', 'more bans were')} not reported at all: the "
+            "notification backlog "
             f"({conf.backlog}) was full. `appliancectl banned` lists every active ban.",
             "",
         ]

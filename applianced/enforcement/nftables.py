@@ -50,6 +50,7 @@ from applianced.enforcement.nftlayout import (
 from applianced.enforcement.prefixset import PrefixPlan, PrefixSet, piece_text
 from applianced.errors import EnforcementError
 from applianced.rules.decision import Ban
+from applianced.units import plural
 
 try:
     import nftables
@@ -211,7 +212,7 @@ class NftablesEnforcer:
     def apply(self, bans: Sequence[Ban], unbans: Sequence[Ban], now: float) -> None:
         # Unbans first, then bans: a batch that replaces a ban of a network ends with it banned.
         changes = [(u, False) for u in unbans] + [(b, True) for b in bans]
-        what = f"apply {len(bans)} bans and {len(unbans)} unbans"
+        what = f"apply {plural(len(bans), 'ban')} and {plural(len(unbans), 'unban')}"
 
         def send(chunk: Sequence[tuple[Ban, bool]], first: bool) -> str:
             batch = Batch()
@@ -231,7 +232,7 @@ class NftablesEnforcer:
         Bans of the same rows (see RowRestorer)."""
         names = self._names
         rows = [r for r in active if r.jail in self._jails]
-        what = f"restore {len(active)} bans"
+        what = f"restore {plural(len(active), 'ban')}"
 
         def send(chunk: Sequence[Restored], first: bool) -> str:
             batch = Batch()

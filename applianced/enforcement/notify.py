@@ -42,6 +42,7 @@ from applianced.enforcement.mails import (
 from applianced.enforcement.whois import WhoisClient
 from applianced.errors import ApplianceError
 from applianced.rules.decision import Ban, IPAddress
+from applianced.units import plural
 
 __all__ = ["Notifier"]
 
@@ -190,7 +191,9 @@ class Notifier:
         dropped, self.stats.dropped_unreported = self.stats.dropped_unreported, 0
         if entries:
             message = build_digest(self.conf, entries, dropped, self.clock.seconds())
-            self._queue(_Outgoing(message, len(entries), f"digest of {len(entries)} bans", True))
+            self._queue(
+                _Outgoing(message, len(entries), f"digest of {plural(len(entries), 'ban')}", True)
+            )
 
     def _queue(self, out: _Outgoing) -> None:
         if self._stopped:

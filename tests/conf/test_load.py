@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from applianced.conf.load import DEFAULT_CONFIG, load_config, parse_config
-from applianced.errors import ConfigError
+from applianced.errors import ConfigError, ConfigErrors
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -192,3 +192,46 @@ def test_a_bad_log_level_or_log_found_names_its_line(tmp_path: Path) -> None:
     assert "'debug', 'info', 'warning', 'error'" in str(e)
     e = error_of(MINIMAL + 'log_found = "yes"\n', tmp_path)
     assert e.key == "jails.sshd.log_found" and "true or false" in str(e)
+
+
+def test_every_mistake_is_reported_with_its_line_in_the_files_order(tmp_path: Path) -> None:
+    """One mistake per table, and two in one jail: each is reported once with its line and
+    key, its message as when alone; a [defaults] mistake once, not once per jail."""
+    text = """\
+[daemon]
+lines_per_ban = -1
+
+[[listeners]]
+transport = "udp"
+port = 70000
+
+[defaults]
+maxretry = "3"
+
+[jails.sshd]
+filter = "sshd"
+bantime = "forever"
+hook = "output"
+
+[jails.dovecot]
+filter = "dovecot"
+
+[metrics]
+port = 0
+"""
+    error = error_of(text, tmp_path)
+    assert isinstance(error, ConfigErrors)
+    path = tmp_path / "appliance.toml"
+    assert [(e.line, e.key) for e in error.errors] == [
+        (2, "daemon.lines_per_ban"),
+        (6, "listeners[0].port"),
+        (9, "defaults.maxretry"),
+        (13, "jails.sshd.bantime"),
+        (14, "jails.sshd.hook"),
+        (20, "metrics.port"),
+    ]
+    assert str(error).splitlines()[2] == (
+        f"{path}:9: [defaults.maxretry] must be a whole number, not '3'"
+    )
+    alone = error_of(MINIMAL + 'hook = "output"\n', tmp_path)
+    assert type(alone) is ConfigError and alone.line == 7 and alone.key == "jails.sshd.hook"

@@ -8,6 +8,8 @@ share_failures test starts a pair of its own on the same database."""
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,8 +19,10 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.daemon import LOOPBACK_UDP, Daemon, sasl_failures, wait_for
-from tests.netns import netns, netns_missing, ns_exec
+from applianced.banlines import BANS_PER_SECOND
+from applianced.cli.client import request
+from tests.e2e.daemon import BIN, LOOPBACK_UDP, Daemon, sasl_failures, wait_for
+from tests.netns import netns, netns_missing, ns_exec, ns_python
 from tests.pg import PASSWORD, PgServer, pg_missing, pg_server
 
 pytestmark = pytest.mark.skipif(
@@ -39,6 +43,10 @@ protocol = "tcp"
 filter = "postfix-sasl"
 ports = [25]
 
+[decisions]
+address = "127.0.0.1"
+port = 8080
+
 [state]
 backend = "postgresql"
 dsn = "{dsn}"
@@ -47,6 +55,13 @@ node = "{node}"
 """
 )
 SET = "postfix_sasl_v4"
+# A bouncer's pull of the decision stream on 127.0.0.1:8080 in a node's namespace.
+PULL = """
+import sys, urllib.request
+req = urllib.request.Request("http://127.0.0.1:8080/v1/decisions/stream?startup=" + sys.argv[2])
+req.add_header("X-Api-Key", sys.argv[1])
+print(urllib.request.urlopen(req, timeout=10).read().decode())
+"""
 
 
 @dataclass
@@ -72,6 +87,24 @@ class Node:
 
     def ctl(self, *args: str) -> object:
         return self.daemon.ctl(*args)
+
+    def pull(self, key: str, startup: bool) -> dict[str, Any]:
+        """One pull of this node's decision stream, as a bouncer does."""
+        out = ns_python(self.ns, PULL, key, "true" if startup else "false").stdout
+        found: dict[str, Any] = json.loads(out)
+        return found
+
+    def bouncer_key(self, name: str) -> str:
+        config = str(self.daemon.config)
+        added = subprocess.run(
+            [str(BIN / "appliancectl"), "--config", config, "bouncer", "add", name, "--json"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        key: str = json.loads(added.stdout)["api_key"]
+        return key
 
 
 @dataclass
@@ -157,6 +190,28 @@ def test_ban_on_a_is_in_b_kernel_within_a_second_and_unban_on_b_lifts_a(cluster:
     wait_for("both nodes' heartbeats", lambda: heartbeats(b) >= {"alpha", "beta"})
     rc, out, _ = b.daemon.ctl_rc("status")
     assert rc == 0 and "node alpha: last heartbeat" in out and "cluster node beta" in out
+
+
+def test_every_node_serves_the_clusters_bans_to_bouncers(cluster: Cluster) -> None:
+    """A ban decided on A reaches a bouncer pulling B's decision stream, under the id A's
+    stream gives it; its unban on A reaches it as a deletion."""
+    a, b = cluster.a, cluster.b
+    address = "198.51.100.70"
+    key_a, key_b = a.bouncer_key("mx-a"), b.bouncer_key("mx-b")
+    assert address not in {d["value"] for d in b.pull(key_b, startup=True)["new"] or ()}
+    a.fail(address)
+    wait_kernel(b, address, timeout=10)
+    [on_b] = b.pull(key_b, startup=False)["new"]
+    assert (on_b["value"], on_b["scenario"], on_b["origin"]) == (
+        address,
+        "postfix-sasl",
+        "applianced",
+    )
+    [on_a] = [d for d in a.pull(key_a, startup=True)["new"] if d["value"] == address]
+    assert on_a["id"] == on_b["id"]
+    a.ctl("unban", address)
+    wait_kernel(b, address, present=False, timeout=10)
+    assert [d["value"] for d in b.pull(key_b, startup=False)["deleted"]] == [address]
 
 
 def test_local_ban_and_unban_stay_on_their_appliance(cluster: Cluster) -> None:
@@ -254,6 +309,8 @@ def test_shared_failures_two_on_a_and_one_on_b_ban_everywhere(
             nodes.append(Node(name, ns, daemon))
         start_all(nodes)
         a, b = nodes
+        # Connected means each listener has taken its failure cursor (the flaky run: B said
+        # connected before it had, and A's failures pushed in between were never read).
         wait_for("both connected", lambda: all(connected(n) for n in nodes))
         a.fail(address, 2)
         wait_for(
@@ -266,6 +323,46 @@ def test_shared_failures_two_on_a_and_one_on_b_ban_everywhere(
         wait_kernel(a, address)
         (ban,) = a.ctl("why", address)["history"]  # type: ignore[index]
         assert ban["node"] == "delta"
-        shared = a.ctl("status")["cluster"]["failures"]  # type: ignore[index]
-        assert shared["shared"] == 2 and shared["dropped"] == 0
+        # A counts its push as shared once its thread hands the commit back: wait for it.
+        shared = wait_for(
+            "A's two failures counted as shared",
+            lambda: (f := a.ctl("status")["cluster"]["failures"])["shared"] == 2 and f,  # type: ignore[index]
+        )
+        assert shared["dropped"] == 0
         assert b.ctl("status")["cluster"]["failures"]["received"] == 2  # type: ignore[index]
+
+
+def test_an_outage_is_logged_once_in_our_format(cluster: Cluster) -> None:
+    """The database stopped while A bans: A's log says once that it is unreachable and once
+    that it is back, in our format; the driver's own lines (psycopg's) never bypass it."""
+    a = cluster.a
+    before = len(a.daemon.output)
+    cluster.pg.stop()
+    try:
+        wait_for("A to see the database down", lambda: not connected(a))
+        a.ctl("ban", "postfix-sasl", "198.51.100.80")  # its push is retried during the outage
+        wait_for("A's heartbeat 3 s old", lambda: a.ctl("status")["cluster"]["heartbeat_age"] > 3)  # type: ignore[index]
+    finally:
+        cluster.pg.start()
+    wait_for("A's backlog pushed", lambda: a.ctl("status")["cluster"]["backlog"] == 0)  # type: ignore[index]
+    outage = a.daemon.output[before:].splitlines()
+    assert [x for x in outage if not re.match(r"\d{4}-\d\d-\d\dT[\d:]+[+-]\d{4} \[", x)] == []
+    assert sum("unreachable" in x for x in outage) == 1, outage
+    assert sum("cluster: connected" in x for x in outage) == 1, outage
+
+
+def test_a_cluster_flush_logs_within_the_budget_on_the_other_node(cluster: Cluster) -> None:
+    """A's flush lifts every ban on B too; B's unban lines share the ban lines' budget."""
+    a, b = cluster.a, cluster.b
+    many = [f"203.0.113.{i}" for i in range(1, 3 * BANS_PER_SECOND + 1)]
+    for address in many:
+        request(a.daemon.socket, "ban", {"jail": "postfix-sasl", "target": address})
+    wait_for("B to hold A's bans", lambda: set(many) <= set(b.kernel()))
+    before = len(b.daemon.output)
+    request(a.daemon.socket, "flush", {})
+    wait_for("B's sets empty", lambda: not set(many) & set(b.kernel()))
+    wait_for(
+        "B's summary line", lambda: "more unbans in the last second" in b.daemon.output[before:]
+    )
+    unbans = [x for x in b.daemon.output[before:].splitlines() if "] unban " in x]
+    assert len(unbans) <= 2 * BANS_PER_SECOND, unbans  # a second boundary may split them

@@ -215,8 +215,8 @@ def test_daemon_speaks_sd_notify(tmp_path: Path, notify: NotifySocket) -> None:
         # Nothing was waited for but READY=1: the restored ban and the control socket are there.
         banned = d.ctl("banned")
         assert [b["address"] for b in banned] == ["198.51.100.7/32"]
-        assert ready["STATUS"] == "1 jails, 1 active bans, 0 messages received"
-        assert "<6>[applianced.appliance] restored 1 active bans" in d.output
+        assert ready["STATUS"] == "1 jail, 1 active ban, 0 messages received"
+        assert "<6>[applianced.appliance] restored 1 active ban into" in d.output
         assert notify.seen == [ready]
 
         notify.next("WATCHDOG")
@@ -229,7 +229,7 @@ def test_daemon_speaks_sd_notify(tmp_path: Path, notify: NotifySocket) -> None:
         d.proc.send_signal(signal.SIGHUP)
         reloading = notify.next("RELOADING")
         assert int(reloading["MONOTONIC_USEC"]) > 0
-        assert notify.next("READY")["STATUS"].startswith("1 jails, 1 active bans")
+        assert notify.next("READY")["STATUS"].startswith("1 jail, 1 active ban,")
         wait_for("the reload's log line", lambda: "<6>[applianced.service] reloaded" in d.output)
 
         d.config.write_text(config + "\n[jails.sshd.nonsense]\n")
