@@ -137,6 +137,8 @@ class JailConf:
     match_on: MatchOn = "msg"
     # A `found` log line for each failure counted (fail2ban's "Found ADDR"), within a budget.
     log_found: bool = False
+    # The filter's own datepattern (rules/dates.py): the date cut from the text before matching.
+    datepattern: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
