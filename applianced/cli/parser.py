@@ -230,6 +230,15 @@ def _offline_verbs(verb: _Verb) -> None:
     _tls_verb(verb)
     _bouncer_verb(verb)
     v = verb(
+        "store",
+        "`store recover`: with applianced stopped, move a damaged offenders store aside (kept) "
+        "and build a new one from every ban that can be read; the next start adopts the "
+        "kernel's bans it lacks (offline)",
+        "appliancectl store recover --config /etc/applianced/appliance.toml",
+    )
+    v.add_argument("action", choices=("recover",))
+    v.set_defaults(fn="store:cmd_store")
+    v = verb(
         "check",
         "validate a config file (offline)",
         "appliancectl check --config /etc/applianced/appliance.toml",
