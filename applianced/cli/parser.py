@@ -283,9 +283,13 @@ def _offline_verbs(verb: _Verb) -> None:
         "each value says where it came from and what was not carried (offline)",
         "appliancectl import-fail2ban /etc/fail2ban --output /etc/applianced/appliance.toml",
     )
-    v.add_argument("dir", nargs="?", default="/etc/fail2ban", help="default: %(default)s")
-    v.add_argument("--output", type=Path, help="write the config here (default: stdout)")
-    v.add_argument("--force", action="store_true", help="replace --output if it exists")
+    v.add_argument(
+        "dir", nargs="?", default="/etc/fail2ban", help="the fail2ban directory (%(default)s)"
+    )
+    v.add_argument(
+        "--output", type=Path, metavar="FILE", help="write the config here (default: stdout)"
+    )
+    v.add_argument("--force", action="store_true", help="replace FILE if it exists")
     v.set_defaults(fn="importf2b:cmd_import_fail2ban")
 
 
