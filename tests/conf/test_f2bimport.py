@@ -87,7 +87,8 @@ def test_files_are_read_in_fail2bans_order_each_value_from_the_last(tmp_path: Pa
 
 def test_includes_default_and_interpolation_in_the_jails_section(tmp_path: Path) -> None:
     """[INCLUDES] before (paths-*.conf), %(x)s resolved in the jail's section over [DEFAULT],
-    %(__name__)s the jail's name, as Debian's `filter = %(__name__)s[mode=%(mode)s]`."""
+    %(__name__)s the jail's name, as Debian's `filter = %(__name__)s[mode=%(mode)s]`, and
+    %(known/x)s the value under the jail's own."""
     root = tree(
         tmp_path,
         {
@@ -96,6 +97,8 @@ def test_includes_default_and_interpolation_in_the_jails_section(tmp_path: Path)
             "[DEFAULT]\nmode = normal\nfilter = %(__name__)s[mode=%(mode)s]\n"
             "port = %(mail_ports)s,submission\n"
             "[demo]\nenabled = true\nmode = aggressive\n",
+            "jail.local": "[DEFAULT]\nignoreip = 192.0.2.0/24\n"
+            "[demo]\nignoreip = %(known/ignoreip)s 198.51.100.7\n",
         },
     )
     result, config = imported(root, tmp_path)
@@ -103,6 +106,7 @@ def test_includes_default_and_interpolation_in_the_jails_section(tmp_path: Path)
     assert jail.keys["filter"] == f"{root}/filter.d/demo.conf[mode=aggressive]"
     assert jail.keys["ports"] == [25, 465, 587]
     assert jail.keys["programs"] == ["demo"]  # from the filter's _daemon
+    assert jail.keys["ignoreip"] == ["192.0.2.0/24", "198.51.100.7/32"]  # known/: [DEFAULT]'s
     j = config.jail("demo")
     assert j is not None and j.programs == ("demo",) and j.ports == ("25", "465", "587")
 
