@@ -43,7 +43,7 @@ _TOP = {
     "state",
 }
 _DAEMON = {"state_dir", "control_socket", "lines_per_ban", "log_level"}
-_ENFORCEMENT = {"priority", "on_stop"}
+_ENFORCEMENT = {"priority", "on_stop", "reconcile_interval"}
 
 
 def load_config(path: Path | str) -> Config:
