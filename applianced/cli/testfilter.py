@@ -3,7 +3,8 @@ inline failregex over a log file, offline, with fail2ban-regex's habits: its arg
 (``LOG REGEX [IGNOREREGEX]``) as well as ours (``FILTER LOG``), its ``--print-all-*`` lists and
 a report in the shape of its own. The filter is found as the config loader finds a jail's
 (``conf/filterref.py``); the lines go through the daemon's own routing and parser.
-``parser.py`` dispatches here; ``filterhint.py`` says why a filter matched nothing. Dates: a
+``parser.py`` dispatches here; ``filterargs.py`` tells the filter from the log,
+``filterhint.py`` says why a filter matched nothing. Dates: a
 syslog line's header is its date; a plain line's is found and cut by ``rules/dates.py`` (the
 filter's own ``datepattern``, else fail2ban's default forms), and the report says which form
 dated how many lines.
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -32,18 +32,14 @@ from rich.progress import (
 )
 
 from applianced.cli.client import EXIT_USAGE, CliError
+from applianced.cli.filterargs import filter_of, order_arguments
 from applianced.cli.filterhint import why_missed
-from applianced.conf.filterfiles.fail2ban import F2bFilter, resolve_fail2ban_filter
-from applianced.conf.filterfiles.native import shipped_filter_names
-from applianced.conf.filterref import UnknownFilterError, resolve_filter
-from applianced.conf.load import load_config
-from applianced.conf.paths import config_path
-from applianced.errors import ApplianceError, ConfigError, FilterError
+from applianced.errors import ApplianceError
 from applianced.receiver.parse import Dropped, escape_controls, parse_routed
 from applianced.rules.dates import DateHit, default_dates
 from applianced.rules.engine import GateCache
 from applianced.rules.filters import Filter, Outcome
-from applianced.rules.jail import ProgramSelector, jail_filter
+from applianced.rules.jail import ProgramSelector
 from applianced.rules.message import SyslogMessage
 from applianced.units import plural
 
@@ -53,104 +49,6 @@ __all__ = ["cmd_test_filter"]
 def _open_log(source: str) -> IO[bytes]:
     """The log file as bytes, or stdin for ``-``."""
     return sys.stdin.buffer if source == "-" else open(source, "rb")
-
-
-# A failregex given inline holds a host tag; a filter's name, a jail's or a file's path does not
-# (a file's options may: "NAME.conf[...]" is a file).
-_INLINE = re.compile(r"<(?:HOST|ADDR|IP4|IP6|CIDR|SUBNET|DNS)>")
-
-
-def _is_log(arg: str) -> bool:
-    """A log: ``-`` (stdin) or an existing file (a pipe such as ``<(zcat maillog.gz)`` too)."""
-    path = Path(arg)
-    return arg == "-" or (path.exists() and not path.is_dir())
-
-
-def _is_filter_file(arg: str) -> bool:
-    return arg.split("[", 1)[0].strip().endswith((".conf", ".local"))
-
-
-def _order(first: str, second: str) -> tuple[str, str]:
-    """(FILTER, LOG) from the two positional arguments in either order: ours, ``FILTER LOG``, or
-    fail2ban-regex's, ``LOG REGEX``. The LOG is the one that is ``-`` or an existing file; when
-    both are files, the first is the filter unless the second is a fail2ban filter file
-    (``.conf``, ``.local``)."""
-    if _is_log(second) and not (_is_log(first) and _is_filter_file(second)):
-        return first, second
-    if _is_log(first):
-        return second, first
-    raise CliError(
-        f"no log to read: neither {first!r} nor {second!r} is an existing file (or - for stdin); "
-        "give the log file and the filter, in either order",
-        EXIT_USAGE,
-    )
-
-
-def _resolve_filter(
-    spec: str, ignore: str | None, config_file: Path | None
-) -> tuple[Filter, tuple[str, ...]]:
-    """The filter to run and its programs: ``spec`` compiled (an inline failregex, a jail, a
-    shipped filter or a fail2ban file), with ``ignore``'s ignoreregex added when given."""
-    programs: tuple[str, ...] = ()  # an inline failregex reads every program
-    try:
-        if _INLINE.search(spec) and not _is_filter_file(spec):
-            # Read as fail2ban-regex reads a failregex: on the whole line after its date.
-            filt = Filter([spec], name="inline", on_line=True)
-        else:
-            filt, programs = _named_filter(spec, config_file)
-        if ignore is None:
-            return filt, programs
-        return _with_ignoreregex(filt, _ignoreregex(ignore)), programs
-    except FilterError as e:
-        raise CliError(str(e), EXIT_USAGE) from None
-
-
-def _named_filter(name: str, config_file: Path | None) -> tuple[Filter, tuple[str, ...]]:
-    """FILTER is a jail of the config, else what a jail's ``filter`` could name (a path taken
-    from the working directory); returns it compiled and its programs."""
-    try:
-        config = load_config(config_path(config_file))
-    except ConfigError:
-        config = None
-    jail = config.jail(name) if config else None
-    try:
-        if jail is not None:
-            return jail_filter(jail), jail.programs
-        source = resolve_filter(name, None, Path.cwd())
-        if isinstance(source, F2bFilter):
-            for note in source.notes:
-                print(f"note: {note}", file=sys.stderr)
-        return source.compile(), source.programs
-    except UnknownFilterError:
-        jails = ", ".join(j.name for j in config.jails) if config else "none (no config)"
-        raise CliError(
-            f"{name!r} is neither a jail ({jails}), a shipped filter "
-            f"({', '.join(shipped_filter_names())}), a fail2ban filter file (a path to a .conf) "
-            "nor a failregex (one holds a host tag: <HOST>, <ADDR> ...)",
-            EXIT_USAGE,
-        ) from None
-
-
-def _ignoreregex(arg: str) -> tuple[str, ...]:
-    """IGNOREREGEX: a fail2ban filter file's ignoreregexes (as fail2ban-regex takes one), else
-    the regex itself."""
-    if _is_filter_file(arg) and Path(arg.split("[", 1)[0].strip()).exists():
-        return resolve_fail2ban_filter(arg, None, Path.cwd()).ignoreregex
-    return (arg,)
-
-
-def _with_ignoreregex(filt: Filter, more: tuple[str, ...]) -> Filter:
-    """``filt`` with ``more`` ignoreregexes, searched in the same text as its failregexes."""
-    return Filter(
-        filt.failregex,
-        (*filt.ignoreregex, *more),
-        allow_dns=filt.allow_dns,
-        name=filt.name,
-        prefregex=filt.prefregex,
-        on_line=filt.on_line,
-        max_text=filt.max_text,
-        dates=filt.dates,
-    )
 
 
 def _subject(
@@ -236,8 +134,8 @@ def _advancing(lines: Iterable[bytes], bar: Progress, task: TaskID) -> Iterator[
 def cmd_test_filter(args: argparse.Namespace) -> None:
     # Kept whole, over 60 lines: the loop runs once a line of logs of millions of lines, and its
     # locals and plain counters are what bench/filters.py measures (no call per line).
-    spec, log = _order(args.first, args.second)
-    filt, programs = _resolve_filter(spec, args.ignoreregex, args.config)
+    spec, log = order_arguments(args.first, args.second)
+    filt, programs = filter_of(spec, args.ignoreregex, args.config)
     selects = ProgramSelector(programs)
     gate = GateCache(
         lambda tag: filt.needles if selects(tag.decode("utf-8", "replace")) else None
@@ -248,16 +146,13 @@ def cmd_test_filter(args: argparse.Namespace) -> None:
     per_regex: dict[int, int] = {}
     dates: dict[str, int] = {}
     header_dated = 0
-    # The lines listed (number, raw line): every one asked for by --print-all-*, else the first
-    # _FEW missed and ignored ones (fail2ban-regex's habit, and what a hint is looked for in).
+    # The lines listed (number, raw line), as many as _keeps says.
     matched_lines: list[tuple[int, bytes]] = []
     missed_lines: list[tuple[int, bytes]] = []
     ignored_lines: list[tuple[int, bytes]] = []
     want_json = args.json
     want_line = args.print_all_matched and want_json
-    keep_matched = sys.maxsize if args.print_all_matched and not want_json else 0
-    keep_missed = sys.maxsize if args.print_all_missed else _FEW
-    keep_ignored = sys.maxsize if args.print_all_ignored else _FEW
+    keep_matched, keep_missed, keep_ignored = _keeps(args)
     progress = _progress(log)
     started = time.monotonic()
     number = 0
@@ -332,6 +227,8 @@ def cmd_test_filter(args: argparse.Namespace) -> None:
         if progress is not None:
             progress[0].stop()
     elapsed = time.monotonic() - started
+    if header_dated:
+        dates[_HEADER.form] = header_dated
     counts = {
         "lines": number - blank,
         "matched": matched,
@@ -339,21 +236,46 @@ def cmd_test_filter(args: argparse.Namespace) -> None:
         "missed": missed,
         "other_program": other_program,
     }
-    rate = counts["lines"] / elapsed if elapsed > 0 else 0.0
-    summary = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items())
-    print(f"{spec}: {summary} ({rate:,.0f} lines/s)", file=sys.stderr)
-    if header_dated:
-        dates[_HEADER.form] = header_dated
-    print(f"dates of the lines examined: {_dates(dates)}", file=sys.stderr)
-    hint = why_missed(filt, missed_lines, now) if not matched else None
     listed = {"matched": matched_lines, "ignored": ignored_lines, "missed": missed_lines}
-    if want_json:
-        _json_tail(args, listed, counts, dates, hint)
-    else:
-        _report(filt, per_regex, counts, dates, listed, hint)
+    _finish(args, spec, filt, now, elapsed, counts, dates, per_regex, listed)
 
 
 _FEW = 20
+
+
+def _keeps(args: argparse.Namespace) -> tuple[int, int, int]:
+    """How many matched, missed and ignored lines to keep for the lists: all those asked for
+    (matched ones go in --json's rows instead), else the first _FEW missed and ignored ones
+    (fail2ban-regex lists that many unasked, and a hint is looked for in them)."""
+    return (
+        sys.maxsize if args.print_all_matched and not args.json else 0,
+        sys.maxsize if args.print_all_missed else _FEW,
+        sys.maxsize if args.print_all_ignored else _FEW,
+    )
+
+
+def _finish(
+    args: argparse.Namespace,
+    spec: str,
+    filt: Filter,
+    now: datetime,
+    elapsed: float,
+    counts: dict[str, int],
+    dates: dict[str, int],
+    per_regex: dict[int, int],
+    listed: dict[str, list[tuple[int, bytes]]],
+) -> None:
+    """The summary on stderr, then the report or --json's tail, with the hint when nothing
+    matched."""
+    rate = counts["lines"] / elapsed if elapsed > 0 else 0.0
+    summary = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items())
+    print(f"{spec}: {summary} ({rate:,.0f} lines/s)", file=sys.stderr)
+    print(f"dates of the lines examined: {_dates(dates)}", file=sys.stderr)
+    hint = None if counts["matched"] else why_missed(filt, listed["missed"], now)
+    if args.json:
+        _json_tail(args, listed, counts, dates, hint)
+    else:
+        _report(filt, per_regex, counts, dates, listed, hint)
 
 
 def _dates(dates: dict[str, int]) -> str:
