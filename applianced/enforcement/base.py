@@ -6,7 +6,8 @@ Appliance calls ``restore`` at start with every active ban (``restore_rows``, st
 store's rows, for a backend that is a ``RowRestorer``), and the backend makes its state equal to
 that list (restoring what is missing, removing what the store does not know). A backend that
 refuses some elements of a batch applies the rest and raises ``ElementsRefused`` naming them.
-``BanNotifier`` is the ban mails' interface, which the Appliance tells of each new ban.
+``BanNotifier`` is the ban mails' interface, which the Appliance tells of each new ban (and
+``silence.SilenceWatch`` of a watched syslog sender's ``Silence`` and return).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ __all__ = [
     "Refused",
     "Restored",
     "RowRestorer",
+    "Silence",
 ]
 
 
@@ -128,12 +130,31 @@ class ElementsRefused(EnforcementError):
         return type(self), (self.refused,)
 
 
+@dataclass(frozen=True, slots=True)
+class Silence:
+    """A watched syslog sender's silence (``sender_silence``): its address, since when nothing
+    came (its last message, or the start of the watch when ``last_seen`` is None), the listener
+    of its last message ("" when none) and the silence configured (seconds)."""
+
+    sender: str
+    since: float
+    last_seen: float | None
+    listener: str
+    silence: float
+
+
 class BanNotifier(Protocol):
     """What the Appliance, the control socket and the metrics ask of the ban mails
     (``enforcement/notify.Notifier``; ``testing.RecordingNotifier`` in tests)."""
 
     def banned(self, ban: Ban, lines: tuple[str, ...]) -> None:
         """A new ban (not a restored or adopted one) and its matched lines; returns at once."""
+
+    def sender_silent(self, silence: Silence, now: float) -> None:
+        """A watched sender went silent: mail it once; returns at once."""
+
+    def sender_returned(self, silence: Silence, now: float) -> None:
+        """A silent sender sent again at ``now``: mail it; returns at once."""
 
     def reconfigure(self, config: Config) -> None: ...
 

@@ -1,5 +1,6 @@
-"""What every listener shares: the counters (``ReceiverStats``) and the ``Edge`` that checks a
-sender, delivers its bytes through the routing gate and the parser to the sink, and complains
+"""What every listener shares: the counters (``ReceiverStats``, and each sender's in the
+``senders.SenderBook``) and the ``Edge`` that checks a sender, delivers its bytes through the
+routing gate and the parser to the sink, and complains
 at a limited rate; the descriptor budget of all connections; a peer's canonical address.
 
 The UDP protocol (``udp.py``) and the TCP/TLS protocols (``streams.py``) each hold an Edge;
@@ -25,6 +26,7 @@ from applianced.errors import ParseError
 from applianced.receiver.allowlist import Allowlist
 from applianced.receiver.limits import ConnectionLimiter, RateLimiter
 from applianced.receiver.parse import Dropped, parse, parse_routed
+from applianced.receiver.senders import SenderBook
 from applianced.rules.addresses import parse_address
 from applianced.rules.engine import Gate
 from applianced.rules.message import SyslogMessage
@@ -111,13 +113,18 @@ class Edge:
         stats: ReceiverStats,
         clock: IReactorTime,
         gate: Gate | None = None,
+        senders: SenderBook | None = None,
     ) -> None:
+        """``senders``: the book every listener counts its senders in (a book of its own
+        when None)."""
         self.conf = conf
         self.sink = sink
         self.gate = gate
         self.stats = stats
         self.clock = clock
         self._reference = (-1, datetime.fromtimestamp(0, UTC))  # (second, that second)
+        self.senders = senders if senders is not None else SenderBook()
+        self.name = f"{conf.transport}/{conf.address}:{conf.port}"
         self.udp = conf.transport == "udp"
         self.tls = conf.transport == "tls"
         self.allowlist = Allowlist(conf.allowed_senders)
@@ -136,6 +143,7 @@ class Edge:
         """A reload changed allowed_senders or max_message_size: apply it from the next
         message on; close the TCP connections of senders no longer allowed."""
         self.conf = conf
+        self.name = f"{conf.transport}/{conf.address}:{conf.port}"
         self.allowlist = Allowlist(conf.allowed_senders)
         if (conf.max_rate_per_sender, conf.max_burst_per_sender) != (
             self.rate.rate,
@@ -238,6 +246,7 @@ class Edge:
                 sender=host,
             )
             return
+        sender = self.senders.seen(host, self.name, now)
         try:
             if self.gate is None:
                 message: SyslogMessage | Dropped = parse(
@@ -249,6 +258,7 @@ class Edge:
                 )
         except ParseError as e:
             self.stats.parse_errors += 1
+            sender.parse_errors += 1
             self.complain(
                 "parse", "unparsable syslog from {sender}: {error}", sender=host, error=str(e)
             )
@@ -279,8 +289,7 @@ class Edge:
         self._last_complaint[kind] = now
         suppressed = self._suppressed.pop(kind, 0)
         tail = f" ({suppressed} more like it since the last report)" if suppressed else ""
-        listener = f"{self.conf.transport}/{self.conf.address}:{self.conf.port}"
-        log.warn(fmt + tail, listener=listener, **fields)
+        log.warn(fmt + tail, listener=self.name, **fields)
 
 
 def descriptor_limit() -> int:

@@ -1,0 +1,167 @@
+"""The senders: who delivered syslog, how much, with what result, and when last; which of the
+watched ones (``sender_silence``) went silent.
+
+Pure (no clock, no I/O): the caller passes the time. One ``SenderBook`` lives as long as the
+process; ``service.py`` builds it and hands it to every listener's ``Edge`` (``seen``, once a
+message, the hot path: one dict lookup and a few attribute writes), the engine
+(``unmatched``), the Appliance (``led_to_bans``, the snapshot) and ``silence.SilenceWatch``
+(``overdue``, ``mark_silent``; ``on_return`` is its hook for a silent sender's next message).
+
+Bounded: the senders that ``sender_silence`` watches are always tracked (pinned, from the start,
+seen or not); any other sender is tracked up to ``MAX_OTHERS``, least recently seen dropped
+first, its figures added to the ``other`` bucket so that the totals stay whole.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+
+from applianced.rules.engine import split_evidence
+
+__all__ = ["MAX_OTHERS", "OTHER", "Sender", "SenderBook"]
+
+MAX_OTHERS = 1024  # senders tracked besides the watched ones; the rest go to OTHER
+OTHER = "other"  # the bucket of the senders dropped from the book
+
+
+@dataclass(slots=True)
+class Sender:
+    """One sender's figures since it entered the book. ``listener``: the listener of its last
+    message (``udp/0.0.0.0:514``); ``silence``: the seconds without a message after which it
+    is silent (``sender_silence``), None when not watched; ``silent_since``: when its silence
+    began (its last message, or the start of the watch when it never sent), None when not
+    silent; ``watched_since``: when the watch began."""
+
+    address: str
+    listener: str = ""
+    messages: int = 0
+    parse_errors: int = 0
+    unmatched: int = 0  # messages that reached a jail and matched no failregex
+    bans: int = 0  # bans whose deciding failures include one of its messages
+    last_seen: float | None = None
+    silence: float | None = None
+    watched_since: float = 0.0
+    silent_since: float | None = None
+
+    @property
+    def transport(self) -> str:
+        return self.listener.partition("/")[0]
+
+    @property
+    def quiet_since(self) -> float:
+        """Since when nothing came: its last message, or the start of the watch."""
+        return self.last_seen if self.last_seen is not None else self.watched_since
+
+    def add(self, other: Sender) -> None:
+        """Count ``other``'s figures in this one (the ``other`` bucket)."""
+        self.messages += other.messages
+        self.parse_errors += other.parse_errors
+        self.unmatched += other.unmatched
+        self.bans += other.bans
+        if other.last_seen is not None:
+            self.last_seen = max(self.last_seen or 0.0, other.last_seen)
+
+
+class SenderBook:
+    """Every tracked sender, the watched ones pinned (see the module docstring)."""
+
+    def __init__(self, max_others: int = MAX_OTHERS) -> None:
+        self._senders: OrderedDict[str, Sender] = OrderedDict()  # least recently seen first
+        self._watched: dict[str, Sender] = {}
+        self.max_others = max_others
+        self.other = Sender(OTHER)
+        self.dropped = 0  # senders dropped from the book into ``other``
+        # A silent sender's next message: called with it (still marked silent) and the time.
+        self.on_return: Callable[[Sender, float], None] | None = None
+
+    def watch(self, silences: Mapping[str, float], now: float) -> None:
+        """Watch exactly ``silences`` (address → seconds; a start or a reload): a sender newly
+        watched starts its watch ``now``; one no longer watched is tracked like any other."""
+        for address in list(self._watched):
+            if address not in silences:
+                unwatched = self._watched.pop(address)
+                unwatched.silence = unwatched.silent_since = None
+        for address, seconds in silences.items():
+            sender = self._senders.get(address)
+            if sender is None:
+                sender = self._senders[address] = Sender(address)
+            if address not in self._watched:
+                sender.watched_since = now
+                self._watched[address] = sender
+            sender.silence = seconds
+
+    # -- the hot path -----------------------------------------------------------------------
+
+    def seen(self, address: str, listener: str, now: float) -> Sender:
+        """A message from ``address`` on ``listener`` at ``now``: counted; returned, so that
+        the caller can count a parse error."""
+        sender = self._senders.get(address)
+        if sender is None:
+            sender = self._admit(address)
+        else:
+            self._senders.move_to_end(address)
+        sender.messages += 1
+        sender.last_seen = now
+        sender.listener = listener
+        if sender.silent_since is not None and self.on_return is not None:
+            self.on_return(sender, now)
+        return sender
+
+    def _admit(self, address: str) -> Sender:
+        if len(self._senders) - len(self._watched) >= self.max_others:
+            for oldest, sender in self._senders.items():
+                if sender.silence is None:
+                    del self._senders[oldest]
+                    self.other.add(sender)
+                    self.dropped += 1
+                    break
+        sender = self._senders[address] = Sender(address)
+        return sender
+
+    def unmatched(self, address: str | None) -> None:
+        """A message from ``address`` reached a jail and matched nothing."""
+        if address is not None:
+            self._senders.get(address, self.other).unmatched += 1
+
+    # -- off the hot path -------------------------------------------------------------------
+
+    def led_to_bans(self, evidence: Iterable[Iterable[str]]) -> None:
+        """Bans decided on failures: each ban's kept lines (``[sender] ...``, as the engine
+        keeps them); each sender that delivered one of a ban's lines led to it."""
+        for lines in evidence:
+            senders = {split_evidence(line)[0] for line in lines}
+            for address in senders - {"", "file"}:
+                self._senders.get(address, self.other).bans += 1
+
+    def overdue(self, now: float) -> list[Sender]:
+        """The watched senders not yet marked silent whose silence is up at ``now``."""
+        return [
+            s
+            for s in self._watched.values()
+            if s.silent_since is None and s.silence is not None and s.quiet_since + s.silence <= now
+        ]
+
+    def next_deadline(self) -> float | None:
+        """When the next watched sender that is not silent becomes silent, if none sends."""
+        deadlines = [
+            s.quiet_since + s.silence
+            for s in self._watched.values()
+            if s.silent_since is None and s.silence is not None
+        ]
+        return min(deadlines, default=None)
+
+    def snapshot(self) -> tuple[Sender, ...]:
+        """Copies of every tracked sender, the watched ones first, then by address."""
+        return tuple(
+            replace(s)
+            for s in sorted(self._senders.values(), key=lambda s: (s.silence is None, s.address))
+        )
+
+    def silent(self) -> tuple[Sender, ...]:
+        """Copies of the watched senders that are silent now."""
+        return tuple(replace(s) for s in self._watched.values() if s.silent_since is not None)
+
+    def __len__(self) -> int:
+        return len(self._senders)
