@@ -447,4 +447,5 @@ class Appliance:
             cluster=self.cluster() if self.cluster is not None else None,
             senders=self.senders.snapshot(),
             senders_other=replace(self.senders.other),
+            senders_dropped=self.senders.dropped,
         )

@@ -55,6 +55,7 @@ class Stats:
     # Every tracked sender (the watched ones first), and the bucket of those dropped from it.
     senders: tuple[Sender, ...] = ()
     senders_other: Sender = field(default_factory=lambda: Sender(OTHER))
+    senders_dropped: int = 0  # how many senders the bucket holds
 
 
 def jail_figures(jails: Mapping[str, Jail], active: Iterable[Ban]) -> dict[str, JailFigures]:
