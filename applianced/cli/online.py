@@ -110,7 +110,7 @@ def cmd_senders(args: argparse.Namespace) -> None:
         table = Table()
         columns = ("sender", "transport", "listener", "messages", "parse errors", "unmatched")
         for col in (*columns, "bans led to", "last seen", "silence"):
-            table.add_column(col, no_wrap=col in ("sender", "listener", "last seen"))
+            table.add_column(col, no_wrap=col in ("sender", "listener", "last seen", "silence"))
         for x in rows:
             table.add_row(
                 x["sender"],
