@@ -29,6 +29,7 @@ from applianced.receiver.senders import SenderBook
 from applianced.receiver.udp import SyslogUDP
 from applianced.rules.engine import Engine
 from applianced.testing import MemoryEnforcer, MemoryStore, RecordingNotifier
+from tests.enforcement.test_notify import make as make_notifier
 from tests.helpers import config
 
 T0 = 1_800_000_000.0
@@ -260,6 +261,27 @@ def test_silence_and_return_mails_say_which_sender_since_when_and_what_to_check(
     back = build_return_mail(conf, silence, T0 + 2 * SILENCE)
     assert back["Subject"] == f"[applianced] syslog sender {MX} is back"
     assert "after 30m of silence (since 2027-01-15 08:00:00 UTC)" in back.get_content()
+
+
+def test_the_notifier_mails_a_silence_and_a_return_once_each_and_nothing_without_to(
+    tmp_path: Path,
+) -> None:
+    """Through the real Notifier (a fake mailer): each note is one mail, whatever the jails'
+    notify; with no [notify] to, none."""
+    notifier, clock, mailer = make_notifier(tmp_path)
+    silence = Silence(MX, T0, None, "", SILENCE)
+    notifier.sender_silent(silence, T0 + SILENCE)
+    notifier.sender_returned(silence, T0 + 2 * SILENCE)
+    clock.advance(0)
+    assert [m["Subject"] for m in mailer.sent] == [
+        f"[applianced] syslog sender {MX} silent for 15m",
+        f"[applianced] syslog sender {MX} is back",
+    ]
+    assert "nothing since applianced began to watch it" in mailer.sent[0].get_content()
+    quiet, clock, mailer = make_notifier(tmp_path, NotifyConf())
+    quiet.sender_silent(silence, T0 + SILENCE)
+    clock.advance(60)
+    assert mailer.sent == []
 
 
 # -- the config ----------------------------------------------------------------------------
