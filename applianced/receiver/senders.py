@@ -38,7 +38,7 @@ class Sender:
     listener: str = ""
     messages: int = 0
     parse_errors: int = 0
-    unmatched: int = 0  # messages that reached a jail and matched no failregex
+    unmatched: int = 0  # reached a jail, no failure in it (no failregex, or an ignoreregex)
     bans: int = 0  # bans whose deciding failures include one of its messages
     last_seen: float | None = None
     silence: float | None = None
