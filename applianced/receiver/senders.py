@@ -129,11 +129,13 @@ class SenderBook:
 
     def led_to_bans(self, evidence: Iterable[Iterable[str]]) -> None:
         """Bans decided on failures: each ban's kept lines (``[sender] ...``, as the engine
-        keeps them); each sender that delivered one of a ban's lines led to it."""
+        keeps them); each sender in the book that delivered one of a ban's lines led to it
+        (not one dropped from the book since, nor another appliance's, in cluster mode)."""
         for lines in evidence:
-            senders = {split_evidence(line)[0] for line in lines}
-            for address in senders - {"", "file"}:
-                self._senders.get(address, self.other).bans += 1
+            for address in {split_evidence(line)[0] for line in lines}:
+                sender = self._senders.get(address)
+                if sender is not None:
+                    sender.bans += 1
 
     def overdue(self, now: float) -> list[Sender]:
         """The watched senders not yet marked silent whose silence is up at ``now``."""
