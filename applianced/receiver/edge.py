@@ -1,7 +1,7 @@
 """What every listener shares: the counters (``ReceiverStats``, and each sender's in the
 ``senders.SenderBook``) and the ``Edge`` that checks a sender, delivers its bytes through the
-routing gate and the parser to the sink, and complains
-at a limited rate; the descriptor budget of all connections; a peer's canonical address.
+routing gate and the parser to the sink, and complains at a limited rate; the descriptor
+budget of all connections; a peer's canonical address.
 
 The UDP protocol (``udp.py``) and the TCP/TLS protocols (``streams.py``) each hold an Edge;
 ``listeners.py`` builds them. Nothing here raises out of ``deliver``: bad input is counted,
@@ -124,7 +124,7 @@ class Edge:
         self.clock = clock
         self._reference = (-1, datetime.fromtimestamp(0, UTC))  # (second, that second)
         self.senders = senders if senders is not None else SenderBook()
-        self.name = f"{conf.transport}/{conf.address}:{conf.port}"
+        self.name = f"{conf.transport}/{conf.address}:{conf.port}"  # the same on a reload
         self.udp = conf.transport == "udp"
         self.tls = conf.transport == "tls"
         self.allowlist = Allowlist(conf.allowed_senders)
@@ -143,7 +143,6 @@ class Edge:
         """A reload changed allowed_senders or max_message_size: apply it from the next
         message on; close the TCP connections of senders no longer allowed."""
         self.conf = conf
-        self.name = f"{conf.transport}/{conf.address}:{conf.port}"
         self.allowlist = Allowlist(conf.allowed_senders)
         if (conf.max_rate_per_sender, conf.max_burst_per_sender) != (
             self.rate.rate,
