@@ -24,7 +24,7 @@ from applianced.enforcement.base import Silence
 from applianced.enforcement.mails import build_return_mail, build_silence_mail
 from applianced.errors import ConfigError
 from applianced.metrics import METRIC_SENDERS, make_registry
-from applianced.receiver.edge import ReceiverStats
+from applianced.receiver.edge import Edge, ReceiverStats
 from applianced.receiver.senders import SenderBook
 from applianced.receiver.udp import SyslogUDP
 from applianced.rules.engine import Engine
@@ -138,14 +138,23 @@ def test_a_ban_counts_for_every_sender_whose_lines_led_to_it(tmp_path: Path) -> 
 
 
 def test_the_book_is_bounded_and_the_dropped_senders_add_up_in_other() -> None:
-    """Beyond max_others, the least recently seen unwatched sender leaves the book and its
-    figures go to the other bucket; a watched sender, however old, stays."""
+    """Beyond max_others, through a real edge: the oldest unwatched sender not seen since it
+    entered leaves the book and its figures go to the other bucket; one seen since gets a
+    second chance; a watched sender, however old, stays."""
     book = SenderBook(max_others=3)
     book.watch({MX: SILENCE}, T0)
+    clock = Clock()
+    anyone = replace(LISTENER, allowed_senders=(ip_network("0.0.0.0/0"),), sender_silence=())
+    edge = Edge(anyone, lambda m: None, ReceiverStats(), clock, None, book)
+
+    def deliver(host: str, at: float) -> None:
+        clock.advance(at - clock.seconds())
+        edge.deliver(UNREAD, host)
+
     for i in range(10):
-        book.seen(f"198.51.100.{i}", "udp/0.0.0.0:514", T0 + i)
-    book.seen("198.51.100.7", "udp/0.0.0.0:514", T0 + 20)  # recently seen: kept
-    book.seen("198.51.100.10", "udp/0.0.0.0:514", T0 + 21)
+        deliver(f"198.51.100.{i}", T0 + i)
+    deliver("198.51.100.7", T0 + 20)  # seen again: a second chance
+    deliver("198.51.100.10", T0 + 21)
     book.unmatched("198.51.100.0")  # dropped long ago: counted in other
     kept = [s.address for s in book.snapshot()]
     assert kept == [MX, "198.51.100.10", "198.51.100.7", "198.51.100.9"]

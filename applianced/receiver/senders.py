@@ -2,14 +2,16 @@
 watched ones (``sender_silence``) went silent.
 
 Pure (no clock, no I/O): the caller passes the time. One ``SenderBook`` lives as long as the
-process; ``service.py`` builds it and hands it to every listener's ``Edge`` (``seen``, once a
-message, the hot path: one dict lookup and a few attribute writes), the engine
-(``unmatched``), the Appliance (``led_to_bans``, the snapshot) and ``silence.SilenceWatch``
-(``overdue``, ``mark_silent``; ``on_return`` is its hook for a silent sender's next message).
+process; ``service.py`` builds it and hands it to every listener's ``Edge`` (once a message, the
+hot path: a lookup in ``entries`` and three attribute writes, inlined there; ``admit`` for a
+new sender, ``returned`` for a silent one), the engine (``unmatched``), the Appliance
+(``led_to_bans``, the snapshot) and ``silence.SilenceWatch`` (``watch``, ``overdue``,
+``next_deadline``; ``on_return`` is its hook for a silent sender's next message).
 
 Bounded: the senders that ``sender_silence`` watches are always tracked (pinned, from the start,
-seen or not); any other sender is tracked up to ``MAX_OTHERS``, least recently seen dropped
-first, its figures added to the ``other`` bucket so that the totals stay whole.
+seen or not); any other sender is tracked up to ``MAX_OTHERS``, the least recently seen dropped
+first (nearly: see ``admit``), its figures added to the ``other`` bucket so that the totals stay
+whole.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class Sender:
     silence: float | None = None
     watched_since: float = 0.0
     silent_since: float | None = None
+    placed: float = 0.0  # when it entered the book, or had its second chance (admit)
 
     @property
     def transport(self) -> str:
@@ -68,7 +71,8 @@ class SenderBook:
     """Every tracked sender, the watched ones pinned (see the module docstring)."""
 
     def __init__(self, max_others: int = MAX_OTHERS) -> None:
-        self._senders: OrderedDict[str, Sender] = OrderedDict()  # least recently seen first
+        # Every tracked sender by address, oldest placed first (see admit).
+        self.entries: OrderedDict[str, Sender] = OrderedDict()
         self._watched: dict[str, Sender] = {}
         self.max_others = max_others
         self.other = Sender(OTHER)
@@ -84,46 +88,43 @@ class SenderBook:
                 unwatched = self._watched.pop(address)
                 unwatched.silence = unwatched.silent_since = None
         for address, seconds in silences.items():
-            sender = self._senders.get(address)
+            sender = self.entries.get(address)
             if sender is None:
-                sender = self._senders[address] = Sender(address)
+                sender = self.entries[address] = Sender(address)
             if address not in self._watched:
                 sender.watched_since = now
                 self._watched[address] = sender
             sender.silence = seconds
 
-    # -- the hot path -----------------------------------------------------------------------
+    # -- the hot path: Edge.deliver reads ``entries`` itself --------------------------------
 
-    def seen(self, address: str, listener: str, now: float) -> Sender:
-        """A message from ``address`` on ``listener`` at ``now``: counted; returned, so that
-        the caller can count a parse error."""
-        sender = self._senders.get(address)
-        if sender is None:
-            sender = self._admit(address)
-        else:
-            self._senders.move_to_end(address)
-        sender.messages += 1
-        sender.last_seen = now
-        sender.listener = listener
-        if sender.silent_since is not None and self.on_return is not None:
-            self.on_return(sender, now)
-        return sender
-
-    def _admit(self, address: str) -> Sender:
-        if len(self._senders) - len(self._watched) >= self.max_others:
-            for oldest, sender in self._senders.items():
-                if sender.silence is None:
-                    del self._senders[oldest]
+    def admit(self, address: str, now: float) -> Sender:
+        """A sender not in ``entries``: added (its message is counted by the caller). Beyond
+        ``max_others`` one is dropped into ``other``: the oldest entry not seen since it was
+        placed (an entry seen since goes to the back, placed again: a second chance, so that
+        the least recently seen go first without a move per message)."""
+        entries = self.entries
+        if len(entries) - len(self._watched) >= self.max_others:
+            while True:
+                oldest, sender = entries.popitem(last=False)
+                if sender.silence is None and (sender.last_seen or 0.0) <= sender.placed:
                     self.other.add(sender)
                     self.dropped += 1
                     break
-        sender = self._senders[address] = Sender(address)
+                sender.placed = sender.last_seen or now
+                entries[oldest] = sender
+        sender = entries[address] = Sender(address, placed=now)
         return sender
+
+    def returned(self, sender: Sender, now: float) -> None:
+        """A silent sender's message (the caller counted it): its return is noted."""
+        if self.on_return is not None:
+            self.on_return(sender, now)
 
     def unmatched(self, address: str | None) -> None:
         """A message from ``address`` reached a jail and matched nothing."""
         if address is not None:
-            self._senders.get(address, self.other).unmatched += 1
+            self.entries.get(address, self.other).unmatched += 1
 
     # -- off the hot path -------------------------------------------------------------------
 
@@ -133,7 +134,7 @@ class SenderBook:
         (not one dropped from the book since, nor another appliance's, in cluster mode)."""
         for lines in evidence:
             for address in {split_evidence(line)[0] for line in lines}:
-                sender = self._senders.get(address)
+                sender = self.entries.get(address)
                 if sender is not None:
                     sender.bans += 1
 
@@ -158,7 +159,7 @@ class SenderBook:
         """Copies of every tracked sender, the watched ones first, then by address."""
         return tuple(
             replace(s)
-            for s in sorted(self._senders.values(), key=lambda s: (s.silence is None, s.address))
+            for s in sorted(self.entries.values(), key=lambda s: (s.silence is None, s.address))
         )
 
     def silent(self) -> tuple[Sender, ...]:
@@ -166,4 +167,4 @@ class SenderBook:
         return tuple(replace(s) for s in self._watched.values() if s.silent_since is not None)
 
     def __len__(self) -> int:
-        return len(self._senders)
+        return len(self.entries)
