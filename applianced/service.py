@@ -51,7 +51,7 @@ from applianced.rules.decision import IPAddress, IPNetwork
 from applianced.rules.engine import Engine
 from applianced.sdnotify import SdNotifier, Supervisor, watchdog_interval
 from applianced.stats import status_line
-from applianced.store.sqlite import SqliteOffenderStore
+from applianced.store.sqlite import STORE_FILE, SqliteOffenderStore
 from applianced.units import plural
 
 __all__ = ["main", "make_service"]
@@ -61,8 +61,6 @@ if TYPE_CHECKING:
     from applianced.decisions.server import DecisionService
 
 log = Logger()
-
-STORE_FILE = "offenders.sqlite"
 
 
 class ApplianceService(Service):
@@ -147,6 +145,7 @@ def make_service(
             on_unmatched=senders.unmatched,
         ),
         cluster=replicator.status if replicator else None,
+        in_thread=deferToThread,
         senders=senders,
     )
     listeners = Listeners(
