@@ -25,7 +25,7 @@ from applianced.enforcement.mails import build_return_mail, build_silence_mail
 from applianced.errors import ConfigError
 from applianced.metrics import METRIC_SENDERS, make_registry
 from applianced.receiver.edge import Edge, ReceiverStats
-from applianced.receiver.senders import SenderBook
+from applianced.receiver.senders import MAX_OTHERS, SenderBook
 from applianced.receiver.udp import SyslogUDP
 from applianced.rules.engine import Engine
 from applianced.testing import MemoryEnforcer, MemoryStore, RecordingNotifier
@@ -40,7 +40,7 @@ LISTENER = ListenerConf(
     "udp",
     "127.0.0.1",
     514,
-    (ip_network(f"{MX}/32"), ip_network("192.0.2.0/24")),
+    (ip_network(f"{MX}/32"), ip_network("192.0.2.0/24"), ip_network("10.0.0.0/8")),
     8192,
     sender_silence=((MX, SILENCE),),
 )
@@ -160,6 +160,21 @@ def test_the_book_is_bounded_and_the_dropped_senders_add_up_in_other() -> None:
     assert kept == [MX, "198.51.100.10", "198.51.100.7", "198.51.100.9"]
     assert (book.dropped, book.other.messages, book.other.unmatched) == (8, 8, 1)
     assert sum(s.messages for s in book.snapshot()) + book.other.messages == 12
+
+
+def test_a_flood_of_distinct_senders_keeps_the_book_at_its_bound(tmp_path: Path) -> None:
+    """20,000 one-off senders of a wide allowed_senders through the real UDP edge, between the
+    messages of 250 senders that keep sending: the book holds MAX_OTHERS and the watched one,
+    the 250 regular senders among them (the one-off ones go first); every message is still
+    counted."""
+    rig = Rig(tmp_path)
+    for i in range(20_000):
+        rig.udp.datagramReceived(UNREAD, (f"192.0.2.{i % 250}", 1))
+        rig.udp.datagramReceived(UNREAD, (f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}", 1))
+    kept = {s.address for s in rig.book.snapshot()}
+    assert len(kept) == MAX_OTHERS + 1
+    assert {f"192.0.2.{i}" for i in range(250)} <= kept
+    assert sum(s.messages for s in rig.book.snapshot()) + rig.book.other.messages == 40_000
 
 
 # -- the silence alarm --------------------------------------------------------------------

@@ -249,7 +249,7 @@ class Edge:
         # The sender's count, inlined (a method call would double its cost): see senders.py.
         sender = self._sender(host)
         if sender is None:
-            sender = self.senders.admit(host, now)
+            sender = self.senders.admit(host)
         sender.messages += 1
         sender.last_seen = now
         sender.listener = self.name

@@ -46,7 +46,7 @@ class Sender:
     silence: float | None = None
     watched_since: float = 0.0
     silent_since: float | None = None
-    placed: float = 0.0  # when it entered the book, or had its second chance (admit)
+    placed: int = 0  # its messages when it entered the book or had its second chance (admit)
 
     @property
     def transport(self) -> str:
@@ -98,22 +98,22 @@ class SenderBook:
 
     # -- the hot path: Edge.deliver reads ``entries`` itself --------------------------------
 
-    def admit(self, address: str, now: float) -> Sender:
-        """A sender not in ``entries``: added (its message is counted by the caller). Beyond
-        ``max_others`` one is dropped into ``other``: the oldest entry not seen since it was
-        placed (an entry seen since goes to the back, placed again: a second chance, so that
-        the least recently seen go first without a move per message)."""
+    def admit(self, address: str) -> Sender:
+        """A sender not in ``entries``: added, with the message the caller is counting. Beyond
+        ``max_others`` one is dropped into ``other``: the oldest entry that sent nothing since
+        it was placed (an entry that did goes to the back, placed again: a second chance, so
+        that the least recently seen go first without a move per message)."""
         entries = self.entries
         if len(entries) - len(self._watched) >= self.max_others:
             while True:
                 oldest, sender = entries.popitem(last=False)
-                if sender.silence is None and (sender.last_seen or 0.0) <= sender.placed:
+                if sender.silence is None and sender.messages <= sender.placed:
                     self.other.add(sender)
                     self.dropped += 1
                     break
-                sender.placed = sender.last_seen or now
+                sender.placed = sender.messages
                 entries[oldest] = sender
-        sender = entries[address] = Sender(address, placed=now)
+        sender = entries[address] = Sender(address, placed=1)
         return sender
 
     def returned(self, sender: Sender, now: float) -> None:
