@@ -156,7 +156,7 @@ class Appliance:
         )
         self._expiry.schedule()
         self._reconcile.start()
-        self._silence.watch(self.config.sender_silence)
+        self._silence.watch(self.config.sender_silence, self.config.allowed_hosts)
 
     def _restore(self, rows: Sequence[BanRow], now: float) -> list[Ban]:
         """Put the active bans in the enforcer and in the book; returns them."""
@@ -239,7 +239,7 @@ class Appliance:
         if self.notifier is not None:
             self.notifier.reconfigure(config)
         self.active.keep_jails(self.engine.jails)
-        self._silence.watch(config.sender_silence)
+        self._silence.watch(config.sender_silence, config.allowed_hosts)
         started = set(self.engine.jails) - before
         if started:
             self._enforce_stored(started)

@@ -49,9 +49,10 @@ class SilenceWatch:
         self._at: float | None = None
         book.on_return = self._returned
 
-    def watch(self, silences: dict[str, float]) -> None:
-        """Watch these senders (address → seconds) from now on; a start or a reload."""
-        self.book.watch(silences, self.clock.seconds())
+    def watch(self, silences: dict[str, float], pinned: tuple[str, ...] = ()) -> None:
+        """Watch these senders (address → seconds) from now on, and keep ``pinned`` in the
+        book; a start or a reload."""
+        self.book.watch(silences, self.clock.seconds(), pinned)
         self.schedule()
 
     def schedule(self) -> None:

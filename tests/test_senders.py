@@ -35,12 +35,18 @@ from tests.helpers import config
 T0 = 1_800_000_000.0
 MX = "192.0.2.10"  # the watched mail server
 OTHER_MX = "192.0.2.20"  # allowed (in a /24), not watched
+QUIET_MX = "198.51.100.25"  # allowed as a single address, not watched
 SILENCE = 900.0
 LISTENER = ListenerConf(
     "udp",
     "127.0.0.1",
     514,
-    (ip_network(f"{MX}/32"), ip_network("192.0.2.0/24"), ip_network("10.0.0.0/8")),
+    (
+        ip_network(f"{MX}/32"),
+        ip_network(f"{QUIET_MX}/32"),
+        ip_network("192.0.2.0/24"),
+        ip_network("10.0.0.0/8"),
+    ),
     8192,
     sender_silence=((MX, SILENCE),),
 )
@@ -125,7 +131,9 @@ def test_each_sender_counts_messages_parse_errors_unmatched_bans_and_last_seen(
     )
     other = rig.figures()[OTHER_MX]
     assert (other["messages"], other["unmatched"], other["bans"]) == (1, 1, 0)
-    assert list(rig.figures()) == [MX, OTHER_MX]  # the watched one first
+    # The watched one first, then the allowed host never seen, then the others.
+    assert list(rig.figures()) == [MX, QUIET_MX, OTHER_MX]
+    assert rig.figures()[QUIET_MX]["last_seen"] is None
 
 
 def test_a_ban_counts_for_every_sender_whose_lines_led_to_it(tmp_path: Path) -> None:
@@ -164,17 +172,18 @@ def test_the_book_is_bounded_and_the_dropped_senders_add_up_in_other() -> None:
 
 def test_a_flood_of_distinct_senders_keeps_the_book_at_its_bound(tmp_path: Path) -> None:
     """20,000 one-off senders of a wide allowed_senders through the real UDP edge, between the
-    messages of 250 senders that keep sending: the book holds MAX_OTHERS and the watched one,
-    the 250 regular senders among them (the one-off ones go first); every message is still
-    counted."""
+    messages of 250 senders that keep sending: the book holds MAX_OTHERS and the two allowed
+    hosts (the watched one, and one that sent once, before the flood), the 250 regular senders
+    among them (the one-off ones go first); every message is still counted."""
     rig = Rig(tmp_path)
+    rig.send(UNREAD, sender=QUIET_MX)
     for i in range(20_000):
         rig.udp.datagramReceived(UNREAD, (f"192.0.2.{i % 250}", 1))
         rig.udp.datagramReceived(UNREAD, (f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}", 1))
     kept = {s.address for s in rig.book.snapshot()}
-    assert len(kept) == MAX_OTHERS + 1
-    assert {f"192.0.2.{i}" for i in range(250)} <= kept
-    assert sum(s.messages for s in rig.book.snapshot()) + rig.book.other.messages == 40_000
+    assert len(kept) == MAX_OTHERS + 2
+    assert {QUIET_MX, *(f"192.0.2.{i}" for i in range(250))} <= kept
+    assert sum(s.messages for s in rig.book.snapshot()) + rig.book.other.messages == 40_001
 
 
 # -- the silence alarm --------------------------------------------------------------------

@@ -256,6 +256,12 @@ class Config:
         return tuple(seen)
 
     @property
+    def allowed_hosts(self) -> tuple[str, ...]:
+        """The allowed senders that are single addresses (/32, /128), canonical: the senders
+        the receiver always tracks (``receiver/senders.py``)."""
+        return tuple(str(n.network_address) for n in self.allowed_senders if n.num_addresses == 1)
+
+    @property
     def sender_silence(self) -> dict[str, float]:
         """Every watched sender and its silence: the shortest of the listeners that watch it
         (a sender is silent when it sends on none of them)."""

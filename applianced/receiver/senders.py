@@ -8,8 +8,9 @@ new sender, ``returned`` for a silent one), the engine (``unmatched``), the Appl
 (``led_to_bans``, the snapshot) and ``silence.SilenceWatch`` (``watch``, ``overdue``,
 ``next_deadline``; ``on_return`` is its hook for a silent sender's next message).
 
-Bounded: the senders that ``sender_silence`` watches are always tracked (pinned, from the start,
-seen or not); any other sender is tracked up to ``MAX_OTHERS``, the least recently seen dropped
+Bounded: the allowed senders that are single addresses (/32, /128) and those that
+``sender_silence`` watches are always tracked (pinned, from the start, seen or not); any other
+sender is tracked up to ``MAX_OTHERS``, the least recently seen dropped
 first (nearly: see ``admit``), its figures added to the ``other`` bucket so that the totals stay
 whole.
 """
@@ -47,6 +48,7 @@ class Sender:
     watched_since: float = 0.0
     silent_since: float | None = None
     placed: int = 0  # its messages when it entered the book or had its second chance (admit)
+    pinned: bool = False  # never dropped from the book
 
     @property
     def transport(self) -> str:
@@ -68,11 +70,13 @@ class Sender:
 
 
 class SenderBook:
-    """Every tracked sender, the watched ones pinned (see the module docstring)."""
+    """Every tracked sender, the allowed hosts and the watched ones pinned (see the module
+    docstring)."""
 
     def __init__(self, max_others: int = MAX_OTHERS) -> None:
         # Every tracked sender by address, oldest placed first (see admit).
         self.entries: OrderedDict[str, Sender] = OrderedDict()
+        self._pinned: dict[str, Sender] = {}  # never dropped: allowed hosts, watched ones
         self._watched: dict[str, Sender] = {}
         self.max_others = max_others
         self.other = Sender(OTHER)
@@ -80,17 +84,27 @@ class SenderBook:
         # A silent sender's next message: called with it (still marked silent) and the time.
         self.on_return: Callable[[Sender, float], None] | None = None
 
-    def watch(self, silences: Mapping[str, float], now: float) -> None:
-        """Watch exactly ``silences`` (address → seconds; a start or a reload): a sender newly
-        watched starts its watch ``now``; one no longer watched is tracked like any other."""
+    def watch(self, silences: Mapping[str, float], now: float, pinned: Iterable[str] = ()) -> None:
+        """Pin ``pinned`` (the allowed senders that are single addresses) and the watched
+        senders, and watch exactly ``silences`` (address → seconds); a start or a reload. A
+        sender newly watched starts its watch ``now``; one no longer pinned is tracked like any
+        other."""
+        keep = {*pinned, *silences}
+        for address in list(self._pinned):
+            if address not in keep:
+                self._pinned.pop(address).pinned = False
         for address in list(self._watched):
             if address not in silences:
                 unwatched = self._watched.pop(address)
                 unwatched.silence = unwatched.silent_since = None
-        for address, seconds in silences.items():
+        for address in keep:
             sender = self.entries.get(address)
             if sender is None:
                 sender = self.entries[address] = Sender(address)
+            sender.pinned = True
+            self._pinned[address] = sender
+        for address, seconds in silences.items():
+            sender = self.entries[address]
             if address not in self._watched:
                 sender.watched_since = now
                 self._watched[address] = sender
@@ -104,10 +118,10 @@ class SenderBook:
         it was placed (an entry that did goes to the back, placed again: a second chance, so
         that the least recently seen go first without a move per message)."""
         entries = self.entries
-        if len(entries) - len(self._watched) >= self.max_others:
+        if len(entries) - len(self._pinned) >= self.max_others:
             while True:
                 oldest, sender = entries.popitem(last=False)
-                if sender.silence is None and sender.messages <= sender.placed:
+                if not sender.pinned and sender.messages <= sender.placed:
                     self.other.add(sender)
                     self.dropped += 1
                     break
@@ -156,11 +170,12 @@ class SenderBook:
         return min(deadlines, default=None)
 
     def snapshot(self) -> tuple[Sender, ...]:
-        """Copies of every tracked sender, the watched ones first, then by address."""
-        return tuple(
-            replace(s)
-            for s in sorted(self.entries.values(), key=lambda s: (s.silence is None, s.address))
+        """Copies of every tracked sender: the watched ones, the other pinned ones, the rest,
+        each by address."""
+        order = sorted(
+            self.entries.values(), key=lambda s: (s.silence is None, not s.pinned, s.address)
         )
+        return tuple(replace(s) for s in order)
 
     def silent(self) -> tuple[Sender, ...]:
         """Copies of the watched senders that are silent now."""
