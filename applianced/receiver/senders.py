@@ -177,9 +177,5 @@ class SenderBook:
         )
         return tuple(replace(s) for s in order)
 
-    def silent(self) -> tuple[Sender, ...]:
-        """Copies of the watched senders that are silent now."""
-        return tuple(replace(s) for s in self._watched.values() if s.silent_since is not None)
-
     def __len__(self) -> int:
         return len(self.entries)
