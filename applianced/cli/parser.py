@@ -303,12 +303,12 @@ def _offline_verbs(verb: _Verb) -> None:
         "--print-all-missed",
         "--missed",
         action="store_true",
-        help="list every missed line, numbered (without it: the first 20 at most)",
+        help="list every missed line, numbered (without it: listed when 20 or fewer)",
     )
     v.add_argument(
         "--print-all-ignored",
         action="store_true",
-        help="list every ignored line, numbered (without it: the first 20 at most)",
+        help="list every ignored line, numbered (without it: listed when 20 or fewer)",
     )
     v.set_defaults(fn="testfilter:cmd_test_filter")
     v = verb(
