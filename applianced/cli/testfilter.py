@@ -271,7 +271,7 @@ def _finish(
     summary = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items())
     print(f"{spec}: {summary} ({rate:,.0f} lines/s)", file=sys.stderr)
     print(f"dates of the lines examined: {_dates(dates)}", file=sys.stderr)
-    hint = None if counts["matched"] else why_missed(filt, listed["missed"], now)
+    hint = None if counts["matched"] else why_missed(filt, listed["missed"][:_FEW], now)
     if args.json:
         _json_tail(args, listed, counts, dates, hint)
     else:

@@ -339,3 +339,18 @@ def test_no_hint_when_no_other_reading_matches_or_something_matched(
     log = tmp_path / "both.log"
     log.write_text(MAILLOG + "192.0.2.99 rejected: directory harvest attack\n")
     assert hint_of(capsys, str(log), "^" + HARVEST) is None
+
+
+def test_the_hint_reads_the_first_20_missed_lines_whatever_is_listed(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The hint is looked for in the first 20 missed lines, so it costs the same on a log of
+    millions, with --print-all-missed or without."""
+    log = tmp_path / "maillog"
+    noise = [f"Nov 22 10:00:{n:02} mx kerio[12]: noise {n}\n" for n in range(20)]
+    log.write_text("".join(noise) + MAILLOG)
+    for listed in ((), ("--print-all-missed",)):
+        code, out, _ = run(capsys, "test-filter", str(log), "^" + HARVEST, *listed, "--json")
+        assert code == 0 and rows(out)[-1]["summary"]["hint"] is None
+    log.write_text("".join(noise[1:]) + MAILLOG)
+    assert hint_of(capsys, str(log), "^" + HARVEST) is not None
