@@ -23,11 +23,12 @@ _D = (
     "imap-login: Disconnected (auth failed, 1 attempts in 2 secs): user=<bob>, method=PLAIN, "
     "rip=203.0.113.7, lip=192.0.2.1, session=<abc>"
 )
+_ISO = "2026-12-07T08:45:25+00:00"
 SHAPES = {
     "rfc3164 common": f"<13>Dec  7 08:45:25 vm dovecot: {_D}",
-    "rfc3164 ISO timestamp (RSYSLOG_ForwardFormat)": f"<13>2026-12-07T08:45:25+00:00 vm dovecot: {_D}",
-    "rfc5424 (RSYSLOG_SyslogProtocol23Format)": f"<13>1 2026-12-07T08:45:25+00:00 vm dovecot - - -  {_D}\n",
-    "rfc5424 (syslog-ng syslog())": f"<13>1 2026-12-07T08:46:17+00:00 vm dovecot - - - {_D}\n",
+    "rfc3164 ISO timestamp (RSYSLOG_ForwardFormat)": f"<13>{_ISO} vm dovecot: {_D}",
+    "rfc5424 (RSYSLOG_SyslogProtocol23Format)": f"<13>1 {_ISO} vm dovecot - - -  {_D}\n",
+    "rfc5424 (syslog-ng syslog())": f"<13>1 {_ISO} vm dovecot - - - {_D}\n",
 }
 
 

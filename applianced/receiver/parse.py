@@ -45,17 +45,26 @@ _ISO = (
 
 # RFC 5424 6: SYSLOG-MSG = HEADER SP STRUCTURED-DATA [SP MSG]
 #   HEADER = PRI VERSION SP TIMESTAMP SP HOSTNAME SP APP-NAME SP PROCID SP MSGID
-#   each header field is NILVALUE ("-") or 1*nPRINTUSASCII (no SP)
+#   VERSION = NONZERO-DIGIT 0*2DIGIT
+#   each header field is NILVALUE ("-") or 1*nPRINTUSASCII (no SP): HOSTNAME 1*255,
+#   APP-NAME 1*48, PROCID 1*128, MSGID 1*32 (_FIELD_LIMITS); a longer one is a ParseError
+#   that names it (truncating it could route the message to the wrong jails)
 #   STRUCTURED-DATA = NILVALUE / 1*SD-ELEMENT
 #   SD-ELEMENT = "[" SD-ID *(SP SD-PARAM) "]"
 #   SD-PARAM = PARAM-NAME "=" %d34 PARAM-VALUE %d34   ; '"' '\' ']' escaped as \" \\ \]
-#   SD-ID, PARAM-NAME = 1*32PRINTUSASCII except '=', SP, ']', %d34
+#   SD-ID, PARAM-NAME = 1*32PRINTUSASCII except '=', SP, ']', %d34 (a longer one makes the SD
+#   malformed: see _parse_5424)
 # Possessive quantifiers keep a hostile 64 KiB SD linear.
-_SD_NAME = r'[^= \]"]++'
+_FIELD_LIMITS = (("HOSTNAME", 255), ("APP-NAME", 48), ("PROCID", 128), ("MSGID", 32))
+_SD_NAME = r'[^= \]"]{1,32}+'
 _SD_ELEMENT = rf'\[{_SD_NAME}(?: {_SD_NAME}="(?:[^"\\]++|\\.)*+")*+\]'
-_RFC5424_HEADER = r"1 ([^ ]++) ([^ ]++) ([^ ]++) ([^ ]++) ([^ ]++) "
-_RFC5424 = re.compile(rf"{_RFC5424_HEADER}(-|(?:{_SD_ELEMENT})++)", re.ASCII | re.DOTALL)
-_RFC5424_HEADER_ONLY = re.compile(_RFC5424_HEADER)
+_RFC5424_HEADER = r"[1-9][0-9]{0,2} ([^ ]++)" + "".join(
+    rf" ([^ ]{{1,{limit}}}+)" for _, limit in _FIELD_LIMITS
+)
+_RFC5424 = re.compile(rf"{_RFC5424_HEADER} (-|(?:{_SD_ELEMENT})++)", re.ASCII | re.DOTALL)
+_RFC5424_HEADER_ONLY = re.compile(_RFC5424_HEADER + " ")
+# A VERSION and its SP right after the PRI; "1 " is nearly every RFC 5424 message.
+_VERSION = re.compile(r"[1-9][0-9]{0,2} ")
 
 # RFC 3164 4.1.2: TIMESTAMP = Mmm SP dd SP hh:mm:ss, a one-digit day padded with a space.
 # Also seen: an unpadded day, a year before the time (network gear), fractional seconds, and an
@@ -229,7 +238,11 @@ def _parse_any(text: str, reference: datetime, stamp: _Stamp) -> SyslogMessage:
             raise ParseError(f"PRI out of range 0..191: <{digits[:6]}>")
         pri = int(digits)
         pos = m.end()
-        if text.startswith("1 ", pos):
+        if text.startswith("1 ", pos) or (
+            # Another VERSION the grammar allows, when a whole header follows: "<13>42 bytes
+            # lost" stays RFC 3164 text, as it always was.
+            _VERSION.match(text, pos) and _RFC5424_HEADER_ONLY.match(text, pos)
+        ):
             return _parse_5424(text, pos, pri, stamp)
         has_pri = True
     else:
@@ -247,11 +260,18 @@ def _parse_5424(text: str, pos: int, pri: int, stamp: _Stamp) -> SyslogMessage:
         # A header with a malformed STRUCTURED-DATA: keep the text rather than lose the message.
         m = _RFC5424_HEADER_ONLY.match(text, pos)
         if m is None:
-            raise ParseError("truncated RFC 5424 header")
+            raise _header_error(text, pos)
         ts, host, app, procid, msgid = m.groups()
         sd = "-"
         msg = text[m.end() :]
     if msg.startswith(_BOM):
+        msg = msg[1:]
+    elif msg.startswith(" "):
+        # rsyslog's RSYSLOG_SyslogProtocol23Format writes "%STRUCTURED-DATA% %msg%", and the msg
+        # of a message it read as RFC 3164 keeps the SP that followed the TAG's ":" (rsyslog's
+        # mmrm1stspace and remove.msgFirstSpace exist to drop it): "- -  imap-login: ...". That
+        # SP separated the TAG, it is no part of what the program wrote; anchored filters
+        # ("^imap-login") would never match with it.
         msg = msg[1:]
     # Positional (field order of SyslogMessage): keywords cost 0.4 us a message on this path.
     return SyslogMessage(
@@ -266,6 +286,18 @@ def _parse_5424(text: str, pos: int, pri: int, stamp: _Stamp) -> SyslogMessage:
         msg,
         *stamp,
     )
+
+
+def _header_error(text: str, pos: int) -> ParseError:
+    """Why an RFC 5424 header does not read: a field longer than the RFC allows, or too few."""
+    fields = text[pos:].split(" ", 6)[2:6]
+    for (name, limit), value in zip(_FIELD_LIMITS, fields, strict=False):
+        if len(value) > limit:
+            return ParseError(
+                f"RFC 5424 {name} of {len(value)} characters, over the {limit} RFC 5424 "
+                f"allows: {value[:40]}..."
+            )
+    return ParseError("truncated RFC 5424 header")
 
 
 def _parse_3164(
