@@ -6,7 +6,8 @@ in), no logging; bad input raises ParseError. Called by the listeners for every 
 path: precompiled regexes, one match per message; the common RFC 3164 shape by a pattern of its
 own, on the bytes) and by ``appliancectl parse``. ``parse_routed`` is the routing gate: it builds
 nothing for a message of the common shape that no jail can match (one no jail reads, or one
-without any literal its jails' failregexes need); other shapes are always parsed.
+without any literal its jails' failregexes need); other shapes are parsed, then dropped the
+same way when no jail reads their program.
 
 Control characters are escaped the way rsyslog writes them (``escape_controls``) before any
 field is built, so that no field and no filter sees a raw LF, CR, NUL or other control: a
@@ -185,13 +186,18 @@ def parse_routed(
     """:func:`parse`, behind the routing gate that builds nothing for a message of the common
     shape that no jail can match: its program no jail reads, or it holds none of the byte
     strings ``gate`` names for that program (a failregex's required literal is in the text
-    only if its UTF-8 bytes are in the escaped message). A message of another shape is parsed
-    whole (only then is its app-name known) and returned."""
+    only if its UTF-8 bytes are in the escaped message). A message of another shape (RFC
+    5424 among them) is parsed whole, since only then is its app-name known, and then dropped
+    as UNREAD when no jail reads that program (asked with its UTF-8 bytes, b"" for none); its
+    literals are not tested (a fail2ban filter reads a line built from the fields, which the
+    frame need not hold)."""
     data = data.rstrip(_TRAILING)
     stamp = (sender, transport, received_at)
     m = _COMMON.match(data)
     if m is None:
-        return _parse_any(escape_controls(data).decode("utf-8", "replace"), reference, stamp)
+        message = _parse_any(escape_controls(data).decode("utf-8", "replace"), reference, stamp)
+        app = message.app_name
+        return Dropped.UNREAD if gate(app.encode() if app else b"") is None else message
     needles = gate(m.group(_COMMON_APP))
     if needles is None:
         return Dropped.UNREAD

@@ -689,8 +689,11 @@ def test_common_shape_covers_the_usual_mail_log_line() -> None:
     assert parse(wire, REF) == expected
     assert parse(wire, REF, *_ROUTER_STAMP) == _general(wire)
     for other in (b"<22>1 2026-11-22T00:00:01Z mx sshd 1 - - x", b"Nov 22 00:00:01 sshd: x"):
-        # Another shape is parsed whole whatever its program: only then is it known.
-        assert parse_routed(other, lambda tag: None, REF) == parse(other, REF)
+        # Another shape is parsed whole, then gated by its program: only then is it known.
+        assert parse_routed(other, lambda tag: None, REF) is Dropped.UNREAD
+        assert parse_routed(other, lambda tag: () if tag == b"sshd" else None, REF) == parse(
+            other, REF
+        )
     assert parse_routed(wire, lambda tag: () if tag == b"postfix/smtpd" else None, REF) == expected
     assert parse_routed(wire, lambda tag: () if tag == b"sshd" else None, REF) is Dropped.UNREAD
     assert parse_routed(wire, lambda tag: (b"reject:",), REF) is Dropped.HOPELESS
