@@ -177,6 +177,7 @@ def status(
             "ignored": j.ignored,
             "offences": j.offences,
             "evicted": j.evicted,
+            "unmatched": dict(j.unmatched),
             "banned": j.banned,
             "blacklisted": j.blacklisted,
             "kernel_elements": counts.get(name, 0),

@@ -115,6 +115,7 @@ class Engine:
             else:
                 match = filt.match(message.msg)
             if match is None:
+                jail.count_unmatched(message.app_name)
                 continue
             evidence = evidence or _evidence(message)
             if match.address is None:

@@ -140,3 +140,20 @@ def test_plurals(
 ) -> None:
     out = run(capsys, answer, [{}] * n, "--socket", str(control_socket), "flush")
     assert text in out
+
+
+def test_status_shows_each_jail_s_unmatched_messages_per_program(
+    control_socket: Path,
+    answer: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """status --json gives the per-program counts; the table their total and, for a jail of
+    several programs, each one's."""
+    app, _ = appliance(tmp_path)
+    app.engine.jails["sshd"].stats.unmatched.update({"sshd": 3, "sshd-session": 1})
+    status = views.status(app)
+    assert status["jails"]["sshd"]["unmatched"] == {"sshd": 3, "sshd-session": 1}
+    assert status["jails"]["postfix"]["unmatched"] == {}
+    out = run(capsys, answer, status, "--socket", str(control_socket), "status")
+    assert "4 (sshd 3, sshd-session 1)" in out

@@ -135,6 +135,24 @@ def test_the_routing_gate_counts_what_it_does_not_parse(daemon: tuple[Daemon, in
     assert rc == 0 and "1 of programs no jail reads, 1 without any of their jails' literals" in text
 
 
+def test_rfc5424_misses_are_counted_as_rfc3164_ones(daemon: tuple[Daemon, int]) -> None:
+    """Three RFC 5424 lines of a program no jail reads are gated_unread (they were counted
+    nowhere); an RFC 5424 sshd line that is no failure reaches the jail and is counted as
+    unmatched for sshd, in status --json, status and the metrics' source alike."""
+    d, port = daemon
+    for _ in range(3):
+        logger(port, "4A2B3C: removed", tag="postfix/qmgr", extra=("--rfc5424",))
+    logger(port, "Accepted publickey for alice from 203.0.113.12 port 1 ssh2", tag="sshd",
+           extra=("--rfc5424",))  # fmt: skip
+    fail(port, "203.0.113.14")
+    wait_for("the ban after the missed lines", lambda: banned(d).get("203.0.113.14/32"))
+    status = d.ctl("status")
+    assert status["receiver"]["gated_unread"] == 3
+    assert status["jails"]["sshd"]["unmatched"] == {"sshd": 1}
+    rc, text, _ = d.ctl_rc("status")
+    assert rc == 0 and "3 of programs no jail reads" in text
+
+
 def test_appliancectl_verbs_and_errors(daemon: tuple[Daemon, int]) -> None:
     """ban/unban/blacklist/why through the CLI; refused requests exit 1 with a reason."""
     d, _ = daemon
