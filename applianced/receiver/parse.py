@@ -27,7 +27,7 @@ from enum import Enum
 from applianced.errors import ParseError
 from applianced.rules.message import SyslogMessage
 
-__all__ = ["Dropped", "escape_controls", "message_fields", "parse", "parse_routed"]
+__all__ = ["Dropped", "escape_controls", "message_fields", "parse", "parse_routed", "shape"]
 
 # RFC 3164 4.3.3: a message without a PRI gets facility 1 (user), severity 5 (notice).
 _DEFAULT_PRI = 13
@@ -244,16 +244,37 @@ def _parse_any(text: str, reference: datetime, stamp: _Stamp) -> SyslogMessage:
             raise ParseError(f"PRI out of range 0..191: <{digits[:6]}>")
         pri = int(digits)
         pos = m.end()
-        if text.startswith("1 ", pos) or (
-            # Another VERSION the grammar allows, when a whole header follows: "<13>42 bytes
-            # lost" stays RFC 3164 text, as it always was.
-            _VERSION.match(text, pos) and _RFC5424_HEADER_ONLY.match(text, pos)
-        ):
+        if _is_5424(text, pos):
             return _parse_5424(text, pos, pri, stamp)
         has_pri = True
     else:
         pri, pos, has_pri = _DEFAULT_PRI, 0, False
     return _parse_3164(text, pos, pri, has_pri, reference, stamp)
+
+
+def _is_5424(text: str, pos: int) -> bool:
+    """Whether the text after a PRI (at ``pos``) is RFC 5424: VERSION 1, or another VERSION the
+    grammar allows when a whole header follows ("<13>42 bytes lost" stays RFC 3164 text, as it
+    always was)."""
+    return text.startswith("1 ", pos) or (
+        _VERSION.match(text, pos) is not None and _RFC5424_HEADER_ONLY.match(text, pos) is not None
+    )
+
+
+def shape(data: bytes) -> str:
+    """Which grammar :func:`parse` reads ``data`` by, in words (``appliancectl explain``)."""
+    text = _clean(data).decode("utf-8", "replace")
+    pri = _PRI.match(text) if text.startswith("<") else None
+    pos = 0 if pri is None else pri.end()
+    if pri is not None and _is_5424(text, pos):
+        return "RFC 5424"
+    bsd = _RFC3164.match(text, pos)
+    if bsd is not None:
+        stamp = "an RFC 3339 timestamp" if bsd.group(1) is None else "a BSD timestamp"
+        return f"RFC 3164 with {stamp}" + ("" if pri else ", no PRI")
+    if pri is not None:
+        return "a PRI without a timestamp (RFC 3164 4.3.3): TAG and text"
+    return "no syslog header: the text kept whole as the message"
 
 
 def _parse_5424(text: str, pos: int, pri: int, stamp: _Stamp) -> SyslogMessage:

@@ -153,6 +153,23 @@ def test_rfc5424_misses_are_counted_as_rfc3164_ones(daemon: tuple[Daemon, int]) 
     assert rc == 0 and "3 of programs no jail reads" in text
 
 
+def test_explain_walks_a_line_through_the_running_jails(daemon: tuple[Daemon, int]) -> None:
+    """appliancectl explain against the real daemon: its jails' verdicts, the regex's
+    captures, nothing counted; a line of no jail's program says so."""
+    d, _ = daemon
+    frame = "<38>1 2026-11-22T10:00:01Z mx sshd 1 - -  " + (
+        "Failed password for invalid user admin from 203.0.113.15 port 4242 ssh2"
+    )
+    walk = d.ctl("explain", frame)
+    assert walk["shape"] == "RFC 5424" and walk["summary"] == "a failure for sshd"
+    (sshd,) = walk["jails"]
+    assert sshd["match"]["address"] == "203.0.113.15" and sshd["match"]["user"] == "admin"
+    rc, text, _ = d.ctl_rc("explain", "Nov 22 10:00:01 mx postfix/qmgr[1]: removed")
+    assert rc == 0 and "=> no jail reads it ('postfix/qmgr')" in text
+    status = d.ctl("status")
+    assert status["jails"]["sshd"]["matched"] == 0 and status["receiver"]["received"] == 0
+
+
 def test_appliancectl_verbs_and_errors(daemon: tuple[Daemon, int]) -> None:
     """ban/unban/blacklist/why through the CLI; refused requests exit 1 with a reason."""
     d, _ = daemon
