@@ -256,8 +256,14 @@ def _is_5424(text: str, pos: int) -> bool:
     """Whether the text after a PRI (at ``pos``) is RFC 5424: VERSION 1, or another VERSION the
     grammar allows when a whole header follows ("<13>42 bytes lost" stays RFC 3164 text, as it
     always was)."""
-    return text.startswith("1 ", pos) or (
-        _VERSION.match(text, pos) is not None and _RFC5424_HEADER_ONLY.match(text, pos) is not None
+    if text.startswith("1 ", pos):
+        return True
+    # A VERSION's SP is among the next three characters: an RFC 3339 timestamp ("2026-")
+    # is told apart without a regex.
+    return (
+        " " in text[pos + 1 : pos + 4]
+        and _VERSION.match(text, pos) is not None
+        and _RFC5424_HEADER_ONLY.match(text, pos) is not None
     )
 
 
