@@ -8,7 +8,8 @@ ingest (bench/ingest.py), kernel (bench/kernel.py in-process, bench/live.py the 
 bench/f2b_live.py fail2ban-server measured the same way, bench/flood.py the real daemon under
 forged UDP floods), memory (bench/memory.py), cli (bench/cli.py, appliancectl's start-up),
 stream (bench/stream.py, a CrowdSec bouncer's startup and delta pulls of the decision stream),
-parse (bench/parse.py, the parser's cost per message for each forwarder's shape). The
+store (bench/store.py, the offenders store's integrity check at open), parse
+(bench/parse.py, the parser's cost per message for each forwarder's shape). The
 kernel sections run in a network namespace created here and deleted afterwards, so the host's own
 ruleset is never touched. Needs root (``ip netns``).
 """
@@ -30,7 +31,7 @@ from typing import Any
 from bench.f2b_live import pylib
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("filters", "ingest", "kernel", "memory", "cli", "stream", "parse")
+SECTIONS = ("filters", "ingest", "kernel", "memory", "cli", "stream", "store", "parse")
 F2B_LATENCY_SAMPLES = 100  # fail2ban bans ~80 a second: 50 a second for 2 s, not 6
 
 
@@ -197,6 +198,11 @@ def kernel(args: argparse.Namespace) -> list[Row]:
             "s",
             "< 2 s",
         ),
+        Row(
+            "restart over 100,000 bans in the kernel: Appliance.start() (their listing included)",
+            [r["restart_100k_s"] for r in inproc],
+            "s",
+        ),
     ]
     for kind, what in (("v4", "an IPv4 address"), ("v6_64", "an IPv6 /64")):
         for fill, where in (
@@ -317,6 +323,23 @@ def stream(args: argparse.Namespace) -> list[Row]:
     return rows
 
 
+def store(args: argparse.Namespace) -> list[Row]:
+    runs = repeat("store", args.runs, lambda: module("bench.store"))
+    size = statistics.median(r["size_mib"] for r in runs)
+    return [
+        Row(
+            f"store of 100,000 bans ({size:,.0f} MiB): PRAGMA quick_check, median of 5",
+            [r["quick_check_s"] for r in runs],
+            "s",
+        ),
+        Row(
+            "store of 100,000 bans: open (quick_check, migrations), median of 5",
+            [r["open_s"] for r in runs],
+            "s",
+        ),
+    ]
+
+
 def parse(args: argparse.Namespace) -> list[Row]:
     runs = repeat("parse", args.runs, lambda: module("bench.parse"))
     return [Row(f"parse {name}", [r[name] for r in runs], "us/msg") for name in runs[0]]
@@ -360,6 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "memory": memory,
         "cli": cli,
         "stream": stream,
+        "store": store,
         "parse": parse,
     }
     chosen = args.only or SECTIONS

@@ -86,6 +86,7 @@ def test_status_through_the_config_imports_no_daemon_code(tmp_path: Path) -> Non
         ("parse", "--json"),
         ("explain", "--config", str(DEFAULT_CONFIG)),
         ("jail", "set", "sshd", "maxretry", "not-a-number"),
+        ("import-fail2ban", str(Path(__file__).parents[1] / "data" / "f2b-trees" / "qmail")),
     ],
     ids=lambda argv: argv[0],
 )
