@@ -103,7 +103,7 @@ class Edge:
     can match (no jail reads its program, or it holds none of their failregexes' literals) is
     counted as received and dropped before anything is built (``parse_routed``); the engine
     would have found nothing in it. Other shapes (RFC 5424) are parsed, then counted and
-    dropped the same way when no jail reads their program."""
+    dropped for the same reasons."""
 
     def __init__(
         self,

@@ -6,8 +6,8 @@ in), no logging; bad input raises ParseError. Called by the listeners for every 
 path: precompiled regexes, one match per message; the common RFC 3164 shape by a pattern of its
 own, on the bytes) and by ``appliancectl parse``. ``parse_routed`` is the routing gate: it builds
 nothing for a message of the common shape that no jail can match (one no jail reads, or one
-without any literal its jails' failregexes need); other shapes are parsed, then dropped the
-same way when no jail reads their program.
+without any literal its jails' failregexes need); other shapes are parsed, then dropped for
+the same reasons.
 
 Control characters are escaped the way rsyslog writes them (``escape_controls``) before any
 field is built, so that no field and no filter sees a raw LF, CR, NUL or other control: a
@@ -188,16 +188,34 @@ def parse_routed(
     strings ``gate`` names for that program (a failregex's required literal is in the text
     only if its UTF-8 bytes are in the escaped message). A message of another shape (RFC
     5424 among them) is parsed whole, since only then is its app-name known, and then dropped
-    as UNREAD when no jail reads that program (asked with its UTF-8 bytes, b"" for none); its
-    literals are not tested (a fail2ban filter reads a line built from the fields, which the
-    frame need not hold)."""
+    the same ways: UNREAD when no jail reads that program (asked with its UTF-8 bytes, b""
+    for none), HOPELESS when its traditional line (" host app[pid]: msg", which holds the MSG
+    and is what a fail2ban filter reads) holds none of the literals: that line is built from
+    the fields and need not be in the frame, so only a frame without any literal is dropped,
+    and only once its line is found to hold none either."""
     data = data.rstrip(_TRAILING)
     stamp = (sender, transport, received_at)
     m = _COMMON.match(data)
     if m is None:
-        message = _parse_any(escape_controls(data).decode("utf-8", "replace"), reference, stamp)
+        data = escape_controls(data)
+        message = _parse_any(data.decode("utf-8", "replace"), reference, stamp)
         app = message.app_name
-        return Dropped.UNREAD if gate(app.encode() if app else b"") is None else message
+        needles = gate(app.encode() if app else b"")
+        if needles is None:
+            return Dropped.UNREAD
+        # A literal in the frame may be in the line; only a frame without any is worth the
+        # line's building (the literals may span the fields it joins). Loops, not any(): a
+        # generator costs more than the search.
+        for needle in needles:
+            if needle in data:
+                return message
+        if needles:
+            line = (" " + message.line).encode()
+            for needle in needles:
+                if needle in line:
+                    return message
+            return Dropped.HOPELESS
+        return message
     needles = gate(m.group(_COMMON_APP))
     if needles is None:
         return Dropped.UNREAD

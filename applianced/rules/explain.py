@@ -79,6 +79,8 @@ def _summary(message: SyslogMessage, walks: tuple[JailWalk, ...]) -> str:
     if spared:
         return f"a failure of an address {', '.join(spared)} never bans: counted as ignored"
     names = ", ".join(w.jail for w in read)
+    if all(w.verdict == "no literal" for w in read):
+        return f"read by {names}, none of their literals in it: counted as gated_no_literal"
     return f"read by {names}, and no failure found: counted as unmatched"
 
 
@@ -114,8 +116,8 @@ def _examine(jail: Jail, text: str, steps: list[str]) -> JailWalk:
         shown = ", ".join(repr(literal) for literal in filt.literals)
         return walk(
             "no literal",
-            f"the text holds none of the prefilter literals {shown} (an RFC 3164 message "
-            "that no jail reading it finds a literal in is dropped unparsed: gated_no_literal)",
+            f"the text holds none of the prefilter literals {shown} (a message that no jail "
+            "reading it finds a literal in is dropped at the gate: gated_no_literal)",
         )
     outcome, match, index = filt.examine(text)
     tried = _failregexes(filt, index)

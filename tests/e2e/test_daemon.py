@@ -137,20 +137,23 @@ def test_the_routing_gate_counts_what_it_does_not_parse(daemon: tuple[Daemon, in
 
 def test_rfc5424_misses_are_counted_as_rfc3164_ones(daemon: tuple[Daemon, int]) -> None:
     """Three RFC 5424 lines of a program no jail reads are gated_unread (they were counted
-    nowhere); an RFC 5424 sshd line that is no failure reaches the jail and is counted as
-    unmatched for sshd, in status --json, status and the metrics' source alike."""
+    nowhere), an sshd one without the filter's literals gated_no_literal; one with a literal
+    that is no failure reaches the jail and is counted as unmatched for sshd, in status --json
+    and status alike."""
     d, port = daemon
     for _ in range(3):
         logger(port, "4A2B3C: removed", tag="postfix/qmgr", extra=("--rfc5424",))
     logger(port, "Accepted publickey for alice from 203.0.113.12 port 1 ssh2", tag="sshd",
            extra=("--rfc5424",))  # fmt: skip
+    logger(port, "Failed none for alice from 203.0.113.12 port 1 ssh2", tag="sshd",
+           extra=("--rfc5424",))  # fmt: skip
     fail(port, "203.0.113.14")
     wait_for("the ban after the missed lines", lambda: banned(d).get("203.0.113.14/32"))
     status = d.ctl("status")
-    assert status["receiver"]["gated_unread"] == 3
+    assert (status["receiver"]["gated_unread"], status["receiver"]["gated_no_literal"]) == (3, 1)
     assert status["jails"]["sshd"]["unmatched"] == {"sshd": 1}
     rc, text, _ = d.ctl_rc("status")
-    assert rc == 0 and "3 of programs no jail reads" in text
+    assert rc == 0 and "3 of programs no jail reads, 1 without any of their jails' literals" in text
 
 
 def test_explain_walks_a_line_through_the_running_jails(daemon: tuple[Daemon, int]) -> None:

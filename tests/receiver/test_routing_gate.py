@@ -77,6 +77,19 @@ def test_a_message_without_the_filters_literal_is_received_but_not_handed_on() -
     assert (stats.gated_unread, stats.gated_no_literal) == (0, 1)
 
 
+def test_rfc5424_without_the_filters_literal_counts_as_rfc3164_does() -> None:
+    """An RFC 5424 sshd message holding none of the filter's literals is gated_no_literal, as
+    the same message in RFC 3164 is; one holding a literal reaches the jails."""
+    proto, got, stats = _listener(reads=True)
+    proto.datagramReceived(b"<38>1 2026-11-22T10:00:01Z mx sshd 2 - - Accepted key for bob", SENDER)
+    proto.datagramReceived(b"<38>Nov 22 10:00:01 mx sshd[2]: Accepted key for bob", SENDER)
+    proto.datagramReceived(
+        b"<38>1 2026-11-22T10:00:01Z mx sshd 2 - - Failed key from 192.0.2.7", SENDER
+    )
+    assert [m.msg for m in got] == ["Failed key from 192.0.2.7"]
+    assert (stats.received, stats.gated_unread, stats.gated_no_literal) == (3, 0, 2)
+
+
 def test_the_gate_names_the_literals_of_every_jail_that_reads_a_program() -> None:
     """Two jails read sshd: a message needs either's literal. A jail whose filter has no
     literal makes every message of its programs worth parsing; an unread program is None."""

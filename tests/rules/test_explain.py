@@ -67,7 +67,7 @@ def test_a_text_without_any_prefilter_literal_runs_no_regex() -> None:
     walk = _walk(message("Accepted publickey for bob"), _sshd())
     assert walk.jails[0].verdict == "no literal" and walk.jails[0].failregex == ()
     assert "prefilter literals 'Failed '" in walk.jails[0].steps[-1]
-    assert walk.summary == "read by sshd, and no failure found: counted as unmatched"
+    assert walk.summary == "read by sshd, none of their literals in it: counted as gated_no_literal"
 
 
 def test_every_failregex_tried_and_none_matched() -> None:
