@@ -319,10 +319,11 @@ def _parse_5424(text: str, pos: int, pri: int, stamp: _Stamp) -> SyslogMessage:
         msg = msg[1:]
     elif msg.startswith(" "):
         # rsyslog's RSYSLOG_SyslogProtocol23Format writes "%STRUCTURED-DATA% %msg%", and the msg
-        # of a message it read as RFC 3164 keeps the SP that followed the TAG's ":" (rsyslog's
-        # mmrm1stspace and remove.msgFirstSpace exist to drop it): "- -  imap-login: ...". That
-        # SP separated the TAG, it is no part of what the program wrote; anchored filters
-        # ("^imap-login") would never match with it.
+        # of a message it read as RFC 3164 keeps the SP that followed the TAG's ":" (its
+        # traditional templates write "%syslogtag%%msg:::sp-if-no-1st-sp%%msg%" for that reason;
+        # mmrm1stspace and remove.msgFirstSpace drop it): "- -  imap-login: ...". By the
+        # grammar that SP is the MSG's first character, but it separated the TAG and is no part
+        # of what the program wrote; anchored filters ("^imap-login") would never match it.
         msg = msg[1:]
     # Positional (field order of SyslogMessage): keywords cost 0.4 us a message on this path.
     return SyslogMessage(
