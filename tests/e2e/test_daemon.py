@@ -156,6 +156,23 @@ def test_rfc5424_misses_are_counted_as_rfc3164_ones(daemon: tuple[Daemon, int]) 
     assert rc == 0 and "3 of programs no jail reads, 1 without any of their jails' literals" in text
 
 
+def test_rfc5424_of_any_version_bans_and_an_over_long_field_is_a_parse_error(
+    daemon: tuple[Daemon, int],
+) -> None:
+    """VERSION 2 is RFC 5424 as 1 is: its failures ban. An APP-NAME over RFC 5424's 48
+    characters is counted as a parse error, and the log names the field."""
+    d, port = daemon
+    failure = "Failed password for invalid user admin from 203.0.113.16 port 4242 ssh2"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(f"<38>1 2026-11-22T10:00:01Z mx {'a' * 49} 1 - - x".encode(), ("127.0.0.1", port))
+        for _ in range(3):
+            s.sendto(f"<38>2 2026-11-22T10:00:01Z mx sshd 1 - - {failure}".encode(),
+                     ("127.0.0.1", port))  # fmt: skip
+    wait_for("the ban from RFC 5424 version 2", lambda: banned(d).get("203.0.113.16/32"))
+    assert d.receiver()["parse_errors"] == 1
+    assert "RFC 5424 APP-NAME of 49 characters, over the 48 RFC 5424 allows" in d.output
+
+
 def test_explain_walks_a_line_through_the_running_jails(daemon: tuple[Daemon, int]) -> None:
     """appliancectl explain against the real daemon: its jails' verdicts, the regex's
     captures, nothing counted; a line of no jail's program says so."""
