@@ -272,6 +272,16 @@ def _offline_verbs(verb: _Verb) -> None:
     )
     v.set_defaults(fn="offline:cmd_parse")
     v = verb(
+        "explain",
+        "walk one log line or syslog frame through the jails: how it parses, which jails read "
+        "it, which regex matched and what it took, or why none did (the running daemon's "
+        "jails; with --config, that file's, offline)",
+        "appliancectl explain 'Nov 22 10:00:01 mx sshd[1]: Failed password for root from "
+        "203.0.113.7 port 22 ssh2'\n  appliancectl explain < frame.bin --config appliance.toml",
+    )
+    v.add_argument("line", nargs="?", help="the line or frame (default, or -: read stdin)")
+    v.set_defaults(fn="explain:cmd_explain")
+    v = verb(
         "test-filter",
         "run a shipped filter, a config jail, a fail2ban .conf or an inline failregex over a log "
         "file, as fail2ban-regex does (offline)",
@@ -403,7 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     doubt = None
     try:
         module, _, name = args.fn.partition(":")
-        if module == "online":  # the verbs over the control socket
+        if module in ("online", "explain"):  # the verbs over the control socket
             args.sock, doubt = _socket_path(args)
         run: Callable[[argparse.Namespace], None] = getattr(
             importlib.import_module(f"applianced.cli.{module}"), name

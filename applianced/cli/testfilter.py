@@ -137,8 +137,12 @@ def cmd_test_filter(args: argparse.Namespace) -> None:
     spec, log = order_arguments(args.first, args.second)
     filt, programs = filter_of(spec, args.ignoreregex, args.config)
     selects = ProgramSelector(programs)
+    # A line without a program (b"": a log file's own line, blank or dated its own way) is
+    # always examined, as the filter may be meant for such a file.
     gate = GateCache(
-        lambda tag: filt.needles if selects(tag.decode("utf-8", "replace")) else None
+        lambda tag: (
+            () if not tag else filt.needles if selects(tag.decode("utf-8", "replace")) else None
+        )
     ).__getitem__
     now = datetime.now(UTC)
     # Plain counters, not a dict: the loop below runs once a line of a log of millions.
