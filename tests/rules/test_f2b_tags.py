@@ -1,0 +1,137 @@
+"""fail2ban's host tags wherever fail2ban allows them (issue 21): several host tags of which one
+matches (``\\[(?:IPv6:<IP6>|<IP4>)\\]``), a host tag in ``prefregex``, the named forms
+``<F-IP4>``/``<F-IP6>``/``<F-ADDR>``/``<F-DNS>``, a field captured in two branches, and
+``<F-ALT_USER>``; under RE2 and under ``re`` alike, with the prefilter literals still found.
+Our own annotated lines; the Debian corpus is the conformance suite's.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from applianced.errors import FilterError
+from applianced.rules.filters import Filter, Outcome
+
+ENGINES = ("auto", "re")
+
+# (failregex, prefregex, line, expected host as the daemon bans it, expected user)
+CASES = [
+    # sendmail-auth's form: one of two host tags in an alternation takes part.
+    (
+        r"^\S+ \[(?:IPv6:<IP6>|<IP4>)\]: possible SMTP attack",
+        None,
+        "mx.example [IPv6:2001:db8::5]: possible SMTP attack",
+        "2001:db8::5",
+        None,
+    ),
+    (
+        r"^\S+ \[(?:IPv6:<IP6>|<IP4>)\]: possible SMTP attack",
+        None,
+        "mx.example [192.0.2.5]: possible SMTP attack",
+        "192.0.2.5",
+        None,
+    ),
+    # Two host groups, each in its own branch; the one that matched decides.
+    (
+        r"^(?:relay from <HOST>|client <ADDR> rejected)$",
+        None,
+        "client 198.51.100.3 rejected",
+        "198.51.100.3",
+        None,
+    ),
+    # courier-smtp's form: the address is in prefregex, failregex has none.
+    (
+        r"^550 User unknown",
+        r"^error,relay=<HOST>,<F-CONTENT>.+</F-CONTENT>$",
+        "error,relay=::ffff:203.0.113.9,550 User unknown.",
+        "203.0.113.9",
+        None,
+    ),
+    # The named forms: the operator's own pattern for the address.
+    (r"^rip=<F-IP4>[0-9.]+</F-IP4>,", None, "rip=192.0.2.44, lip=x", "192.0.2.44", None),
+    (
+        r"^from <F-ADDR>[0-9a-f:.]+</F-ADDR> port",
+        None,
+        "from 2001:db8::1:2 port 22",
+        "2001:db8::1:2",
+        None,
+    ),
+    # <F-USER> in two branches, and <F-ALT_USER> as the fallback.
+    (
+        r"^(?:user <F-USER>\w+</F-USER>|login <F-USER>\w+</F-USER>) from <HOST>",
+        None,
+        "login grace from 192.0.2.8",
+        "192.0.2.8",
+        "grace",
+    ),
+    (
+        r"^ruser=<F-ALT_USER>\S*</F-ALT_USER> rhost=<HOST>(?: user=<F-USER>\S+</F-USER>)?$",
+        None,
+        "ruser=alice rhost=192.0.2.9",
+        "192.0.2.9",
+        "alice",
+    ),
+    (
+        r"^ruser=<F-ALT_USER>\S*</F-ALT_USER> rhost=<HOST>(?: user=<F-USER>\S+</F-USER>)?$",
+        None,
+        "ruser=alice rhost=192.0.2.9 user=bob",
+        "192.0.2.9",
+        "bob",
+    ),
+]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize(("failregex", "prefregex", "line", "host", "user"), CASES)
+def test_host_tags_where_fail2ban_allows_them(
+    engine: str, failregex: str, prefregex: str | None, line: str, host: str, user: str | None
+) -> None:
+    filt = Filter([failregex], prefregex=prefregex, engine=engine)
+    for found in (filt.match(line), filt.examine(line)[1], filt.examine(line, prefilter=True)[1]):
+        assert found is not None
+        assert str(found.address) == host
+        assert found.user == user
+
+
+def test_two_host_tags_keep_the_prefilter_literal() -> None:
+    filt = Filter([r"^\S+ \[(?:IPv6:<IP6>|<IP4>)\]: possible SMTP attack"])
+    assert filt.literals == ("]: possible SMTP attack",)
+    assert filt.match("mx [192.0.2.5]: something else") is None
+
+
+def test_an_invalid_address_in_the_branch_taken_is_no_match() -> None:
+    filt = Filter([r"^\[(?:IPv6:<IP6>|<IP4>)\]"])
+    assert filt.match("[999.1.2.3]") is None
+    assert filt.examine("[999.1.2.3]")[0] is Outcome.MISSED
+
+
+def test_a_hit_whose_host_branch_did_not_take_part_is_no_failure() -> None:
+    filt = Filter([r"^(?:from <HOST>|closed)$"])
+    assert filt.match("closed") is None
+    assert filt.examine("closed")[0] is Outcome.MISSED
+
+
+def test_cidr_in_the_second_host_tag_reads_its_own_prefix() -> None:
+    filt = Filter([r"^(?:host <HOST>|net <CIDR>)$"])
+    found = filt.match("net 192.0.2.0/24")
+    assert found is not None and found.prefix == 24
+    found = filt.match("host 192.0.2.7")
+    assert found is not None and found.prefix is None
+
+
+def test_failregex_without_host_tag_needs_one_in_prefregex() -> None:
+    with pytest.raises(FilterError, match="has no <HOST>"):
+        Filter([r"^550 User unknown"], prefregex=r"^error,<F-CONTENT>.+</F-CONTENT>$")
+
+
+def test_failregex_host_wins_over_prefregex_host() -> None:
+    filt = Filter([r"^via <HOST>$"], prefregex=r"^from <HOST> <F-CONTENT>.+</F-CONTENT>$")
+    found = filt.match("from 192.0.2.1 via 192.0.2.2")
+    assert found is not None and str(found.address) == "192.0.2.2"
+
+
+def test_f_dns_needs_hostnames_allowed() -> None:
+    with pytest.raises(FilterError, match="<F-DNS> captures host names"):
+        Filter([r"^from <F-DNS>\S+</F-DNS>$"])
+    found = Filter([r"^from <F-DNS>\S+</F-DNS>$"], allow_dns=True).match("from mx.example.com")
+    assert found is not None and found.host == "mx.example.com" and found.address is None
