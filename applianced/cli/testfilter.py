@@ -37,6 +37,7 @@ from applianced.rules.engine import GateCache
 from applianced.rules.filters import Filter, Outcome
 from applianced.rules.jail import ProgramSelector, jail_filter
 from applianced.rules.message import SyslogMessage
+from applianced.rules.multiline import MultiLine
 
 __all__ = ["cmd_test_filter"]
 
@@ -62,7 +63,9 @@ def _resolve_filter(args: argparse.Namespace) -> tuple[Filter, tuple[str, ...]]:
         if isinstance(source, F2bFilter):
             for note in source.notes:
                 print(f"note: {note}", file=sys.stderr)
-        return source.compile(), source.programs
+        # As fail2ban-regex: a host name is reported as the name (a jail's usedns decides
+        # whether the daemon resolves it).
+        return source.compile(allow_dns=True), source.programs
     except UnknownFilterError:
         jails = ", ".join(j.name for j in config.jails) if config else "none (no config)"
         raise CliError(
@@ -141,6 +144,9 @@ def cmd_test_filter(args: argparse.Namespace) -> None:
     missed_lines: list[str] = []
     want_json, want_missed = args.json, args.missed
     progress = _progress(args.log)
+    # A multi-line filter keeps its state over the whole file (one source); in the daemon,
+    # per sender, program and pid.
+    lines_state = MultiLine(filt) if filt.multiline else None
     started = time.monotonic()
     number = 0
     try:
@@ -177,12 +183,18 @@ def cmd_test_filter(args: argparse.Namespace) -> None:
                 if app_name is not None and not selects(app_name):
                     other_program += 1
                     continue
-                outcome, match, index = filt.examine(text, prefilter=True)
+                if lines_state is None:
+                    outcome, match, index = filt.examine(text, prefilter=True)
+                else:
+                    outcome, match, index = lines_state.feed(None, text, 0.0)
                 if outcome is Outcome.MATCHED and match is not None:
                     matched += 1
                     per_regex[index or 0] = per_regex.get(index or 0, 0) + 1
                     if want_json:
-                        row: dict[str, Any] = {"lineno": number, "host": match.host}
+                        # What the daemon bans: the canonical address (::ffff:192.0.2.1 is
+                        # 192.0.2.1), or the name a usedns jail resolves.
+                        host = match.host if match.address is None else str(match.address)
+                        row: dict[str, Any] = {"lineno": number, "host": host}
                         if match.user is not None:
                             row["user"] = match.user
                         print(json.dumps(row))

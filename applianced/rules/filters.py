@@ -154,7 +154,7 @@ class Filter:
         self._pref_reader: Reader | None = None
         if prefregex is not None:
             self._pref, self._pref_reader = self._compile_pref(prefregex)
-        self.mlfid = self._pref_reader is not None and "mlfid" in self._pref.groupindex  # type: ignore[union-attr]
+        self.mlfid = self._pref is not None and "mlfid" in self._pref.groupindex
         self.failregex: tuple[str, ...] = tuple(failregex)
         self.ignoreregex: tuple[str, ...] = tuple(ignoreregex)
         if not self.failregex:
@@ -190,6 +190,11 @@ class Filter:
             if not any("\ufffd" in lit for lit in self.literals)
             else ()
         )
+
+    @property
+    def multiline(self) -> bool:
+        """Whether a line's outcome depends on lines before it (``rules/multiline.py``)."""
+        return self.maxlines > 1 or self.mlfid
 
     def __repr__(self) -> str:
         return (

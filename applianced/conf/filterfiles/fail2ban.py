@@ -11,12 +11,13 @@ Called by the config loader (a jail's ``filter`` that is a path, or a name with
 ``filter_dir``) and by ``appliancectl test-filter``. Reads files, nothing else: no logging, no
 DNS; compiling and matching is ``rules/filters.py``'s.
 
-What fail2ban filters use that applianced does not do is a FilterError naming the file, the
-line and the feature (multi-line matching: ``maxlines`` > 1, ``<SKIPLINES>``; a host tag in
-``prefregex``), never a silent mismatch. Two things are reported as ``notes`` instead of
-refused, because Debian's own filters use them: ``datepattern`` (the appliance takes time from
-the syslog header; ``strip_date`` handles plain files) and failregexes without a host tag,
-which in fail2ban only count through multi-line tracking by ``<F-MLFID>``; they are left out.
+Multi-line filters (``maxlines`` > 1 with ``<SKIPLINES>``, ``<F-MLFID>``) compile to a Filter
+whose multi-line state ``rules/multiline.py`` keeps. What fail2ban filters use that applianced
+does not do is a FilterError naming the file, the line and the feature, never a silent
+mismatch. Two things are reported as ``notes`` instead of refused: ``datepattern`` (the
+appliance takes time from the syslog header; ``strip_date`` handles plain files) and
+failregexes without a host tag in a filter where no prefregex host or ``<F-MLFID>`` can give
+them an address; they are left out.
 """
 
 from __future__ import annotations
@@ -45,9 +46,9 @@ _ARG = re.compile(
     r"""\s*(?P<key>[\w-]+)\s*=\s*(?P<value>"[^"]*"|'[^']*'|[^,]*?)\s*(?:,|$)""", re.DOTALL
 )
 _MID_FLAGS = re.compile(r"(?<!\\)\(\?(?P<flags>[aiLmsux]+)\)")
-_UNSUPPORTED_TAGS = {
-    "SKIPLINES": "multi-line matching (<SKIPLINES>)",
-}
+# <SKIPLINES>: the rest of the line, then any whole lines, of the buffered maxlines.
+_SKIPLINES = r"\n?(?:[^\n]*\n)*?"
+MAX_LINES = 100  # a maxlines above this is refused: every buffered line is searched again
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,7 @@ class F2bFilter:
     files: tuple[Path, ...]
     where: tuple[tuple[Path, int], ...] = field(default=())
     prefregex_where: tuple[Path, int] | None = None
+    maxlines: int = 1
 
     def compile(self, allow_dns: bool = False) -> Filter:
         """The Filter (matched against ``message.line``); FilterError names file and line."""
@@ -81,6 +83,7 @@ class F2bFilter:
                 name=self.name,
                 prefregex=self.prefregex,
                 on_line=True,
+                maxlines=self.maxlines,
             )
         except FilterError as exc:
             raise self._locate(exc, allow_dns) from None
@@ -98,6 +101,8 @@ class F2bFilter:
             tries.append((at, {"ignoreregex": [rx]}))
         for at, kw in tries:
             fail = kw.get("failregex", ["<HOST>"])
+            if "failregex" in kw and self.prefregex is not None:
+                kw["prefregex"] = self.prefregex  # a failregex may take its host from it
             ignore = kw.get("ignoreregex", [])
             pref = kw.get("prefregex")
             try:
@@ -182,9 +187,10 @@ def load_fail2ban_filter(path: Path, options: Mapping[str, str] | None = None) -
         raise FilterError(f"{path}: no [Definition] section; is this a fail2ban filter?")
     r = Resolver(sections, options or {}, path)
     notes: list[str] = []
-    _check_maxlines(r, path)
+    maxlines = _maxlines(r, path)
     prefregex, pref_where = _prefregex(r)
-    fail = _failregexes(r, notes)
+    hostless_ok = prefregex is not None and (_has_host_tag(prefregex) or "<F-MLFID>" in prefregex)
+    fail = _failregexes(r, notes, hostless_ok)
     if not fail:
         raise FilterError(f"{path}: no failregex with a host tag (<HOST>, <ADDR>, ...)")
     ignore = [Located(_fix_regex(x), x.path, x.line) for x in r.lines("ignoreregex")]
@@ -204,23 +210,20 @@ def load_fail2ban_filter(path: Path, options: Mapping[str, str] | None = None) -
         files=tuple(sections.files),
         where=tuple((x.path, x.line) for x in (*fail, *ignore)),
         prefregex_where=pref_where,
+        maxlines=maxlines,
     )
 
 
-def _check_maxlines(r: Resolver, path: Path) -> None:
-    """Refuse multi-line matching: each syslog message is matched on its own."""
+def _maxlines(r: Resolver, path: Path) -> int:
+    """The lines a multi-line failregex may span (1 when not set)."""
     maxlines = r.entry("maxlines")
     if "maxlines" not in r.options and maxlines is None:
-        return
+        return 1
     value = r.value("maxlines").strip()
     at = f"{maxlines.path}:{maxlines.line}" if maxlines else str(path)
-    if not value.isdigit():
-        raise FilterError(f"{at}: maxlines = {value!r} is not a number")
-    if int(value) > 1:
-        raise FilterError(
-            f"{at}: maxlines = {value}: multi-line matching is not supported by applianced "
-            "(each syslog message is matched on its own)"
-        )
+    if not value.isdigit() or not 1 <= int(value) <= MAX_LINES:
+        raise FilterError(f"{at}: maxlines = {value!r}: give a number of lines, 1 to {MAX_LINES}")
+    return int(value)
 
 
 def _prefregex(r: Resolver) -> tuple[str | None, tuple[Path, int] | None]:
@@ -232,24 +235,19 @@ def _prefregex(r: Resolver) -> tuple[str | None, tuple[Path, int] | None]:
         second = pref_lines[1]
         raise FilterError(f"{second.path}:{second.line}: prefregex must be one regex, not several")
     first = pref_lines[0]
-    prefregex = _fix_regex(first)
-    if _has_host_tag(prefregex):
-        raise FilterError(
-            f"{first.path}:{first.line}: a host tag in prefregex (the "
-            "address taken from the prefix) is not supported by applianced"
-        )
-    return prefregex, (first.path, first.line)
+    return _fix_regex(first), (first.path, first.line)
 
 
-def _failregexes(r: Resolver, notes: list[str]) -> list[Located]:
-    """The failregexes with a host tag; those without one are left out with a note."""
+def _failregexes(r: Resolver, notes: list[str], hostless_ok: bool) -> list[Located]:
+    """The failregexes; those without a host tag are left out with a note unless the
+    prefregex gives them an address (its host tag, or the multi-line state by <F-MLFID>)."""
     fail: list[Located] = []
     for located in r.lines("failregex"):
         rx = _fix_regex(located)
-        if not _has_host_tag(rx):
+        if not (hostless_ok or _has_host_tag(rx) or "<F-MLFID>" in rx):
             notes.append(
                 f"{located.path}:{located.line}: failregex without a host tag left out "
-                f"(fail2ban needs multi-line tracking by <F-MLFID> for it): {located.text}"
+                f"(no prefregex host or <F-MLFID> can give it an address): {located.text}"
             )
             continue
         fail.append(Located(rx, located.path, located.line))
@@ -271,8 +269,7 @@ def _datepattern(r: Resolver, notes: list[str]) -> str | None:
 
 
 _DEFAULT_DATES = re.compile(r"\{\^?LN-BEG\}(?:TAI64N)?|\{DATE\}")
-_HOST_TAG = re.compile(r"<(?:HOST|ADDR|IP4|IP6|CIDR|SUBNET|DNS)>")
-_UPPER_TAG = re.compile(r"<(?P<tag>[A-Z][A-Z0-9_]*)>")
+_HOST_TAG = re.compile(r"<(?:HOST|ADDR|IP4|IP6|CIDR|SUBNET|DNS|F-IP4|F-IP6|F-ADDR|F-DNS)>")
 
 
 def _has_host_tag(regex: str) -> bool:
@@ -280,17 +277,10 @@ def _has_host_tag(regex: str) -> bool:
 
 
 def _fix_regex(located: Located) -> str:
-    """Refuse unsupported tags; move a global flag such as ``(?i)`` written mid-pattern to the
-    start, which is what it meant to the Pythons fail2ban filters were written for (3.11
+    """Substitute ``<SKIPLINES>``; move a global flag such as ``(?i)`` written mid-pattern to
+    the start, which is what it meant to the Pythons fail2ban filters were written for (3.11
     refuses it)."""
-    rx = located.text
-    for m in _UPPER_TAG.finditer(rx):
-        feature = _UNSUPPORTED_TAGS.get(m.group("tag"))
-        if feature is not None:
-            raise FilterError(
-                f"{located.path}:{located.line}: {feature} is not supported by applianced "
-                "(each syslog message is matched on its own)"
-            )
+    rx = located.text.replace("<SKIPLINES>", _SKIPLINES)
     flags = ""
     for m in _MID_FLAGS.finditer(rx):
         if m.start() > 0:

@@ -182,17 +182,8 @@ def write(tmp_path: Path, text: str, name: str = "f.conf") -> Path:
 @pytest.mark.parametrize(
     ("text", "line", "words"),
     [
-        ("[Definition]\nfailregex = ^a <HOST>\nmaxlines = 3\n", 3, "multi-line matching"),
-        (
-            "[Definition]\nfailregex = ^a <HOST>\n  ^b<SKIPLINES>c <HOST>\n",
-            3,
-            "multi-line matching (<SKIPLINES>)",
-        ),
-        (
-            "[Definition]\nprefregex = ^<HOST> <F-CONTENT>.+</F-CONTENT>\nfailregex = ^x <HOST>\n",
-            2,
-            "host tag in prefregex",
-        ),
+        ("[Definition]\nfailregex = ^a <HOST>\nmaxlines = 500\n", 3, "1 to 100"),
+        ("[Definition]\nfailregex = ^a <HOST>\nmaxlines = two\n", 3, "give a number"),
         ("[INCLUDES]\nbefore = nothere.conf\n[Definition]\nfailregex = <HOST>\n", 2, "no such"),
         ("[Definition]\nfailregex = ^a (<HOST>\n", 2, "bad regular expression"),
         ("[Definition]\nfailregex = ^a <HOST>\n  ^b %(nope)s <HOST>\n", 3, "not defined"),
@@ -303,20 +294,17 @@ def test_debian_mail_filters_load_in_every_mode(debian_filter_d: Path, name: str
         assert load_fail2ban_filter(path, {"mode": mode}).compile().failregex
 
 
-def test_debian_filter_d_mostly_loads_and_refusals_name_a_feature(debian_filter_d: Path) -> None:
-    """Every Debian filter either compiles or is refused with file, line and a feature."""
-    loaded, refused = 0, []
+def test_debian_filter_d_loads(debian_filter_d: Path) -> None:
+    """Every Debian filter compiles; only the helper files (*common.conf, included by the
+    others) are refused, naming the file."""
+    refused = []
     for path in sorted(debian_filter_d.glob("*.conf")):
         try:
             load_fail2ban_filter(path).compile()
-            loaded += 1
         except FilterError as e:
-            refused.append(str(e))
-    assert loaded >= 70, refused
-    for why in refused:
-        assert ".conf" in why, why
-        # helper files (*-common.conf) have no filter of their own; the rest name a feature
-        assert "common.conf" in why or "not supported" in why or "host tags" in why, why
+            refused.append((path.name, str(e)))
+    assert [name for name, _ in refused if not name.endswith("common.conf")] == [], refused
+    assert all(name in why for name, why in refused)
 
 
 def test_test_filter_cli_accepts_a_conf_path(

@@ -1,0 +1,129 @@
+"""Multi-line matching for fail2ban filters: ``maxlines`` (a failregex searched over the last
+lines of one source joined by newlines) and ``<F-MLFID>`` (lines of one connection sharing what
+they captured: the address of one line, the failure of a later one), bounded in memory and time.
+
+Owns the per-source state. The engine keeps one ``MultiLine`` per jail whose filter needs it
+(``Filter.multiline``), keyed by (sender, program, pid); ``appliancectl test-filter`` keeps one
+per file. Single-line filters never reach this module. Pure: time comes in as ``now``.
+
+Semantics (fail2ban 1.0.2's, as its documentation and behaviour show them):
+
+- With ``maxlines`` N > 1 a line is searched together with up to N - 1 lines of the same
+  source before it; a failure empties that source's buffer, so its lines count once.
+- ``<F-MLFID>`` names a connection. A hit remembers what it captured under that name; a later
+  hit without an address takes the remembered one, and a user from an earlier line of it.
+  ``<F-NOFAIL>`` (and ``<F-MLFGAINED>``, a login that succeeded) is remembered and counts
+  nothing, unless the connection tried a second user name, which makes it a failure.
+  ``<F-MLFFORGET>`` (a disconnect) forgets the connection after this line.
+- A source or connection unseen for ``max_age`` seconds is forgotten, and at most
+  ``max_sources`` of each are kept (the least recently seen go first).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TypeVar
+
+from applianced.rules.filters import Filter, Match, Outcome
+
+__all__ = ["MAX_AGE", "MAX_SOURCES", "MultiLine"]
+
+MAX_SOURCES = 4096  # buffers and connections kept at most, each
+MAX_AGE = 600.0  # seconds a buffer or a connection is kept without a new line
+
+Result = tuple[Outcome, Match | None, int | None]
+_V = TypeVar("_V")
+
+
+@dataclass(slots=True)
+class _Connection:
+    """What the lines of one ``<F-MLFID>`` captured so far."""
+
+    seen: float
+    match: Match | None = None  # the last hit with an address
+    users: set[str] = field(default_factory=set)
+
+
+class MultiLine:
+    """The multi-line state of one filter over many sources (see the module docstring)."""
+
+    def __init__(
+        self, filt: Filter, *, max_sources: int = MAX_SOURCES, max_age: float = MAX_AGE
+    ) -> None:
+        self.filter = filt
+        self.max_sources = max_sources
+        self.max_age = max_age
+        self._buffers: OrderedDict[Hashable, tuple[float, list[str]]] = OrderedDict()
+        self._connections: OrderedDict[Hashable, _Connection] = OrderedDict()
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Buffers and connections held (for tests and the bounds)."""
+        return len(self._buffers), len(self._connections)
+
+    def feed(self, source: Hashable, text: str, now: float) -> Result:
+        """The outcome of ``text``, the latest line of ``source``, given the lines before."""
+        self._expire(now)
+        if self.filter.maxlines > 1:
+            _, lines = self._buffers.pop(source, (now, []))
+            lines.append(text)
+            del lines[: -self.filter.maxlines]
+            result = self.filter.examine("\n".join(lines), prefilter=True)
+            if result[0] is not Outcome.MATCHED:
+                self._buffers[source] = (now, lines)
+                _bound(self._buffers, self.max_sources)
+        else:
+            result = self.filter.examine(text, prefilter=True)
+        outcome, found, index = result
+        if found is None or "mlfid" not in found.fields:
+            if outcome is Outcome.MATCHED and found is not None and not found.host:
+                return Outcome.MISSED, None, None
+            return result
+        return self._connection((source, found.fields["mlfid"]), outcome, found, index, now)
+
+    def _connection(
+        self, key: Hashable, outcome: Outcome, found: Match, index: int | None, now: float
+    ) -> Result:
+        """A hit of a connection: merged with what its earlier lines captured."""
+        forget = "mlfforget" in found.fields
+        conn = self._connections.pop(key, None) or _Connection(now)
+        conn.seen = now
+        if found.user is not None:
+            conn.users.add(found.user)
+        earlier = conn.match
+        if not found.host and earlier is not None:
+            found = found._replace(
+                host=earlier.host, address=earlier.address, prefix=earlier.prefix
+            )
+        if found.user is None and earlier is not None and earlier.user is not None:
+            found = found._replace(user=earlier.user)
+        if earlier is not None and earlier.fields:
+            fields = {**earlier.fields, **found.fields}
+            fields.pop("mlfforget", None)
+            found = found._replace(fields=MappingProxyType(fields))
+        if found.host:
+            conn.match = found
+        if not forget:
+            self._connections[key] = conn
+            _bound(self._connections, self.max_sources)
+        if outcome is Outcome.IGNORED and len(conn.users) > 1:
+            outcome = Outcome.MATCHED  # a second user name tried: a failure after all
+        if not found.host:
+            return (Outcome.MISSED if outcome is Outcome.MATCHED else outcome), None, None
+        return outcome, found, index
+
+    def _expire(self, now: float) -> None:
+        horizon = now - self.max_age
+        buffers, connections = self._buffers, self._connections
+        while buffers and next(iter(buffers.values()))[0] <= horizon:
+            buffers.popitem(last=False)
+        while connections and next(iter(connections.values())).seen <= horizon:
+            connections.popitem(last=False)
+
+
+def _bound(kept: OrderedDict[Hashable, _V], most: int) -> None:
+    while len(kept) > most:
+        kept.popitem(last=False)
