@@ -51,6 +51,13 @@ class HostLookups:
             self._health.dns_dropped += 1
             return
         self._running += 1
+        if lookup.warn:
+            log.warn(
+                "jail {jail} resolves the host name {host} to ban it (usedns = warn): "
+                "whoever controls its DNS chooses the addresses",
+                jail=lookup.jail,
+                host=lookup.host,
+            )
 
         def failed(reason: Failure) -> None:
             self._health.dns_failed += 1

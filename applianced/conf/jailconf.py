@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from applianced.conf.filterfiles.fail2ban import F2bFilter
 from applianced.conf.filterref import resolve_filter
 from applianced.conf.jailkeys import INCREMENT_KEYS, JAIL_KEYS, POLICY_KEYS
-from applianced.conf.schema import IncrementConf, JailConf, MatchOn
+from applianced.conf.schema import IncrementConf, JailConf, MatchOn, UseDns
 from applianced.conf.tomlread import (
     TomlReader,
     ban_duration,
@@ -73,7 +73,8 @@ def read_jail(
         return (*keys, key) if key in t else ("defaults", key)
 
     filter_name = t.get("filter")
-    use_dns = r.typed(p["use_dns"], at("use_dns"), bool, "true or false")
+    usedns = _usedns(r, t, p, at)
+    use_dns = usedns != "no"
     regexes = _regexes(r, t, p, at, use_dns)
     if not regexes.failregex:
         raise r.error(keys, "needs 'filter' (a shipped filter name) or 'failregex'")
@@ -85,6 +86,8 @@ def read_jail(
         filter=filter_name,
         prefregex=regexes.prefregex,
         match_on=regexes.match_on,
+        maxlines=regexes.maxlines,
+        usedns=usedns,
         failregex=regexes.failregex,
         ignoreregex=regexes.ignoreregex,
         programs=regexes.programs or (),
@@ -137,6 +140,35 @@ class _Regexes:
     programs: tuple[str, ...] | None
     prefregex: str | None = None
     match_on: MatchOn = "msg"
+    maxlines: int = 1
+
+
+def _usedns(
+    r: TomlReader,
+    t: Mapping[str, Any],
+    p: Mapping[str, Any],
+    at: Callable[[str], tuple[str, ...]],
+) -> UseDns:
+    """fail2ban's ``usedns`` ("yes", "warn", "no"); our older ``use_dns = true|false`` still
+    reads as "yes"|"no". The jail's own key wins over [defaults]; both in one table is an
+    error. Not set anywhere: "no" (see the README: fail2ban's default is "warn")."""
+    for table in (t, p):
+        if "usedns" in table and "use_dns" in table and table is t:
+            raise r.error(at("usedns"), "set usedns or the older use_dns, not both")
+        if "usedns" in table:
+            value = r.choice(table["usedns"], at("usedns"), ("yes", "warn", "no", "raw"))
+            if value == "raw":
+                why = (
+                    "usedns = 'raw' bans a host name as text, which an nftables set cannot "
+                    "hold; use 'yes' or 'warn' (resolve it) or 'no' (ignore names)"
+                )
+                raise r.error(at("usedns"), why)
+            return cast(UseDns, value)
+        if "use_dns" in table:
+            return (
+                "yes" if r.typed(table["use_dns"], at("use_dns"), bool, "true or false") else "no"
+            )
+    return "no"
 
 
 def _regexes(
@@ -158,6 +190,7 @@ def _regexes(
     filter_dir = r.typed(p["filter_dir"], at("filter_dir"), str, "a directory")
     prefregex: str | None = None
     match_on: MatchOn = "msg"
+    maxlines = 1
     try:
         source = resolve_filter(
             filter_name,
@@ -166,7 +199,7 @@ def _regexes(
         )
         if isinstance(source, F2bFilter):
             source.compile(allow_dns=use_dns)
-            prefregex, match_on = source.prefregex, "line"
+            prefregex, match_on, maxlines = source.prefregex, "line", source.maxlines
     except FilterError as e:
         raise r.error(at("filter"), str(e)) from None
     return _Regexes(
@@ -175,6 +208,7 @@ def _regexes(
         source.programs if programs is None else programs,
         prefregex,
         match_on,
+        maxlines,
     )
 
 

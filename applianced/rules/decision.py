@@ -56,6 +56,7 @@ class Lookup:
     host: str
     line: str
     at: float
+    warn: bool = False  # usedns = "warn": log that a name was resolved for a ban
 
 
 @dataclass(frozen=True, slots=True)

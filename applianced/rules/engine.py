@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from applianced.rules.decision import IPAddress, Lookup, Offence
+from applianced.rules.filters import Outcome
 from applianced.rules.jail import Jail
 from applianced.rules.message import SyslogMessage
 
@@ -105,7 +106,13 @@ class Engine:
             if jail.conf.senders and not jail.reads_sender(message.sender):
                 continue
             filt = jail.filter
-            if filt.on_line:
+            if jail.lines is not None:  # multi-line: the lines before count too
+                line = line or " " + message.line
+                source = (message.sender, message.app_name, message.procid)
+                outcome, match, _ = jail.lines.feed(source, line, now)
+                if outcome is not Outcome.MATCHED:
+                    continue
+            elif filt.on_line:
                 # A fail2ban filter reads the line as fail2ban leaves it once the date is cut
                 # off: " host app[pid]: msg" (leading space included); ours read the MSG alone.
                 line = line or " " + message.line
@@ -116,7 +123,8 @@ class Engine:
                 continue
             evidence = evidence or _evidence(message)
             if match.address is None:
-                out.append(Lookup(jail.name, match.host, evidence, now))
+                warn = jail.conf.usedns == "warn"
+                out.append(Lookup(jail.name, match.host, evidence, now, warn))
                 continue
             offence = self._fail(
                 jail, match.address, evidence, now, match.prefix, message.sender or ""

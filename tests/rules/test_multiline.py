@@ -16,7 +16,8 @@ TWO_LINES = Filter(
 # mongodb's form: a failure, lines of other work, then the end naming the address.
 SPAN = Filter(
     [
-        rf"^\[conn(?P<__c>\d+)\] Failed to authenticate[^\n]*{SKIP}\[conn(?P=__c)\] end connection <HOST>"
+        rf"^\[conn(?P<__c>\d+)\] Failed to authenticate[^\n]*{SKIP}"
+        r"\[conn(?P=__c)\] end connection <HOST>"
     ],
     maxlines=5,
 )
