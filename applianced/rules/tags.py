@@ -234,8 +234,13 @@ def _fixed_neighbour(regex: str, at: int, step: int, tag_end: int) -> bool:
     after it for +1), a character that is not in _NEAR_ADDRESS, or the start/end of the text.
 
     Conservative: only a single unquantified literal (``\\[``, `` ``, ``=``), ``\\s``,
-    ``\\s+`` or an anchor (``^`` before, ``$`` after) counts; a group, a set, an alternation or
-    another tag (``tag_end`` == ``at``) does not."""
+    ``\\s+`` or an anchor (``^`` before, ``$`` after) counts; a set or another tag
+    (``tag_end`` == ``at``) does not. At the edge of a group or of one of its alternatives
+    (``(?:IPv6:<IP6>|<IP4>)\\]``) the character outside the group decides, when the group is
+    not repeated."""
+    edge = _group_edge(regex, at, step)
+    if edge is not None:
+        return edge >= 0 and _fixed_neighbour(regex, edge, step, tag_end)
     if step < 0:
         if at == 0 or at == tag_end:
             return False
@@ -263,6 +268,82 @@ def _fixed_neighbour(regex: str, at: int, step: int, tag_end: int) -> bool:
         nxt = at + 1
     # An optional next character may be absent: then another one follows the address.
     return fixed and not (regex[nxt : nxt + 1] in ("?", "*") or regex.startswith(("{0", "{,"), nxt))
+
+
+def _group_edge(regex: str, at: int, step: int) -> int | None:
+    """When offset ``at`` is at the start (``step`` -1) or end (+1) of a group's alternative:
+    the offset just outside that group (before its opening, after its closing), or -1 when
+    what is outside cannot be known (a repeated group, a look-around, a conditional, an
+    alternative of the whole regex). None when ``at`` is at no such edge."""
+    spans = [g for g in _groups(regex) if g[1] <= at <= g[2]]
+    innermost = max(spans, key=lambda g: g[1], default=None)
+    if step < 0:
+        at_edge = (innermost is not None and at == innermost[1]) or (
+            at > 0 and regex[at - 1] == "|" and not _escaped(regex, at - 1)
+        )
+    else:
+        at_edge = (innermost is not None and at == innermost[2]) or (
+            at < len(regex) and regex[at] == "|"
+        )
+    if not at_edge:
+        return None
+    if innermost is None:
+        return -1  # "a|<HOST>": an alternative of the whole regex, unanchored
+    start, _, _, end = innermost
+    if regex[start : start + 3] in ("(?=", "(?!", "(?<", "(?("):
+        return -1  # a look-around or a conditional: what is outside is not next to it
+    if regex[end : end + 1] in ("?", "*", "+", "{"):
+        return -1  # repeated or optional: another iteration, or nothing, may be next to it
+    return start if step < 0 else end
+
+
+def _groups(regex: str) -> list[tuple[int, int, int, int]]:
+    """Each group of ``regex`` as (opening, start of its content, its closing, just after the
+    closing): ``(...)`` in any form and ``<F-NAME>...</F-NAME>``; sets and escapes skipped."""
+    out: list[tuple[int, int, int, int]] = []
+    stack: list[tuple[int, int]] = []
+    i, n = 0, len(regex)
+    while i < n:
+        c = regex[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "[":
+            i += 1
+            if regex.startswith("^", i):
+                i += 1
+            if regex.startswith("]", i):
+                i += 1
+            while i < n and regex[i] != "]":
+                i += 2 if regex[i] == "\\" else 1
+            i += 1
+            continue
+        if c == "(":
+            content = i + 1
+            if regex.startswith("(?P<", i):
+                content = regex.find(">", i) + 1
+            elif regex.startswith("(?", i) and (colon := regex.find(":", i)) > 0:
+                head = regex[i + 2 : colon]
+                content = colon + 1 if head.isalpha() or not head else i + 2
+            stack.append((i, max(content, i + 1)))
+            i = max(content, i + 1)
+            continue
+        if c == ")" and stack:
+            start, content = stack.pop()
+            out.append((start, content, i, i + 1))
+            i += 1
+            continue
+        t = _TAG.match(regex, i) if c == "<" else None
+        if t is not None and t.group("name"):
+            if not t.group("close"):
+                stack.append((i, t.end()))
+            elif stack:
+                start, content = stack.pop()
+                out.append((start, content, i, t.end()))
+            i = t.end()
+            continue
+        i += 1
+    return out
 
 
 def _word_colon(regex: str, colon: int, tag_end: int) -> bool:

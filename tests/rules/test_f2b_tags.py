@@ -135,3 +135,14 @@ def test_f_dns_needs_hostnames_allowed() -> None:
         Filter([r"^from <F-DNS>\S+</F-DNS>$"])
     found = Filter([r"^from <F-DNS>\S+</F-DNS>$"], allow_dns=True).match("from mx.example.com")
     assert found is not None and found.host == "mx.example.com" and found.address is None
+
+
+def test_a_group_edge_is_judged_by_what_is_outside_the_group() -> None:
+    """``\\[(?:IPv6:<IP6>|<IP4>)\\]``: the brackets outside the group bound both tags, so the
+    regex needs no look-around and runs under RE2; a group whose outside is unknown keeps
+    them, so no address is cut out of a longer token."""
+    assert Filter([r"^\S+ \[(?:IPv6:<IP6>|<IP4>)\]: possible SMTP attack"]).engine == "re2"
+    for regex in (r"(?P<a><HOST>)", r"(?:x|<HOST>)+", r"<F-ID><HOST></F-ID>"):
+        assert Filter([regex]).match("x11.2.3.4 2001:db8::1:2z") is None, regex
+        found = Filter([regex]).match("at 192.0.2.4.")
+        assert found is not None and str(found.address) == "192.0.2.4", regex
