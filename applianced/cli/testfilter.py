@@ -86,10 +86,17 @@ def _subject(
     A fail2ban filter gets the line as fail2ban would: the date cut off (syslog lines go
     through our parser, so both read the same ``host app[pid]: msg``), other lines with a
     leading syslog/ISO date stripped and their control characters escaped as the parser
-    escapes them."""
+    escapes them. A line without a host name field (``pop3-login: Info: ...``, ``[sshd]:
+    ...``, as a program's own log file writes them) is such another line, read whatever its
+    first word: it names no syslog program to route by, and ``__prefix_line`` takes it as is."""
     if not filt.on_line:
         return None if message is None else (message.msg, message.app_name)
-    if message is not None and message.timestamp is not None:
+    if (
+        message is not None
+        and message.timestamp is not None
+        and message.hostname
+        and message.app_name
+    ):
         return " " + message.line, message.app_name
     return strip_date(escape_controls(raw).decode("utf-8", "replace")), None
 
