@@ -184,10 +184,11 @@ class Filter:
         )
         # The literals as UTF-8, for a gate that tests a message before decoding it: a literal
         # is in the decoded text only if these bytes are in the message (a U+FFFD in the text
-        # may stand for any invalid bytes, so a literal holding one gives no such test).
+        # may stand for any invalid bytes, so a literal holding one gives no such test). None
+        # with maxlines > 1: a line without them may be the first of a multi-line failure.
         self.needles: tuple[bytes, ...] = (
             tuple(lit.encode() for lit in self.literals)
-            if not any("\ufffd" in lit for lit in self.literals)
+            if maxlines == 1 and not any("\ufffd" in lit for lit in self.literals)
             else ()
         )
 

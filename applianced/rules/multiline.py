@@ -13,7 +13,8 @@ Semantics (fail2ban 1.0.2's, as its documentation and behaviour show them):
 - ``<F-MLFID>`` names a connection. A hit remembers what it captured under that name; a later
   hit without an address takes the remembered one, and a user from an earlier line of it.
   ``<F-NOFAIL>`` (and ``<F-MLFGAINED>``, a login that succeeded) is remembered and counts
-  nothing, unless the connection tried a second user name, which makes it a failure.
+  nothing, unless the connection tried a second user name, or failed before its address was
+  known (the failure then counts on the line that names the address).
   ``<F-MLFFORGET>`` (a disconnect) forgets the connection after this line.
 - A source or connection unseen for ``max_age`` seconds is forgotten, and at most
   ``max_sources`` of each are kept (the least recently seen go first).
@@ -45,6 +46,7 @@ class _Connection:
     seen: float
     match: Match | None = None  # the last hit with an address
     users: set[str] = field(default_factory=set)
+    pending: bool = False  # a failure seen before the connection's address
 
 
 class MultiLine:
@@ -109,10 +111,14 @@ class MultiLine:
         if not forget:
             self._connections[key] = conn
             _bound(self._connections, self.max_sources)
-        if outcome is Outcome.IGNORED and len(conn.users) > 1:
-            outcome = Outcome.MATCHED  # a second user name tried: a failure after all
+        if outcome is Outcome.IGNORED and (len(conn.users) > 1 or (conn.pending and found.host)):
+            # A second user name tried, or the address of a failure seen before it: a failure.
+            outcome = Outcome.MATCHED
         if not found.host:
+            conn.pending = conn.pending or outcome is Outcome.MATCHED
             return (Outcome.MISSED if outcome is Outcome.MATCHED else outcome), None, None
+        if outcome is Outcome.MATCHED:
+            conn.pending = False
         return outcome, found, index
 
     def _expire(self, now: float) -> None:

@@ -40,7 +40,12 @@ _V6_BEFORE = (
     + "".join(f"|(?<=\\.[0-9A-Fa-f]{{{n}}}:)" for n in range(1, 5))
     + ")"
 )
-_V6_AFTER = r"(?![0-9A-Za-z_]|:[0-9A-Fa-f:]|\.[0-9A-Za-z_])"
+# A colon and a hex digit may follow an address that ends in a dotted quad (nothing can
+# continue one): ``::ffff:192.0.2.1:60495`` is an address and a port.
+_V6_AFTER = (
+    r"(?![0-9A-Za-z_]|\.[0-9A-Za-z_])"
+    r"(?:(?<=\.[0-9])|(?<=\.[0-9]{2})|(?<=\.[0-9]{3})|(?!:[0-9A-Fa-f:]))"
+)
 _LABEL = "[0-9A-Za-z_](?:[0-9A-Za-z_-]{0,61}[0-9A-Za-z_])?"
 _DNS_BEFORE = r"(?<![0-9A-Za-z_.-])"
 _DNS_BODY = rf"(?:{_LABEL}\.)*{_LABEL}\.?"

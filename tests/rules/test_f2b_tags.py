@@ -146,3 +146,17 @@ def test_a_group_edge_is_judged_by_what_is_outside_the_group() -> None:
         assert Filter([regex]).match("x11.2.3.4 2001:db8::1:2z") is None, regex
         found = Filter([regex]).match("at 192.0.2.4.")
         assert found is not None and str(found.address) == "192.0.2.4", regex
+
+
+@pytest.mark.parametrize(
+    ("text", "host"),
+    [
+        ("from ::ffff:198.51.100.215:60495 x", "198.51.100.215"),  # dropbear: address:port
+        ("from 2001:db8::1:2 x", "2001:db8::1:2"),
+        ("from 2001:db8::1:2g x", None),  # nor is a hex address cut short before ":2"
+    ],
+)
+def test_a_dotted_quad_tail_may_be_followed_by_a_port(text: str, host: str | None) -> None:
+    for engine in ENGINES:
+        found = Filter([r"^from <HOST>"], engine=engine).match(text)
+        assert (None if found is None else str(found.address)) == host

@@ -143,6 +143,34 @@ def test_state_is_bounded_in_count() -> None:
     ]
 
 
+def test_a_maxlines_filter_gives_the_gate_no_needles() -> None:
+    """Every line of the program must reach the buffer, with the literal or without."""
+    assert TWO_LINES.literals and TWO_LINES.needles == ()
+    assert CONN.needles == Filter(CONN.failregex, prefregex=CONN.prefregex).needles
+
+
 def test_single_line_filters_are_not_multiline() -> None:
     assert not Filter([r"^from <HOST>$"]).multiline
     assert TWO_LINES.multiline and CONN.multiline and SPAN.multiline
+
+
+def test_a_failure_before_the_address_counts_on_the_line_that_names_it() -> None:
+    """sshd's form: a failure line without the address, then a disconnect (<F-NOFAIL>)
+    naming it: the disconnect is the failure; a second disconnect is not."""
+    filt = Filter(
+        [
+            r"^User <F-USER>\S+</F-USER> not allowed because account is locked",
+            r"^<F-NOFAIL>Received disconnect</F-NOFAIL> from <HOST>: 11:",
+        ],
+        prefregex=r"^<F-MLFID>\S+ sshd\[\d+\]: </F-MLFID><F-CONTENT>.+</F-CONTENT>$",
+    )
+    ml = MultiLine(filt)
+    assert hosts(
+        ml,
+        [
+            (None, "h sshd[3]: Received disconnect from 192.0.2.30: 11: Bye"),  # no failure yet
+            (None, "h sshd[4]: User root not allowed because account is locked"),
+            (None, "h sshd[4]: Received disconnect from 192.0.2.34: 11: Bye"),
+            (None, "h sshd[4]: Received disconnect from 192.0.2.34: 11: Bye"),
+        ],
+    ) == [None, None, "192.0.2.34", None]
