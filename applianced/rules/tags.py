@@ -35,8 +35,9 @@ _V6_BODY = (
     f"|(?:{_H}:){{6}}{_V4_BODY}"
     f"|(?:{_H}(?::{_H}){{0,6}})?::(?:(?:{_H}:){{0,5}}(?:{_V4_BODY}|{_H}))?)"
 )
+# RFC 5321's address literal ``[IPv6:2001:db8::1]`` may precede it: "6:" is no hex group there.
 _V6_BEFORE = (
-    r"(?:(?<![0-9A-Za-z_:.])|(?<=[^0-9A-Fa-f:]:)"
+    r"(?:(?<![0-9A-Za-z_:.])|(?<=[^0-9A-Fa-f:]:)|(?<=IPv6:)"
     + "".join(f"|(?<=\\.[0-9A-Fa-f]{{{n}}}:)" for n in range(1, 5))
     + ")"
 )

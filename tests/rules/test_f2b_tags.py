@@ -160,3 +160,16 @@ def test_a_dotted_quad_tail_may_be_followed_by_a_port(text: str, host: str | Non
     for engine in ENGINES:
         found = Filter([r"^from <HOST>"], engine=engine).match(text)
         assert (None if found is None else str(found.address)) == host
+
+
+def test_an_optional_ipv6_address_literal_prefix() -> None:
+    """sendmail-reject's ``\\[(?:(?:IPv6:)?<IP6>|<IP4>)\\]``: the look-behind stays (the
+    group before the tag is optional) and accepts RFC 5321's ``IPv6:``."""
+    filt = Filter([r"^\S+ \[(?:(?:IPv6:)?<IP6>|<IP4>)\] did not issue"])
+    for text, host in (
+        ("a [IPv6:2001:DB8::1] did not issue", "2001:db8::1"),
+        ("a [2001:db8::2] did not issue", "2001:db8::2"),
+        ("a [192.0.2.3] did not issue", "192.0.2.3"),
+    ):
+        found = filt.match(text)
+        assert found is not None and str(found.address) == host
