@@ -346,3 +346,20 @@ def test_an_ipv4_mapped_cidr_capture_is_the_ipv4_network() -> None:
     m = f.match("block ::ffff:203.0.113.9/128 by policy")
     assert m is not None and (str(m.address), m.prefix) == ("203.0.113.9", 32)
     assert f.match("range ::ffff:203.0.113.0/64 abused") is None
+
+
+def test_known_and_plain_names_inside_another_section(tmp_path: Path) -> None:
+    """asterisk.conf's form: ``[lt_journal] __prefix_line = %(known/__prefix_line)s<more>``
+    reads the included file's [lt_journal] value, and a name [lt_journal] does not set comes
+    from [Definition]."""
+    write(tmp_path, "[lt_journal]\n__prefix_line = host\\s+\n", "base.conf")
+    path = write(
+        tmp_path,
+        "[INCLUDES]\nbefore = base.conf\n"
+        "[Definition]\nextra = app:\\s+\n"
+        "prefregex = ^<lt_<logtype>/__prefix_line><F-CONTENT>.+</F-CONTENT>$\n"
+        "failregex = ^failed from <HOST>$\n"
+        "[lt_journal]\n__prefix_line = %(known/__prefix_line)s%(extra)s\n",
+    )
+    f = load_fail2ban_filter(path, {"logtype": "journal"})
+    assert f.prefregex == r"^host\s+app:\s+<F-CONTENT>.+</F-CONTENT>$"
