@@ -66,3 +66,68 @@ def test_a_fail2ban_conf_jail_bans_through_its_prefix_and_modes(tmp_path: Path) 
         assert status["jails"]["demo-path"]["matched"] == 3
     finally:
         d.stop()
+
+
+MULTI = (
+    LOOPBACK_UDP
+    + """
+[defaults]
+bantime = "1h"
+maxretry = 1
+
+[jails.conn]
+filter = "{conn}"
+ports = [22]
+
+[jails.pair]
+filter = "{pair}"
+ports = [22]
+"""
+)
+
+
+def test_multi_line_fail2ban_filters_ban_from_lines_of_one_pid(tmp_path: Path) -> None:
+    """<F-MLFID> (the address on one line, the failure on a later one of the same pid) and
+    maxlines = 2 (a failure spread over two lines of one pid), through logger and the daemon;
+    the same lines under two pids ban nothing."""
+    conn = tmp_path / "conn.conf"
+    conn.write_text(
+        "[Definition]\n"
+        "_daemon = conn\n"
+        "prefregex = ^\\s*\\S+ <F-MLFID>%(_daemon)s\\[\\d+\\]</F-MLFID>: "
+        "<F-CONTENT>.+</F-CONTENT>$\n"
+        "failregex = ^<F-NOFAIL>connect from</F-NOFAIL> <HOST>$\n"
+        "            ^too many failures for <F-USER>\\S+</F-USER>$\n"
+    )
+    pair = tmp_path / "pair.conf"
+    pair.write_text(
+        "[Definition]\n"
+        "_daemon = pair\n"
+        "failregex = ^\\s*\\S+ %(_daemon)s\\[\\d+\\]: login begins\\n"
+        "\\s*\\S+ %(_daemon)s\\[\\d+\\]: login failed from <HOST>$\n"
+        "maxlines = 2\n"
+    )
+    port = free_port()
+    d = Daemon(tmp_path, MULTI.format(port=port, conn=conn, pair=pair)).start()
+    try:
+        sends = [
+            ("conn", "10", "connect from 203.0.113.60"),
+            ("conn", "11", "connect from 203.0.113.61"),
+            ("conn", "10", "too many failures for bob"),
+            ("conn", "12", "too many failures for eve"),  # pid 12 named no address
+            ("pair", "20", "login begins"),
+            ("pair", "21", "login failed from 203.0.113.71"),  # another pid: no begin
+            ("pair", "20", "login failed from 203.0.113.70"),
+        ]
+        for tag, pid, text in sends:
+            logger(port, text, tag=tag, extra=("--rfc3164", f"--id={pid}"))
+        wanted = {"203.0.113.60/32": "conn", "203.0.113.70/32": "pair"}
+        wait_for(
+            "the bans",
+            lambda: {b["address"]: b["jail"] for b in d.ctl("banned")} == wanted,
+        )
+        status = d.ctl("status")
+        assert status["jails"]["conn"]["matched"] == 1
+        assert status["jails"]["pair"]["matched"] == 1
+    finally:
+        d.stop()
