@@ -59,7 +59,9 @@ _FLOATS = {"bantime_increment.factor"}
 _BOOLS = {"enabled", "use_dns", "bantime_increment.enabled"}
 _LISTS = {"ports", "ignoreip", "senders", "notify", "programs"}  # VALUE: a comma list
 _REGEXES = {"failregex", "ignoreregex"}  # VALUE: one regex (a TOML array for several)
-_STRINGS = {"filter", "filter_dir", "protocol", "hook", "verdict"}
+_STRINGS = {"filter", "filter_dir", "protocol", "hook", "verdict", "usedns"}
+# usedns replaces the older use_dns: setting one drops the other from the jail's table.
+_REPLACES = {"usedns": "use_dns", "use_dns": "usedns"}
 
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
@@ -119,6 +121,10 @@ def jail_set(path: Path, jail: str, option: str, value: str) -> EditResult:
                 raise EditError(f"jails.{jail}.{head} in {path} is not a table; fix it by hand")
             _set(table, tomlkit.key([head, sub]), parsed, result, f"jails.{jail}", option)
             return
+        older = _REPLACES.get(option)
+        if older is not None and older in table:
+            result.changes.append(Change(f"jails.{jail}", older, table[older], None))
+            del table[older]
         _set(table, option, parsed, result, f"jails.{jail}")
 
     return _edit(path, change)

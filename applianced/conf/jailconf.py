@@ -36,7 +36,6 @@ _BUILTIN_POLICY: dict[str, Any] = {
     "findtime_history": "1w",
     "max_tracked": 100_000,
     "ipv6_prefix": 64,
-    "use_dns": False,
     "ports": ["all"],
     "protocol": "tcp",
     "filter_dir": "",
@@ -151,7 +150,7 @@ def _usedns(
 ) -> UseDns:
     """fail2ban's ``usedns`` ("yes", "warn", "no"); our older ``use_dns = true|false`` still
     reads as "yes"|"no". The jail's own key wins over [defaults]; both in one table is an
-    error. Not set anywhere: "no" (see the README: fail2ban's default is "warn")."""
+    error. Not set anywhere: "warn", fail2ban's default (the shipped config says "no")."""
     for table in (t, p):
         if "usedns" in table and "use_dns" in table and table is t:
             raise r.error(at("usedns"), "set usedns or the older use_dns, not both")
@@ -168,7 +167,7 @@ def _usedns(
             return (
                 "yes" if r.typed(table["use_dns"], at("use_dns"), bool, "true or false") else "no"
             )
-    return "no"
+    return "warn"
 
 
 def _regexes(

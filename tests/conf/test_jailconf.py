@@ -106,7 +106,7 @@ def test_durations_and_factors_are_finite_numbers(tmp_path: Path, setting: str) 
 @pytest.mark.parametrize(
     ("extra", "usedns", "use_dns"),
     [
-        ("", "no", False),
+        ("", "warn", True),  # fail2ban's default
         ('usedns = "yes"\n', "yes", True),
         ('usedns = "warn"\n', "warn", True),
         ('usedns = "no"\n', "no", False),
