@@ -49,7 +49,7 @@ class Offence:
 
 @dataclass(frozen=True, slots=True)
 class Lookup:
-    """A failure whose ``<HOST>`` was a hostname (jails with ``use_dns`` only): the service
+    """A failure whose ``<HOST>`` was a hostname (jails whose ``usedns`` is not "no"): the service
     resolves it off the hot path and counts the failure for each address it finds."""
 
     jail: str

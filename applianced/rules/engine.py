@@ -98,7 +98,7 @@ class Engine:
 
     def feed(self, message: SyslogMessage, now: float) -> list[Offence | Lookup]:
         """Offences caused by ``message`` received at ``now`` (POSIX seconds), and hostnames
-        to resolve for jails with ``use_dns``."""
+        to resolve for jails whose ``usedns`` is not "no"."""
         out: list[Offence | Lookup] = []
         line = evidence = None  # built once per message, and only when a jail needs them
         for jail in self.route(message.app_name):

@@ -16,7 +16,10 @@ traditional ``host app[pid]: msg`` line for fail2ban filters (``on_line``), or t
 part of it when a ``prefregex`` is set. Filters whose regexes all compile under RE2 run there
 (``rules/regex.py``), the others under ``re``, every text cut at ``MAX_TEXT``. A message is a
 failure when some failregex matches, with a capture that is a valid address, and no ignoreregex
-matches. Failregexes are tried in order; the first one that matches decides the address.
+matches. Failregexes are tried in order; the first one that matches decides the address: of
+several host tags in it, the one that took part; without one, the prefregex's. ``maxlines`` and
+``<F-MLFID>`` filters (``multiline``) are matched through ``rules/multiline.py``, which keeps
+the lines before.
 """
 
 from __future__ import annotations
@@ -86,8 +89,9 @@ class Filter:
     """A compiled set of failregexes and ignoreregexes (see the module docstring for semantics).
 
     Raises FilterError, naming the filter, the regex (``failregex #N``, 1-based) and the reason,
-    when a regex is invalid or a failregex lacks exactly one ``<HOST>``/``<ADDR>``/``<IP4>``/
-    ``<IP6>`` tag.
+    when a regex is invalid or a failregex has no host tag (``<HOST>``, ``<ADDR>``, ``<IP4>``,
+    ``<F-IP4>``...) while neither a host tag in ``prefregex`` nor ``<F-MLFID>`` (multi-line,
+    ``rules/multiline.py``) can give it an address.
 
     ``literals`` holds, for each failregex, a substring every match of it contains (see
     :func:`required_literal`); it is empty when some failregex has no such literal of at least
@@ -184,7 +188,7 @@ class Filter:
         )
         # The literals as UTF-8, for a gate that tests a message before decoding it: a literal
         # is in the decoded text only if these bytes are in the message (a U+FFFD in the text
-        # may stand for any invalid bytes, so a literal holding one gives no such test). None
+        # may stand for any invalid bytes, so a literal holding one gives no such test). Empty
         # with maxlines > 1: a line without them may be the first of a multi-line failure.
         self.needles: tuple[bytes, ...] = (
             tuple(lit.encode() for lit in self.literals)

@@ -2,9 +2,10 @@
 lines of one source joined by newlines) and ``<F-MLFID>`` (lines of one connection sharing what
 they captured: the address of one line, the failure of a later one), bounded in memory and time.
 
-Owns the per-source state. The engine keeps one ``MultiLine`` per jail whose filter needs it
-(``Filter.multiline``), keyed by (sender, program, pid); ``appliancectl test-filter`` keeps one
-per file. Single-line filters never reach this module. Pure: time comes in as ``now``.
+Owns the per-source state. A ``Jail`` whose filter needs it (``Filter.multiline``) keeps one
+``MultiLine`` (``Jail.lines``), which ``Engine.feed`` feeds keyed by (sender, program, pid);
+``appliancectl test-filter`` keeps one per file. Single-line filters never reach this module.
+Pure: time comes in as ``now``.
 
 Semantics (fail2ban 1.0.2's, as its documentation and behaviour show them):
 

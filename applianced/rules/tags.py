@@ -2,6 +2,12 @@
 ``<SUBNET>``, ``<DNS>`` and the ``<F-NAME>...</F-NAME>`` captures, substituted by the patterns
 they stand for, and where a compiled regex holds their captures.
 
+A regex may hold several host tags (``\\[(?:IPv6:<IP6>|<IP4>)\\]``) and a capture may be used in
+two branches; re and RE2 refuse a group name twice, so each use after the first is numbered
+(``host``, ``host__1``) and the ``Reader`` reads them in order, the first that took part.
+``<F-IP4>``, ``<F-IP6>``, ``<F-ADDR>`` and ``<F-DNS>`` are host captures with the operator's own
+pattern; ``<F-ALT_USER*>`` stand in for a missing ``<F-USER>``.
+
 Called by ``rules/filters.py`` when it compiles a Filter; pure, no I/O. A problem with the tags
 raises FilterError with what is wrong; the Filter adds which filter and which regex.
 """
