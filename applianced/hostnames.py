@@ -1,5 +1,6 @@
-"""Hostname lookups for jails whose ``usedns`` is "yes" or "warn" (the latter logs each): a ``<HOST>`` that was a name, resolved off the
-reactor thread, at most ``MAX_LOOKUPS`` at once (more are dropped and counted).
+"""Hostname lookups for jails whose ``usedns`` is "yes" or "warn" (the latter logs each): a
+``<HOST>`` that was a name, resolved off the reactor thread, at most ``MAX_LOOKUPS`` at once
+(more are dropped and counted).
 
 The Appliance keeps a ``HostLookups`` when it was given a resolver and hands it each
 ``Lookup`` the engine returns; ``found`` counts the failure for every address. ``service.py``
