@@ -47,11 +47,13 @@ _V6_BEFORE = (
     + "".join(f"|(?<=\\.[0-9A-Fa-f]{{{n}}}:)" for n in range(1, 5))
     + ")"
 )
-# A colon and a hex digit may follow an address that ends in a dotted quad (nothing can
-# continue one): ``::ffff:192.0.2.1:60495`` is an address and a port.
+# What follows may not continue the address: another hex group (``:1a``) or ``::``. A colon and
+# a number that is no group (five digits: ``2001:db8::1234:58430``) or anything after a dotted
+# quad (nothing continues one: ``::ffff:192.0.2.1:80``) is an address and a port.
 _V6_AFTER = (
     r"(?![0-9A-Za-z_]|\.[0-9A-Za-z_])"
-    r"(?:(?<=\.[0-9])|(?<=\.[0-9]{2})|(?<=\.[0-9]{3})|(?!:[0-9A-Fa-f:]))"
+    r"(?:(?<=\.[0-9])|(?<=\.[0-9]{2})|(?<=\.[0-9]{3})"
+    r"|(?!::|:[0-9A-Fa-f]{1,4}(?![0-9A-Fa-f])))"
 )
 _LABEL = "[0-9A-Za-z_](?:[0-9A-Za-z_-]{0,61}[0-9A-Za-z_])?"
 _DNS_BEFORE = r"(?<![0-9A-Za-z_.-])"

@@ -157,3 +157,20 @@ def test_multi_line_filters_keep_their_state_per_file(
     main(["--config", str(tmp_path / "none.toml"), "test-filter", str(conf), str(log), "--json"])
     rows = [json.loads(r) for r in capsys.readouterr().out.splitlines()]
     assert rows == [{"lineno": 3, "host": "192.0.2.20", "user": "alice"}]
+
+
+def test_an_rfc5424_line_reads_as_the_traditional_one_whatever_the_logtype(
+    filter_d: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """sshd[logtype=rfc5424] on an RFC 5424 line: our parser gives every filter the line
+    ``host app[pid]: msg``, so the filter reads it with the file form of __prefix_line."""
+    log = tmp_path / "a.log"
+    log.write_text(
+        '<38>1 2019-07-08T17:40:17.954167-04:00 mx.example.com sshd 55555 - [a@1 x="[b]"] '
+        "Failed unknown for invalid user redmond from 192.0.2.2 port 59197 ssh2\n"
+    )
+    spec = f"{filter_d / 'sshd.conf'}[logtype=rfc5424]"
+    main(["--config", str(tmp_path / "none.toml"), "test-filter", spec, str(log), "--json"])
+    out = capsys.readouterr()
+    assert [json.loads(r)["host"] for r in out.out.splitlines()] == ["192.0.2.2"]
+    assert "logtype=rfc5424 read as file" in out.err

@@ -152,11 +152,15 @@ def test_a_group_edge_is_judged_by_what_is_outside_the_group() -> None:
     ("text", "host"),
     [
         ("from ::ffff:198.51.100.215:60495 x", "198.51.100.215"),  # dropbear: address:port
+        ("from ::ffff:198.51.100.215:80 x", "198.51.100.215"),
+        ("from 2001:db8::1234:58430 x", "2001:db8::1234"),  # haproxy: 58430 is no hex group
         ("from 2001:db8::1:2 x", "2001:db8::1:2"),
         ("from 2001:db8::1:2g x", None),  # nor is a hex address cut short before ":2"
     ],
 )
-def test_a_dotted_quad_tail_may_be_followed_by_a_port(text: str, host: str | None) -> None:
+def test_an_address_may_be_followed_by_a_port_that_cannot_continue_it(
+    text: str, host: str | None
+) -> None:
     for engine in ENGINES:
         found = Filter([r"^from <HOST>"], engine=engine).match(text)
         assert (None if found is None else str(found.address)) == host

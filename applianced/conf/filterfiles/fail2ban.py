@@ -185,8 +185,15 @@ def load_fail2ban_filter(path: Path, options: Mapping[str, str] | None = None) -
         sections.read(local)
     if "Definition" not in sections.sections:
         raise FilterError(f"{path}: no [Definition] section; is this a fail2ban filter?")
-    r = Resolver(sections, options or {}, path)
+    options = dict(options or {})
     notes: list[str] = []
+    if options.get("logtype") == "rfc5424":
+        # The daemon and test-filter hand every filter the traditional line, whatever the wire
+        # format: an RFC 5424 message too ("<38>1 ... host app 57915 - - msg" is read as
+        # "host app[57915]: msg"), so the file form of __prefix_line is the one that fits.
+        options["logtype"] = "file"
+        notes.append("logtype=rfc5424 read as file: filters see 'host app[pid]: msg' lines")
+    r = Resolver(sections, options, path)
     maxlines = _maxlines(r, path)
     prefregex, pref_where = _prefregex(r)
     hostless_ok = prefregex is not None and (_has_host_tag(prefregex) or "<F-MLFID>" in prefregex)
