@@ -10,7 +10,9 @@ Pure: time comes in as ``now``.
 Semantics (fail2ban 1.0.2's, as its documentation and behaviour show them):
 
 - With ``maxlines`` N > 1 a line is searched together with up to N - 1 lines of the same
-  source before it; a failure empties that source's buffer, so its lines count once.
+  source before it; a failure takes the lines it matched out of that source's buffer, so they
+  count once, and leaves the lines before it and those its ``<SKIPLINES>`` skipped (another
+  connection's, which a later failure may need).
 - ``<F-MLFID>`` names a connection. A hit remembers what it captured under that name; a later
   hit without an address takes the remembered one, and a user from an earlier line of it.
   ``<F-NOFAIL>`` (and ``<F-MLFGAINED>``, a login that succeeded) is remembered and counts
@@ -37,6 +39,7 @@ MAX_SOURCES = 4096  # buffers and connections kept at most, each
 MAX_AGE = 600.0  # seconds a buffer or a connection is kept without a new line
 
 Result = tuple[Outcome, Match | None, int | None]
+MATCHED = Outcome.MATCHED
 _V = TypeVar("_V")
 
 
@@ -75,7 +78,9 @@ class MultiLine:
             lines.append(text)
             del lines[: -self.filter.maxlines]
             result = self.filter.examine("\n".join(lines), prefilter=True)
-            if result[0] is not Outcome.MATCHED:
+            if result[0] is Outcome.MATCHED and result[1] is not None:
+                lines = self._unmatched(lines, result[1])
+            if lines:
                 self._buffers[source] = (now, lines)
                 _bound(self._buffers, self.max_sources)
         else:
@@ -121,6 +126,18 @@ class MultiLine:
         if outcome is Outcome.MATCHED:
             conn.pending = False
         return outcome, found, index
+
+    def _unmatched(self, lines: list[str], found: Match) -> list[str]:
+        """``lines`` without those a failure matched: the lines before the one it starts on
+        (the last from which the lines still match), and the lines it skipped."""
+        starts = range(len(lines) - 1, 0, -1)
+        examine = self.filter.examine
+        start = next(
+            (k for k in starts if examine("\n".join(lines[k:]), prefilter=True)[0] is MATCHED), 0
+        )
+        # Compared stripped: a \s* before <SKIPLINES> may take a skipped line's leading space.
+        skipped = {line.strip() for line in found.fields.get("skiplines", "").split("\n")}
+        return lines[:start] + [line for line in lines[start:] if line.strip() in skipped]
 
     def _expire(self, now: float) -> None:
         horizon = now - self.max_age

@@ -7,7 +7,7 @@ from __future__ import annotations
 from applianced.rules.filters import Filter, Outcome
 from applianced.rules.multiline import MultiLine
 
-SKIP = r"\n?(?:[^\n]*\n)*?"  # <SKIPLINES> as fail2ban.py substitutes it
+SKIP = r"<F-SKIPLINES>\n?(?:[^\n]*\n)*?</F-SKIPLINES>"  # <SKIPLINES> as fail2ban.py has it
 
 # ejabberd's form: the report header on one line, the failure on the next.
 TWO_LINES = Filter(
@@ -74,6 +74,29 @@ def test_skiplines_spans_other_lines_within_maxlines() -> None:
             (None, "[conn7] end connection 198.51.100.4:5000"),
         ],
     ) == [None, None, "198.51.100.4"]
+
+
+def test_a_failure_leaves_the_lines_it_skipped_for_a_later_one() -> None:
+    """slapd's form, two connections interleaved: each failure takes its own lines out of
+    the buffer and leaves the other connection's (fail2ban-regex finds both too)."""
+    accept = Filter(
+        [
+            rf"^\[conn(?P<__c>\d+)\] accept from <HOST>{SKIP}"
+            r"\[conn(?P=__c)\] bind failed$"
+        ],
+        maxlines=10,
+    )
+    ml = MultiLine(accept)
+    assert hosts(
+        ml,
+        [
+            (None, "[conn1] accept from 192.0.2.41"),
+            (None, "[conn2] accept from 192.0.2.42"),
+            (None, "[conn1] bind failed"),
+            (None, "[conn2] bind failed"),
+            (None, "[conn1] bind failed"),  # its accept line is used up
+        ],
+    ) == [None, None, "192.0.2.41", "192.0.2.42", None]
 
 
 def test_mlfid_gives_a_later_line_the_address_of_an_earlier_one() -> None:

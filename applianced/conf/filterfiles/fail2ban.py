@@ -46,8 +46,9 @@ _ARG = re.compile(
     r"""\s*(?P<key>[\w-]+)\s*=\s*(?P<value>"[^"]*"|'[^']*'|[^,]*?)\s*(?:,|$)""", re.DOTALL
 )
 _MID_FLAGS = re.compile(r"(?<!\\)\(\?(?P<flags>[aiLmsux]+)\)")
-# <SKIPLINES>: the rest of the line, then any whole lines, of the buffered maxlines.
-_SKIPLINES = r"\n?(?:[^\n]*\n)*?"
+# <SKIPLINES>: the rest of the line, then any whole lines, of the buffered maxlines; captured,
+# so that a failure leaves the lines it skipped in the buffer (rules/multiline.py).
+_SKIPLINES = r"<F-SKIPLINES>\n?(?:[^\n]*\n)*?</F-SKIPLINES>"
 MAX_LINES = 100  # a maxlines above this is refused: every buffered line is searched again
 
 
