@@ -425,5 +425,3 @@ def _is_hostname(text: str) -> bool:
     last = text.rstrip(".").rsplit(".", 1)[-1]
     return bool(last) and not last.isdigit()
 
-
-# --- the prefilter literal ------------------------------------------------------------------------
