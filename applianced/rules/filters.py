@@ -424,4 +424,3 @@ def _is_hostname(text: str) -> bool:
     # A name whose last label is all digits is a mangled address (999.1.1.1), not a host.
     last = text.rstrip(".").rsplit(".", 1)[-1]
     return bool(last) and not last.isdigit()
-
