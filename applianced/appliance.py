@@ -30,8 +30,10 @@ from applianced.bans import BanBook
 from applianced.conf.schema import Config, JailConf
 from applianced.enforcement.base import BanNotifier, Enforcer, JailRules, Restored
 from applianced.enforcement.batcher import Batcher
+from applianced.enforcement.memory import MemoryEnforcer
 from applianced.errors import ApplianceError, StoreError
 from applianced.expiry import ExpiryTimer
+from applianced.foundlines import FoundLines
 from applianced.health import Health
 from applianced.hostnames import HostLookups, Resolver
 from applianced.latency import LatencyHistogram
@@ -51,6 +53,7 @@ from applianced.rules.jail import Jail, decide, jail_filter
 from applianced.rules.message import SyslogMessage
 from applianced.stats import Stats, jail_figures
 from applianced.store.base import BanRow, OffenderStore, ban_from_row
+from applianced.units import plural
 
 __all__ = ["Appliance", "RequestError"]
 
@@ -102,6 +105,7 @@ class Appliance:
         self._pending: list[Offence] = []
         self._flush_call: IDelayedCall | None = None
         self._lines = BanLines(clock)
+        self._found_lines = FoundLines(clock)
         self._expiry = ExpiryTimer(clock, self.active.next_expiry, self._expire)
         self.started_at = clock.seconds()
         self.cluster = cluster
@@ -119,8 +123,9 @@ class Appliance:
         self._install_jails(self.config)
         active = self._restore(restorable(self.store, self.engine.jails, now), now)
         log.info(
-            "restored {count} active bans into the {backend} backend",
+            "restored {bans} into the {backend} backend",
             count=len(active),
+            bans=plural(len(active), "active ban"),
             backend=self.enforcer.name,
         )
         self._expiry.schedule()
@@ -149,14 +154,37 @@ class Appliance:
         if self._pending:
             self._flush()
         self._lines.close()
+        self._found_lines.close()
         if self.config.enforcement.on_stop == "flush":
             self.enforcer.flush()
             log.info(
                 "on_stop = flush: removed every ban from the {backend} backend",
                 backend=self.enforcer.name,
             )
+        else:
+            self._log_kept()
         self.enforcer.close()
         self.store.close()
+
+    def _log_kept(self) -> None:
+        """The stop line of ``on_stop = keep``: what stays enforced, and until when."""
+        bans = self.active.values()
+        permanent = sum(1 for b in bans if b.permanent)
+        if self.enforcer.name == MemoryEnforcer.name:
+            log.info(
+                "stopping; dry run: {count} active bans were enforced nowhere; the next "
+                "start restores every active one from the store",
+                count=len(bans),
+            )
+            return
+        log.info(
+            "stopping; {count} active bans stay in the {backend} backend ({permanent} "
+            "permanent): each temporary one ends by its own timeout there, and the next start "
+            "restores every active one from the store",
+            count=len(bans),
+            permanent=permanent,
+            backend=self.enforcer.name,
+        )
 
     def reload(self, config: Config) -> None:
         """Switch to ``config``: new jails start, removed jails stop (their bans leave the
@@ -179,13 +207,14 @@ class Appliance:
 
     def receive(self, message: SyslogMessage) -> None:
         """The listeners' sink: run the jails; offences are settled at the end of this turn."""
-        found = self.engine.feed(message, message.received_at)
-        for item in found:
-            if isinstance(item, Lookup):
+        for item in self.engine.feed(message, message.received_at):
+            if isinstance(item, Offence):
+                self._settle_later(item)
+            elif isinstance(item, Lookup):
                 if self._lookups is not None:
                     self._lookups.lookup(item)
             else:
-                self._settle_later(item)
+                self._found_lines.found(item, message.received_at)
 
     def _settle_later(self, offence: Offence) -> None:
         self._pending.append(offence)
@@ -247,7 +276,7 @@ class Appliance:
             self._store_failed(e)
         now = self.clock.seconds()
         self.active.add(bans)
-        self._lines.banned(bans, now, budgeted=measure)
+        self._lines.banned(bans, [d.deciding_line for d in decisions], now, budgeted=measure)
         self.health.bans_total += len(bans)
         by_kind = self.bans_by_kind
         for ban in bans:

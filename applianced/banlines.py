@@ -2,7 +2,9 @@
 per-second budget (``logs.LogBudget``; the rest summarised in one line per second).
 
 The Appliance keeps one and tells it what it enforced, adopted from the cluster or ended; an
-operator's ban is always logged, a storm's are counted against the budget. The lines keep the
+operator's ban is always logged, a storm's are counted against the budget. A ban enforced here
+names the syslog sender and the line that decided it (the last failure's, escaped and bounded
+by ``logs.log_text``). The lines keep the
 ``applianced.appliance`` namespace they have always had (the journal shows it).
 """
 
@@ -13,9 +15,10 @@ from collections.abc import Sequence
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from applianced.logs import LogBudget
+from applianced.logs import LogBudget, log_text
 from applianced.rules.decision import Ban
-from applianced.units import format_duration
+from applianced.rules.engine import split_evidence
+from applianced.units import format_duration, plural
 
 __all__ = ["BanLines"]
 
@@ -31,17 +34,24 @@ class BanLines:
     def __init__(self, clock: IReactorTime) -> None:
         self._budget = LogBudget(clock, BANS_PER_SECOND, _log_unlogged)
 
-    def banned(self, bans: Sequence[Ban], now: float, *, budgeted: bool) -> None:
-        """New bans enforced here; ``budgeted``: a storm's, counted against the budget."""
+    def banned(
+        self, bans: Sequence[Ban], lines: Sequence[str], now: float, *, budgeted: bool
+    ) -> None:
+        """New bans enforced here, each with the line that decided it (as the rules keep it:
+        ``[sender] line``); ``budgeted``: a storm's, counted against the budget."""
         shown = self._budget.allow(len(bans), now) if budgeted else len(bans)
-        for ban in bans[:shown]:
+        for ban, line in zip(bans[:shown], lines, strict=False):
+            sender, text = split_evidence(line)
             log.info(
-                "ban {jail} {network} for {duration} ({kind}, ban #{count})",
+                "ban {jail} {network} for {duration} ({kind}, ban #{count}); "
+                'sender {sender}: "{line}"',
                 jail=ban.jail,
                 network=str(ban.network),
                 kind=str(ban.kind),
                 count=ban.count,
                 duration=format_duration(ban.remaining(now)),
+                sender=sender or "unknown",
+                line=log_text(text),
             )
 
     def adopted(self, fresh: Sequence[Ban], lifted: Sequence[Ban], now: float) -> None:
@@ -77,7 +87,8 @@ class BanLines:
 
 def _log_unlogged(more: int) -> None:
     log.info(
-        "... and {more} more bans in the last second, not logged one by one"
+        "... and {bans} in the last second, not logged one by one"
         " (`appliancectl banned` lists them)",
         more=more,
+        bans=plural(more, "more ban", "more bans"),
     )

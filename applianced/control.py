@@ -113,7 +113,9 @@ class Dispatcher:
         appliance: Appliance,
         reload: Callable[[], Any] | None = None,
         in_thread: InThread | None = None,
+        bouncers: Callable[[], list[dict[str, Any]]] | None = None,
     ) -> None:
+        """``bouncers``: the decision stream's bouncers and their last pulls ([decisions])."""
         self.appliance = appliance
         self.in_thread = in_thread
         jail, target = ("jail",), ("target",)
@@ -135,6 +137,8 @@ class Dispatcher:
         if reload is not None:
             self.verbs["reload"] = _Verb(lambda a: reload())
         self.verbs["notify_test"] = _Verb(self.notify_test)
+        self.verbs["notify_preview"] = _Verb(self.notify_preview, optional=jail)
+        self.verbs["bouncers"] = _Verb(lambda a: None if bouncers is None else bouncers())
 
     def handle(self, request: Any) -> dict[str, Any] | Deferred[dict[str, Any]]:
         if not isinstance(request, dict) or not isinstance(request.get("verb"), str):
@@ -177,6 +181,12 @@ class Dispatcher:
         if notifier is None:
             raise ApplianceError("ban mails are not set up in this daemon")
         return notifier.test()
+
+    def notify_preview(self, args: dict[str, Any]) -> dict[str, Any]:
+        notifier = self.appliance.notifier
+        if notifier is None:
+            raise ApplianceError("ban mails are not set up in this daemon")
+        return notifier.preview(args.get("jail"))
 
     def _now(self) -> float:
         return self.appliance.clock.seconds()

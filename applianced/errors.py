@@ -7,6 +7,7 @@ from pathlib import Path
 __all__ = [
     "ApplianceError",
     "ConfigError",
+    "ConfigErrors",
     "ControlError",
     "EnforcementError",
     "FilterError",
@@ -30,6 +31,19 @@ class ConfigError(ApplianceError):
         where = f"{self.path}:{line}" if line is not None else str(self.path)
         what = f" [{key}]" if key else ""
         super().__init__(f"{where}:{what} {message}")
+
+
+class ConfigErrors(ConfigError):
+    """Several mistakes in one config file (``appliancectl check`` lists them all): ``errors``
+    in the file's order; the attributes are the first one's, the message has one line each."""
+
+    def __init__(self, errors: tuple[ConfigError, ...]) -> None:
+        first = errors[0]
+        super().__init__(first.path, first.key, first.message, first.line)
+        self.errors = errors
+
+    def __str__(self) -> str:
+        return "\n".join(str(e) for e in self.errors)
 
 
 class FilterError(ApplianceError):

@@ -1,8 +1,9 @@
 """The appliance's health counters: plain integers the hot path bumps, read at scrape time.
 
 The Appliance creates one and hands it to its enforcement batcher and its hostname lookups,
-which write it too; ``Appliance.stats()`` copies them into the read-only snapshot that the
-control socket's ``status`` and ``metrics.py`` read.
+which write it too, as does the decision stream's server (``decisions/server.py``, its
+pulls); ``Appliance.stats()`` copies them into the read-only snapshot that the control
+socket's ``status`` and ``metrics.py`` read.
 """
 
 from __future__ import annotations
@@ -26,3 +27,5 @@ class Health:
     skipped_already_banned: int = 0
     dns_failed: int = 0
     dns_dropped: int = 0
+    bouncer_pulls: int = 0  # decision stream requests answered (decisions/server.py)
+    bouncer_refused: int = 0  # ... refused: a missing or wrong X-Api-Key

@@ -12,6 +12,11 @@ Two formats, one line per event (a traceback adds lines):
 
 ``auto`` is ``journal`` when stderr is the journal's stream (``$JOURNAL_STREAM``, set by systemd
 for ``StandardError=journal``, names its device and inode), else ``text``.
+
+``LevelFilter`` keeps the level an operator picks (``--log-level``, ``[daemon] log_level``): at
+``info`` the log holds our own lines and anyone's warnings and errors; the info lines of
+other libraries (Twisted's "Starting factory", "... starting on PORT", "(UDP Port N Closed)",
+"Main loop terminated.") count as debug. ``log_text`` makes a syslog line safe for a log line.
 """
 
 from __future__ import annotations
@@ -29,10 +34,37 @@ from twisted.logger import (
     eventAsText,
     textFileLogObserver,
 )
+from zope.interface import implementer
 
-__all__ = ["FORMATS", "SYSLOG_LEVELS", "LogBudget", "journal_line", "log_observer", "under_journal"]
+__all__ = [
+    "FORMATS",
+    "LEVELS",
+    "SYSLOG_LEVELS",
+    "LevelFilter",
+    "LogBudget",
+    "journal_line",
+    "log_observer",
+    "log_text",
+    "under_journal",
+]
 
 FORMATS = ("auto", "text", "journal")
+# The operator's names of the levels, lowest first (`--log-level`, `[daemon] log_level`).
+LEVELS = ("debug", "info", "warning", "error")
+_RANK = {
+    LogLevel.debug: 0,
+    LogLevel.info: 1,
+    LogLevel.warn: 2,
+    LogLevel.error: 3,
+    LogLevel.critical: 4,
+}
+_OURS = "applianced"  # the namespace of every Logger of ours
+# Characters a log line must not carry raw: C0 and C1 controls (a newline would forge a line),
+# DEL, and the Unicode line and paragraph separators.
+_ESCAPES = {
+    c: f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+    for c in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)
+}
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
 
@@ -85,6 +117,37 @@ def log_observer(
     if fmt == "journal" or (fmt == "auto" and under_journal(stream, environ)):
         return FileLogObserver(stream, journal_line)
     return textFileLogObserver(stream, timeFormat=TIME_FORMAT)
+
+
+def log_text(text: str, limit: int = 300) -> str:
+    """``text`` (a syslog line) fit for one log line: controls escaped (``\\x1b``), at most
+    ``limit`` characters of it kept and the cut said."""
+    if len(text) > limit:
+        text = f"{text[:limit]}... ({len(text) - limit} more chars)"
+    return text.translate(_ESCAPES)
+
+
+@implementer(ILogObserver)
+class LevelFilter:
+    """Passes to ``inner`` the events at ``level`` (one of ``LEVELS``) or above. Another
+    library's info event is passed as a debug one (the journal files it at priority 7).
+    ``set`` changes the level (a reload)."""
+
+    def __init__(self, inner: ILogObserver, level: str = "info") -> None:
+        self._inner = inner
+        self.set(level)
+
+    def set(self, level: str) -> None:
+        if level not in LEVELS:
+            raise ValueError(f"log level {level!r} is not one of {', '.join(LEVELS)}")
+        self._least = LEVELS.index(level)
+
+    def __call__(self, event: LogEvent) -> None:
+        rank = _RANK.get(event.get("log_level", LogLevel.info), 1)
+        if rank == 1 and not str(event.get("log_namespace", "")).startswith(_OURS):
+            rank, event = 0, {**event, "log_level": LogLevel.debug}
+        if rank >= self._least:
+            self._inner(event)
 
 
 class LogBudget:

@@ -5,7 +5,9 @@ plain integer counters (``ReceiverStats``, ``JailStats``, ``Health``); the
 ``ApplianceCollector`` reads their snapshot (``Appliance.stats()``, ``stats.py``) when
 Prometheus scrapes, so a message costs what it cost
 before. The one number that has no counter elsewhere, the ban latency, is a ``LatencyHistogram``
-(``latency.py``) the appliance feeds once per kernel batch.
+(``latency.py``) the appliance feeds once per kernel batch. The kernel's elements per set are
+the one figure read from outside at scrape time: ``KernelElements`` lists them (as ``status``
+does, about 1.5 s per 100,000 elements) in a worker thread before the scrape is rendered.
 
 ``service.py`` imports this module only when ``[metrics] enabled = true`` (prometheus-client and
 twisted.web are a tenth of a second of start-up), builds the registry (its own
@@ -16,7 +18,8 @@ default).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import platform
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -31,20 +34,24 @@ from prometheus_client.utils import floatToGoString
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort
+from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import NOT_DONE_YET, Request, Site
 
+from applianced import __version__
 from applianced.rules.decision import BanKind
 
 if TYPE_CHECKING:
     from applianced.appliance import Appliance
     from applianced.conf.schema import MetricsConf
+    from applianced.enforcement.base import Enforcer
     from applianced.receiver.edge import ReceiverStats
     from applianced.stats import Stats
 
 __all__ = [
     "ApplianceCollector",
+    "KernelElements",
     "MetricsResource",
     "MetricsService",
     "make_registry",
@@ -64,12 +71,23 @@ class ApplianceCollector:
 
     def collect(self) -> Iterator[Metric]:
         app = self.appliance.stats()
+        yield _build_info()
         yield from _receiver(app.receiver)
         yield from _connections(app.receiver)
         yield from _jails(app)
         yield from _bans(app)
         yield from _health(app)
         yield from _notify_and_cluster(app)
+
+
+def _build_info() -> Metric:
+    info = GaugeMetricFamily(
+        "applianced_build_info",
+        "Always 1: the daemon's version and its Python's, as labels.",
+        labels=["version", "python"],
+    )
+    info.add_metric([__version__, platform.python_version()], 1)
+    return info
 
 
 def _receiver(r: ReceiverStats) -> Iterator[Metric]:
@@ -243,6 +261,16 @@ def _health(app: Stats) -> Iterator[Metric]:
     )
     yield _counter("applianced_unbans", "Bans lifted by unban or flush.", h.unbans_total)
     yield _counter("applianced_expired_bans", "Bans that expired.", h.expired_total)
+    yield _counter(
+        "applianced_bouncer_pulls",
+        "Decision stream requests of CrowdSec bouncers answered ([decisions]).",
+        h.bouncer_pulls,
+    )
+    yield _counter(
+        "applianced_bouncer_refused",
+        "Decision stream requests refused: a missing or wrong X-Api-Key.",
+        h.bouncer_refused,
+    )
 
     yield HistogramMetricFamily(
         "applianced_ban_latency_seconds",
@@ -265,6 +293,18 @@ def _notify_and_cluster(app: Stats) -> Iterator[Metric]:
         "applianced_notify_dropped",
         "Ban notifications dropped (backlog full or mail refused).",
         status.get("dropped", 0),
+    )
+    yield _counter(
+        "applianced_mails_sent",
+        "Ban mails delivered (single mails and digests).",
+        status.get("sent", 0),
+    )
+    yield _counters(
+        "applianced_mails_failed",
+        "Ban mail deliveries that failed: retried later (temporary) or refused by the server "
+        "(5xx, the mail dropped).",
+        "outcome",
+        {"retried": status.get("failed_attempts", 0), "refused": status.get("rejected", 0)},
     )
     cluster = app.cluster
     if cluster is not None:  # cluster mode (applianced/cluster/)
@@ -299,28 +339,74 @@ def _counters(
     return family
 
 
-def make_registry(appliance: Appliance, process: bool = True) -> CollectorRegistry:
+class KernelElements:
+    """The elements in each of the enforcer's sets, as of the last ``read``: a kernel
+    listing, run in a worker thread before each scrape (``MetricsResource``)."""
+
+    def __init__(self, enforcer: Enforcer) -> None:
+        self.enforcer = enforcer
+        self.counts: Mapping[str, int] = {}
+
+    def read(self) -> None:
+        self.counts = self.enforcer.set_counts()
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "applianced_kernel_elements",
+            "Elements in each of our nftables sets at the scrape (expired ones gone): JAIL_v4, "
+            "JAIL_v6 (hosts), JAIL_p64_v6 (IPv6 /64s), JAIL_net_v4/_v6 (other networks), and "
+            "JAIL_bl_* (the blacklist); none on --dry-run.",
+            labels=["set"],
+        )
+        for name, n in sorted(self.counts.items()):
+            family.add_metric([name], n)
+        yield family
+
+
+def make_registry(
+    appliance: Appliance, process: bool = True, kernel: KernelElements | None = None
+) -> CollectorRegistry:
     """A registry of its own (not prometheus_client's global one) with the appliance's
-    metrics, and the process's memory, CPU and file descriptors when ``process``."""
+    metrics, the kernel's elements when ``kernel``, and the process's memory, CPU and file
+    descriptors when ``process``."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ApplianceCollector(appliance))
+    if kernel is not None:
+        registry.register(kernel)
     if process:
         ProcessCollector(registry=registry)
     return registry
 
 
 class MetricsResource(Resource):
-    """``GET /metrics``: the registry in the Prometheus text format."""
+    """``GET /metrics``: the registry in the Prometheus text format; ``before``, when given,
+    runs first (the kernel's listing, in a thread) and the answer waits for it."""
 
     isLeaf = True
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, before: Callable[[], Deferred[None]] | None = None
+    ) -> None:
         super().__init__()
         self.registry = registry
+        self.before = before
 
-    def render_GET(self, request: Request) -> bytes:
+    def render_GET(self, request: Request) -> bytes | int:
         request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
-        return generate_latest(self.registry)
+        if self.before is None:
+            return generate_latest(self.registry)
+
+        def answer(_: object) -> None:
+            request.write(generate_latest(self.registry))
+            request.finish()
+
+        def failed(reason: Failure) -> None:
+            request.setResponseCode(http.INTERNAL_SERVER_ERROR)
+            request.write(f"cannot read the kernel's sets: {reason.getErrorMessage()}\n".encode())
+            request.finish()
+
+        self.before().addCallbacks(answer, failed)
+        return NOT_DONE_YET
 
 
 class _QuietSite(Site):
@@ -336,15 +422,22 @@ class MetricsService(Service):
     """Listens on ``[metrics] address:port`` (TCP) while running; started after the control
     socket, so a busy port stops the daemon at start with a clear error."""
 
-    def __init__(self, conf: MetricsConf, registry: CollectorRegistry, reactor: Any) -> None:
+    def __init__(
+        self,
+        conf: MetricsConf,
+        registry: CollectorRegistry,
+        reactor: Any,
+        before: Callable[[], Deferred[None]] | None = None,
+    ) -> None:
         self.conf = conf
         self.registry = registry
         self.reactor = reactor
+        self.before = before
         self.port: IListeningPort | None = None
 
     def site(self) -> Site:
         root = Resource()
-        root.putChild(b"metrics", MetricsResource(self.registry))
+        root.putChild(b"metrics", MetricsResource(self.registry, self.before))
         return _QuietSite(root)
 
     def startService(self) -> None:

@@ -19,6 +19,7 @@ from applianced.conf.load import load_config
 from applianced.conf.schema import Config
 from applianced.errors import ApplianceError, ConfigError
 from applianced.receiver.listeners import Listeners
+from applianced.units import plural
 
 __all__ = ["Reload", "Reloader"]
 
@@ -36,7 +37,8 @@ class Reloader:
 
     ``around`` wraps each reload (systemd's RELOADING=1 ... READY=1); the config is read
     synchronously inside it, so a bad file raises there. The Deferred fails with
-    ``ApplianceError`` (``ConfigError`` for a bad file) and the running config stays."""
+    ``ApplianceError`` (``ConfigError`` for a bad file) and the running config stays.
+    ``then`` is told the new config once it applies (the log's level)."""
 
     def __init__(
         self,
@@ -44,11 +46,13 @@ class Reloader:
         appliance: Appliance,
         listeners: Listeners,
         around: Callable[[Reload], Deferred[dict[str, Any]]] = lambda work: work(),
+        then: Callable[[Config], None] | None = None,
     ) -> None:
         self.config = config
         self.appliance = appliance
         self.listeners = listeners
         self.around = around
+        self.then = then
         self._lock = DeferredLock()
 
     def __call__(self) -> Deferred[dict[str, Any]]:
@@ -73,6 +77,8 @@ class Reloader:
             log.error("{error}", error=message)
             raise ApplianceError(message) from None
         self.appliance.reload(new)
+        if self.then is not None:
+            self.then(new)
         old, self.config = self.config, new
         for key in ("state_dir", "control_socket", "lines_per_ban"):
             if getattr(old, key) != getattr(new, key):
@@ -80,16 +86,17 @@ class Reloader:
         if old.state != new.state:
             log.warn("[state] changed: it applies at the next start")
         log.info(
-            "reloaded {path}: {jails} jails; listeners opened {opened}, closed {closed}, "
+            "reloaded {path}: {jails}; listeners opened {opened}, closed {closed}, "
             "updated {updated}",
             path=str(new.path),
-            jails=len(new.enabled_jails),
+            jails=plural(len(new.enabled_jails), "jail"),
             opened=moved["opened"] or "none",
             closed=moved["closed"] or "none",
             updated=moved["updated"] or "none",
         )
         return {
-            "config": str(new.path),
+            # Absolute: appliancectl, in another directory, compares it with the file it edited.
+            "config": str(new.path.resolve()),
             "jails": [j.name for j in new.enabled_jails],
             "listeners": moved,
         }

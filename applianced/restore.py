@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from twisted.logger import Logger
 
 from applianced.store.base import BanRow, OffenderStore
-from applianced.units import MAX_BAN_SECONDS
+from applianced.units import MAX_BAN_SECONDS, plural
 
 __all__ = ["gc_paused", "restorable"]
 
@@ -27,7 +27,11 @@ def restorable(store: OffenderStore, jails: Container[str], now: float) -> list[
     due = store.due_expiries(now)
     if due:
         store.end_bans(due, now, "expired")
-        log.info("{count} bans expired while the appliance was down", count=len(due))
+        log.info(
+            "{bans} expired while the appliance was down",
+            count=len(due),
+            bans=plural(len(due), "ban"),
+        )
     return _within_limit([r for r in store.active_rows(now) if r[0] in jails], now)
 
 

@@ -8,10 +8,11 @@ unmaintained, ``sdnotify``, or bind libsystemd, ``systemd-python``/``cysystemd``
 build against ``libsystemd-dev``).
 
 ``Supervisor`` is what ``service.main`` wires: READY=1 once bans are restored and listeners are
-open, STATUS= with counts every ``STATUS_INTERVAL`` seconds, WATCHDOG=1 from a reactor
-``LoopingCall`` at half of ``$WATCHDOG_USEC`` (a stuck reactor stops pinging and systemd restarts
-it), RELOADING=1 (with MONOTONIC_USEC=) and READY=1 around a reload, STOPPING=1 at shutdown.
-Time comes from the injected reactor, so tests drive it with ``task.Clock``.
+open, STATUS= with counts (the text: ``stats.status_line``) every ``STATUS_INTERVAL`` seconds,
+WATCHDOG=1 from a reactor ``LoopingCall`` at half of ``$WATCHDOG_USEC`` (a stuck reactor stops
+pinging and systemd restarts it), RELOADING=1 (with MONOTONIC_USEC=) and READY=1 around a
+reload, STOPPING=1 at shutdown. Time comes from the injected reactor, so tests drive it with
+``task.Clock``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ __all__ = [
     "STATUS_INTERVAL",
     "SdNotifier",
     "Supervisor",
-    "status_line",
     "watchdog_interval",
 ]
 
@@ -130,11 +130,6 @@ def watchdog_interval(
     if usec <= 0:
         return None
     return usec / 2 / 1_000_000
-
-
-def status_line(jails: int, bans: int, received: int) -> str:
-    """The STATUS= text: what ``systemctl status`` shows under the unit's name."""
-    return f"{jails} jails, {bans} active bans, {received} messages received"
 
 
 class Supervisor:

@@ -42,19 +42,22 @@ from applianced.enforcement.notify import Notifier
 from applianced.enforcement.whois import WhoisClient, tcp_query
 from applianced.errors import ApplianceError, ConfigError
 from applianced.hostnames import resolve
-from applianced.logs import FORMATS, log_observer
+from applianced.logs import FORMATS, LEVELS, LevelFilter, log_observer
 from applianced.receiver.edge import ReceiverStats
 from applianced.receiver.listeners import Listeners, ListenerService
 from applianced.reloader import Reload, Reloader
 from applianced.rules.decision import IPAddress, IPNetwork
 from applianced.rules.engine import Engine
-from applianced.sdnotify import SdNotifier, Supervisor, status_line, watchdog_interval
+from applianced.sdnotify import SdNotifier, Supervisor, watchdog_interval
+from applianced.stats import status_line
 from applianced.store.sqlite import SqliteOffenderStore
+from applianced.units import plural
 
 __all__ = ["main", "make_service"]
 
 if TYPE_CHECKING:
     from applianced.cluster.replicator import Replicator
+    from applianced.decisions.server import DecisionService
 
 log = Logger()
 
@@ -113,9 +116,14 @@ def _store(config: Config, *, journal: bool) -> SqliteOffenderStore:
 
 
 def make_service(
-    config: Config, reactor: Any, enforcer: Enforcer, own_addresses: Sequence[IPNetwork] = ()
+    config: Config,
+    reactor: Any,
+    enforcer: Enforcer,
+    own_addresses: Sequence[IPNetwork] = (),
+    levels: LevelFilter | None = None,
 ) -> tuple[MultiService, Appliance]:
-    """The daemon as a MultiService, and its Appliance (for tests)."""
+    """The daemon as a MultiService, and its Appliance (for tests). ``levels``: the log's
+    filter a reload sets to the file's ``log_level`` (None when ``--log-level`` fixed it)."""
     cluster = config.state.backend == "postgresql"
     share = cluster and config.state.share_failures
     store = _store(config, journal=cluster)
@@ -149,10 +157,24 @@ def make_service(
         lambda: status_line(len(appliance.engine.jails), len(appliance.active), stats.received),
         watchdog=watchdog_interval(),
     )
-    reload = Reloader(config, appliance, listeners, around=supervisor.reload)
+    reload = Reloader(
+        config,
+        appliance,
+        listeners,
+        around=supervisor.reload,
+        then=(lambda new: levels.set(new.log_level)) if levels is not None else None,
+    )
+    decisions = _decisions(config, appliance, reactor)
     control = UNIXServer(
         str(config.control_socket),
-        ControlFactory(Dispatcher(appliance, reload, in_thread=deferToThread)),
+        ControlFactory(
+            Dispatcher(
+                appliance,
+                reload,
+                in_thread=deferToThread,
+                bouncers=decisions.bouncers if decisions is not None else None,
+            )
+        ),
         mode=0o660,
         wantPID=False,
         reactor=reactor,
@@ -165,6 +187,7 @@ def make_service(
         listeners,
         control,
         _metrics(config, appliance, reactor),
+        decisions,
         SystemdService(supervisor, reactor, reload),
     ):
         if child is not None:
@@ -199,10 +222,29 @@ def _metrics(config: Config, appliance: Appliance, reactor: Any) -> Service | No
     if not config.metrics.enabled:
         return None
     # Imported here: prometheus-client and twisted.web cost start-up time otherwise.
-    from applianced.metrics import MetricsService, make_registry
+    from applianced.metrics import KernelElements, MetricsService, make_registry
 
-    # Its own registry, read at scrape time from the appliance's stats.
-    return MetricsService(config.metrics, make_registry(appliance), reactor)
+    # Its own registry, read at scrape time from the appliance's stats; the kernel's sets
+    # listed in a worker thread first, as status does.
+    kernel = KernelElements(appliance.enforcer)
+    return MetricsService(
+        config.metrics,
+        make_registry(appliance, kernel=kernel),
+        reactor,
+        before=lambda: deferToThread(kernel.read),
+    )
+
+
+def _decisions(config: Config, appliance: Appliance, reactor: Any) -> DecisionService | None:
+    """The decision stream for CrowdSec bouncers when ``[decisions]`` is set; its keys in the
+    state directory (``appliancectl bouncer add``)."""
+    if config.decisions is None:
+        return None
+    from applianced.bouncers import KeyRing
+    from applianced.decisions.server import DecisionService
+
+    keys = KeyRing(config.state_dir)
+    return DecisionService(config.decisions, appliance, keys, reactor, in_thread=deferToThread)
 
 
 def make_notifier(config: Config, reactor: Any) -> Notifier:
@@ -304,23 +346,36 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="stderr lines: text (with timestamps), journal (<N> level prefixes, no timestamps), "
         "auto (journal when stderr is $JOURNAL_STREAM, as under systemd; the default)",
     )
+    p.add_argument(
+        "--log-level",
+        choices=LEVELS,
+        default=None,
+        help="the least level logged; wins over [daemon] log_level (default: info: our own "
+        "lines, and any library's warnings and errors)",
+    )
     p.add_argument("--version", action="version", version=f"applianced {__version__}")
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    globalLogBeginner.beginLoggingTo(
-        [log_observer(sys.stderr, args.log_format)], redirectStandardIO=False
-    )
+    levels = LevelFilter(log_observer(sys.stderr, args.log_format), args.log_level or "info")
+    globalLogBeginner.beginLoggingTo([levels], redirectStandardIO=False)
     from twisted.internet import reactor as _reactor
 
     reactor: Any = _reactor
     try:
         config = load_config(config_path(args.config))
+        levels.set(args.log_level or config.log_level)
         enforcer = pick_enforcer(config, args.dry_run)
         _prepare_socket(config.control_socket)
-        top, _ = make_service(config, reactor, enforcer, local_addresses())
+        top, _ = make_service(
+            config,
+            reactor,
+            enforcer,
+            local_addresses(),
+            levels=None if args.log_level else levels,
+        )
         top.startService()
     except ConfigError as e:
         print(f"applianced: configuration error: {e}", file=sys.stderr)
@@ -338,10 +393,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
     log.info(
-        "applianced {version} running: {jails} jails, listening on {listeners}, "
-        "control socket {socket}",
+        "applianced {version} running: {jails}, listening on {listeners}, control socket {socket}",
         version=__version__,
-        jails=len(config.enabled_jails),
+        jails=plural(len(config.enabled_jails), "jail"),
         listeners=", ".join(f"{c.transport}/{c.address}:{c.port}" for c in config.listeners),
         socket=str(config.control_socket),
     )

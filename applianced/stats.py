@@ -16,8 +16,9 @@ from applianced.health import Health
 from applianced.receiver.edge import ReceiverStats
 from applianced.rules.decision import Ban
 from applianced.rules.jail import Jail
+from applianced.units import plural
 
-__all__ = ["JailFigures", "Stats", "jail_figures"]
+__all__ = ["JailFigures", "Stats", "jail_figures", "status_line"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,3 +78,10 @@ def jail_figures(jails: Mapping[str, Jail], active: Iterable[Ban]) -> dict[str, 
         )
         for name, j in jails.items()
     }
+
+
+def status_line(jails: int, bans: int, received: int) -> str:
+    """The STATUS= text for systemd (``sdnotify.py``): what ``systemctl status`` shows under
+    the unit's name."""
+    counts = (plural(jails, "jail"), plural(bans, "active ban"), plural(received, "message"))
+    return "{}, {}, {} received".format(*counts)

@@ -151,5 +151,8 @@ class RecordingNotifier:
         self.tests += 1
         return succeed({"via": "recording", "to": [], "dialogue": "250 OK"})
 
+    def preview(self, jail: str | None = None) -> dict[str, Any]:
+        return {"jail": jail, "headers": [["Subject", "preview"]], "body": "sample\n"}
+
     def stop(self) -> None:
         self.stopped = True

@@ -1,4 +1,5 @@
-"""Durations as operators write them (``600``, ``10m``, ``1h``, ``1d``, ``1w``) and back.
+"""Durations as operators write them (``600``, ``10m``, ``1h``, ``1d``, ``1w``) and back, and
+counts as they read them (``1 ban``, ``2 bans``).
 
 Shared by the config loader, the control socket and the CLI. Seconds are floats everywhere
 inside the program.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 
-__all__ = ["MAX_BAN_SECONDS", "format_duration", "parse_ban_duration", "parse_duration"]
+__all__ = ["MAX_BAN_SECONDS", "format_duration", "parse_ban_duration", "parse_duration", "plural"]
 
 # The longest ban that is not permanent: nftables (1.0.6, Debian 12) refuses an element timeout
 # above 99,999,999 s ("value too large"; measured in a namespace), about 165 weeks. A longer
@@ -88,3 +89,8 @@ def format_duration(seconds: float | None) -> str:
         if len(parts) == 2:
             break
     return "".join(parts)
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 ban``, ``2 bans``: ``n`` and the word in its number (``many``: an irregular one)."""
+    return f"{n} {word if n == 1 else many or word + 's'}"

@@ -8,6 +8,7 @@ jails' windows and the store's history.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
@@ -18,7 +19,18 @@ from applianced.rules import addresses
 from applianced.rules.addresses import network_of
 from applianced.rules.decision import Ban, IPAddress, IPNetwork
 
-__all__ = ["ban", "ban_json", "parse_address", "parse_target", "status", "unban", "why"]
+__all__ = [
+    "STATUS_BANS",
+    "ban",
+    "ban_json",
+    "parse_address",
+    "parse_target",
+    "status",
+    "unban",
+    "why",
+]
+
+STATUS_BANS = 50  # `status JAIL` lists this many of the jail's bans, the newest first
 
 
 def parse_address(text: str) -> IPAddress:
@@ -86,16 +98,32 @@ def unban(
     return found
 
 
+def _why_target(text: str) -> tuple[IPAddress, IPNetwork | None]:
+    """An address, or the ``ADDR/len`` that ``banned`` prints: a host's /32 or /128 is the
+    address; a wider prefix is the network, seen through its first address."""
+    if "/" not in text:
+        return parse_address(text), None
+    network = parse_target(text, 128)
+    address = network.network_address
+    return address, None if network.prefixlen == network.max_prefixlen else network
+
+
 def why(appliance: Appliance, target: str) -> dict[str, Any]:
-    """Every jail's view of an address: failures in the window, bans past and present."""
-    address = parse_address(target)
+    """Every jail's view of an address (or a prefix): failures in the window, bans past and
+    present."""
+    address, prefix = _why_target(target)
     now = appliance.clock.seconds()
     store = appliance.store
     jails = {}
     for name, jail in appliance.engine.jails.items():
         net = network_of(address, jail.conf.ipv6_prefix)
         active = next(
-            (b for (j, n), b in appliance.active.items() if j == name and address in n), None
+            (
+                b
+                for (j, n), b in appliance.active.items()
+                if j == name and (address in n if prefix is None else n.overlaps(prefix))
+            ),
+            None,
         )
         try:
             prior = store.prior_bans(name, [net], now - jail.conf.findtime_history)[net]
@@ -119,9 +147,14 @@ def why(appliance: Appliance, target: str) -> dict[str, Any]:
             "node": r.node,
             "sender": r.sender,
         }
-        for r in store.history(address)
+        for r in store.history(address if prefix is None else prefix)
     ]
-    return {"address": str(address), "jails": jails, "history": history}
+    return {
+        "address": str(prefix or address),
+        "jails": jails,
+        "history": history,
+        "cluster": appliance.cluster is not None,  # whether a ban's node means anything
+    }
 
 
 def status(
@@ -152,7 +185,9 @@ def status(
         if jail is None or name == jail
     }
     h = s.health
+    one_jail = {} if jail is None else _newest_bans(appliance, jail)
     return {
+        **one_jail,
         "uptime": s.uptime,
         "backend": s.backend,
         "jails": per_jail,
@@ -168,6 +203,7 @@ def status(
         },
         "notify": s.notify,
         "cluster": s.cluster,
+        "decisions": {"pulls": h.bouncer_pulls, "refused": h.bouncer_refused},
         "totals": {
             "bans": h.bans_total,
             "unbans": h.unbans_total,
@@ -175,3 +211,12 @@ def status(
             "batches": h.batches,
         },
     }
+
+
+def _newest_bans(appliance: Appliance, jail: str) -> dict[str, Any]:
+    """The newest STATUS_BANS active bans of ``jail`` and the count of all (a jail may hold
+    100,000: the answer stays small)."""
+    bans = appliance.active.of_jail(jail)
+    now = appliance.clock.seconds()
+    newest = heapq.nlargest(STATUS_BANS, bans, key=lambda b: b.started_at)
+    return {"bans": [ban_json(b, now) for b in newest], "bans_total": len(bans)}

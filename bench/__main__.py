@@ -6,7 +6,8 @@ print figures; they assert nothing.
 Sections (``--only`` runs one): filters (bench/filters.py, fail2ban-regex beside test-filter),
 ingest (bench/ingest.py), kernel (bench/kernel.py in-process, bench/live.py the real daemon,
 bench/f2b_live.py fail2ban-server measured the same way, bench/flood.py the real daemon under
-forged UDP floods), memory (bench/memory.py), cli (bench/cli.py, appliancectl's start-up). The
+forged UDP floods), memory (bench/memory.py), cli (bench/cli.py, appliancectl's start-up),
+stream (bench/stream.py, a CrowdSec bouncer's startup and delta pulls of the decision stream). The
 kernel sections run in a network namespace created here and deleted afterwards, so the host's own
 ruleset is never touched. Needs root (``ip netns``).
 """
@@ -28,7 +29,7 @@ from typing import Any
 from bench.f2b_live import pylib
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("filters", "ingest", "kernel", "memory", "cli")
+SECTIONS = ("filters", "ingest", "kernel", "memory", "cli", "stream")
 F2B_LATENCY_SAMPLES = 100  # fail2ban bans ~80 a second: 50 a second for 2 s, not 6
 
 
@@ -289,6 +290,32 @@ def cli(args: argparse.Namespace) -> list[Row]:
     ]
 
 
+def stream(args: argparse.Namespace) -> list[Row]:
+    runs = repeat("stream", args.runs, lambda: module("bench.stream"))
+    rows = []
+    for n in ("10000", "100000"):
+        bans = f"{int(n):,} active bans"
+        rows += [
+            Row(
+                f"decision stream, startup pull of {bans}: build",
+                [r[n]["startup_ms"] for r in runs],
+                "ms",
+            ),
+            Row(
+                f"decision stream, startup pull of {bans}: body",
+                [r[n]["startup_bytes"] / 1e6 for r in runs],
+                "MB",
+            ),
+            Row(
+                f"decision stream, delta pull of 10 changes among {bans}",
+                [r[n]["delta_ms"] for r in runs],
+                "ms",
+                "flat in bans",
+            ),
+        ]
+    return rows
+
+
 HEADER = """\
 | figure | median | min | max | unit | target | fail2ban | ours vs fail2ban |
 |---|---:|---:|---:|---|---|---|---|"""
@@ -326,6 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "kernel": kernel,
         "memory": memory,
         "cli": cli,
+        "stream": stream,
     }
     chosen = args.only or SECTIONS
     print(

@@ -99,7 +99,7 @@ def test_a_storm_logs_twenty_ban_lines_a_second_and_counts_the_rest(tmp_path: Pa
         for i in range(25):
             attack(app, clock, f"198.51.100.{10 + i}")
         app.stop()
-    assert texts(events)[-1].startswith("... and 6 more bans in the last second")
+    assert texts(events)[-2].startswith("... and 6 more bans in the last second")
 
 
 def test_ban_lines_of_a_new_second_come_after_the_last_seconds_summary(tmp_path: Path) -> None:
@@ -564,3 +564,43 @@ def test_a_ban_from_the_cluster_beyond_the_kernels_limit_ends_at_the_limit(tmp_p
     app.adopt([Ban("sshd", net, T0, T0 + 166 * 604800.0, BanKind.MANUAL, 1)], [])
     assert enforcer.bans[("sshd", net)].expires_at == T0 + MAX_BAN_SECONDS
     assert app.banned()[0].expires_at == T0 + MAX_BAN_SECONDS
+
+
+def test_the_stop_line_says_the_bans_stay_in_the_kernel(tmp_path: Path) -> None:
+    """on_stop = keep: how many bans stay (permanent ones told apart), how they end, that the
+    next start restores them; a dry run says nothing was enforced."""
+
+    class Kernel(MemoryEnforcer):
+        name = "nftables"
+
+    def stop_line(enforcer: MemoryEnforcer, where: Path) -> str:
+        where.mkdir()
+        app, clock, _ = start(where, enforcer=enforcer)
+        attack(app, clock, "203.0.113.7")
+        views.ban(app, "sshd", "198.51.100.1", permanent=True)
+        with capturedLogs() as events:
+            app.stop()
+        return formatEvent(events[-1])
+
+    assert stop_line(Kernel(), tmp_path / "kernel") == (
+        "stopping; 2 active bans stay in the nftables backend (1 permanent): each temporary "
+        "one ends by its own timeout there, and the next start restores every active one "
+        "from the store"
+    )
+    assert stop_line(MemoryEnforcer(), tmp_path / "dry") == (
+        "stopping; dry run: 2 active bans were enforced nowhere; the next start restores "
+        "every active one from the store"
+    )
+
+
+def test_found_lines_come_before_the_ban_line_with_its_sender(tmp_path: Path) -> None:
+    """A log_found jail logs each failure, then the ban names the sender and deciding line."""
+    app, clock, _ = start(tmp_path, config(tmp_path, jail_conf(log_found=True)))
+    with capturedLogs() as events:
+        attack(app, clock, "203.0.113.7", sender="192.0.2.10")
+    texts = [formatEvent(e) for e in events if e["log_namespace"].startswith("applianced.")]
+    line = f"mx sshd[1]: {ssh_failure('203.0.113.7')}"
+    assert texts == [
+        *[f'found sshd 203.0.113.7; sender 192.0.2.10: "{line}"'] * 3,
+        f'ban sshd 203.0.113.7/32 for 1m40s (auto, ban #1); sender 192.0.2.10: "{line}"',
+    ]

@@ -73,3 +73,32 @@ def test_overlapping_finds_the_bans_an_unban_covers() -> None:
     assert book.overlapping(ip_network("192.0.2.7/32"), "web", False) == [narrow]
     assert book.overlapping(ip_network("192.0.2.0/25"), None, True) == [wide]
     assert book.overlapping(ip_network("::/0"), None, False) == [v6]
+
+
+def test_every_start_and_end_is_in_the_change_log() -> None:
+    """What the decision stream reads: add (a replaced ban ends first), lift, due, a reload's
+    removed jail; a restore starts the log over."""
+    book = BanBook()
+    first, longer = ban("192.0.2.1", 10.0), ban("192.0.2.1", 50.0, started=5.0)
+    other = ban("192.0.2.2", None, jail="web")
+    book.add([first])
+    book.add([longer, other])
+    book.lift([longer])
+    due = ban("192.0.2.3", 30.0)
+    book.add([due])
+    assert book.due(30.0) == [due]
+    book.keep_jails(["sshd"])
+    assert book.changes.since(0) == [
+        (first, True),
+        (first, False),
+        (longer, True),
+        (other, True),
+        (longer, False),
+        (due, True),
+        (due, False),
+        (other, False),
+    ]
+    head = book.changes.head
+    book.reset([first])
+    assert book.changes.since(head) is None
+    assert book.changes.since(book.changes.head) == []

@@ -7,11 +7,26 @@ import os
 from pathlib import Path
 
 import pytest
+from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
-from twisted.logger import Logger, LogLevel, LogPublisher
+from twisted.logger import (
+    LogEvent,
+    Logger,
+    LogLevel,
+    LogPublisher,
+    capturedLogs,
+)
+from twisted.python import log as legacy
 from twisted.python.failure import Failure
 
-from applianced.logs import LogBudget, journal_line, log_observer, under_journal
+from applianced.logs import (
+    LevelFilter,
+    LogBudget,
+    journal_line,
+    log_observer,
+    log_text,
+    under_journal,
+)
 
 
 def emit(observer_stream: io.StringIO, fmt: str, environ: dict[str, str] | None = None) -> str:
@@ -118,3 +133,74 @@ def test_log_budget_close_summarises_what_is_counted() -> None:
     assert summaries == [2]
     clock.advance(5.0)
     assert summaries == [2]
+
+
+def twisted_events() -> list[LogEvent]:
+    """What Twisted itself logs around a daemon's life, captured as it logs it: a factory's
+    start and stop, a port opened and closed (legacy `log.msg`), an unhandled error."""
+    with capturedLogs() as events:
+        factory = Factory()
+        factory.noisy = True
+        factory.doStart()
+        factory.doStop()
+        legacy.msg("SyslogUDP starting on 5514")
+        legacy.msg("(UDP Port 5514 Closed)")
+        try:
+            1 / 0  # noqa: B018
+        except ZeroDivisionError:
+            legacy.err(None, "Unhandled error in Deferred:")
+    return list(events)
+
+
+def shown(level: str, events: list[LogEvent]) -> list[str]:
+    stream = io.StringIO()
+    observer = LevelFilter(log_observer(stream, "journal", {}), level)
+    for event in events:
+        observer(event)
+    return stream.getvalue().splitlines()
+
+
+def test_twisted_chatter_is_debug_its_errors_are_not() -> None:
+    """At the default level Twisted's factory and port lines are gone, its errors stay; at
+    debug its lines show, at the journal's debug priority."""
+    events = twisted_events()
+    at_debug = shown("debug", events)
+    for chatter in ("Starting factory", "Stopping factory", "starting on 5514", "Closed)"):
+        assert any(line.startswith("<7>") and chatter in line for line in at_debug), chatter
+    at_info = shown("info", events)
+    assert at_info[0].startswith("<2>") and "Unhandled error in Deferred:" in at_info[0]
+    assert any("ZeroDivisionError" in line for line in at_info)
+    assert not any(
+        chatter in line for line in at_info for chatter in ("factory", "starting on", "Closed)")
+    )
+
+
+def test_our_lines_follow_the_level() -> None:
+    publisher_events: list[LogEvent] = []
+    log = Logger(namespace="applianced.appliance", observer=publisher_events.append)
+    log.debug("detail")
+    log.info("ban sshd 203.0.113.7/32")
+    log.warn("reload refused")
+    log.error("enforcement failed")
+    assert [line[:3] for line in shown("debug", publisher_events)] == ["<7>", "<6>", "<4>", "<3>"]
+    assert [line[:3] for line in shown("info", publisher_events)] == ["<6>", "<4>", "<3>"]
+    assert [line[:3] for line in shown("warning", publisher_events)] == ["<4>", "<3>"]
+    assert [line[:3] for line in shown("error", publisher_events)] == ["<3>"]
+
+
+def test_a_level_set_later_applies_to_the_next_event() -> None:
+    passed: list[LogEvent] = []
+    levels = LevelFilter(passed.append, "info")
+    event = {"log_level": LogLevel.info, "log_namespace": "applianced.appliance"}
+    levels(event)
+    levels.set("warning")
+    levels(event)
+    assert passed == [event]
+    with pytest.raises(ValueError, match="not one of debug, info, warning, error"):
+        levels.set("verbose")
+
+
+def test_log_text_escapes_controls_and_bounds_the_length() -> None:
+    assert log_text("a\nb\x1b[0m\x7f\u2028c\x85") == "a\\x0ab\\x1b[0m\\x7f\\u2028c\\x85"
+    assert log_text("é ü 漢字 tab\there") == "é ü 漢字 tab\\x09here"
+    assert log_text("x" * 20, limit=5) == "xxxxx... (15 more chars)"

@@ -3,6 +3,7 @@ enforcer), the latency histogram, the HTTP resource, the [metrics] config and it
 
 from __future__ import annotations
 
+import platform
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -15,19 +16,22 @@ import pytest
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
+from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 
-from applianced import views
+from applianced import __version__, views
 from applianced.appliance import Appliance
 from applianced.conf.load import parse_config
 from applianced.conf.schema import Config, ListenerConf, MetricsConf, NotifyConf
+from applianced.enforcement.mailer import DeliveryError, Mailer
 from applianced.enforcement.notify import Notifier
 from applianced.errors import ConfigError, EnforcementError
 from applianced.latency import BAN_LATENCY_BUCKETS, LatencyHistogram
 from applianced.metrics import (
+    KernelElements,
     MetricsResource,
     MetricsService,
     make_registry,
@@ -69,8 +73,27 @@ class StuckMailer:
         return Deferred()
 
 
+class ScriptedMailer:
+    """A smarthost answering each mail in turn: "ok", "retry" (4xx) or "refuse" (5xx)."""
+
+    description = "scripted"
+
+    def __init__(self, *answers: str) -> None:
+        self.answers = list(answers)
+
+    def send(self, message: EmailMessage, sender: str, recipients: Sequence[str]) -> Deferred[str]:
+        answer = self.answers.pop(0)
+        if answer == "ok":
+            return succeed("250 queued")
+        return fail(DeliveryError(f"{answer}d", permanent=answer == "refuse"))
+
+
 def start(
-    tmp_path: Path, conf: Config | None = None, delay: float = 0.0, notify: bool = False
+    tmp_path: Path,
+    conf: Config | None = None,
+    delay: float = 0.0,
+    notify: bool = False,
+    mailer: Mailer | None = None,
 ) -> tuple[Appliance, Clock, SlowEnforcer]:
     clock = Clock()
     clock.advance(T0)
@@ -82,7 +105,7 @@ def start(
             config(tmp_path, jail_conf(notify=("mail",))),
             notify=NotifyConf(to=("admin@example.org",)),
         )
-        notifier = Notifier(conf, clock, lambda c: StuckMailer())
+        notifier = Notifier(conf, clock, lambda c: mailer or StuckMailer())
     store = SqliteOffenderStore(tmp_path / "offenders.sqlite")
     app = Appliance(conf, store, enforcer, clock, notifier=notifier)
     app.start()
@@ -210,6 +233,74 @@ def test_notify_backlog_counts_bans_waiting_for_mail(tmp_path: Path) -> None:
     attack(app, clock, "203.0.113.7")
     attack(app, clock, "203.0.113.8")
     assert value(scrape(app), "applianced_notify_backlog") == 2
+
+
+def test_mails_sent_and_failed_are_counted(tmp_path: Path) -> None:
+    """A delivered mail counts as sent; a temporary failure (retried) and a refusal (dropped)
+    count apart."""
+    app, clock, _ = start(tmp_path, notify=True, mailer=ScriptedMailer("ok", "retry", "refuse"))
+    attack(app, clock, "203.0.113.7")
+    attack(app, clock, "203.0.113.8")
+    clock.advance(0)
+    samples = scrape(app)
+    assert value(samples, "applianced_mails_sent_total") == 1
+    assert value(samples, "applianced_mails_failed_total", outcome="retried") == 1
+    clock.advance(NotifyConf().retry_first)  # the retry is refused: dropped, counted
+    samples = scrape(app)
+    assert value(samples, "applianced_mails_failed_total", outcome="refused") == 1
+    assert value(samples, "applianced_mails_sent_total") == 1
+
+
+def test_build_info_names_the_version_and_python(tmp_path: Path) -> None:
+    app, _, _ = start(tmp_path)
+    info = value(
+        scrape(app),
+        "applianced_build_info",
+        version=__version__,
+        python=platform.python_version(),
+    )
+    assert info == 1
+
+
+class Sets(MemoryEnforcer):
+    """A backend with kernel sets: ``set_counts`` answers what the test says."""
+
+    def __init__(self, counts: dict[str, int]) -> None:
+        super().__init__()
+        self.answer = counts
+
+    def set_counts(self) -> dict[str, int]:
+        if not self.answer:
+            raise EnforcementError("netlink: Operation not permitted")
+        return self.answer
+
+
+def test_kernel_elements_per_set_are_read_before_each_scrape(tmp_path: Path) -> None:
+    """The resource waits for the listing (in a thread in the daemon) and then answers with
+    one sample per set; a failed listing is a 500 that says why."""
+    app, _, _ = start(tmp_path)
+    enforcer = Sets({"sshd_v4": 2, "sshd_bl_v4": 1})
+    kernel = KernelElements(enforcer)
+    reading = Deferred[None]()
+    resource = MetricsResource(make_registry(app, process=False, kernel=kernel), lambda: reading)
+    request = DummyRequest([b""])
+    assert resource.render_GET(request) == NOT_DONE_YET  # type: ignore[arg-type]
+    assert not request.finished
+    kernel.read()
+    reading.callback(None)
+    text = b"".join(request.written).decode()
+    assert 'applianced_kernel_elements{set="sshd_v4"} 2.0' in text
+    assert 'applianced_kernel_elements{set="sshd_bl_v4"} 1.0' in text
+    enforcer.answer = {}
+    request = DummyRequest([b""])
+    resource = MetricsResource(
+        make_registry(app, kernel=kernel), lambda: maybeDeferred(kernel.read)
+    )
+    resource.render_GET(request)  # type: ignore[arg-type]
+    assert request.responseCode == 500
+    assert b"cannot read the kernel's sets: netlink: Operation not permitted" in b"".join(
+        request.written
+    )
 
 
 def test_latency_buckets_include_their_bound_and_clamp_negatives() -> None:

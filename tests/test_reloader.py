@@ -109,3 +109,18 @@ def test_reloads_run_one_at_a_time_inside_around(
     assert len(app.reloaded) == 1 and len(gates) == 2
     gates[1].callback(None)
     assert len(app.reloaded) == 2
+
+
+def test_then_is_told_the_new_config_once_it_applies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service sets the log's level from the new file here; a refused reload tells nothing."""
+    told: list[Config] = []
+    reload, _, new = make(tmp_path, monkeypatch, FakeListeners(), then=told.append)
+    reload()
+    assert told == [new]
+    refused = Deferred[dict[str, list[str]]]()
+    reload, _, _ = make(tmp_path, monkeypatch, FakeListeners(refused), then=told.append)
+    reload().addErrback(lambda f: None)
+    refused.errback(CannotListenError("127.0.0.1", 1, OSError("in use")))
+    assert told == [new]

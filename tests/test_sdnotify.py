@@ -13,7 +13,8 @@ import pytest
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 
-from applianced.sdnotify import SdNotifier, Supervisor, status_line, watchdog_interval
+from applianced.sdnotify import SdNotifier, Supervisor, watchdog_interval
+from applianced.stats import status_line
 
 
 class NotifySocket:
@@ -135,7 +136,7 @@ def test_started_sends_ready_then_watchdog_and_status_on_cadence(sock: NotifySoc
         clock.advance(5.0)
     got = sock.messages()  # at t=30 both loops fire, in either order
     assert got.count({"WATCHDOG": "1"}) == 5
-    assert {"STATUS": "2 jails, 0 active bans, 1 messages received"} in got
+    assert {"STATUS": "2 jails, 0 active bans, 1 message received"} in got
     assert len(got) == 6
 
 
@@ -166,7 +167,7 @@ def test_reload_is_wrapped_in_reloading_and_ready(sock: NotifySocket) -> None:
     assert during["RELOADING"] == "1"
     assert "MONOTONIC_USEC" in during
     assert sock.messages() == [
-        {"READY": "1", "STATUS": "2 jails, 0 active bans, 1 messages received"}
+        {"READY": "1", "STATUS": "2 jails, 0 active bans, 1 message received"}
     ]
 
 

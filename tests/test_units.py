@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from applianced.units import format_duration, parse_duration
+from applianced.units import format_duration, parse_duration, plural
 
 
 @pytest.mark.parametrize(
@@ -41,3 +41,17 @@ def test_parse_duration_rejects_nonsense_with_a_hint(text: str | int) -> None:
 def test_format_duration_is_short(seconds: float | None, text: str) -> None:
     """Human durations keep the two largest units."""
     assert format_duration(seconds) == text
+
+
+@pytest.mark.parametrize(
+    ("n", "text"), [(0, "0 bans"), (1, "1 ban"), (2, "2 bans"), (1_000, "1000 bans")]
+)
+def test_plural(n: int, text: str) -> None:
+    assert plural(n, "ban") == text
+
+
+def test_plural_irregular() -> None:
+    assert (plural(1, "more ban", "more bans"), plural(3, "entry", "entries")) == (
+        "1 more ban",
+        "3 entries",
+    )

@@ -59,3 +59,53 @@ def test_the_stats_snapshot_is_a_copy_of_one_instant(tmp_path: Path) -> None:
     views.unban(app, "198.51.100.2")
     assert (stats.jails["sshd"].matched, stats.health.unbans_total) == (3, 0)
     assert stats.receiver is not app.receiver_stats
+
+
+@pytest.mark.parametrize(
+    ("text", "shown", "jail"),
+    [
+        ("203.0.113.50/32", "203.0.113.50", "sshd"),  # as `banned` prints a host ban
+        ("203.0.113.50", "203.0.113.50", "sshd"),
+        ("2001:db8:1::1/128", "2001:db8:1::1", "postfix"),
+        ("2001:db8::/64", "2001:db8::/64", "postfix"),  # a prefix ban
+        ("2001:db8::5", "2001:db8::5", "postfix"),
+    ],
+)
+def test_why_takes_the_forms_banned_prints(
+    tmp_path: Path, text: str, shown: str, jail: str
+) -> None:
+    """`why` takes an address or the ADDR/len that `banned` shows; a prefix's view is its
+    ban, its history and the failures of the jail's network."""
+    app, clock = running(tmp_path)
+    for _ in range(3):
+        app.receive(message(ssh_failure("203.0.113.50"), at=clock.seconds()))
+    clock.advance(0)
+    views.ban(app, "postfix", "2001:db8::5")  # widened to the jail's /64
+    views.ban(app, "postfix", "2001:db8:1::1/128")
+    r = views.why(app, text)
+    assert r["address"] == shown
+    assert r["jails"][jail]["active_ban"] is not None
+    assert [h["jail"] for h in r["history"]] == [jail]
+    other = "postfix" if jail == "sshd" else "sshd"
+    assert r["jails"][other]["active_ban"] is None
+
+
+def test_why_refuses_what_is_not_an_address(tmp_path: Path) -> None:
+    app, _ = running(tmp_path)
+    with pytest.raises(RequestError, match="is not an address or CIDR"):
+        views.why(app, "203.0.113.50/33")
+
+
+def test_status_of_one_jail_lists_its_newest_bans_bounded(tmp_path: Path) -> None:
+    """`status JAIL` shows that jail's active bans, the newest first, at most STATUS_BANS of
+    them with the count of all; status of every jail lists none."""
+    app, clock = running(tmp_path)
+    for i in range(views.STATUS_BANS + 2):
+        views.ban(app, "sshd", f"198.51.100.{i}")
+        clock.advance(1)
+    views.ban(app, "postfix", "203.0.113.1")
+    r = views.status(app, "sshd")
+    assert r["bans_total"] == views.STATUS_BANS + 2
+    assert [b["address"] for b in r["bans"][:2]] == ["198.51.100.51/32", "198.51.100.50/32"]
+    assert len(r["bans"]) == views.STATUS_BANS and {b["jail"] for b in r["bans"]} == {"sshd"}
+    assert "bans" not in views.status(app)

@@ -10,20 +10,48 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from applianced.errors import ApplianceError
+from applianced.errors import ApplianceError, ConfigError, ConfigErrors
 
 __all__ = ["EXIT_DOWN", "EXIT_REFUSED", "EXIT_USAGE", "CliError", "request"]
 
 EXIT_REFUSED, EXIT_USAGE, EXIT_DOWN = 1, 2, 3
 
 
+# The code of a --json error, by exit code, unless the error names its own.
+_KINDS = {EXIT_REFUSED: "refused", EXIT_USAGE: "usage", EXIT_DOWN: "daemon_unreachable"}
+
+
 class CliError(ApplianceError):
     """What ``appliancectl`` prints on stderr before exiting with ``code``: 1 for a refused
-    request, 2 for bad usage or config, 3 when the daemon is down."""
+    request, 2 for bad usage or config, 3 when the daemon is down. ``kind`` is the code a
+    ``--json`` error carries (``config_invalid``, ``edit_refused``, else by exit code) and
+    ``fields`` what it adds (a config error's file, line and key)."""
 
-    def __init__(self, message: str, code: int = EXIT_REFUSED) -> None:
+    def __init__(
+        self,
+        message: str,
+        code: int = EXIT_REFUSED,
+        kind: str | None = None,
+        fields: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
+        self.kind = kind or _KINDS[code]
+        self.fields = fields or {}
+
+    @classmethod
+    def config(cls, e: ConfigError, message: str | None = None) -> CliError:
+        """A config file the loader refuses (exit 2), with each mistake's place for --json."""
+        mistakes = e.errors if isinstance(e, ConfigErrors) else (e,)
+        places = [
+            {"file": str(m.path), "line": m.line, "key": m.key, "message": m.message}
+            for m in mistakes
+        ]
+        fields = {"file": str(e.path), "line": e.line, "key": e.key, "errors": places}
+        return cls(message or str(e), EXIT_USAGE, "config_invalid", fields)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"error": {**self.fields, "code": self.kind, "message": str(self)}}
 
 
 def request(

@@ -1,5 +1,6 @@
-"""The offline verbs that need no daemon: ``check`` (validate a config file) and ``parse``
-(syslog messages on stdin -> their fields). ``parser.py`` dispatches here.
+"""The offline verbs that need no daemon: ``check`` (validate a config file, and warn of a
+deployment that protects only the appliance) and ``parse`` (syslog messages on stdin -> their
+fields). ``parser.py`` dispatches here.
 """
 
 from __future__ import annotations
@@ -8,13 +9,15 @@ import argparse
 import json
 import sys
 from datetime import UTC, datetime
+from ipaddress import ip_address
 from typing import Any
 
-from applianced.cli.client import EXIT_USAGE, CliError
+from applianced.cli.client import CliError
 from applianced.cli.output import out
 from applianced.conf.load import load_config
 from applianced.conf.paths import config_path
-from applianced.errors import ApplianceError, ConfigError
+from applianced.conf.schema import Config
+from applianced.errors import ApplianceError, ConfigError, ConfigErrors
 from applianced.receiver.parse import message_fields, parse
 
 __all__ = ["cmd_check", "cmd_parse"]
@@ -24,21 +27,47 @@ def cmd_check(args: argparse.Namespace) -> None:
     path = config_path(args.config)
     try:
         config = load_config(path)
+    except ConfigErrors as e:
+        raise CliError.config(e, f"{len(e.errors)} errors in {path}:\n{e}") from None
     except ConfigError as e:
-        raise CliError(str(e), EXIT_USAGE) from None
+        raise CliError.config(e) from None
     summary = {
         "config": str(path),
         "listeners": [f"{c.transport}/{c.address}:{c.port}" for c in config.listeners],
         "jails": {j.name: j.enabled for j in config.jails},
+        "warnings": warnings(config),
     }
-    out(
-        args,
-        summary,
-        lambda s: print(
+
+    def human(s: dict[str, Any]) -> None:
+        print(
             f"{s['config']}: OK; listeners {', '.join(s['listeners'])}; jails "
             + ", ".join(f"{n}{'' if on else ' (disabled)'}" for n, on in s["jails"].items())
-        ),
-    )
+        )
+        for warning in s["warnings"]:
+            print(f"warning: {warning}", file=sys.stderr)
+
+    out(args, summary, human)
+
+
+def warnings(config: Config) -> list[str]:
+    """What a valid config may still get wrong: syslog from remote mail servers while every
+    ban is enforced only here (hook = "input") and no bouncer can pull them ([decisions])."""
+    remote = [
+        f"{c.transport}/{c.address}:{c.port}"
+        for c in config.listeners
+        if not ip_address(c.address).is_loopback
+        and any(not n.is_loopback for n in c.allowed_senders)
+    ]
+    jails = config.enabled_jails
+    if not remote or not jails or any(j.hook != "input" for j in jails) or config.decisions:
+        return []
+    return [
+        f"listeners {', '.join(remote)} take syslog from remote senders, but every jail bans "
+        'with hook = "input", which drops traffic to this host only: the mail servers that '
+        "send are not protected. If this appliance routes their traffic, set "
+        'hook = "forward"; otherwise add a [decisions] table and run a CrowdSec bouncer on '
+        "each mail server (README: Remote enforcement: the decision stream for bouncers)"
+    ]
 
 
 def cmd_parse(args: argparse.Namespace) -> None:

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from applianced.cli.client import EXIT_USAGE, CliError, request
 from applianced.cli.output import bans_table, console, out, when
-from applianced.units import format_duration
+from applianced.units import format_duration, plural
 
 __all__ = [
     "cmd_ban",
@@ -41,15 +41,27 @@ def cmd_status(args: argparse.Namespace) -> None:
         if h["last_error"] or h["unapplied"]:
             refused = h.get("refused_elements", 0)
             con.print(
-                f"[bold red]problem:[/] {h['last_error']} ({h['unapplied']} changes not "
+                f"[bold red]problem:[/] {h['last_error']} ({plural(h['unapplied'], 'change')} not "
                 "yet in the kernel, retrying"
                 + (f"; {refused} refused by the kernel, not retried)" if refused else ")")
             )
-        for line in (*_notify_lines(r.get("notify")), *_cluster_lines(r.get("cluster"))):
+        lines = (
+            *_notify_lines(r.get("notify")),
+            *_cluster_lines(r.get("cluster")),
+            *_decisions_lines(r.get("decisions")),
+        )
+        for line in lines:
             con.print(line, markup=False, highlight=False)
         for line in _receiver_lines(r["receiver"]):
             con.print(line)
         con.print(_jails_table(r["jails"]))
+        if "bans" in r:  # status JAIL
+            title, shown = f"active bans of {args.jail}", len(r["bans"])
+            if shown:
+                title += f": {r['bans_total']}" + (
+                    f", the newest {shown} shown" if shown < r["bans_total"] else ""
+                )
+            bans_table(r["bans"], title)
 
     out(args, result, human)
 
@@ -59,8 +71,17 @@ def _notify_lines(n: dict[str, Any] | None) -> list[str]:
         return []
     trouble = f"; retrying, last error: {n['last_error']}" if n["retrying"] else ""
     return [
-        f"ban mails via {n['via']}: {n['sent']} sent ({n['digests']} digests), "
-        f"{n['backlog']} bans waiting, {n['dropped']} dropped{trouble}"
+        f"ban mails via {n['via']}: {n['sent']} sent ({plural(n['digests'], 'digest')}), "
+        f"{plural(n['backlog'], 'ban')} waiting, {n['dropped']} dropped{trouble}"
+    ]
+
+
+def _decisions_lines(d: dict[str, Any] | None) -> list[str]:
+    if not d or not (d["pulls"] or d["refused"]):
+        return []
+    return [
+        f"decision stream: {d['pulls']} bouncer pulls answered, {d['refused']} refused "
+        "(a missing or wrong key; `appliancectl bouncer list`)"
     ]
 
 
@@ -70,10 +91,10 @@ def _cluster_lines(c: dict[str, Any] | None) -> list[str]:
     db = "connected" if c["connected"] else f"UNREACHABLE ({c['last_error']})"
     return [
         f"cluster node {c['node']}: database {c['database']} {db}; "
-        f"{c['backlog']} changes waiting to be pushed",
+        f"{plural(c['backlog'], 'change')} waiting to be pushed",
         *(
             f"  node {n['name']}: last heartbeat {format_duration(n['age'])} ago, "
-            f"{n['backlog']} changes waiting, applianced {n['version']}"
+            f"{plural(n['backlog'], 'change')} waiting, applianced {n['version']}"
             for n in c["nodes"]
         ),
     ]
@@ -81,7 +102,7 @@ def _cluster_lines(c: dict[str, Any] | None) -> list[str]:
 
 def _receiver_lines(rc: dict[str, Any]) -> list[str]:
     return [
-        f"received {rc['received']} messages; dropped: {rc['parse_errors']} "
+        f"received {plural(rc['received'], 'message')}; dropped: {rc['parse_errors']} "
         f"unparsable, {rc['frame_errors']} bad frames, {rc['oversize']} oversize, "
         f"{rc['refused_senders']} from refused senders, "
         f"{rc.get('rate_limited', 0)} over the sender rate, "
@@ -202,7 +223,7 @@ def cmd_why(args: argparse.Namespace) -> None:
             )
             con.print(
                 f"  {name}: {state}; {j['failures']}/{j['maxretry']} failures in the "
-                f"window; {j['repeat_count']} bans within findtime_history"
+                f"window; {plural(j['repeat_count'], 'ban')} within findtime_history"
             )
             for line in j["recent_lines"]:
                 con.print(f"      {line}", markup=False, highlight=False)
@@ -210,7 +231,7 @@ def cmd_why(args: argparse.Namespace) -> None:
             con.print("  history:")
         for h in r["history"]:
             end = f"ended {when(h['ended_at'])} ({h['end_reason']})" if h["ended_at"] else "active"
-            decided = f", decided by node {h['node']}" if h.get("node") else ""
+            decided = f", decided by node {h['node']}" if r.get("cluster") and h["node"] else ""
             sender = f" on a line from {h['sender']}" if h.get("sender") else ""
             con.print(
                 f"    {h['jail']} {h['address']} ban #{h['count']} {h['kind']} from "
@@ -226,7 +247,7 @@ def cmd_why(args: argparse.Namespace) -> None:
 
 def cmd_flush(args: argparse.Namespace) -> None:
     result = request(args.sock, "flush", {"jail": args.jail} if args.jail else {})
-    out(args, result, lambda r: print(f"lifted {len(r)} bans"))
+    out(args, result, lambda r: print(f"lifted {plural(len(r), 'ban')}"))
 
 
 def cmd_reload(args: argparse.Namespace) -> None:
@@ -247,6 +268,13 @@ def reloaded(r: dict[str, Any]) -> str:
 
 
 def cmd_notify(args: argparse.Namespace) -> None:
+    if args.jail is not None and not args.preview:
+        raise CliError("--jail goes with --preview: appliancectl notify test --preview --jail J",
+                       EXIT_USAGE)  # fmt: skip
+    if args.preview:
+        preview = request(args.sock, "notify_preview", {"jail": args.jail})
+        out(args, preview, _print_preview)
+        return
     # The daemon answers after the whole SMTP dialogue (connect and command timeouts included).
     result = request(args.sock, "notify_test", timeout=300.0)
     out(
@@ -256,3 +284,14 @@ def cmd_notify(args: argparse.Namespace) -> None:
             f"test mail delivered via {r['via']} to {', '.join(r['to'])}\n{r['dialogue']}"
         ),
     )
+
+
+def _print_preview(p: dict[str, Any]) -> None:
+    print(
+        f"# preview: the mail a ban in jail {p['jail']} would send via {p['via']}, for a sample "
+        f"address ({p['address']}) and a sample line; whois and DNS are not asked; NOT sent"
+    )
+    for name, value in p["headers"]:
+        print(f"{name}: {value}")
+    print()
+    print(p["body"], end="")

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
-from applianced.cli.client import EXIT_USAGE, CliError
+from applianced.cli.client import EXIT_DOWN, EXIT_USAGE, CliError
 from applianced.conf.jailkeys import JAIL_OPTIONS
-from applianced.conf.paths import config_path, control_socket
-from applianced.errors import ConfigError
+from applianced.conf.paths import DEFAULT_CONTROL_SOCKET, config_path, control_socket
+from applianced.errors import ApplianceError, ConfigError
 
 __all__ = ["build_parser", "main"]
 
@@ -25,8 +27,21 @@ _LOCAL_HELP = "cluster mode: on this appliance only (default: on every appliance
 _Verb = Callable[[str, str, str], argparse.ArgumentParser]  # adds a verb: name, help, example
 
 
+class _UsageError(ApplianceError):
+    """argparse's complaint, raised rather than printed so that ``--json`` can shape it."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(self, message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="appliancectl",
         description="Control and inspect applianced. Online verbs talk to the running daemon; "
         "check, parse, test-filter and tls init work offline; jail, whitelist and general "
@@ -34,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  appliancectl status\n  appliancectl banned --json\n"
         "  appliancectl ban postfix-sasl 203.0.113.7 --for 1d\n  appliancectl why 203.0.113.7\n"
-        "exit codes: 0 ok, 1 request refused, 2 bad usage or config, 3 daemon not reachable",
+        "exit codes: 0 ok, 1 request refused, 2 bad usage or config, 3 daemon not reachable;\n"
+        'with --json an error is {"error": {"code": ..., "message": ...}} on stderr',
     )
     p.add_argument(
         "--config",
@@ -69,8 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _ban_verbs(verb: _Verb) -> None:
-    v = verb("status", "daemon health and per-jail counters", "appliancectl status postfix-sasl")
-    v.add_argument("jail", nargs="?", help="only this jail")
+    v = verb(
+        "status",
+        "daemon health and per-jail counters; with JAIL, that jail's active bans too (the "
+        "newest 50 and their count)",
+        "appliancectl status\n  appliancectl status postfix-sasl --json",
+    )
+    v.add_argument("jail", nargs="?", help="only this jail, with its bans")
     v.set_defaults(fn="online:cmd_status")
     v = verb("banned", "list active bans with their remaining time", "appliancectl banned --json")
     v.add_argument("--jail", help="only this jail")
@@ -112,10 +133,12 @@ def _list_verbs(verb: _Verb) -> None:
     v.set_defaults(fn="online:cmd_blacklist")
     v = verb(
         "why",
-        "every jail's view of an address: failures, bans, lines that caused them",
-        "appliancectl why 203.0.113.7",
+        "every jail's view of an address or a banned prefix: failures, bans, lines that "
+        "caused them",
+        "appliancectl why 203.0.113.7\n  appliancectl why 203.0.113.7/32\n"
+        "  appliancectl why 2001:db8:1:2::/64",
     )
-    v.add_argument("address")
+    v.add_argument("address", help="an address, or ADDR/len as `banned` prints it")
     v.set_defaults(fn="online:cmd_why")
     v = verb(
         "flush",
@@ -135,28 +158,34 @@ def _list_verbs(verb: _Verb) -> None:
 def _edit_verbs(verb: _Verb) -> None:
     v = verb(
         "jail",
-        "edit the config file, keeping its comments, then reload: `jail enable|disable JAIL`, "
-        f"`jail set JAIL OPTION VALUE` (options: {', '.join(JAIL_OPTIONS)}). VALUE: a "
-        "number, a duration (10m), true/false, a comma list for lists (ports 25,465,1000-2000; "
-        "ignoreip 192.0.2.0/24,2001:db8::/48), or a TOML value for several regexes. A bad value is "
-        "refused and nothing is written. Enabling a jail the file lacks that names a shipped "
-        "filter adds [jails.NAME] (every port: set ports next)",
-        "appliancectl jail set sshd maxretry 3\n  appliancectl jail set postfix-sasl bantime 1h"
-        "\n  appliancectl jail set sshd ports 22,2222\n  appliancectl jail disable dovecot"
-        "\n  appliancectl jail enable kerio",
+        "read or edit a jail in the config file, keeping its comments, then reload: `jail get "
+        "JAIL [OPTION]` shows each option and where it comes from (the jail, [defaults] or "
+        "built-in); `jail enable|disable JAIL`; `jail set JAIL OPTION VALUE`; `jail unset JAIL "
+        "OPTION` falls back to [defaults] (options: "
+        f"{', '.join(JAIL_OPTIONS)}). VALUE: a number, a duration (10m), true/false, a comma "
+        "list for lists (ports 25,465,1000-2000; ignoreip 192.0.2.0/24,2001:db8::/48), or a "
+        "TOML value for several regexes. A bad value is refused and nothing is written. "
+        "Enabling a jail the file lacks that names a shipped filter adds [jails.NAME] (every "
+        "port: set ports next)",
+        "appliancectl jail get sshd\n  appliancectl jail get sshd maxretry"
+        "\n  appliancectl jail set sshd maxretry 3\n  appliancectl jail set postfix-sasl bantime 1h"
+        "\n  appliancectl jail set sshd ports 22,2222\n  appliancectl jail unset sshd bantime"
+        "\n  appliancectl jail disable dovecot\n  appliancectl jail enable kerio",
     )
-    v.add_argument("action", choices=("enable", "disable", "set"))
+    v.add_argument("action", choices=("get", "set", "unset", "enable", "disable"))
     v.add_argument("jail")
-    v.add_argument("option", nargs="?", help="set: the option (bantime_increment.factor too)")
+    v.add_argument(
+        "option", nargs="?", help="get, set, unset: the option (bantime_increment.factor too)"
+    )
     v.add_argument("value", nargs="?", help="set: the new value")
     v.set_defaults(fn="edits:cmd_jail")
     v = verb(
         "whitelist",
         "addresses never banned, in the config file's ignoreip (a jail's, or [defaults]'s with "
         "--global), then reload: `whitelist add|remove JAIL ADDR`, `whitelist add|remove "
-        "--global ADDR`",
+        "--global ADDR`. An address still banned is named after an add; --unban lifts its bans",
         "appliancectl whitelist add postfix-sasl 192.0.2.10\n"
-        "  appliancectl whitelist add --global 198.51.100.0/24\n"
+        "  appliancectl whitelist add --global 198.51.100.0/24 --unban\n"
         "  appliancectl whitelist remove --global 198.51.100.0/24",
     )
     v.add_argument("action", choices=("add", "remove"))
@@ -164,6 +193,11 @@ def _edit_verbs(verb: _Verb) -> None:
     v.add_argument("address", nargs="?", metavar="ADDR", help="an address or CIDR")
     v.add_argument(
         "--global", dest="everywhere", action="store_true", help="every jail ([defaults])"
+    )
+    v.add_argument(
+        "--unban",
+        action="store_true",
+        help="add: also lift the address's active bans (else they are named, and kept)",
     )
     v.set_defaults(fn="edits:cmd_whitelist")
     v = verb(
@@ -179,12 +213,22 @@ def _offline_verbs(verb: _Verb) -> None:
     """notify test, then the verbs that need no daemon."""
     v = verb(
         "notify",
-        "ban mails: `notify test` sends a test mail the configured way and shows the outcome",
-        "appliancectl notify test",
+        "ban mails: `notify test` sends a test mail the configured way and shows the outcome; "
+        "with --preview it prints the mail a ban would send (sample data) and sends nothing",
+        "appliancectl notify test\n  appliancectl notify test --preview --jail postfix-sasl",
     )
     v.add_argument("action", choices=("test",))
+    v.add_argument(
+        "--preview",
+        action="store_true",
+        help="print the headers and body of the mail a ban would send, sent nowhere",
+    )
+    v.add_argument(
+        "--jail", help="with --preview: the jail whose mail (default: the first that mails)"
+    )
     v.set_defaults(fn="online:cmd_notify")
     _tls_verb(verb)
+    _bouncer_verb(verb)
     v = verb(
         "check",
         "validate a config file (offline)",
@@ -244,28 +288,64 @@ def _tls_verb(verb: _Verb) -> None:
     v.set_defaults(fn="tls:cmd_tls")
 
 
-def _socket_path(args: argparse.Namespace) -> Path:
+def _bouncer_verb(verb: _Verb) -> None:
+    """bouncer add|list|remove: the decision stream's CrowdSec bouncers."""
+    v = verb(
+        "bouncer",
+        "CrowdSec bouncers of the decision stream: add NAME prints its API key once, list "
+        "shows each one's last pull, address and version, remove NAME revokes its key",
+        "appliancectl bouncer add mx1",
+    )
+    v.add_argument("action", choices=("add", "list", "remove"))
+    v.add_argument("name", nargs="?", metavar="NAME", help="add/remove: the bouncer's name")
+    v.set_defaults(fn="bouncers:cmd_bouncer")
+
+
+def _socket_path(args: argparse.Namespace) -> tuple[Path, str | None]:
+    """The control socket: --socket, else the one the config file names (read alone: a file
+    the loader refuses still names it), else, when the file cannot be read, the default one,
+    with the reason to tell if nothing answers there."""
     if args.socket is not None:
-        return Path(args.socket)
+        return Path(args.socket), None
     try:
-        return control_socket(config_path(args.config))
+        return control_socket(config_path(args.config)), None
     except ConfigError as e:
-        raise CliError(f"cannot find the control socket: {e}; pass --socket", EXIT_USAGE) from None
+        return Path(DEFAULT_CONTROL_SOCKET), (
+            f"the config names no control socket ({e}), so the default one was tried; pass --socket"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one verb. Errors go to stderr, as JSON objects with ``--json``."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    as_json = "--json" in argv
+    try:
+        args = build_parser().parse_args(argv)
+    except _UsageError as e:
+        if as_json:
+            _fail(CliError(f"{e.parser.prog}: {e}", EXIT_USAGE), as_json)
+        else:  # as argparse prints it
+            e.parser.print_usage(sys.stderr)
+            print(f"{e.parser.prog}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    doubt = None
     try:
         module, _, name = args.fn.partition(":")
         if module == "online":  # the verbs over the control socket
-            args.sock = _socket_path(args)
+            args.sock, doubt = _socket_path(args)
         run: Callable[[argparse.Namespace], None] = getattr(
             importlib.import_module(f"applianced.cli.{module}"), name
         )
         run(args)
     except CliError as e:
-        print(f"appliancectl: {e}", file=sys.stderr)
+        if doubt and e.code == EXIT_DOWN:
+            e = CliError(f"{e}; {doubt}", e.code, e.kind, e.fields)
+        _fail(e, as_json)
         return e.code
     except BrokenPipeError:
         return 0
     return 0
+
+
+def _fail(e: CliError, as_json: bool) -> None:
+    print(json.dumps(e.as_json()) if as_json else f"appliancectl: {e}", file=sys.stderr)

@@ -38,6 +38,7 @@ from applianced.rules.filters import Filter, Outcome
 from applianced.rules.jail import ProgramSelector, jail_filter
 from applianced.rules.message import SyslogMessage
 from applianced.rules.multiline import MultiLine
+from applianced.units import plural
 
 __all__ = ["cmd_test_filter"]
 
@@ -244,13 +245,14 @@ def _report(
     print(f"Failregex: {counts['matched']} total")
     print("|- #) [# of hits] regular expression")
     for index, regex in enumerate(filt.failregex):
-        print(f"|  failregex #{index + 1}: [{per_regex.get(index, 0)} hits] {regex}")
+        print(f"|  failregex #{index + 1}: [{plural(per_regex.get(index, 0), 'hit')}] {regex}")
     print(f"`- Ignored (ignoreregex or a <F-NOFAIL> hit): {counts['ignored']} total")
     if filt.prefregex is not None:
         print(f"prefregex: {filt.prefregex}")
     print(
-        f"Lines: {counts['lines']} lines, {counts['ignored']} ignored, {counts['matched']} "
-        f"matched, {counts['missed']} missed, {counts['other_program']} of other programs"
+        f"Lines: {plural(counts['lines'], 'line')}, {counts['ignored']} ignored, "
+        f"{counts['matched']} matched, {counts['missed']} missed, "
+        f"{counts['other_program']} of other programs"
     )
     for line in missed:
         print(f"  missed {line}")

@@ -1,5 +1,6 @@
-"""Live edits of the config file that keep its comments and layout (``appliancectl jail set``,
-``jail enable|disable``, ``whitelist add|remove``, ``general enable|disable``).
+"""Live edits of the config file that keep its comments and layout, whatever it is (tables in
+any order, dotted keys, inline tables): ``appliancectl jail set``, ``jail unset``, ``jail
+enable|disable``, ``whitelist add|remove``, ``general enable|disable``.
 
 Each edit reads the file with tomlkit, changes one value (or inserts one key next to the table's
 other keys), validates the WHOLE resulting text with the real loader (``parse_config``) and only
@@ -27,7 +28,7 @@ from tomlkit.toml_document import TOMLDocument
 
 from applianced.conf.files import locked, write_atomic
 from applianced.conf.filterfiles.native import shipped_filter_names
-from applianced.conf.jailkeys import JAIL_OPTIONS
+from applianced.conf.jailkeys import JAIL_OPTIONS, POLICY_KEYS
 from applianced.conf.load import parse_config
 from applianced.conf.schema import Config
 from applianced.errors import ApplianceError, ConfigError
@@ -41,6 +42,7 @@ __all__ = [
     "general_enable",
     "jail_enable",
     "jail_set",
+    "jail_unset",
     "parse_value",
     "whitelist",
 ]
@@ -56,12 +58,15 @@ _DURATIONS = {
     "bantime_increment.maxtime",
 }
 _FLOATS = {"bantime_increment.factor"}
-_BOOLS = {"enabled", "use_dns", "bantime_increment.enabled"}
+_BOOLS = {"enabled", "use_dns", "log_found", "bantime_increment.enabled"}
 _LISTS = {"ports", "ignoreip", "senders", "notify", "programs"}  # VALUE: a comma list
 _REGEXES = {"failregex", "ignoreregex"}  # VALUE: one regex (a TOML array for several)
 _STRINGS = {"filter", "filter_dir", "protocol", "hook", "verdict", "usedns"}
 # usedns replaces the older use_dns: setting one drops the other from the jail's table.
 _REPLACES = {"usedns": "use_dns", "use_dns": "usedns"}
+
+# What `jail unset` may drop: a key [defaults] (or the built-in policy) supplies, and enabled.
+_UNSETTABLE = {o for o in JAIL_OPTIONS if o.partition(".")[0] in POLICY_KEYS} | {"enabled"}
 
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
@@ -119,6 +124,12 @@ def jail_set(path: Path, jail: str, option: str, value: str) -> EditResult:
                 return
             if inc is not None:
                 raise EditError(f"jails.{jail}.{head} in {path} is not a table; fix it by hand")
+            if isinstance(table, InlineTable):  # a nested inline table in an inline one
+                nested = tomlkit.inline_table()
+                nested[sub] = parsed
+                table[head] = nested
+                result.changes.append(Change(f"jails.{jail}", option, None, parsed))
+                return
             _set(table, tomlkit.key([head, sub]), parsed, result, f"jails.{jail}", option)
             return
         older = _REPLACES.get(option)
@@ -126,6 +137,35 @@ def jail_set(path: Path, jail: str, option: str, value: str) -> EditResult:
             result.changes.append(Change(f"jails.{jail}", older, table[older], None))
             del table[older]
         _set(table, option, parsed, result, f"jails.{jail}")
+
+    return _edit(path, change)
+
+
+def jail_unset(path: Path, jail: str, option: str) -> EditResult:
+    """Remove ``option`` from jail ``jail``: it falls back to ``[defaults]``, or the built-in
+    default. Options with nothing to fall back to (``filter``, ``failregex``...) are refused."""
+    if option not in JAIL_OPTIONS:
+        raise EditError(f"unknown jail option {option!r}; options: {', '.join(JAIL_OPTIONS)}")
+    if option not in _UNSETTABLE:
+        raise EditError(
+            f"{option} has no default to fall back to ([defaults] cannot set it): change it "
+            f"with `appliancectl jail set {jail} {option} VALUE`"
+        )
+
+    def change(doc: TOMLDocument, result: EditResult) -> None:
+        table = _jail_table(doc, jail, path)
+        head, _, sub = option.partition(".")
+        if not sub:
+            _remove(table, option, result, f"jails.{jail}")
+            return
+        inc = table.get(head)
+        if not isinstance(inc, Table | InlineTable | OutOfOrderTableProxy) or sub not in inc:
+            return
+        if len(inc) == 1 and _is_dotted(table, head):  # bantime_increment.factor = 3: the line
+            result.changes.append(Change(f"jails.{jail}", option, inc.unwrap()[sub], None))
+            del table[head]
+            return
+        _remove(inc, sub, result, f"jails.{jail}.{head}")
 
     return _edit(path, change)
 
@@ -279,7 +319,7 @@ def _edit(path: Path, change: Callable[[TOMLDocument, EditResult], None]) -> Edi
 
 def _jails(doc: TOMLDocument) -> dict[str, Any]:
     jails = doc.get("jails")
-    return dict(jails) if isinstance(jails, Table | InlineTable) else {}
+    return dict(jails) if isinstance(jails, Table | InlineTable | OutOfOrderTableProxy) else {}
 
 
 def _jail_table(doc: TOMLDocument, jail: str, path: Path) -> Any:
@@ -314,6 +354,7 @@ def _set(
 ) -> None:
     """Set ``table[key]`` keeping the line's comment (and its column when it can); a new key
     goes after the table's last key, before any trailing comment or blank lines."""
+    table = _concrete(table)
     label = name or str(key)
     old_item = table.get(key) if isinstance(key, str) else None
     old = old_item.unwrap() if isinstance(old_item, Item) else old_item
@@ -325,11 +366,41 @@ def _set(
         _keep_comment_column(table.item(key), before)
     else:
         container = table.value if isinstance(table, Table) else None
-        if isinstance(container, Container):
-            container._insert_at(0 if first else _after_last_key(container), key, value)
-        else:
+        at = 0 if first or container is None else _after_last_key(container)
+        if container is not None and at < len(container.body):
+            container._insert_at(at, key, value)
+        else:  # an inline table, or the table's end (tomlkit inserts only before an item)
             table[key] = value
     result.changes.append(Change(where, label, old, value))
+
+
+def _remove(table: Any, key: str, result: EditResult, where: str) -> None:
+    """Delete ``table[key]`` and its line; absent: nothing to do."""
+    table = _concrete(table)
+    if key not in table:
+        return
+    item = table.get(key)
+    result.changes.append(
+        Change(where, key, item.unwrap() if isinstance(item, Item) else item, None)
+    )
+    del table[key]
+
+
+def _concrete(table: Any) -> Any:
+    """The part of an out-of-order table (``[jails.a.bantime_increment]`` before
+    ``[jails.a]``) that holds its own keys; any other table as it is."""
+    if not isinstance(table, OutOfOrderTableProxy):
+        return table
+    parts: list[Table] = table._tables
+    return next((t for t in parts if not t.is_super_table()), parts[0])
+
+
+def _is_dotted(table: Any, key: str) -> bool:
+    """Whether ``key`` is written as dotted keys (``key.sub = ...``) rather than a table."""
+    container = table.value if isinstance(table, Table) else None
+    return isinstance(container, Container) and any(
+        k is not None and k.key == key and k.is_dotted() for k, _ in container.body
+    )
 
 
 def _after_last_key(container: Container) -> int:

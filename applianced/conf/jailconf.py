@@ -15,6 +15,7 @@ from applianced.conf.filterref import resolve_filter
 from applianced.conf.jailkeys import INCREMENT_KEYS, JAIL_KEYS, POLICY_KEYS
 from applianced.conf.schema import IncrementConf, JailConf, MatchOn, UseDns
 from applianced.conf.tomlread import (
+    Mistakes,
     TomlReader,
     ban_duration,
     factor,
@@ -26,7 +27,8 @@ from applianced.rules.decision import IPNetwork
 from applianced.rules.jail import jail_filter
 
 _NOTIFY_ACTIONS = ("mail", "mail-whois", "mail-whois-lines")
-_BUILTIN_POLICY: dict[str, Any] = {
+# What a jail takes when neither it nor [defaults] sets a key (`jail get` shows them too).
+BUILTIN_POLICY: dict[str, Any] = {
     "bantime": 600,
     "findtime": 600,
     "maxretry": 5,
@@ -43,6 +45,31 @@ _BUILTIN_POLICY: dict[str, Any] = {
     "verdict": "drop",
     "bantime_jitter": 0,
     "notify": [],
+    "log_found": False,
+    "usedns": "warn",  # fail2ban's; read by _usedns with the older use_dns
+}
+
+
+_Read = Callable[[TomlReader, Any, tuple[str, ...]], Any]  # (reader, value, where) -> value
+
+# How a jail reads each policy key (its own value, else [defaults]', else the built-in one).
+_POLICY_READS: dict[str, _Read] = {
+    "ports": lambda r, v, k: r.convert(v, k, _ports),
+    "protocol": lambda r, v, k: r.choice(v, k, ("tcp", "udp", "both")),
+    "bantime": lambda r, v, k: r.convert(v, k, positive_ban_duration),
+    "findtime": lambda r, v, k: r.convert(v, k, positive_duration),
+    "maxretry": lambda r, v, k: r.int_in(v, k, 1, 1_000_000),
+    "max_count": lambda r, v, k: r.int_in(v, k, 0, 1000),
+    "findtime_history": lambda r, v, k: r.convert(v, k, positive_duration),
+    "max_tracked": lambda r, v, k: r.int_in(v, k, 1, 100_000_000),
+    "ipv6_prefix": lambda r, v, k: r.int_in(v, k, 1, 128),
+    "hook": lambda r, v, k: r.choice(v, k, ("input", "forward")),
+    "verdict": lambda r, v, k: r.choice(v, k, ("drop", "reject")),
+    "bantime_jitter": lambda r, v, k: r.convert(v, k, ban_duration),
+    "notify": lambda r, v, k: tuple(
+        dict.fromkeys(r.choice(a, k, _NOTIFY_ACTIONS) for a in r.strings(v, k))
+    ),
+    "log_found": lambda r, v, k: r.typed(v, k, bool, "true or false"),
 }
 
 
@@ -51,9 +78,9 @@ def read_policy(r: TomlReader, raw: Mapping[str, Any]) -> dict[str, Any]:
     t = r.table(raw, ("defaults",), POLICY_KEYS)
     inc = r.table(raw, ("defaults", "bantime_increment"), INCREMENT_KEYS)
     return {
-        **_BUILTIN_POLICY,
+        **BUILTIN_POLICY,
         **t,
-        "bantime_increment": {**_BUILTIN_POLICY["bantime_increment"], **inc},
+        "bantime_increment": {**BUILTIN_POLICY["bantime_increment"], **inc},
     }
 
 
@@ -71,17 +98,33 @@ def read_jail(
         """Where ``key``'s value was set: the jail's table, else [defaults]."""
         return (*keys, key) if key in t else ("defaults", key)
 
+    found = Mistakes()  # each key on its own: `check` shows every mistake of the jail
+    values: dict[str, Any] = {}
+    for key, read in _POLICY_READS.items():  # usedns and use_dns: _usedns
+        with found.collect():
+            values[key] = read(r, p[key], at(key))
+    with found.collect():
+        values["enabled"] = r.typed(
+            t.get("enabled", True), (*keys, "enabled"), bool, "true or false"
+        )
+    with found.collect():
+        values["senders"] = r.networks(t.get("senders", []), (*keys, "senders"))
+    with found.collect():
+        values["ignoreip"] = _ignoreip(r, t, keys, defaults)
+    with found.collect():
+        values["bantime_increment"] = _increment(r, raw, keys, at("bantime_increment"), defaults)
+    usedns: UseDns = "no"
+    with found.collect():
+        usedns = _usedns(r, t, r.table(raw, ("defaults",), POLICY_KEYS), at)
+    values["use_dns"] = usedns != "no"
+    with found.collect():
+        regexes = _regexes(r, t, p, at, values["use_dns"])
+        if not regexes.failregex:
+            raise r.error(keys, "needs 'filter' (a shipped filter name) or 'failregex'")
+    found.raise_any()
     filter_name = t.get("filter")
-    usedns = _usedns(r, t, p, at)
-    use_dns = usedns != "no"
-    regexes = _regexes(r, t, p, at, use_dns)
-    if not regexes.failregex:
-        raise r.error(keys, "needs 'filter' (a shipped filter name) or 'failregex'")
-    increment = _increment(r, raw, keys, at("bantime_increment"), defaults)
-    maxretry = r.int_in(p["maxretry"], at("maxretry"), 1, 1_000_000)
     jail = JailConf(
         name=name,
-        enabled=r.typed(t.get("enabled", True), (*keys, "enabled"), bool, "true or false"),
         filter=filter_name,
         prefregex=regexes.prefregex,
         match_on=regexes.match_on,
@@ -90,30 +133,7 @@ def read_jail(
         failregex=regexes.failregex,
         ignoreregex=regexes.ignoreregex,
         programs=regexes.programs or (),
-        senders=r.networks(t.get("senders", []), (*keys, "senders")),
-        ports=r.convert(p["ports"], at("ports"), _ports),
-        protocol=r.choice(p["protocol"], at("protocol"), ("tcp", "udp", "both")),
-        bantime=r.convert(p["bantime"], at("bantime"), positive_ban_duration),
-        findtime=r.convert(p["findtime"], at("findtime"), positive_duration),
-        maxretry=maxretry,
-        ignoreip=_ignoreip(r, t, keys, defaults),
-        bantime_increment=increment,
-        max_count=r.int_in(p["max_count"], at("max_count"), 0, 1000),
-        findtime_history=r.convert(
-            p["findtime_history"], at("findtime_history"), positive_duration
-        ),
-        max_tracked=r.int_in(p["max_tracked"], at("max_tracked"), 1, 100_000_000),
-        ipv6_prefix=r.int_in(p["ipv6_prefix"], at("ipv6_prefix"), 1, 128),
-        use_dns=use_dns,
-        hook=r.choice(p["hook"], at("hook"), ("input", "forward")),
-        verdict=r.choice(p["verdict"], at("verdict"), ("drop", "reject")),
-        bantime_jitter=r.convert(p["bantime_jitter"], at("bantime_jitter"), ban_duration),
-        notify=tuple(
-            dict.fromkeys(
-                r.choice(a, at("notify"), _NOTIFY_ACTIONS)
-                for a in r.strings(p["notify"], at("notify"))
-            )
-        ),
+        **values,
     )
     return _compiled(
         r, jail, at("failregex" if "failregex" in t or filter_name is None else "filter")
@@ -145,14 +165,15 @@ class _Regexes:
 def _usedns(
     r: TomlReader,
     t: Mapping[str, Any],
-    p: Mapping[str, Any],
+    d: Mapping[str, Any],
     at: Callable[[str], tuple[str, ...]],
 ) -> UseDns:
     """fail2ban's ``usedns`` ("yes", "warn", "no"); our older ``use_dns = true|false`` still
-    reads as "yes"|"no". The jail's own key wins over [defaults]; both in one table is an
-    error. Not set anywhere: "warn", fail2ban's default (the shipped config says "no")."""
-    for table in (t, p):
-        if "usedns" in table and "use_dns" in table and table is t:
+    reads as "yes"|"no". The jail's table ``t`` first, then [defaults] ``d``, each as
+    written; one table may not set both. Neither anywhere: "warn", fail2ban's default (the
+    shipped config says "no")."""
+    for table in (t, d):
+        if "usedns" in table and "use_dns" in table:
             raise r.error(at("usedns"), "set usedns or the older use_dns, not both")
         if "usedns" in table:
             value = r.choice(table["usedns"], at("usedns"), ("yes", "warn", "no", "raw"))
@@ -164,10 +185,9 @@ def _usedns(
                 raise r.error(at("usedns"), why)
             return cast(UseDns, value)
         if "use_dns" in table:
-            return (
-                "yes" if r.typed(table["use_dns"], at("use_dns"), bool, "true or false") else "no"
-            )
-    return "warn"
+            use_dns = r.typed(table["use_dns"], at("use_dns"), bool, "true or false")
+            return "yes" if use_dns else "no"
+    return cast(UseDns, BUILTIN_POLICY["usedns"])
 
 
 def _regexes(

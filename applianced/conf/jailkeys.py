@@ -28,6 +28,7 @@ POLICY_KEYS = {
     "verdict",
     "bantime_jitter",
     "notify",
+    "log_found",
 }
 INCREMENT_KEYS = {"enabled", "factor", "maxtime"}  # [*.bantime_increment]
 JAIL_KEYS = POLICY_KEYS | {"enabled", "filter", "failregex", "ignoreregex", "programs", "senders"}

@@ -18,20 +18,21 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from applianced.conf.jailconf import read_jail, read_policy
 from applianced.conf.listenerconf import read_listeners
 from applianced.conf.paths import DEFAULT_CONFIG, DEFAULT_CONTROL_SOCKET
-from applianced.conf.schema import Config, EnforcementConf
-from applianced.conf.tables import read_metrics, read_notify, read_state
-from applianced.conf.tomlread import TomlReader, get
+from applianced.conf.schema import Config, EnforcementConf, LogLevelName
+from applianced.conf.tables import read_decisions, read_metrics, read_notify, read_state
+from applianced.conf.tomlread import Mistakes, TomlReader, get
 from applianced.errors import ConfigError
 
 __all__ = ["DEFAULT_CONFIG", "load_config", "parse_config"]
 
 _TOP = {
     "daemon",
+    "decisions",
     "receiver",
     "listeners",
     "enforcement",
@@ -41,7 +42,7 @@ _TOP = {
     "metrics",
     "state",
 }
-_DAEMON = {"state_dir", "control_socket", "lines_per_ban"}
+_DAEMON = {"state_dir", "control_socket", "lines_per_ban", "log_level"}
 _ENFORCEMENT = {"priority", "on_stop"}
 
 
@@ -69,16 +70,36 @@ def parse_config(text: str, path: Path) -> Config:
 
 
 def _config(r: TomlReader, raw: Mapping[str, Any]) -> Config:
+    """Each table read on its own, so that one mistake does not hide the next: every error
+    is raised together at the end (``Mistakes``)."""
+    found = Mistakes()
     for key in raw:
         if key not in _TOP:
-            raise r.error((key,), f"unknown section {key!r}; allowed: {', '.join(sorted(_TOP))}")
-    daemon = r.table(raw, ("daemon",), _DAEMON)
-    listeners = read_listeners(r, raw)
-    enforcement = r.table(raw, ("enforcement",), _ENFORCEMENT)
-    notify = read_notify(r, raw)
-    policy = read_policy(r, raw)
-    jails_raw = r.table(raw, ("jails",), set(get(raw, ("jails",)) or ()))
-    jails = tuple(read_jail(r, raw, name, policy) for name in jails_raw)
+            found.add(
+                r.error((key,), f"unknown section {key!r}; allowed: {', '.join(sorted(_TOP))}")
+            )
+    with found.collect():
+        daemon = _daemon(r, raw)
+    with found.collect():
+        listeners = read_listeners(r, raw)
+    with found.collect():
+        enforcement = _enforcement(r, raw)
+    with found.collect():
+        notify = read_notify(r, raw)
+    with found.collect():
+        metrics = read_metrics(r, raw)
+    with found.collect():
+        state = read_state(r, raw)
+    with found.collect():
+        decisions = read_decisions(r, raw)
+    jails = []
+    with found.collect():
+        policy = read_policy(r, raw)
+        jails_raw = r.table(raw, ("jails",), set(get(raw, ("jails",)) or ()))
+        for name in jails_raw:
+            with found.collect():
+                jails.append(read_jail(r, raw, name, policy))
+    found.raise_any()
     for j in jails:
         if j.notify and j.enabled and not notify.to:
             raise r.error(
@@ -87,30 +108,43 @@ def _config(r: TomlReader, raw: Mapping[str, Any]) -> Config:
                 '(e.g. to = ["postmaster@example.org"])',
             )
     return Config(
+        **daemon,
         path=r.path,
         listeners=listeners,
-        jails=jails,
-        state_dir=r.path_of(
+        jails=tuple(jails),
+        enforcement=enforcement,
+        notify=notify,
+        metrics=metrics,
+        state=state,
+        decisions=decisions,
+    )
+
+
+def _daemon(r: TomlReader, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """[daemon], as the Config's fields: the state directory, the control socket, the lines
+    kept per ban, the log level."""
+    daemon = r.table(raw, ("daemon",), _DAEMON)
+    return {
+        "state_dir": r.path_of(
             daemon.get("state_dir", "/var/lib/applianced"), ("daemon", "state_dir")
         ),
-        control_socket=r.path_of(
-            daemon.get("control_socket", DEFAULT_CONTROL_SOCKET),
-            ("daemon", "control_socket"),
+        "control_socket": r.path_of(
+            daemon.get("control_socket", DEFAULT_CONTROL_SOCKET), ("daemon", "control_socket")
         ),
-        lines_per_ban=r.int_in(
+        "lines_per_ban": r.int_in(
             daemon.get("lines_per_ban", 20), ("daemon", "lines_per_ban"), 0, 1000
         ),
-        enforcement=EnforcementConf(
-            priority=r.int_in(
-                enforcement.get("priority", -10), ("enforcement", "priority"), -400, 400
-            ),
-            on_stop=r.choice(
-                enforcement.get("on_stop", "keep"),
-                ("enforcement", "on_stop"),
-                ("keep", "flush"),
-            ),
+        "log_level": r.choice(
+            daemon.get("log_level", "info"), ("daemon", "log_level"), get_args(LogLevelName)
         ),
-        notify=notify,
-        metrics=read_metrics(r, raw),
-        state=read_state(r, raw),
+    }
+
+
+def _enforcement(r: TomlReader, raw: Mapping[str, Any]) -> EnforcementConf:
+    enforcement = r.table(raw, ("enforcement",), _ENFORCEMENT)
+    return EnforcementConf(
+        priority=r.int_in(enforcement.get("priority", -10), ("enforcement", "priority"), -400, 400),
+        on_stop=r.choice(
+            enforcement.get("on_stop", "keep"), ("enforcement", "on_stop"), ("keep", "flush")
+        ),
     )

@@ -16,6 +16,7 @@ from typing import Literal
 
 __all__ = [
     "Config",
+    "DecisionsConf",
     "EnforcementConf",
     "IncrementConf",
     "JailConf",
@@ -42,6 +43,7 @@ MatchOn = Literal["msg", "line"]
 # bans the name as text, which a kernel set cannot hold).
 UseDns = Literal["yes", "warn", "no"]
 Backend = Literal["sqlite", "postgresql"]
+LogLevelName = Literal["debug", "info", "warning", "error"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +141,8 @@ class JailConf:
     match_on: MatchOn = "msg"
     maxlines: int = 1  # a fail2ban filter's: lines a failregex may span (rules/multiline.py)
     usedns: UseDns = "no"  # use_dns is True for "yes" and "warn"
+    # A `found` log line for each failure counted (fail2ban's "Found ADDR"), within a budget.
+    log_found: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +212,17 @@ class StateConf:
 
 
 @dataclass(frozen=True, slots=True)
+class DecisionsConf:
+    """The decision stream for CrowdSec bouncers (``applianced/decisions/``): the Local API's
+    bouncer endpoints on ``address:port``, over TLS with ``tls`` (only ``cert`` and ``key``),
+    plain HTTP only on a loopback address."""
+
+    address: str = "127.0.0.1"
+    port: int = 8080
+    tls: TLSConf | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration. ``jails`` holds every jail, enabled or not, in file order."""
 
@@ -221,6 +236,8 @@ class Config:
     notify: NotifyConf = NotifyConf()
     metrics: MetricsConf = MetricsConf()
     state: StateConf = StateConf()
+    log_level: LogLevelName = "info"  # `applianced --log-level` wins over it
+    decisions: DecisionsConf | None = None  # no [decisions] table: no stream
 
     @property
     def enabled_jails(self) -> tuple[JailConf, ...]:

@@ -1,6 +1,6 @@
 """The daemon's other tables of a config: ``[metrics]`` (the Prometheus endpoint),
-``[state]`` (SQLite, or cluster mode on PostgreSQL) and ``[notify]`` (ban mails). Called by
-``load.py``.
+``[state]`` (SQLite, or cluster mode on PostgreSQL), ``[notify]`` (ban mails) and
+``[decisions]`` (the stream for CrowdSec bouncers). Called by ``load.py``.
 """
 
 from __future__ import annotations
@@ -8,14 +8,17 @@ from __future__ import annotations
 import re
 import socket
 from collections.abc import Mapping
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
-from applianced.conf.schema import MetricsConf, NotifyConf, StateConf
+from applianced.conf.certs import TLSFileError, file_digest, read_pair
+from applianced.conf.schema import DecisionsConf, MetricsConf, NotifyConf, StateConf, TLSConf
 from applianced.conf.tomlread import TomlReader, check_bind_address, positive_duration
 
 _NOTIFY = {f.replace("sender", "from") for f in NotifyConf.__dataclass_fields__}
 _METRICS = {"enabled", "address", "port"}
+_DECISIONS = {"address", "port", "cert", "key"}
 _STATE = {"backend", "dsn", "password_file", "node", "share_failures"}
 _NODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
@@ -31,6 +34,47 @@ def read_metrics(r: TomlReader, raw: Mapping[str, Any]) -> MetricsConf:
         enabled=r.typed(t.get("enabled", d.enabled), (*keys, "enabled"), bool, "true or false"),
         address=address,
         port=r.int_in(t.get("port", d.port), (*keys, "port"), 1, 65535),
+    )
+
+
+def read_decisions(r: TomlReader, raw: Mapping[str, Any]) -> DecisionsConf | None:
+    """[decisions]: the stream CrowdSec bouncers pull (decisions/server.py); none without the
+    table. TLS with ``cert`` and ``key`` (read and checked here); plain HTTP only on loopback,
+    as the bouncers' keys cross the wire in a header."""
+    keys = ("decisions",)
+    if "decisions" not in raw:
+        return None
+    t = r.table(raw, keys, _DECISIONS)
+    d = DecisionsConf()
+    address = r.typed(t.get("address", d.address), (*keys, "address"), str, "a string")
+    r.convert(address, (*keys, "address"), check_bind_address)
+    port = r.int_in(t.get("port", d.port), (*keys, "port"), 1, 65535)
+    if ("cert" in t) != ("key" in t):
+        missing = "key" if "cert" in t else "cert"
+        raise r.error(
+            (*keys, "cert" if missing == "key" else "key"),
+            f'TLS needs both cert and key; add {missing} = "PATH" (PEM; '
+            "`appliancectl tls init` writes a server certificate and its key)",
+        )
+    if "cert" not in t:
+        if not ip_address(address).is_loopback:
+            raise r.error(
+                (*keys, "address"),
+                f"plain HTTP on {address} would send the bouncers' keys in clear; add "
+                'cert = "PATH" and key = "PATH" (`appliancectl tls init --server-name '
+                "THIS-HOST` makes them) or listen on 127.0.0.1 or ::1",
+            )
+        return DecisionsConf(address=address, port=port)
+    tls = TLSConf(
+        cert=r.path_of(t["cert"], (*keys, "cert")), key=r.path_of(t["key"], (*keys, "key"))
+    )
+    try:
+        read_pair(tls)
+        digest = file_digest(tls)
+    except TLSFileError as e:
+        raise r.error((*keys, "cert"), str(e)) from None
+    return DecisionsConf(
+        address=address, port=port, tls=TLSConf(cert=tls.cert, key=tls.key, digest=digest)
     )
 
 

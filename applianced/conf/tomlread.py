@@ -2,17 +2,19 @@
 (when it can be found) and the key, and the value converters the tables share.
 
 The config loader (``load.py``) and the readers of its tables (``listenerconf.py``,
-``jailconf.py``, ``tables.py``) read through a ``TomlReader``.
+``jailconf.py``, ``tables.py``) read through a ``TomlReader``; ``load.py`` collects each
+table's error in ``Mistakes``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from applianced.errors import ConfigError
+from applianced.errors import ConfigError, ConfigErrors
 from applianced.rules.addresses import parse_network
 from applianced.rules.decision import IPNetwork
 from applianced.units import parse_ban_duration, parse_duration
@@ -185,3 +187,31 @@ def positive_duration(value: Any) -> float:
     if seconds <= 0:
         raise ValueError(f"must be more than 0 seconds, not {value!r}")
     return seconds
+
+
+class Mistakes:
+    """The errors of one file, collected table by table so that ``appliancectl check`` shows
+    them all: ``with mistakes.collect():`` around the read of one table (or one jail) records a
+    ConfigError and goes on with the next; ``raise_any`` ends the read."""
+
+    def __init__(self) -> None:
+        self.errors: dict[str, ConfigError] = {}  # by message: a [defaults] error once
+
+    def add(self, error: ConfigError) -> None:
+        for one in error.errors if isinstance(error, ConfigErrors) else (error,):
+            self.errors.setdefault(str(one), one)
+
+    @contextmanager
+    def collect(self) -> Iterator[None]:
+        try:
+            yield
+        except ConfigError as e:
+            self.add(e)
+
+    def raise_any(self) -> None:
+        """Raise the one error as it is, or several as ConfigErrors in the file's order."""
+        found = sorted(self.errors.values(), key=lambda e: math.inf if e.line is None else e.line)
+        if len(found) == 1:
+            raise found[0]
+        if found:
+            raise ConfigErrors(tuple(found))

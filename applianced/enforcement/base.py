@@ -74,6 +74,10 @@ class Enforcer(Protocol):
         called from a worker thread while the reactor applies batches: it must not share
         what ``apply`` uses."""
 
+    def set_counts(self) -> Mapping[str, int]:
+        """Elements currently in the kernel, per set of the backend (none for a backend
+        without sets); as slow as ``counts``, and called the same way (the metrics)."""
+
     def flush(self) -> None:
         """Remove every ban (the jails' rules may stay)."""
 
@@ -137,5 +141,8 @@ class BanNotifier(Protocol):
 
     def test(self) -> Deferred[dict[str, Any]]:
         """Send a test mail; the outcome, or a failure the operator can read."""
+
+    def preview(self, jail: str | None = None) -> dict[str, Any]:
+        """The mail a ban in ``jail`` would send (headers, body), from sample data, unsent."""
 
     def stop(self) -> None: ...

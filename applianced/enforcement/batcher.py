@@ -19,6 +19,7 @@ from applianced.enforcement.base import ElementsRefused, Enforcer, Restored, Row
 from applianced.errors import EnforcementError
 from applianced.health import Health
 from applianced.rules.decision import Ban, IPNetwork
+from applianced.units import plural
 
 __all__ = ["RETRY_FIRST", "RETRY_MAX", "Batcher"]
 
@@ -121,11 +122,11 @@ class Batcher:
             self._bans.pop((u.jail, u.network), None)
         health.unapplied = len(self._bans) + len(self._unbans)
         log.error(
-            "the {backend} backend refused a batch of {bans} bans and {unbans} unbans; "
+            "the {backend} backend refused a batch of {bans} and {unbans}; "
             "retrying in {delay:.0f}s: {error}",
             backend=self.enforcer.name,
-            bans=len(bans),
-            unbans=len(unbans),
+            bans=plural(len(bans), "ban"),
+            unbans=plural(len(unbans), "unban"),
             delay=self._retry_delay,
             error=str(error),
         )

@@ -1,5 +1,6 @@
 """Ban mails built: one ban's mail (whois, reverse DNS, the lines behind it), a storm's digest,
-the test mail. Pure: the stdlib ``email`` package over text that is sanitised first; the
+the test mail, the preview of a ban's mail from sample data (``appliancectl notify test
+--preview``). Pure: the stdlib ``email`` package over text that is sanitised first; the
 ``Notifier`` (``notify.py``) sends what this builds.
 """
 
@@ -10,13 +11,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
+from ipaddress import ip_network
 
 from applianced.conf.schema import NotifyAction, NotifyConf
 from applianced.enforcement.whois import WhoisAnswer, sanitise
-from applianced.rules.decision import Ban
-from applianced.units import format_duration
+from applianced.rules.decision import Ban, BanKind
+from applianced.units import format_duration, plural
 
 _RAW_WHOIS_LINES = 200  # lines of the raw whois answer kept in a mail
+# The preview's sample offender (RFC 5737, documentation) and its syslog sender.
+SAMPLE_NETWORK = ip_network("203.0.113.7/32")
+_SAMPLE_LINE = "[192.0.2.10] mx smtpd[4242]: (preview: the lines that matched 203.0.113.7 go here)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,17 +133,18 @@ def build_digest(
     jails = sorted({p.ban.jail for p in entries})
     msg = _envelope(
         conf,
-        f"[applianced] digest: {len(entries)} bans in {', '.join(jails) or 'no jail'}",
+        f"[applianced] digest: {plural(len(entries), 'ban')} in {', '.join(jails) or 'no jail'}",
         now,
     )
     body = [
-        f"More than {conf.max_per_minute} bans a minute: these {len(entries)} bans are reported "
-        "together instead of one mail each.",
+        f"More than {plural(conf.max_per_minute, 'ban')} a minute: {plural(len(entries), 'ban')} "
+        "reported together instead of one mail each.",
         "",
     ]
     if dropped:
         body += [
-            f"{dropped} more bans were not reported at all: the notification backlog "
+            f"{plural(dropped, 'more ban was', 'more bans were')} not reported at all: the "
+            "notification backlog "
             f"({conf.backlog}) was full. `appliancectl banned` lists every active ban.",
             "",
         ]
@@ -160,3 +166,24 @@ def build_test_mail(conf: NotifyConf, via: str, now: float) -> EmailMessage:
         charset="utf-8",
     )
     return msg
+
+
+def build_preview(
+    conf: NotifyConf,
+    jail: str,
+    actions: Sequence[NotifyAction],
+    bantime: float,
+    now: float,
+) -> EmailMessage:
+    """The mail a first ban in ``jail`` would send, built from sample data that says so: a
+    documentation address, a sample line, no whois or DNS asked."""
+    ban = Ban(jail, SAMPLE_NETWORK, now, now + bantime, BanKind.AUTO, 1)
+    whois: str | None = None
+    if "mail-whois" in actions or "mail-whois-lines" in actions:
+        whois = (
+            f"(preview: the answer of {conf.whois_server} for the address goes here; none asked)"
+            if conf.whois_server
+            else "whois unavailable: disabled (whois_server is empty)"
+        )
+    reverse = "(preview: the address's PTR name goes here)" if conf.reverse_dns else None
+    return build_ban_mail(conf, ban, (_SAMPLE_LINE,), actions, whois, reverse, now)

@@ -50,6 +50,7 @@ from applianced.enforcement.nftlayout import (
 from applianced.enforcement.prefixset import PrefixPlan, PrefixSet, piece_text
 from applianced.errors import EnforcementError
 from applianced.rules.decision import Ban
+from applianced.units import plural
 
 try:
     import nftables
@@ -211,7 +212,7 @@ class NftablesEnforcer:
     def apply(self, bans: Sequence[Ban], unbans: Sequence[Ban], now: float) -> None:
         # Unbans first, then bans: a batch that replaces a ban of a network ends with it banned.
         changes = [(u, False) for u in unbans] + [(b, True) for b in bans]
-        what = f"apply {len(bans)} bans and {len(unbans)} unbans"
+        what = f"apply {plural(len(bans), 'ban')} and {plural(len(unbans), 'unban')}"
 
         def send(chunk: Sequence[tuple[Ban, bool]], first: bool) -> str:
             batch = Batch()
@@ -231,7 +232,7 @@ class NftablesEnforcer:
         Bans of the same rows (see RowRestorer)."""
         names = self._names
         rows = [r for r in active if r.jail in self._jails]
-        what = f"restore {len(active)} bans"
+        what = f"restore {plural(len(active), 'ban')}"
 
         def send(chunk: Sequence[Restored], first: bool) -> str:
             batch = Batch()
@@ -249,19 +250,28 @@ class NftablesEnforcer:
             raise refusal("flush every set", error, self.table)
 
     def counts(self) -> Mapping[str, int]:
-        """Kernel elements per jail, from a listing (so expired bans are gone). Nested prefix
-        bans count as the pieces that hold them. Costs about 1.5 s per 100,000 elements, most of
-        it in libnftables, which releases the GIL: called from a worker thread, it holds other
-        threads for ~0.2 s at most (the binding's JSON parse), measured with a 1 ms ticker."""
+        """Kernel elements per jail: ``set_counts`` summed over each jail's sets."""
         owner = {name: key[0] for key, name in self._names.items()}
         out = dict.fromkeys(self._jails, 0)
-        if owner:
+        for name, n in self.set_counts().items():
+            if name in owner:
+                out[owner[name]] += n
+        return out
+
+    def set_counts(self) -> Mapping[str, int]:
+        """Kernel elements per set of ours, from a listing (so expired bans are gone). Nested
+        prefix bans count as the pieces that hold them. Costs about 1.5 s per 100,000 elements,
+        most of it in libnftables, which releases the GIL: called from a worker thread, it
+        holds other threads for ~0.2 s at most (the binding's JSON parse), measured with a
+        1 ms ticker."""
+        out = dict.fromkeys(self._names.values(), 0)
+        if out:
             nft = self._listing_context()
             nft.set_json_output(True)
             for o in nft_list(nft, "table", self.table, terse=False):
                 s = o.get("set")
-                if isinstance(s, dict) and s.get("name") in owner:
-                    out[owner[s["name"]]] += len(s.get("elem", ()))
+                if isinstance(s, dict) and s.get("name") in out:
+                    out[s["name"]] = len(s.get("elem", ()))
         return out
 
     def close(self) -> None:

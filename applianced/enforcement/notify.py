@@ -13,7 +13,7 @@ at start); that call only appends to a bounded queue. Later, on the reactor:
   are dropped, counted, and the next digest says how many.
 
 Mails are built by ``mails.py``, from text sanitised first. ``service.py`` wires it; ``status``
-and ``appliancectl notify test`` read it.
+and ``appliancectl notify test`` (and its ``--preview``, built here, sent nowhere) read it.
 """
 
 from __future__ import annotations
@@ -31,9 +31,18 @@ from twisted.python.failure import Failure
 
 from applianced.conf.schema import Config, NotifyAction, NotifyConf
 from applianced.enforcement.mailer import DeliveryError, Mailer
-from applianced.enforcement.mails import Pending, build_ban_mail, build_digest, build_test_mail
+from applianced.enforcement.mails import (
+    SAMPLE_NETWORK,
+    Pending,
+    build_ban_mail,
+    build_digest,
+    build_preview,
+    build_test_mail,
+)
 from applianced.enforcement.whois import WhoisClient
+from applianced.errors import ApplianceError
 from applianced.rules.decision import Ban, IPAddress
+from applianced.units import plural
 
 __all__ = ["Notifier"]
 
@@ -100,10 +109,12 @@ class Notifier:
         self.mailer: Mailer | None = None
         self.whois: WhoisClient | None = None
         self._actions: dict[str, tuple[NotifyAction, ...]] = {}
+        self._bantimes: dict[str, float] = {}  # for the preview
         self.reconfigure(config)
 
     def reconfigure(self, config: Config) -> None:
         self._actions = {j.name: j.notify for j in config.enabled_jails if j.notify}
+        self._bantimes = {j.name: j.bantime for j in config.enabled_jails if j.notify}
         if self.mailer is None or config.notify != self.conf:
             self.conf = config.notify
             self.mailer = self.mailer_for(self.conf)
@@ -180,7 +191,9 @@ class Notifier:
         dropped, self.stats.dropped_unreported = self.stats.dropped_unreported, 0
         if entries:
             message = build_digest(self.conf, entries, dropped, self.clock.seconds())
-            self._queue(_Outgoing(message, len(entries), f"digest of {len(entries)} bans", True))
+            self._queue(
+                _Outgoing(message, len(entries), f"digest of {plural(len(entries), 'ban')}", True)
+            )
 
     def _queue(self, out: _Outgoing) -> None:
         if self._stopped:
@@ -268,6 +281,31 @@ class Notifier:
             )
 
         return self.mailer.send(message, self.conf.sender, self.conf.to).addCallbacks(ok, failed)
+
+    def preview(self, jail: str | None = None) -> dict[str, Any]:
+        """The mail a ban in ``jail`` (by default the first jail that mails) would send, built
+        from sample data and sent nowhere: its headers and its body."""
+        if not self._actions:
+            raise ApplianceError(
+                "no enabled jail sets notify, so a ban sends no mail; set e.g. "
+                'notify = ["mail-whois-lines"] in a jail (and [notify] to), then reload'
+            )
+        name = jail or min(self._actions)
+        actions = self._actions.get(name)
+        if actions is None:
+            raise ApplianceError(
+                f"jail {name!r} sends no ban mail (no notify, or not enabled); jails that do: "
+                + ", ".join(sorted(self._actions))
+            )
+        now = self.clock.seconds()
+        message = build_preview(self.conf, name, actions, self._bantimes[name], now)
+        return {
+            "jail": name,
+            "address": str(SAMPLE_NETWORK.network_address),
+            "via": self._via(),
+            "headers": [[key, str(value)] for key, value in message.items()],
+            "body": message.get_content(),
+        }
 
     def status(self) -> dict[str, Any]:
         s = self.stats

@@ -14,6 +14,7 @@ __all__ = [
     "Ban",
     "BanDecision",
     "BanKind",
+    "Found",
     "IPAddress",
     "IPNetwork",
     "Lookup",
@@ -60,6 +61,17 @@ class Lookup:
 
 
 @dataclass(frozen=True, slots=True)
+class Found:
+    """A failure a jail with ``log_found`` counted, for its ``found`` log line: the address
+    matched, the syslog peer that delivered the message (``file`` when none), the line."""
+
+    jail: str
+    address: IPAddress
+    sender: str
+    line: str
+
+
+@dataclass(frozen=True, slots=True)
 class BanDecision:
     """A ban to record and enforce. ``count`` is the ban's rank for this network in this jail
     (1 for a first offence); ``duration`` is seconds or None for permanent."""
@@ -75,6 +87,11 @@ class BanDecision:
     @property
     def expires_at(self) -> float | None:
         return None if self.duration is None else self.at + self.duration
+
+    @property
+    def deciding_line(self) -> str:
+        """The last failure's line, the one that decided the ban ("" when none was kept)."""
+        return self.lines[-1] if self.lines else ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,12 +17,12 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from applianced.rules.decision import IPAddress, Lookup, Offence
+from applianced.rules.decision import Found, IPAddress, Lookup, Offence
 from applianced.rules.filters import Outcome
 from applianced.rules.jail import Jail
 from applianced.rules.message import SyslogMessage
 
-__all__ = ["CountedFailure", "Engine", "Gate", "GateCache"]
+__all__ = ["CountedFailure", "Engine", "Gate", "GateCache", "split_evidence"]
 
 # The routing gate's question, asked with the TAG of a message of the common shape (its raw
 # bytes): None when no jail reads that program; else byte strings of which a message of it must
@@ -96,10 +96,11 @@ class Engine:
             return tuple(dict.fromkeys(n for j in jails for n in j.filter.needles))
         return ()
 
-    def feed(self, message: SyslogMessage, now: float) -> list[Offence | Lookup]:
-        """Offences caused by ``message`` received at ``now`` (POSIX seconds), and hostnames
-        to resolve for jails whose ``usedns`` is not "no"."""
-        out: list[Offence | Lookup] = []
+    def feed(self, message: SyslogMessage, now: float) -> list[Offence | Lookup | Found]:
+        """Offences caused by ``message`` received at ``now`` (POSIX seconds), hostnames to
+        resolve for jails whose ``usedns`` is not "no", and for jails with ``log_found`` each
+        failure counted (before the offence it completes)."""
+        out: list[Offence | Lookup | Found] = []
         line = evidence = None  # built once per message, and only when a jail needs them
         for jail in self.route(message.app_name):
             # Most jails read every sender: skip the call for them (one per jail a message).
@@ -126,6 +127,8 @@ class Engine:
                 warn = jail.conf.usedns == "warn"
                 out.append(Lookup(jail.name, match.host, evidence, now, warn))
                 continue
+            if jail.conf.log_found and not jail.ignores(match.address):
+                out.append(Found(jail.name, match.address, message.sender or "file", message.line))
             offence = self._fail(
                 jail, match.address, evidence, now, match.prefix, message.sender or ""
             )
@@ -184,6 +187,16 @@ def _evidence(message: SyslogMessage) -> str:
     the message (when it has one; for display, windows run on the time of receipt), the line."""
     stamp = "" if message.timestamp is None else _stamp_text(message.timestamp)
     return f"[{message.sender or 'file'}] {stamp}{message.line}"
+
+
+def split_evidence(evidence: str) -> tuple[str, str]:
+    """A kept line (``_evidence``'s form) as the sender that delivered it and the rest; the
+    sender is "" for a line without one (a failure recalled from an eviction)."""
+    if evidence.startswith("["):
+        sender, sep, rest = evidence[1:].partition("] ")
+        if sep:
+            return sender, rest
+    return "", evidence
 
 
 def _stamp_text(timestamp: datetime) -> str:

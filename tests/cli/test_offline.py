@@ -123,6 +123,7 @@ def test_check_accepts_the_shipped_config_and_reports_errors(
         "check",
         "parse",
         "test-filter",
+        "bouncer",
     ],
 )
 def test_every_verb_has_help_with_an_example(capsys: pytest.CaptureFixture[str], verb: str) -> None:
@@ -231,3 +232,93 @@ def test_test_filter_reads_control_characters_escaped_as_the_daemon_does(
     code, out, _ = run(capsys, "--config", none, "test-filter", conf, str(log), "--missed")
     assert code == 0
     assert out.splitlines()[-1] == "  missed 3: Nov 22 10:00:05 mx demo[12]: hello#033[2J#000"
+
+
+REMOTE = """\
+[receiver]
+allowed_senders = ["127.0.0.1/32", "192.0.2.10/32"]
+
+[[listeners]]
+transport = "udp"
+address = "0.0.0.0"
+port = 5514
+
+[jails.sshd]
+filter = "sshd"
+{extra}
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "warns"),
+    [
+        ("", True),
+        ('hook = "forward"', False),
+        ('[decisions]\naddress = "127.0.0.1"', False),
+    ],
+)
+def test_check_warns_of_remote_senders_banned_only_here(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, extra: str, warns: bool
+) -> None:
+    """Remote mail servers send, every jail drops at input and no bouncer pulls: a warning
+    (exit 0), in --json too; gone with hook = "forward" or a [decisions] stream."""
+    path = tmp_path / "appliance.toml"
+    path.write_text(REMOTE.format(extra=extra))
+    code, out, err = run(capsys, "check", "--config", str(path))
+    assert code == 0 and "OK" in out
+    assert ("warning: listeners udp/0.0.0.0:5514 take syslog from remote senders" in err) == warns
+    code, out, _ = run(capsys, "check", "--config", str(path), "--json")
+    found = json.loads(out)["warnings"]
+    assert len(found) == warns
+    if warns:
+        assert 'set hook = "forward"' in found[0] and "[decisions]" in found[0]
+
+
+def test_check_does_not_warn_for_loopback_senders(capsys: pytest.CaptureFixture[str]) -> None:
+    from applianced.conf.load import DEFAULT_CONFIG
+
+    code, out, _ = run(capsys, "check", "--config", str(DEFAULT_CONFIG), "--json")
+    assert code == 0 and json.loads(out)["warnings"] == []
+
+
+def test_bouncer_add_list_remove_without_the_daemon(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """add prints the key once (the file holds its hash), list shows it without a daemon's
+    last pull, remove revokes it."""
+    path = tmp_path / "appliance.toml"
+    path.write_text(MINIMAL_STATE.format(state=tmp_path) + '\n[decisions]\naddress = "127.0.0.1"\n')
+    code, out, _ = run(capsys, "--config", str(path), "bouncer", "add", "mx1")
+    assert code == 0 and "api_url: http://THIS-APPLIANCE:8080/" in out
+    key = out.split("api_key: ")[1].strip()
+    assert key not in (tmp_path / "bouncers.json").read_text()
+    code, out, _ = run(capsys, "--config", str(path), "bouncer", "list", "--json")
+    [listed] = json.loads(out)
+    assert (listed["name"], listed["last_pull"]) == ("mx1", None)
+    code, out, _ = run(capsys, "--config", str(path), "bouncer", "list")
+    assert "mx1" in out and "not running" in out
+    code, _, err = run(capsys, "--config", str(path), "bouncer", "add", "mx1")
+    assert code == 1 and "bouncer 'mx1' exists" in err
+    code, _, err = run(capsys, "--config", str(path), "bouncer", "remove")
+    assert code == 2 and "needs a NAME" in err
+    assert run(capsys, "--config", str(path), "bouncer", "remove", "mx1")[0] == 0
+    code, out, _ = run(capsys, "--config", str(path), "bouncer", "list", "--json")
+    assert json.loads(out) == []
+    path.write_text(MINIMAL_STATE.format(state=tmp_path / "missing"))
+    code, _, err = run(capsys, "--config", str(path), "bouncer", "add", "mx1")
+    assert code == 1 and f"cannot open {tmp_path / 'missing'}" in err
+
+
+MINIMAL_STATE = """\
+[daemon]
+state_dir = "{state}"
+control_socket = "{state}/control.sock"
+
+[[listeners]]
+transport = "udp"
+address = "127.0.0.1"
+port = 5514
+
+[jails.sshd]
+filter = "sshd"
+"""

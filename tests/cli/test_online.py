@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+from twisted.internet.task import Clock
 
+from applianced import views
+from applianced.appliance import Appliance
 from applianced.cli import main
+from applianced.testing import MemoryEnforcer, MemoryStore
+from tests.helpers import config, jail_conf
 
 
 def test_status_finds_the_socket_in_a_config_the_loader_refuses(
@@ -26,12 +32,111 @@ def test_status_finds_the_socket_in_a_config_the_loader_refuses(
     assert str(config) in capsys.readouterr().err
 
 
-def test_an_unreadable_config_asks_for_socket(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_an_unreadable_config_falls_back_to_the_default_socket(
+    control_socket: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """A file that is not TOML names no socket: the default one is asked."""
+    monkeypatch.setattr("applianced.cli.parser.DEFAULT_CONTROL_SOCKET", str(control_socket))
     config = tmp_path / "appliance.toml"
     config.write_text("[daemon\n")
-    assert main(["--config", str(config), "status"]) == 2
+    assert main(["--config", str(config), "status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"jails": {}}
+
+
+def test_nothing_on_the_default_socket_says_why_it_was_tried(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("applianced.cli.parser.DEFAULT_CONTROL_SOCKET", str(tmp_path / "no.sock"))
+    config = tmp_path / "appliance.toml"
+    config.write_text("[daemon\n")
+    assert main(["--config", str(config), "status"]) == 3
     err = capsys.readouterr().err
-    assert "cannot find the control socket" in err and "not valid TOML" in err
-    assert "pass --socket" in err
+    assert "applianced is not running" in err and "not valid TOML" in err
+    assert "the default one was tried; pass --socket" in err
+
+
+def appliance(tmp_path: Path, cluster: bool = False) -> tuple[Appliance, Clock]:
+    clock = Clock()
+    clock.advance(1_800_000_000)
+    conf = config(tmp_path, jail_conf(), jail_conf("postfix", programs=("postfix/smtpd",)))
+    cluster_status = (lambda: {}) if cluster else None
+    app = Appliance(conf, MemoryStore(), MemoryEnforcer(), clock, cluster=cluster_status)
+    app.start()
+    return app, clock
+
+
+def run(capsys: pytest.CaptureFixture[str], answer: dict[str, Any], result: Any, *argv: str) -> str:
+    """appliancectl's human output for a daemon answering ``result`` (JSON's round trip)."""
+    answer["result"] = json.loads(json.dumps(result))
+    assert main([*argv]) == 0
+    return capsys.readouterr().out
+
+
+def test_status_of_a_jail_lists_its_bans(
+    control_socket: Path,
+    answer: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    app, clock = appliance(tmp_path)
+    for i in range(views.STATUS_BANS + 1):
+        views.ban(app, "sshd", f"198.51.100.{i}")
+        clock.advance(1)
+    status = views.status(app, "sshd")
+    out = run(capsys, answer, status, "--socket", str(control_socket), "status", "sshd")
+    assert f"active bans of sshd: {views.STATUS_BANS + 1}, the newest 50 shown" in out
+    assert "198.51.100.50/32" in out and "198.51.100.0/32" not in out
+    assert json.loads((tmp_path / "request.json").read_text())["args"] == {"jail": "sshd"}
+
+
+def test_status_of_a_jail_without_bans(
+    control_socket: Path,
+    answer: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    app, _ = appliance(tmp_path)
+    out = run(
+        capsys,
+        answer,
+        views.status(app, "postfix"),
+        "--socket",
+        str(control_socket),
+        "status",
+        "postfix",
+    )
+    assert "active bans of postfix: none" in out
+
+
+@pytest.mark.parametrize("cluster", [False, True])
+def test_why_names_the_deciding_node_only_in_cluster_mode(
+    control_socket: Path,
+    answer: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    cluster: bool,
+) -> None:
+    app, _ = appliance(tmp_path, cluster)
+    views.ban(app, "sshd", "203.0.113.50")
+    why = views.why(app, "203.0.113.50/32")
+    why["history"][0]["node"] = "vm"
+    out = run(capsys, answer, why, "--socket", str(control_socket), "why", "203.0.113.50/32")
+    assert ("decided by node vm" in out) is cluster
+    assert "0 bans within findtime_history" in out
+
+
+@pytest.mark.parametrize(
+    ("n", "text"), [(0, "lifted 0 bans"), (1, "lifted 1 ban\n"), (2, "lifted 2 bans")]
+)
+def test_plurals(
+    control_socket: Path,
+    answer: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+    n: int,
+    text: str,
+) -> None:
+    out = run(capsys, answer, [{}] * n, "--socket", str(control_socket), "flush")
+    assert text in out

@@ -71,6 +71,7 @@ SET_CASES: dict[str, tuple[str, str, str, str | None]] = {
     "ipv6_prefix": ("sshd", "56", "ipv6_prefix = 56", None),
     "use_dns": ("sshd", "true", "use_dns = true", None),
     "usedns": ("sshd", "warn", 'usedns = "warn"', None),
+    "log_found": ("sshd", "true", "log_found = true", None),
     "filter_dir": ("sshd", "/nonexistent/filter.d", 'filter_dir = "/nonexistent/filter.d"', None),
     "hook": ("sshd", "forward", 'hook = "forward"', None),
     "verdict": ("sshd", "reject", 'verdict = "reject"', None),
@@ -405,3 +406,101 @@ def test_setting_usedns_replaces_the_older_use_dns(conf: Path) -> None:
     assert result.config is not None and result.config.jail("sshd").usedns == "warn"
     edit.jail_set(conf, "sshd", "use_dns", "false")
     assert "usedns" not in sshd_table() and "use_dns = false" in sshd_table()
+
+
+# A file as operators write them: no blank lines, the jail's table last, no [defaults].
+TIGHT = """[[listeners]]
+transport = "udp"
+address = "127.0.0.1"
+port = 5514
+[jails.postfix-sasl]
+filter = "postfix-sasl"
+"""
+
+
+@pytest.mark.parametrize("trailing", ["", "\n", "[daemon]\nstate_dir = '/tmp'\n"])
+def test_jail_set_on_a_last_or_tight_table_adds_the_key(tmp_path: Path, trailing: str) -> None:
+    """The jail's table last in the file, with or without a final newline, or followed by
+    another table without a blank line: the key lands in the jail (was tomlkit's
+    `Unable to insert at position 1`)."""
+    path = tmp_path / "a.toml"
+    text = TIGHT if trailing != "" else TIGHT.rstrip("\n")
+    path.write_text(text + ("" if trailing == "\n" else trailing))
+    edit.jail_set(path, "postfix-sasl", "hook", "forward")
+    jail = load_config(path).jail("postfix-sasl")
+    assert jail is not None and jail.hook == "forward"
+
+
+def test_whitelist_global_without_defaults_adds_the_table(tmp_path: Path) -> None:
+    """`whitelist add --global` on a file without [defaults] adds it (was `Unable to insert
+    at position 0`)."""
+    path = tmp_path / "a.toml"
+    path.write_text(TIGHT)
+    edit.whitelist(path, None, "192.0.2.10", add=True)
+    assert '[defaults]\nignoreip = ["192.0.2.10"]\n' in path.read_text()
+    jail = load_config(path).jail("postfix-sasl")
+    assert jail is not None and [str(n) for n in jail.ignoreip] == ["192.0.2.10/32"]
+
+
+def test_jail_unset_falls_back_to_defaults(
+    capsys: pytest.CaptureFixture[str], conf: Path, tmp_path: Path
+) -> None:
+    """`jail unset sshd maxretry` removes the one line; the jail then takes [defaults]' 5."""
+    sock = str(tmp_path / "none.sock")
+    code = main(["--config", str(conf), "--socket", sock, "jail", "unset", "sshd", "maxretry"])
+    assert code == 0
+    assert "jails.sshd.maxretry: 3 -> (unset)" in capsys.readouterr().out
+    assert diff(SHIPPED, conf.read_text()) == (["maxretry = 3\n"], [])
+    sshd = load_config(conf).jail("sshd")
+    assert sshd is not None and sshd.maxretry == 5
+    code = main(["--config", str(conf), "--socket", sock, "jail", "unset", "sshd", "maxretry"])
+    assert code == 0 and "already so; nothing changed" in capsys.readouterr().out
+
+
+def test_jail_unset_refuses_an_option_without_a_default(
+    capsys: pytest.CaptureFixture[str], conf: Path
+) -> None:
+    assert main(["--config", str(conf), "jail", "unset", "sshd", "filter"]) == 1
+    err = capsys.readouterr().err
+    assert "filter has no default to fall back to" in err
+    assert "appliancectl jail set sshd filter VALUE" in err
+    assert main(["--config", str(conf), "jail", "unset", "sshd"]) == 2
+    assert "usage: appliancectl jail unset JAIL OPTION" in capsys.readouterr().err
+    assert conf.read_text() == SHIPPED
+
+
+def test_jail_get_shows_where_each_value_comes_from(
+    capsys: pytest.CaptureFixture[str], conf: Path
+) -> None:
+    assert main(["--config", str(conf), "jail", "get", "sshd"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "maxretry                  = 3  # jails.sshd" in out
+    assert 'bantime                   = "10m"  # defaults' in out
+    assert 'hook                      = "input"  # built-in' in out
+    assert "failregex                   not set: the filter's" in out
+    assert main(["--config", str(conf), "jail", "get", "sshd", "bantime", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["options"] == {
+        "bantime": {"value": "10m", "from": "defaults"}
+    }
+    assert main(["--config", str(conf), "jail", "get", "sshd", "nope"]) == 2
+    assert "unknown jail option 'nope'" in capsys.readouterr().err
+    assert main(["--config", str(conf), "jail", "get", "nojail"]) == 1
+    assert "no jail 'nojail'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("verb", "taught"),
+    [
+        ("jail", ["appliancectl jail get sshd\n", "appliancectl jail unset sshd bantime"]),
+        ("whitelist", ["--global 198.51.100.0/24 --unban"]),
+        ("why", ["appliancectl why 203.0.113.7/32"]),
+        ("status", ["appliancectl status postfix-sasl --json"]),
+    ],
+)
+def test_the_new_verbs_help_teaches_them(
+    capsys: pytest.CaptureFixture[str], verb: str, taught: list[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main([verb, "--help"])
+    out = capsys.readouterr().out
+    assert all(example in out for example in taught)

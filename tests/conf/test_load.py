@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from applianced.conf.load import DEFAULT_CONFIG, load_config, parse_config
-from applianced.errors import ConfigError
+from applianced.errors import ConfigError, ConfigErrors
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,7 +37,7 @@ def error_of(text: str, tmp_path: Path) -> ConfigError:
 
 
 def test_shipped_default_config_is_valid() -> None:
-    """The config `./dev run` starts on loads and enables the three core jails."""
+    """The shipped config (`./dev run` copies it) loads and enables the three core jails."""
     config = load_config(DEFAULT_CONFIG)
     assert [j.name for j in config.enabled_jails] == ["postfix-sasl", "dovecot", "sshd"]
     assert {(c.transport, c.address, c.port) for c in config.listeners} == {
@@ -48,9 +48,10 @@ def test_shipped_default_config_is_valid() -> None:
 
 
 def test_production_example_is_valid() -> None:
-    """The documented production example listens on 0.0.0.0:514."""
+    """The documented production example listens on 0.0.0.0:514 and is the gateway shape."""
     config = load_config(ROOT / "examples" / "appliance.production.toml")
     assert {(c.address, c.port) for c in config.listeners} == {("0.0.0.0", 514)}
+    assert {j.hook for j in config.enabled_jails} == {"forward"}
     assert config.jail("postfix-sasl") is not None
     assert config.jail("postfix-sasl").senders == (ip_network("192.0.2.10/32"),)  # type: ignore[union-attr]
 
@@ -167,3 +168,70 @@ def test_the_loader_imports_no_twisted() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_log_level_and_log_found(tmp_path: Path) -> None:
+    """`[daemon] log_level` (info by default) and `log_found` from [defaults] or a jail."""
+    config = parse_config(MINIMAL, tmp_path / "appliance.toml")
+    assert config.log_level == "info"
+    assert not config.jails[0].log_found
+    text = (
+        '[daemon]\nlog_level = "warning"\n\n'
+        + MINIMAL
+        + '\n[jails.dovecot]\nfilter = "dovecot"\nlog_found = false\n'
+        + "\n[defaults]\nlog_found = true\n"
+    )
+    config = parse_config(text, tmp_path / "appliance.toml")
+    assert config.log_level == "warning"
+    assert [j.log_found for j in config.jails] == [True, False]
+
+
+def test_a_bad_log_level_or_log_found_names_its_line(tmp_path: Path) -> None:
+    e = error_of('[daemon]\nlog_level = "verbose"\n' + MINIMAL, tmp_path)
+    assert e.key == "daemon.log_level" and e.line == 2
+    assert "'debug', 'info', 'warning', 'error'" in str(e)
+    e = error_of(MINIMAL + 'log_found = "yes"\n', tmp_path)
+    assert e.key == "jails.sshd.log_found" and "true or false" in str(e)
+
+
+def test_every_mistake_is_reported_with_its_line_in_the_files_order(tmp_path: Path) -> None:
+    """One mistake per table, and two in one jail: each is reported once with its line and
+    key, its message as when alone; a [defaults] mistake once, not once per jail."""
+    text = """\
+[daemon]
+lines_per_ban = -1
+
+[[listeners]]
+transport = "udp"
+port = 70000
+
+[defaults]
+maxretry = "3"
+
+[jails.sshd]
+filter = "sshd"
+bantime = "forever"
+hook = "output"
+
+[jails.dovecot]
+filter = "dovecot"
+
+[metrics]
+port = 0
+"""
+    error = error_of(text, tmp_path)
+    assert isinstance(error, ConfigErrors)
+    path = tmp_path / "appliance.toml"
+    assert [(e.line, e.key) for e in error.errors] == [
+        (2, "daemon.lines_per_ban"),
+        (6, "listeners[0].port"),
+        (9, "defaults.maxretry"),
+        (13, "jails.sshd.bantime"),
+        (14, "jails.sshd.hook"),
+        (20, "metrics.port"),
+    ]
+    assert str(error).splitlines()[2] == (
+        f"{path}:9: [defaults.maxretry] must be a whole number, not '3'"
+    )
+    alone = error_of(MINIMAL + 'hook = "output"\n', tmp_path)
+    assert type(alone) is ConfigError and alone.line == 7 and alone.key == "jails.sshd.hook"

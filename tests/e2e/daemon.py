@@ -105,20 +105,25 @@ class Daemon:
         config_text: str,
         args: Sequence[str] = ("--dry-run",),
         prefix: Sequence[str] = (),
+        bindir: Path = BIN,
     ) -> None:
+        """``prefix`` runs the daemon and ``appliancectl`` under another command (``ip netns
+        exec NS``, ``setpriv``); ``bindir`` is where both are (this venv's, or an installed one)."""
         self.workdir = workdir
         self.config = workdir / "appliance.toml"
         self.config.write_text(config_text)
         self.socket = workdir / "control.sock"
         self.args = list(args)
         self.prefix = list(prefix)
+        self.bindir = bindir
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = workdir / "applianced.log"
 
     def start(self) -> Daemon:
         logf = self.log.open("ab")
+        argv = [str(self.bindir / "applianced"), "--config", str(self.config), *self.args]
         self.proc = subprocess.Popen(
-            [*self.prefix, str(BIN / "applianced"), "--config", str(self.config), *self.args],
+            [*self.prefix, *argv],
             stdout=logf,
             stderr=subprocess.STDOUT,
         )
@@ -137,7 +142,7 @@ class Daemon:
 
     def ctl_rc(self, *args: str) -> tuple[int, str, str]:
         done = subprocess.run(
-            [*self.prefix, str(BIN / "appliancectl"), "--socket", str(self.socket), *args],
+            [*self.prefix, str(self.bindir / "appliancectl"), "--socket", str(self.socket), *args],
             capture_output=True,
             text=True,
             timeout=30,

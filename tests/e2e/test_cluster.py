@@ -8,6 +8,7 @@ share_failures test starts a pair of its own on the same database."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.daemon import LOOPBACK_UDP, Daemon, sasl_failures, wait_for
-from tests.netns import netns, netns_missing, ns_exec
+from tests.e2e.daemon import BIN, LOOPBACK_UDP, Daemon, sasl_failures, wait_for
+from tests.netns import netns, netns_missing, ns_exec, ns_python
 from tests.pg import PASSWORD, PgServer, pg_missing, pg_server
 
 pytestmark = pytest.mark.skipif(
@@ -39,6 +40,10 @@ protocol = "tcp"
 filter = "postfix-sasl"
 ports = [25]
 
+[decisions]
+address = "127.0.0.1"
+port = 8080
+
 [state]
 backend = "postgresql"
 dsn = "{dsn}"
@@ -47,6 +52,13 @@ node = "{node}"
 """
 )
 SET = "postfix_sasl_v4"
+# A bouncer's pull of the decision stream on 127.0.0.1:8080 in a node's namespace.
+PULL = """
+import sys, urllib.request
+req = urllib.request.Request("http://127.0.0.1:8080/v1/decisions/stream?startup=" + sys.argv[2])
+req.add_header("X-Api-Key", sys.argv[1])
+print(urllib.request.urlopen(req, timeout=10).read().decode())
+"""
 
 
 @dataclass
@@ -72,6 +84,24 @@ class Node:
 
     def ctl(self, *args: str) -> object:
         return self.daemon.ctl(*args)
+
+    def pull(self, key: str, startup: bool) -> dict[str, Any]:
+        """One pull of this node's decision stream, as a bouncer does."""
+        out = ns_python(self.ns, PULL, key, "true" if startup else "false").stdout
+        found: dict[str, Any] = json.loads(out)
+        return found
+
+    def bouncer_key(self, name: str) -> str:
+        config = str(self.daemon.config)
+        added = subprocess.run(
+            [str(BIN / "appliancectl"), "--config", config, "bouncer", "add", name, "--json"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        key: str = json.loads(added.stdout)["api_key"]
+        return key
 
 
 @dataclass
@@ -157,6 +187,28 @@ def test_ban_on_a_is_in_b_kernel_within_a_second_and_unban_on_b_lifts_a(cluster:
     wait_for("both nodes' heartbeats", lambda: heartbeats(b) >= {"alpha", "beta"})
     rc, out, _ = b.daemon.ctl_rc("status")
     assert rc == 0 and "node alpha: last heartbeat" in out and "cluster node beta" in out
+
+
+def test_every_node_serves_the_clusters_bans_to_bouncers(cluster: Cluster) -> None:
+    """A ban decided on A reaches a bouncer pulling B's decision stream, under the id A's
+    stream gives it; its unban on A reaches it as a deletion."""
+    a, b = cluster.a, cluster.b
+    address = "198.51.100.70"
+    key_a, key_b = a.bouncer_key("mx-a"), b.bouncer_key("mx-b")
+    assert address not in {d["value"] for d in b.pull(key_b, startup=True)["new"] or ()}
+    a.fail(address)
+    wait_kernel(b, address, timeout=10)
+    [on_b] = b.pull(key_b, startup=False)["new"]
+    assert (on_b["value"], on_b["scenario"], on_b["origin"]) == (
+        address,
+        "postfix-sasl",
+        "applianced",
+    )
+    [on_a] = [d for d in a.pull(key_a, startup=True)["new"] if d["value"] == address]
+    assert on_a["id"] == on_b["id"]
+    a.ctl("unban", address)
+    wait_kernel(b, address, present=False, timeout=10)
+    assert [d["value"] for d in b.pull(key_b, startup=False)["deleted"]] == [address]
 
 
 def test_local_ban_and_unban_stay_on_their_appliance(cluster: Cluster) -> None:

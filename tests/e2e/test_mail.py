@@ -331,6 +331,30 @@ def test_notify_test_reports_the_smtp_dialogue(world: dict[str, Any]) -> None:
     assert world["smtp"].inbox.messages[0]["Subject"] == "[applianced] test mail"
 
 
+def test_notify_test_preview_prints_a_ban_mail_and_sends_nothing(world: dict[str, Any]) -> None:
+    """`notify test --preview` prints the headers and body a ban's mail would have, from
+    sample data it labels, asking no whois server and sending no mail."""
+    world["smtp"].start()
+    d, _ = world["daemon"]()
+    rc, out, err = d.ctl_rc("notify", "test", "--preview")
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("# preview: the mail a ban in jail sshd would send via smtp ")
+    assert "NOT sent" in lines[0]
+    assert "Subject: [applianced] sshd: banned 203.0.113.7 (1st ban, 1h)" in lines
+    assert "From: appliance@example.org" in lines and "To: admin@example.org" in lines
+    assert "Auto-Submitted: auto-generated" in lines
+    iana = world["iana"].server_address[1]
+    assert f"Whois: (preview: the answer of 127.0.0.1:{iana} for the address goes here; " in out
+    assert "Matched lines (1 of 1, [sender] first):" in out
+    assert lines[-1] == "applianced; `appliancectl why ADDR` tells more, `unban ADDR` lifts it."
+    rc, _, err = d.ctl_rc("notify", "test", "--preview", "--jail", "web")
+    assert rc != 0 and "jail 'web' sends no ban mail" in err and "jails that do: sshd" in err
+    rc, _, err = d.ctl_rc("notify", "test", "--jail", "sshd")
+    assert rc == 2 and "--jail goes with --preview" in err
+    assert world["iana"].queries == [] and world["smtp"].inbox.messages == []
+
+
 def test_sendmail_path_without_a_shell(world: dict[str, Any]) -> None:
     """sendmail -t gets the mail on stdin; shell metacharacters pass through verbatim."""
     tmp: Path = world["tmp"]

@@ -4,6 +4,7 @@ scrape of /metrics parsed with prometheus_client's own parser."""
 from __future__ import annotations
 
 import shutil
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -12,7 +13,9 @@ import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
+from applianced import __version__
 from tests.e2e.daemon import LOOPBACK, Daemon, free_port, logger, wait_for
+from tests.netns import netns, netns_missing, ns_exec
 
 pytestmark = pytest.mark.skipif(shutil.which("logger") is None, reason="util-linux logger missing")
 
@@ -125,3 +128,43 @@ def test_scrape_after_bans_shows_the_counts(tmp_path: Path) -> None:
         assert info.value.code == 404
     finally:
         d.stop()
+
+
+@pytest.mark.skipif(netns_missing() is not None, reason=str(netns_missing()))
+def test_kernel_elements_per_set_and_build_info(tmp_path: Path) -> None:
+    """On real nftables (a namespace of its own): the scrape lists the elements of each of
+    our sets as the kernel holds them, and the build's version."""
+    port = 5514
+    config = CONFIG.format(port=port) + "\n[metrics]\nenabled = true\n"
+    with netns("metrics") as ns:
+        d = Daemon(tmp_path, config, args=(), prefix=("ip", "netns", "exec", ns)).start()
+        try:
+            for address in ("203.0.113.7", "203.0.113.8"):
+                for _ in range(3):
+                    logger(port, f"Failed password for root from {address} port 22 ssh2",
+                           tag="sshd", prefix=("ip", "netns", "exec", ns))  # fmt: skip
+            d.ctl("blacklist", "add", "sshd", "198.51.100.0/24")
+
+            def scraped() -> Samples | None:
+                text = ns_exec(ns, sys.executable, "-c", FETCH).stdout
+                samples = {
+                    (s.name, tuple(sorted(s.labels.items()))): s.value
+                    for family in text_string_to_metric_families(text)
+                    for s in family.samples
+                }
+                elements = sample(samples, "applianced_kernel_elements", set="sshd_v4")
+                return samples if elements == 2 else None
+
+            s = wait_for("two elements in sshd_v4", scraped)
+            assert sample(s, "applianced_kernel_elements", set="sshd_bl_net_v4") == 1
+            assert sample(s, "applianced_kernel_elements", set="sshd_v6") == 0
+            (info,) = [k for k in s if k[0] == "applianced_build_info"]
+            assert dict(info[1])["version"] == __version__
+        finally:
+            d.stop()
+
+
+FETCH = (
+    "import urllib.request; print(urllib.request.urlopen("
+    "'http://127.0.0.1:9515/metrics', timeout=10).read().decode())"
+)

@@ -3,7 +3,9 @@
 The unit is checked offline with ``systemd-analyze`` (verify, security); the real daemon talks
 sd_notify to a datagram socket the test owns, in place of systemd's; the unit's privilege model
 (an unprivileged user with ambient CAP_NET_ADMIN and CAP_NET_BIND_SERVICE) is reproduced with
-``setpriv`` in a network namespace; ``./dev install`` is staged into a DESTDIR.
+``setpriv`` in a network namespace. ``./dev install`` is staged into a DESTDIR that is then
+renamed, and the staged files are mounted where they belong in a mount namespace of their own
+(``as_installed``): the unit is verified and the daemon run there, as once copied to ``/``.
 """
 
 from __future__ import annotations
@@ -26,44 +28,90 @@ from tests.netns import netns, netns_missing, ns_exec
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "systemd" / "applianced.service"
-INSTALLED_BIN = "/opt/applianced/venv/bin/"
+INSTALLED = Path("/opt/applianced/venv/bin")
+STAGED_UNIT = "usr/local/lib/systemd/system/applianced.service"
 NOBODY = 65534
 
 needs_analyze = pytest.mark.skipif(
     shutil.which("systemd-analyze") is None, reason="needs systemd-analyze (Debian's systemd)"
 )
 
+# sh -c: the staged /opt/applianced ($1) and /usr/local/bin ($2) mounted where they belong.
+_MOUNT_STAGED = (
+    'mount --bind "$1" /opt/applianced; mount --bind "$2" /usr/local/bin; shift 2; exec "$@"'
+)
 
-def unit_copy(tmp_path: Path) -> Path:
-    """The unit with ExecStart=/ExecReload= pointing at this venv (verify checks they exist)."""
-    text = UNIT.read_text()
-    assert INSTALLED_BIN in text
-    copy = tmp_path / "applianced.service"
-    copy.write_text(text.replace(INSTALLED_BIN, f"{BIN}/"))
-    return copy
+
+def as_installed(root: Path) -> tuple[str, ...]:
+    """A command prefix: run in a mount namespace of its own in which ``root``'s
+    /opt/applianced and /usr/local/bin are at those paths, as if the staged tree had been
+    copied to /. Nothing outside the namespace sees the mounts."""
+    opt, links = root / "opt/applianced", root / "usr/local/bin"
+    return ("unshare", "--mount", "sh", "-ec", _MOUNT_STAGED, "as_installed", str(opt), str(links))
+
+
+def run(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=60)
+
+
+def dev_install(dest: Path) -> str:
+    """`DESTDIR=dest ./dev install`; its messages."""
+    done = subprocess.run(
+        [str(REPO / "dev"), "install"],
+        env={**os.environ, "DESTDIR": str(dest)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stderr
+
+
+@pytest.fixture(scope="module")
+def staged() -> Iterator[Path]:
+    """`DESTDIR=STAGE ./dev install`, then STAGE renamed, as a package's files leave the
+    staging directory: a file that still named it would break. Not under pytest's base
+    directory (0700 root): the unprivileged user's daemon runs from here."""
+    base = Path(tempfile.mkdtemp(prefix="applianced-staged-"))
+    try:
+        base.chmod(0o755)
+        dev_install(base / "stage")
+        yield (base / "stage").rename(base / "root")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_staged_install_works_once_copied_to_root(staged: Path) -> None:
+    """At their final paths, the staged links and venv run: `applianced --version`, and
+    `appliancectl check` accepts the installed config (the shipped filters are found); no
+    staged file names the staging directory."""
+    version = run(*as_installed(staged), "/usr/local/bin/applianced", "--version")
+    assert version.returncode == 0, version.stderr
+    assert version.stdout.startswith("applianced ")
+    config = str(staged / "etc/applianced/appliance.toml")
+    check = run(*as_installed(staged), "/usr/local/bin/appliancectl", "check", "--config", config)
+    assert check.returncode == 0, check.stdout + check.stderr
+    stage = str(staged.parent / "stage")
+    naming = run("grep", "-rlF", stage, str(staged))
+    assert naming.returncode == 1, f"files naming {stage}:\n{naming.stdout}{naming.stderr}"
 
 
 @needs_analyze
-def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
-    """`systemd-analyze verify` accepts the unit with no warning."""
-    done = subprocess.run(
-        ["systemd-analyze", "verify", str(unit_copy(tmp_path))],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def test_unit_passes_systemd_analyze_verify(staged: Path) -> None:
+    """`systemd-analyze verify` accepts the installed unit with no warning (it checks that
+    ExecStart= and ExecReload= are executables: the staged ones, at their final paths)."""
+    done = run(*as_installed(staged), "systemd-analyze", "verify", str(staged / STAGED_UNIT))
     assert done.returncode == 0, done.stderr
     assert done.stderr.strip() == "", done.stderr
 
 
 @needs_analyze
-def test_unit_security_exposure_is_ok(tmp_path: Path) -> None:
+def test_unit_security_exposure_is_ok(staged: Path) -> None:
     """`systemd-analyze security --offline` rates the unit's exposure at most 2.0 ("OK")."""
-    done = subprocess.run(
-        ["systemd-analyze", "security", "--offline=yes", "--no-pager", str(unit_copy(tmp_path))],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    done = run(
+        *as_installed(staged),
+        *("systemd-analyze", "security", "--offline=yes", "--no-pager"),
+        str(staged / STAGED_UNIT),
     )
     match = re.search(r"Overall exposure level for applianced\.service: ([0-9.]+)", done.stdout)
     assert match is not None, done.stdout + done.stderr
@@ -167,8 +215,8 @@ def test_daemon_speaks_sd_notify(tmp_path: Path, notify: NotifySocket) -> None:
         # Nothing was waited for but READY=1: the restored ban and the control socket are there.
         banned = d.ctl("banned")
         assert [b["address"] for b in banned] == ["198.51.100.7/32"]
-        assert ready["STATUS"] == "1 jails, 1 active bans, 0 messages received"
-        assert "<6>[applianced.appliance] restored 1 active bans" in d.output
+        assert ready["STATUS"] == "1 jail, 1 active ban, 0 messages received"
+        assert "<6>[applianced.appliance] restored 1 active ban into" in d.output
         assert notify.seen == [ready]
 
         notify.next("WATCHDOG")
@@ -181,7 +229,7 @@ def test_daemon_speaks_sd_notify(tmp_path: Path, notify: NotifySocket) -> None:
         d.proc.send_signal(signal.SIGHUP)
         reloading = notify.next("RELOADING")
         assert int(reloading["MONOTONIC_USEC"]) > 0
-        assert notify.next("READY")["STATUS"].startswith("1 jails, 1 active bans")
+        assert notify.next("READY")["STATUS"].startswith("1 jail, 1 active ban,")
         wait_for("the reload's log line", lambda: "<6>[applianced.service] reloaded" in d.output)
 
         d.config.write_text(config + "\n[jails.sshd.nonsense]\n")
@@ -201,9 +249,11 @@ def test_daemon_speaks_sd_notify(tmp_path: Path, notify: NotifySocket) -> None:
 
 @pytest.mark.skipif(netns_missing() is not None, reason=str(netns_missing()))
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
-def test_unprivileged_user_with_the_units_capabilities_bans_in_the_kernel() -> None:
+def test_unprivileged_user_with_the_units_capabilities_bans_in_the_kernel(staged: Path) -> None:
     """As the unit runs it (a non-root user, ambient CAP_NET_ADMIN + CAP_NET_BIND_SERVICE only,
-    no new privileges): binds port 514, writes its SQLite store and bans through nftables."""
+    no new privileges), from the staged install (which that user can read wherever the suite
+    runs, unlike this venv under a 0700 directory): binds port 514, writes its SQLite store and
+    bans through nftables."""
     caps = "-all,+net_admin,+net_bind_service"
     # Not under tmp_path: pytest's base directory is 0700 root, and the daemon is not root.
     workdir = Path(tempfile.mkdtemp(prefix="applianced-unpriv-"))
@@ -215,10 +265,12 @@ def test_unprivileged_user_with_the_units_capabilities_bans_in_the_kernel() -> N
                 CONFIG.format(port=514),
                 args=(),
                 prefix=(
-                    *("ip", "netns", "exec", ns, "setpriv", f"--reuid={NOBODY}"),
-                    *(f"--regid={NOBODY}", "--clear-groups", f"--inh-caps={caps}"),
-                    *(f"--ambient-caps={caps}", f"--bounding-set={caps}", "--no-new-privs"),
+                    *("ip", "netns", "exec", ns, *as_installed(staged), "setpriv"),
+                    *(f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"),
+                    *(f"--inh-caps={caps}", f"--ambient-caps={caps}", f"--bounding-set={caps}"),
+                    "--no-new-privs",
                 ),
+                bindir=INSTALLED,
             )
             os.chown(d.config, NOBODY, NOBODY)
             os.chown(workdir, NOBODY, NOBODY)
@@ -235,42 +287,31 @@ def test_unprivileged_user_with_the_units_capabilities_bans_in_the_kernel() -> N
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def test_dev_install_stages_everything_and_keeps_an_existing_config(tmp_path: Path) -> None:
+def test_dev_install_stages_everything_and_keeps_an_existing_config(staged: Path) -> None:
     """`./dev install` with DESTDIR: venv, links, unit, sysusers, tmpfiles and the default
-    config land where expected; a second install leaves an edited config alone."""
-    dest = tmp_path / "root"
-    env = {**os.environ, "DESTDIR": str(dest)}
-
-    def install() -> str:
-        done = subprocess.run(
-            [str(REPO / "dev"), "install"], env=env, capture_output=True, text=True, timeout=300
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stderr
-
-    install()
-    venv = dest / "opt/applianced/venv"
+    config land where expected, the venv with runtime dependencies only; a second install
+    leaves an edited config alone."""
+    venv = staged / "opt/applianced/venv"
     for name in ("applianced", "appliancectl"):
-        link = dest / "usr/local/bin" / name
-        assert os.readlink(link) == f"/opt/applianced/venv/bin/{name}"
+        link = staged / "usr/local/bin" / name
+        assert os.readlink(link) == str(INSTALLED / name)
         assert (venv / "bin" / name).is_file()
-    lib = dest / "usr/local/lib"
+    lib = staged / "usr/local/lib"
     assert (lib / "systemd/system/applianced.service").read_text() == UNIT.read_text()
     sysusers = (lib / "sysusers.d/applianced.conf").read_text()
     assert re.search(r"^u applianced ", sysusers, re.M)
     assert "d /var/lib/applianced" in (lib / "tmpfiles.d/applianced.conf").read_text()
-    conf = dest / "etc/applianced/appliance.toml"
+    conf = staged / "etc/applianced/appliance.toml"
     assert conf.read_text() == (REPO / "examples/appliance.production.toml").read_text()
     assert conf.stat().st_mode & 0o777 == 0o640
-    version = subprocess.run(
-        [str(venv / "bin/applianced"), "--version"], capture_output=True, text=True, timeout=60
-    )
-    assert version.stdout.startswith("applianced ")
-    freeze = subprocess.run(
-        [str(venv / "bin/pip"), "freeze", "--local"], capture_output=True, text=True, timeout=60
-    ).stdout
-    assert "pytest" not in freeze.lower()  # runtime dependencies only
+    freeze = run(*as_installed(staged), str(INSTALLED / "pip"), "freeze", "--local")
+    assert "twisted" in freeze.stdout.lower(), freeze.stderr
+    assert "pytest" not in freeze.stdout.lower()  # runtime dependencies only
 
-    conf.write_text("# mine\n")
-    assert "keeping the existing" in install()
-    assert conf.read_text() == "# mine\n"
+    text = conf.read_text()
+    try:
+        conf.write_text("# mine\n")
+        assert "keeping the existing" in dev_install(staged)
+        assert conf.read_text() == "# mine\n"
+    finally:
+        conf.write_text(text)

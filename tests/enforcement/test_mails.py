@@ -6,7 +6,7 @@ import email
 from dataclasses import replace
 from pathlib import Path
 
-from applianced.enforcement.mails import build_ban_mail, ordinal
+from applianced.enforcement.mails import Pending, build_ban_mail, build_digest, ordinal
 from applianced.enforcement.whois import WhoisAnswer
 from tests.enforcement.test_notify import NOTIFY, T0, ban, body
 
@@ -55,3 +55,11 @@ def test_mail_without_whois_or_lines_and_whois_failure_text(tmp_path: Path) -> N
     )
     assert "Whois: whois unavailable: timeout" in body(failed)
     assert "(1st ban, permanent)" in failed["Subject"]
+
+
+def test_a_digest_counts_in_the_singular_when_one() -> None:
+    one = [Pending(ban(), (), ("mail",))]
+    msg = build_digest(NOTIFY, one, dropped=1, now=T0)
+    assert msg["Subject"] == "[applianced] digest: 1 ban in sshd"
+    text = body(msg)
+    assert ": 1 ban reported together" in text and "1 more ban was not reported" in text

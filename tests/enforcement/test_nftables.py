@@ -833,5 +833,5 @@ def test_a_refused_restore_names_the_batch(now: float) -> None:
     e = NftablesEnforcer(nft=_Recording(refuse))
     e.setup([SMTP])
     b = ban("postfix-sasl", "192.0.2.2/32", now)
-    with pytest.raises(EnforcementError, match="restore 1 bans: " + refuse):
+    with pytest.raises(EnforcementError, match="restore 1 ban: " + refuse):
         e.restore_rows([Restored(b.jail, str(b.network), b.expires_at)], now)

@@ -21,6 +21,7 @@ from applianced.control import Dispatcher
 from applianced.enforcement.mailer import DeliveryError, redact
 from applianced.enforcement.notify import Notifier
 from applianced.enforcement.whois import WhoisClient
+from applianced.errors import ApplianceError
 from applianced.rules.decision import Ban, BanKind, IPAddress
 from applianced.store.sqlite import SqliteOffenderStore
 from applianced.testing import MemoryEnforcer
@@ -273,6 +274,54 @@ def test_notify_test_verb_answers_with_the_outcome_or_the_error(tmp_path: Path) 
     d.addCallback(answers.append)
     assert not answers[1]["ok"] and "NOT delivered" in answers[1]["error"]
     assert "<<< 250 HELP" in answers[1]["error"]
+
+
+@pytest.mark.parametrize(
+    ("actions", "whois", "says"),
+    [
+        (("mail-whois-lines",), "whois.iana.org", "Whois: (preview: the answer of whois.iana.org"),
+        (("mail-whois",), "", "Whois: whois unavailable: disabled (whois_server is empty)"),
+        (("mail",), "whois.iana.org", None),
+    ],
+)
+def test_the_preview_is_a_ban_mail_from_labelled_samples_and_sends_nothing(
+    tmp_path: Path, actions: tuple[str, ...], whois: str, says: str | None
+) -> None:
+    """The verb answers with the headers and body the jail's ban mail would have: a sample
+    address and line said to be samples, whois as the jail asks for it (never asked)."""
+    clock = Clock()
+    clock.advance(T0)
+    mailer = FakeMailer()
+    conf = conf_with(tmp_path, replace(NOTIFY, whois_server=whois), actions)
+    notifier = Notifier(conf, clock, lambda c: mailer)
+    store = SqliteOffenderStore(tmp_path / "offenders.sqlite")
+    app = Appliance(conf, store, MemoryEnforcer(), clock, notifier=notifier)
+    answer = Dispatcher(app).handle({"verb": "notify_preview"})
+    assert isinstance(answer, dict) and answer["ok"], answer
+    preview = answer["result"]
+    assert (preview["jail"], preview["address"], preview["via"]) == ("sshd", "203.0.113.7", "fake")
+    headers = dict(preview["headers"])
+    assert headers["Subject"] == "[applianced] sshd: banned 203.0.113.7 (1st ban, 1m40s)"
+    assert headers["To"] == "admin@example.org"
+    assert headers["Auto-Submitted"] == "auto-generated"
+    text = preview["body"]
+    assert "Jail:         sshd" in text and "Address:      203.0.113.7/32" in text
+    assert (says in text) if says else ("Whois" not in text)
+    assert ("(preview: the lines that matched 203.0.113.7 go here)" in text) == (
+        "mail-whois-lines" in actions
+    )
+    clock.advance(60)
+    assert mailer.sent == [] and notifier.stats.sent == 0
+
+
+def test_the_preview_names_the_jails_that_mail(tmp_path: Path) -> None:
+    clock = Clock()
+    notifier = Notifier(conf_with(tmp_path), clock, lambda c: FakeMailer())
+    with pytest.raises(ApplianceError, match=r"jail 'web' sends no ban mail.*jails that do: sshd"):
+        notifier.preview("web")
+    quiet = Notifier(conf_with(tmp_path, actions=()), clock, lambda c: FakeMailer())
+    with pytest.raises(ApplianceError, match="no enabled jail sets notify"):
+        quiet.preview()
 
 
 def test_transcript_redacts_credentials() -> None:

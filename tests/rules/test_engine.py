@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
+from ipaddress import ip_address, ip_network
 
-from applianced.rules.decision import Lookup, Offence
-from applianced.rules.engine import Engine
+from applianced.rules.decision import Found, Lookup, Offence
+from applianced.rules.engine import Engine, split_evidence
 from applianced.rules.filters import Filter
 from applianced.rules.jail import Jail, jail_filter
 from tests.helpers import SSHD_REGEX, jail_conf, message, ssh_failure
@@ -61,3 +62,32 @@ def test_a_name_in_a_usedns_warn_jail_is_a_lookup_that_warns() -> None:
     engine = Engine([Jail(conf, jail_filter(conf))])
     (lookup,) = engine.feed(message(ssh_failure("mx.example.org")), 0.0)
     assert isinstance(lookup, Lookup) and lookup.warn and lookup.host == "mx.example.org"
+
+
+def test_a_log_found_jail_reports_each_counted_failure_before_its_offence() -> None:
+    """`log_found`: one Found per failure counted, with the sender and the line, the last
+    one ahead of the offence it completes; none for an ignored address, none when off."""
+    loud = Jail(jail_conf(maxretry=2, log_found=True, ignoreip=(ip_network("192.0.2.9"),)),
+                Filter(SSHD_REGEX))  # fmt: skip
+    quiet = Jail(jail_conf("quiet", maxretry=2), Filter(SSHD_REGEX))
+    engine = Engine([loud, quiet])
+    now = 1_800_000_000.0
+    first = engine.feed(replace(message(ssh_failure("192.0.2.7")), sender="198.51.100.2"), now)
+    assert first == [
+        Found(
+            "sshd", ip_address("192.0.2.7"), "198.51.100.2", message(ssh_failure("192.0.2.7")).line
+        )
+    ]
+    second = engine.feed(replace(message(ssh_failure("192.0.2.7")), sender=None), now)
+    assert [type(item) for item in second] == [Found, Offence, Offence]
+    assert isinstance(second[0], Found) and second[0].sender == "file"
+    assert engine.feed(message(ssh_failure("192.0.2.9")), now) == []
+
+
+def test_split_evidence_gives_the_sender_and_the_rest() -> None:
+    assert split_evidence("[192.0.2.1] 2026-11-22T09:00:00+00:00 mx sshd[1]: x") == (
+        "192.0.2.1",
+        "2026-11-22T09:00:00+00:00 mx sshd[1]: x",
+    )
+    assert split_evidence("(line not kept)") == ("", "(line not kept)")
+    assert split_evidence("[no closing bracket") == ("", "[no closing bracket")

@@ -333,7 +333,7 @@ def test_test_filter_cli_accepts_a_conf_path(
     assert "matched 2, ignored 1" in err and "other program 1" in err
     code = main(["test-filter", str(F2B / "demo.conf"), str(log), "--missed"])
     out, _ = capsys.readouterr()
-    assert "failregex #1: [1 hits]" in out and "Lines: 4 lines" in out
+    assert "failregex #1: [1 hit]" in out and "Lines: 4 lines" in out
     assert "missed 2: Nov 22 10:00:02 mx demo[1]: probe" in out
 
 

@@ -1,0 +1,101 @@
+"""``appliancectl bouncer add NAME | list | remove NAME``: the CrowdSec bouncers that may pull
+the decision stream. The keys live in the state directory (``bouncers.py``), so add and remove
+work without the daemon, which reads the file again at the next pull; ``list`` asks a running
+daemon for each bouncer's last pull, address and version. ``parser.py`` dispatches here.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from applianced.bouncers import add_bouncer, read_keys, remove_bouncer
+from applianced.cli.client import EXIT_DOWN, EXIT_USAGE, CliError, request
+from applianced.cli.output import console, out, when
+from applianced.conf.load import load_config
+from applianced.conf.paths import config_path
+from applianced.conf.schema import Config
+from applianced.errors import ApplianceError, ConfigError
+
+__all__ = ["cmd_bouncer"]
+
+
+def cmd_bouncer(args: argparse.Namespace) -> None:
+    config = _config(args)
+    if args.action != "list" and not args.name:
+        raise CliError(f"bouncer {args.action} needs a NAME", EXIT_USAGE)
+    try:
+        if args.action == "add":
+            key = add_bouncer(config.state_dir, args.name)
+            out(args, {"name": args.name, "api_key": key}, lambda d: _added(d, config))
+        elif args.action == "remove":
+            remove_bouncer(config.state_dir, args.name)
+            out(args, {"removed": args.name}, lambda d: print(f"removed bouncer {d['removed']}"))
+        else:
+            _list(args, config)
+    except ApplianceError as e:  # BouncerError; FileWriteError: the state directory
+        raise CliError(str(e)) from None
+
+
+def _config(args: argparse.Namespace) -> Config:
+    try:
+        return load_config(config_path(args.config))
+    except ConfigError as e:
+        raise CliError.config(e) from None
+
+
+def _added(d: dict[str, str], config: Config) -> None:
+    print(f"API key for bouncer {d['name']} (shown once, only its hash is kept):\n")
+    print(f"  {d['api_key']}\n")
+    if config.decisions is None:
+        print("No [decisions] table in the config yet: the stream is off until you add one.")
+        return
+    scheme = "https" if config.decisions.tls is not None else "http"
+    print(
+        "In the bouncer's config (crowdsec-firewall-bouncer.yaml):\n"
+        f"  api_url: {scheme}://THIS-APPLIANCE:{config.decisions.port}/\n"
+        f"  api_key: {d['api_key']}"
+    )
+
+
+def _list(args: argparse.Namespace, config: Config) -> None:
+    seen: dict[str, dict[str, Any]] = {}
+    note = ""
+    try:
+        sock = Path(args.socket) if args.socket is not None else config.control_socket
+        for b in request(sock, "bouncers") or []:
+            seen[b["name"]] = b
+    except CliError as e:
+        if e.code != EXIT_DOWN:
+            raise
+        note = "applianced is not running: no last pulls to show"
+    listed = [
+        {
+            "name": name,
+            "added": reg.added,
+            "last_pull": seen.get(name, {}).get("last_pull"),
+            "address": seen.get(name, {}).get("address"),
+            "version": seen.get(name, {}).get("version"),
+        }
+        for name, reg in sorted(read_keys(config.state_dir).items())
+    ]
+    out(args, listed, lambda rows: _table(rows, note))
+
+
+def _table(rows: list[dict[str, Any]], note: str) -> None:
+    con = console()
+    if not rows:
+        con.print("no bouncers; add one with `appliancectl bouncer add NAME`")
+        return
+    table = Table()
+    for col in ("name", "last pull", "address", "version", "added"):
+        table.add_column(col, no_wrap=True)
+    for r in rows:
+        pulled = when(r["last_pull"]) if r["last_pull"] is not None else "never (since start)"
+        table.add_row(r["name"], pulled, r["address"] or "-", r["version"] or "-", r["added"])
+    con.print(table)
+    if note:
+        con.print(note)

@@ -1,0 +1,165 @@
+"""The decision stream's HTTP resource: keys checked and refusals counted, the stream, the
+query by ip or range, HEAD, a bad parameter; and the service's listening and bouncer list."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from ipaddress import ip_network
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
+from twisted.web.server import NOT_DONE_YET
+from twisted.web.test.requesthelper import DummyRequest
+
+from applianced import views
+from applianced.appliance import Appliance
+from applianced.bouncers import KeyRing, add_bouncer, remove_bouncer
+from applianced.conf.schema import DecisionsConf
+from applianced.control import Dispatcher
+from applianced.decisions.server import DecisionService
+from applianced.metrics import make_registry
+from applianced.store.sqlite import SqliteOffenderStore
+from applianced.testing import MemoryEnforcer
+from tests.helpers import config
+
+T0 = 1_800_000_000.0
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Appliance:
+    clock = Clock()
+    clock.advance(T0)
+    a = Appliance(
+        config(tmp_path), SqliteOffenderStore(tmp_path / "o.sqlite"), MemoryEnforcer(), clock
+    )
+    a.start()
+    return a
+
+
+def service(app: Appliance) -> DecisionService:
+    keys = KeyRing(app.config.state_dir)
+    return DecisionService(DecisionsConf(), app, keys, MemoryReactorClock())  # type: ignore[no-untyped-call]
+
+
+def request(
+    path: list[bytes], key: str | None, args: dict[str, list[str]] | None = None
+) -> DummyRequest:
+    r = DummyRequest(path)  # type: ignore[no-untyped-call]
+    r.client = IPv4Address("TCP", "198.51.100.25", 40000)
+    r.args = {k.encode(): [v.encode() for v in vs] for k, vs in (args or {}).items()}
+    if key is not None:
+        r.requestHeaders.addRawHeader(b"X-Api-Key", key.encode())
+    r.requestHeaders.addRawHeader(b"User-Agent", b"crowdsec-firewall-bouncer/v0.0.25")
+    return r
+
+
+def get(s: DecisionService, r: DummyRequest) -> Any:
+    return json.loads(s.resource.render_GET(r))  # type: ignore[arg-type]
+
+
+def test_a_missing_or_wrong_key_is_refused_with_403_and_counted(app: Appliance) -> None:
+    s = service(app)
+    add_bouncer(app.config.state_dir, "mx1")
+    for key in (None, "", "0" * 64):
+        r = request([b"stream"], key, {"startup": ["true"]})
+        assert get(s, r) == {"message": "access forbidden"}
+        assert r.responseCode == 403
+    head = request([], "wrong")
+    assert s.resource.render_HEAD(head) == b'{"message": "access forbidden"}'  # type: ignore[arg-type]
+    assert head.responseCode == 403
+    other = request([b"nope"], "wrong")
+    assert get(s, other) == {"message": "not found"} and other.responseCode == 404
+    status = views.status(app)
+    assert status["decisions"] == {"pulls": 0, "refused": 4}
+    registry = make_registry(app)
+    assert registry.get_sample_value("applianced_bouncer_refused_total") == 4
+    assert registry.get_sample_value("applianced_bouncer_pulls_total") == 0
+
+
+def test_the_stream_and_the_query_for_a_registered_bouncer(app: Appliance) -> None:
+    s = service(app)
+    key = add_bouncer(app.config.state_dir, "mx1")
+    app.ban("sshd", ip_network("198.51.100.0/24"), 60)
+    first = get(s, request([b"stream"], key, {"startup": ["true"], "scopes": ["ip,range"]}))
+    assert [d["value"] for d in first["new"]] == ["198.51.100.0/24"]
+    assert first["deleted"] is None
+    assert get(s, request([b"stream"], key)) == {"new": None, "deleted": None}
+
+    found = get(s, request([], key, {"ip": ["198.51.100.7"]}))
+    assert [(d["scope"], d["value"], d["duration"]) for d in found] == [
+        ("Range", "198.51.100.0/24", "1m0s")
+    ]
+    assert get(s, request([], key, {"ip": ["192.0.2.1"]})) is None
+    bad = request([], key, {"range": ["nope"]})
+    assert get(s, bad) == {"message": "range='nope' is not an address or a range"}
+    assert bad.responseCode == 400
+    head = request([b"stream"], key)
+    assert s.resource.render_HEAD(head) == b""  # type: ignore[arg-type]
+    assert head.responseCode is None  # left at 200
+    assert views.status(app)["decisions"] == {"pulls": 4, "refused": 0}
+
+
+def test_bouncer_list_shows_the_last_pull_and_forgets_removed_bouncers(app: Appliance) -> None:
+    s = service(app)
+    key = add_bouncer(app.config.state_dir, "mx1")
+    add_bouncer(app.config.state_dir, "mx2")
+    get(s, request([b"stream"], key, {"startup": ["true"]}))
+    listed = Dispatcher(app, bouncers=s.bouncers).handle({"verb": "bouncers"})
+    assert listed == {
+        "ok": True,
+        "result": [
+            {
+                "name": "mx1",
+                "last_pull": T0,
+                "address": "198.51.100.25",
+                "version": "crowdsec-firewall-bouncer/v0.0.25",
+            },
+            {"name": "mx2", "last_pull": None, "address": None, "version": None},
+        ],
+    }
+    remove_bouncer(app.config.state_dir, "mx1")
+    assert [b["name"] for b in s.bouncers()] == ["mx2"]
+    assert Dispatcher(app).handle({"verb": "bouncers"}) == {"ok": True, "result": None}
+
+
+def test_the_service_listens_on_the_configured_address(app: Appliance) -> None:
+    reactor = MemoryReactorClock()  # type: ignore[no-untyped-call]
+    conf = DecisionsConf("::1", 8443)
+    s = DecisionService(conf, app, KeyRing(app.config.state_dir), reactor)
+    s.startService()
+    [(port, _, _, interface)] = reactor.tcpServers
+    assert (port, interface) == (8443, "::1")
+    s.stopService()
+    assert s.port is None
+
+
+def test_a_full_answer_is_built_by_in_thread_and_written_when_ready(app: Appliance) -> None:
+    """A startup pull builds its (large) answer where ``in_thread`` says (the daemon: a worker
+    thread), and the request is answered when it is ready; a delta stays inline."""
+    built: list[Deferred[bytes]] = []
+
+    def in_thread(fn: Callable[[], bytes]) -> Deferred[bytes]:
+        d: Deferred[bytes] = Deferred()
+        d.addCallback(lambda _: fn())
+        built.append(d)
+        return d
+
+    keys = KeyRing(app.config.state_dir)
+    s = DecisionService(DecisionsConf(), app, keys, MemoryReactorClock(), in_thread)  # type: ignore[no-untyped-call]
+    key = add_bouncer(app.config.state_dir, "mx1")
+    app.ban("sshd", ip_network("192.0.2.1/32"), 60)
+    r = request([b"stream"], key, {"startup": ["true"]})
+    assert s.resource.render_GET(r) == NOT_DONE_YET  # type: ignore[arg-type]
+    assert r.written == [] and len(built) == 1
+    built[0].callback(None)
+    [body] = r.written
+    assert [d["value"] for d in json.loads(body)["new"]] == ["192.0.2.1"]
+    assert r.finished
+    assert get(s, request([b"stream"], key)) == {"new": None, "deleted": None}
+    assert len(built) == 1
