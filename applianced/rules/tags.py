@@ -240,6 +240,10 @@ def _host_group(
         return f"{host}/{prefix}"
     if host_kind == "SUBNET":
         return f"{host}(?:/{prefix})?"
+    if host_kind in ("HOST", "ADDR"):
+        # As fail2ban's: an address may be written in brackets, each optional on its own
+        # ("from [2001:db8::1]:5060", "(TCP:[192.0.2.1]:5060)"); the brackets are not captured.
+        return rf"\[?{host}\]?"
     return host
 
 

@@ -177,3 +177,22 @@ def test_an_optional_ipv6_address_literal_prefix() -> None:
     ):
         found = filt.match(text)
         assert found is not None and str(found.address) == host
+
+
+@pytest.mark.parametrize(
+    ("regex", "text", "host"),
+    [
+        (r"^x <HOST> y$", "x [192.0.2.4] y", "192.0.2.4"),
+        (r"^x <ADDR> y$", "x [2001:db8::1] y", "2001:db8::1"),
+        (r"^x <HOST> y$", "x [192.0.2.5 y", "192.0.2.5"),  # each bracket optional, as fail2ban
+        (r"^from <HOST>(?::\d+)?$", "from [2001:db8::2]:5060", "2001:db8::2"),  # asterisk
+        (r"^\((?:TCP:)?<HOST>:\d+\)$", "(TCP:[192.0.2.6]:5060)", "192.0.2.6"),
+        (r"^x \[<HOST>\] y$", "x [192.0.2.7] y", "192.0.2.7"),  # the regex's own brackets
+        (r"^x <IP4> y$", "x [192.0.2.8] y", None),  # not <IP4>/<IP6> (fail2ban-regex neither)
+    ],
+)
+def test_host_and_addr_take_an_address_in_brackets(regex: str, text: str, host: str | None) -> None:
+    """What fail2ban-regex 1.0.2 reports for each line (observed)."""
+    for engine in ENGINES:
+        found = Filter([regex], engine=engine).match(text)
+        assert (None if found is None else str(found.address)) == host
