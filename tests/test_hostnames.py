@@ -56,6 +56,11 @@ def test_a_usedns_warn_lookup_logs_a_warning() -> None:
     lookups = HostLookups(lambda host: Deferred(), Health(), lambda item, addresses: None)
     with capturedLogs() as events:
         lookups.lookup(lookup("quiet.example.org"))
-        lookups.lookup(Lookup("sshd", "loud.example.org", "line", 0.0, warn=True))
+        for _ in range(3):  # once per jail and name, not per line
+            lookups.lookup(Lookup("sshd", "loud.example.org", "line", 0.0, warn=True))
+        lookups.lookup(Lookup("dovecot", "loud.example.org", "line", 0.0, warn=True))
     warned = [e for e in events if "usedns" in str(e.get("log_format", ""))]
-    assert [e["host"] for e in warned] == ["loud.example.org"]
+    assert [(e["jail"], e["host"]) for e in warned] == [
+        ("sshd", "loud.example.org"),
+        ("dovecot", "loud.example.org"),
+    ]

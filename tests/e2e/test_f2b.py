@@ -131,3 +131,43 @@ def test_multi_line_fail2ban_filters_ban_from_lines_of_one_pid(tmp_path: Path) -
         assert status["jails"]["pair"]["matched"] == 1
     finally:
         d.stop()
+
+
+USEDNS = (
+    LOOPBACK_UDP
+    + """
+[defaults]
+bantime = "1h"
+maxretry = 1
+
+[jails.fallback]
+failregex = ['^login failed from <HOST>$']
+programs = ["web"]
+ports = [80]
+
+[jails.quiet]
+failregex = ['^login failed from <HOST>$']
+programs = ["web"]
+ports = [80]
+usedns = "no"
+"""
+)
+
+
+def test_a_name_is_resolved_with_a_warning_where_usedns_is_not_set(tmp_path: Path) -> None:
+    """fail2ban's default, usedns = "warn": a jail that does not set it resolves the name
+    (localhost, from /etc/hosts: no query leaves the machine) and says so once; a jail with
+    usedns = "no" ignores the name. Loopback is never banned."""
+    port = free_port()
+    d = Daemon(tmp_path, USEDNS.format(port=port)).start()
+    try:
+        for _ in range(2):
+            logger(port, "login failed from localhost", tag="web", extra=("--rfc3164",))
+        logger(port, "login failed from 203.0.113.80", tag="web", extra=("--rfc3164",))
+        wait_for("the address's bans", lambda: len(d.ctl("banned")) == 2)
+        wait_for("the warning", lambda: "usedns = warn" in d.output)
+        warned = [line for line in d.output.splitlines() if "usedns = warn" in line]
+        assert len(warned) == 1 and "jail fallback resolves the host name localhost" in warned[0]
+        assert {b["jail"] for b in d.ctl("banned")} == {"fallback", "quiet"}
+    finally:
+        d.stop()
