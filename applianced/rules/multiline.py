@@ -20,7 +20,9 @@ Semantics (fail2ban 1.0.2's, as its documentation and behaviour show them):
   known (the failure then counts on the line that names the address).
   ``<F-MLFFORGET>`` (a disconnect) forgets the connection after this line.
 - A source or connection unseen for ``max_age`` seconds is forgotten, and at most
-  ``max_sources`` of each are kept (the least recently seen go first).
+  ``max_sources`` of each are kept (the least recently seen go first); a buffer holds at most
+  ``maxlines`` lines and ``Filter.max_text`` characters (the newest), a connection two user
+  names.
 """
 
 from __future__ import annotations
@@ -77,6 +79,10 @@ class MultiLine:
             _, lines = self._buffers.pop(source, (now, []))
             lines.append(text)
             del lines[: -self.filter.maxlines]
+            # A regex sees the first max_text characters of a text: keep the newest lines
+            # within that, so the line just come is never cut off (and a buffer's size bound).
+            while len(lines) > 1 and sum(map(len, lines)) + len(lines) > self.filter.max_text:
+                del lines[0]
             result = self.filter.examine("\n".join(lines), prefilter=True)
             if result[0] is Outcome.MATCHED and result[1] is not None:
                 lines = self._unmatched(lines, result[1])
@@ -99,7 +105,7 @@ class MultiLine:
         forget = "mlfforget" in found.fields
         conn = self._connections.pop(key, None) or _Connection(now)
         conn.seen = now
-        if found.user is not None:
+        if found.user is not None and len(conn.users) < 2:  # one user or several is all it asks
             conn.users.add(found.user)
         earlier = conn.match
         if not found.host and earlier is not None:

@@ -172,6 +172,21 @@ def test_a_maxlines_filter_gives_the_gate_no_needles() -> None:
     assert CONN.needles == Filter(CONN.failregex, prefregex=CONN.prefregex).needles
 
 
+def test_a_buffer_keeps_the_newest_lines_within_max_text() -> None:
+    """Long lines push the oldest out: the new line is never cut from what the regex sees."""
+    filt = Filter(
+        [r"^=INFO REPORT====\nI: Failed authentication for \S+ from <HOST>$"],
+        maxlines=5,
+        max_text=100,
+    )
+    ml = MultiLine(filt)
+    for _ in range(3):
+        ml.feed("a", "x" * 60, 0.0)
+    ml.feed("a", "=INFO REPORT====", 0.0)
+    assert hosts(ml, [("a", "I: Failed authentication for x from 192.0.2.1")]) == ["192.0.2.1"]
+    assert sum(map(len, ml._buffers.get("a", (0.0, []))[1])) <= 100
+
+
 def test_single_line_filters_are_not_multiline() -> None:
     assert not Filter([r"^from <HOST>$"]).multiline
     assert TWO_LINES.multiline and CONN.multiline and SPAN.multiline
