@@ -2,9 +2,9 @@
 per-second budget (``logs.LogBudget``; the rest summarised in one line per second).
 
 The Appliance keeps one and tells it what it enforced, adopted from the cluster or ended; an
-operator's ban is always logged, a storm's are counted against the budget. A ban enforced here
-names the syslog sender and the line that decided it (the last failure's, escaped and bounded
-by ``logs.log_text``). The lines keep the
+operator's ban or unban is always logged, a storm's bans and the unbans of an expiry, a flush
+or the cluster share one budget. A ban enforced here names the syslog sender and the line that
+decided it (the last failure's, escaped and bounded by ``logs.log_text``). The lines keep the
 ``applianced.appliance`` namespace they have always had (the journal shows it).
 """
 
@@ -32,7 +32,9 @@ class BanLines:
     """Logs bans and unbans; ``close`` (the daemon stops) summarises what is still counted."""
 
     def __init__(self, clock: IReactorTime) -> None:
-        self._budget = LogBudget(clock, BANS_PER_SECOND, _log_unlogged)
+        self._clock = clock
+        self._budget = LogBudget(clock, BANS_PER_SECOND, self._log_unlogged)
+        self._unlogged_unbans = 0  # of the budget's unlogged lines, the unbans
 
     def banned(
         self, bans: Sequence[Ban], lines: Sequence[str], now: float, *, budgeted: bool
@@ -64,7 +66,7 @@ class BanLines:
                 kind=str(ban.kind),
                 count=ban.count,
             )
-        for ban in lifted:
+        for ban in lifted[: self._unbans_shown(len(lifted), now)]:
             log.info(
                 "unban {jail} {network} (from the cluster)",
                 jail=ban.jail,
@@ -72,8 +74,11 @@ class BanLines:
             )
 
     def ended(self, bans: Sequence[Ban], reason: str) -> None:
-        """Bans ended here: ``reason`` is expired, unban or flush."""
-        for ban in bans:
+        """Bans ended here: ``reason`` is expired, unban (an operator's: always logged) or
+        flush."""
+        now = self._clock.seconds()
+        shown = len(bans) if reason == "unban" else self._unbans_shown(len(bans), now)
+        for ban in bans[:shown]:
             log.info(
                 "unban {jail} {network} ({reason})",
                 jail=ban.jail,
@@ -84,11 +89,23 @@ class BanLines:
     def close(self) -> None:
         self._budget.close()
 
+    def _unbans_shown(self, lines: int, now: float) -> int:
+        shown = self._budget.allow(lines, now)
+        self._unlogged_unbans += lines - shown
+        return shown
 
-def _log_unlogged(more: int) -> None:
-    log.info(
-        "... and {bans} in the last second, not logged one by one"
-        " (`appliancectl banned` lists them)",
-        more=more,
-        bans=plural(more, "more ban", "more bans"),
-    )
+    def _log_unlogged(self, more: int) -> None:
+        unbans, self._unlogged_unbans = self._unlogged_unbans, 0
+        if more > unbans:
+            log.info(
+                "... and {bans} in the last second, not logged one by one"
+                " (`appliancectl banned` lists them)",
+                more=more - unbans,
+                bans=plural(more - unbans, "more ban", "more bans"),
+            )
+        if unbans:
+            log.info(
+                "... and {unbans} in the last second, not logged one by one",
+                more=unbans,
+                unbans=plural(unbans, "more unban", "more unbans"),
+            )

@@ -259,6 +259,36 @@ def _health(app: Stats) -> Iterator[Metric]:
     yield _counter(
         "applianced_store_errors", "Failed writes to the offenders store.", h.store_errors
     )
+    yield GaugeMetricFamily(
+        "applianced_store_pending",
+        "Rows (bans, ends) waiting in memory for the offenders store to accept writes.",
+        value=h.store_pending,
+    )
+    yield _counter(
+        "applianced_store_dropped",
+        "Rows dropped while waiting for the offenders store (their bans stay enforced).",
+        h.store_dropped,
+    )
+    yield _counter(
+        "applianced_reconcile_repairs",
+        "Times the kernel's sets were found drifted from the active bans and restored.",
+        h.reconcile_repairs,
+    )
+    yield _counter(
+        "applianced_reconcile_missing",
+        "Bans the kernel had lost (a set flushed by another tool), put back by a reconcile.",
+        h.reconcile_missing,
+    )
+    yield _counter(
+        "applianced_reconcile_unknown",
+        "Kernel elements no active ban accounted for, removed by a reconcile.",
+        h.reconcile_unknown,
+    )
+    yield _counter(
+        "applianced_recovered_bans",
+        "Kernel elements the offenders store lacked, adopted at start.",
+        h.recovered,
+    )
     yield _counter("applianced_unbans", "Bans lifted by unban or flush.", h.unbans_total)
     yield _counter("applianced_expired_bans", "Bans that expired.", h.expired_total)
     yield _counter(
@@ -317,6 +347,12 @@ def _notify_and_cluster(app: Stats) -> Iterator[Metric]:
             "applianced_cluster_backlog",
             "Changes of this appliance waiting to be pushed to the cluster database.",
             value=cluster["backlog"],
+        )
+        yield GaugeMetricFamily(
+            "applianced_cluster_heartbeat_age_seconds",
+            "Seconds since this appliance's last heartbeat went through to the cluster database"
+            " (grows while the database does not answer; -1 before the first).",
+            value=-1 if cluster["heartbeat_age"] is None else cluster["heartbeat_age"],
         )
         yield _counter(
             "applianced_cluster_adopted",

@@ -50,7 +50,7 @@ from applianced.rules.decision import IPAddress, IPNetwork
 from applianced.rules.engine import Engine
 from applianced.sdnotify import SdNotifier, Supervisor, watchdog_interval
 from applianced.stats import status_line
-from applianced.store.sqlite import SqliteOffenderStore
+from applianced.store.sqlite import STORE_FILE, SqliteOffenderStore
 from applianced.units import plural
 
 __all__ = ["main", "make_service"]
@@ -60,8 +60,6 @@ if TYPE_CHECKING:
     from applianced.decisions.server import DecisionService
 
 log = Logger()
-
-STORE_FILE = "offenders.sqlite"
 
 
 class ApplianceService(Service):
@@ -142,6 +140,7 @@ def make_service(
         notifier=make_notifier(config, reactor),
         engine=Engine(on_failure=replicator.share if replicator and share else None),
         cluster=replicator.status if replicator else None,
+        in_thread=deferToThread,
     )
     listeners = Listeners(
         config.listeners,

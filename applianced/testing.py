@@ -89,6 +89,17 @@ class MemoryStore:
         ]
         return [b for _, b in sorted(due, key=lambda pair: pair[0])]
 
+    def last_ends(
+        self, bans: Sequence[tuple[str, IPNetwork]]
+    ) -> dict[tuple[str, IPNetwork], float]:
+        self._check()
+        found: dict[tuple[str, IPNetwork], float] = {}
+        for r in self.records:
+            key = (r.ban.jail, r.ban.network)
+            if r.ended_at is not None and key in bans:
+                found[key] = max(found.get(key, r.ended_at), r.ended_at)
+        return found
+
     def find_active(self, network: IPNetwork, jail: str | None = None) -> list[Ban]:
         self._check()
         return [

@@ -194,6 +194,13 @@ def status(
         "receiver": asdict(s.receiver),
         "health": {
             "store_errors": h.store_errors,
+            "store_failing": h.store_failing,
+            "store_pending": h.store_pending,
+            "store_dropped": h.store_dropped,
+            "recovered": h.recovered,
+            "reconcile_repairs": h.reconcile_repairs,
+            "reconcile_missing": h.reconcile_missing,
+            "reconcile_unknown": h.reconcile_unknown,
             "enforcement_errors": h.enforcement_errors,
             "unapplied": h.unapplied,
             "refused_elements": h.refused_elements,

@@ -1,8 +1,13 @@
 """A private PostgreSQL server for the cluster tests: Debian's binaries, a cluster made with
 initdb in a temporary directory, run by an unprivileged user (postgres refuses root), reached
-on a UNIX socket in that directory only (a file: it works across network namespaces, and no TCP
-port is opened). Password authentication (scram-sha-256) for the ``applianced`` role, so the
-password path of cluster mode is exercised. Always stopped and removed."""
+on a UNIX socket in that directory (a file: it works across network namespaces). Password
+authentication (scram-sha-256) for the ``applianced`` role, so the password path of cluster
+mode is exercised. Always stopped and removed.
+
+``pg_server(netns=NS, tcp=ADDR)`` also runs it inside the network namespace ``NS``, listening
+on ``ADDR`` with TLS, set up as the README's cluster steps say (``listen_addresses``,
+``ssl = on``, a ``hostssl`` line in ``pg_hba.conf``): ``tcp_dsn`` reaches it with
+``sslmode=verify-full`` and ``sslrootcert``, so the tests cross a link they can cut."""
 
 from __future__ import annotations
 
@@ -17,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+
+from applianced.tlsinit import init_tls
 
 __all__ = ["PgServer", "pg_missing", "pg_server"]
 
@@ -41,7 +48,7 @@ def pg_missing() -> str | None:
 class PgServer:
     """One running private cluster; ``dsn`` has no password (``password_file`` holds it)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, netns: str | None = None, tcp: str | None = None) -> None:
         bindir = _bin()
         assert bindir is not None
         self.bin = bindir
@@ -51,10 +58,18 @@ class PgServer:
         self.password_file = root / "password"
         self.dsn = f"host={self.socket_dir} dbname=applianced user=applianced"
         self.log = root / "postgres.log"
+        self.netns = netns
+        self.tcp = tcp
+        self.ca = root / "tls" / "ca.pem"
+        self.tcp_dsn = (
+            f"host={tcp} dbname=applianced user=applianced"
+            f" sslmode=verify-full sslrootcert={self.ca}"
+        )
 
     def _as_user(self, *argv: str) -> None:
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
         p = subprocess.run(
-            ["runuser", "-u", USER, "--", *argv],
+            [*prefix, "runuser", "-u", USER, "--", *argv],
             capture_output=True,
             text=True,
             timeout=60,
@@ -75,6 +90,8 @@ class PgServer:
             "--auth=scram-sha-256", f"--pwfile={pw}", "--no-sync",
         )  # fmt: skip
         pw.unlink()
+        if self.tcp is not None:
+            self._listen_tls(self.tcp)
         self.start()
         with psycopg.connect(self.dsn.replace("dbname=applianced", "dbname=postgres"),
                              password=PASSWORD, autocommit=True) as conn:  # fmt: skip
@@ -82,8 +99,22 @@ class PgServer:
         self.password_file.write_text(PASSWORD + "\n")
         self.password_file.chmod(0o600)
 
+    def _listen_tls(self, address: str) -> None:
+        """The README's steps on the server: listen on ``address``, TLS on with a certificate
+        for it, password logins over TLS from its /24."""
+        files = init_tls(self.root / "tls", [address])  # `appliancectl tls init`'s files
+        shutil.chown(files.server_key, USER)
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.write(
+                f"listen_addresses = '{address}'\nssl = on\n"
+                f"ssl_cert_file = '{files.server_cert}'\nssl_key_file = '{files.server_key}'\n"
+            )
+        with (self.data / "pg_hba.conf").open("a") as hba:
+            hba.write(f"hostssl applianced applianced {address}/24 scram-sha-256\n")
+
     def start(self) -> None:
-        options = f"-k {self.socket_dir} -c listen_addresses='' -c fsync=off"
+        listen = "" if self.tcp is not None else "-c listen_addresses=''"
+        options = f"-k {self.socket_dir} {listen} -c fsync=off"
         self._as_user(
             str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", options,
             "-w", "-t", "30", "start",
@@ -101,12 +132,13 @@ class PgServer:
 
 
 @contextmanager
-def pg_server() -> Iterator[PgServer]:
-    """A running private cluster, stopped and deleted on exit whatever happened."""
+def pg_server(netns: str | None = None, tcp: str | None = None) -> Iterator[PgServer]:
+    """A running private cluster (in ``netns``, on ``tcp`` with TLS when given), stopped and
+    deleted on exit whatever happened."""
     pwd.getpwnam(USER)
     root = Path(tempfile.mkdtemp(prefix="applianced-pg-"))
     root.chmod(0o755)
-    server = PgServer(root)
+    server = PgServer(root, netns, tcp)
     try:
         server.init()
         yield server

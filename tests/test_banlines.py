@@ -97,3 +97,18 @@ def test_close_summarises_what_is_still_counted() -> None:
         )
         banlines.close()
     assert texts[-1].startswith("... and 1 more ban in the last second")
+
+
+def test_unban_lines_share_the_budget() -> None:
+    """A cluster flush (or a mass expiry) of many bans: the unban lines are counted against the
+    same budget as the ban lines, the rest summarised; an operator's unban is always logged."""
+    n = BANS_PER_SECOND * 400
+    with lines() as (banlines, clock, texts):
+        banlines.banned([ban(1)], [LINE], NOW, budgeted=True)
+        banlines.adopted([], [ban(i % 250) for i in range(n)], NOW)
+        banlines.ended([ban(i % 250) for i in range(10)], "expired")
+        banlines.ended([ban(7)], "unban")
+        clock.advance(1)
+    assert len(texts) == BANS_PER_SECOND + 2
+    assert texts[-2] == "unban sshd 203.0.113.7/32 (unban)"
+    assert texts[-1].startswith(f"... and {n + 10 - BANS_PER_SECOND + 1} more unbans in the last")

@@ -37,12 +37,20 @@ def cmd_check(args: argparse.Namespace) -> None:
         "jails": {j.name: j.enabled for j in config.jails},
         "warnings": warnings(config),
     }
+    if args.connect and config.state.backend != "postgresql":
+        summary["database"] = 'no database to connect to: [state] backend is "sqlite"'
+    elif args.connect:
+        from applianced.cli.cluster import try_database  # psycopg, only when asked
+
+        summary["database"] = try_database(config.state)
 
     def human(s: dict[str, Any]) -> None:
         print(
             f"{s['config']}: OK; listeners {', '.join(s['listeners'])}; jails "
             + ", ".join(f"{n}{'' if on else ' (disabled)'}" for n, on in s["jails"].items())
         )
+        if "database" in s:
+            print(s["database"])
         for warning in s["warnings"]:
             print(f"warning: {warning}", file=sys.stderr)
 

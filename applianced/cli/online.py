@@ -28,6 +28,23 @@ __all__ = [
 ]
 
 
+def _store_lines(h: dict[str, Any]) -> list[str]:
+    """The store's and the kernel's agreement: writes waiting, bans adopted, sets repaired."""
+    lines = []
+    if h.get("store_failing") or h.get("store_pending"):
+        lines.append(
+            f"store: NOT WRITABLE, {h['store_pending']} rows waiting in memory (retried; "
+            f"{h['store_dropped']} dropped); bans are still enforced"
+        )
+    if h.get("recovered") or h.get("reconcile_repairs"):
+        lines.append(
+            f"kernel: {h['recovered']} bans adopted at start (not in the store); sets repaired "
+            f"{h['reconcile_repairs']} times ({h['reconcile_missing']} bans put back, "
+            f"{h['reconcile_unknown']} stray elements removed)"
+        )
+    return lines
+
+
 def cmd_status(args: argparse.Namespace) -> None:
     result = request(args.sock, "status", {"jail": args.jail} if args.jail else {})
 
@@ -46,6 +63,7 @@ def cmd_status(args: argparse.Namespace) -> None:
                 + (f"; {refused} refused by the kernel, not retried)" if refused else ")")
             )
         lines = (
+            *_store_lines(h),
             *_notify_lines(r.get("notify")),
             *_cluster_lines(r.get("cluster")),
             *_decisions_lines(r.get("decisions")),

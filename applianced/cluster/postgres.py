@@ -11,8 +11,10 @@ ends with ``NOTIFY applianced`` so the others read at once. With ``share_failure
 rows older than ``FAILURES_KEEP`` and notifies on the same channel; readers follow it by id from
 the newest row at their connection, under a lock of its own so ids also commit in order).
 Everything here blocks: the
-replicator calls it from threads, never from the reactor. Connections: ``connect_args`` builds
-them from ``[state]`` (the password from a file or the environment, never in the DSN or a log).
+replicator calls it from threads, never from the reactor, and appliancectl's cluster verbs
+(``cli/cluster.py``: ``check --connect``, ``cluster forget``) call it directly; it imports no
+Twisted. Connections: ``connect_args`` builds them from ``[state]`` (``LIVENESS``: a dead path
+is found in seconds; the password from a file or the environment, never in the DSN or a log).
 """
 
 from __future__ import annotations
@@ -32,11 +34,23 @@ from applianced.rules.decision import Ban, BanKind
 from applianced.rules.engine import CountedFailure
 from applianced.store.base import BanEvent
 
-__all__ = ["CHANNEL", "FAILURES_KEEP", "ClusterSchemaError", "connect_args", "describe",
-           "fetch", "fetch_failures", "heartbeat", "last_failure", "migrate", "push",
-           "push_failures"]  # fmt: skip
+__all__ = ["CHANNEL", "FAILURES_KEEP", "LIVENESS", "ClusterSchemaError", "connect_args",
+           "describe", "fetch", "fetch_failures", "forget", "heartbeat", "last_failure",
+           "last_seen", "migrate", "push", "push_failures", "schema_version"]  # fmt: skip
 
 CHANNEL = "applianced"
+# libpq's options that find a dead path in seconds (TCP only; a UNIX socket ignores them): a
+# connection attempt gives up after connect_timeout; an idle connection is probed after
+# keepalives_idle seconds, every keepalives_interval, and dropped after keepalives_count
+# unanswered probes (11 s); data unacknowledged for tcp_user_timeout ms drops it (5 s).
+LIVENESS: dict[str, int] = {
+    "connect_timeout": 3,
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 5000,
+}
 PASSWORD_ENV = "APPLIANCED_DB_PASSWORD"
 FAILURES_KEEP = 600.0  # seconds a shared failure stays in the table (readers take it at once)
 _LOCK = 0x41504C44  # pg_advisory_xact_lock key: "APLD", for migrations and pushes
@@ -99,12 +113,14 @@ class ClusterSchemaError(ApplianceError):
 
 
 def connect_args(conf: StateConf) -> dict[str, Any]:
-    """``psycopg.connect`` keyword arguments for ``[state]``: the DSN, and the password from
-    ``password_file`` or ``$APPLIANCED_DB_PASSWORD`` when either is there."""
+    """``psycopg.connect`` keyword arguments for ``[state]``: the DSN, ``LIVENESS`` where the
+    DSN does not say otherwise, and the password from ``password_file`` or
+    ``$APPLIANCED_DB_PASSWORD`` when either is there."""
+    given = conninfo_to_dict(conf.dsn)
     args: dict[str, Any] = {
         "conninfo": conf.dsn,
         "application_name": f"applianced {conf.node}",
-        "connect_timeout": 5,
+        **{key: value for key, value in LIVENESS.items() if key not in given},
     }
     if conf.password_file is not None:
         try:
@@ -124,6 +140,16 @@ def describe(dsn: str) -> str:
     p = conninfo_to_dict(dsn)
     host = str(p.get("host", "localhost"))
     return f"{p.get('user', '')}@{host}:{p.get('port', 5432)}/{p.get('dbname', '')}".lstrip("@")
+
+
+def schema_version(conn: psycopg.Connection[Any]) -> tuple[int, int]:
+    """The database's schema version (0: no appliance has connected yet) and this applianced's
+    latest; ``check --connect`` compares them."""
+    row = conn.execute("SELECT to_regclass('applianced_schema') IS NOT NULL").fetchone()
+    if not row or not row[0]:
+        return 0, len(_MIGRATIONS)
+    row = conn.execute("SELECT coalesce(max(version), 0) FROM applianced_schema").fetchone()
+    return (int(row[0]) if row else 0), len(_MIGRATIONS)
 
 
 def migrate(conn: psycopg.Connection[Any]) -> None:
@@ -263,3 +289,21 @@ def heartbeat(
         {"name": r[0], "last_seen": r[1], "age": r[2], "backlog": r[3], "version": r[4]}
         for r in rows
     ]
+
+
+def forget(conn: psycopg.Connection[Any], node: str) -> dict[str, int]:
+    """Retire ``node`` from the shared schema: its heartbeat row and the failures it shared
+    (its node-scoped state). The bans it decided stay: they are the cluster's, and the log
+    keeps who decided them. Returns the rows deleted per table."""
+    with conn.transaction():
+        nodes = conn.execute("DELETE FROM nodes WHERE name = %s", (node,)).rowcount
+        failures = conn.execute("DELETE FROM failures WHERE node = %s", (node,)).rowcount
+    return {"nodes": nodes, "failures": failures}
+
+
+def last_seen(conn: psycopg.Connection[Any]) -> dict[str, float]:
+    """Every node's last heartbeat, in seconds ago by the database's clock."""
+    rows = conn.execute(
+        "SELECT name, extract(epoch FROM now() - last_seen)::float8 FROM nodes ORDER BY name"
+    ).fetchall()
+    return {str(r[0]): float(r[1]) for r in rows}

@@ -5,15 +5,16 @@ it: the local SQLite store stays the Appliance's synchronous store, a full repli
 cluster's ban list. This service moves changes both ways, off the reactor thread, and asks the
 store only for its ``store.base.ClusterOutbox`` interface:
 
-- out: every ``poll`` seconds the reactor reads the store's outbox (this appliance's bans and
-  operators' ends, written in the same transaction as the change) and, if no push is running,
-  hands it to a pool thread that writes it to PostgreSQL (``postgres.push``); once committed,
-  the reactor deletes it from the outbox. A crash in between replays it, and the push skips it.
-- in: a dedicated thread keeps one connection that LISTENs; on each notification (or every
+- out: every ``poll`` seconds, while the database answers, the reactor reads the store's
+  outbox (this appliance's bans and operators' ends, written in the same transaction as the
+  change) and, if no push is running, hands it to the push thread, which keeps a connection of
+  its own and writes it to PostgreSQL (``postgres.push``); once committed, the reactor deletes
+  it from the outbox. A crash in between replays it, and the push skips it.
+- in: the listen thread keeps one connection that LISTENs; on each notification (or every
   ``wait`` seconds) it reads the log after its cursor and hands the changes to the reactor
   (``callFromThread``), which records them in the store with the new cursor in one transaction
   and gives the bans that started or ended to ``Appliance.adopt``. The same thread sends the
-  heartbeat and reads the other nodes' for ``status``.
+  heartbeat every ``heartbeat`` seconds and reads the other nodes' for ``status``.
 
 Failures (``share_failures``): ``share`` is the engine's ``on_failure``: it queues each failure
 this appliance counted in memory (at most ``_FAILURES_MAX``; beyond, and whenever the database
@@ -25,12 +26,20 @@ failure cursor (starting at the newest row when it connects) and gives them to `
 never queued here again, so nothing echoes.
 
 Database down: bans are decided, enforced and recorded locally as ever, the outbox grows, the
-log and ``status`` say so, and both directions catch up when it returns. The thread retries
-with a backoff (``backoff_first`` doubling to ``backoff_max`` seconds).
+log (once per change of state) and ``status`` say so, and both directions catch up when it
+returns. The listen thread alone probes it, with a backoff (``backoff_first`` doubling to
+``backoff_max`` seconds); pushes wait for it and start the moment it is back. A silent path
+(a cut link, no reset) is found by the connections' TCP keepalives and user timeout
+(``postgres.connect_args``) and by the heartbeat's age: no heartbeat for ``stale`` seconds is
+down. Both threads are daemon threads and a stop waits for them ``_STOP_WAIT`` seconds at most:
+one blocked on a dead path is left to the process's exit (what it did not push is in the
+outbox, replayed at the next start). While it runs, the driver's own log lines (psycopg's
+``logging``) go to ours (``driverlog.py``).
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -38,16 +47,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
 from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 
 from applianced import __version__
 from applianced.cluster import postgres
+from applianced.cluster.driverlog import DriverLog
 from applianced.rules.decision import Ban
 from applianced.rules.engine import CountedFailure
 from applianced.store.base import BanEvent, ClusterOutbox
@@ -57,7 +64,8 @@ __all__ = ["Replicator"]
 log = Logger()
 
 _BATCH = 2000  # changes per push and per read of the log
-_POOL_WAIT = 2.0  # seconds a push waits for a connection (and a stop for the pool)
+_STOP_WAIT = 2.0  # seconds a stop waits for the threads, together
+_COUNT_EVERY = 1.0  # seconds between two counts of the outbox while nothing is pushed
 _FAILURES_MAX = 10_000  # counted failures queued for the next push; more are dropped
 _DROPS_LOG_EVERY = 60.0  # seconds between two warnings about dropped failures
 
@@ -75,6 +83,7 @@ class ClusterState:
     failures_received: int = 0
     failures_dropped: int = 0
     nodes: list[dict[str, Any]] = field(default_factory=list)
+    beat_at: float | None = None  # reactor time of the last heartbeat (and of ``nodes``)
 
 
 class Replicator(Service):
@@ -93,9 +102,10 @@ class Replicator(Service):
         counted: Callable[[Sequence[CountedFailure]], None] | None = None,
         poll: float = 0.05,
         wait: float = 1.0,
-        heartbeat: float = 5.0,
+        heartbeat: float = 2.0,
+        stale: float = 8.0,
         backoff_first: float = 0.25,
-        backoff_max: float = 5.0,
+        backoff_max: float = 1.0,
     ) -> None:
         self.store = store
         self.node = store.node
@@ -107,18 +117,21 @@ class Replicator(Service):
         self.poll = poll
         self.wait = wait
         self.heartbeat_every = heartbeat
+        self.stale = stale
         self.backoff_first = backoff_first
         self.backoff_max = backoff_max
         self.state = ClusterState()
         self._pushing = False
-        self._schema_ready = False  # pushes wait for the listener's first migrate
+        self._reconnect = False  # the next push opens a new connection (the last one failed)
+        self._answered_at = 0.0  # the last connection or heartbeat: the stale heartbeat's start
         self._push_after = 0.0
         self._push_delay = backoff_first
+        self._count_after = 0.0
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
         self._loop: LoopingCall | None = None
-        self._pool: ConnectionPool[Any] | None = None
-        self._threads: ThreadPool | None = None
+        self._driver = DriverLog()
         self._failures: list[CountedFailure] = []
         self._drops_logged = 0  # failures_dropped when last logged
         self._drops_log_after = 0.0
@@ -128,26 +141,15 @@ class Replicator(Service):
     def startService(self) -> None:
         super().startService()
         self.state.backlog = self.store.backlog()
-        args = dict(self.connect_args)
-        conninfo = args.pop("conninfo")
-        self._pool = ConnectionPool(
-            conninfo,
-            kwargs={**args, "autocommit": True},
-            min_size=1,
-            max_size=1,
-            open=False,
-            check=ConnectionPool.check_connection,
-            reconnect_timeout=0,
-            name="applianced-push",
-        )
-        self._pool.open(wait=False)
-        self._threads = ThreadPool(1, 1, "applianced-push")
-        self._threads.start()
+        self._driver.install()
         self._stop.clear()
-        self._thread = threading.Thread(
-            target=self._listen, args=(self.store.cursor(),), name="applianced-listen"
-        )
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._listen, args=(self.store.cursor(),),
+                             name="applianced-listen", daemon=True),
+            threading.Thread(target=self._pusher, name="applianced-push", daemon=True),
+        ]  # fmt: skip
+        for thread in self._threads:
+            thread.start()
         self._loop = LoopingCall(self._tick)
         self._loop.clock = self.reactor
         self._loop.start(self.poll)
@@ -157,20 +159,30 @@ class Replicator(Service):
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        if self._threads is not None:
-            self._threads.stop()
-        if self._pool is not None:
-            self._pool.close(timeout=_POOL_WAIT)
+        self._jobs.put(None)
+        deadline = time.monotonic() + _STOP_WAIT
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if any(thread.is_alive() for thread in self._threads):
+            log.info(
+                "cluster: not waiting for {where} (no answer); what was not pushed is in the"
+                " local outbox and is pushed at the next start",
+                where=self.where,
+            )
+        self._driver.uninstall()
 
     def status(self) -> dict[str, Any]:
+        """``heartbeat_age``: seconds since this appliance's last heartbeat (None before the
+        first); each node's ``age`` is its heartbeat's age by the database's clock when read,
+        plus the seconds since, so both grow while the database does not answer."""
         s = self.state
+        since = None if s.beat_at is None else self.reactor.seconds() - s.beat_at
         return {
             "node": self.node,
             "database": self.where,
             "connected": s.connected,
             "last_error": s.last_error,
+            "heartbeat_age": since,
             "backlog": s.backlog,
             "pushed": s.pushed,
             "adopted": s.adopted,
@@ -181,7 +193,7 @@ class Replicator(Service):
                 "received": s.failures_received,
                 "dropped": s.failures_dropped,
             },
-            "nodes": s.nodes,
+            "nodes": [{**n, "age": n["age"] + (since or 0.0)} for n in s.nodes],
         }
 
     # -- out: the outbox to the log ----------------------------------------------------------
@@ -206,33 +218,53 @@ class Replicator(Service):
             self._drops_log_after = self.reactor.seconds() + _DROPS_LOG_EVERY
 
     def _tick(self) -> None:
+        now = self.reactor.seconds()
+        if self.state.connected and now - self._answered_at > self.stale:
+            silent = now - self._answered_at
+            self._down(f"no heartbeat for {silent:.0f} s: the database does not answer")
         if not self.state.connected:
             self.state.failures_dropped += len(self._failures)
             self._failures = []
         self._log_drops()
-        if self._pushing or self.reactor.seconds() < self._push_after:
+        if self._pushing:
+            return
+        if not self.state.connected or now < self._push_after:
+            if now >= self._count_after:  # status shows the backlog grow while nothing is pushed
+                self.state.backlog = self.store.backlog()
+                self._count_after = now + _COUNT_EVERY
             return
         events = self.store.pending(_BATCH)
         self.state.backlog = len(events) if len(events) < _BATCH else self.store.backlog()
         failures, self._failures = self._failures, []
-        if not (events or failures) or not self._schema_ready:
-            self.state.failures_dropped += len(failures)
-            return
-        self._pushing = True
-        assert self._threads is not None
-        d = deferToThreadPool(self.reactor, self._threads, self._push, events, failures)
-        d.addCallbacks(
-            self._pushed, self._push_failed, callbackArgs=(events, failures),
-            errbackArgs=(failures,),
-        )  # fmt: skip
+        if events or failures:
+            self._pushing = True
+            self._jobs.put(_Job(events, failures, self._reconnect))
+            self._reconnect = False
 
-    def _push(self, events: Sequence[BanEvent], failures: Sequence[CountedFailure]) -> int:
-        assert self._pool is not None
-        with self._pool.connection(timeout=_POOL_WAIT) as conn:
-            new = postgres.push(conn, events, self.node) if events else 0
-            if failures:
-                postgres.push_failures(conn, failures, self.node)
-            return new
+    def _pusher(self) -> None:
+        """The push thread: each job in one transaction on its own connection, opened when
+        needed; the result handed to the reactor."""
+        conn: psycopg.Connection[Any] | None = None
+        while (job := self._jobs.get()) is not None:
+            try:
+                if conn is not None and job.reconnect:
+                    conn.close()
+                    conn = None
+                if conn is None:
+                    conn = psycopg.connect(**self.connect_args, autocommit=True)
+                new = postgres.push(conn, job.events, self.node) if job.events else 0
+                if job.failures:
+                    postgres.push_failures(conn, job.failures, self.node)
+            except Exception:
+                failure = Failure()
+                if conn is not None:
+                    conn.close()
+                    conn = None
+                self.reactor.callFromThread(self._push_failed, failure, job.failures)
+            else:
+                self.reactor.callFromThread(self._pushed, new, job.events, job.failures)
+        if conn is not None:
+            conn.close()
 
     def _pushed(
         self, new: int, events: Sequence[BanEvent], failures: Sequence[CountedFailure]
@@ -250,7 +282,7 @@ class Replicator(Service):
     def _push_failed(self, reason: Failure, failures: Sequence[CountedFailure] = ()) -> None:
         self._pushing = False
         self.state.failures_dropped += len(failures)
-        if not reason.check(psycopg.Error, PoolTimeout, OSError):
+        if not reason.check(psycopg.Error, OSError):
             log.failure("pushing bans to the cluster failed", reason)
         self._down(reason.getErrorMessage())
         self._push_after = self.reactor.seconds() + self._push_delay
@@ -265,23 +297,24 @@ class Replicator(Service):
                 with psycopg.connect(**self.connect_args, autocommit=True) as conn:
                     postgres.migrate(conn)
                     conn.execute(f"LISTEN {postgres.CHANNEL}")
+                    # Before saying so: a peer's failures pushed once we are up must be read.
+                    failed = postgres.last_failure(conn) if self.counted is not None else 0
                     self.reactor.callFromThread(self._up)
                     delay = self.backoff_first
-                    cursor = self._follow(conn, cursor)
+                    cursor = self._follow(conn, cursor, failed)
             except (psycopg.Error, OSError) as e:
-                self.reactor.callFromThread(self._down, str(e).strip())
+                self.reactor.callFromThread(self._down, str(e))
                 self._stop.wait(delay)
                 delay = min(delay * 2, self.backoff_max)
             except Exception as e:  # a schema too new, or a bug: say so, keep trying
                 self.reactor.callFromThread(self._down, str(e) or repr(e))
                 self._stop.wait(self.backoff_max)
 
-    def _follow(self, conn: psycopg.Connection[Any], cursor: int) -> int:
-        """Read the log after ``cursor`` at every notification, and at least every ``wait``
-        seconds; heartbeat every ``heartbeat`` seconds. Returns at stop; raises when the
-        connection fails."""
+    def _follow(self, conn: psycopg.Connection[Any], cursor: int, failed: int) -> int:
+        """Read the log after ``cursor`` (and the failures after ``failed``) at every
+        notification, and at least every ``wait`` seconds; heartbeat every ``heartbeat``
+        seconds. Returns at stop; raises when the connection fails."""
         beat = 0.0
-        failed = postgres.last_failure(conn) if self.counted is not None else 0
         while not self._stop.is_set():
             while events := postgres.fetch(conn, cursor, _BATCH):
                 cursor = events[-1].seq
@@ -316,7 +349,11 @@ class Replicator(Service):
         self.counted(failures)
 
     def _nodes(self, nodes: list[dict[str, Any]]) -> None:
+        """A heartbeat went through: the database answers (again, if the heartbeat's age or a
+        push had said otherwise)."""
         self.state.nodes = nodes
+        self.state.beat_at = self.reactor.seconds()
+        self._up()
 
     def _up(self) -> None:
         if not self.state.connected:
@@ -328,10 +365,12 @@ class Replicator(Service):
             )
         self.state.connected = True
         self.state.last_error = None
-        self._schema_ready = True
+        self._answered_at = self.reactor.seconds()
         self._push_after = 0.0
 
     def _down(self, error: str) -> None:
+        error = " ".join(error.split())  # libpq's messages span lines; the log's are one
+        self._reconnect = True
         if self.state.connected or self.state.last_error is None:
             log.warn(
                 "cluster: {where} is unreachable ({error}); banning locally, changes are"
@@ -341,3 +380,13 @@ class Replicator(Service):
             )
         self.state.connected = False
         self.state.last_error = error
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """One push: a batch of the outbox and of the queued failures; ``reconnect``: on a new
+    connection (the database was lost since the last one)."""
+
+    events: Sequence[BanEvent]
+    failures: Sequence[CountedFailure]
+    reconnect: bool

@@ -130,6 +130,7 @@ def read_jail(
         match_on=regexes.match_on,
         maxlines=regexes.maxlines,
         usedns=usedns,
+        datepattern=regexes.datepattern,
         failregex=regexes.failregex,
         ignoreregex=regexes.ignoreregex,
         programs=regexes.programs or (),
@@ -160,6 +161,7 @@ class _Regexes:
     prefregex: str | None = None
     match_on: MatchOn = "msg"
     maxlines: int = 1
+    datepattern: str | None = None
 
 
 def _usedns(
@@ -210,6 +212,7 @@ def _regexes(
     prefregex: str | None = None
     match_on: MatchOn = "msg"
     maxlines = 1
+    datepattern: str | None = None
     try:
         source = resolve_filter(
             filter_name,
@@ -219,6 +222,9 @@ def _regexes(
         if isinstance(source, F2bFilter):
             source.compile(allow_dns=use_dns)
             prefregex, match_on, maxlines = source.prefregex, "line", source.maxlines
+            datepattern = source.own_dates
+        else:
+            datepattern = source.datepattern
     except FilterError as e:
         raise r.error(at("filter"), str(e)) from None
     return _Regexes(
@@ -228,6 +234,7 @@ def _regexes(
         prefregex,
         match_on,
         maxlines,
+        datepattern,
     )
 
 

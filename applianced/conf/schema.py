@@ -143,6 +143,8 @@ class JailConf:
     usedns: UseDns = "no"  # use_dns is True for "yes" and "warn"
     # A `found` log line for each failure counted (fail2ban's "Found ADDR"), within a budget.
     log_found: bool = False
+    # The filter's own datepattern (rules/dates.py): the date cut from the text before matching.
+    datepattern: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,10 +152,12 @@ class EnforcementConf:
     """How bans reach the kernel. ``priority`` orders our chains against other tables' (lower
     runs first; the default -10 runs before a typical filter table's accept rules at 0).
     ``on_stop``: ``keep`` leaves the bans in the kernel on a graceful stop (a restart opens no
-    window), ``flush`` removes them."""
+    window), ``flush`` removes them. ``reconcile_interval``: seconds between two checks that
+    the kernel's sets hold the active bans (0: never)."""
 
     priority: int = -10
     on_stop: OnStop = "keep"
+    reconcile_interval: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)

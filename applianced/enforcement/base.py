@@ -4,8 +4,11 @@ Bans decided in one reactor turn reach a backend as one ``apply`` call, which a 
 carry out as one transaction. The durable store, not the backend, is the source of truth: the
 Appliance calls ``restore`` at start with every active ban (``restore_rows``, straight from the
 store's rows, for a backend that is a ``RowRestorer``), and the backend makes its state equal to
-that list (restoring what is missing, removing what the store does not know). A backend that
-refuses some elements of a batch applies the rest and raises ``ElementsRefused`` naming them.
+that list (restoring what is missing, removing what the store does not know); before that, the
+start reads the backend's ``elements`` and adopts those the store lacks (``recovery.py``), and
+the periodic reconcile (``reconcile.py``) reads ``counts`` and ``elements`` to find a drift. A
+backend that refuses some elements of a batch applies the rest and raises ``ElementsRefused``
+naming them.
 ``BanNotifier`` is the ban mails' interface, which the Appliance tells of each new ban.
 """
 
@@ -24,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BanNotifier",
+    "Element",
     "ElementsRefused",
     "Enforcer",
     "JailRules",
@@ -69,6 +73,11 @@ class Enforcer(Protocol):
     def restore(self, active: Sequence[Ban], now: float) -> None:
         """Make the backend hold exactly ``active``, with their remaining times at ``now``."""
 
+    def elements(self, now: float) -> list[Element]:
+        """Every element the backend holds at ``now``, read back from it (an element placed by
+        an earlier process included, an expired one not). Slow like ``counts`` (a kernel
+        listing), and like it called from a worker thread or at start."""
+
     def counts(self) -> Mapping[str, int]:
         """Elements currently enforced, per jail name. May be slow (a kernel listing) and is
         called from a worker thread while the reactor applies batches: it must not share
@@ -83,6 +92,16 @@ class Enforcer(Protocol):
 
     def close(self) -> None:
         """Release resources. Bans stay in force unless ``flush`` was called."""
+
+
+class Element(NamedTuple):
+    """An element as the backend holds it: its jail, its network in canonical text, when it
+    ends (None: permanent) and when it was placed (None: not known, a permanent one)."""
+
+    jail: str
+    network: str
+    expires_at: float | None
+    placed_at: float | None
 
 
 class Restored(NamedTuple):

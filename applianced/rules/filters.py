@@ -35,6 +35,7 @@ from typing import NamedTuple
 
 from applianced.errors import FilterError
 from applianced.rules.addresses import canonical_address
+from applianced.rules.dates import DateFinder
 from applianced.rules.decision import IPAddress
 from applianced.rules.literals import required_literal
 from applianced.rules.regex import MAX_TEXT, MatchLike, Pattern, compile_re2
@@ -106,6 +107,9 @@ class Filter:
     failregexes and ignoreregexes then run on its ``<F-CONTENT>...</F-CONTENT>`` capture.
     ``on_line`` says which text of a message the filter is written for: False (native filters)
     the syslog MSG, True (fail2ban filters) the traditional ``host app[pid]: msg`` line.
+    ``dates`` (a filter's ``datepattern``, ``rules/dates.py``): the date it finds in a text is
+    cut out before prefregex and failregexes run, as fail2ban does; only texts that pass the
+    literal prefilter pay for it, and filters without a datepattern not at all.
 
     ReDoS guard (see regex.py): with ``engine="auto"`` every regex runs under RE2, in time linear
     in the text, when all of the filter's regexes compile there; ``engine`` then reads ``"re2"``,
@@ -118,6 +122,7 @@ class Filter:
         "_pref",
         "_pref_reader",
         "allow_dns",
+        "dates",
         "engine",
         "failregex",
         "ignoreregex",
@@ -143,6 +148,7 @@ class Filter:
         engine: str = "auto",
         max_text: int = MAX_TEXT,
         maxlines: int = 1,
+        dates: DateFinder | None = None,
     ) -> None:
         if isinstance(failregex, str) or isinstance(ignoreregex, str):
             raise TypeError("failregex and ignoreregex are sequences of regexes, not one string")
@@ -159,6 +165,7 @@ class Filter:
         if prefregex is not None:
             self._pref, self._pref_reader = self._compile_pref(prefregex)
         self.mlfid = self._pref is not None and "mlfid" in self._pref.groupindex
+        self.dates = dates
         self.failregex: tuple[str, ...] = tuple(failregex)
         self.ignoreregex: tuple[str, ...] = tuple(ignoreregex)
         if not self.failregex:
@@ -220,6 +227,8 @@ class Filter:
             else:
                 return None
         pm = None
+        if self.dates is not None:  # a datepattern: the date in the text cut, as fail2ban does
+            text = self.dates.cut(text)
         if self._pref is not None:  # only fail2ban filters have one: after the prefilter
             pm = self._pref.search(text)
             if pm is None:
@@ -259,6 +268,8 @@ class Filter:
         if len(text) > self.max_text:
             text = text[: self.max_text]
         pm = None
+        if self.dates is not None:
+            text = self.dates.cut(text)
         if self._pref is not None:
             pm = self._pref.search(text)
             if pm is None:

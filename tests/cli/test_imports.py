@@ -1,6 +1,7 @@
 """appliancectl starts light: ``--help``, the online verbs and the offline verbs import neither
 Twisted nor the daemon's modules (the service, the appliance, the control server, the listeners,
-enforcement, the cluster). Each case runs in a fresh interpreter, whose ``sys.modules`` is the
+enforcement, the cluster; the cluster verbs load only ``cluster/postgres.py``, psycopg and
+SQL). Each case runs in a fresh interpreter, whose ``sys.modules`` is the
 proof; the timing itself is ``python -m bench --only cli``."""
 
 from __future__ import annotations
@@ -81,9 +82,19 @@ def test_status_through_the_config_imports_no_daemon_code(tmp_path: Path) -> Non
         ("test-filter", "sshd", "-"),
         ("parse", "--json"),
         ("jail", "set", "sshd", "maxretry", "not-a-number"),
+        ("import-fail2ban", str(Path(__file__).parents[1] / "data" / "f2b-trees" / "qmail")),
     ],
     ids=lambda argv: argv[0],
 )
 def test_offline_verbs_import_no_daemon_code(argv: tuple[str, ...]) -> None:
     line = b"<38>Nov 22 10:00:01 mx sshd[1]: Invalid user x from 203.0.113.7 port 22\n"
     assert loaded_daemon_modules(*argv, stdin=line) == []
+
+
+def test_the_cluster_verbs_load_the_schema_module_only() -> None:
+    """``cluster forget`` (here refused: the shipped config is not in a cluster) reads the
+    daemon's connection options and queries, and nothing else of it."""
+    assert loaded_daemon_modules("cluster", "forget", "mx-old") == [
+        "applianced.cluster",
+        "applianced.cluster.postgres",
+    ]

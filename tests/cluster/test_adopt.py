@@ -88,3 +88,54 @@ def test_the_metrics_show_the_cluster(tmp_path: Path) -> None:
     text = generate_latest(make_registry(app, process=False)).decode()
     assert "applianced_cluster_connected 0.0" in text
     assert "applianced_cluster_backlog 0.0" in text
+
+
+def test_the_heartbeats_age_grows_and_a_stale_one_is_down(tmp_path: Path) -> None:
+    """A silent path: no error comes, the heartbeat just stops. Its age (and every node's) grows
+    by the local clock; past ``stale`` the database is shown down, and a heartbeat that goes
+    through again shows it up."""
+    app, replicator, clock, _ = setup(tmp_path)
+    replicator._up()
+    replicator._nodes([{"name": "alpha", "age": 0.5, "backlog": 0, "version": "1"}])
+    clock.advance(replicator.stale)
+    replicator._tick()
+    status = views.status(app)["cluster"]
+    assert status["connected"] and status["heartbeat_age"] == replicator.stale
+    assert status["nodes"][0]["age"] == replicator.stale + 0.5
+    clock.advance(1)
+    replicator._tick()
+    status = views.status(app)["cluster"]
+    assert not status["connected"] and "no heartbeat for 9 s" in status["last_error"]
+    text = generate_latest(make_registry(app, process=False)).decode()
+    assert "applianced_cluster_heartbeat_age_seconds 9.0" in text
+    replicator._nodes([{"name": "alpha", "age": 0.0, "backlog": 0, "version": "1"}])
+    assert views.status(app)["cluster"]["connected"]
+    clock.advance(60)  # a long outage, then a new connection before its first heartbeat
+    replicator._down("gone")
+    replicator._up()
+    replicator._tick()
+    assert views.status(app)["cluster"]["connected"]
+
+
+def test_a_multi_line_driver_error_is_one_line(tmp_path: Path) -> None:
+    app, replicator, _, _ = setup(tmp_path)
+    replicator._down(
+        "connection failed: server closed the connection unexpectedly\n"
+        "\tThis probably means the server terminated abnormally\n"
+    )
+    assert views.status(app)["cluster"]["last_error"] == (
+        "connection failed: server closed the connection unexpectedly This probably means the"
+        " server terminated abnormally"
+    )
+
+
+def test_the_backlog_grows_in_status_while_the_database_is_down(tmp_path: Path) -> None:
+    """Pushes back off while it is down; the backlog status shows is counted all the same."""
+    app, replicator, clock, _ = setup(tmp_path)
+    for _ in range(5):
+        replicator._push_failed(Failure(OSError("connection refused")))
+    replicator._tick()
+    views.ban(app, "sshd", "203.0.113.9")
+    clock.advance(1)
+    replicator._tick()
+    assert views.status(app)["cluster"]["backlog"] == 1

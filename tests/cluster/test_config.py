@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from applianced.cluster import postgres
 from applianced.conf.load import load_config
 from applianced.conf.schema import StateConf
 from applianced.errors import ConfigError
@@ -75,3 +76,13 @@ def test_a_password_file_readable_by_others_is_refused(tmp_path: Path) -> None:
     (tmp_path / "db.password").chmod(0o644)
     message = error_of(tmp_path, 'password_file = "db.password"\n')
     assert "chmod 600" in message and "hunter2" not in message
+
+
+def test_every_connection_finds_a_dead_path_unless_the_dsn_says_otherwise() -> None:
+    args = postgres.connect_args(StateConf("postgresql", "host=db.example.org", None, "a"))
+    assert {k: args[k] for k in postgres.LIVENESS} == postgres.LIVENESS
+    assert args["keepalives"] == 1 and args["tcp_user_timeout"] == 5000
+    own = postgres.connect_args(
+        StateConf("postgresql", "host=db tcp_user_timeout=20000", None, "a")
+    )
+    assert "tcp_user_timeout" not in own and own["keepalives_idle"] == 5

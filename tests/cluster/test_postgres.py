@@ -19,17 +19,11 @@ from applianced.conf.schema import StateConf
 from applianced.rules.decision import Ban, BanKind
 from applianced.rules.engine import CountedFailure
 from applianced.store.base import BanEvent
-from tests.pg import PASSWORD, PgServer, pg_missing, pg_server
+from tests.pg import PASSWORD, PgServer, pg_missing
 
 pytestmark = pytest.mark.skipif(pg_missing() is not None, reason=str(pg_missing()))
 
 T0 = 1_800_000_000.0
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PgServer]:
-    with pg_server() as server:
-        yield server
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ share_failures test starts a pair of its own on the same database."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from applianced.banlines import BANS_PER_SECOND
+from applianced.cli.client import request
 from tests.e2e.daemon import BIN, LOOPBACK_UDP, Daemon, sasl_failures, wait_for
 from tests.netns import netns, netns_missing, ns_exec, ns_python
 from tests.pg import PASSWORD, PgServer, pg_missing, pg_server
@@ -306,6 +309,8 @@ def test_shared_failures_two_on_a_and_one_on_b_ban_everywhere(
             nodes.append(Node(name, ns, daemon))
         start_all(nodes)
         a, b = nodes
+        # Connected means each listener has taken its failure cursor (the flaky run: B said
+        # connected before it had, and A's failures pushed in between were never read).
         wait_for("both connected", lambda: all(connected(n) for n in nodes))
         a.fail(address, 2)
         wait_for(
@@ -318,6 +323,46 @@ def test_shared_failures_two_on_a_and_one_on_b_ban_everywhere(
         wait_kernel(a, address)
         (ban,) = a.ctl("why", address)["history"]  # type: ignore[index]
         assert ban["node"] == "delta"
-        shared = a.ctl("status")["cluster"]["failures"]  # type: ignore[index]
-        assert shared["shared"] == 2 and shared["dropped"] == 0
+        # A counts its push as shared once its thread hands the commit back: wait for it.
+        shared = wait_for(
+            "A's two failures counted as shared",
+            lambda: (f := a.ctl("status")["cluster"]["failures"])["shared"] == 2 and f,  # type: ignore[index]
+        )
+        assert shared["dropped"] == 0
         assert b.ctl("status")["cluster"]["failures"]["received"] == 2  # type: ignore[index]
+
+
+def test_an_outage_is_logged_once_in_our_format(cluster: Cluster) -> None:
+    """The database stopped while A bans: A's log says once that it is unreachable and once
+    that it is back, in our format; the driver's own lines (psycopg's) never bypass it."""
+    a = cluster.a
+    before = len(a.daemon.output)
+    cluster.pg.stop()
+    try:
+        wait_for("A to see the database down", lambda: not connected(a))
+        a.ctl("ban", "postfix-sasl", "198.51.100.80")  # its push is retried during the outage
+        wait_for("A's heartbeat 3 s old", lambda: a.ctl("status")["cluster"]["heartbeat_age"] > 3)  # type: ignore[index]
+    finally:
+        cluster.pg.start()
+    wait_for("A's backlog pushed", lambda: a.ctl("status")["cluster"]["backlog"] == 0)  # type: ignore[index]
+    outage = a.daemon.output[before:].splitlines()
+    assert [x for x in outage if not re.match(r"\d{4}-\d\d-\d\dT[\d:]+[+-]\d{4} \[", x)] == []
+    assert sum("unreachable" in x for x in outage) == 1, outage
+    assert sum("cluster: connected" in x for x in outage) == 1, outage
+
+
+def test_a_cluster_flush_logs_within_the_budget_on_the_other_node(cluster: Cluster) -> None:
+    """A's flush lifts every ban on B too; B's unban lines share the ban lines' budget."""
+    a, b = cluster.a, cluster.b
+    many = [f"203.0.113.{i}" for i in range(1, 3 * BANS_PER_SECOND + 1)]
+    for address in many:
+        request(a.daemon.socket, "ban", {"jail": "postfix-sasl", "target": address})
+    wait_for("B to hold A's bans", lambda: set(many) <= set(b.kernel()))
+    before = len(b.daemon.output)
+    request(a.daemon.socket, "flush", {})
+    wait_for("B's sets empty", lambda: not set(many) & set(b.kernel()))
+    wait_for(
+        "B's summary line", lambda: "more unbans in the last second" in b.daemon.output[before:]
+    )
+    unbans = [x for x in b.daemon.output[before:].splitlines() if "] unban " in x]
+    assert len(unbans) <= 2 * BANS_PER_SECOND, unbans  # a second boundary may split them
