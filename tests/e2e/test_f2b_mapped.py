@@ -56,7 +56,9 @@ def test_test_filter_prints_what_the_daemon_bans(
         ]
     )
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert rows == [{"lineno": 1, "host": ATTACKER, "user": "sales@example.com"}]
+    assert [(r["lineno"], r["host"], r["user"]) for r in rows] == [
+        (1, ATTACKER, "sales@example.com")
+    ]
 
 
 def test_a_mapped_address_bans_the_ipv4_host_in_the_kernel(
