@@ -38,6 +38,7 @@ from applianced.health import Health
 from applianced.hostnames import HostLookups, Resolver
 from applianced.latency import LatencyHistogram
 from applianced.receiver.edge import ReceiverStats
+from applianced.receiver.senders import SenderBook
 from applianced.reconcile import InThread, Reconciler
 from applianced.recovery import adopted_rows
 from applianced.restore import gc_paused, restorable
@@ -53,6 +54,7 @@ from applianced.rules.decision import (
 from applianced.rules.engine import CountedFailure, Engine
 from applianced.rules.jail import Jail, decide, jail_filter
 from applianced.rules.message import SyslogMessage
+from applianced.silence import SilenceWatch
 from applianced.stats import Stats, jail_figures
 from applianced.store.base import BanRow, OffenderStore, ban_from_row
 from applianced.storewrites import StoreWrites
@@ -84,10 +86,12 @@ class Appliance:
         engine: Engine | None = None,
         cluster: Callable[[], dict[str, Any]] | None = None,
         in_thread: InThread | None = None,
+        senders: SenderBook | None = None,
     ) -> None:
         """``engine``: one with its cluster hook (a fresh one without); ``cluster``: the
         replicator's status, shown by status (cluster mode); ``in_thread``: runs the
-        reconcile's kernel listings off the reactor thread (inline without)."""
+        reconcile's kernel listings off the reactor thread (inline without); ``senders``: the
+        book the listeners count in (the engine counts its unmatched messages there)."""
         self.config = config
         self.store = store
         self.enforcer = enforcer
@@ -96,7 +100,9 @@ class Appliance:
         self.receiver_stats = receiver_stats or ReceiverStats()
         self.rng = rng or random.Random()
         self.notifier = notifier  # told of NEW bans only (not restored ones); it only queues
-        self.engine = engine if engine is not None else Engine()
+        self.senders = senders if senders is not None else SenderBook()
+        self.engine = engine if engine is not None else Engine(on_unmatched=self.senders.unmatched)
+        self._silence = SilenceWatch(clock, self.senders, notifier)
         self.health = Health()
         self.batcher = Batcher(enforcer, clock, self.health, self._wanted)
         self._writes = StoreWrites(store, clock, self.health)
@@ -150,6 +156,7 @@ class Appliance:
         )
         self._expiry.schedule()
         self._reconcile.start()
+        self._silence.watch(self.config.sender_silence, self.config.allowed_hosts)
 
     def _restore(self, rows: Sequence[BanRow], now: float) -> list[Ban]:
         """Put the active bans in the enforcer and in the book; returns them."""
@@ -180,6 +187,7 @@ class Appliance:
         if self._flush_call is not None and self._flush_call.active():
             self._flush_call.cancel()
         self._expiry.stop()
+        self._silence.stop()
         self._reconcile.stop()
         self.batcher.stop()
         if self.notifier is not None:
@@ -231,6 +239,7 @@ class Appliance:
         if self.notifier is not None:
             self.notifier.reconfigure(config)
         self.active.keep_jails(self.engine.jails)
+        self._silence.watch(config.sender_silence, config.allowed_hosts)
         started = set(self.engine.jails) - before
         if started:
             self._enforce_stored(started)
@@ -333,6 +342,8 @@ class Appliance:
         replaced = [self.active[k] for b in bans if (k := (b.jail, b.network)) in self.active]
         if self.batcher.send(bans, replaced) and measure:
             self.ban_latency.observe_bans(self.clock.seconds(), decisions)
+        if measure:
+            self.senders.led_to_bans(d.lines for d in decisions)
         self._writes.record(decisions, share)
         now = self.clock.seconds()
         self.active.add(bans)
@@ -491,4 +502,7 @@ class Appliance:
             latency_sum=self.ban_latency.sum,
             notify=self.notifier.status() if self.notifier is not None else None,
             cluster=self.cluster() if self.cluster is not None else None,
+            senders=self.senders.snapshot(),
+            senders_other=replace(self.senders.other),
+            senders_dropped=self.senders.dropped,
         )

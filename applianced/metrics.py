@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -78,6 +79,7 @@ class ApplianceCollector:
         yield from _bans(app)
         yield from _health(app)
         yield from _notify_and_cluster(app)
+        yield from _senders(app)
 
 
 def _build_info() -> Metric:
@@ -359,6 +361,49 @@ def _notify_and_cluster(app: Stats) -> Iterator[Metric]:
             "Bans and unbans received from the cluster and applied here.",
             cluster["adopted"],
         )
+
+
+# Senders with a label of their own in the per-sender families: the watched ones first, then
+# those with the most messages; the others are summed under sender="other".
+METRIC_SENDERS = 50
+
+
+def _senders(app: Stats) -> Iterator[Metric]:
+    """Each sender's figures (label cardinality capped at METRIC_SENDERS, the rest in
+    "other"), and 1 for each watched sender silent now (sender_silence), 0 for the others."""
+    ranked = sorted(app.senders, key=lambda s: (s.silence is None, -s.messages))
+    other = replace(app.senders_other)
+    for sender in ranked[METRIC_SENDERS:]:
+        other.add(sender)
+    shown = [*ranked[:METRIC_SENDERS], other]
+    for field, doc in (
+        ("messages", "Messages received from each syslog sender."),
+        ("parse_errors", "Unparsable messages from each syslog sender."),
+        ("unmatched", "Messages of each sender that reached a jail and matched no failregex."),
+        ("bans", "Bans decided on failures that include a message of each sender."),
+    ):
+        family = CounterMetricFamily(f"applianced_sender_{field}", doc, labels=["sender"])
+        for sender in shown:
+            family.add_metric([sender.address], getattr(sender, field))
+        yield family
+    seen = GaugeMetricFamily(
+        "applianced_sender_last_seen_timestamp_seconds",
+        "When each syslog sender's last message arrived (POSIX seconds); none before its first.",
+        labels=["sender"],
+    )
+    for sender in shown:
+        if sender.last_seen is not None:
+            seen.add_metric([sender.address], sender.last_seen)
+    yield seen
+    silent = GaugeMetricFamily(
+        "applianced_sender_silent",
+        "1 while a watched syslog sender (sender_silence) has sent nothing for its silence.",
+        labels=["sender"],
+    )
+    for sender in app.senders:
+        if sender.silence is not None:
+            silent.add_metric([sender.address], int(sender.silent_since is not None))
+    yield silent
 
 
 def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:

@@ -17,6 +17,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, succeed
 
 from applianced.conf.schema import Config
+from applianced.enforcement.base import Silence
 from applianced.enforcement.memory import MemoryEnforcer
 from applianced.rules.decision import Ban, BanDecision, IPAddress, IPNetwork
 from applianced.store.base import BanRecord, BanRow, sender_of
@@ -141,9 +142,11 @@ def _within(item: IPAddress | IPNetwork, network: IPNetwork) -> bool:
 @dataclass(slots=True)
 class RecordingNotifier:
     """A ``BanNotifier`` that records: ``banned`` holds each new ban with its lines,
-    ``configs`` each reconfiguration, ``tests`` the test mails asked for."""
+    ``configs`` each reconfiguration, ``tests`` the test mails asked for, ``silences`` each
+    sender's silence and return (``("silent" | "returned", Silence, now)``)."""
 
     banned_calls: list[tuple[Ban, tuple[str, ...]]] = field(default_factory=list)
+    silences: list[tuple[str, Silence, float]] = field(default_factory=list)
     configs: list[Config] = field(default_factory=list)
     tests: int = 0
     stopped: bool = False
@@ -151,6 +154,12 @@ class RecordingNotifier:
     def banned(self, ban: Ban, lines: tuple[str, ...]) -> None:
         if not self.stopped:
             self.banned_calls.append((ban, lines))
+
+    def sender_silent(self, silence: Silence, now: float) -> None:
+        self.silences.append(("silent", silence, now))
+
+    def sender_returned(self, silence: Silence, now: float) -> None:
+        self.silences.append(("returned", silence, now))
 
     def reconfigure(self, config: Config) -> None:
         self.configs.append(config)

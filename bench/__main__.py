@@ -4,7 +4,8 @@ same work in the same run, fail2ban's figure and how many times better ours is. 
 print figures; they assert nothing.
 
 Sections (``--only`` runs one): filters (bench/filters.py, fail2ban-regex beside test-filter),
-ingest (bench/ingest.py), kernel (bench/kernel.py in-process, bench/live.py the real daemon,
+ingest (bench/ingest.py), edge (bench/edge.py, one message's way through the receiver's edge
+and the jails, in process), kernel (bench/kernel.py in-process, bench/live.py the real daemon,
 bench/f2b_live.py fail2ban-server measured the same way, bench/flood.py the real daemon under
 forged UDP floods), memory (bench/memory.py), cli (bench/cli.py, appliancectl's start-up),
 stream (bench/stream.py, a CrowdSec bouncer's startup and delta pulls of the decision stream),
@@ -30,7 +31,7 @@ from typing import Any
 from bench.f2b_live import pylib
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("filters", "ingest", "kernel", "memory", "cli", "stream", "store")
+SECTIONS = ("filters", "ingest", "edge", "kernel", "memory", "cli", "stream", "store")
 F2B_LATENCY_SAMPLES = 100  # fail2ban bans ~80 a second: 50 a second for 2 s, not 6
 
 
@@ -118,6 +119,17 @@ def ingest(args: argparse.Namespace) -> list[Row]:
             "≥ 100,000",
         )
         for t in ("udp", "tcp")
+    ]
+
+
+def edge(args: argparse.Namespace) -> list[Row]:
+    runs = repeat("edge", args.runs, lambda: module("bench.edge"))
+    return [
+        Row(
+            "edge: a message through gate, parse, sender count and every jail, in process",
+            [r["ns_per_message"] for r in runs],
+            "ns/msg",
+        )
     ]
 
 
@@ -373,6 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sections: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
         "filters": filters,
         "ingest": ingest,
+        "edge": edge,
         "kernel": kernel,
         "memory": memory,
         "cli": cli,

@@ -153,6 +153,14 @@ def _list_verbs(verb: _Verb) -> None:
         "appliancectl reload",
     )
     v.set_defaults(fn="online:cmd_reload")
+    v = verb(
+        "senders",
+        "each syslog sender: transport and listener, messages, parse errors, unmatched (reached "
+        "a jail, matched nothing), bans its lines led to, last seen; the watched ones "
+        "(sender_silence) first, SILENT when they went quiet",
+        "appliancectl senders\n  appliancectl senders --json",
+    )
+    v.set_defaults(fn="online:cmd_senders")
 
 
 def _edit_verbs(verb: _Verb) -> None:

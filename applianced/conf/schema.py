@@ -90,6 +90,9 @@ class ListenerConf:
     # SO_REUSEPORT, so that several daemons (one per core) can listen on one port.
     rcvbuf: int = 8 << 20
     reuse_port: bool = False
+    # The silence alarm (silence.py): each watched sender (a single address of allowed_senders,
+    # canonical) and the seconds without a message after which it is silent; () = no watch.
+    sender_silence: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,3 +260,19 @@ class Config:
         for listener in self.listeners:
             seen.update(dict.fromkeys(listener.allowed_senders))
         return tuple(seen)
+
+    @property
+    def allowed_hosts(self) -> tuple[str, ...]:
+        """The allowed senders that are single addresses (/32, /128), canonical: the senders
+        the receiver always tracks (``receiver/senders.py``)."""
+        return tuple(str(n.network_address) for n in self.allowed_senders if n.num_addresses == 1)
+
+    @property
+    def sender_silence(self) -> dict[str, float]:
+        """Every watched sender and its silence: the shortest of the listeners that watch it
+        (a sender is silent when it sends on none of them)."""
+        silences: dict[str, float] = {}
+        for listener in self.listeners:
+            for sender, seconds in listener.sender_silence:
+                silences[sender] = min(seconds, silences.get(sender, seconds))
+        return silences

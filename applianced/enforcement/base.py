@@ -9,7 +9,8 @@ start reads the backend's ``elements`` and adopts those the store lacks (``recov
 the periodic reconcile (``reconcile.py``) reads ``counts`` and ``elements`` to find a drift. A
 backend that refuses some elements of a batch applies the rest and raises ``ElementsRefused``
 naming them.
-``BanNotifier`` is the ban mails' interface, which the Appliance tells of each new ban.
+``BanNotifier`` is the ban mails' interface, which the Appliance tells of each new ban (and
+``silence.SilenceWatch`` of a watched syslog sender's ``Silence`` and return).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ __all__ = [
     "Refused",
     "Restored",
     "RowRestorer",
+    "Silence",
 ]
 
 
@@ -147,12 +149,31 @@ class ElementsRefused(EnforcementError):
         return type(self), (self.refused,)
 
 
+@dataclass(frozen=True, slots=True)
+class Silence:
+    """A watched syslog sender's silence (``sender_silence``): its address, since when nothing
+    came (its last message, or the start of the watch when ``last_seen`` is None), the listener
+    of its last message ("" when none) and the silence configured (seconds)."""
+
+    sender: str
+    since: float
+    last_seen: float | None
+    listener: str
+    silence: float
+
+
 class BanNotifier(Protocol):
     """What the Appliance, the control socket and the metrics ask of the ban mails
     (``enforcement/notify.Notifier``; ``testing.RecordingNotifier`` in tests)."""
 
     def banned(self, ban: Ban, lines: tuple[str, ...]) -> None:
         """A new ban (not a restored or adopted one) and its matched lines; returns at once."""
+
+    def sender_silent(self, silence: Silence, now: float) -> None:
+        """A watched sender went silent: mail it once; returns at once."""
+
+    def sender_returned(self, silence: Silence, now: float) -> None:
+        """A silent sender sent again at ``now``: mail it; returns at once."""
 
     def reconfigure(self, config: Config) -> None: ...
 
