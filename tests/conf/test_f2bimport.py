@@ -228,21 +228,32 @@ def test_action_mwl_is_a_mail_with_lines_and_fills_notify(tmp_path: Path) -> Non
     assert j is not None and j.notify == ("mail-whois-lines",)
 
 
-def test_usedns_yes_is_use_dns(tmp_path: Path) -> None:
-    jail, config = one_jail(tmp_path, "usedns = yes\n")
-    assert jail.keys["use_dns"] is True and jail.not_carried == []
+@pytest.mark.parametrize("usedns", ["yes", "warn", "no"])
+def test_usedns_is_carried_as_it_is(tmp_path: Path, usedns: str) -> None:
+    """fail2ban's three values mean here what they meant there: a jail with usedns = no must
+    not come out resolving host names (our default is fail2ban's "warn")."""
+    jail, config = one_jail(tmp_path, f"usedns = {usedns}\n")
+    assert jail.keys["usedns"] == usedns and jail.not_carried == []
     j = config.jail("demo")
-    assert j is not None and j.use_dns
+    assert j is not None and j.usedns == usedns
+
+
+def test_usedns_raw_matches_addresses_only_and_says_so(tmp_path: Path) -> None:
+    jail, config = one_jail(tmp_path, "usedns = raw\n")
+    assert jail.keys["usedns"] == "no"
+    assert any("usedns = raw" in note for note in jail.not_carried)
+    j = config.jail("demo")
+    assert j is not None and j.usedns == "no"
 
 
 def test_what_has_no_counterpart_is_reported_in_the_jails_comment(tmp_path: Path) -> None:
     jail, _ = one_jail(
         tmp_path,
         "ignorecommand = /usr/local/bin/trusted <ip>\nbackend = systemd\n"
-        "journalmatch = _SYSTEMD_UNIT=sshd.service\nusedns = warn\n",
+        "journalmatch = _SYSTEMD_UNIT=sshd.service\n",
     )
     notes = " ".join(jail.not_carried)
-    for what in ("ignorecommand", "backend = systemd", "journalmatch", "usedns = warn"):
+    for what in ("ignorecommand", "backend = systemd", "journalmatch"):
         assert what in notes
     result = import_tree(tmp_path / "f2b", tmp_path / "x.toml")
     assert "# not carried: ignorecommand = /usr/local/bin/trusted <ip>" in result.text
