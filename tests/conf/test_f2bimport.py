@@ -309,6 +309,32 @@ def test_parse_actions() -> None:
     ]
 
 
+def test_options_added_to_an_action_are_its_own() -> None:
+    """Debian's nsd, asterisk, named-refused: ``%(default/action_)s[name=..., protocol=...]``
+    expands to ``banaction[port=..., protocol=...][name=..., protocol="udp"]``: one action
+    whose later options win, not a second action without a name."""
+    assert parse_actions('m[port="53", protocol="tcp"][name=nsd-udp, protocol="udp"]') == [
+        ("m", {"port": "53", "protocol": "udp", "name": "nsd-udp"}),
+    ]
+
+
+def test_debians_nsd_jail_closes_both_protocols_with_nothing_reported(tmp_path: Path) -> None:
+    default = (
+        "banaction = iptables-multiport\nprotocol = tcp\nchain = INPUT\n"
+        'action_ = %(banaction)s[port="%(port)s", protocol="%(protocol)s", chain="%(chain)s"]\n'
+        "action = %(action_)s\n"
+    )
+    jail, _ = one_jail(
+        tmp_path,
+        "port = 53\n"
+        'action_ = %(default/action_)s[name=%(__name__)s-tcp, protocol="tcp"]\n'
+        '          %(default/action_)s[name=%(__name__)s-udp, protocol="udp"]\n',
+        default=default,
+    )
+    assert jail.keys["ports"] == [53] and jail.keys["protocol"] == "both"
+    assert jail.not_carried == []
+
+
 def test_the_mailcleaner_tree(tmp_path: Path) -> None:
     """MailCleaner's jails: the custom mc-custom banaction reported, its ports closed; the
     exim2-repeater's one-year times; dovecot's escalation with overalljails reported."""
