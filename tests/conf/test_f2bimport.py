@@ -404,6 +404,19 @@ def debian_tree() -> Path:
         pytest.skip(str(e))
 
 
+def test_every_debian_jail_enabled_imports_and_loads(tmp_path: Path, debian_tree: Path) -> None:
+    """All of Debian's stock jails enabled in [DEFAULT]: each imports and loads, and the one
+    value not carried is apache-fakegooglebot's ignorecommand (README, Moving from fail2ban)."""
+    root = tmp_path / "fail2ban"
+    shutil.copytree(debian_tree, root)
+    (root / "jail.local").write_text("[DEFAULT]\nenabled = true\n")
+    result, config = imported(root, tmp_path)
+    assert result.skipped == {} and len(config.enabled_jails) == len(result.jails) == 91
+    notes = {j.name: j.not_carried for j in result.jails if j.not_carried}
+    assert list(notes) == ["apache-fakegooglebot"]
+    assert notes["apache-fakegooglebot"][0].startswith("ignorecommand:")
+
+
 def test_debians_stock_jail_conf_with_a_jail_local(tmp_path: Path, debian_tree: Path) -> None:
     """Debian's jail.conf, paths-debian.conf and jail.d/defaults-debian.conf as shipped, and a
     jail.local enabling postfix (with action_mwl) and dovecot: sshd, postfix and dovecot,
