@@ -10,11 +10,11 @@ import socket
 from datetime import UTC, datetime
 from typing import Any
 
-from applianced.cli.client import EXIT_REFUSED, EXIT_USAGE, CliError
+from applianced.cli import configfile
+from applianced.cli.client import EXIT_REFUSED, CliError
 from applianced.cli.output import out
-from applianced.conf.load import load_config
 from applianced.conf.paths import config_path
-from applianced.errors import ConfigError, StoreError
+from applianced.errors import StoreError
 from applianced.store.recover import recover
 from applianced.store.sqlite import STORE_FILE
 
@@ -22,10 +22,7 @@ __all__ = ["cmd_store"]
 
 
 def cmd_store(args: argparse.Namespace) -> None:
-    try:
-        config = load_config(config_path(args.config))
-    except ConfigError as e:
-        raise CliError(str(e), EXIT_USAGE) from None
+    config = configfile.load(config_path(args.config))
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(str(config.control_socket))
