@@ -1,6 +1,7 @@
 """Hostname lookups for jails whose ``usedns`` is "yes" or "warn" (the latter logs each): a
 ``<HOST>`` that was a name, resolved off the reactor thread, at most ``MAX_LOOKUPS`` at once
-(more are dropped and counted).
+(more are dropped and counted). A name that does not resolve is logged, ``FAILED_PER_SECOND``
+a second (the names are the log lines', an attacker's to make up), the rest counted.
 
 The Appliance keeps a ``HostLookups`` when it was given a resolver and hands it each
 ``Lookup`` the engine returns; ``found`` counts the failure for every address. ``service.py``
@@ -13,19 +14,22 @@ import socket
 from collections.abc import Callable, Sequence
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from applianced.health import Health
+from applianced.logs import LogBudget
 from applianced.rules.addresses import parse_address
 from applianced.rules.decision import IPAddress, Lookup
 
-__all__ = ["MAX_LOOKUPS", "HostLookups", "Resolver", "resolve"]
+__all__ = ["FAILED_PER_SECOND", "MAX_LOOKUPS", "HostLookups", "Resolver", "resolve"]
 
 log = Logger()
 
 MAX_LOOKUPS = 64  # hostname lookups in flight at once; more are dropped
+FAILED_PER_SECOND = 10  # "cannot resolve" lines a second; the rest are counted in one line
 MAX_WARNED = 1024  # (jail, name) pairs warned of once each (usedns = warn); then forgotten
 
 Resolver = Callable[[str], "Deferred[Sequence[IPAddress]]"]
@@ -39,9 +43,12 @@ class HostLookups:
         resolver: Resolver,
         health: Health,
         found: Callable[[Lookup, Sequence[IPAddress]], None],
+        clock: IReactorTime,
         limit: int = MAX_LOOKUPS,
     ) -> None:
         self._resolver = resolver
+        self._failed_lines = LogBudget(clock, FAILED_PER_SECOND, _log_unresolved)
+        self._clock = clock
         self._health = health
         self._found = found
         self._limit = limit
@@ -67,6 +74,8 @@ class HostLookups:
 
         def failed(reason: Failure) -> None:
             self._health.dns_failed += 1
+            if not self._failed_lines.allow(1, self._clock.seconds()):
+                return
             log.info(
                 "cannot resolve {host} for jail {jail}: {error}",
                 host=lookup.host,
@@ -80,6 +89,17 @@ class HostLookups:
         d = self._resolver(lookup.host)
         d.addCallbacks(lambda addresses: self._found(lookup, addresses), failed)
         d.addBoth(done)
+
+    def close(self) -> None:
+        """Summarise the failures still counted (the daemon stops)."""
+        self._failed_lines.close()
+
+
+def _log_unresolved(count: int) -> None:
+    log.info(
+        "{count} more host names could not be resolved in that second (dns_failed counts them all)",
+        count=count,
+    )
 
 
 def resolve(host: str) -> Deferred[Sequence[IPAddress]]:

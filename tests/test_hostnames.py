@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from ipaddress import ip_address
 
-from twisted.internet.defer import Deferred
-from twisted.logger import capturedLogs
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.task import Clock
+from twisted.logger import capturedLogs, formatEvent
 
 from applianced.health import Health
-from applianced.hostnames import HostLookups
+from applianced.hostnames import FAILED_PER_SECOND, HostLookups
 from applianced.rules.decision import IPAddress, Lookup
 
 
@@ -25,6 +26,7 @@ def test_found_addresses_are_handed_on_and_failures_counted() -> None:
         lambda host: pending.setdefault(host, Deferred()),
         health,
         lambda item, addresses: found.append((item.host, [str(a) for a in addresses])),
+        Clock(),
     )
     lookups.lookup(lookup("mx.example.org"))
     lookups.lookup(lookup("gone.example.org"))
@@ -43,7 +45,7 @@ def test_lookups_past_the_limit_are_dropped_until_one_ends() -> None:
         return pending[-1]
 
     health = Health()
-    lookups = HostLookups(resolver, health, lambda item, addresses: None, limit=2)
+    lookups = HostLookups(resolver, health, lambda item, addresses: None, Clock(), limit=2)
     for i in range(3):
         lookups.lookup(lookup(f"h{i}.example.org"))
     assert (len(pending), health.dns_dropped) == (2, 1)
@@ -53,7 +55,7 @@ def test_lookups_past_the_limit_are_dropped_until_one_ends() -> None:
 
 
 def test_a_usedns_warn_lookup_logs_a_warning() -> None:
-    lookups = HostLookups(lambda host: Deferred(), Health(), lambda item, addresses: None)
+    lookups = HostLookups(lambda host: Deferred(), Health(), lambda item, addresses: None, Clock())
     with capturedLogs() as events:
         lookups.lookup(lookup("quiet.example.org"))
         for _ in range(3):  # once per jail and name, not per line
@@ -64,3 +66,27 @@ def test_a_usedns_warn_lookup_logs_a_warning() -> None:
         ("sshd", "loud.example.org"),
         ("dovecot", "loud.example.org"),
     ]
+
+
+def test_a_storm_of_names_that_do_not_resolve_logs_within_a_budget() -> None:
+    """Failure lines whose names the attacker makes up: each unresolvable name a line would be
+    a log flood. FAILED_PER_SECOND lines a second, the rest counted in one summary line."""
+    clock = Clock()
+    health = Health()
+    lookups = HostLookups(
+        lambda host: fail(OSError("Name or service not known")),
+        health,
+        lambda item, addresses: None,
+        clock,
+    )
+    with capturedLogs() as events:
+        for i in range(500):
+            lookups.lookup(lookup(f"x{i}.invalid"))
+        clock.advance(1)
+    said = [formatEvent(e) for e in events]
+    assert len([line for line in said if line.startswith("cannot resolve")]) == FAILED_PER_SECOND
+    assert said[-1] == (
+        f"{500 - FAILED_PER_SECOND} more host names could not be resolved in that second "
+        "(dns_failed counts them all)"
+    )
+    assert health.dns_failed == 500
