@@ -271,6 +271,12 @@ def _health(app: Stats) -> Iterator[Metric]:
         "Decision stream requests refused: a missing or wrong X-Api-Key.",
         h.bouncer_refused,
     )
+    yield _counter(
+        "applianced_bouncer_connections_refused",
+        "Decision stream connections closed at once (over its caps) and requests refused "
+        "for their body.",
+        h.bouncer_connections_refused,
+    )
 
     yield HistogramMetricFamily(
         "applianced_ban_latency_seconds",

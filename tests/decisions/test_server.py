@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 
@@ -22,7 +24,7 @@ from applianced.appliance import Appliance
 from applianced.bouncers import KeyRing, add_bouncer, remove_bouncer
 from applianced.conf.schema import DecisionsConf
 from applianced.control import Dispatcher
-from applianced.decisions.server import DecisionService
+from applianced.decisions.server import MAX_CONNECTIONS, MAX_PER_ADDRESS, DecisionService
 from applianced.metrics import make_registry
 from applianced.store.sqlite import SqliteOffenderStore
 from applianced.testing import MemoryEnforcer
@@ -163,3 +165,56 @@ def test_a_full_answer_is_built_by_in_thread_and_written_when_ready(app: Applian
     assert r.finished
     assert get(s, request([b"stream"], key)) == {"new": None, "deleted": None}
     assert len(built) == 1
+
+
+def connect(factory: Any, host: str) -> tuple[Any, StringTransport]:
+    """A connection from ``host`` to ``factory``, over a StringTransport."""
+    peer = IPv4Address("TCP", host, 40000)
+    protocol = factory.buildProtocol(peer)
+    transport = StringTransport(peerAddress=peer)
+    if protocol is not None:
+        protocol.makeConnection(transport)
+    return protocol, transport
+
+
+def test_a_request_body_is_refused_with_413_before_it_is_stored(app: Appliance) -> None:
+    """Bouncers send no body: a long or chunked one is refused at its headers, unread and
+    unrendered (twisted.web spooled 300 MB from a client without a key to a temporary file);
+    a request without a body is answered as before."""
+    s = service(app)
+    key = add_bouncer(app.config.state_dir, "mx1")
+    head = f"GET /v1/decisions/stream?startup=true HTTP/1.1\r\nHost: a\r\nX-Api-Key: {key}\r\n"
+    for framing in (f"Content-Length: {300 << 20}\r\n\r\n", "Transfer-Encoding: chunked\r\n\r\n"):
+        protocol, transport = connect(s.factory(), "198.51.100.25")
+        protocol.dataReceived((head + framing).encode() + b"A" * 65536)
+        assert transport.value().startswith(b"HTTP/1.1 413 Content Too Large\r\n")
+        assert b"refused above 4096 bytes" in transport.value()
+        assert transport.disconnecting
+    assert app.health.bouncer_pulls == 0
+    assert app.health.bouncer_connections_refused == 2
+    protocol, transport = connect(s.factory(), "198.51.100.25")
+    protocol.dataReceived((head + "Content-Length: 0\r\n\r\n").encode())
+    assert transport.value().startswith(b"HTTP/1.1 200 OK\r\n")
+    assert app.health.bouncer_pulls == 1
+
+
+def test_connections_past_the_caps_are_closed_at_once(app: Appliance) -> None:
+    """At most MAX_PER_ADDRESS connections from one address and MAX_CONNECTIONS in all: a
+    flood of idle ones (no key needed to open them) cannot take every descriptor."""
+    factory = service(app).factory()
+    held = [connect(factory, "198.51.100.25")[0] for _ in range(MAX_PER_ADDRESS)]
+    assert factory.buildProtocol(IPv4Address("TCP", "198.51.100.25", 1)) is None
+    held[0].connectionLost(Failure(ConnectionDone()))
+    held[0] = connect(factory, "198.51.100.25")[0]
+    assert held[0] is not None
+    others = [
+        connect(factory, f"203.0.113.{i // MAX_PER_ADDRESS}")[0]
+        for i in range(MAX_CONNECTIONS - MAX_PER_ADDRESS)
+    ]
+    assert None not in others
+    assert factory.buildProtocol(IPv4Address("TCP", "192.0.2.1", 1)) is None
+    registry = make_registry(app, process=False)
+    assert registry.get_sample_value("applianced_bouncer_connections_refused_total") == 2
+    for p in held:
+        p.connectionLost(Failure(ConnectionDone()))
+    assert connect(factory, "192.0.2.1")[0] is not None
