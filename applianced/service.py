@@ -225,13 +225,10 @@ def _metrics(config: Config, appliance: Appliance, reactor: Any) -> Service | No
     from applianced.metrics import KernelElements, MetricsService, make_registry
 
     # Its own registry, read at scrape time from the appliance's stats; the kernel's sets
-    # listed in a worker thread first, as status does.
-    kernel = KernelElements(appliance.enforcer)
+    # listed in a worker thread first, as status does (a recent listing reused).
+    kernel = KernelElements(appliance.enforcer, reactor, deferToThread)
     return MetricsService(
-        config.metrics,
-        make_registry(appliance, kernel=kernel),
-        reactor,
-        before=lambda: deferToThread(kernel.read),
+        config.metrics, make_registry(appliance, kernel=kernel), reactor, before=kernel.refresh
     )
 
 
