@@ -46,7 +46,7 @@ from applianced.decisions.lapi import Filters, QueryError, decision
 from applianced.decisions.stream import DecisionStream, Full, longest
 from applianced.health import Health
 from applianced.receiver.tls import ServerTLS, server_context
-from applianced.rules.decision import Ban
+from applianced.rules.decision import Ban, IPNetwork
 
 __all__ = ["DecisionService", "DecisionsResource", "Seen"]
 
@@ -134,27 +134,31 @@ class DecisionsResource(Resource):
         )
         request.setHeader(b"content-type", b"application/json")
         if request.postpath != [b"stream"]:
-            found = longest(b for b in self._candidates(filters) if filters.admits(b))
-            return _json([decision(b, now) for b in found] or None)
+            if filters.within is not None:
+                return _query(self._covering(filters.within), filters, now)
+            every = list(self.appliance.active.values())
+            return self._full(request, lambda: _query(every, filters, now))
         startup = args.get("startup", ["false"])[-1].lower() == "true"
         answer = self.stream.pull(bouncer, startup, filters, now)
         if not isinstance(answer, Full):
             return _json(answer)
-        if self.in_thread is None:
-            return _json(answer.build())
-        self._later(request, self.in_thread(lambda: _json(answer.build())))
-        return NOT_DONE_YET
+        return self._full(request, lambda: _json(answer.build()))
 
-    def _candidates(self, filters: Filters) -> Iterable[Ban]:
-        """The bans a query may select: with ``ip`` or ``range``, only those on it or on a
-        wider network holding it (a lookup per prefix and jail, whatever the number of bans);
-        else every active ban."""
-        book, within = self.appliance.active, filters.within
-        if within is None:
-            return book.values()
-        jails = list(self.appliance.engine.jails)
+    def _covering(self, within: IPNetwork) -> list[Ban]:
+        """The bans on ``within`` or on a wider network holding it: a lookup per prefix and
+        jail, whatever the number of bans."""
+        book, jails = self.appliance.active, list(self.appliance.engine.jails)
         wider = (within.supernet(new_prefix=p) for p in range(within.prefixlen + 1))
         return [b for net in wider for j in jails if (b := book.get((j, net))) is not None]
+
+    def _full(self, request: Request, build: Callable[[], bytes]) -> bytes | int:
+        """An answer that holds every ban (a snapshot taken by the caller): built in
+        ``in_thread`` when given, so the reactor keeps receiving (a startup pull of 100,000
+        bans takes seconds: README, Performance)."""
+        if self.in_thread is None:
+            return build()
+        self._later(request, self.in_thread(build))
+        return NOT_DONE_YET
 
     def _later(self, request: Request, body: Deferred[bytes]) -> None:
         """Answer ``request`` with ``body`` when it is built (not if the bouncer left)."""
@@ -191,6 +195,12 @@ class DecisionsResource(Resource):
 
 def _json(body: Any) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _query(bans: Iterable[Ban], filters: Filters, now: float) -> bytes:
+    """``GET /v1/decisions``'s answer: the decisions ``filters`` admit, one per network, or
+    null."""
+    return _json([decision(b, now) for b in longest(b for b in bans if filters.admits(b))] or None)
 
 
 class _BouncerRequest(Request):
