@@ -378,12 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"applianced: configuration error: {e}", file=sys.stderr)
         return 2
     except CannotListenError as e:
-        print(
-            f"applianced: cannot listen on {e.interface or '*'}:{e.port}: {e.socketError}. "
-            "Is another syslog daemon on that port? Ports below 1024 need root or "
-            "CAP_NET_BIND_SERVICE.",
-            file=sys.stderr,
-        )
+        print(f"applianced: {_cannot_listen(config, e)}", file=sys.stderr)
         return 1
     except ApplianceError as e:
         print(f"applianced: {e}", file=sys.stderr)
@@ -393,11 +388,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         "applianced {version} running: {jails}, listening on {listeners}, control socket {socket}",
         version=__version__,
         jails=plural(len(config.enabled_jails), "jail"),
-        listeners=", ".join(f"{c.transport}/{c.address}:{c.port}" for c in config.listeners),
+        listeners=", ".join(_endpoints(config)),
         socket=str(config.control_socket),
     )
     reactor.run()
     return 0
+
+
+def _endpoints(config: Config) -> list[str]:
+    """What the running line names: the listeners, the metrics and the decision stream."""
+    ends = [f"{c.transport}/{c.address}:{c.port}" for c in config.listeners]
+    if config.metrics.enabled:
+        ends.append(f"metrics http://{_host(config.metrics.address)}:{config.metrics.port}/metrics")
+    if (d := config.decisions) is not None:
+        scheme = "http" if d.tls is None else "https"
+        ends.append(f"decision stream {scheme}://{_host(d.address)}:{d.port}/")
+    return ends
+
+
+def _cannot_listen(config: Config, e: CannotListenError) -> str:
+    """A port the daemon could not bind, named with what it is for."""
+    port = int(e.port)
+    if config.decisions is not None and port == config.decisions.port:
+        what, held = "the decision stream, [decisions]", "another program"
+    elif config.metrics.enabled and port == config.metrics.port:
+        what, held = "the metrics, [metrics]", "another program"
+    else:
+        what, held = "a syslog listener", "another syslog daemon"
+    return (
+        f"cannot listen on {e.interface or '*'}:{port} ({what}): {e.socketError}. Is {held} "
+        f"on that port (`ss -ltnup 'sport = :{port}'`)? Ports below 1024 need root or "
+        "CAP_NET_BIND_SERVICE."
+    )
+
+
+def _host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
 
 
 def _install_signals(reactor: Any, reload: Reload) -> None:

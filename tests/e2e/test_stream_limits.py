@@ -41,6 +41,7 @@ def test_a_body_and_a_flood_of_connections_are_refused(tmp_path: Path) -> None:
             timeout=30,
         )
         key = json.loads(added.stdout)["api_key"]
+        assert f"decision stream http://127.0.0.1:{stream}/, control socket" in daemon.output
         with socket.create_connection(("127.0.0.1", stream)) as s:
             s.sendall(b"GET /v1/decisions HTTP/1.1\r\nHost: a\r\nContent-Length: 314572800\r\n\r\n")
             s.sendall(b"A" * 65536)
@@ -60,3 +61,22 @@ def test_a_body_and_a_flood_of_connections_are_refused(tmp_path: Path) -> None:
                 s.close()
     finally:
         daemon.stop()
+
+
+def test_a_busy_stream_port_is_named_as_the_streams(tmp_path: Path) -> None:
+    """The start's error names what the busy port is for (it asked whether another syslog
+    daemon held the decision stream's port)."""
+    stream = free_port()
+    (tmp_path / "appliance.toml").write_text(CONFIG.format(port=free_port(), stream=stream))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", stream))
+        busy.listen()
+        done = subprocess.run(
+            [str(BIN / "applianced"), "--config", str(tmp_path / "appliance.toml"), "--dry-run"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 1
+    assert (
+        f"applianced: cannot listen on 127.0.0.1:{stream} (the decision stream, [decisions]): "
+    ) in done.stderr
+    assert "syslog daemon" not in done.stderr
