@@ -9,7 +9,8 @@ twisted.web, over TLS unless on loopback (``[decisions]``, checked by ``conf/tab
 
 Every request carries a bouncer's key in ``X-Api-Key`` (``bouncers.KeyRing``); a missing or
 wrong key gets 403 ``{"message": "access forbidden"}`` and counts in the appliance's health
-(``bouncer_refused``, shown by status and the metrics). Before any key is read, the server
+(``bouncer_refused``, shown by status and the metrics), logged with its address at most once a
+minute. Before any key is read, the server
 holds at most ``MAX_CONNECTIONS`` connections, ``MAX_PER_ADDRESS`` from one address (the rest
 closed at once), and refuses a request body above ``MAX_BODY`` (bouncers send none) with 413
 before storing it (twisted.web would spool it to a temporary file); both count in
@@ -63,6 +64,7 @@ _PATHS: tuple[list[bytes], ...] = ([], [b"stream"])  # under /v1/decisions
 MAX_CONNECTIONS = 512
 MAX_PER_ADDRESS = 32
 MAX_BODY = 4096  # bytes; bouncers send GET and HEAD without a body
+_REFUSAL_LOG_EVERY = 60.0  # seconds between two lines about refused keys
 _TOO_LARGE = (
     b"HTTP/1.1 413 Content Too Large\r\nConnection: close\r\n"
     b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
@@ -99,6 +101,7 @@ class DecisionsResource(Resource):
         self.keys = keys
         self.stream = stream
         self.seen = seen
+        self._refusal_logged: float | None = None  # when a refusal was last logged
 
     def render_HEAD(self, request: Request) -> bytes:
         if request.postpath not in _PATHS:
@@ -128,9 +131,7 @@ class DecisionsResource(Resource):
         now = self.appliance.clock.seconds()
         self.appliance.health.bouncer_pulls += 1
         self.seen[bouncer] = Seen(
-            now,
-            getattr(request.getClientAddress(), "host", ""),
-            (request.getHeader(b"user-agent") or b"").decode("utf-8", "replace")[:200],
+            now, getattr(request.getClientAddress(), "host", ""), _agent(request)
         )
         request.setHeader(b"content-type", b"application/json")
         if request.postpath != [b"stream"]:
@@ -190,7 +191,30 @@ class DecisionsResource(Resource):
             request.setResponseCode(http.FORBIDDEN)
             request.setHeader(b"content-type", b"application/json")
             self.appliance.health.bouncer_refused += 1
+            self._log_refusal(request)
         return name
+
+    def _log_refusal(self, request: Request) -> None:
+        """Where a refused request came from, at most once a minute (a storm of them writes
+        no more)."""
+        now = self.appliance.clock.seconds()
+        if self._refusal_logged is not None and now - self._refusal_logged < _REFUSAL_LOG_EVERY:
+            return
+        self._refusal_logged = now
+        log.warn(
+            "decision stream: refused a request from {address} ({agent}): its X-Api-Key is "
+            "missing or not a registered bouncer's ({count} refused since start; this line at "
+            "most once a minute); `appliancectl bouncer list` shows the registered ones, "
+            "`bouncer add NAME` makes a key",
+            address=getattr(request.getClientAddress(), "host", "?"),
+            agent=_agent(request) or "no User-Agent",
+            count=self.appliance.health.bouncer_refused,
+        )
+
+
+def _agent(request: Request) -> str:
+    """The request's User-Agent (the bouncer's software and version), bounded."""
+    return (request.getHeader(b"user-agent") or b"").decode("utf-8", "replace")[:200]
 
 
 def _json(body: Any) -> bytes:

@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
@@ -82,6 +83,32 @@ def test_a_missing_or_wrong_key_is_refused_with_403_and_counted(app: Appliance) 
     registry = make_registry(app)
     assert registry.get_sample_value("applianced_bouncer_refused_total") == 4
     assert registry.get_sample_value("applianced_bouncer_pulls_total") == 0
+
+
+def test_refusals_are_logged_with_the_address_at_most_once_a_minute(app: Appliance) -> None:
+    """A bouncer with a removed or mistyped key: the operator reads where it pulls from and
+    what it is (it was only counted); a storm of them writes one line a minute."""
+    s = service(app)
+    add_bouncer(app.config.state_dir, "mx1")
+    clock: Any = app.clock
+    with capturedLogs() as events:
+        for _ in range(5):
+            get(s, request([b"stream"], "0" * 64))
+        clock.advance(59)
+        get(s, request([b"stream"], None))
+        clock.advance(1)
+        get(s, request([b"stream"], "nope"))
+    lines = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+    assert lines == [
+        "decision stream: refused a request from 198.51.100.25 "
+        "(crowdsec-firewall-bouncer/v0.0.25): its X-Api-Key is missing or not a registered "
+        "bouncer's (1 refused since start; this line at most once a minute); "
+        "`appliancectl bouncer list` shows the registered ones, `bouncer add NAME` makes a key",
+        "decision stream: refused a request from 198.51.100.25 "
+        "(crowdsec-firewall-bouncer/v0.0.25): its X-Api-Key is missing or not a registered "
+        "bouncer's (7 refused since start; this line at most once a minute); "
+        "`appliancectl bouncer list` shows the registered ones, `bouncer add NAME` makes a key",
+    ]
 
 
 def test_the_stream_and_the_query_for_a_registered_bouncer(app: Appliance) -> None:
