@@ -151,12 +151,7 @@ def make_service(
             conf, appliance.receive, stats, reactor, appliance.engine.gate
         ),
     )
-    supervisor = Supervisor(
-        SdNotifier.from_environ(),
-        reactor,
-        lambda: status_line(len(appliance.engine.jails), len(appliance.active), stats.received),
-        watchdog=watchdog_interval(),
-    )
+    supervisor = _supervisor(appliance, stats, reactor)
     reload = Reloader(
         config,
         appliance,
@@ -165,27 +160,15 @@ def make_service(
         then=(lambda new: levels.set(new.log_level)) if levels is not None else None,
     )
     decisions = _decisions(config, appliance, reactor)
-    control = UNIXServer(
-        str(config.control_socket),
-        ControlFactory(
-            Dispatcher(
-                appliance,
-                reload,
-                in_thread=deferToThread,
-                bouncers=decisions.bouncers if decisions is not None else None,
-            )
-        ),
-        mode=0o660,
-        wantPID=False,
-        reactor=reactor,
-    )
+    bouncers = decisions.bouncers if decisions is not None else None
+    dispatcher = Dispatcher(appliance, reload, in_thread=deferToThread, bouncers=bouncers)
     top = MultiService()
     # The pipeline's order: bans restored (and the cluster's adopted) before any listener opens.
     for child in (
         ApplianceService(appliance),
         replicator,
         listeners,
-        control,
+        _control(config, dispatcher, reactor),
         _metrics(config, appliance, reactor),
         decisions,
         SystemdService(supervisor, reactor, reload),
@@ -193,6 +176,27 @@ def make_service(
         if child is not None:
             child.setServiceParent(top)
     return top, appliance
+
+
+def _supervisor(appliance: Appliance, stats: ReceiverStats, reactor: Any) -> Supervisor:
+    """systemd's notifications: ready, reloading, the STATUS= line, the watchdog."""
+    return Supervisor(
+        SdNotifier.from_environ(),
+        reactor,
+        lambda: status_line(len(appliance.engine.jails), len(appliance.active), stats.received),
+        watchdog=watchdog_interval(),
+    )
+
+
+def _control(config: Config, dispatcher: Dispatcher, reactor: Any) -> UNIXServer:
+    """The control socket appliancectl talks to (group-writable: the applianced group)."""
+    return UNIXServer(
+        str(config.control_socket),
+        ControlFactory(dispatcher),
+        mode=0o660,
+        wantPID=False,
+        reactor=reactor,
+    )
 
 
 def _replicator(
