@@ -1,7 +1,8 @@
 """Where things are, known without the config loader: the config file the daemon and
 ``appliancectl`` read (``config_path``), and the control socket a config file names
-(``control_socket``). The loader (``conf/load.py``) uses the same defaults; ``appliancectl``'s
-online verbs call ``control_socket`` so that they load neither the filters nor the rest.
+(``control_socket``), and the file's TOML read alone (``read_toml``, also for ``jailvalues.py``).
+The loader (``conf/load.py``) uses the same defaults; ``appliancectl``'s online verbs call
+``control_socket`` so that they load neither the filters nor the rest.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
+from typing import Any
 
 from applianced.errors import ConfigError
 
@@ -34,14 +36,7 @@ def control_socket(path: Path) -> Path:
     """``[daemon] control_socket`` of the config file at ``path`` (relative to its directory),
     read alone: a daemon running an older config still answers when the file has since been
     edited into one the loader refuses (``appliancectl check`` says why)."""
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(path, "", "file not found; pass --config PATH") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(path, "", f"cannot read the file: {e}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(path, "", f"not valid TOML: {e}") from None
+    raw = read_toml(path)
     daemon = raw.get("daemon", {})
     if not isinstance(daemon, dict):
         raise ConfigError(path, "daemon", "must be a table ([daemon])")
@@ -50,3 +45,16 @@ def control_socket(path: Path) -> Path:
         raise ConfigError(path, "daemon.control_socket", f"must be a path, not {value!r}")
     socket = Path(value)
     return socket if socket.is_absolute() else (path.parent / socket).resolve()
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The config file at ``path`` as TOML, for the readers that skip the loader (the control
+    socket's path, ``jail get``); ConfigError for a file missing, unreadable or not TOML."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(path, "", "file not found; pass --config PATH") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(path, "", f"cannot read the file: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(path, "", f"not valid TOML: {e}") from None
