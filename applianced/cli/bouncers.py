@@ -27,6 +27,8 @@ def cmd_bouncer(args: argparse.Namespace) -> None:
     config = _config(args)
     if args.action != "list" and not args.name:
         raise CliError(f"bouncer {args.action} needs a NAME", EXIT_USAGE)
+    if args.action == "list" and args.name:
+        raise CliError("bouncer list takes no NAME: it lists every bouncer", EXIT_USAGE)
     try:
         if args.action == "add":
             key = add_bouncer(config.state_dir, args.name)
@@ -53,10 +55,14 @@ def _added(d: dict[str, str], config: Config) -> None:
     if config.decisions is None:
         print("No [decisions] table in the config yet: the stream is off until you add one.")
         return
-    scheme = "https" if config.decisions.tls is not None else "http"
+    stream = config.decisions
+    if stream.tls is None:  # plain HTTP is only on loopback: the bouncer runs on this host
+        scheme, host = "http", f"[{stream.address}]" if ":" in stream.address else stream.address
+    else:  # a name or address the certificate holds
+        scheme, host = "https", "THIS-APPLIANCE"
     print(
         "In the bouncer's config (crowdsec-firewall-bouncer.yaml):\n"
-        f"  api_url: {scheme}://THIS-APPLIANCE:{config.decisions.port}/\n"
+        f"  api_url: {scheme}://{host}:{stream.port}/\n"
         f"  api_key: {d['api_key']}"
     )
 
