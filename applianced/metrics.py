@@ -16,7 +16,7 @@ says the listing's age.
 twisted.web are a tenth of a second of start-up), builds the registry (its own
 ``CollectorRegistry``, never the global one, so that tests and several appliances in one process
 stay apart) and starts ``MetricsService``: ``GET /metrics`` on ``address:port`` (loopback by
-default).
+default), through ``weblimits.py``'s caps on connections and request bodies.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from applianced import __version__
 from applianced.rules.decision import BanKind
+from applianced.weblimits import Capped, QuietSite
 
 if TYPE_CHECKING:
     from applianced.appliance import Appliance
@@ -476,15 +477,6 @@ class MetricsResource(Resource):
         return NOT_DONE_YET
 
 
-class _QuietSite(Site):
-    """No access log: Prometheus scrapes every few seconds, the journal needs none of it."""
-
-    noisy = False
-
-    def log(self, request: http.Request) -> None:
-        pass
-
-
 class MetricsService(Service):
     """Listens on ``[metrics] address:port`` (TCP) while running; started after the control
     socket, so a busy port stops the daemon at start with a clear error."""
@@ -505,11 +497,13 @@ class MetricsService(Service):
     def site(self) -> Site:
         root = Resource()
         root.putChild(b"metrics", MetricsResource(self.registry, self.before))
-        return _QuietSite(root)
+        return QuietSite(root, self.reactor, lambda: None)
 
     def startService(self) -> None:
-        """Bind; raises CannotListenError."""
-        self.port = self.reactor.listenTCP(self.conf.port, self.site(), interface=self.conf.address)
+        """Bind (within weblimits' connection caps); raises CannotListenError."""
+        self.port = self.reactor.listenTCP(
+            self.conf.port, Capped(self.site(), lambda: None), interface=self.conf.address
+        )
         super().startService()
 
     def stopService(self) -> Deferred[None] | None:

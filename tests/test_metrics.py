@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 
@@ -43,6 +43,7 @@ from applianced.rules.decision import Ban
 from applianced.service import make_service
 from applianced.store.sqlite import SqliteOffenderStore
 from applianced.testing import MemoryEnforcer
+from applianced.weblimits import MAX_PER_ADDRESS
 from tests.helpers import config, jail_conf, message, ssh_failure
 
 T0 = 1_800_000_000.0
@@ -386,12 +387,33 @@ def test_service_listens_on_the_configured_address_only(tmp_path: Path) -> None:
     registry = CollectorRegistry()
     service = MetricsService(MetricsConf(True, "127.0.0.1", 9515), registry, reactor)
     service.startService()
-    [(port, site, _, interface)] = reactor.tcpServers
+    [(port, factory, _, interface)] = reactor.tcpServers
     assert (port, interface) == (9515, "127.0.0.1")
-    root = site.resource  # type: ignore[attr-defined]
+    root = factory.wrappedFactory.resource  # type: ignore[attr-defined]
     assert isinstance(root.getStaticEntity(b"metrics"), MetricsResource)
     service.stopService()
     assert service.port is None
+
+
+def test_the_endpoint_refuses_a_body_and_caps_connections() -> None:
+    """As the decision stream (weblimits.py): a request body is refused with 413 before it is
+    read (twisted.web spooled any size to a temporary file), and one address holds at most
+    MAX_PER_ADDRESS connections."""
+    reactor = MemoryReactorClock()  # type: ignore[no-untyped-call]
+    service = MetricsService(MetricsConf(True, "127.0.0.1", 9515), CollectorRegistry(), reactor)
+    service.startService()
+    [(_, factory, _, _)] = reactor.tcpServers
+    peer = IPv4Address("TCP", "127.0.0.1", 40000)
+    held = []
+    for _ in range(MAX_PER_ADDRESS):
+        protocol = factory.buildProtocol(peer)
+        transport = StringTransport(peerAddress=peer)
+        protocol.makeConnection(transport)
+        held.append(transport)
+    assert factory.buildProtocol(peer) is None
+    protocol.dataReceived(b"GET /metrics HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999\r\n\r\n")
+    assert held[-1].value().startswith(b"HTTP/1.1 413 Content Too Large\r\n")
+    assert held[-1].disconnecting
 
 
 def _service_names(tmp_path: Path, conf: Config) -> list[str]:

@@ -10,11 +10,8 @@ twisted.web, over TLS unless on loopback (``[decisions]``, checked by ``conf/tab
 Every request carries a bouncer's key in ``X-Api-Key`` (``bouncers.KeyRing``); a missing or
 wrong key gets 403 ``{"message": "access forbidden"}`` and counts in the appliance's health
 (``bouncer_refused``, shown by status and the metrics), logged with its address at most once a
-minute. Before any key is read, the server
-holds at most ``MAX_CONNECTIONS`` connections, ``MAX_PER_ADDRESS`` from one address (the rest
-closed at once), and refuses a request body above ``MAX_BODY`` (bouncers send none) with 413
-before storing it (twisted.web would spool it to a temporary file); both count in
-``bouncer_connections_refused``. twisted.web closes a connection idle for a minute.
+minute. Before any key is read, ``weblimits.py`` caps the connections and refuses request
+bodies; each refusal counts in ``bouncer_connections_refused``.
 
 Each bouncer's last pull, address and User-Agent (``crowdsec-firewall-bouncer/v0.0.25``) are
 kept in memory for ``bouncer list``. ``service.py`` builds ``DecisionService``; ``control.py``
@@ -24,16 +21,14 @@ reads ``seen``.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IAddress, IListeningPort
+from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
-from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.web import http
@@ -45,9 +40,9 @@ from applianced.bouncers import BouncerError, KeyRing
 from applianced.conf.schema import DecisionsConf
 from applianced.decisions.lapi import Filters, QueryError, decision
 from applianced.decisions.stream import DecisionStream, Full, longest
-from applianced.health import Health
 from applianced.receiver.tls import ServerTLS, server_context
 from applianced.rules.decision import Ban, IPNetwork
+from applianced.weblimits import Capped, QuietSite
 
 __all__ = ["DecisionService", "DecisionsResource", "Seen"]
 
@@ -58,12 +53,6 @@ InThread = Callable[[Callable[[], bytes]], Deferred[bytes]]  # deferToThread's s
 _FORBIDDEN = json.dumps({"message": "access forbidden"}).encode()
 _NOT_FOUND = json.dumps({"message": "not found"}).encode()
 _PATHS: tuple[list[bytes], ...] = ([], [b"stream"])  # under /v1/decisions
-# A bouncer keeps one connection open (an nginx or HAProxy one, one per worker): room for a
-# few hundred mail hosts, while a flood of idle connections cannot take the descriptors the
-# syslog listeners and the control socket need.
-MAX_CONNECTIONS = 512
-MAX_PER_ADDRESS = 32
-MAX_BODY = 4096  # bytes; bouncers send GET and HEAD without a body
 _REFUSAL_LOG_EVERY = 60.0  # seconds between two lines about refused keys
 _TOO_LARGE = (
     b"HTTP/1.1 413 Content Too Large\r\nConnection: close\r\n"
@@ -227,78 +216,6 @@ def _query(bans: Iterable[Ban], filters: Filters, now: float) -> bytes:
     return _json([decision(b, now) for b in longest(b for b in bans if filters.admits(b))] or None)
 
 
-class _BouncerRequest(Request):
-    """A request whose body (none from a bouncer) above ``MAX_BODY``, or of unknown length
-    (chunked), is refused with 413 and its connection closed; what still arrives is dropped
-    and the request never rendered."""
-
-    refused = False
-
-    def gotLength(self, length: int | None) -> None:
-        if length is not None and length <= MAX_BODY:
-            super().gotLength(length)
-            return
-        self.refused = True
-        channel: Any = self.channel  # an HTTPChannel of a _QuietSite
-        channel.site.health.bouncer_connections_refused += 1
-        body = json.dumps({"message": f"a request body is refused above {MAX_BODY} bytes"})
-        channel.transport.write(_TOO_LARGE % (len(body), body.encode()))
-        channel.loseConnection()
-
-    def handleContentChunk(self, data: bytes) -> None:
-        if not self.refused:
-            super().handleContentChunk(data)
-
-    def process(self) -> None:
-        if not self.refused:
-            super().process()
-
-
-class _QuietSite(Site):
-    """No access log: each bouncer polls every few seconds."""
-
-    noisy = False
-
-    def __init__(self, resource: Resource, health: Health, reactor: Any) -> None:
-        super().__init__(resource, requestFactory=_BouncerRequest, reactor=reactor)
-        self.health = health
-
-    def log(self, request: http.Request) -> None:
-        pass
-
-
-class _Capped(WrappingFactory):
-    """At most ``MAX_CONNECTIONS`` connections, ``MAX_PER_ADDRESS`` from one address: past
-    either, a new one is closed at once and counted."""
-
-    def __init__(self, wrapped: Any, health: Health) -> None:
-        super().__init__(wrapped)
-        self.health = health
-        self.hosts: dict[ProtocolWrapper, str] = {}
-        self.per_host: Counter[str] = Counter()
-
-    # None closes the connection at once (twisted's Factory allows it; WrappingFactory's
-    # annotation does not say so).
-    def buildProtocol(self, addr: IAddress | None) -> ProtocolWrapper | None:  # type: ignore[override]
-        host = getattr(addr, "host", "")
-        if len(self.hosts) >= MAX_CONNECTIONS or self.per_host[host] >= MAX_PER_ADDRESS:
-            self.health.bouncer_connections_refused += 1
-            return None
-        protocol = super().buildProtocol(addr)
-        if protocol is not None:
-            self.hosts[protocol] = host
-            self.per_host[host] += 1
-        return protocol
-
-    def unregisterProtocol(self, p: ProtocolWrapper) -> None:
-        super().unregisterProtocol(p)
-        host = self.hosts.pop(p, None)
-        if host is not None:
-            self.per_host[host] -= 1
-            if not self.per_host[host]:
-                del self.per_host[host]
-
-
 class DecisionService(Service):
     """Listens on ``[decisions] address:port`` while running (TLS with a certificate)."""
 
@@ -324,15 +241,17 @@ class DecisionService(Service):
         v1 = Resource()
         root.putChild(b"v1", v1)
         v1.putChild(b"decisions", self.resource)
-        return _QuietSite(root, self.health, self.reactor)
+        return QuietSite(root, self.reactor, self._refused)
 
-    def factory(self) -> WrappingFactory:
-        """What listens: the site, within TLS when configured, within the connection caps
-        (outermost, so that a TLS handshake holds a place too)."""
+    def factory(self) -> Capped:
+        """What listens: the site, within TLS when configured, within the connection caps."""
         factory: Any = self.site()
         if self.conf.tls is not None:
             factory = TLSMemoryBIOFactory(ServerTLS(server_context(self.conf.tls)), False, factory)
-        return _Capped(factory, self.health)
+        return Capped(factory, self._refused)
+
+    def _refused(self) -> None:
+        self.health.bouncer_connections_refused += 1
 
     def startService(self) -> None:
         """Bind; raises CannotListenError (or TLSFileError for files gone since the check)."""

@@ -25,10 +25,11 @@ from applianced.appliance import Appliance
 from applianced.bouncers import KeyRing, add_bouncer, remove_bouncer
 from applianced.conf.schema import DecisionsConf
 from applianced.control import Dispatcher
-from applianced.decisions.server import MAX_CONNECTIONS, MAX_PER_ADDRESS, DecisionService
+from applianced.decisions.server import DecisionService
 from applianced.metrics import make_registry
 from applianced.store.sqlite import SqliteOffenderStore
 from applianced.testing import MemoryEnforcer
+from applianced.weblimits import MAX_CONNECTIONS, MAX_PER_ADDRESS
 from tests.helpers import config
 
 T0 = 1_800_000_000.0

@@ -10,7 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from applianced.decisions.server import MAX_PER_ADDRESS
+from applianced.weblimits import MAX_PER_ADDRESS
 from tests.e2e.daemon import BIN, LOOPBACK_UDP, SSHD_JAIL, Daemon, free_port
 
 CONFIG = LOOPBACK_UDP + SSHD_JAIL + '\n[decisions]\naddress = "127.0.0.1"\nport = {stream}\n'
