@@ -38,6 +38,9 @@ from applianced.health import Health
 from applianced.hostnames import HostLookups, Resolver
 from applianced.latency import LatencyHistogram
 from applianced.receiver.edge import ReceiverStats
+from applianced.receiver.senders import SenderBook
+from applianced.reconcile import InThread, Reconciler
+from applianced.recovery import adopted_rows
 from applianced.restore import gc_paused, restorable
 from applianced.rules.decision import (
     Ban,
@@ -51,8 +54,10 @@ from applianced.rules.decision import (
 from applianced.rules.engine import CountedFailure, Engine
 from applianced.rules.jail import Jail, decide, jail_filter
 from applianced.rules.message import SyslogMessage
+from applianced.silence import SilenceWatch
 from applianced.stats import Stats, jail_figures
 from applianced.store.base import BanRow, OffenderStore, ban_from_row
+from applianced.storewrites import StoreWrites
 from applianced.units import plural
 
 __all__ = ["Appliance", "RequestError"]
@@ -80,9 +85,13 @@ class Appliance:
         notifier: BanNotifier | None = None,
         engine: Engine | None = None,
         cluster: Callable[[], dict[str, Any]] | None = None,
+        in_thread: InThread | None = None,
+        senders: SenderBook | None = None,
     ) -> None:
         """``engine``: one with its cluster hook (a fresh one without); ``cluster``: the
-        replicator's status, shown by status (cluster mode)."""
+        replicator's status, shown by status (cluster mode); ``in_thread``: runs the
+        reconcile's kernel listings off the reactor thread (inline without); ``senders``: the
+        book the listeners count in (the engine counts its unmatched messages there)."""
         self.config = config
         self.store = store
         self.enforcer = enforcer
@@ -91,9 +100,12 @@ class Appliance:
         self.receiver_stats = receiver_stats or ReceiverStats()
         self.rng = rng or random.Random()
         self.notifier = notifier  # told of NEW bans only (not restored ones); it only queues
-        self.engine = engine if engine is not None else Engine()
+        self.senders = senders if senders is not None else SenderBook()
+        self.engine = engine if engine is not None else Engine(on_unmatched=self.senders.unmatched)
+        self._silence = SilenceWatch(clock, self.senders, notifier)
         self.health = Health()
         self.batcher = Batcher(enforcer, clock, self.health, self._wanted)
+        self._writes = StoreWrites(store, clock, self.health)
         self._lookups = (
             None if resolver is None else HostLookups(resolver, self.health, self._found)
         )
@@ -107,6 +119,16 @@ class Appliance:
         self._lines = BanLines(clock)
         self._found_lines = FoundLines(clock)
         self._expiry = ExpiryTimer(clock, self.active.next_expiry, self._expire)
+        self._reconcile = Reconciler(
+            clock,
+            enforcer,
+            self.active,
+            self._resync,
+            self.batcher.refused,
+            self.health,
+            config.enforcement.reconcile_interval,
+            in_thread,
+        )
         self.started_at = clock.seconds()
         self.cluster = cluster
 
@@ -121,7 +143,11 @@ class Appliance:
     def _start(self) -> None:
         now = self.clock.seconds()
         self._install_jails(self.config)
-        active = self._restore(restorable(self.store, self.engine.jails, now), now)
+        rows = restorable(self.store, self.engine.jails, now, self._writes.end)
+        elements = self.enforcer.elements(now)
+        recovered = adopted_rows(elements, rows, self.store.last_ends, self._writes.record, now)
+        self.health.recovered += len(recovered)
+        active = self._restore([*rows, *recovered], now)
         log.info(
             "restored {bans} into the {backend} backend",
             count=len(active),
@@ -129,6 +155,8 @@ class Appliance:
             backend=self.enforcer.name,
         )
         self._expiry.schedule()
+        self._reconcile.start()
+        self._silence.watch(self.config.sender_silence, self.config.allowed_hosts)
 
     def _restore(self, rows: Sequence[BanRow], now: float) -> list[Ban]:
         """Put the active bans in the enforcer and in the book; returns them."""
@@ -136,6 +164,17 @@ class Appliance:
             lambda: self._track(rows),
             lambda: [Restored(jail, net, ends) for jail, net, _, ends, _, _ in rows],
             now,
+        )
+
+    def _resync(self) -> None:
+        """The reconcile's repair: the table set up again (a deleted one is made anew), then
+        the book restored into it."""
+        self.enforcer.setup([JailRules.of(j) for j in self.config.enabled_jails])
+        bans = list(self.active.values())
+        self.batcher.restore(
+            lambda: bans,
+            lambda: [Restored(b.jail, str(b.network), b.expires_at) for b in bans],
+            self.clock.seconds(),
         )
 
     def _track(self, rows: Sequence[BanRow]) -> list[Ban]:
@@ -148,11 +187,14 @@ class Appliance:
         if self._flush_call is not None and self._flush_call.active():
             self._flush_call.cancel()
         self._expiry.stop()
+        self._silence.stop()
+        self._reconcile.stop()
         self.batcher.stop()
         if self.notifier is not None:
             self.notifier.stop()
         if self._pending:
             self._flush()
+        self._writes.stop()
         self._lines.close()
         self._found_lines.close()
         if self.config.enforcement.on_stop == "flush":
@@ -188,12 +230,41 @@ class Appliance:
 
     def reload(self, config: Config) -> None:
         """Switch to ``config``: new jails start, removed jails stop (their bans leave the
-        enforcer, their history stays), kept jails keep their windows and bans."""
+        enforcer, their history stays), kept jails keep their windows and bans. A jail that
+        starts enforces the store's active bans of its name (a jail disabled then enabled
+        again; in cluster mode, the cluster's bans this appliance holds for it)."""
+        before = set(self.engine.jails)
         self.config = config
         self._install_jails(config)
         if self.notifier is not None:
             self.notifier.reconfigure(config)
         self.active.keep_jails(self.engine.jails)
+        self._silence.watch(config.sender_silence, config.allowed_hosts)
+        started = set(self.engine.jails) - before
+        if started:
+            self._enforce_stored(started)
+        self._reconcile.interval = config.enforcement.reconcile_interval
+        self._reconcile.start()
+        self._reconcile.check()
+
+    def _enforce_stored(self, jails: set[str]) -> None:
+        """The store's active bans of ``jails`` into the book and the enforcer."""
+        now = self.clock.seconds()
+        try:
+            rows = restorable(self.store, jails, now, self._writes.end)
+        except StoreError as e:
+            self._store_failed(e)
+            return
+        bans = [ban_from_row(r) for r in rows]
+        self.active.add(bans)
+        if bans:
+            self.batcher.send(bans, ())
+            log.info(
+                "{count} active bans of the jails enabled again ({jails}) are enforced",
+                count=len(bans),
+                jails=", ".join(sorted(jails)),
+            )
+        self._expiry.schedule()
 
     def _install_jails(self, config: Config) -> None:
         # An allowed sender is protected, but "any sender" (a /0) must not protect everyone.
@@ -259,9 +330,10 @@ class Appliance:
     ) -> list[Ban]:
         """Enforce, then record, then report. The kernel goes first because the attacker is
         still knocking: the store's commit (a few ms for a storm's batch, its lines included)
-        is not on the path to the drop. Nothing is reported (logged,
-        listed, mailed) before the store holds it; a crash in the millisecond between the two
-        loses that turn's bans, and the next start's reconcile removes them from the kernel.
+        is not on the path to the drop. Nothing is reported (logged, listed, mailed) before
+        the store write is made or, refused, kept for its retry (``storewrites.py``); a crash
+        in the millisecond between the two leaves bans only the kernel holds, which the next
+        start adopts (``recovery.py``).
         ``measure``: the decisions come from messages; their latency goes to ``ban_latency``,
         and their log lines count against the per-second budget (an operator's ban is always
         logged).
@@ -270,10 +342,9 @@ class Appliance:
         replaced = [self.active[k] for b in bans if (k := (b.jail, b.network)) in self.active]
         if self.batcher.send(bans, replaced) and measure:
             self.ban_latency.observe_bans(self.clock.seconds(), decisions)
-        try:
-            self.store.record_bans(decisions, share=share)
-        except StoreError as e:
-            self._store_failed(e)
+        if measure:
+            self.senders.led_to_bans(d.lines for d in decisions)
+        self._writes.record(decisions, share)
         now = self.clock.seconds()
         self.active.add(bans)
         self._lines.banned(bans, [d.deciding_line for d in decisions], now, budgeted=measure)
@@ -293,11 +364,12 @@ class Appliance:
         return self.active.get((ban.jail, ban.network)) == ban
 
     def _store_failed(self, error: StoreError) -> None:
+        """A read of the store failed (writes are ``StoreWrites``'): counted and logged."""
         self.health.store_errors += 1
         self.health.last_error = f"store: {error}"
         log.error(
-            "the offenders store failed; the ban is enforced but may not survive a "
-            "restart: {error}",
+            "reading the offenders store failed; repeat counts and a jail's stored bans "
+            "are missing from this decision: {error}",
             error=str(error),
         )
 
@@ -335,11 +407,7 @@ class Appliance:
             self.health.expired_total += len(due)
 
     def _end(self, bans: Sequence[Ban], reason: str, share: bool = True) -> None:
-        now = self.clock.seconds()
-        try:
-            self.store.end_bans(bans, now, reason, share=share)
-        except StoreError as e:
-            self._store_failed(e)
+        self._writes.end(bans, self.clock.seconds(), reason, share)
         self._lines.ended(bans, reason)
         self.batcher.send((), bans)
 
@@ -434,4 +502,7 @@ class Appliance:
             latency_sum=self.ban_latency.sum,
             notify=self.notifier.status() if self.notifier is not None else None,
             cluster=self.cluster() if self.cluster is not None else None,
+            senders=self.senders.snapshot(),
+            senders_other=replace(self.senders.other),
+            senders_dropped=self.senders.dropped,
         )

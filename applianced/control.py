@@ -129,6 +129,7 @@ class Dispatcher:
             "blacklist_remove": _Verb(self.blacklist_remove, target, jail),
             "blacklist_list": _Verb(self.blacklist_list, optional=jail),
             "why": _Verb(lambda a: views.why(appliance, a["target"]), target),
+            "senders": _Verb(lambda a: views.senders(appliance)),
             "flush": _Verb(
                 lambda a: [ban_json(b, self._now()) for b in appliance.flush(a.get("jail"))],
                 optional=jail,

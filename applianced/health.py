@@ -15,7 +15,14 @@ __all__ = ["Health"]
 
 @dataclass(slots=True)
 class Health:
-    store_errors: int = 0
+    store_errors: int = 0  # writes (and reads) the offenders store refused
+    store_failing: bool = False  # the last write was refused; rows wait for the retry
+    store_pending: int = 0  # rows (bans, ends) waiting in memory for the store
+    store_dropped: int = 0  # rows dropped while waiting (beyond the limit)
+    recovered: int = 0  # kernel elements the store lacked, adopted at start
+    reconcile_repairs: int = 0  # times the kernel's sets were found drifted and restored
+    reconcile_missing: int = 0  # bans the kernel had lost, put back by those repairs
+    reconcile_unknown: int = 0  # elements no ban accounted for, removed by those repairs
     enforcement_errors: int = 0
     last_error: str | None = None
     unapplied: int = 0  # bans and unbans of refused batches, waiting for their retry

@@ -24,6 +24,7 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -83,6 +84,7 @@ class ApplianceCollector:
         yield from _bans(app)
         yield from _health(app)
         yield from _notify_and_cluster(app)
+        yield from _senders(app)
 
 
 def _build_info() -> Metric:
@@ -264,6 +266,36 @@ def _health(app: Stats) -> Iterator[Metric]:
     yield _counter(
         "applianced_store_errors", "Failed writes to the offenders store.", h.store_errors
     )
+    yield GaugeMetricFamily(
+        "applianced_store_pending",
+        "Rows (bans, ends) waiting in memory for the offenders store to accept writes.",
+        value=h.store_pending,
+    )
+    yield _counter(
+        "applianced_store_dropped",
+        "Rows dropped while waiting for the offenders store (their bans stay enforced).",
+        h.store_dropped,
+    )
+    yield _counter(
+        "applianced_reconcile_repairs",
+        "Times the kernel's sets were found drifted from the active bans and restored.",
+        h.reconcile_repairs,
+    )
+    yield _counter(
+        "applianced_reconcile_missing",
+        "Bans the kernel had lost (a set flushed by another tool), put back by a reconcile.",
+        h.reconcile_missing,
+    )
+    yield _counter(
+        "applianced_reconcile_unknown",
+        "Kernel elements no active ban accounted for, removed by a reconcile.",
+        h.reconcile_unknown,
+    )
+    yield _counter(
+        "applianced_recovered_bans",
+        "Kernel elements the offenders store lacked, adopted at start.",
+        h.recovered,
+    )
     yield _counter("applianced_unbans", "Bans lifted by unban or flush.", h.unbans_total)
     yield _counter("applianced_expired_bans", "Bans that expired.", h.expired_total)
     yield _counter(
@@ -340,6 +372,49 @@ def _notify_and_cluster(app: Stats) -> Iterator[Metric]:
             "Bans and unbans received from the cluster and applied here.",
             cluster["adopted"],
         )
+
+
+# Senders with a label of their own in the per-sender families: the watched ones first, then
+# those with the most messages; the others are summed under sender="other".
+METRIC_SENDERS = 50
+
+
+def _senders(app: Stats) -> Iterator[Metric]:
+    """Each sender's figures (label cardinality capped at METRIC_SENDERS, the rest in
+    "other"), and 1 for each watched sender silent now (sender_silence), 0 for the others."""
+    ranked = sorted(app.senders, key=lambda s: (s.silence is None, -s.messages))
+    other = replace(app.senders_other)
+    for sender in ranked[METRIC_SENDERS:]:
+        other.add(sender)
+    shown = [*ranked[:METRIC_SENDERS], other]
+    for field, doc in (
+        ("messages", "Messages received from each syslog sender."),
+        ("parse_errors", "Unparsable messages from each syslog sender."),
+        ("unmatched", "Messages of each sender that reached a jail and matched no failregex."),
+        ("bans", "Bans decided on failures that include a message of each sender."),
+    ):
+        family = CounterMetricFamily(f"applianced_sender_{field}", doc, labels=["sender"])
+        for sender in shown:
+            family.add_metric([sender.address], getattr(sender, field))
+        yield family
+    seen = GaugeMetricFamily(
+        "applianced_sender_last_seen_timestamp_seconds",
+        "When each syslog sender's last message arrived (POSIX seconds); none before its first.",
+        labels=["sender"],
+    )
+    for sender in shown:
+        if sender.last_seen is not None:
+            seen.add_metric([sender.address], sender.last_seen)
+    yield seen
+    silent = GaugeMetricFamily(
+        "applianced_sender_silent",
+        "1 while a watched syslog sender (sender_silence) has sent nothing for its silence.",
+        labels=["sender"],
+    )
+    for sender in app.senders:
+        if sender.silence is not None:
+            silent.add_metric([sender.address], int(sender.silent_since is not None))
+    yield silent
 
 
 def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:

@@ -9,11 +9,12 @@ beyond what the kernel takes.
 from __future__ import annotations
 
 import gc
-from collections.abc import Container, Iterator
+from collections.abc import Callable, Container, Iterator, Sequence
 from contextlib import contextmanager
 
 from twisted.logger import Logger
 
+from applianced.rules.decision import Ban
 from applianced.store.base import BanRow, OffenderStore
 from applianced.units import MAX_BAN_SECONDS, plural
 
@@ -22,11 +23,17 @@ __all__ = ["gc_paused", "restorable"]
 log = Logger()
 
 
-def restorable(store: OffenderStore, jails: Container[str], now: float) -> list[BanRow]:
-    """End the bans that expired by ``now``; the active ones of ``jails``, within the limit."""
+def restorable(
+    store: OffenderStore,
+    jails: Container[str],
+    now: float,
+    end: Callable[[Sequence[Ban], float, str], None],
+) -> list[BanRow]:
+    """End the bans that expired by ``now`` (through ``end``, the Appliance's writes); the
+    active ones of ``jails``, within the limit."""
     due = store.due_expiries(now)
     if due:
-        store.end_bans(due, now, "expired")
+        end(due, now, "expired")
         log.info(
             "{bans} expired while the appliance was down",
             count=len(due),

@@ -45,12 +45,13 @@ from applianced.hostnames import resolve
 from applianced.logs import FORMATS, LEVELS, LevelFilter, log_observer
 from applianced.receiver.edge import ReceiverStats
 from applianced.receiver.listeners import Listeners, ListenerService
+from applianced.receiver.senders import SenderBook
 from applianced.reloader import Reload, Reloader
 from applianced.rules.decision import IPAddress, IPNetwork
 from applianced.rules.engine import Engine
 from applianced.sdnotify import SdNotifier, Supervisor, watchdog_interval
 from applianced.stats import status_line
-from applianced.store.sqlite import SqliteOffenderStore
+from applianced.store.sqlite import STORE_FILE, SqliteOffenderStore
 from applianced.units import plural
 
 __all__ = ["main", "make_service"]
@@ -60,8 +61,6 @@ if TYPE_CHECKING:
     from applianced.decisions.server import DecisionService
 
 log = Logger()
-
-STORE_FILE = "offenders.sqlite"
 
 
 class ApplianceService(Service):
@@ -128,6 +127,7 @@ def make_service(
     share = cluster and config.state.share_failures
     store = _store(config, journal=cluster)
     stats = ReceiverStats()
+    senders = SenderBook()  # each sender's figures, every listener's; the silence alarm's
     # The replicator and the appliance call each other: the replicator is built first, and its
     # callbacks reach the appliance built next.
     replicator = _replicator(config, store, reactor, lambda: appliance, share) if cluster else None
@@ -140,15 +140,20 @@ def make_service(
         stats,
         resolver=resolve,
         notifier=make_notifier(config, reactor),
-        engine=Engine(on_failure=replicator.share if replicator and share else None),
+        engine=Engine(
+            on_failure=replicator.share if replicator and share else None,
+            on_unmatched=senders.unmatched,
+        ),
         cluster=replicator.status if replicator else None,
+        in_thread=deferToThread,
+        senders=senders,
     )
     listeners = Listeners(
         config.listeners,
         # The engine's routing gate: a message no jail can match is counted and dropped unparsed.
         # The engine lives as long as the process (a reload swaps its jails, not the engine).
         lambda conf: ListenerService(
-            conf, appliance.receive, stats, reactor, appliance.engine.gate
+            conf, appliance.receive, stats, reactor, appliance.engine.gate, senders
         ),
     )
     supervisor = _supervisor(appliance, stats, reactor)

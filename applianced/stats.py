@@ -9,11 +9,12 @@ holds figures of one instant while the reactor keeps counting.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from applianced.health import Health
 from applianced.receiver.edge import ReceiverStats
+from applianced.receiver.senders import OTHER, Sender
 from applianced.rules.decision import Ban
 from applianced.rules.jail import Jail
 from applianced.units import plural
@@ -51,6 +52,10 @@ class Stats:
     latency_sum: float
     notify: dict[str, Any] | None
     cluster: dict[str, Any] | None
+    # Every tracked sender (the watched ones first), and the bucket of those dropped from it.
+    senders: tuple[Sender, ...] = ()
+    senders_other: Sender = field(default_factory=lambda: Sender(OTHER))
+    senders_dropped: int = 0  # how many senders the bucket holds
 
 
 def jail_figures(jails: Mapping[str, Jail], active: Iterable[Ban]) -> dict[str, JailFigures]:

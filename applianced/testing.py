@@ -17,6 +17,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, succeed
 
 from applianced.conf.schema import Config
+from applianced.enforcement.base import Silence
 from applianced.enforcement.memory import MemoryEnforcer
 from applianced.rules.decision import Ban, BanDecision, IPAddress, IPNetwork
 from applianced.store.base import BanRecord, BanRow, sender_of
@@ -89,6 +90,17 @@ class MemoryStore:
         ]
         return [b for _, b in sorted(due, key=lambda pair: pair[0])]
 
+    def last_ends(
+        self, bans: Sequence[tuple[str, IPNetwork]]
+    ) -> dict[tuple[str, IPNetwork], float]:
+        self._check()
+        found: dict[tuple[str, IPNetwork], float] = {}
+        for r in self.records:
+            key = (r.ban.jail, r.ban.network)
+            if r.ended_at is not None and key in bans:
+                found[key] = max(found.get(key, r.ended_at), r.ended_at)
+        return found
+
     def find_active(self, network: IPNetwork, jail: str | None = None) -> list[Ban]:
         self._check()
         return [
@@ -130,9 +142,11 @@ def _within(item: IPAddress | IPNetwork, network: IPNetwork) -> bool:
 @dataclass(slots=True)
 class RecordingNotifier:
     """A ``BanNotifier`` that records: ``banned`` holds each new ban with its lines,
-    ``configs`` each reconfiguration, ``tests`` the test mails asked for."""
+    ``configs`` each reconfiguration, ``tests`` the test mails asked for, ``silences`` each
+    sender's silence and return (``("silent" | "returned", Silence, now)``)."""
 
     banned_calls: list[tuple[Ban, tuple[str, ...]]] = field(default_factory=list)
+    silences: list[tuple[str, Silence, float]] = field(default_factory=list)
     configs: list[Config] = field(default_factory=list)
     tests: int = 0
     stopped: bool = False
@@ -140,6 +154,12 @@ class RecordingNotifier:
     def banned(self, ban: Ban, lines: tuple[str, ...]) -> None:
         if not self.stopped:
             self.banned_calls.append((ban, lines))
+
+    def sender_silent(self, silence: Silence, now: float) -> None:
+        self.silences.append(("silent", silence, now))
+
+    def sender_returned(self, silence: Silence, now: float) -> None:
+        self.silences.append(("returned", silence, now))
 
     def reconfigure(self, config: Config) -> None:
         self.configs.append(config)

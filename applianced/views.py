@@ -15,6 +15,7 @@ from typing import Any
 
 from applianced.appliance import Appliance, RequestError
 from applianced.errors import StoreError
+from applianced.receiver.senders import Sender
 from applianced.rules import addresses
 from applianced.rules.addresses import network_of
 from applianced.rules.decision import Ban, IPAddress, IPNetwork
@@ -25,6 +26,8 @@ __all__ = [
     "ban_json",
     "parse_address",
     "parse_target",
+    "sender_json",
+    "senders",
     "status",
     "unban",
     "why",
@@ -194,6 +197,13 @@ def status(
         "receiver": asdict(s.receiver),
         "health": {
             "store_errors": h.store_errors,
+            "store_failing": h.store_failing,
+            "store_pending": h.store_pending,
+            "store_dropped": h.store_dropped,
+            "recovered": h.recovered,
+            "reconcile_repairs": h.reconcile_repairs,
+            "reconcile_missing": h.reconcile_missing,
+            "reconcile_unknown": h.reconcile_unknown,
             "enforcement_errors": h.enforcement_errors,
             "unapplied": h.unapplied,
             "refused_elements": h.refused_elements,
@@ -202,6 +212,11 @@ def status(
             "dns_dropped": h.dns_dropped,
         },
         "notify": s.notify,
+        "senders": {
+            "tracked": len(s.senders),
+            "watched": sum(1 for x in s.senders if x.silence is not None),
+            "silent": [sender_json(x) for x in s.senders if x.silent_since is not None],
+        },
         "cluster": s.cluster,
         "decisions": {"pulls": h.bouncer_pulls, "refused": h.bouncer_refused},
         "totals": {
@@ -210,6 +225,33 @@ def status(
             "expired": h.expired_total,
             "batches": h.batches,
         },
+    }
+
+
+def sender_json(sender: Sender) -> dict[str, Any]:
+    """One sender as ``senders`` and ``status`` show it (times: POSIX seconds)."""
+    return {
+        "sender": sender.address,
+        "transport": sender.transport or None,
+        "listener": sender.listener or None,
+        "messages": sender.messages,
+        "parse_errors": sender.parse_errors,
+        "unmatched": sender.unmatched,
+        "bans": sender.bans,
+        "last_seen": sender.last_seen,
+        "sender_silence": sender.silence,
+        "silent_since": sender.silent_since,
+    }
+
+
+def senders(appliance: Appliance) -> dict[str, Any]:
+    """Every tracked sender (the watched ones first), and the ``other`` bucket: the figures of
+    the senders dropped from the book (``receiver/senders.py``) and how many they were."""
+    s = appliance.stats()
+    other = sender_json(s.senders_other)
+    return {
+        "senders": [sender_json(x) for x in s.senders],
+        "other": {**other, "senders": s.senders_dropped},
     }
 
 

@@ -4,11 +4,13 @@ same work in the same run, fail2ban's figure and how many times better ours is. 
 print figures; they assert nothing.
 
 Sections (``--only`` runs one): filters (bench/filters.py, fail2ban-regex beside test-filter),
-ingest (bench/ingest.py), kernel (bench/kernel.py in-process, bench/live.py the real daemon,
+ingest (bench/ingest.py), edge (bench/edge.py, one message's way through the receiver's edge
+and the jails, in process), kernel (bench/kernel.py in-process, bench/live.py the real daemon,
 bench/f2b_live.py fail2ban-server measured the same way, bench/flood.py the real daemon under
 forged UDP floods), memory (bench/memory.py), cli (bench/cli.py, appliancectl's start-up),
 stream (bench/stream.py, a CrowdSec bouncer's startup and delta pulls of the decision stream),
-scrape (bench/scrape.py, the kernel listing behind metrics scrapes at 100,000 bans). The
+store (bench/store.py, the offenders store's integrity check at open), scrape (bench/scrape.py,
+the kernel listing behind metrics scrapes at 100,000 bans). The
 kernel sections run in a network namespace created here and deleted afterwards, so the host's own
 ruleset is never touched. Needs root (``ip netns``).
 """
@@ -30,7 +32,7 @@ from typing import Any
 from bench.f2b_live import pylib
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("filters", "ingest", "kernel", "memory", "cli", "stream", "scrape")
+SECTIONS = ("filters", "ingest", "edge", "kernel", "memory", "cli", "stream", "store", "scrape")
 F2B_LATENCY_SAMPLES = 100  # fail2ban bans ~80 a second: 50 a second for 2 s, not 6
 
 
@@ -121,6 +123,17 @@ def ingest(args: argparse.Namespace) -> list[Row]:
     ]
 
 
+def edge(args: argparse.Namespace) -> list[Row]:
+    runs = repeat("edge", args.runs, lambda: module("bench.edge"))
+    return [
+        Row(
+            "edge: a message through gate, parse, sender count and every jail, in process",
+            [r["ns_per_message"] for r in runs],
+            "ns/msg",
+        )
+    ]
+
+
 def kernel(args: argparse.Namespace) -> list[Row]:
     samples = str(args.latency_samples)
     inproc = repeat(
@@ -196,6 +209,11 @@ def kernel(args: argparse.Namespace) -> list[Row]:
             [r["restore_100k_s"] for r in inproc],
             "s",
             "< 2 s",
+        ),
+        Row(
+            "restart over 100,000 bans in the kernel: Appliance.start() (their listing included)",
+            [r["restart_100k_s"] for r in inproc],
+            "s",
         ),
     ]
     for kind, what in (("v4", "an IPv4 address"), ("v6_64", "an IPv6 /64")):
@@ -336,6 +354,23 @@ def stream(args: argparse.Namespace) -> list[Row]:
     return rows
 
 
+def store(args: argparse.Namespace) -> list[Row]:
+    runs = repeat("store", args.runs, lambda: module("bench.store"))
+    size = statistics.median(r["size_mib"] for r in runs)
+    return [
+        Row(
+            f"store of 100,000 bans ({size:,.0f} MiB): PRAGMA quick_check, median of 5",
+            [r["quick_check_s"] for r in runs],
+            "s",
+        ),
+        Row(
+            "store of 100,000 bans: open (quick_check, migrations), median of 5",
+            [r["open_s"] for r in runs],
+            "s",
+        ),
+    ]
+
+
 HEADER = """\
 | figure | median | min | max | unit | target | fail2ban | ours vs fail2ban |
 |---|---:|---:|---:|---|---|---|---|"""
@@ -370,10 +405,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     sections: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
         "filters": filters,
         "ingest": ingest,
+        "edge": edge,
         "kernel": kernel,
         "memory": memory,
         "cli": cli,
         "stream": stream,
+        "store": store,
         "scrape": scrape,
     }
     chosen = args.only or SECTIONS

@@ -1,6 +1,7 @@
 """Fetch Debian's fail2ban filter.d (``apt-get download fail2ban``, unpacked with ``dpkg -x``) into
-``.cache/fail2ban-deb`` (gitignored). Shared by tests/conf/filterfiles/test_fail2ban.py and
-bench/filters.py.
+``.cache/fail2ban-deb`` (gitignored): its filter.d and fail2ban's own annotated sample logs. Shared
+by tests/conf/filterfiles/test_fail2ban.py, the conformance suite
+(tests/conf/filterfiles/conformance.py) and bench/filters.py.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "fail2ban-deb"
 
-__all__ = ["CACHE", "FetchError", "debian_filter_d"]
+__all__ = ["CACHE", "FetchError", "debian_filter_d", "debian_sample_logs"]
 
 
 class FetchError(Exception):
@@ -46,3 +47,20 @@ def debian_filter_d() -> Path:
         raise FetchError(f"apt-get download fail2ban failed (offline?): {why}")
     subprocess.run(["dpkg", "-x", str(debs[-1]), str(CACHE)], check=True, timeout=120)
     return filter_d
+
+
+def debian_sample_logs() -> Path:
+    """fail2ban's annotated sample logs (one per filter, ``# failJSON:`` before each line), from
+    the same cached package."""
+    debian_filter_d()
+    return (
+        CACHE
+        / "usr"
+        / "lib"
+        / "python3"
+        / "dist-packages"
+        / "fail2ban"
+        / "tests"
+        / "files"
+        / "logs"
+    )

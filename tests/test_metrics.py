@@ -483,3 +483,23 @@ def test_the_daemon_imports_prometheus_and_twisted_web_only_for_metrics() -> Non
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_the_store_and_the_kernel_drifting_apart_shows_in_the_metrics(tmp_path: Path) -> None:
+    """Issue 20: rows waiting for a store that refuses writes, and a reconcile's repair."""
+    app, clock, enforcer = start(tmp_path)
+    conn = app.store._conn  # type: ignore[attr-defined]
+    conn.execute(f"PRAGMA max_page_count = {conn.execute('PRAGMA page_count').fetchone()[0]}")
+    for i in range(30):
+        attack(app, clock, f"203.0.113.{i}")
+    s = scrape(app)
+    assert value(s, "applianced_store_pending") > 0
+    assert value(s, "applianced_store_errors_total") >= 1
+    conn.execute("PRAGMA max_page_count = 1000000")
+    enforcer.bans.clear()
+    clock.advance(60)
+    s = scrape(app)
+    assert value(s, "applianced_store_pending") == 0
+    assert value(s, "applianced_reconcile_repairs_total") == 1
+    assert value(s, "applianced_reconcile_missing_total") == 30
+    assert value(s, "applianced_recovered_bans_total") == 0

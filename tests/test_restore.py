@@ -24,7 +24,7 @@ def test_restorable_ends_the_expired_and_bounds_the_rest_of_enabled_jails() -> N
         ]
     )
     now = T0 + 20
-    rows = restorable(store, {"sshd"}, now)
+    rows = restorable(store, {"sshd"}, now, lambda bans, at, why: store.end_bans(bans, at, why))
     assert [(net, ends) for _, net, _, ends, _, _ in rows] == [
         ("192.0.2.2/32", now + MAX_BAN_SECONDS),
         ("192.0.2.3/32", None),

@@ -1,5 +1,5 @@
 """The verbs that ask the running daemon over the control socket: status, banned, ban, unban,
-blacklist, why, flush, reload, notify test. Each sends one request (``client.request``) and
+blacklist, why, flush, reload, notify test, senders. Each sends one request (``client.request``) and
 prints the answer (``output``); ``parser.py`` dispatches here.
 """
 
@@ -21,11 +21,29 @@ __all__ = [
     "cmd_flush",
     "cmd_notify",
     "cmd_reload",
+    "cmd_senders",
     "cmd_status",
     "cmd_unban",
     "cmd_why",
     "reloaded",
 ]
+
+
+def _store_lines(h: dict[str, Any]) -> list[str]:
+    """The store's and the kernel's agreement: writes waiting, bans adopted, sets repaired."""
+    lines = []
+    if h.get("store_failing") or h.get("store_pending"):
+        lines.append(
+            f"store: NOT WRITABLE, {h['store_pending']} rows waiting in memory (retried; "
+            f"{h['store_dropped']} dropped); bans are still enforced"
+        )
+    if h.get("recovered") or h.get("reconcile_repairs"):
+        lines.append(
+            f"kernel: {h['recovered']} bans adopted at start (not in the store); sets repaired "
+            f"{h['reconcile_repairs']} times ({h['reconcile_missing']} bans put back, "
+            f"{h['reconcile_unknown']} stray elements removed)"
+        )
+    return lines
 
 
 def cmd_status(args: argparse.Namespace) -> None:
@@ -46,9 +64,11 @@ def cmd_status(args: argparse.Namespace) -> None:
                 + (f"; {refused} refused by the kernel, not retried)" if refused else ")")
             )
         lines = (
+            *_store_lines(h),
             *_notify_lines(r.get("notify")),
             *_cluster_lines(r.get("cluster")),
             *_decisions_lines(r.get("decisions")),
+            *_silent_lines(r.get("senders")),
         )
         for line in lines:
             con.print(line, markup=False, highlight=False)
@@ -74,6 +94,64 @@ def _notify_lines(n: dict[str, Any] | None) -> list[str]:
         f"ban mails via {n['via']}: {n['sent']} sent ({plural(n['digests'], 'digest')}), "
         f"{plural(n['backlog'], 'ban')} waiting, {n['dropped']} dropped{trouble}"
     ]
+
+
+def _silent_lines(s: dict[str, Any] | None) -> list[str]:
+    if not s or not s["watched"]:
+        return []
+    silent = s["silent"]
+    head = f"senders: {s['tracked']} tracked, {s['watched']} watched (sender_silence), "
+    if not silent:
+        return [head + "none silent"]
+    return [
+        head + f"{len(silent)} SILENT (`appliancectl senders`):",
+        *(
+            f"  SILENT {x['sender']}: nothing since {when(x['silent_since'])} "
+            f"(sender_silence {format_duration(x['sender_silence'])}); last message: "
+            f"{when(x['last_seen'])}" + (f" over {x['listener']}" if x["listener"] else "")
+            for x in silent
+        ),
+    ]
+
+
+def cmd_senders(args: argparse.Namespace) -> None:
+    result = request(args.sock, "senders")
+
+    def human(r: dict[str, Any]) -> None:
+        rows = r["senders"]
+        other = r["other"]
+        if other["senders"]:
+            rows = [*rows, {**other, "sender": f"other ({plural(other['senders'], 'sender')})"}]
+        if not rows:
+            console().print("no sender has delivered syslog since the start, and none is watched")
+            return
+        table = Table()
+        columns = ("sender", "transport", "listener", "messages", "parse errors", "unmatched")
+        for col in (*columns, "bans led to", "last seen", "silence"):
+            table.add_column(col, no_wrap=col in ("sender", "listener", "last seen", "silence"))
+        for x in rows:
+            table.add_row(
+                x["sender"],
+                x["transport"] or "-",
+                x["listener"] or "-",
+                str(x["messages"]),
+                str(x["parse_errors"]),
+                str(x["unmatched"]),
+                str(x["bans"]),
+                when(x["last_seen"]),
+                _silence_cell(x),
+            )
+        console().print(table)
+
+    out(args, result, human)
+
+
+def _silence_cell(x: dict[str, Any]) -> str:
+    if x["sender_silence"] is None:
+        return "-"
+    if x["silent_since"] is not None:
+        return f"SILENT since {when(x['silent_since'])}"
+    return f"watched ({format_duration(x['sender_silence'])})"
 
 
 def _decisions_lines(d: dict[str, Any] | None) -> list[str]:

@@ -44,8 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="appliancectl",
         description="Control and inspect applianced. Online verbs talk to the running daemon; "
-        "check, parse, test-filter and tls init work offline; jail, whitelist and general "
-        "edit the config file and reload a running daemon.",
+        "check, parse, test-filter, import-fail2ban and tls init work offline; jail, whitelist "
+        "and general edit the config file and reload a running daemon.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  appliancectl status\n  appliancectl banned --json\n"
         "  appliancectl ban postfix-sasl 203.0.113.7 --for 1d\n  appliancectl why 203.0.113.7\n"
@@ -156,6 +156,14 @@ def _list_verbs(verb: _Verb) -> None:
         "appliancectl reload",
     )
     v.set_defaults(fn="online:cmd_reload")
+    v = verb(
+        "senders",
+        "each syslog sender: transport and listener, messages, parse errors, unmatched (reached "
+        "a jail, matched nothing), bans its lines led to, last seen; the watched ones "
+        "(sender_silence) first, SILENT when they went quiet",
+        "appliancectl senders\n  appliancectl senders --json",
+    )
+    v.set_defaults(fn="online:cmd_senders")
 
 
 def _edit_verbs(verb: _Verb) -> None:
@@ -233,6 +241,15 @@ def _offline_verbs(verb: _Verb) -> None:
     _tls_verb(verb)
     _bouncer_verb(verb)
     v = verb(
+        "store",
+        "`store recover`: with applianced stopped, move a damaged offenders store aside (kept) "
+        "and build a new one from every ban that can be read; the next start adopts the "
+        "kernel's bans it lacks (offline)",
+        "appliancectl store recover --config /etc/applianced/appliance.toml",
+    )
+    v.add_argument("action", choices=("recover",))
+    v.set_defaults(fn="store:cmd_store")
+    v = verb(
         "check",
         "validate a config file (offline)",
         "appliancectl check --config /etc/applianced/appliance.toml",
@@ -270,6 +287,21 @@ def _offline_verbs(verb: _Verb) -> None:
     v.add_argument("log", help="a log file, or - for stdin")
     v.add_argument("--missed", action="store_true", help="print the lines that did not match")
     v.set_defaults(fn="testfilter:cmd_test_filter")
+    v = verb(
+        "import-fail2ban",
+        "write a config from a fail2ban tree's enabled jails (jail.conf, jail.d/, jail.local): "
+        "filters from its filter.d, counts, times, escalation, ignoreip, ports, ban mails; "
+        "each value says where it came from and what was not carried (offline)",
+        "appliancectl import-fail2ban /etc/fail2ban --output /etc/applianced/appliance.toml",
+    )
+    v.add_argument(
+        "dir", nargs="?", default="/etc/fail2ban", help="the fail2ban directory (%(default)s)"
+    )
+    v.add_argument(
+        "--output", type=Path, metavar="FILE", help="write the config here (default: stdout)"
+    )
+    v.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    v.set_defaults(fn="importf2b:cmd_import_fail2ban")
 
 
 def _tls_verb(verb: _Verb) -> None:

@@ -1,7 +1,9 @@
 """``appliancectl test-filter``: a shipped filter, a jail of the config or a fail2ban ``.conf``
 over a log file, offline, with a report in the shape of fail2ban-regex's. The filter is found
 as the config loader finds a jail's (``conf/filterref.py``); the lines go through the daemon's
-own routing and parser. ``parser.py`` dispatches here.
+own routing and parser. ``parser.py`` dispatches here. Dates: a syslog line's header is its
+date; a plain line's is found and cut by ``rules/dates.py`` (the filter's own ``datepattern``,
+else fail2ban's default forms), and the report says which form dated how many lines.
 """
 
 from __future__ import annotations
@@ -26,13 +28,14 @@ from rich.progress import (
 )
 
 from applianced.cli.client import EXIT_USAGE, CliError
-from applianced.conf.filterfiles.fail2ban import F2bFilter, strip_date
+from applianced.conf.filterfiles.fail2ban import F2bFilter
 from applianced.conf.filterfiles.native import shipped_filter_names
 from applianced.conf.filterref import UnknownFilterError, resolve_filter
 from applianced.conf.load import load_config
 from applianced.conf.paths import config_path
 from applianced.errors import ApplianceError, ConfigError, FilterError
 from applianced.receiver.parse import Dropped, escape_controls, parse_routed
+from applianced.rules.dates import DateHit, default_dates
 from applianced.rules.engine import GateCache
 from applianced.rules.filters import Filter, Outcome
 from applianced.rules.jail import ProgramSelector, jail_filter
@@ -77,19 +80,47 @@ def _resolve_filter(args: argparse.Namespace) -> tuple[Filter, tuple[str, ...]]:
 
 def _subject(
     filt: Filter, raw: bytes, message: SyslogMessage | None
-) -> tuple[str, str | None] | None:
+) -> tuple[str, str | None, DateHit | None] | None:
     """The text ``filt`` examines in a log line (``message`` is it parsed, None if
-    unparsable) and the line's program; None if unparsable.
+    unparsable), the line's program and its date; None if unparsable.
 
     A fail2ban filter gets the line as fail2ban would: the date cut off (syslog lines go
-    through our parser, so both read the same ``host app[pid]: msg``), other lines with a
-    leading syslog/ISO date stripped and their control characters escaped as the parser
-    escapes them."""
+    through our parser, so both read the same ``host app[pid]: msg``), other lines with their
+    control characters escaped as the parser escapes them and their date cut: by the filter
+    itself when it has a datepattern of its own, else here with fail2ban's default forms."""
     if not filt.on_line:
-        return None if message is None else (message.msg, message.app_name)
+        if message is None:
+            return None
+        text = message.msg
+        return text, message.app_name, filt.dates.find(text) if filt.dates else None
     if message is not None and message.timestamp is not None:
-        return " " + message.line, message.app_name
-    return strip_date(escape_controls(raw).decode("utf-8", "replace")), None
+        text = " " + message.line
+        if filt.dates is not None:
+            return text, message.app_name, filt.dates.find(text)
+        return text, message.app_name, _HEADER
+    text = _decoded(raw)
+    if filt.dates is not None:
+        return text, None, filt.dates.find(text)
+    hit = default_dates().find(text)
+    if hit is not None:
+        text = text[: hit.start] + text[hit.end :]
+    return text, None, hit
+
+
+def _decoded(raw: bytes) -> str:
+    return escape_controls(raw).decode("utf-8", "replace")
+
+
+# A syslog line's date is its header's, which the parser read; its time, as written, is looked
+# up only for a failure that --json prints (a date search a line costs a fifth of the rate).
+_HEADER = DateHit(0, 0, "", None, "the syslog header")
+
+
+def _time_of(dated: DateHit | None, raw: bytes) -> str | None:
+    """The time of a failure's line for --json, as written (ISO 8601), or None."""
+    if dated is _HEADER:
+        dated = default_dates().find(_decoded(raw))
+    return None if dated is None or dated.when is None else dated.when.isoformat()
 
 
 def _progress(source: str) -> tuple[Progress, TaskID] | None:
@@ -139,6 +170,8 @@ def cmd_test_filter(args: argparse.Namespace) -> None:
     # Plain counters, not a dict: the loop below runs once a line of a log of millions.
     matched = ignored = missed = other_program = blank = 0
     per_regex: dict[int, int] = {}
+    dates: dict[str, int] = {}
+    header_dated = 0
     missed_lines: list[str] = []
     want_json, want_missed = args.json, args.missed
     progress = _progress(args.log)
@@ -174,10 +207,15 @@ def cmd_test_filter(args: argparse.Namespace) -> None:
                 if subject is None:
                     missed += 1
                     continue
-                text, app_name = subject
+                text, app_name, dated = subject
                 if app_name is not None and not selects(app_name):
                     other_program += 1
                     continue
+                if dated is _HEADER:  # most lines: a counter, not a dict update
+                    header_dated += 1
+                else:
+                    form = "none" if dated is None else dated.form
+                    dates[form] = dates.get(form, 0) + 1
                 outcome, match, index = filt.examine(text, prefilter=True)
                 if outcome is Outcome.MATCHED and match is not None:
                     matched += 1
@@ -186,6 +224,9 @@ def cmd_test_filter(args: argparse.Namespace) -> None:
                         row: dict[str, Any] = {"lineno": number, "host": match.host}
                         if match.user is not None:
                             row["user"] = match.user
+                        when = _time_of(dated, raw)
+                        if when is not None:
+                            row["time"] = when
                         print(json.dumps(row))
                 elif outcome is Outcome.IGNORED:
                     ignored += 1
@@ -209,8 +250,17 @@ def cmd_test_filter(args: argparse.Namespace) -> None:
     rate = counts["lines"] / elapsed if elapsed > 0 else 0.0
     summary = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items())
     print(f"{args.filter}: {summary} ({rate:,.0f} lines/s)", file=sys.stderr)
+    if header_dated:
+        dates[_HEADER.form] = header_dated
+    print(f"dates of the lines examined: {_dates(dates)}", file=sys.stderr)
     if not args.json:
         _report(filt, per_regex, counts, missed_lines)
+
+
+def _dates(dates: dict[str, int]) -> str:
+    """Which date form dated how many lines, most first (``none``: no date found)."""
+    ranked = sorted(dates.items(), key=lambda kv: -kv[1])
+    return "; ".join(f"{n} by {form}" for form, n in ranked) or "no line examined"
 
 
 def _shown(raw: bytes) -> str:

@@ -59,6 +59,10 @@ _DURATIONS = {
 }
 _FLOATS = {"bantime_increment.factor"}
 _BOOLS = {"enabled", "use_dns", "log_found", "bantime_increment.enabled"}
+# The comment of an ``enabled = false`` line that ``general disable`` wrote; ``general enable``
+# undoes exactly those lines.
+GENERAL_MARK = "# appliancectl general disable"
+_WAS_TRUE = " (was true)"
 _LISTS = {"ports", "ignoreip", "senders", "notify", "programs"}  # VALUE: a comma list
 _REGEXES = {"failregex", "ignoreregex"}  # VALUE: one regex (a TOML array for several)
 _STRINGS = {"filter", "filter_dir", "protocol", "hook", "verdict"}
@@ -184,14 +188,28 @@ def jail_enable(path: Path, jail: str, enabled: bool) -> EditResult:
 
 
 def general_enable(path: Path, enabled: bool) -> EditResult:
-    """Enable or disable every jail of the file (MailCleaner's ``general enable|disable``)."""
+    """Disable every enabled jail of the file, marking each ``enabled = false`` line with
+    ``GENERAL_MARK``; or enable exactly the jails so marked, giving their lines back as they
+    were (MailCleaner's ``general enable|disable``, as a round trip: the examples disabled
+    before stay disabled)."""
 
     def change(doc: TOMLDocument, result: EditResult) -> None:
         jails = _jails(doc)
         if not jails:
             raise EditError(f"{path} has no [jails.NAME] tables")
-        for name in list(jails):
-            _set_enabled(_jail_table(doc, name, path), name, enabled, result)
+        tables = {name: _jail_table(doc, name, path) for name in jails}
+        if not enabled:
+            for name, table in tables.items():
+                _general_disable(table, name, result)
+            return
+        marked = [n for n, t in tables.items() if _general_mark(t) is not None]
+        if not marked:
+            raise EditError(
+                f"no jail of {path} was disabled by `appliancectl general disable`; enable "
+                "jails one at a time with `appliancectl jail enable NAME`"
+            )
+        for name in marked:
+            _general_enable(tables[name], name, result)
 
     return _edit(path, change)
 
@@ -331,10 +349,71 @@ def _jail_table(doc: TOMLDocument, jail: str, path: Path) -> Any:
 
 
 def _set_enabled(table: Any, jail: str, enabled: bool, result: EditResult) -> None:
+    if enabled and _general_mark(table) is not None:
+        _general_enable(table, jail, result)  # the operator's choice now, not general's
+        if "enabled" not in table:
+            return
     if "enabled" in table:
         _set(table, "enabled", enabled, result, f"jails.{jail}")
     elif not enabled:  # absent means enabled; `enabled = false` goes first, as in the examples
         _set(table, "enabled", False, result, f"jails.{jail}", first=True)
+
+
+def _general_mark(table: Any) -> str | None:
+    """What follows ``GENERAL_MARK`` in the comment of the jail's ``enabled = false`` line
+    ("" when general disable added the line), or None when the line has no mark."""
+    table = _concrete(table)
+    if "enabled" not in table:
+        return None
+    item = table.item("enabled")
+    comment: str = item.trivia.comment
+    if item.unwrap() is not False or not comment.startswith(GENERAL_MARK):
+        return None
+    return comment[len(GENERAL_MARK) :]
+
+
+def _general_disable(table: Any, jail: str, result: EditResult) -> None:
+    """``enabled = false`` marked with ``GENERAL_MARK``: a line added, or a ``true`` one
+    changed (its comment kept after the mark)."""
+    table = _concrete(table)
+    if isinstance(table, InlineTable):  # no comment fits inside one: no mark to undo
+        raise EditError(
+            f"jail {jail} is an inline table (jails.{jail} = {{ ... }}), which cannot carry the "
+            f"mark `general enable` reads; write it as a [jails.{jail}] table, or disable "
+            "jails one at a time with `appliancectl jail disable NAME`"
+        )
+    if "enabled" not in table:
+        _set(table, "enabled", False, result, f"jails.{jail}", first=True)
+        _mark(table.item("enabled"), GENERAL_MARK)
+    elif table["enabled"] is True or table.item("enabled").unwrap() is True:
+        item = table.item("enabled")
+        old = item.trivia.comment.removeprefix("#").strip()
+        _set(table, "enabled", False, result, f"jails.{jail}")
+        _mark(table.item("enabled"), GENERAL_MARK + _WAS_TRUE + (f"; {old}" if old else ""))
+
+
+def _mark(item: Item, comment: str) -> None:
+    item.trivia.comment_ws = item.trivia.comment_ws or "  "
+    item.trivia.comment = comment
+
+
+def _general_enable(table: Any, jail: str, result: EditResult) -> None:
+    """Undo ``_general_disable``: the added line removed, the changed one back to ``true``
+    with its own comment."""
+    table = _concrete(table)
+    rest = _general_mark(table)
+    if rest is None:
+        return
+    if not rest.startswith(_WAS_TRUE):
+        table.remove("enabled")
+        result.changes.append(Change(f"jails.{jail}", "enabled", False, None))
+        return
+    old = rest.removeprefix(_WAS_TRUE).removeprefix("; ")
+    _set(table, "enabled", True, result, f"jails.{jail}")
+    item = table.item("enabled")
+    item.trivia.comment = f"# {old}" if old else ""
+    if not old:
+        item.trivia.comment_ws = ""
 
 
 def _set(

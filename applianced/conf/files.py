@@ -1,4 +1,5 @@
-"""Writing the config file safely, for the live edits of ``conf/edit.py``: the whole file
+"""Writing the config file safely, for the live edits of ``conf/edit.py`` (and the file
+``import-fail2ban --output`` writes): the whole file
 replaced atomically (a crash leaves the old or the new one, mode and owner kept) and an
 advisory lock on its directory, so two ``appliancectl`` edits never both read the old file.
 """
@@ -24,15 +25,16 @@ class FileWriteError(ApplianceError):
 
 def write_atomic(path: Path, text: str) -> None:
     """Replace ``path`` by ``text``: temp file in the same directory, fsync, rename, keeping
-    the original's mode and (when we may) owner, so a crash leaves the old or the new file."""
-    st = path.stat()
+    the original's mode and (when we may) owner, so a crash leaves the old or the new file.
+    A new file (``import-fail2ban --output``) gets mode 0644."""
+    st = path.stat() if path.exists() else None
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(text.encode("utf-8"))
             f.flush()
-            os.fchmod(f.fileno(), stat.S_IMODE(st.st_mode))
-            if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
+            os.fchmod(f.fileno(), stat.S_IMODE(st.st_mode) if st else 0o644)
+            if st and (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
                 try:
                     os.fchown(f.fileno(), st.st_uid, st.st_gid)
                 except PermissionError:

@@ -126,6 +126,7 @@ def read_jail(
         filter=filter_name,
         prefregex=regexes.prefregex,
         match_on=regexes.match_on,
+        datepattern=regexes.datepattern,
         failregex=regexes.failregex,
         ignoreregex=regexes.ignoreregex,
         programs=regexes.programs or (),
@@ -155,6 +156,7 @@ class _Regexes:
     programs: tuple[str, ...] | None
     prefregex: str | None = None
     match_on: MatchOn = "msg"
+    datepattern: str | None = None
 
 
 def _regexes(
@@ -176,6 +178,7 @@ def _regexes(
     filter_dir = r.typed(p["filter_dir"], at("filter_dir"), str, "a directory")
     prefregex: str | None = None
     match_on: MatchOn = "msg"
+    datepattern: str | None = None
     try:
         source = resolve_filter(
             filter_name,
@@ -184,7 +187,9 @@ def _regexes(
         )
         if isinstance(source, F2bFilter):
             source.compile(allow_dns=use_dns)
-            prefregex, match_on = source.prefregex, "line"
+            prefregex, match_on, datepattern = source.prefregex, "line", source.own_dates
+        else:
+            datepattern = source.datepattern
     except FilterError as e:
         raise r.error(at("filter"), str(e)) from None
     return _Regexes(
@@ -193,6 +198,7 @@ def _regexes(
         source.programs if programs is None else programs,
         prefregex,
         match_on,
+        datepattern,
     )
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from applianced.conf.certs import TLSFileError, file_digest, normalize_fingerprint, read_pair
 from applianced.conf.schema import ListenerConf, TLSConf
 from applianced.conf.tomlread import TomlReader, check_bind_address, duration_or_zero
+from applianced.rules.addresses import parse_address
 from applianced.rules.decision import IPNetwork
 
 # Limits of a listener (receiver/limits.py): set in [receiver] for all, or per [[listeners]].
@@ -25,9 +26,10 @@ _LIMITS = {
     "max_burst_per_sender",
 }
 _LIMIT_DEFAULTS = {key: ListenerConf.__dataclass_fields__[key].default for key in _LIMITS}
-_RECEIVER = {"allowed_senders", "max_message_size"} | _LIMITS
+_RECEIVER = {"allowed_senders", "max_message_size", "sender_silence"} | _LIMITS
 _TLS = {"cert", "key", "client_ca", "client_fingerprints", "client_names"}  # transport "tls"
 _LISTENER = {"transport", "address", "port", "allowed_senders", "max_message_size"} | _LIMITS
+_LISTENER |= {"sender_silence"}
 _LISTENER |= {"rcvbuf", "reuse_port"}  # per [[listeners]] only
 _RCVBUF = ListenerConf.__dataclass_fields__["rcvbuf"].default
 _LISTENER |= _TLS
@@ -47,12 +49,29 @@ def read_listeners(r: TomlReader, raw: Mapping[str, Any]) -> tuple[ListenerConf,
     listeners_raw = raw.get("listeners", [])
     r.typed(listeners_raw, ("listeners",), list, "an array of tables [[listeners]]")
     listeners = tuple(
-        read_listener(r, raw, i, default_senders, default_size, limit_defaults)
+        read_listener(r, raw, i, default_senders, default_size, limit_defaults, receiver)
         for i in range(len(listeners_raw))
     )
     if not listeners:
         raise r.error(("listeners",), "at least one [[listeners]] table is required")
+    _check_watched(r, receiver.get("sender_silence"), listeners)
     return listeners
+
+
+def _check_watched(r: TomlReader, value: Any, listeners: tuple[ListenerConf, ...]) -> None:
+    """Each sender of a ``[receiver]`` sender_silence table is watched by some listener."""
+    if not isinstance(value, dict):
+        return
+    watched = {sender for listener in listeners for sender, _ in listener.sender_silence}
+    for text, duration in value.items():
+        keys = ("receiver", "sender_silence", text)
+        address = r.convert(text, keys, parse_address)
+        if r.convert(duration, keys, duration_or_zero) and str(address) not in watched:
+            raise r.error(
+                ("receiver", "sender_silence", text),
+                f"{text} is in no listener's allowed_senders: its messages are refused, so it "
+                "would always be silent; add it to allowed_senders",
+            )
 
 
 def read_listener(
@@ -62,23 +81,28 @@ def read_listener(
     senders: tuple[IPNetwork, ...],
     size: int,
     limit_defaults: Mapping[str, Any],
+    receiver: Mapping[str, Any],
 ) -> ListenerConf:
+    """One ``[[listeners]]``; ``receiver``: the ``[receiver]`` table, for its
+    ``sender_silence`` (read against each listener's own allowed_senders)."""
     keys: tuple[str | int, ...] = ("listeners", i)
     t = r.table(raw, keys, _LISTENER)
     transport = r.choice(t.get("transport", "udp"), (*keys, "transport"), ("udp", "tcp", "tls"))
     address = r.typed(t.get("address", "127.0.0.1"), (*keys, "address"), str, "a string")
     r.convert(address, (*keys, "address"), check_bind_address)
     port = r.int_in(t.get("port", 6514 if transport == "tls" else 514), (*keys, "port"), 0, 65535)
+    if "allowed_senders" in t:
+        senders = r.networks(t["allowed_senders"], (*keys, "allowed_senders"))
+    own = "sender_silence" in t
+    silence = t.get("sender_silence", receiver.get("sender_silence"))
+    silence_keys = (*(keys if own else ("receiver",)), "sender_silence")
     return ListenerConf(
         transport=transport,
         tls=read_tls(r, t, keys, transport),
         address=address,
         port=port,
-        allowed_senders=(
-            r.networks(t["allowed_senders"], (*keys, "allowed_senders"))
-            if "allowed_senders" in t
-            else senders
-        ),
+        allowed_senders=senders,
+        sender_silence=read_silence(r, silence, silence_keys, senders, strict=own),
         max_message_size=r.int_in(
             t.get("max_message_size", size), (*keys, "max_message_size"), 2048, 1 << 20
         ),
@@ -88,6 +112,48 @@ def read_listener(
         ),
         **read_limits(r, t, keys, limit_defaults),
     )
+
+
+def read_silence(
+    r: TomlReader,
+    value: Any,
+    keys: tuple[str | int, ...],
+    senders: tuple[IPNetwork, ...],
+    *,
+    strict: bool,
+) -> tuple[tuple[str, float], ...]:
+    """``sender_silence``: a duration for every single address (/32, /128) of the listener's
+    allowed_senders, or a table of addresses and their durations; 0 or unset: none.
+    ``strict``: set on this listener, where a watch that cannot work is an error; from
+    ``[receiver]``, each listener watches what its own allowed_senders hold."""
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        seconds = r.convert(value, keys, duration_or_zero)
+        watched = [n for n in senders if n.num_addresses == 1]
+        if seconds and not watched and strict:
+            raise r.error(
+                keys,
+                "watches the single addresses (/32, /128) of allowed_senders, and this "
+                "listener's allowed_senders has none: list your mail servers one by one, or "
+                'give each its own: sender_silence = { "192.0.2.10" = "15m" }',
+            )
+        return tuple((str(n.network_address), seconds) for n in watched if seconds)
+    out = []
+    for text, duration in value.items():
+        address = r.convert(text, (*keys, text), parse_address)
+        if not any(address in n for n in senders):
+            if not strict:
+                continue
+            raise r.error(
+                (*keys, text),
+                f"{address} is not in this listener's allowed_senders: its messages are "
+                "refused, so it would always be silent; add it to allowed_senders",
+            )
+        seconds = r.convert(duration, (*keys, text), duration_or_zero)
+        if seconds:
+            out.append((str(address), seconds))
+    return tuple(out)
 
 
 def read_limits(

@@ -25,7 +25,7 @@ from applianced.conf.listenerconf import read_listeners
 from applianced.conf.paths import DEFAULT_CONFIG, DEFAULT_CONTROL_SOCKET
 from applianced.conf.schema import Config, EnforcementConf, LogLevelName
 from applianced.conf.tables import read_decisions, read_metrics, read_notify, read_state
-from applianced.conf.tomlread import Mistakes, TomlReader, get
+from applianced.conf.tomlread import Mistakes, TomlReader, duration_or_zero, get
 from applianced.errors import ConfigError
 
 __all__ = ["DEFAULT_CONFIG", "load_config", "parse_config"]
@@ -43,7 +43,7 @@ _TOP = {
     "state",
 }
 _DAEMON = {"state_dir", "control_socket", "lines_per_ban", "log_level"}
-_ENFORCEMENT = {"priority", "on_stop"}
+_ENFORCEMENT = {"priority", "on_stop", "reconcile_interval"}
 
 
 def load_config(path: Path | str) -> Config:
@@ -146,5 +146,10 @@ def _enforcement(r: TomlReader, raw: Mapping[str, Any]) -> EnforcementConf:
         priority=r.int_in(enforcement.get("priority", -10), ("enforcement", "priority"), -400, 400),
         on_stop=r.choice(
             enforcement.get("on_stop", "keep"), ("enforcement", "on_stop"), ("keep", "flush")
+        ),
+        reconcile_interval=r.convert(
+            enforcement.get("reconcile_interval", 60),
+            ("enforcement", "reconcile_interval"),
+            duration_or_zero,
         ),
     )

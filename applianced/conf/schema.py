@@ -86,6 +86,9 @@ class ListenerConf:
     # SO_REUSEPORT, so that several daemons (one per core) can listen on one port.
     rcvbuf: int = 8 << 20
     reuse_port: bool = False
+    # The silence alarm (silence.py): each watched sender (a single address of allowed_senders,
+    # canonical) and the seconds without a message after which it is silent; () = no watch.
+    sender_silence: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +140,8 @@ class JailConf:
     match_on: MatchOn = "msg"
     # A `found` log line for each failure counted (fail2ban's "Found ADDR"), within a budget.
     log_found: bool = False
+    # The filter's own datepattern (rules/dates.py): the date cut from the text before matching.
+    datepattern: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,10 +149,12 @@ class EnforcementConf:
     """How bans reach the kernel. ``priority`` orders our chains against other tables' (lower
     runs first; the default -10 runs before a typical filter table's accept rules at 0).
     ``on_stop``: ``keep`` leaves the bans in the kernel on a graceful stop (a restart opens no
-    window), ``flush`` removes them."""
+    window), ``flush`` removes them. ``reconcile_interval``: seconds between two checks that
+    the kernel's sets hold the active bans (0: never)."""
 
     priority: int = -10
     on_stop: OnStop = "keep"
+    reconcile_interval: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,3 +254,19 @@ class Config:
         for listener in self.listeners:
             seen.update(dict.fromkeys(listener.allowed_senders))
         return tuple(seen)
+
+    @property
+    def allowed_hosts(self) -> tuple[str, ...]:
+        """The allowed senders that are single addresses (/32, /128), canonical: the senders
+        the receiver always tracks (``receiver/senders.py``)."""
+        return tuple(str(n.network_address) for n in self.allowed_senders if n.num_addresses == 1)
+
+    @property
+    def sender_silence(self) -> dict[str, float]:
+        """Every watched sender and its silence: the shortest of the listeners that watch it
+        (a sender is silent when it sends on none of them)."""
+        silences: dict[str, float] = {}
+        for listener in self.listeners:
+            for sender, seconds in listener.sender_silence:
+                silences[sender] = min(seconds, silences.get(sender, seconds))
+        return silences

@@ -4,9 +4,13 @@ Bans decided in one reactor turn reach a backend as one ``apply`` call, which a 
 carry out as one transaction. The durable store, not the backend, is the source of truth: the
 Appliance calls ``restore`` at start with every active ban (``restore_rows``, straight from the
 store's rows, for a backend that is a ``RowRestorer``), and the backend makes its state equal to
-that list (restoring what is missing, removing what the store does not know). A backend that
-refuses some elements of a batch applies the rest and raises ``ElementsRefused`` naming them.
-``BanNotifier`` is the ban mails' interface, which the Appliance tells of each new ban.
+that list (restoring what is missing, removing what the store does not know); before that, the
+start reads the backend's ``elements`` and adopts those the store lacks (``recovery.py``), and
+the periodic reconcile (``reconcile.py``) reads ``counts`` and ``elements`` to find a drift. A
+backend that refuses some elements of a batch applies the rest and raises ``ElementsRefused``
+naming them.
+``BanNotifier`` is the ban mails' interface, which the Appliance tells of each new ban (and
+``silence.SilenceWatch`` of a watched syslog sender's ``Silence`` and return).
 """
 
 from __future__ import annotations
@@ -24,12 +28,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BanNotifier",
+    "Element",
     "ElementsRefused",
     "Enforcer",
     "JailRules",
     "Refused",
     "Restored",
     "RowRestorer",
+    "Silence",
 ]
 
 
@@ -69,6 +75,11 @@ class Enforcer(Protocol):
     def restore(self, active: Sequence[Ban], now: float) -> None:
         """Make the backend hold exactly ``active``, with their remaining times at ``now``."""
 
+    def elements(self, now: float) -> list[Element]:
+        """Every element the backend holds at ``now``, read back from it (an element placed by
+        an earlier process included, an expired one not). Slow like ``counts`` (a kernel
+        listing), and like it called from a worker thread or at start."""
+
     def counts(self) -> Mapping[str, int]:
         """Elements currently enforced, per jail name. May be slow (a kernel listing) and is
         called from a worker thread while the reactor applies batches: it must not share
@@ -83,6 +94,16 @@ class Enforcer(Protocol):
 
     def close(self) -> None:
         """Release resources. Bans stay in force unless ``flush`` was called."""
+
+
+class Element(NamedTuple):
+    """An element as the backend holds it: its jail, its network in canonical text, when it
+    ends (None: permanent) and when it was placed (None: not known, a permanent one)."""
+
+    jail: str
+    network: str
+    expires_at: float | None
+    placed_at: float | None
 
 
 class Restored(NamedTuple):
@@ -128,12 +149,31 @@ class ElementsRefused(EnforcementError):
         return type(self), (self.refused,)
 
 
+@dataclass(frozen=True, slots=True)
+class Silence:
+    """A watched syslog sender's silence (``sender_silence``): its address, since when nothing
+    came (its last message, or the start of the watch when ``last_seen`` is None), the listener
+    of its last message ("" when none) and the silence configured (seconds)."""
+
+    sender: str
+    since: float
+    last_seen: float | None
+    listener: str
+    silence: float
+
+
 class BanNotifier(Protocol):
     """What the Appliance, the control socket and the metrics ask of the ban mails
     (``enforcement/notify.Notifier``; ``testing.RecordingNotifier`` in tests)."""
 
     def banned(self, ban: Ban, lines: tuple[str, ...]) -> None:
         """A new ban (not a restored or adopted one) and its matched lines; returns at once."""
+
+    def sender_silent(self, silence: Silence, now: float) -> None:
+        """A watched sender went silent: mail it once; returns at once."""
+
+    def sender_returned(self, silence: Silence, now: float) -> None:
+        """A silent sender sent again at ``now``: mail it; returns at once."""
 
     def reconfigure(self, config: Config) -> None: ...
 

@@ -47,11 +47,17 @@ class Batcher:
         self._unbans: dict[tuple[str, IPNetwork], Ban] = {}
         self._retry_call: IDelayedCall | None = None
         self._retry_delay = RETRY_FIRST
+        # (jail, network text) of the elements refused alone, until a ban of them is sent again:
+        # the reconcile does not take their absence from the kernel for drift.
+        self.refused: set[tuple[str, str]] = set()
 
     def send(self, bans: Sequence[Ban], unbans: Sequence[Ban]) -> bool:
         """Send one batch to the kernel; False when it was refused (it will be retried). An
         unban of a network the batch bans again is left out."""
         self._health.batches += 1
+        if self.refused:
+            for b in bans:
+                self.refused.discard((b.jail, str(b.network)))
         if unbans:
             banned = {(b.jail, b.network) for b in bans}
             unbans = [u for u in unbans if (u.jail, u.network) not in banned]
@@ -98,6 +104,7 @@ class Batcher:
         them; retrying would be refused again. The store keeps their bans."""
         self._health.refused_elements += len(error.refused)
         self._health.last_error = f"enforcement: {error}"
+        self.refused.update((r.jail, r.network) for r in error.refused)
         for r in error.refused:
             log.error(
                 "the {backend} backend refused the element of {network} (jail {jail}) and "

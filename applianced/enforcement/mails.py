@@ -1,6 +1,8 @@
 """Ban mails built: one ban's mail (whois, reverse DNS, the lines behind it), a storm's digest,
 the test mail, the preview of a ban's mail from sample data (``appliancectl notify test
---preview``). Pure: the stdlib ``email`` package over text that is sanitised first; the
+--preview``), a watched syslog sender's silence and its return.
+
+Pure: the stdlib ``email`` package over text that is sanitised first; the
 ``Notifier`` (``notify.py``) sends what this builds.
 """
 
@@ -14,6 +16,7 @@ from email.utils import format_datetime, make_msgid
 from ipaddress import ip_network
 
 from applianced.conf.schema import NotifyAction, NotifyConf
+from applianced.enforcement.base import Silence
 from applianced.enforcement.whois import WhoisAnswer, sanitise
 from applianced.rules.decision import Ban, BanKind
 from applianced.units import format_duration, plural
@@ -187,3 +190,55 @@ def build_preview(
         )
     reverse = "(preview: the address's PTR name goes here)" if conf.reverse_dns else None
     return build_ban_mail(conf, ban, (_SAMPLE_LINE,), actions, whois, reverse, now)
+
+
+def build_silence_mail(conf: NotifyConf, silence: Silence, now: float) -> EmailMessage:
+    """A watched sender has sent nothing for its ``sender_silence``: which, since when, what
+    it means, what to check."""
+    quiet = format_duration(now - silence.since)
+    msg = _envelope(conf, f"[applianced] syslog sender {silence.sender} silent for {quiet}", now)
+    if silence.last_seen is None:
+        heard = f"nothing since applianced began to watch it at {_when(silence.since)}"
+    else:
+        heard = f"its last message at {_when(silence.last_seen)} over {silence.listener}"
+    body = [
+        f"applianced has received no syslog from {silence.sender} for {quiet}: {heard}.",
+        f"Its sender_silence is {format_duration(silence.silence)}.",
+        "",
+        "What it means: whatever that server logs now is not read here. Attacks on it are",
+        "not counted and nobody is banned for them until it sends again. A quiet night on a",
+        "small server can look the same; a mail server usually logs every few minutes.",
+        "",
+        "What to check:",
+        f"  - on {silence.sender}: the syslog daemon runs (rsyslog, syslog-ng) and forwards",
+        "    to this appliance's address and port, over the transport of its listener;",
+        "  - the network and firewalls between them (UDP is lost without a word);",
+        "  - here: `appliancectl senders` lists what each sender sent and when last,",
+        "    `appliancectl status` the listeners' refused and parse-error counts.",
+        "",
+        "Another mail follows when it sends again; none is sent again for this silence.",
+        "",
+        "-- ",
+        "applianced; sender_silence in [receiver] or [[listeners]] sets the watch.",
+    ]
+    msg.set_content("\n".join(body) + "\n", charset="utf-8")
+    return msg
+
+
+def build_return_mail(conf: NotifyConf, silence: Silence, now: float) -> EmailMessage:
+    """A silent sender sent again."""
+    quiet = format_duration(now - silence.since)
+    msg = _envelope(conf, f"[applianced] syslog sender {silence.sender} is back", now)
+    body = [
+        f"applianced receives syslog from {silence.sender} again: a message at {_when(now)}",
+        f"over {silence.listener}, after {quiet} of silence (since {_when(silence.since)}).",
+        "",
+        "What was logged there during the silence was not read here; bans resume with its",
+        "messages from now on. If the silence was not planned, its logs of that time show",
+        "what was missed.",
+        "",
+        "-- ",
+        "applianced; `appliancectl senders` lists each sender's figures.",
+    ]
+    msg.set_content("\n".join(body) + "\n", charset="utf-8")
+    return msg

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from applianced.enforcement.base import JailRules
+from applianced.enforcement.base import Element, JailRules
 from applianced.rules.decision import Ban, IPNetwork
 
 __all__ = ["MemoryEnforcer"]
@@ -36,6 +36,13 @@ class MemoryEnforcer:
     def restore(self, active: Sequence[Ban], now: float) -> None:
         self.bans = {}
         self.apply(active, (), now)
+
+    def elements(self, now: float) -> list[Element]:
+        return [
+            Element(j, str(n), b.expires_at, None if b.permanent else b.started_at)
+            for (j, n), b in list(self.bans.items())
+            if b.expires_at is None or b.expires_at > now
+        ]
 
     def counts(self) -> Mapping[str, int]:
         out = dict.fromkeys(self.jails, 0)

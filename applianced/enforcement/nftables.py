@@ -4,7 +4,8 @@ This module owns that one table entirely (it never writes to another) and talks 
 through libnftables (Debian's python3-nftables binding): JSON for the table's structure and for
 listings, nft syntax for element batches (twice as fast at 100,000 elements). The Appliance calls
 it: ``setup`` at start and on reload, ``restore_rows`` at start (from the store's rows, in a
-worker thread; ``restore`` takes Bans), ``apply`` once per reactor turn. Each call is one
+worker thread; ``restore`` takes Bans), ``apply`` once per reactor turn; ``elements`` and
+``counts`` read the sets back (the start's adoption, the periodic reconcile). Each call is one
 libnftables transaction, unless the kernel refuses it: then halves are sent, split again while
 refused, until each refused element stands alone; the rest is applied and the refused elements
 are raised as ``ElementsRefused`` (a kernel that refuses even an empty change fails the whole
@@ -26,7 +27,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from applianced.enforcement.base import ElementsRefused, JailRules, Refused, Restored
+from applianced.enforcement.base import Element, ElementsRefused, JailRules, Refused, Restored
 from applianced.enforcement.libnft import nft_call, nft_list, nft_run, refusal
 from applianced.enforcement.nftlayout import (
     FAMILY,
@@ -39,6 +40,7 @@ from applianced.enforcement.nftlayout import (
     SetSpec,
     element_key,
     kind_of,
+    read_elements,
     rule_expr,
     same_chain,
     same_set,
@@ -273,6 +275,17 @@ class NftablesEnforcer:
                 if isinstance(s, dict) and s.get("name") in out:
                     out[s["name"]] = len(s.get("elem", ()))
         return out
+
+    def elements(self, now: float) -> list[Element]:
+        """The jails' elements from a listing of the table (see ``nftlayout.read_elements``);
+        about as costly as ``counts``."""
+        specs = {s.name: s for j in self._jails for s in set_specs(set_stem(j))}
+        owner = {name: (key[0], specs[name]) for key, name in self._names.items()}
+        if not owner:
+            return []
+        nft = self._listing_context()
+        nft.set_json_output(True)
+        return read_elements(nft_list(nft, "table", self.table, terse=False), owner, now)
 
     def close(self) -> None:
         """Nothing to release: bans stay in the kernel."""

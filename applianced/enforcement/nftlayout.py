@@ -28,10 +28,12 @@ from __future__ import annotations
 import math
 import re
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from ipaddress import ip_address, ip_network, summarize_address_range
 from typing import Any, Generic, Literal, TypeVar
 
-from applianced.enforcement.base import JailRules
+from applianced.enforcement.base import Element, JailRules
 from applianced.enforcement.prefixset import AF, Net, net_of
 from applianced.errors import EnforcementError
 from applianced.rules.decision import IPNetwork
@@ -222,3 +224,47 @@ def same_set(have: JSON, want: SetSpec) -> bool:
 def same_chain(have: JSON, hook: str, priority: int) -> bool:
     found = (have.get("type"), have.get("hook"), have.get("prio"), have.get("policy"))
     return found == ("filter", hook, priority, "accept")
+
+
+# ---------------------------------------------------------------------------------------------
+# Elements read back from a listing.
+
+
+def read_elements(
+    listing: list[JSON], owner: Mapping[str, tuple[str, SetSpec]], now: float
+) -> list[Element]:
+    """The elements of the sets in ``owner`` (set name -> its jail and spec) in a JSON listing
+    of the table, with their end and placement from the kernel's ``timeout`` and ``expires``
+    (whole seconds). A range (a piece of nested prefix bans) becomes the prefixes that cover
+    it exactly."""
+    found: list[Element] = []
+    for item in listing:
+        s = item.get("set")
+        if not isinstance(s, dict) or s.get("name") not in owner:
+            continue
+        jail, spec = owner[s["name"]]
+        for elem in s.get("elem", ()):
+            value, expires_at, placed_at = elem, None, None
+            if isinstance(elem, dict) and "elem" in elem:
+                value = elem["elem"]["val"]
+                if "expires" in elem["elem"]:
+                    left = float(elem["elem"]["expires"])
+                    expires_at = now + left
+                    placed_at = now + left - float(elem["elem"].get("timeout", left))
+            for network in _networks(value, spec):
+                found.append(Element(jail, network, expires_at, placed_at))
+    return found
+
+
+def _networks(value: Any, spec: SetSpec) -> list[str]:
+    """An element's value (an address, a prefix, a range) as canonical network texts."""
+    if isinstance(value, str):
+        length = 64 if spec.kind == "p64" else (32 if spec.version == 4 else 128)
+        if spec.version == 4:
+            return [f"{value}/{length}"]
+        return [str(ip_network(f"{value}/{length}"))]
+    if "prefix" in value:
+        prefix = value["prefix"]
+        return [str(ip_network(f"{prefix['addr']}/{prefix['len']}"))]
+    low, high = (ip_address(a) for a in value["range"])
+    return [str(n) for n in summarize_address_range(low, high)]

@@ -30,6 +30,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from applianced.conf.schema import Config, NotifyAction, NotifyConf
+from applianced.enforcement.base import Silence
 from applianced.enforcement.mailer import DeliveryError, Mailer
 from applianced.enforcement.mails import (
     SAMPLE_NETWORK,
@@ -37,6 +38,8 @@ from applianced.enforcement.mails import (
     build_ban_mail,
     build_digest,
     build_preview,
+    build_return_mail,
+    build_silence_mail,
     build_test_mail,
 )
 from applianced.enforcement.whois import WhoisClient
@@ -136,6 +139,18 @@ class Notifier:
         self._inbox.append(Pending(ban, lines, actions))
         if self._drain_call is None:
             self._drain_call = self.clock.callLater(0, self._drain)
+
+    def sender_silent(self, silence: Silence, now: float) -> None:
+        """A watched syslog sender went silent: one mail to [notify] to (none when unset)."""
+        self._tell(build_silence_mail(self.conf, silence, now), f"silence of {silence.sender}")
+
+    def sender_returned(self, silence: Silence, now: float) -> None:
+        """A silent sender sent again: one mail, as for its silence."""
+        self._tell(build_return_mail(self.conf, silence, now), f"return of {silence.sender}")
+
+    def _tell(self, message: EmailMessage, what: str) -> None:
+        if self.conf.to:
+            self._queue(_Outgoing(message, 0, what))
 
     # -- off the hot path ---------------------------------------------------------------------
 

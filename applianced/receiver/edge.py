@@ -1,6 +1,7 @@
-"""What every listener shares: the counters (``ReceiverStats``) and the ``Edge`` that checks a
-sender, delivers its bytes through the routing gate and the parser to the sink, and complains
-at a limited rate; the descriptor budget of all connections; a peer's canonical address.
+"""What every listener shares: the counters (``ReceiverStats``, and each sender's in the
+``senders.SenderBook``) and the ``Edge`` that checks a sender, delivers its bytes through the
+routing gate and the parser to the sink, and complains at a limited rate; the descriptor
+budget of all connections; a peer's canonical address.
 
 The UDP protocol (``udp.py``) and the TCP/TLS protocols (``streams.py``) each hold an Edge;
 ``listeners.py`` builds them. Nothing here raises out of ``deliver``: bad input is counted,
@@ -25,6 +26,7 @@ from applianced.errors import ParseError
 from applianced.receiver.allowlist import Allowlist
 from applianced.receiver.limits import ConnectionLimiter, RateLimiter
 from applianced.receiver.parse import Dropped, parse, parse_routed
+from applianced.receiver.senders import SenderBook
 from applianced.rules.addresses import parse_address
 from applianced.rules.engine import Gate
 from applianced.rules.message import SyslogMessage
@@ -111,13 +113,19 @@ class Edge:
         stats: ReceiverStats,
         clock: IReactorTime,
         gate: Gate | None = None,
+        senders: SenderBook | None = None,
     ) -> None:
+        """``senders``: the book every listener counts its senders in (a book of its own
+        when None)."""
         self.conf = conf
         self.sink = sink
         self.gate = gate
         self.stats = stats
         self.clock = clock
         self._reference = (-1, datetime.fromtimestamp(0, UTC))  # (second, that second)
+        self.senders = senders if senders is not None else SenderBook()
+        self._sender = self.senders.entries.get
+        self.name = f"{conf.transport}/{conf.address}:{conf.port}"  # the same on a reload
         self.udp = conf.transport == "udp"
         self.tls = conf.transport == "tls"
         self.allowlist = Allowlist(conf.allowed_senders)
@@ -238,6 +246,15 @@ class Edge:
                 sender=host,
             )
             return
+        # The sender's count, inlined (a method call would double its cost): see senders.py.
+        sender = self._sender(host)
+        if sender is None:
+            sender = self.senders.admit(host)
+        sender.messages += 1
+        sender.last_seen = now
+        sender.listener = self.name
+        if sender.silent_since is not None:
+            self.senders.returned(sender, now)
         try:
             if self.gate is None:
                 message: SyslogMessage | Dropped = parse(
@@ -249,6 +266,7 @@ class Edge:
                 )
         except ParseError as e:
             self.stats.parse_errors += 1
+            sender.parse_errors += 1
             self.complain(
                 "parse", "unparsable syslog from {sender}: {error}", sender=host, error=str(e)
             )
@@ -279,8 +297,7 @@ class Edge:
         self._last_complaint[kind] = now
         suppressed = self._suppressed.pop(kind, 0)
         tail = f" ({suppressed} more like it since the last report)" if suppressed else ""
-        listener = f"{self.conf.transport}/{self.conf.address}:{self.conf.port}"
-        log.warn(fmt + tail, listener=listener, **fields)
+        log.warn(fmt + tail, listener=self.name, **fields)
 
 
 def descriptor_limit() -> int:

@@ -26,6 +26,7 @@ from twisted.internet.task import LoopingCall
 from applianced.conf.schema import ListenerConf
 from applianced.receiver.edge import FD_RESERVE, Edge, ReceiverStats, Sink, log
 from applianced.receiver.kerneldrops import DROPS_EVERY, socket_drops
+from applianced.receiver.senders import SenderBook
 from applianced.receiver.streams import SyslogTCPFactory, TLSFactory
 from applianced.receiver.tls import ServerTLS, TLSFileError, server_context
 from applianced.receiver.udp import UDP_READ_SIZE, SyslogUDP
@@ -46,10 +47,12 @@ class ListenerService(Service):
         stats: ReceiverStats,
         reactor: Any,
         gate: Gate | None = None,
+        senders: SenderBook | None = None,
     ) -> None:
         self.conf = conf
         self.sink = sink
         self.gate = gate
+        self.senders = senders
         self.stats = stats
         self.reactor = reactor
         self.port: IListeningPort | None = None
@@ -73,7 +76,7 @@ class ListenerService(Service):
         c = self.conf
         if self.port is None:
             if c.transport == "udp":
-                proto = SyslogUDP(c, self.sink, self.stats, self.reactor, self.gate)
+                proto = SyslogUDP(c, self.sink, self.stats, self.reactor, self.gate, self.senders)
                 if c.reuse_port:
                     with _bind_reusing_port(c, socket.SOCK_DGRAM) as sock:
                         port = self.reactor.adoptDatagramPort(
@@ -93,7 +96,9 @@ class ListenerService(Service):
                 if warning:
                     log.warn("{warning}", warning=warning)
             elif c.tls is not None:
-                factory = SyslogTCPFactory(c, self.sink, self.stats, self.reactor, self.gate)
+                factory = SyslogTCPFactory(
+                    c, self.sink, self.stats, self.reactor, self.gate, self.senders
+                )
                 try:
                     self._tls = ServerTLS(server_context(c.tls))
                 except TLSFileError as e:
@@ -101,7 +106,9 @@ class ListenerService(Service):
                 port = self._listen_tcp(TLSFactory(self._tls, False, factory))
                 self._edge = factory.edge
             else:
-                factory = SyslogTCPFactory(c, self.sink, self.stats, self.reactor, self.gate)
+                factory = SyslogTCPFactory(
+                    c, self.sink, self.stats, self.reactor, self.gate, self.senders
+                )
                 port = self._listen_tcp(factory)
                 self._edge = factory.edge
             if c.transport != "udp" and self._edge.budget < c.max_connections:

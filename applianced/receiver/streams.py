@@ -18,6 +18,7 @@ from applianced.conf.schema import ListenerConf
 from applianced.receiver.edge import Edge, ReceiverStats, Sink, canonical_host, log
 from applianced.receiver.framing import FrameError, Framer
 from applianced.receiver.limits import sender_key
+from applianced.receiver.senders import SenderBook
 from applianced.receiver.tls import refusal
 from applianced.rules.engine import Gate
 
@@ -179,8 +180,9 @@ class SyslogTCPFactory(Factory):
         stats: ReceiverStats,
         clock: IReactorTime,
         gate: Gate | None = None,
+        senders: SenderBook | None = None,
     ) -> None:
-        self.edge = Edge(conf, sink, stats, clock, gate)
+        self.edge = Edge(conf, sink, stats, clock, gate, senders)
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
         peer = getattr(addr, "host", "")

@@ -9,6 +9,7 @@ from twisted.internet.protocol import DatagramProtocol
 
 from applianced.conf.schema import ListenerConf
 from applianced.receiver.edge import Edge, ReceiverStats, Sink, canonical_host, log
+from applianced.receiver.senders import SenderBook
 from applianced.rules.engine import Gate
 
 # Read whole datagrams (the UDP maximum), so that an oversize one is seen and counted as such
@@ -28,8 +29,9 @@ class SyslogUDP(DatagramProtocol):
         stats: ReceiverStats,
         clock: IReactorTime,
         gate: Gate | None = None,
+        senders: SenderBook | None = None,
     ) -> None:
-        self.edge = Edge(conf, sink, stats, clock, gate)
+        self.edge = Edge(conf, sink, stats, clock, gate, senders)
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
         if not self.edge.allowed(addr[0]):

@@ -53,7 +53,10 @@ class Engine:
         self,
         jails: Sequence[Jail] = (),
         on_failure: Callable[[CountedFailure], None] | None = None,
+        on_unmatched: Callable[[str | None], None] | None = None,
     ) -> None:
+        """``on_unmatched``: called with a message's sender when the message reached a jail
+        and no jail's failregex matched it (``receiver.senders.SenderBook.unmatched``)."""
         self.jails: dict[str, Jail] = {}
         self._routes: dict[str | None, tuple[Jail, ...]] = {}
         self._gates = GateCache(self._needles)
@@ -61,6 +64,7 @@ class Engine:
         # in C once a TAG was seen (see _needles for the answer).
         self.gate: Gate = self._gates.__getitem__
         self.on_failure = on_failure
+        self.on_unmatched = on_unmatched
         self.set_jails(jails)
 
     def set_jails(self, jails: Sequence[Jail]) -> None:
@@ -101,10 +105,12 @@ class Engine:
         counted (before the offence it completes)."""
         out: list[Offence | Lookup | Found] = []
         line = evidence = None  # built once per message, and only when a jail needs them
+        reached = matched = False
         for jail in self.route(message.app_name):
             # Most jails read every sender: skip the call for them (one per jail a message).
             if jail.conf.senders and not jail.reads_sender(message.sender):
                 continue
+            reached = True
             filt = jail.filter
             if filt.on_line:
                 # A fail2ban filter reads the line as fail2ban leaves it once the date is cut
@@ -115,6 +121,7 @@ class Engine:
                 match = filt.match(message.msg)
             if match is None:
                 continue
+            matched = True
             evidence = evidence or _evidence(message)
             if match.address is None:
                 out.append(Lookup(jail.name, match.host, evidence, now))
@@ -126,6 +133,8 @@ class Engine:
             )
             if offence is not None:
                 out.append(offence)
+        if reached and not matched and self.on_unmatched is not None:
+            self.on_unmatched(message.sender)
         return out
 
     def resolved(self, lookup: Lookup, address: IPAddress, now: float) -> Offence | None:

@@ -26,6 +26,7 @@ from ipaddress import ip_address, ip_network
 
 from applianced.conf.schema import JailConf
 from applianced.rules.addresses import host_only, network_of
+from applianced.rules.dates import date_finder
 from applianced.rules.decision import BanDecision, BanKind, IPAddress, IPNetwork, Offence
 from applianced.rules.filters import Filter
 from applianced.units import MAX_BAN_SECONDS
@@ -60,6 +61,7 @@ def jail_filter(conf: JailConf, *, engine: str = "auto") -> Filter:
         prefregex=conf.prefregex,
         on_line=conf.match_on == "line",
         engine=engine,
+        dates=None if conf.datepattern is None else date_finder(conf.datepattern),
     )
 
 

@@ -91,6 +91,12 @@ class OffenderStore(Protocol):
     def due_expiries(self, now: float) -> list[Ban]:
         """Bans not ended whose expiry is at or before ``now``."""
 
+    def last_ends(
+        self, bans: Sequence[tuple[str, IPNetwork]]
+    ) -> dict[tuple[str, IPNetwork], float]:
+        """For each (jail, network) of ``bans`` with an ended ban: when the latest ended (a
+        start tells a kernel element whose ban the store ended from one it never knew)."""
+
     def find_active(self, network: IPNetwork, jail: str | None = None) -> list[Ban]:
         """Bans not ended (whatever their expiry) whose network contains or equals
         ``network``, in every jail or in ``jail``."""

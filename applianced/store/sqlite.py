@@ -51,7 +51,9 @@ from applianced.store.queries import (
     span,
 )
 
-__all__ = ["SqliteOffenderStore"]
+__all__ = ["STORE_FILE", "SqliteOffenderStore", "damaged"]
+
+STORE_FILE = "offenders.sqlite"  # in the state directory
 
 _IN_CHUNK = 500  # networks per IN (...) list: well under SQLite's variable limit
 _BUSY_TIMEOUT = 5.0  # seconds; only another process (a backup, sqlite3 by hand) holds the lock
@@ -68,11 +70,8 @@ def _event(r: Sequence[Any]) -> BanEvent:
 def _explain(path: Path, error: sqlite3.Error) -> str:
     """An operator's reading of a SQLite error: what happened to which file, what to check."""
     name = getattr(error, "sqlite_errorname", "")
-    if name == "SQLITE_NOTADB":
-        return (
-            f"{path} is not a SQLite database (or is damaged); move it aside to start with an"
-            " empty ban history, or restore it from a backup"
-        )
+    if name == "SQLITE_NOTADB" or name.startswith("SQLITE_CORRUPT"):
+        return damaged(path, str(error))
     if name.startswith("SQLITE_CANTOPEN") or name.startswith("SQLITE_READONLY"):
         return (
             f"cannot write the offenders database {path} ({error}); check that {path.parent}"
@@ -81,9 +80,41 @@ def _explain(path: Path, error: sqlite3.Error) -> str:
         )
     if name.startswith("SQLITE_BUSY") or name.startswith("SQLITE_LOCKED"):
         return f"{path} is locked by another process ({error}); close it and retry"
-    if name == "SQLITE_FULL":
-        return f"{path}: the disk is full ({error}); free space on {path.parent}"
+    if name == "SQLITE_FULL" or (name.startswith("SQLITE_IOERR") and _full(path.parent)):
+        return (
+            f"{path}: the disk is full ({error}); free space on {path.parent}. The kernel keeps"
+            " enforcing the bans meanwhile, and the next start adopts those the store lacks"
+        )
     return f"offenders database {path}: {error}"
+
+
+def _full(directory: Path) -> bool:
+    """Whether the filesystem of ``directory`` has no room for a page of SQLite's files."""
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 64 * 1024
+
+
+def damaged(path: Path, problem: str) -> str:
+    """A damaged store's message: what SQLite found, and the recovery steps."""
+    return (
+        f"the offenders database {path} is damaged ({problem}); applianced does not start on"
+        " it, so as not to lose bans. With applianced stopped, run `appliancectl store"
+        " recover`: it moves the damaged file aside (kept, not deleted) and builds a new store"
+        " from every ban it can read; the next start then adopts the bans the kernel holds"
+        " and the new store lacks. Or restore the file from a backup"
+    )
+
+
+def _check(conn: sqlite3.Connection, path: Path) -> None:
+    """SQLite's quick_check: every page and row format checked, not the indexes' contents
+    (0.06 s on a 100,000-ban store of 38 MiB in the page cache, median of 5: `python -m
+    bench --only store`)."""
+    problems = [r[0] for r in conn.execute("PRAGMA quick_check(5)").fetchall()]
+    if problems != ["ok"]:
+        raise StoreError(damaged(path, "quick_check: " + "; ".join(problems)))
 
 
 def _open(path: Path) -> sqlite3.Connection:
@@ -112,6 +143,7 @@ def _open(path: Path) -> sqlite3.Connection:
         # once per reactor turn of a storm, on the path between two batches of bans.
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
+        _check(conn, path)
         migrate(conn, path)
     except sqlite3.Error as e:
         conn.close()
@@ -328,6 +360,24 @@ class SqliteOffenderStore:
             (now,),
         )
         return [ban_from_row(r) for r in rows]
+
+    def last_ends(
+        self, bans: Sequence[tuple[str, IPNetwork]]
+    ) -> dict[tuple[str, IPNetwork], float]:
+        found = {}
+        try:
+            for jail, network in bans:
+                # One probe of bans_net each: an exact network is its version, first and last.
+                at = self._conn.execute(
+                    "SELECT max(ended_at) FROM bans WHERE version = ? AND first = ? AND last = ?"
+                    " AND jail = ?",
+                    (network.version, *span(network), jail),
+                ).fetchone()[0]
+                if at is not None:
+                    found[(jail, network)] = float(at)
+        except sqlite3.Error as e:
+            raise StoreError(_explain(self.path, e)) from e
+        return found
 
     def find_active(self, network: IPNetwork, jail: str | None = None) -> list[Ban]:
         params = containment_params(network)

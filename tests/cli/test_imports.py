@@ -82,6 +82,7 @@ def test_status_through_the_config_imports_no_daemon_code(tmp_path: Path) -> Non
         ("test-filter", "sshd", "-"),
         ("parse", "--json"),
         ("jail", "set", "sshd", "maxretry", "not-a-number"),
+        ("import-fail2ban", str(Path(__file__).parents[1] / "data" / "f2b-trees" / "qmail")),
     ],
     ids=lambda argv: argv[0],
 )

@@ -184,8 +184,9 @@ def test_test_filter_counts_a_mixed_log(capsys: pytest.CaptureFixture[str], tmp_
 def test_test_filter_with_a_fail2ban_filter_counts_each_outcome(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    """A fail2ban .conf reads the line after its date: matched, ignored (ignoreregex and
-    <F-NOFAIL>), missed, other programs; a line without a date is read whole."""
+    """A fail2ban .conf reads the line after its date (a syslog header, or the filter's own
+    datepattern in a plain line): matched, ignored (ignoreregex and <F-NOFAIL>), missed, other
+    programs; a line without a date is read whole."""
     log = tmp_path / "demo.log"
     log.write_bytes(
         b"Nov 22 10:00:01 mx demo[12]: auth failed for bob from 203.0.113.5\n"
@@ -194,7 +195,7 @@ def test_test_filter_with_a_fail2ban_filter_counts_each_outcome(
         b"Nov 22 10:00:04 mx other[1]: auth failed for bob from 203.0.113.7\n"
         b"\n"
         b"Nov 22 10:00:05 mx demo[12]: hello\n"
-        b"2026-11-22 10:00:06 mx demo[12]: Info: LOCKED out 203.0.113.8\n"
+        b"[22/Nov/2026 10:00:06] mx demo[12]: Info: LOCKED out 203.0.113.8\n"
         b"<999>auth failed for eve from 203.0.113.9\n"
     )
     conf = str(DATA / "f2b" / "demo.conf")
@@ -232,6 +233,25 @@ def test_test_filter_reads_control_characters_escaped_as_the_daemon_does(
     code, out, _ = run(capsys, "--config", none, "test-filter", conf, str(log), "--missed")
     assert code == 0
     assert out.splitlines()[-1] == "  missed 3: Nov 22 10:00:05 mx demo[12]: hello#033[2J#000"
+
+
+def test_test_filter_dates_plain_lines_and_says_by_which_form(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Kerio's own Security log, read with the shipped kerio filter: its datepattern cuts the
+    bracketed date, --json gives each failure's time, and the summary counts the forms."""
+    log = tmp_path / "security.log"
+    log.write_bytes(
+        b"[17/Jun/2011 17:00:45] SMTP Spam attack detected from 192.0.2.7, client closed "
+        b"connection before SMTP greeting\n"
+        b"[17/Jun/2011 17:00:46] IMAP: User alice@example.org logged in from 192.0.2.8\n"
+    )
+    code, out, err = run(
+        capsys, "--config", str(tmp_path / "none.toml"), "test-filter", "kerio", str(log), "--json"
+    )
+    assert code == 0
+    assert json.loads(out) == {"lineno": 1, "host": "192.0.2.7", "time": "2011-06-17T17:00:45"}
+    assert "dates of the lines examined: 2 by ^\\[%d/%b/%Y %H:%M:%S\\] ?" in err
 
 
 REMOTE = """\

@@ -237,17 +237,41 @@ def test_enable_a_shipped_filter_missing_from_the_file_adds_its_jail(tmp_path: P
         edit.jail_enable(path, "nosuch", enabled=True)
 
 
-def test_general_disable_and_enable_touch_only_enabled_lines(conf: Path) -> None:
-    """`general disable` adds `enabled = false` to the 3 enabled jails; `general enable` then
-    sets every jail's `enabled` to true; no other line changes."""
+def test_general_disable_then_enable_is_an_exact_round_trip(conf: Path) -> None:
+    """`general disable` marks the 3 enabled jails `enabled = false` with a comment saying so;
+    `general enable` enables exactly those again (not the 9 examples disabled before) and
+    gives back the file as it was."""
     edit.general_enable(conf, enabled=False)
-    assert diff(SHIPPED, conf.read_text()) == ([], ["enabled = false\n"] * 3)
+    removed, added = diff(SHIPPED, conf.read_text())
+    assert removed == [] and added == ["enabled = false  # appliancectl general disable\n"] * 3
     assert load_config(conf).enabled_jails == ()
     edit.general_enable(conf, enabled=True)
-    removed, added = diff(SHIPPED, conf.read_text())
-    assert set(removed) == {"enabled = false\n"} and len(removed) == 9
-    assert set(added) == {"enabled = true\n"} and len(added) == 12
-    assert len(load_config(conf).enabled_jails) == 12
+    assert conf.read_text() == SHIPPED
+    assert len(load_config(conf).enabled_jails) == 3
+
+
+LISTENER = '[[listeners]]\ntransport = "udp"\naddress = "127.0.0.1"\nport = 5514\n\n'
+
+
+def test_general_round_trip_keeps_an_enabled_lines_comment(conf: Path) -> None:
+    """A jail with `enabled = true  # why` comes back as it was; a jail enabled by hand
+    meanwhile loses the mark, and `general enable` with nothing marked is refused."""
+    text = (
+        LISTENER
+        + '[jails.a]\nfilter = "sshd"\nenabled = true  # ours\n\n[jails.b]\nfilter = "sshd"\n'
+    )
+    conf.write_text(text)
+    edit.general_enable(conf, enabled=False)
+    assert "enabled = false # appliancectl general disable (was true); ours" in conf.read_text()
+    edit.general_enable(conf, enabled=True)
+    assert conf.read_text() == text
+    edit.general_enable(conf, enabled=False)
+    edit.jail_enable(conf, "b", enabled=True)
+    assert conf.read_text().endswith('[jails.b]\nfilter = "sshd"\n')
+    edit.general_enable(conf, enabled=True)
+    assert [j.name for j in load_config(conf).enabled_jails] == ["a", "b"]
+    with pytest.raises(edit.EditError, match=r"no jail .* was disabled by `appliancectl general"):
+        edit.general_enable(conf, enabled=True)
 
 
 def test_whitelist_add_and_remove_in_a_jail(conf: Path) -> None:

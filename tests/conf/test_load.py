@@ -235,3 +235,14 @@ port = 0
     )
     alone = error_of(MINIMAL + 'hook = "output"\n', tmp_path)
     assert type(alone) is ConfigError and alone.line == 7 and alone.key == "jails.sshd.hook"
+
+
+def test_reconcile_interval_is_read_from_enforcement(tmp_path: Path) -> None:
+    """`[enforcement] reconcile_interval`: 60 s by default, a duration, 0 turns it off."""
+    path = tmp_path / "appliance.toml"
+    assert parse_config(MINIMAL, path).enforcement.reconcile_interval == 60
+    for written, seconds in (("'5m'", 300), ("0", 0)):
+        text = f"[enforcement]\nreconcile_interval = {written}\n\n" + MINIMAL
+        assert parse_config(text, path).enforcement.reconcile_interval == seconds
+    e = error_of("[enforcement]\nreconcile_interval = 'often'\n\n" + MINIMAL, tmp_path)
+    assert e.key == "enforcement.reconcile_interval" and e.line == 2

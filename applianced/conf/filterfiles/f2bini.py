@@ -1,10 +1,11 @@
-"""fail2ban's filter files read: configparser's format with fail2ban's ``[INCLUDES]``
+"""fail2ban's filter and jail files read: configparser's format with fail2ban's ``[INCLUDES]``
 (``before``/``after``, relative to the including file), ``NAME.local`` after ``NAME.conf``,
 and its two substitutions, ``%(name)s`` / ``%(section/name)s`` / ``%(known/name)s`` and
 ``<name>`` (``<mdre-<mode>>``), over ``[Init]``, ``[Definition]`` and ``[DEFAULT]``.
 
 Every value keeps the file and line it came from, for errors. Called by ``fail2ban.py``,
-which builds the filter from what this resolves; reads files, nothing else.
+which builds the filter from what this resolves, and by ``f2bjails.py``, which reads a jail
+section's options the same way; reads files, nothing else.
 
 The file format is configparser's (``=``/``:``, indented continuation lines, ``#``/``;``
 comments, ``;`` inline comments after whitespace); configparser reads it, with its own
@@ -73,7 +74,7 @@ class Sections:
             errors = getattr(exc, "errors", None)
             line = errors[0][0] if errors else getattr(exc, "lineno", None)
             at = f":{line}" if line else ""
-            raise FilterError(f"{path}{at}: not a fail2ban filter file: {exc.message}") from None
+            raise FilterError(f"{path}{at}: not a fail2ban config file: {exc.message}") from None
         lines = _value_lines(text)
         includes = parser["INCLUDES"] if parser.has_section("INCLUDES") else {}
         for which in ("before", "after"):
@@ -110,7 +111,7 @@ def _read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise FilterError(f"{path}: cannot read the fail2ban filter: {exc}") from None
+        raise FilterError(f"{path}: cannot read the fail2ban file: {exc}") from None
 
 
 _HEADER = re.compile(r"^\[(?P<section>[^\]]+)\]")
@@ -144,26 +145,31 @@ def _value_lines(text: str) -> dict[tuple[str, str], tuple[int, tuple[int, ...]]
 
 
 class Resolver:
-    """fail2ban's two substitutions over the Definition section's view of the options.
+    """fail2ban's two substitutions over one section's view of the options (``section``:
+    ``Definition`` for a filter, the jail's own for a jail).
 
     Precedence for a name: the filter options from the jail (``name[mode=...]``), ``[Init]``,
-    then ``[Definition]``, then ``[DEFAULT]``. ``%(name)s`` and ``<name>`` both resolve names;
+    then ``section``, then ``[DEFAULT]``. ``%(name)s`` and ``<name>`` both resolve names;
     a ``<TAG>`` that is no option (``<HOST>``, ``<F-USER>``) stays for the Filter.
     """
 
-    def __init__(self, s: Sections, options: Mapping[str, str], path: Path) -> None:
+    def __init__(
+        self, s: Sections, options: Mapping[str, str], path: Path, section: str = "Definition"
+    ) -> None:
         self.s = s
+        self.section = section
         self.path = path
         self.options = dict(options)
         self.used: set[str] = set()
 
-    def entry(self, name: str, section: str = "Definition") -> Entry | None:
+    def entry(self, name: str, section: str | None = None) -> Entry | None:
+        section = section or self.section
         if "/" in name:
             section, _, name = name.partition("/")
             if section == "known":  # the value before the one in force: an earlier file's,
                 found = [  # or else the one of a section below (Definition -> DEFAULT)
                     e
-                    for sec in ("Init", "Definition", "DEFAULT")
+                    for sec in ("Init", self.section, "DEFAULT")
                     if (e := self.s.sections.get(sec, {}).get(name)) is not None
                 ]
                 if not found:

@@ -13,10 +13,14 @@ DNS; compiling and matching is ``rules/filters.py``'s.
 
 What fail2ban filters use that applianced does not do is a FilterError naming the file, the
 line and the feature (multi-line matching: ``maxlines`` > 1, ``<SKIPLINES>``; a host tag in
-``prefregex``), never a silent mismatch. Two things are reported as ``notes`` instead of
-refused, because Debian's own filters use them: ``datepattern`` (the appliance takes time from
-the syslog header; ``strip_date`` handles plain files) and failregexes without a host tag,
-which in fail2ban only count through multi-line tracking by ``<F-MLFID>``; they are left out.
+``prefregex``), never a silent mismatch. Failregexes without a host tag, which in fail2ban only
+count through multi-line tracking by ``<F-MLFID>``, are left out with a note.
+
+``datepattern`` is read and checked here (a FilterError names its file and line) and applied by
+``rules/dates.py``: a filter whose pattern is fail2ban's default has its date cut by the syslog
+header in the daemon, and by test-filter in plain files; any other pattern (kerio's
+``[%d/%b/%Y %H:%M:%S]``, dovecot's TAI64N) is the filter's own, cut from the text before
+the failregexes run, in the daemon and in test-filter alike.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from pathlib import Path
 from applianced.conf.filterfiles.f2bini import Located, Resolver, Sections, all_names
 from applianced.conf.filterfiles.f2bprograms import programs_of
 from applianced.errors import FilterError
+from applianced.rules.dates import date_finder, is_default_pattern
 from applianced.rules.filters import Filter
 
 __all__ = [
@@ -37,7 +42,6 @@ __all__ = [
     "load_fail2ban_filter",
     "parse_filter_spec",
     "resolve_fail2ban_filter",
-    "strip_date",
 ]
 
 _SPEC = re.compile(r"^\s*(?P<name>[^\[\]\s]+)\s*(?:\[(?P<args>.*)\])?\s*$", re.DOTALL)
@@ -71,6 +75,10 @@ class F2bFilter:
     where: tuple[tuple[Path, int], ...] = field(default=())
     prefregex_where: tuple[Path, int] | None = None
 
+    @property
+    def own_dates(self) -> str | None:
+        return None if is_default_pattern(self.datepattern) else self.datepattern
+
     def compile(self, allow_dns: bool = False) -> Filter:
         """The Filter (matched against ``message.line``); FilterError names file and line."""
         try:
@@ -81,6 +89,7 @@ class F2bFilter:
                 name=self.name,
                 prefregex=self.prefregex,
                 on_line=True,
+                dates=None if self.own_dates is None else date_finder(self.own_dates),
             )
         except FilterError as exc:
             raise self._locate(exc, allow_dns) from None
@@ -188,7 +197,7 @@ def load_fail2ban_filter(path: Path, options: Mapping[str, str] | None = None) -
     if not fail:
         raise FilterError(f"{path}: no failregex with a host tag (<HOST>, <ADDR>, ...)")
     ignore = [Located(_fix_regex(x), x.path, x.line) for x in r.lines("ignoreregex")]
-    datepattern = _datepattern(r, notes)
+    datepattern = _datepattern(r)
     for extra in sorted(set(r.options) - set(all_names(sections)) - {"mode"}):
         notes.append(f"filter option {extra}={r.options[extra]!r} is used by no variable")
     programs = programs_of(r)
@@ -256,21 +265,22 @@ def _failregexes(r: Resolver, notes: list[str]) -> list[Located]:
     return fail
 
 
-def _datepattern(r: Resolver, notes: list[str]) -> str | None:
-    """The filter's datepattern, noted when it is not the default: the time comes from the
-    syslog header."""
+def _datepattern(r: Resolver) -> str | None:
+    """The filter's datepattern, checked: a FilterError names where it is set and what is
+    wrong."""
     if not r.known("datepattern"):
         return None
     datepattern = r.value("datepattern").strip() or None
-    if datepattern and _DEFAULT_DATES.sub("", datepattern).strip():
-        notes.append(
-            f"datepattern {datepattern!r} not used: the time comes from the syslog header "
-            "(test-filter strips syslog and ISO dates from plain files)"
-        )
+    if is_default_pattern(datepattern):
+        return datepattern
+    try:
+        date_finder(datepattern)
+    except FilterError as e:
+        at = r.entry("datepattern")
+        raise FilterError(f"{at.path}:{at.line}: {e}" if at else f"{r.path}: {e}") from None
     return datepattern
 
 
-_DEFAULT_DATES = re.compile(r"\{\^?LN-BEG\}(?:TAI64N)?|\{DATE\}")
 _HOST_TAG = re.compile(r"<(?:HOST|ADDR|IP4|IP6|CIDR|SUBNET|DNS)>")
 _UPPER_TAG = re.compile(r"<(?P<tag>[A-Z][A-Z0-9_]*)>")
 
@@ -299,36 +309,3 @@ def _fix_regex(located: Located) -> str:
         rx = rx[0] + _MID_FLAGS.sub("", rx[1:]) if rx.startswith("(?") else _MID_FLAGS.sub("", rx)
         rx = f"(?{''.join(sorted(set(flags)))}){rx}"
     return rx
-
-
-# --- dates at the start of plain log lines -----------------------------------------------------
-
-_DATES = re.compile(
-    r"""^\s*(?:
-        @[0-9a-f]{24}                                                   # TAI64N (daemontools)
-      | (?:[A-Z][a-z]{2}\s+)?[A-Z][a-z]{2}\s+\d{1,2}\s+\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:\s+\d{4})?
-      | \d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|\s?[+-]\d{2}:?\d{2})?  # ISO 8601
-      | \d{4}/\d{2}/\d{2}\s+\d{2}:\d{2}:\d{2}
-    )(?=\s|$)""",
-    re.VERBOSE,
-)
-_BRACKETED = re.compile(
-    r"^\s*\[(?:\d{1,2}[-/ ][A-Za-z]{3}[-/ ]\d{4}[ :]\d{2}:\d{2}:\d{2}(?:\s*[+-]\d{4})?"
-    r"|\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|\s?[+-]\d{2}:?\d{2})?)\]"
-)
-
-
-def strip_date(line: str) -> str:
-    """A plain log line without its leading date, as fail2ban presents it to a filter.
-
-    Syslog (``Nov 22 10:00:01``), ISO 8601, ``YYYY/MM/DD hh:mm:ss`` and TAI64N dates are
-    removed and the space after them kept (filters written ``^ `` or ``\\s*`` expect it); a
-    bracketed date (``[12-Jul-2022 08:56:39 +0200]``) leaves ``[]``, which fail2ban's
-    ``__date_ambit`` expects."""
-    m = _DATES.match(line)
-    if m is not None:
-        return line[m.end() :]
-    m = _BRACKETED.match(line)
-    if m is not None:
-        return "[]" + line[m.end() :]
-    return line

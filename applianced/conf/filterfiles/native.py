@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from applianced.errors import FilterError
+from applianced.rules.dates import date_finder
 from applianced.rules.filters import Filter
 
 __all__ = [
@@ -31,7 +32,9 @@ class FilterDef:
     """A filter as written in a native TOML filter file; :meth:`compile` makes it a Filter.
 
     ``programs`` are app-name selectors (exact names or fnmatch globs such as ``postfix/*``)
-    naming the syslog TAG/app-name that the service logs under.
+    naming the syslog TAG/app-name that the service logs under. ``datepattern`` (fail2ban's
+    date language, ``rules/dates.py``) is for services that write their own date into the
+    message text: the date it finds is cut before the failregexes run.
     """
 
     name: str
@@ -40,11 +43,18 @@ class FilterDef:
     failregex: tuple[str, ...]
     ignoreregex: tuple[str, ...]
     path: Path
+    datepattern: str | None = None
 
     def compile(self, allow_dns: bool = False) -> Filter:
         """The compiled Filter; FilterError names this file, the regex and the reason."""
         try:
-            return Filter(self.failregex, self.ignoreregex, allow_dns=allow_dns, name=self.name)
+            return Filter(
+                self.failregex,
+                self.ignoreregex,
+                allow_dns=allow_dns,
+                name=self.name,
+                dates=None if self.datepattern is None else date_finder(self.datepattern),
+            )
         except FilterError as exc:
             raise FilterError(f"{self.path}: {exc}") from None
 
@@ -54,6 +64,7 @@ _KEYS = {
     "programs": True,
     "failregex": True,
     "ignoreregex": False,
+    "datepattern": False,
 }
 _TOML_WHERE = re.compile(r"\(at line (?P<line>\d+), column \d+\)")
 
@@ -122,6 +133,14 @@ def load_filter_def(path: Path) -> FilterDef:
     if not failregex:
         raise fail("failregex", "'failregex' must hold at least one regex")
     ignoreregex = _strings(data.get("ignoreregex", []), "ignoreregex", fail)
+    datepattern = data.get("datepattern")
+    if datepattern is not None:
+        if not isinstance(datepattern, str):
+            raise fail("datepattern", "'datepattern' must be a string")
+        try:
+            date_finder(datepattern)
+        except FilterError as e:
+            raise fail("datepattern", str(e)) from None
     return FilterDef(
         name=path.stem,
         description=description,
@@ -129,6 +148,7 @@ def load_filter_def(path: Path) -> FilterDef:
         failregex=failregex,
         ignoreregex=ignoreregex,
         path=path,
+        datepattern=datepattern,
     )
 
 

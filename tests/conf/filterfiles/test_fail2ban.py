@@ -13,7 +13,6 @@ from applianced.conf.filterfiles.fail2ban import (
     load_fail2ban_filter,
     parse_filter_spec,
     resolve_fail2ban_filter,
-    strip_date,
 )
 from applianced.errors import FilterError
 from applianced.receiver.parse import parse
@@ -57,11 +56,22 @@ def test_includes_local_and_interpolation_resolve_into_one_filter() -> None:
     ]  # derived from _daemon, which the prefix uses
 
 
-def test_datepattern_is_read_and_reported_not_applied() -> None:
-    """datepattern (%% unescaped) becomes a note: time comes from the syslog header."""
+def test_datepattern_is_read_and_applied() -> None:
+    """datepattern (%% unescaped) is the filter's own: the date it finds is cut before the
+    failregexes run."""
     f = load_fail2ban_filter(F2B / "demo.conf")
     assert f.datepattern == r"^\[%d/%b/%Y %H:%M:%S\]"
-    assert any("datepattern" in n for n in f.notes)
+    assert f.own_dates == f.datepattern
+    assert not any("datepattern" in n for n in f.notes)
+    filt = f.compile()
+    assert filt.dates is not None
+
+
+def test_a_bad_datepattern_names_its_file_and_line(tmp_path: Path) -> None:
+    conf = tmp_path / "bad.conf"
+    conf.write_text("[Definition]\nfailregex = from <HOST>\ndatepattern = ^%%Q\n")
+    with pytest.raises(FilterError, match=r"bad\.conf:3: datepattern '\^%Q': %Q is not"):
+        load_fail2ban_filter(conf)
 
 
 @pytest.mark.parametrize(
@@ -151,23 +161,6 @@ def test_filter_spec_with_options_and_paths() -> None:
     assert len(f.failregex) == 6
     f = resolve_fail2ban_filter("data/f2b/demo.conf", None, DATA.parent)
     assert f.name == "demo"
-
-
-@pytest.mark.parametrize(
-    ("line", "expected"),
-    [
-        ("Nov 22 10:00:01 mx sshd[1]: hi", " mx sshd[1]: hi"),
-        ("2026-11-22T10:00:01.123+01:00 mx sshd[1]: hi", " mx sshd[1]: hi"),
-        ("2026-11-22 10:00:01 H=(x) [203.0.113.1] rejected", " H=(x) [203.0.113.1] rejected"),
-        ("[12-Jul-2022 08:56:39 +0200]: <3lq5> Failed login", "[]: <3lq5> Failed login"),
-        ("2015/05/27 15:45:58 user:a ip:1.2.3.4 auth:failed", " user:a ip:1.2.3.4 auth:failed"),
-        ("@4000000059f5195c211f2234 qlogenvelope: x", " qlogenvelope: x"),
-        ("no date here", "no date here"),
-    ],
-)
-def test_strip_date(line: str, expected: str) -> None:
-    """Syslog, ISO, slash and TAI64N dates are cut; a bracketed date leaves []."""
-    assert strip_date(line) == expected
 
 
 # --- refusals: file, line and feature ----------------------------------------------------------
@@ -358,3 +351,13 @@ def test_an_ipv4_mapped_cidr_capture_is_the_ipv4_network() -> None:
     m = f.match("block ::ffff:203.0.113.9/128 by policy")
     assert m is not None and (str(m.address), m.prefix) == ("203.0.113.9", 32)
     assert f.match("range ::ffff:203.0.113.0/64 abused") is None
+
+
+def test_datepattern_none_keeps_the_date_in_the_text(tmp_path: Path) -> None:
+    """{NONE}: fail2ban finds no date, so a filter may match on the date itself."""
+    conf = tmp_path / "nodate.conf"
+    conf.write_text("[Definition]\nfailregex = ^Jun \\d+ .* from <HOST>$\ndatepattern = {NONE}\n")
+    filt = load_fail2ban_filter(conf).compile()
+    assert filt.dates is not None
+    found = filt.match("Jun 21 16:47:46 login from 192.0.2.7")
+    assert found is not None and str(found.address) == "192.0.2.7"

@@ -1,0 +1,97 @@
+"""What a start adopts from the kernel: the elements the store cannot account for.
+
+A ban reaches the kernel a moment before the store (``Appliance._commit``), so a crash between
+the two, a store that could not be written, or a store that is new, emptied or replaced leaves
+kernel elements the store lacks. ``Appliance.start`` calls ``unaccounted`` with the enforcer's
+elements and the store's active rows before the restore (which would remove them): each such
+element becomes a ban of its jail, from when the kernel placed it to when the kernel would end
+it, recorded in the store as recovered (its one line says so; ``why`` shows it). An element
+whose ban the store ended after the kernel placed it (a crash between the store's end and the
+kernel's removal) is not adopted: the restore removes it. ``unaccounted`` decides (pure: no
+clock, no I/O); ``adopted_rows`` records its decisions through the Appliance's writes and logs
+them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from ipaddress import ip_network
+
+from twisted.logger import Logger
+
+from applianced.enforcement.base import Element
+from applianced.rules.decision import BanDecision, BanKind, IPNetwork
+from applianced.store.base import BanRow
+
+__all__ = ["RECOVERED_LINE", "adopted_rows", "unaccounted"]
+
+log = Logger()
+
+LastEnds = Callable[[Sequence[tuple[str, IPNetwork]]], Mapping[tuple[str, IPNetwork], float]]
+
+# The one matched line of a recovered ban: ``sender_of`` reads "kernel" as its sender.
+RECOVERED_LINE = "[kernel] recovered at start: in the kernel's set, not in the offenders store"
+
+
+def unaccounted(
+    elements: Sequence[Element],
+    rows: Sequence[BanRow],
+    last_ends: LastEnds,
+    now: float,
+) -> tuple[list[BanDecision], int]:
+    """``(recovered, stale)``: a decision for each element of a jail and network that no active
+    row holds, unless ``last_ends`` (the store's) says its ban ended after the element was
+    placed (``stale`` counts those; a permanent element's placement is unknown, so any end
+    makes it stale)."""
+    known = {(r[0], r[1]) for r in rows}
+    lacking: dict[tuple[str, IPNetwork], Element] = {}
+    for e in elements:
+        if (e.jail, e.network) not in known and (e.expires_at is None or e.expires_at > now):
+            lacking.setdefault((e.jail, ip_network(e.network)), e)
+    ended = last_ends(list(lacking))
+    recovered = []
+    for (jail, network), e in lacking.items():
+        end = ended.get((jail, network))
+        if end is not None and (e.placed_at is None or end >= e.placed_at):
+            continue
+        at = now if e.placed_at is None else e.placed_at
+        recovered.append(
+            BanDecision(
+                jail=jail,
+                network=network,
+                duration=None if e.expires_at is None else e.expires_at - at,
+                kind=BanKind.BLACKLIST if e.expires_at is None else BanKind.AUTO,
+                count=1,
+                at=at,
+                lines=(RECOVERED_LINE,),
+            )
+        )
+    return recovered, len(lacking) - len(recovered)
+
+
+def adopted_rows(
+    elements: Sequence[Element],
+    rows: Sequence[BanRow],
+    last_ends: LastEnds,
+    record: Callable[[Sequence[BanDecision]], None],
+    now: float,
+) -> list[BanRow]:
+    """``unaccounted``'s bans, recorded (``record``) and logged (a warning naming how many and
+    why); their rows, to restore with the store's ``rows``."""
+    recovered, stale = unaccounted(elements, rows, last_ends, now)
+    if stale:
+        log.info("{count} kernel elements of bans the store had ended are removed", count=stale)
+    if not recovered:
+        return []
+    record(recovered)
+    log.warn(
+        "{count} bans were in the kernel but not in the offenders store ({why}); they are "
+        "adopted with their remaining kernel time and recorded as recovered "
+        "(`appliancectl why ADDR` shows them)",
+        count=len(recovered),
+        why="the store holds no active ban: it is new, was emptied or replaced"
+        if not rows
+        else "they reached the kernel but not the store: a crash between the two writes, "
+        "or a store that could not be written",
+    )
+    return [(d.jail, str(d.network), d.at, d.expires_at, d.kind.value, d.count) for d in recovered]

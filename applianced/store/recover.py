@@ -1,0 +1,130 @@
+"""A damaged offenders store replaced by a new one holding every ban that can still be read.
+
+``appliancectl store recover`` (``cli/store.py``) calls ``recover`` with applianced stopped:
+the damaged file (and its ``-wal``, ``-shm``) is moved aside, never deleted; a new store is
+created at the same path; the bans, their matched lines, the cluster cursor and the outbox
+are copied from the damaged file by ranges of row ids, a range SQLite cannot read split in
+halves until each unreadable row stands alone and is skipped. What the kernel holds and the
+new store lacks is adopted by the next start (``recovery.py``). SQL of its own, as
+``store/sqlite.py``'s.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from applianced.errors import StoreError
+from applianced.store.sqlite import SqliteOffenderStore
+
+__all__ = ["Recovered", "recover"]
+
+_CHUNK = 1000  # row ids read per query
+_BAN_COLUMNS = (
+    "id, jail, network, version, first, last, started_at, expires_at, kind, count, ended_at,"
+    " end_reason, uid, node, sender"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    """What ``recover`` did: where the damaged file went, what it copied, what it skipped."""
+
+    aside: Path
+    bans: int
+    active: int
+    lines: int
+    unreadable: int  # row ids in the damaged file that could not be read
+
+
+def recover(path: Path, stamp: str) -> Recovered:
+    """Move ``path`` aside as ``path.damaged-STAMP`` and build a new store at ``path`` from
+    what can be read of it."""
+    aside = path.with_name(f"{path.name}.damaged-{stamp}")
+    if not path.exists():
+        raise StoreError(f"{path} does not exist; there is nothing to recover")
+    if aside.exists():
+        raise StoreError(f"{aside} exists already; move it away first")
+    for suffix in ("", "-wal", "-shm"):
+        if Path(f"{path}{suffix}").exists():
+            Path(f"{path}{suffix}").rename(f"{aside}{suffix}")
+    SqliteOffenderStore(path).close()  # the new store, empty, at the latest schema
+    old = sqlite3.connect(f"file:{aside}?mode=ro", uri=True)
+    new = sqlite3.connect(path, isolation_level=None)
+    try:
+        return _copy(old, new, aside)
+    finally:
+        old.close()
+        new.close()
+
+
+def _copy(old: sqlite3.Connection, new: sqlite3.Connection, aside: Path) -> Recovered:
+    bans, skipped = _readable(old, "bans", "id", _BAN_COLUMNS)
+    ids = {row[0] for row in bans}
+    lines, skipped_lines = _readable(old, "ban_lines", "ban_id", "ban_id, lines")
+    outbox, _ = _readable(old, "outbox", "seq", "seq, op, ban")
+    cluster = _one(old, "SELECT store, cursor FROM cluster")
+    new.execute("BEGIN IMMEDIATE")
+    # In id order, as written: a ban's superseding trigger sees the bans it supersedes.
+    new.executemany(
+        f"INSERT OR IGNORE INTO bans ({_BAN_COLUMNS}) VALUES ({', '.join('?' * 15)})", bans
+    )
+    new.executemany(
+        "INSERT OR IGNORE INTO ban_lines (ban_id, lines) VALUES (?, ?)",
+        [r for r in lines if r[0] in ids],
+    )
+    new.executemany(
+        "INSERT INTO outbox (seq, op, ban) VALUES (?, ?, ?)", [r for r in outbox if r[2] in ids]
+    )
+    if cluster is not None:
+        new.execute("UPDATE cluster SET store = ?, cursor = ?", cluster)
+    new.execute("COMMIT")
+    active = sum(1 for r in bans if r[10] is None)
+    return Recovered(aside, len(bans), active, len(lines), skipped + skipped_lines)
+
+
+def _one(conn: sqlite3.Connection, sql: str) -> Any:
+    try:
+        return conn.execute(sql).fetchone()
+    except sqlite3.Error:
+        return None
+
+
+def _readable(
+    conn: sqlite3.Connection, table: str, key: str, columns: str
+) -> tuple[list[tuple[Any, ...]], int]:
+    """The rows of ``table`` SQLite can read, in ``key`` order, and how many ids it could not
+    (none at all when even the table's largest key is unreadable)."""
+    top = _one(conn, f"SELECT max({key}) FROM {table}")
+    if top is None or top[0] is None:
+        return [], 0
+    sql = f"SELECT {columns} FROM {table} WHERE {key} BETWEEN ? AND ? ORDER BY {key}"
+
+    def read(low: int, high: int) -> list[tuple[Any, ...]]:
+        return list(conn.execute(sql, (low, high)))
+
+    rows: list[tuple[Any, ...]] = []
+    skipped = 0
+    for low in range(1, int(top[0]) + 1, _CHUNK):
+        found, lost = _split(read, low, min(low + _CHUNK - 1, int(top[0])))
+        rows += found
+        skipped += lost
+    return rows, skipped
+
+
+def _split(
+    read: Callable[[int, int], Iterable[tuple[Any, ...]]], low: int, high: int
+) -> tuple[list[tuple[Any, ...]], int]:
+    """``read(low, high)``; when SQLite refuses, its halves, down to single ids skipped."""
+    try:
+        return list(read(low, high)), 0
+    except sqlite3.Error:
+        if low == high:
+            return [], 1
+    mid = (low + high) // 2
+    left, lost_left = _split(read, low, mid)
+    right, lost_right = _split(read, mid + 1, high)
+    return left + right, lost_left + lost_right
