@@ -79,6 +79,8 @@ class Capped(WrappingFactory):
     either, a new one is closed at once (``refused`` called). Outermost, so that a TLS
     handshake holds a place too."""
 
+    noisy = False  # no "Starting factory" line: in our namespace, it would pass as ours
+
     def __init__(self, wrapped: IProtocolFactory, refused: Callable[[], None]) -> None:
         super().__init__(wrapped)
         self.refused = refused
