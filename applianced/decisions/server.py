@@ -40,6 +40,7 @@ from applianced.bouncers import BouncerError, KeyRing
 from applianced.conf.schema import DecisionsConf
 from applianced.decisions.lapi import Filters, QueryError, decision
 from applianced.decisions.stream import DecisionStream, Full, longest
+from applianced.logs import log_text
 from applianced.receiver.tls import ServerTLS, server_context
 from applianced.rules.decision import Ban, IPNetwork
 from applianced.weblimits import Capped, QuietSite
@@ -196,7 +197,7 @@ class DecisionsResource(Resource):
             "most once a minute); `appliancectl bouncer list` shows the registered ones, "
             "`bouncer add NAME` makes a key",
             address=getattr(request.getClientAddress(), "host", "?"),
-            agent=_agent(request) or "no User-Agent",
+            agent=log_text(_agent(request), 200) or "no User-Agent",
             count=self.appliance.health.bouncer_refused,
         )
 

@@ -98,7 +98,9 @@ def test_refusals_are_logged_with_the_address_at_most_once_a_minute(app: Applian
         clock.advance(59)
         get(s, request([b"stream"], None))
         clock.advance(1)
-        get(s, request([b"stream"], "nope"))
+        r = request([b"stream"], "nope")
+        r.requestHeaders.setRawHeaders(b"User-Agent", [b"evil\x1b[2J"])  # controls escaped
+        get(s, r)
     lines = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
     assert lines == [
         "decision stream: refused a request from 198.51.100.25 "
@@ -106,7 +108,7 @@ def test_refusals_are_logged_with_the_address_at_most_once_a_minute(app: Applian
         "bouncer's (1 refused since start; this line at most once a minute); "
         "`appliancectl bouncer list` shows the registered ones, `bouncer add NAME` makes a key",
         "decision stream: refused a request from 198.51.100.25 "
-        "(crowdsec-firewall-bouncer/v0.0.25): its X-Api-Key is missing or not a registered "
+        "(evil\\x1b[2J): its X-Api-Key is missing or not a registered "
         "bouncer's (7 refused since start; this line at most once a minute); "
         "`appliancectl bouncer list` shows the registered ones, `bouncer add NAME` makes a key",
     ]
