@@ -257,3 +257,15 @@ def test_connections_past_the_caps_are_closed_at_once(app: Appliance) -> None:
     for p in held:
         p.connectionLost(Failure(ConnectionDone()))
     assert connect(factory, "192.0.2.1")[0] is not None
+
+
+def test_unknown_keys_keep_no_state(app: Appliance) -> None:
+    """A thousand distinct wrong keys are counted and leave nothing behind: no last pull, no
+    place in the change log (memory does not grow with an attacker's keys)."""
+    s = service(app)
+    add_bouncer(app.config.state_dir, "mx1")
+    with capturedLogs():
+        for i in range(1000):
+            get(s, request([b"stream"], f"{i:064x}", {"startup": ["true"]}))
+    assert app.health.bouncer_refused == 1000
+    assert s.seen == {} and s.stream._places == {}
