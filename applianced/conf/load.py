@@ -22,7 +22,7 @@ from typing import Any, get_args
 
 from applianced.conf.jailconf import read_jail, read_policy
 from applianced.conf.listenerconf import read_listeners
-from applianced.conf.paths import DEFAULT_CONFIG, DEFAULT_CONTROL_SOCKET
+from applianced.conf.paths import DEFAULT_CONFIG, DEFAULT_CONTROL_SOCKET, read_config
 from applianced.conf.schema import Config, EnforcementConf, LogLevelName
 from applianced.conf.tables import read_decisions, read_metrics, read_notify, read_state
 from applianced.conf.tomlread import Mistakes, TomlReader, duration_or_zero, get
@@ -49,13 +49,7 @@ _ENFORCEMENT = {"priority", "on_stop", "reconcile_interval"}
 def load_config(path: Path | str) -> Config:
     """Read and validate the configuration file at ``path``."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(path, "", "file not found; pass --config PATH") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(path, "", f"cannot read the file: {e}") from None
-    return parse_config(text, path)
+    return parse_config(read_config(path), path)
 
 
 def parse_config(text: str, path: Path) -> Config:

@@ -1,6 +1,7 @@
 """Where things are, known without the config loader: the config file the daemon and
 ``appliancectl`` read (``config_path``), and the control socket a config file names
-(``control_socket``), and the file's TOML read alone (``read_toml``, also for ``jailvalues.py``).
+(``control_socket``), the file's text (``read_config``, for the loader and the edit verbs too)
+and its TOML read alone (``read_toml``, also for ``jailvalues.py``).
 The loader (``conf/load.py``) uses the same defaults; ``appliancectl``'s online verbs call
 ``control_socket`` so that they load neither the filters nor the rest.
 """
@@ -51,10 +52,29 @@ def read_toml(path: Path) -> dict[str, Any]:
     """The config file at ``path`` as TOML, for the readers that skip the loader (the control
     socket's path, ``jail get``); ConfigError for a file missing, unreadable or not TOML."""
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(path, "", "file not found; pass --config PATH") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(path, "", f"cannot read the file: {e}") from None
+        return tomllib.loads(read_config(path))
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(path, "", f"not valid TOML: {e}") from None
+
+
+def read_config(path: Path, shown: Path | None = None) -> str:
+    """The text of the config file at ``path`` (named ``shown`` in messages, ``path`` by
+    default), for the loader, the edit verbs and ``read_toml``: ConfigError for a file missing,
+    unreadable, not UTF-8, or starting with a byte order mark (tomllib's word for that is
+    "Empty key at line 1")."""
+    shown = path if shown is None else shown
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(shown, "", "file not found; pass --config PATH") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(shown, "", f"cannot read the file: {e}") from None
+    if text.startswith("\ufeff"):
+        raise ConfigError(
+            shown,
+            "",
+            "the file starts with a byte order mark (some Windows editors write one); save it "
+            "as UTF-8 without one",
+            1,
+        )
+    return text
