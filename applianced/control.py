@@ -72,6 +72,7 @@ _FIELDS: dict[str, Callable[[Any], Any]] = {
     "target": _text,
     "local": _flag,
     "duration": _duration,
+    "frame": _text,
 }
 
 
@@ -130,6 +131,7 @@ class Dispatcher:
             "blacklist_list": _Verb(self.blacklist_list, optional=jail),
             "why": _Verb(lambda a: views.why(appliance, a["target"]), target),
             "senders": _Verb(lambda a: views.senders(appliance)),
+            "explain": _Verb(lambda a: views.explain(appliance, a["frame"]), ("frame",)),
             "flush": _Verb(
                 lambda a: [ban_json(b, self._now()) for b in appliance.flush(a.get("jail"))],
                 optional=jail,

@@ -209,12 +209,20 @@ def _jails(app: Stats) -> Iterator[Metric]:
         "Tracked addresses dropped to stay within max_tracked (one-failure ones first).",
         labels=["jail"],
     )
+    unmatched = CounterMetricFamily(
+        "applianced_unmatched_messages",
+        "Messages a jail read (its programs) and found no failure in, per program as the "
+        "jail's programs name it (a glob for every program it reads).",
+        labels=["jail", "program"],
+    )
     for name, jail in sorted(jails.items()):
         failures.add_metric([name], jail.matched)
         ignored.add_metric([name], jail.ignored)
         tracked.add_metric([name], jail.tracked)
         evictions.add_metric([name], jail.evicted)
-    yield from (failures, ignored, tracked, evictions)
+        for program, n in sorted(jail.unmatched.items()):
+            unmatched.add_metric([name, program], n)
+    yield from (failures, ignored, tracked, evictions, unmatched)
 
 
 def _bans(app: Stats) -> Iterator[Metric]:

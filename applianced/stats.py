@@ -35,6 +35,7 @@ class JailFigures:
     ignored: int
     offences: int
     evicted: int
+    unmatched: Mapping[str, int]  # messages read and found no failure in, per program entry
     active: Mapping[str, int]  # active bans by kind (a BanKind's value)
     banned: int  # active bans that expire
     blacklisted: int  # permanent ones
@@ -77,6 +78,7 @@ def jail_figures(jails: Mapping[str, Jail], active: Iterable[Ban]) -> dict[str, 
             ignored=j.stats.ignored,
             offences=j.stats.offences,
             evicted=j.stats.evicted,
+            unmatched=dict(j.stats.unmatched),
             active=kinds[name],
             banned=sum(kinds[name].values()) - permanent[name],
             blacklisted=permanent[name],

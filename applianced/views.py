@@ -3,7 +3,8 @@ show (a ban, ``why``, ``status``), and the errors an operator reads.
 
 ``control.py`` calls these with the running Appliance; they parse and present, the Appliance
 decides and acts. ``status`` reads the Appliance's stats snapshot (``stats.py``), ``why`` its
-jails' windows and the store's history.
+jails' windows and the store's history, ``explain`` walks one line through its jails
+(``rules/explain.py``).
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ from __future__ import annotations
 import heapq
 from collections.abc import Mapping
 from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Any
 
 from applianced.appliance import Appliance, RequestError
 from applianced.errors import StoreError
+from applianced.receiver.parse import message_fields, parse, shape
 from applianced.receiver.senders import Sender
 from applianced.rules import addresses
+from applianced.rules import explain as explaining
 from applianced.rules.addresses import network_of
 from applianced.rules.decision import Ban, IPAddress, IPNetwork
 
@@ -180,6 +184,7 @@ def status(
             "ignored": j.ignored,
             "offences": j.offences,
             "evicted": j.evicted,
+            "unmatched": dict(j.unmatched),
             "banned": j.banned,
             "blacklisted": j.blacklisted,
             "kernel_elements": counts.get(name, 0),
@@ -262,3 +267,14 @@ def _newest_bans(appliance: Appliance, jail: str) -> dict[str, Any]:
     now = appliance.clock.seconds()
     newest = heapq.nlargest(STATUS_BANS, bans, key=lambda b: b.started_at)
     return {"bans": [ban_json(b, now) for b in newest], "bans_total": len(bans)}
+
+
+def explain(appliance: Appliance, frame: str) -> dict[str, Any]:
+    """``appliancectl explain``: one line or raw syslog frame through the running jails, as
+    the daemon would take it (nothing is counted; ParseError when it does not parse)."""
+    data = frame.encode()
+    message = parse(data, datetime.fromtimestamp(appliance.clock.seconds(), UTC))
+    walk = explaining.explain(
+        message, shape(data), message_fields(message), appliance.engine.jails.values()
+    )
+    return walk.as_json()

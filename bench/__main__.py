@@ -9,8 +9,9 @@ and the jails, in process), kernel (bench/kernel.py in-process, bench/live.py th
 bench/f2b_live.py fail2ban-server measured the same way, bench/flood.py the real daemon under
 forged UDP floods), memory (bench/memory.py), cli (bench/cli.py, appliancectl's start-up),
 stream (bench/stream.py, a CrowdSec bouncer's startup and delta pulls of the decision stream),
-store (bench/store.py, the offenders store's integrity check at open), scrape (bench/scrape.py,
-the kernel listing behind metrics scrapes at 100,000 bans). The
+store (bench/store.py, the offenders store's integrity check at open), parse
+(bench/parse.py, the parser's cost per message for each forwarder's shape), scrape
+(bench/scrape.py, the kernel listing behind metrics scrapes at 100,000 bans). The
 kernel sections run in a network namespace created here and deleted afterwards, so the host's own
 ruleset is never touched. Needs root (``ip netns``).
 """
@@ -32,7 +33,18 @@ from typing import Any
 from bench.f2b_live import pylib
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("filters", "ingest", "edge", "kernel", "memory", "cli", "stream", "store", "scrape")
+SECTIONS = (
+    "filters",
+    "ingest",
+    "edge",
+    "kernel",
+    "memory",
+    "cli",
+    "stream",
+    "store",
+    "parse",
+    "scrape",
+)
 F2B_LATENCY_SAMPLES = 100  # fail2ban bans ~80 a second: 50 a second for 2 s, not 6
 
 
@@ -371,6 +383,11 @@ def store(args: argparse.Namespace) -> list[Row]:
     ]
 
 
+def parse(args: argparse.Namespace) -> list[Row]:
+    runs = repeat("parse", args.runs, lambda: module("bench.parse"))
+    return [Row(f"parse {name}", [r[name] for r in runs], "us/msg") for name in runs[0]]
+
+
 HEADER = """\
 | figure | median | min | max | unit | target | fail2ban | ours vs fail2ban |
 |---|---:|---:|---:|---|---|---|---|"""
@@ -411,6 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cli": cli,
         "stream": stream,
         "store": store,
+        "parse": parse,
         "scrape": scrape,
     }
     chosen = args.only or SECTIONS

@@ -187,3 +187,22 @@ def test_a_line_nested_too_deep_is_not_json_not_a_traceback(tmp_path: Path) -> N
     proto.dataReceived(b'{"verb": "ping"}\n')
     answers = [json.loads(line) for line in transport.value().splitlines()]
     assert answers == [{"ok": False, "error": "not a JSON line"}, {"ok": True, "result": "pong"}]
+
+
+def test_explain_walks_a_frame_through_the_running_jails_and_counts_nothing(
+    tmp_path: Path,
+) -> None:
+    """The daemon's jails (with their windows) answer; a frame that does not parse is an
+    error the operator reads; a missing frame is refused by name."""
+    app = appliance(tmp_path)
+    frame = "<38>1 2026-11-22T10:00:01Z mx sshd 1 - -  " + ssh_failure("203.0.113.9")
+    answer = Dispatcher(app).handle({"verb": "explain", "args": {"frame": frame}})
+    assert isinstance(answer, dict) and answer["ok"], answer
+    result = answer["result"]
+    assert result["shape"] == "RFC 5424" and result["summary"] == "a failure for sshd"
+    assert result["jails"][0]["match"]["address"] == "203.0.113.9"
+    assert app.engine.jails["sshd"].stats.matched == 3  # the three of appliance(), no more
+    bad = Dispatcher(app).handle({"verb": "explain", "args": {"frame": "<999>x"}})
+    assert bad == {"ok": False, "error": "PRI out of range 0..191: <999>"}
+    missing = Dispatcher(app).handle({"verb": "explain", "args": {}})
+    assert missing == {"ok": False, "error": "explain: missing argument 'frame'"}

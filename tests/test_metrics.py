@@ -503,3 +503,15 @@ def test_the_store_and_the_kernel_drifting_apart_shows_in_the_metrics(tmp_path: 
     assert value(s, "applianced_reconcile_repairs_total") == 1
     assert value(s, "applianced_reconcile_missing_total") == 30
     assert value(s, "applianced_recovered_bans_total") == 0
+
+
+def test_unmatched_messages_per_jail_and_program(tmp_path: Path) -> None:
+    """A message a jail reads and finds no failure in is counted under the jail and the
+    program as its programs name it; failures are not."""
+    app, clock, _ = start(tmp_path)
+    app.receive(message("Accepted publickey for alice", at=clock.seconds()))
+    app.receive(message("Connection closed by 203.0.113.7", at=clock.seconds()))
+    attack(app, clock, "203.0.113.8", times=1)
+    s = scrape(app)
+    assert value(s, "applianced_unmatched_messages_total", jail="sshd", program="sshd") == 2
+    assert value(s, "applianced_failures_total", jail="sshd") == 1

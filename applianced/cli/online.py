@@ -198,11 +198,21 @@ def _receiver_lines(rc: dict[str, Any]) -> list[str]:
     ]
 
 
+def _unmatched_cell(unmatched: dict[str, int]) -> str:
+    """A jail's unmatched messages: the total, then each program's ("3 (sshd 2, sshd-* 1)")."""
+    total = sum(unmatched.values())
+    if len(unmatched) < 2:
+        return str(total)
+    parts = ", ".join(f"{program} {n}" for program, n in sorted(unmatched.items()))
+    return f"{total} ({parts})"
+
+
 def _jails_table(jails: dict[str, dict[str, Any]]) -> Table:
     table = Table()
     for col in (
         "jail",
         "matched",
+        "unmatched",
         "tracked",
         "banned",
         "blacklisted",
@@ -215,6 +225,7 @@ def _jails_table(jails: dict[str, dict[str, Any]]) -> Table:
         table.add_row(
             name,
             str(j["matched"]),
+            _unmatched_cell(j.get("unmatched", {})),
             str(j["tracked"]),
             str(j["banned"]),
             str(j["blacklisted"]),

@@ -275,17 +275,54 @@ def _offline_verbs(verb: _Verb) -> None:
     )
     v.set_defaults(fn="offline:cmd_parse")
     v = verb(
+        "explain",
+        "walk one log line or syslog frame through the jails: how it parses, which jails read "
+        "it, which regex matched and what it took, or why none did (the running daemon's "
+        "jails; with --config, that file's, offline)",
+        "appliancectl explain 'Nov 22 10:00:01 mx sshd[1]: Failed password for root from "
+        "203.0.113.7 port 22 ssh2'\n  appliancectl explain < frame.bin --config appliance.toml",
+    )
+    v.add_argument("line", nargs="?", help="the line or frame (default, or -: read stdin)")
+    v.set_defaults(fn="explain:cmd_explain")
+    v = verb(
         "test-filter",
-        "run a shipped filter, a config jail or a fail2ban .conf over a log file (offline)",
-        "appliancectl test-filter sshd /var/log/auth.log --json",
+        "run a shipped filter, a config jail, a fail2ban .conf or an inline failregex over a log "
+        "file, as fail2ban-regex does (offline)",
+        "appliancectl test-filter /var/log/maillog '<HOST> rejected: directory harvest attack'",
     )
     v.add_argument(
-        "filter",
-        help="a shipped filter name, a jail of the config, or a fail2ban filter file "
-        "(/etc/fail2ban/filter.d/postfix.conf, optionally with [mode=aggressive])",
+        "first",
+        metavar="FILTER|LOG",
+        help="a shipped filter name, a jail of the config, a fail2ban filter file "
+        "(/etc/fail2ban/filter.d/postfix.conf, optionally with [mode=aggressive]) or a failregex "
+        "(it holds a host tag: <HOST>, <ADDR> ...); or the log, as fail2ban-regex takes them",
     )
-    v.add_argument("log", help="a log file, or - for stdin")
-    v.add_argument("--missed", action="store_true", help="print the lines that did not match")
+    v.add_argument(
+        "second",
+        metavar="LOG|FILTER",
+        help="the log file (an existing file, or - for stdin), or the filter after the log",
+    )
+    v.add_argument(
+        "ignoreregex",
+        nargs="?",
+        metavar="IGNOREREGEX",
+        help="an ignoreregex added to the filter's, or a fail2ban filter file whose ignoreregex "
+        "to add",
+    )
+    v.add_argument(
+        "--print-all-matched", action="store_true", help="list every matched line, numbered"
+    )
+    v.add_argument(
+        "--print-all-missed",
+        "--missed",
+        action="store_true",
+        help="list every missed line, numbered (without it: listed when 20 or fewer)",
+    )
+    v.add_argument(
+        "--print-all-ignored",
+        action="store_true",
+        help="list every ignored line, numbered (without it: listed when 20 or fewer)",
+    )
     v.set_defaults(fn="testfilter:cmd_test_filter")
     v = verb(
         "import-fail2ban",
@@ -379,7 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     doubt = None
     try:
         module, _, name = args.fn.partition(":")
-        if module == "online":  # the verbs over the control socket
+        if module in ("online", "explain"):  # the verbs over the control socket
             args.sock, doubt = _socket_path(args)
         run: Callable[[argparse.Namespace], None] = getattr(
             importlib.import_module(f"applianced.cli.{module}"), name

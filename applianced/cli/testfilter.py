@@ -1,9 +1,13 @@
-"""``appliancectl test-filter``: a shipped filter, a jail of the config or a fail2ban ``.conf``
-over a log file, offline, with a report in the shape of fail2ban-regex's. The filter is found
-as the config loader finds a jail's (``conf/filterref.py``); the lines go through the daemon's
-own routing and parser. ``parser.py`` dispatches here. Dates: a syslog line's header is its
-date; a plain line's is found and cut by ``rules/dates.py`` (the filter's own ``datepattern``,
-else fail2ban's default forms), and the report says which form dated how many lines.
+"""``appliancectl test-filter``: a shipped filter, a jail of the config, a fail2ban ``.conf`` or an
+inline failregex over a log file, offline, with fail2ban-regex's habits: its argument order
+(``LOG REGEX [IGNOREREGEX]``) as well as ours (``FILTER LOG``), its ``--print-all-*`` lists and
+a report in the shape of its own. The filter is found as the config loader finds a jail's
+(``conf/filterref.py``); the lines go through the daemon's own routing and parser.
+``parser.py`` dispatches here; ``filterargs.py`` tells the filter from the log,
+``filterhint.py`` says why a filter matched nothing. Dates: a
+syslog line's header is its date; a plain line's is found and cut by ``rules/dates.py`` (the
+filter's own ``datepattern``, else fail2ban's default forms), and the report says which form
+dated how many lines.
 """
 
 from __future__ import annotations
@@ -28,17 +32,14 @@ from rich.progress import (
 )
 
 from applianced.cli.client import EXIT_USAGE, CliError
-from applianced.conf.filterfiles.fail2ban import F2bFilter
-from applianced.conf.filterfiles.native import shipped_filter_names
-from applianced.conf.filterref import UnknownFilterError, resolve_filter
-from applianced.conf.load import load_config
-from applianced.conf.paths import config_path
-from applianced.errors import ApplianceError, ConfigError, FilterError
+from applianced.cli.filterargs import filter_of, order_arguments
+from applianced.cli.filterhint import why_missed
+from applianced.errors import ApplianceError
 from applianced.receiver.parse import Dropped, escape_controls, parse_routed
 from applianced.rules.dates import DateHit, default_dates
 from applianced.rules.engine import GateCache
 from applianced.rules.filters import Filter, Outcome
-from applianced.rules.jail import ProgramSelector, jail_filter
+from applianced.rules.jail import ProgramSelector
 from applianced.rules.message import SyslogMessage
 from applianced.units import plural
 
@@ -48,34 +49,6 @@ __all__ = ["cmd_test_filter"]
 def _open_log(source: str) -> IO[bytes]:
     """The log file as bytes, or stdin for ``-``."""
     return sys.stdin.buffer if source == "-" else open(source, "rb")
-
-
-def _resolve_filter(args: argparse.Namespace) -> tuple[Filter, tuple[str, ...]]:
-    """FILTER is a jail of the config, else what a jail's ``filter`` could name (a path taken
-    from the working directory); returns it compiled and its programs."""
-    name = args.filter
-    try:
-        config = load_config(config_path(args.config))
-    except ConfigError:
-        config = None
-    jail = config.jail(name) if config else None
-    try:
-        if jail is not None:
-            return jail_filter(jail), jail.programs
-        source = resolve_filter(name, None, Path.cwd())
-        if isinstance(source, F2bFilter):
-            for note in source.notes:
-                print(f"note: {note}", file=sys.stderr)
-        return source.compile(), source.programs
-    except UnknownFilterError:
-        jails = ", ".join(j.name for j in config.jails) if config else "none (no config)"
-        raise CliError(
-            f"{name!r} is neither a jail ({jails}), a shipped filter "
-            f"({', '.join(shipped_filter_names())}) nor a fail2ban filter file (a path to a .conf)",
-            EXIT_USAGE,
-        ) from None
-    except FilterError as e:
-        raise CliError(str(e), EXIT_USAGE) from None
 
 
 def _subject(
@@ -161,10 +134,15 @@ def _advancing(lines: Iterable[bytes], bar: Progress, task: TaskID) -> Iterator[
 def cmd_test_filter(args: argparse.Namespace) -> None:
     # Kept whole, over 60 lines: the loop runs once a line of logs of millions of lines, and its
     # locals and plain counters are what bench/filters.py measures (no call per line).
-    filt, programs = _resolve_filter(args)
+    spec, log = order_arguments(args.first, args.second)
+    filt, programs = filter_of(spec, args.ignoreregex, args.config)
     selects = ProgramSelector(programs)
+    # A line without a program (b"": a log file's own line, blank or dated its own way) is
+    # always examined, as the filter may be meant for such a file.
     gate = GateCache(
-        lambda tag: filt.needles if selects(tag.decode("utf-8", "replace")) else None
+        lambda tag: (
+            () if not tag else filt.needles if selects(tag.decode("utf-8", "replace")) else None
+        )
     ).__getitem__
     now = datetime.now(UTC)
     # Plain counters, not a dict: the loop below runs once a line of a log of millions.
@@ -172,15 +150,20 @@ def cmd_test_filter(args: argparse.Namespace) -> None:
     per_regex: dict[int, int] = {}
     dates: dict[str, int] = {}
     header_dated = 0
-    missed_lines: list[str] = []
-    want_json, want_missed = args.json, args.missed
-    progress = _progress(args.log)
+    # The lines listed (number, raw line), as many as _keeps says.
+    matched_lines: list[tuple[int, bytes]] = []
+    missed_lines: list[tuple[int, bytes]] = []
+    ignored_lines: list[tuple[int, bytes]] = []
+    want_json = args.json
+    want_line = args.print_all_matched and want_json
+    keep_matched, keep_missed, keep_ignored = _keeps(args)
+    progress = _progress(log)
     started = time.monotonic()
     number = 0
     try:
         if progress is not None:
             progress[0].start()
-        with _open_log(args.log) as stream:
+        with _open_log(log) as stream:
             lines = stream if progress is None else _advancing(stream, *progress)
             for number, raw in enumerate(lines, start=1):
                 # Most lines of a mail log are other programs', or lack every literal the
@@ -196,8 +179,8 @@ def cmd_test_filter(args: argparse.Namespace) -> None:
                     continue
                 if routed is Dropped.HOPELESS:
                     missed += 1
-                    if want_missed:
-                        missed_lines.append(f"{number}: {_shown(raw)}")
+                    if missed <= keep_missed:
+                        missed_lines.append((number, raw))
                     continue
                 raw = raw.rstrip(b"\r\n")
                 if not raw.strip():
@@ -206,6 +189,8 @@ def cmd_test_filter(args: argparse.Namespace) -> None:
                 subject = _subject(filt, raw, routed)
                 if subject is None:
                     missed += 1
+                    if missed <= keep_missed:
+                        missed_lines.append((number, raw))
                     continue
                 text, app_name, dated = subject
                 if app_name is not None and not selects(app_name):
@@ -220,6 +205,8 @@ def cmd_test_filter(args: argparse.Namespace) -> None:
                 if outcome is Outcome.MATCHED and match is not None:
                     matched += 1
                     per_regex[index or 0] = per_regex.get(index or 0, 0) + 1
+                    if matched <= keep_matched:
+                        matched_lines.append((number, raw))
                     if want_json:
                         row: dict[str, Any] = {"lineno": number, "host": match.host}
                         if match.user is not None:
@@ -227,19 +214,25 @@ def cmd_test_filter(args: argparse.Namespace) -> None:
                         when = _time_of(dated, raw)
                         if when is not None:
                             row["time"] = when
+                        if want_line:
+                            row["line"] = _shown(raw)
                         print(json.dumps(row))
                 elif outcome is Outcome.IGNORED:
                     ignored += 1
+                    if ignored <= keep_ignored:
+                        ignored_lines.append((number, raw))
                 else:
                     missed += 1
-                    if want_missed:
-                        missed_lines.append(f"{number}: {_shown(raw)}")
+                    if missed <= keep_missed:
+                        missed_lines.append((number, raw))
     except OSError as e:
-        raise CliError(f"cannot read {args.log}: {e}", EXIT_USAGE) from None
+        raise CliError(f"cannot read {log}: {e}", EXIT_USAGE) from None
     finally:
         if progress is not None:
             progress[0].stop()
     elapsed = time.monotonic() - started
+    if header_dated:
+        dates[_HEADER.form] = header_dated
     counts = {
         "lines": number - blank,
         "matched": matched,
@@ -247,14 +240,46 @@ def cmd_test_filter(args: argparse.Namespace) -> None:
         "missed": missed,
         "other_program": other_program,
     }
+    listed = {"matched": matched_lines, "ignored": ignored_lines, "missed": missed_lines}
+    _finish(args, spec, filt, now, elapsed, counts, dates, per_regex, listed)
+
+
+_FEW = 20
+
+
+def _keeps(args: argparse.Namespace) -> tuple[int, int, int]:
+    """How many matched, missed and ignored lines to keep for the lists: all those asked for
+    (matched ones go in --json's rows instead), else the first _FEW missed and ignored ones
+    (fail2ban-regex lists that many unasked, and a hint is looked for in them)."""
+    return (
+        sys.maxsize if args.print_all_matched and not args.json else 0,
+        sys.maxsize if args.print_all_missed else _FEW,
+        sys.maxsize if args.print_all_ignored else _FEW,
+    )
+
+
+def _finish(
+    args: argparse.Namespace,
+    spec: str,
+    filt: Filter,
+    now: datetime,
+    elapsed: float,
+    counts: dict[str, int],
+    dates: dict[str, int],
+    per_regex: dict[int, int],
+    listed: dict[str, list[tuple[int, bytes]]],
+) -> None:
+    """The summary on stderr, then the report or --json's tail, with the hint when nothing
+    matched."""
     rate = counts["lines"] / elapsed if elapsed > 0 else 0.0
     summary = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items())
-    print(f"{args.filter}: {summary} ({rate:,.0f} lines/s)", file=sys.stderr)
-    if header_dated:
-        dates[_HEADER.form] = header_dated
+    print(f"{spec}: {summary} ({rate:,.0f} lines/s)", file=sys.stderr)
     print(f"dates of the lines examined: {_dates(dates)}", file=sys.stderr)
-    if not args.json:
-        _report(filt, per_regex, counts, missed_lines)
+    hint = None if counts["matched"] else why_missed(filt, listed["missed"][:_FEW], now)
+    if args.json:
+        _json_tail(args, listed, counts, dates, hint)
+    else:
+        _report(filt, per_regex, counts, dates, listed, hint)
 
 
 def _dates(dates: dict[str, int]) -> str:
@@ -264,13 +289,38 @@ def _dates(dates: dict[str, int]) -> str:
 
 
 def _shown(raw: bytes) -> str:
-    """A log line as --missed prints it: its control characters escaped, as filters read them
+    """A log line as the lists print it: its control characters escaped, as filters read them
     (and harmless to a terminal)."""
     return escape_controls(raw.rstrip(b"\r\n")).decode("utf-8", "replace")
 
 
+def _json_tail(
+    args: argparse.Namespace,
+    listed: dict[str, list[tuple[int, bytes]]],
+    counts: dict[str, int],
+    dates: dict[str, int],
+    hint: str | None,
+) -> None:
+    """After the failures: the missed and ignored lines asked for, one object each, then the
+    summary (its counts, which date form dated how many lines, the hint)."""
+    for outcome, wanted in (
+        ("ignored", args.print_all_ignored),
+        ("missed", args.print_all_missed),
+    ):
+        for number, raw in listed[outcome] if wanted else ():
+            print(json.dumps({"lineno": number, "outcome": outcome, "line": _shown(raw)}))
+    print(json.dumps({"summary": {**counts, "dates": dates, "hint": hint}}))
+    if hint is not None:
+        print(f"hint: {hint}", file=sys.stderr)
+
+
 def _report(
-    filt: Filter, per_regex: dict[int, int], counts: dict[str, int], missed: list[str]
+    filt: Filter,
+    per_regex: dict[int, int],
+    counts: dict[str, int],
+    dates: dict[str, int],
+    listed: dict[str, list[tuple[int, bytes]]],
+    hint: str | None,
 ) -> None:
     """The human report, in the shape of fail2ban-regex's."""
     print(f"Failregex: {counts['matched']} total")
@@ -278,12 +328,32 @@ def _report(
     for index, regex in enumerate(filt.failregex):
         print(f"|  failregex #{index + 1}: [{plural(per_regex.get(index, 0), 'hit')}] {regex}")
     print(f"`- Ignored (ignoreregex or a <F-NOFAIL> hit): {counts['ignored']} total")
+    for index, regex in enumerate(filt.ignoreregex):
+        print(f"   ignoreregex #{index + 1}: {regex}")
     if filt.prefregex is not None:
         print(f"prefregex: {filt.prefregex}")
+    print("\nDate template hits:\n|- [# of hits] date format")
+    for form, n in sorted(dates.items(), key=lambda kv: -kv[1]):
+        print(f"|  [{n}] {form}")
+    print("`-\n")
     print(
         f"Lines: {plural(counts['lines'], 'line')}, {counts['ignored']} ignored, "
         f"{counts['matched']} matched, {counts['missed']} missed, "
         f"{counts['other_program']} of other programs"
     )
-    for line in missed:
-        print(f"  missed {line}")
+    for outcome, lines in listed.items():
+        total = counts[outcome]
+        if not total or (outcome == "matched" and not lines):
+            continue
+        if len(lines) < total:
+            print(
+                f"{outcome.capitalize()} line(s): too many to print. "
+                f"Use --print-all-{outcome} to print all {total} lines"
+            )
+            continue
+        print(f"|- {outcome.capitalize()} line(s):")
+        for number, raw in lines:
+            print(f"|  {number}: {_shown(raw)}")
+        print("`-")
+    if hint is not None:
+        print(f"hint: {hint}")

@@ -104,7 +104,8 @@ class Edge:
     The gate (``gate``, ``Engine.gate``): a message of the common RFC 3164 shape that no jail
     can match (no jail reads its program, or it holds none of their failregexes' literals) is
     counted as received and dropped before anything is built (``parse_routed``); the engine
-    would have found nothing in it. Other shapes are always parsed."""
+    would have found nothing in it. Other shapes (RFC 5424) are parsed, then counted and
+    dropped for the same reasons."""
 
     def __init__(
         self,

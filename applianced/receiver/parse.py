@@ -6,7 +6,8 @@ in), no logging; bad input raises ParseError. Called by the listeners for every 
 path: precompiled regexes, one match per message; the common RFC 3164 shape by a pattern of its
 own, on the bytes) and by ``appliancectl parse``. ``parse_routed`` is the routing gate: it builds
 nothing for a message of the common shape that no jail can match (one no jail reads, or one
-without any literal its jails' failregexes need); other shapes are always parsed.
+without any literal its jails' failregexes need); other shapes are parsed, then dropped for
+the same reasons.
 
 Control characters are escaped the way rsyslog writes them (``escape_controls``) before any
 field is built, so that no field and no filter sees a raw LF, CR, NUL or other control: a
@@ -26,7 +27,7 @@ from enum import Enum
 from applianced.errors import ParseError
 from applianced.rules.message import SyslogMessage
 
-__all__ = ["Dropped", "escape_controls", "message_fields", "parse", "parse_routed"]
+__all__ = ["Dropped", "escape_controls", "message_fields", "parse", "parse_routed", "shape"]
 
 # RFC 3164 4.3.3: a message without a PRI gets facility 1 (user), severity 5 (notice).
 _DEFAULT_PRI = 13
@@ -45,17 +46,26 @@ _ISO = (
 
 # RFC 5424 6: SYSLOG-MSG = HEADER SP STRUCTURED-DATA [SP MSG]
 #   HEADER = PRI VERSION SP TIMESTAMP SP HOSTNAME SP APP-NAME SP PROCID SP MSGID
-#   each header field is NILVALUE ("-") or 1*nPRINTUSASCII (no SP)
+#   VERSION = NONZERO-DIGIT 0*2DIGIT
+#   each header field is NILVALUE ("-") or 1*nPRINTUSASCII (no SP): HOSTNAME 1*255,
+#   APP-NAME 1*48, PROCID 1*128, MSGID 1*32 (_FIELD_LIMITS); a longer one is a ParseError
+#   that names it (truncating it could route the message to the wrong jails)
 #   STRUCTURED-DATA = NILVALUE / 1*SD-ELEMENT
 #   SD-ELEMENT = "[" SD-ID *(SP SD-PARAM) "]"
 #   SD-PARAM = PARAM-NAME "=" %d34 PARAM-VALUE %d34   ; '"' '\' ']' escaped as \" \\ \]
-#   SD-ID, PARAM-NAME = 1*32PRINTUSASCII except '=', SP, ']', %d34
+#   SD-ID, PARAM-NAME = 1*32PRINTUSASCII except '=', SP, ']', %d34 (a longer one makes the SD
+#   malformed: see _parse_5424)
 # Possessive quantifiers keep a hostile 64 KiB SD linear.
-_SD_NAME = r'[^= \]"]++'
+_FIELD_LIMITS = (("HOSTNAME", 255), ("APP-NAME", 48), ("PROCID", 128), ("MSGID", 32))
+_SD_NAME = r'[^= \]"]{1,32}+'
 _SD_ELEMENT = rf'\[{_SD_NAME}(?: {_SD_NAME}="(?:[^"\\]++|\\.)*+")*+\]'
-_RFC5424_HEADER = r"1 ([^ ]++) ([^ ]++) ([^ ]++) ([^ ]++) ([^ ]++) "
-_RFC5424 = re.compile(rf"{_RFC5424_HEADER}(-|(?:{_SD_ELEMENT})++)", re.ASCII | re.DOTALL)
-_RFC5424_HEADER_ONLY = re.compile(_RFC5424_HEADER)
+_RFC5424_HEADER = r"[1-9][0-9]{0,2} ([^ ]++)" + "".join(
+    rf" ([^ ]{{1,{limit}}}+)" for _, limit in _FIELD_LIMITS
+)
+_RFC5424 = re.compile(rf"{_RFC5424_HEADER} (-|(?:{_SD_ELEMENT})++)", re.ASCII | re.DOTALL)
+_RFC5424_HEADER_ONLY = re.compile(_RFC5424_HEADER + " ")
+# A VERSION and its SP right after the PRI; "1 " is nearly every RFC 5424 message.
+_VERSION = re.compile(r"[1-9][0-9]{0,2} ")
 
 # RFC 3164 4.1.2: TIMESTAMP = Mmm SP dd SP hh:mm:ss, a one-digit day padded with a space.
 # Also seen: an unpadded day, a year before the time (network gear), fractional seconds, and an
@@ -176,13 +186,36 @@ def parse_routed(
     """:func:`parse`, behind the routing gate that builds nothing for a message of the common
     shape that no jail can match: its program no jail reads, or it holds none of the byte
     strings ``gate`` names for that program (a failregex's required literal is in the text
-    only if its UTF-8 bytes are in the escaped message). A message of another shape is parsed
-    whole (only then is its app-name known) and returned."""
+    only if its UTF-8 bytes are in the escaped message). A message of another shape (RFC
+    5424 among them) is parsed whole, since only then is its app-name known, and then dropped
+    the same ways: UNREAD when no jail reads that program (asked with its UTF-8 bytes, b""
+    for none), HOPELESS when its traditional line (" host app[pid]: msg", which holds the MSG
+    and is what a fail2ban filter reads) holds none of the literals: that line is built from
+    the fields and need not be in the frame, so only a frame without any literal is dropped,
+    and only once its line is found to hold none either."""
     data = data.rstrip(_TRAILING)
     stamp = (sender, transport, received_at)
     m = _COMMON.match(data)
     if m is None:
-        return _parse_any(escape_controls(data).decode("utf-8", "replace"), reference, stamp)
+        data = escape_controls(data)
+        message = _parse_any(data.decode("utf-8", "replace"), reference, stamp)
+        app = message.app_name
+        needles = gate(app.encode() if app else b"")
+        if needles is None:
+            return Dropped.UNREAD
+        # A literal in the frame may be in the line; only a frame without any is worth the
+        # line's building (the literals may span the fields it joins). Loops, not any(): a
+        # generator costs more than the search.
+        for needle in needles:
+            if needle in data:
+                return message
+        if needles:
+            line = (" " + message.line).encode()
+            for needle in needles:
+                if needle in line:
+                    return message
+            return Dropped.HOPELESS
+        return message
     needles = gate(m.group(_COMMON_APP))
     if needles is None:
         return Dropped.UNREAD
@@ -229,12 +262,43 @@ def _parse_any(text: str, reference: datetime, stamp: _Stamp) -> SyslogMessage:
             raise ParseError(f"PRI out of range 0..191: <{digits[:6]}>")
         pri = int(digits)
         pos = m.end()
-        if text.startswith("1 ", pos):
+        if _is_5424(text, pos):
             return _parse_5424(text, pos, pri, stamp)
         has_pri = True
     else:
         pri, pos, has_pri = _DEFAULT_PRI, 0, False
     return _parse_3164(text, pos, pri, has_pri, reference, stamp)
+
+
+def _is_5424(text: str, pos: int) -> bool:
+    """Whether the text after a PRI (at ``pos``) is RFC 5424: VERSION 1, or another VERSION the
+    grammar allows when a whole header follows ("<13>42 bytes lost" stays RFC 3164 text, as it
+    always was)."""
+    if text.startswith("1 ", pos):
+        return True
+    # A VERSION's SP is among the next three characters: an RFC 3339 timestamp ("2026-")
+    # is told apart without a regex.
+    return (
+        " " in text[pos + 1 : pos + 4]
+        and _VERSION.match(text, pos) is not None
+        and _RFC5424_HEADER_ONLY.match(text, pos) is not None
+    )
+
+
+def shape(data: bytes) -> str:
+    """Which grammar :func:`parse` reads ``data`` by, in words (``appliancectl explain``)."""
+    text = _clean(data).decode("utf-8", "replace")
+    pri = _PRI.match(text) if text.startswith("<") else None
+    pos = 0 if pri is None else pri.end()
+    if pri is not None and _is_5424(text, pos):
+        return "RFC 5424"
+    bsd = _RFC3164.match(text, pos)
+    if bsd is not None:
+        stamp = "an RFC 3339 timestamp" if bsd.group(1) is None else "a BSD timestamp"
+        return f"RFC 3164 with {stamp}" + ("" if pri else ", no PRI")
+    if pri is not None:
+        return "a PRI without a timestamp (RFC 3164 4.3.3): TAG and text"
+    return "no syslog header: the text kept whole as the message"
 
 
 def _parse_5424(text: str, pos: int, pri: int, stamp: _Stamp) -> SyslogMessage:
@@ -247,11 +311,19 @@ def _parse_5424(text: str, pos: int, pri: int, stamp: _Stamp) -> SyslogMessage:
         # A header with a malformed STRUCTURED-DATA: keep the text rather than lose the message.
         m = _RFC5424_HEADER_ONLY.match(text, pos)
         if m is None:
-            raise ParseError("truncated RFC 5424 header")
+            raise _header_error(text, pos)
         ts, host, app, procid, msgid = m.groups()
         sd = "-"
         msg = text[m.end() :]
     if msg.startswith(_BOM):
+        msg = msg[1:]
+    elif msg.startswith(" "):
+        # rsyslog's RSYSLOG_SyslogProtocol23Format writes "%STRUCTURED-DATA% %msg%", and the msg
+        # of a message it read as RFC 3164 keeps the SP that followed the TAG's ":" (its
+        # traditional templates write "%syslogtag%%msg:::sp-if-no-1st-sp%%msg%" for that reason;
+        # mmrm1stspace and remove.msgFirstSpace drop it): "- -  imap-login: ...". By the
+        # grammar that SP is the MSG's first character, but it separated the TAG and is no part
+        # of what the program wrote; anchored filters ("^imap-login") would never match it.
         msg = msg[1:]
     # Positional (field order of SyslogMessage): keywords cost 0.4 us a message on this path.
     return SyslogMessage(
@@ -266,6 +338,18 @@ def _parse_5424(text: str, pos: int, pri: int, stamp: _Stamp) -> SyslogMessage:
         msg,
         *stamp,
     )
+
+
+def _header_error(text: str, pos: int) -> ParseError:
+    """Why an RFC 5424 header does not read: a field longer than the RFC allows, or too few."""
+    fields = text[pos:].split(" ", 6)[2:6]
+    for (name, limit), value in zip(_FIELD_LIMITS, fields, strict=False):
+        if len(value) > limit:
+            return ParseError(
+                f"RFC 5424 {name} of {len(value)} characters, over the {limit} RFC 5424 "
+                f"allows: {value[:40]}..."
+            )
+    return ParseError("truncated RFC 5424 header")
 
 
 def _parse_3164(

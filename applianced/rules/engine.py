@@ -91,8 +91,9 @@ class Engine:
         """The gate's answer for a program, given as the raw bytes of its TAG: None when no
         jail reads it; else the byte strings of which a message must hold one for some jail
         that reads it to match (every filter literal of those jails), or () when one of them
-        has no such literals and every message must be parsed."""
-        jails = self.route(tag.decode("utf-8", "replace"))
+        has no such literals and every message must be parsed. b"" stands for a message
+        without a program (the parser asks so for RFC 5424's NILVALUE and for plain text)."""
+        jails = self.route(tag.decode("utf-8", "replace") or None)
         if not jails:
             return None
         if all(j.filter.needles for j in jails):
@@ -120,6 +121,7 @@ class Engine:
             else:
                 match = filt.match(message.msg)
             if match is None:
+                jail.count_unmatched(message.app_name)
                 continue
             matched = True
             evidence = evidence or _evidence(message)

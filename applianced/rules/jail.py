@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from ipaddress import ip_address, ip_network
 
@@ -115,6 +115,10 @@ class JailStats:
     ignored: int = 0
     offences: int = 0
     evicted: int = 0
+    # Messages the jail read and found no failure in (no failregex matched, or an ignoreregex
+    # overrode it), per program as the jail's programs name it (``ProgramSelector.entry``):
+    # as many keys as the jail names programs, whatever the senders send.
+    unmatched: dict[str, int] = field(default_factory=dict)
 
 
 class Jail:
@@ -178,6 +182,12 @@ class Jail:
                 self._senders.clear()
             self._senders[sender] = known
         return known
+
+    def count_unmatched(self, app_name: str | None) -> None:
+        """Count a message of ``app_name`` that the jail read and found no failure in."""
+        key = self.reads_program.entry(app_name)
+        counts = self.stats.unmatched
+        counts[key] = counts.get(key, 0) + 1
 
     def ignores(self, address: IPAddress) -> bool:
         return self._never((address.version, int(address)))
@@ -324,6 +334,7 @@ class ProgramSelector:
         # Answers per app-name: a mail server logs under a handful of names, and fnmatch costs
         # a microsecond a glob.
         self._known: dict[str, bool] = {}
+        self._entries: dict[str, str] = {}  # entry's answers for names that globs read
 
     def __call__(self, app_name: str | None) -> bool:
         if self.every:
@@ -337,3 +348,19 @@ class ProgramSelector:
                 self._known.clear()
             self._known[app_name] = known
         return known
+
+    def entry(self, app_name: str | None) -> str:
+        """The program, as the selector names it, that reads ``app_name``: the name itself
+        when given exactly, else the first glob that matches it; "*" for a selector that reads
+        every program (and for a name it does not read)."""
+        if self.every or app_name is None:
+            return "*"
+        if app_name in self.exact:
+            return app_name
+        entry = self._entries.get(app_name)
+        if entry is None:
+            entry = next((g for g in self.globs if fnmatchcase(app_name, g)), "*")
+            if len(self._entries) >= _PROGRAM_CACHE_MAX:
+                self._entries.clear()
+            self._entries[app_name] = entry
+        return entry

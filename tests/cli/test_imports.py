@@ -10,8 +10,11 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from applianced.conf.load import DEFAULT_CONFIG
 
 DAEMON = (
     "twisted",
@@ -81,6 +84,7 @@ def test_status_through_the_config_imports_no_daemon_code(tmp_path: Path) -> Non
         ("check",),
         ("test-filter", "sshd", "-"),
         ("parse", "--json"),
+        ("explain", "--config", str(DEFAULT_CONFIG)),
         ("jail", "set", "sshd", "maxretry", "not-a-number"),
         ("import-fail2ban", str(Path(__file__).parents[1] / "data" / "f2b-trees" / "qmail")),
     ],
@@ -98,3 +102,10 @@ def test_the_cluster_verbs_load_the_schema_module_only() -> None:
         "applianced.cluster",
         "applianced.cluster.postgres",
     ]
+
+
+def test_explain_against_the_daemon_imports_no_daemon_code(
+    control_socket: Path, answer: dict[str, Any]
+) -> None:
+    answer["result"] = {"shape": "RFC 5424", "message": {"msg": "x"}, "jails": [], "summary": ""}
+    assert loaded_daemon_modules("--socket", str(control_socket), "explain", "x") == []

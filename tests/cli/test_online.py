@@ -140,3 +140,38 @@ def test_plurals(
 ) -> None:
     out = run(capsys, answer, [{}] * n, "--socket", str(control_socket), "flush")
     assert text in out
+
+
+def test_status_shows_each_jail_s_unmatched_messages_per_program(
+    control_socket: Path,
+    answer: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """status --json gives the per-program counts; the table their total and, for a jail of
+    several programs, each one's."""
+    app, _ = appliance(tmp_path)
+    app.engine.jails["sshd"].stats.unmatched.update({"sshd": 3, "sshd-session": 1})
+    status = views.status(app)
+    assert status["jails"]["sshd"]["unmatched"] == {"sshd": 3, "sshd-session": 1}
+    assert status["jails"]["postfix"]["unmatched"] == {}
+    out = run(capsys, answer, status, "--socket", str(control_socket), "status")
+    assert "4 (sshd 3, sshd-session 1)" in out
+
+
+def test_explain_asks_the_running_daemon_and_prints_its_walk(
+    control_socket: Path,
+    answer: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    app, _ = appliance(tmp_path)
+    line = "Nov 22 10:00:01 mx sshd[1]: Failed password for root from 203.0.113.7 port 22 ssh2"
+    result = views.explain(app, line)
+    out = run(capsys, answer, result, "--socket", str(control_socket), "explain", line)
+    assert json.loads((tmp_path / "request.json").read_text()) == {
+        "verb": "explain",
+        "args": {"frame": line},
+    }
+    assert "jail sshd: failure" in out and "jail postfix: unread" in out
+    assert "=> a failure for sshd" in out

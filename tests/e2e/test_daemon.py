@@ -135,6 +135,61 @@ def test_the_routing_gate_counts_what_it_does_not_parse(daemon: tuple[Daemon, in
     assert rc == 0 and "1 of programs no jail reads, 1 without any of their jails' literals" in text
 
 
+def test_rfc5424_misses_are_counted_as_rfc3164_ones(daemon: tuple[Daemon, int]) -> None:
+    """Three RFC 5424 lines of a program no jail reads are gated_unread (they were counted
+    nowhere), an sshd one without the filter's literals gated_no_literal; one with a literal
+    that is no failure reaches the jail and is counted as unmatched for sshd, in status --json
+    and status alike."""
+    d, port = daemon
+    for _ in range(3):
+        logger(port, "4A2B3C: removed", tag="postfix/qmgr", extra=("--rfc5424",))
+    logger(port, "Accepted publickey for alice from 203.0.113.12 port 1 ssh2", tag="sshd",
+           extra=("--rfc5424",))  # fmt: skip
+    logger(port, "Failed none for alice from 203.0.113.12 port 1 ssh2", tag="sshd",
+           extra=("--rfc5424",))  # fmt: skip
+    fail(port, "203.0.113.14")
+    wait_for("the ban after the missed lines", lambda: banned(d).get("203.0.113.14/32"))
+    status = d.ctl("status")
+    assert (status["receiver"]["gated_unread"], status["receiver"]["gated_no_literal"]) == (3, 1)
+    assert status["jails"]["sshd"]["unmatched"] == {"sshd": 1}
+    rc, text, _ = d.ctl_rc("status")
+    assert rc == 0 and "3 of programs no jail reads, 1 without any of their jails' literals" in text
+
+
+def test_rfc5424_of_any_version_bans_and_an_over_long_field_is_a_parse_error(
+    daemon: tuple[Daemon, int],
+) -> None:
+    """VERSION 2 is RFC 5424 as 1 is: its failures ban. An APP-NAME over RFC 5424's 48
+    characters is counted as a parse error, and the log names the field."""
+    d, port = daemon
+    failure = "Failed password for invalid user admin from 203.0.113.16 port 4242 ssh2"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(f"<38>1 2026-11-22T10:00:01Z mx {'a' * 49} 1 - - x".encode(), ("127.0.0.1", port))
+        for _ in range(3):
+            s.sendto(f"<38>2 2026-11-22T10:00:01Z mx sshd 1 - - {failure}".encode(),
+                     ("127.0.0.1", port))  # fmt: skip
+    wait_for("the ban from RFC 5424 version 2", lambda: banned(d).get("203.0.113.16/32"))
+    assert d.receiver()["parse_errors"] == 1
+    assert "RFC 5424 APP-NAME of 49 characters, over the 48 RFC 5424 allows" in d.output
+
+
+def test_explain_walks_a_line_through_the_running_jails(daemon: tuple[Daemon, int]) -> None:
+    """appliancectl explain against the real daemon: its jails' verdicts, the regex's
+    captures, nothing counted; a line of no jail's program says so."""
+    d, _ = daemon
+    frame = "<38>1 2026-11-22T10:00:01Z mx sshd 1 - -  " + (
+        "Failed password for invalid user admin from 203.0.113.15 port 4242 ssh2"
+    )
+    walk = d.ctl("explain", frame)
+    assert walk["shape"] == "RFC 5424" and walk["summary"] == "a failure for sshd"
+    (sshd,) = walk["jails"]
+    assert sshd["match"]["address"] == "203.0.113.15" and sshd["match"]["user"] == "admin"
+    rc, text, _ = d.ctl_rc("explain", "Nov 22 10:00:01 mx postfix/qmgr[1]: removed")
+    assert rc == 0 and "=> no jail reads it ('postfix/qmgr')" in text
+    status = d.ctl("status")
+    assert status["jails"]["sshd"]["matched"] == 0 and status["receiver"]["received"] == 0
+
+
 def test_appliancectl_verbs_and_errors(daemon: tuple[Daemon, int]) -> None:
     """ban/unban/blacklist/why through the CLI; refused requests exit 1 with a reason."""
     d, _ = daemon

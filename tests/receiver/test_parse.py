@@ -399,6 +399,62 @@ def test_rfc5424_short_headers_are_rejected(wire: bytes) -> None:
         parse(wire, REF)
 
 
+@pytest.mark.parametrize("version", ["2", "9", "10", "99", "999"])
+def test_rfc5424_every_version_the_grammar_allows_is_rfc5424(version: str) -> None:
+    """VERSION = NONZERO-DIGIT 0*2DIGIT: 2 or 999 is read as RFC 5424 as 1 is, not as text."""
+    msg = parse(f"<13>{version} - mx sshd 42 - - Failed password".encode(), REF)
+    assert (msg.hostname, msg.app_name, msg.procid, msg.msg) == (
+        "mx",
+        "sshd",
+        "42",
+        "Failed password",
+    )
+
+
+@pytest.mark.parametrize(
+    "wire", [b"<13>42 bytes lost", b"<13>1000 - mx sshd - - - x", b"<13>01 - mx a - - - x"]
+)
+def test_a_number_that_is_no_version_or_starts_no_header_stays_rfc3164_text(wire: bytes) -> None:
+    """A VERSION other than 1 counts only with a whole header after it; 1000 and 01 are none."""
+    assert parse(wire, REF).msgid is None
+
+
+@pytest.mark.parametrize(
+    ("field", "limit", "wire"),
+    [
+        ("HOSTNAME", 255, "<13>1 - {} app - - - x"),
+        ("APP-NAME", 48, "<13>1 - mx {} - - - x"),
+        ("PROCID", 128, "<13>1 - mx app {} - - x"),
+        ("MSGID", 32, "<13>1 - mx app - {} - x"),
+    ],
+)
+def test_rfc5424_field_lengths_are_the_rfc_s(field: str, limit: int, wire: str) -> None:
+    """A header field of its RFC 5424 length parses; one character more is a ParseError that
+    names the field and its limit (never truncated: a cut APP-NAME would pick other jails)."""
+    assert parse(wire.format("a" * limit).encode(), REF).msg == "x"
+    with pytest.raises(
+        ParseError, match=f"RFC 5424 {field} of {limit + 1} characters, over the {limit}"
+    ):
+        parse(wire.format("a" * (limit + 1)).encode(), REF)
+
+
+def test_rfc5424_sd_name_over_32_characters_makes_the_sd_malformed() -> None:
+    """SD-ID and PARAM-NAME are 1*32: a longer one is no STRUCTURED-DATA, kept as text."""
+    ok = parse(f'<13>1 - mx app - - [{"i" * 32} {"p" * 32}="v"] x'.encode(), REF)
+    assert (ok.structured_data, ok.msg) == (f'[{"i" * 32} {"p" * 32}="v"]', "x")
+    long_id = parse(f"<13>1 - mx app - - [{'i' * 33}] x".encode(), REF)
+    assert (long_id.structured_data, long_id.msg) == (None, f"[{'i' * 33}] x")
+    long_param = parse(f'<13>1 - mx app - - [i {"p" * 33}="v"] x'.encode(), REF)
+    assert long_param.structured_data is None
+
+
+def test_rfc5424_msg_loses_the_one_space_rsyslog_keeps_after_the_tag() -> None:
+    """rsyslog's RSYSLOG_SyslogProtocol23Format sends "-  MSG" (its msg keeps the SP after the
+    legacy TAG): one SP goes, as the SP after "TAG:" goes in RFC 3164; a second one stays."""
+    assert parse(b"<13>1 - mx dovecot - - -  imap-login: x", REF).msg == "imap-login: x"
+    assert parse(b"<13>1 - mx dovecot - - -   two", REF).msg == " two"
+
+
 def test_rfc5424_fields_and_message_fields() -> None:
     """message_fields gives exactly the nine parsed fields, timestamp in ISO 8601."""
     msg = parse(b"<165>1 2026-11-22T10:00:01.003Z mx.example.org evntslog - ID47 - hi", REF)
@@ -633,8 +689,11 @@ def test_common_shape_covers_the_usual_mail_log_line() -> None:
     assert parse(wire, REF) == expected
     assert parse(wire, REF, *_ROUTER_STAMP) == _general(wire)
     for other in (b"<22>1 2026-11-22T00:00:01Z mx sshd 1 - - x", b"Nov 22 00:00:01 sshd: x"):
-        # Another shape is parsed whole whatever its program: only then is it known.
-        assert parse_routed(other, lambda tag: None, REF) == parse(other, REF)
+        # Another shape is parsed whole, then gated by its program: only then is it known.
+        assert parse_routed(other, lambda tag: None, REF) is Dropped.UNREAD
+        assert parse_routed(other, lambda tag: () if tag == b"sshd" else None, REF) == parse(
+            other, REF
+        )
     assert parse_routed(wire, lambda tag: () if tag == b"postfix/smtpd" else None, REF) == expected
     assert parse_routed(wire, lambda tag: () if tag == b"sshd" else None, REF) is Dropped.UNREAD
     assert parse_routed(wire, lambda tag: (b"reject:",), REF) is Dropped.HOPELESS

@@ -53,6 +53,20 @@ def test_a_program_no_jail_reads_is_received_but_not_handed_on() -> None:
     assert (stats.gated_unread, stats.gated_no_literal) == (1, 0)
 
 
+def test_rfc5424_of_a_program_no_jail_reads_counts_as_rfc3164_does() -> None:
+    """Three RFC 5424 messages from a program no jail reads are gated_unread, as the same
+    message in RFC 3164 is (they used to reach the engine, counted nowhere)."""
+    proto, got, stats = _listener(reads=True)
+    for _ in range(3):
+        proto.datagramReceived(b"<22>1 2026-11-22T10:00:01Z mx postfix/qmgr 1 - - removed", SENDER)
+    proto.datagramReceived(b"<22>Nov 22 10:00:01 mx postfix/qmgr[1]: 4A2B: removed", SENDER)
+    proto.datagramReceived(
+        b"<38>1 2026-11-22T10:00:01Z mx sshd 2 - - Failed x from 192.0.2.7", SENDER
+    )
+    assert [m.app_name for m in got] == ["sshd"]
+    assert (stats.received, stats.gated_unread, stats.gated_no_literal) == (5, 4, 0)
+
+
 def test_a_message_without_the_filters_literal_is_received_but_not_handed_on() -> None:
     """sshd's jail needs "Failed " in a message: one without it cannot match."""
     proto, got, stats = _listener(reads=True)
@@ -61,6 +75,19 @@ def test_a_message_without_the_filters_literal_is_received_but_not_handed_on() -
     assert [m.msg for m in got] == ["Failed key from 192.0.2.7"]
     assert (stats.received, stats.parse_errors) == (2, 0)
     assert (stats.gated_unread, stats.gated_no_literal) == (0, 1)
+
+
+def test_rfc5424_without_the_filters_literal_counts_as_rfc3164_does() -> None:
+    """An RFC 5424 sshd message holding none of the filter's literals is gated_no_literal, as
+    the same message in RFC 3164 is; one holding a literal reaches the jails."""
+    proto, got, stats = _listener(reads=True)
+    proto.datagramReceived(b"<38>1 2026-11-22T10:00:01Z mx sshd 2 - - Accepted key for bob", SENDER)
+    proto.datagramReceived(b"<38>Nov 22 10:00:01 mx sshd[2]: Accepted key for bob", SENDER)
+    proto.datagramReceived(
+        b"<38>1 2026-11-22T10:00:01Z mx sshd 2 - - Failed key from 192.0.2.7", SENDER
+    )
+    assert [m.msg for m in got] == ["Failed key from 192.0.2.7"]
+    assert (stats.received, stats.gated_unread, stats.gated_no_literal) == (3, 0, 2)
 
 
 def test_the_gate_names_the_literals_of_every_jail_that_reads_a_program() -> None:
@@ -75,9 +102,10 @@ def test_the_gate_names_the_literals_of_every_jail_that_reads_a_program() -> Non
     assert engine.gate(b"sshd") == ()
 
 
-def test_other_shapes_and_bad_input_are_parsed_as_without_the_gate() -> None:
+def test_other_shapes_and_bad_input_are_parsed_then_gated_by_their_program() -> None:
     """RFC 5424, a message without hostname, text without header: parsed whole (the app-name
-    is only known then) and handed on; a bad PRI is still a parse error."""
+    is only known then), then dropped as unread when no jail reads their program (the text has
+    none); a bad PRI is still a parse error. Without the gate all three are handed on."""
     wires = [
         b"<38>1 2026-11-22T10:00:01Z mx postfix/qmgr 1 - - removed",
         b"<38>Nov 22 10:00:01 postfix/qmgr[1]: removed",
@@ -91,8 +119,10 @@ def test_other_shapes_and_bad_input_are_parsed_as_without_the_gate() -> None:
             proto.datagramReceived(wire, SENDER)
         outcomes.append((got, stats))
     (gated, gated_stats), (plain, plain_stats) = outcomes
-    assert gated == plain and len(gated) == 3
-    assert gated_stats == plain_stats
+    assert (gated, len(plain)) == ([], 3)
+    assert (gated_stats.gated_unread, plain_stats.gated_unread) == (3, 0)
+    assert gated_stats.parse_errors == plain_stats.parse_errors == 1
+    assert gated_stats.received == plain_stats.received == 3
 
 
 def test_a_literal_holding_u_fffd_gives_the_gate_nothing_to_test() -> None:

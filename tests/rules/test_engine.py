@@ -59,3 +59,29 @@ def test_split_evidence_gives_the_sender_and_the_rest() -> None:
     )
     assert split_evidence("(line not kept)") == ("", "(line not kept)")
     assert split_evidence("[no closing bracket") == ("", "[no closing bracket")
+
+
+def test_a_message_that_reaches_a_jail_and_matches_nothing_is_counted_per_program() -> None:
+    """``unmatched`` counts, per jail and per program as the jail names it (a glob stands for
+    every program it reads, so the count's keys are bounded by the config), the messages the
+    jail read and found no failure in; a failure, an ignored one or an unread program is not
+    counted there."""
+    conf = jail_conf(programs=("sshd", "postfix/*"), ignoreip=(ip_network("192.0.2.0/24"),))
+    engine = Engine([Jail(conf, Filter(SSHD_REGEX))])
+    engine.feed(message("Accepted key for bob"), 1.0)
+    engine.feed(message("Connection closed"), 2.0)
+    engine.feed(message("connect from x", app="postfix/smtpd"), 3.0)
+    engine.feed(message("removed", app="postfix/submission/qmgr"), 4.0)
+    engine.feed(message(ssh_failure("203.0.113.7")), 5.0)
+    engine.feed(message(ssh_failure("192.0.2.7")), 6.0)
+    engine.feed(message("x", app="dovecot"), 7.0)
+    stats = engine.jails["sshd"].stats
+    assert stats.unmatched == {"sshd": 2, "postfix/*": 2}
+    assert (stats.matched, stats.ignored) == (1, 1)
+
+
+def test_a_jail_reading_every_program_counts_its_misses_under_star() -> None:
+    engine = Engine([Jail(jail_conf(programs=()), Filter(SSHD_REGEX))])
+    engine.feed(message("a", app="x"), 1.0)
+    engine.feed(message("b", app="y"), 2.0)
+    assert engine.jails["sshd"].stats.unmatched == {"*": 2}

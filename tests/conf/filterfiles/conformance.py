@@ -140,7 +140,7 @@ def _test_filter(spec: str, lines: Iterable[str]) -> tuple[int, str, list[dict[s
                 status = appliancectl(argv) or 0
             except SystemExit as e:
                 status = e.code if isinstance(e.code, int) else 1
-    rows = [json.loads(r) for r in out.getvalue().splitlines() if r.startswith("{")]
+    rows = [json.loads(r) for r in out.getvalue().splitlines() if r.startswith('{"lineno"')]
     return status, err.getvalue(), rows
 
 
