@@ -28,7 +28,7 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.web import http
@@ -170,34 +170,36 @@ class DecisionsResource(Resource):
         body.addCallbacks(write, failed)
 
     def _bouncer(self, request: Request) -> str | None:
-        """The requesting bouncer's name; None (403 set, counted) for a missing or wrong key."""
+        """The requesting bouncer's name; None (403 set, counted, logged) for a missing or
+        wrong key, or a keys file that cannot be read."""
         key = (request.getHeader(b"x-api-key") or b"").decode("utf-8", "replace").strip()
+        level, why = LogLevel.warn, "its X-Api-Key is missing or not a registered bouncer's"
         try:
             name = self.keys.lookup(key)
-        except BouncerError as e:
-            log.error("refusing a bouncer's pull: {error}", error=str(e))
-            name = None
+        except BouncerError as e:  # every bouncer is refused until the file is repaired
+            name, level, why = None, LogLevel.error, str(e)
         if name is None:
             request.setResponseCode(http.FORBIDDEN)
             request.setHeader(b"content-type", b"application/json")
             self.appliance.health.bouncer_refused += 1
-            self._log_refusal(request)
+            self._log_refusal(request, level, why)
         return name
 
-    def _log_refusal(self, request: Request) -> None:
-        """Where a refused request came from, at most once a minute (a storm of them writes
-        no more)."""
+    def _log_refusal(self, request: Request, level: LogLevel, why: str) -> None:
+        """Where a refused request came from and why, at most once a minute (a storm of them
+        writes no more)."""
         now = self.appliance.clock.seconds()
         if self._refusal_logged is not None and now - self._refusal_logged < _REFUSAL_LOG_EVERY:
             return
         self._refusal_logged = now
-        log.warn(
-            "decision stream: refused a request from {address} ({agent}): its X-Api-Key is "
-            "missing or not a registered bouncer's ({count} refused since start; this line at "
-            "most once a minute); `appliancectl bouncer list` shows the registered ones, "
-            "`bouncer add NAME` makes a key",
+        log.emit(
+            level,
+            "decision stream: refused a request from {address} ({agent}): {why} ({count} "
+            "refused since start; this line at most once a minute); `appliancectl bouncer "
+            "list` shows the registered ones, `bouncer add NAME` makes a key",
             address=getattr(request.getClientAddress(), "host", "?"),
             agent=log_text(_agent(request), 200) or "no User-Agent",
+            why=why,
             count=self.appliance.health.bouncer_refused,
         )
 

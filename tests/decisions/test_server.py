@@ -114,6 +114,20 @@ def test_refusals_are_logged_with_the_address_at_most_once_a_minute(app: Applian
     ]
 
 
+def test_an_unreadable_keys_file_is_logged_once_a_minute_as_an_error(app: Appliance) -> None:
+    """Every bouncer is refused while the file is broken: one error line a minute says why
+    (it was one line a pull, beside the refusal's)."""
+    s = service(app)
+    (app.config.state_dir / "bouncers.json").write_text("{not json")
+    with capturedLogs() as events:
+        for _ in range(3):
+            get(s, request([b"stream"], "0" * 64))
+    lines = [(e["log_level"], formatEvent(e)) for e in events]
+    assert len(lines) == 1 and lines[0][0] == LogLevel.error
+    assert "bouncers.json is not a bouncer keys file; move it away" in lines[0][1]
+    assert app.health.bouncer_refused == 3
+
+
 def test_the_stream_and_the_query_for_a_registered_bouncer(app: Appliance) -> None:
     s = service(app)
     key = add_bouncer(app.config.state_dir, "mx1")
