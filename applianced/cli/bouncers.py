@@ -7,6 +7,7 @@ daemon for each bouncer's last pull, address and version. ``parser.py`` dispatch
 from __future__ import annotations
 
 import argparse
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,8 @@ def _table(rows: list[dict[str, Any]], note: str) -> None:
         table.add_column(col, no_wrap=True)
     for r in rows:
         pulled = when(r["last_pull"]) if r["last_pull"] is not None else "never (since start)"
-        table.add_row(r["name"], pulled, r["address"] or "-", r["version"] or "-", r["added"])
+        added = when(datetime.fromisoformat(r["added"]).timestamp())  # as the last pull
+        table.add_row(r["name"], pulled, r["address"] or "-", r["version"] or "-", added)
     con.print(table)
     if note:
         con.print(note)

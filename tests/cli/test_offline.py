@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -328,6 +329,7 @@ def test_bouncer_add_list_remove_without_the_daemon(
     assert (listed["name"], listed["last_pull"]) == ("mx1", None)
     code, out, _ = run(capsys, "--config", str(path), "bouncer", "list")
     assert "mx1" in out and "not running" in out
+    assert re.search(r"\b\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\b", out)  # added, as last pulls
     code, _, err = run(capsys, "--config", str(path), "bouncer", "add", "mx1")
     assert code == 1 and "bouncer 'mx1' exists" in err
     code, _, err = run(capsys, "--config", str(path), "bouncer", "remove")
