@@ -19,6 +19,7 @@ __all__ = ["DEFAULT_CONFIG", "DEFAULT_CONTROL_SOCKET", "config_path", "control_s
 
 DEFAULT_CONFIG = Path(__file__).parent / "defaults" / "appliance.toml"
 DEFAULT_CONTROL_SOCKET = "/run/applianced/control.sock"
+DEFAULT_STATE_DIR = "/var/lib/applianced"
 
 
 def config_path(given: Path | None) -> Path:
@@ -37,15 +38,25 @@ def control_socket(path: Path) -> Path:
     """``[daemon] control_socket`` of the config file at ``path`` (relative to its directory),
     read alone: a daemon running an older config still answers when the file has since been
     edited into one the loader refuses (``appliancectl check`` says why)."""
+    return _daemon_path(path, "control_socket", DEFAULT_CONTROL_SOCKET)
+
+
+def state_dir(path: Path) -> Path:
+    """``[daemon] state_dir`` of the config file at ``path``, read alone as ``control_socket``
+    is: the bouncers' keys stay manageable while the file has mistakes."""
+    return _daemon_path(path, "state_dir", DEFAULT_STATE_DIR)
+
+
+def _daemon_path(path: Path, key: str, default: str) -> Path:
     raw = read_toml(path)
     daemon = raw.get("daemon", {})
     if not isinstance(daemon, dict):
         raise ConfigError(path, "daemon", "must be a table ([daemon])")
-    value = daemon.get("control_socket", DEFAULT_CONTROL_SOCKET)
+    value = daemon.get(key, default)
     if not isinstance(value, str):
-        raise ConfigError(path, "daemon.control_socket", f"must be a path, not {value!r}")
-    socket = Path(value)
-    return socket if socket.is_absolute() else (path.parent / socket).resolve()
+        raise ConfigError(path, f"daemon.{key}", f"must be a path, not {value!r}")
+    found = Path(value)
+    return found if found.is_absolute() else (path.parent / found).resolve()
 
 
 def read_toml(path: Path) -> dict[str, Any]:

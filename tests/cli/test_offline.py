@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from applianced.bouncers import read_keys
 from applianced.cli import main
 
 DATA = Path(__file__).parents[1] / "data"
@@ -342,6 +343,23 @@ def test_bouncer_add_list_remove_without_the_daemon(
     path.write_text(MINIMAL_STATE.format(state=tmp_path / "missing"))
     code, _, err = run(capsys, "--config", str(path), "bouncer", "add", "mx1")
     assert code == 1 and f"cannot open {tmp_path / 'missing'}" in err
+
+
+def test_bouncer_keys_stay_manageable_with_a_broken_config(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """One mistake in the file (the daemon runs on the config it loaded): add, list and
+    remove read the state directory alone, as status finds the socket (they were refused
+    with the file's errors)."""
+    path = tmp_path / "appliance.toml"
+    path.write_text(MINIMAL_STATE.format(state=tmp_path) + '\n[defaults]\nmaxretry = "3"\n')
+    code, out, err = run(capsys, "--config", str(path), "bouncer", "add", "mx1")
+    assert code == 0, err
+    assert "api_key" not in out and "has mistakes (`appliancectl check` lists them)" in out
+    code, out, _ = run(capsys, "--config", str(path), "bouncer", "list", "--json")
+    assert code == 0 and [b["name"] for b in json.loads(out)] == ["mx1"]
+    assert run(capsys, "--config", str(path), "bouncer", "remove", "mx1")[0] == 0
+    assert read_keys(tmp_path) == {}
 
 
 MINIMAL_STATE = """\
