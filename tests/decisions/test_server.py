@@ -170,6 +170,8 @@ def test_bouncer_list_shows_the_last_pull_and_forgets_removed_bouncers(app: Appl
         ],
     }
     remove_bouncer(app.config.state_dir, "mx1")
+    revoked = request([b"stream"], key)  # the next pull, without a reload: refused
+    assert get(s, revoked) == {"message": "access forbidden"} and revoked.responseCode == 403
     assert [b["name"] for b in s.bouncers()] == ["mx2"]
     assert Dispatcher(app).handle({"verb": "bouncers"}) == {"ok": True, "result": None}
 
