@@ -80,7 +80,7 @@ def test_a_missing_or_wrong_key_is_refused_with_403_and_counted(app: Appliance) 
     other = request([b"nope"], "wrong")
     assert get(s, other) == {"message": "not found"} and other.responseCode == 404
     status = views.status(app)
-    assert status["decisions"] == {"pulls": 0, "refused": 4}
+    assert status["decisions"] == {"pulls": 0, "refused": 4, "connections_refused": 0}
     registry = make_registry(app)
     assert registry.get_sample_value("applianced_bouncer_refused_total") == 4
     assert registry.get_sample_value("applianced_bouncer_pulls_total") == 0
@@ -148,7 +148,7 @@ def test_the_stream_and_the_query_for_a_registered_bouncer(app: Appliance) -> No
     head = request([b"stream"], key)
     assert s.resource.render_HEAD(head) == b""  # type: ignore[arg-type]
     assert head.responseCode is None  # left at 200
-    assert views.status(app)["decisions"] == {"pulls": 4, "refused": 0}
+    assert views.status(app)["decisions"] == {"pulls": 4, "refused": 0, "connections_refused": 0}
 
 
 def test_bouncer_list_shows_the_last_pull_and_forgets_removed_bouncers(app: Appliance) -> None:
