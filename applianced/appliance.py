@@ -293,7 +293,7 @@ class Appliance:
             self._flush_call = self.clock.callLater(0, self._flush)
 
     def _found(self, lookup: Lookup, addresses: Sequence[IPAddress]) -> None:
-        """A hostname failure's addresses (use_dns jails): each counts as a failure."""
+        """A hostname failure's addresses (usedns jails): each counts as a failure."""
         now = self.clock.seconds()
         for address in addresses:
             offence = self.engine.resolved(lookup, address, now)

@@ -1,5 +1,6 @@
-"""Hostname lookups for ``use_dns`` jails: a ``<HOST>`` that was a name, resolved off the
-reactor thread, at most ``MAX_LOOKUPS`` at once (more are dropped and counted).
+"""Hostname lookups for jails whose ``usedns`` is "yes" or "warn" (the latter logs each): a
+``<HOST>`` that was a name, resolved off the reactor thread, at most ``MAX_LOOKUPS`` at once
+(more are dropped and counted).
 
 The Appliance keeps a ``HostLookups`` when it was given a resolver and hands it each
 ``Lookup`` the engine returns; ``found`` counts the failure for every address. ``service.py``
@@ -25,6 +26,7 @@ __all__ = ["MAX_LOOKUPS", "HostLookups", "Resolver", "resolve"]
 log = Logger()
 
 MAX_LOOKUPS = 64  # hostname lookups in flight at once; more are dropped
+MAX_WARNED = 1024  # (jail, name) pairs warned of once each (usedns = warn); then forgotten
 
 Resolver = Callable[[str], "Deferred[Sequence[IPAddress]]"]
 
@@ -44,6 +46,7 @@ class HostLookups:
         self._found = found
         self._limit = limit
         self._running = 0
+        self._warned: set[tuple[str, str]] = set()
 
     def lookup(self, lookup: Lookup) -> None:
         """Start resolving ``lookup.host``, unless ``limit`` lookups are already running."""
@@ -51,6 +54,16 @@ class HostLookups:
             self._health.dns_dropped += 1
             return
         self._running += 1
+        if lookup.warn and (lookup.jail, lookup.host) not in self._warned:
+            if len(self._warned) >= MAX_WARNED:
+                self._warned.clear()
+            self._warned.add((lookup.jail, lookup.host))
+            log.warn(
+                "jail {jail} resolves the host name {host} to ban it (usedns = warn): "
+                "whoever controls its DNS chooses the addresses",
+                jail=lookup.jail,
+                host=lookup.host,
+            )
 
         def failed(reason: Failure) -> None:
             self._health.dns_failed += 1

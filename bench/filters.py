@@ -3,7 +3,8 @@
 in .cache/bench/), for each shipped filter, for all the shipped config's jails together (the
 daemon's routing gate on each line's bytes, then every jail that reads the program of a line it
 lets through matches it, as the daemon does), and
-for Debian's fail2ban postfix.conf read by our loader; and beside each, ``fail2ban-regex`` with
+for Debian's fail2ban postfix.conf read by our loader, and its sshd.conf (multi-line,
+``<F-MLFID>``); and beside each, ``fail2ban-regex`` with
 fail2ban's filter for the same service (bench/fail2ban.py) on the first ``f2b_lines`` lines of
 the same log (fail2ban is too slow for the whole log in a short run; lines/s do not depend on
 the length once start-up is excluded, and both tools report their own clock).
@@ -131,6 +132,9 @@ def main(argv: list[str]) -> None:
         str(debian_filter_d() / "postfix.conf"), log
     )
     theirs["Debian postfix.conf, our loader"] = fail2ban("postfix")
+    # A multi-line filter (<F-MLFID>): its lines go through rules/multiline.py's state.
+    ours["Debian sshd.conf, multi-line"] = test_filter(str(debian_filter_d() / "sshd.conf"), log)
+    theirs["Debian sshd.conf, multi-line"] = fail2ban("sshd")
     theirs["all shipped jails"] = max(by_spec.values())  # vs the fastest single fail2ban filter
     out = {"lines": lines, "f2b_lines": f2b_lines, "ours": ours, "fail2ban": theirs}
     print(json.dumps(out))

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from ipaddress import ip_address
 
 from twisted.internet.defer import Deferred
+from twisted.logger import capturedLogs
 
 from applianced.health import Health
 from applianced.hostnames import HostLookups
@@ -49,3 +50,17 @@ def test_lookups_past_the_limit_are_dropped_until_one_ends() -> None:
     pending[0].callback([])
     lookups.lookup(lookup("h3.example.org"))
     assert (len(pending), health.dns_dropped) == (3, 1)
+
+
+def test_a_usedns_warn_lookup_logs_a_warning() -> None:
+    lookups = HostLookups(lambda host: Deferred(), Health(), lambda item, addresses: None)
+    with capturedLogs() as events:
+        lookups.lookup(lookup("quiet.example.org"))
+        for _ in range(3):  # once per jail and name, not per line
+            lookups.lookup(Lookup("sshd", "loud.example.org", "line", 0.0, warn=True))
+        lookups.lookup(Lookup("dovecot", "loud.example.org", "line", 0.0, warn=True))
+    warned = [e for e in events if "usedns" in str(e.get("log_format", ""))]
+    assert [(e["jail"], e["host"]) for e in warned] == [
+        ("sshd", "loud.example.org"),
+        ("dovecot", "loud.example.org"),
+    ]

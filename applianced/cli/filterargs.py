@@ -87,7 +87,9 @@ def _named_filter(name: str, config_file: Path | None) -> tuple[Filter, tuple[st
         if isinstance(source, F2bFilter):
             for note in source.notes:
                 print(f"note: {note}", file=sys.stderr)
-        return source.compile(), source.programs
+        # As fail2ban-regex: a host name is reported as the name (a jail's usedns decides
+        # whether the daemon resolves it).
+        return source.compile(allow_dns=True), source.programs
     except UnknownFilterError:
         jails = ", ".join(j.name for j in config.jails) if config else "none (no config)"
         raise CliError(

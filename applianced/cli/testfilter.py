@@ -41,6 +41,7 @@ from applianced.rules.engine import GateCache
 from applianced.rules.filters import Filter, Outcome
 from applianced.rules.jail import ProgramSelector
 from applianced.rules.message import SyslogMessage
+from applianced.rules.multiline import MultiLine
 from applianced.units import plural
 
 __all__ = ["cmd_test_filter"]
@@ -60,13 +61,21 @@ def _subject(
     A fail2ban filter gets the line as fail2ban would: the date cut off (syslog lines go
     through our parser, so both read the same ``host app[pid]: msg``), other lines with their
     control characters escaped as the parser escapes them and their date cut: by the filter
-    itself when it has a datepattern of its own, else here with fail2ban's default forms."""
+    itself when it has a datepattern of its own, else here with fail2ban's default forms. A
+    line without a host name field (``pop3-login: Info: ...``, ``[sshd]: ...``, as a program's
+    own log file writes them) is such another line, read whatever its first word: it names no
+    syslog program to route by, and ``__prefix_line`` takes it as is."""
     if not filt.on_line:
         if message is None:
             return None
         text = message.msg
         return text, message.app_name, filt.dates.find(text) if filt.dates else None
-    if message is not None and message.timestamp is not None:
+    if (
+        message is not None
+        and message.timestamp is not None
+        and message.hostname
+        and message.app_name
+    ):
         text = " " + message.line
         if filt.dates is not None:
             return text, message.app_name, filt.dates.find(text)
@@ -137,12 +146,10 @@ def cmd_test_filter(args: argparse.Namespace) -> None:
     spec, log = order_arguments(args.first, args.second)
     filt, programs = filter_of(spec, args.ignoreregex, args.config)
     selects = ProgramSelector(programs)
-    # A line without a program (b"": a log file's own line, blank or dated its own way) is
-    # always examined, as the filter may be meant for such a file.
+    # The common syslog shape only: a line of another shape is parsed whole, ungated, and
+    # _subject reads it (a log file's own line has no program to route by).
     gate = GateCache(
-        lambda tag: (
-            () if not tag else filt.needles if selects(tag.decode("utf-8", "replace")) else None
-        )
+        lambda tag: filt.needles if selects(tag.decode("utf-8", "replace")) else None
     ).__getitem__
     now = datetime.now(UTC)
     # Plain counters, not a dict: the loop below runs once a line of a log of millions.
@@ -158,6 +165,9 @@ def cmd_test_filter(args: argparse.Namespace) -> None:
     want_line = args.print_all_matched and want_json
     keep_matched, keep_missed, keep_ignored = _keeps(args)
     progress = _progress(log)
+    # A multi-line filter keeps its state over the whole file (one source); in the daemon,
+    # per sender, program and pid.
+    lines_state = MultiLine(filt) if filt.multiline else None
     started = time.monotonic()
     number = 0
     try:
@@ -171,7 +181,7 @@ def cmd_test_filter(args: argparse.Namespace) -> None:
                 # the line end itself, and a line it drops has the common syslog shape, so is
                 # not blank: the blank test and the strip wait for the lines it keeps.
                 try:
-                    routed = parse_routed(raw, gate, now)
+                    routed = parse_routed(raw, gate, now, gate_other_shapes=False)
                 except ApplianceError:
                     routed = None
                 if routed is Dropped.UNREAD:
@@ -201,14 +211,20 @@ def cmd_test_filter(args: argparse.Namespace) -> None:
                 else:
                     form = "none" if dated is None else dated.form
                     dates[form] = dates.get(form, 0) + 1
-                outcome, match, index = filt.examine(text, prefilter=True)
+                if lines_state is None:
+                    outcome, match, index = filt.examine(text, prefilter=True)
+                else:
+                    outcome, match, index = lines_state.feed(None, text, 0.0)
                 if outcome is Outcome.MATCHED and match is not None:
                     matched += 1
                     per_regex[index or 0] = per_regex.get(index or 0, 0) + 1
                     if matched <= keep_matched:
                         matched_lines.append((number, raw))
                     if want_json:
-                        row: dict[str, Any] = {"lineno": number, "host": match.host}
+                        # What the daemon bans: the canonical address (::ffff:192.0.2.1 is
+                        # 192.0.2.1), or the name a usedns jail resolves.
+                        host = match.host if match.address is None else str(match.address)
+                        row: dict[str, Any] = {"lineno": number, "host": host}
                         if match.user is not None:
                             row["user"] = match.user
                         when = _time_of(dated, raw)

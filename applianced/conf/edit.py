@@ -66,7 +66,9 @@ GENERAL_MARK = "# appliancectl general disable"
 _WAS_TRUE = " (was true)"
 _LISTS = {"ports", "ignoreip", "senders", "notify", "programs"}  # VALUE: a comma list
 _REGEXES = {"failregex", "ignoreregex"}  # VALUE: one regex (a TOML array for several)
-_STRINGS = {"filter", "filter_dir", "protocol", "hook", "verdict"}
+_STRINGS = {"filter", "filter_dir", "protocol", "hook", "verdict", "usedns"}
+# usedns replaces the older use_dns: setting one drops the other from the jail's table.
+_REPLACES = {"usedns": "use_dns", "use_dns": "usedns"}
 
 # What `jail unset` may drop: a key [defaults] (or the built-in policy) supplies, and enabled.
 _UNSETTABLE = {o for o in JAIL_OPTIONS if o.partition(".")[0] in POLICY_KEYS} | {"enabled"}
@@ -135,6 +137,10 @@ def jail_set(path: Path, jail: str, option: str, value: str) -> EditResult:
                 return
             _set(table, tomlkit.key([head, sub]), parsed, result, f"jails.{jail}", option)
             return
+        older = _REPLACES.get(option)
+        if older is not None and older in table:
+            result.changes.append(Change(f"jails.{jail}", older, table[older], None))
+            del table[older]
         _set(table, option, parsed, result, f"jails.{jail}")
 
     return _edit(path, change)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from applianced.conf.filterfiles.fail2ban import F2bFilter
 from applianced.conf.filterref import resolve_filter
 from applianced.conf.jailkeys import INCREMENT_KEYS, JAIL_KEYS, POLICY_KEYS
-from applianced.conf.schema import IncrementConf, JailConf, MatchOn
+from applianced.conf.schema import IncrementConf, JailConf, MatchOn, UseDns
 from applianced.conf.tomlread import (
     Mistakes,
     TomlReader,
@@ -38,7 +38,6 @@ BUILTIN_POLICY: dict[str, Any] = {
     "findtime_history": "1w",
     "max_tracked": 100_000,
     "ipv6_prefix": 64,
-    "use_dns": False,
     "ports": ["all"],
     "protocol": "tcp",
     "filter_dir": "",
@@ -47,6 +46,7 @@ BUILTIN_POLICY: dict[str, Any] = {
     "bantime_jitter": 0,
     "notify": [],
     "log_found": False,
+    "usedns": "warn",  # fail2ban's; read by _usedns with the older use_dns
 }
 
 
@@ -54,7 +54,6 @@ _Read = Callable[[TomlReader, Any, tuple[str, ...]], Any]  # (reader, value, whe
 
 # How a jail reads each policy key (its own value, else [defaults]', else the built-in one).
 _POLICY_READS: dict[str, _Read] = {
-    "use_dns": lambda r, v, k: r.typed(v, k, bool, "true or false"),
     "ports": lambda r, v, k: r.convert(v, k, _ports),
     "protocol": lambda r, v, k: r.choice(v, k, ("tcp", "udp", "both")),
     "bantime": lambda r, v, k: r.convert(v, k, positive_ban_duration),
@@ -101,7 +100,7 @@ def read_jail(
 
     found = Mistakes()  # each key on its own: `check` shows every mistake of the jail
     values: dict[str, Any] = {}
-    for key, read in _POLICY_READS.items():
+    for key, read in _POLICY_READS.items():  # usedns and use_dns: _usedns
         with found.collect():
             values[key] = read(r, p[key], at(key))
     with found.collect():
@@ -114,9 +113,12 @@ def read_jail(
         values["ignoreip"] = _ignoreip(r, t, keys, defaults)
     with found.collect():
         values["bantime_increment"] = _increment(r, raw, keys, at("bantime_increment"), defaults)
-    use_dns = values.get("use_dns", False)
+    usedns: UseDns = "no"
     with found.collect():
-        regexes = _regexes(r, t, p, at, use_dns)
+        usedns = _usedns(r, t, r.table(raw, ("defaults",), POLICY_KEYS), at)
+    values["use_dns"] = usedns != "no"
+    with found.collect():
+        regexes = _regexes(r, t, p, at, values["use_dns"])
         if not regexes.failregex:
             raise r.error(keys, "needs 'filter' (a shipped filter name) or 'failregex'")
     found.raise_any()
@@ -126,6 +128,8 @@ def read_jail(
         filter=filter_name,
         prefregex=regexes.prefregex,
         match_on=regexes.match_on,
+        maxlines=regexes.maxlines,
+        usedns=usedns,
         datepattern=regexes.datepattern,
         failregex=regexes.failregex,
         ignoreregex=regexes.ignoreregex,
@@ -156,7 +160,36 @@ class _Regexes:
     programs: tuple[str, ...] | None
     prefregex: str | None = None
     match_on: MatchOn = "msg"
+    maxlines: int = 1
     datepattern: str | None = None
+
+
+def _usedns(
+    r: TomlReader,
+    t: Mapping[str, Any],
+    d: Mapping[str, Any],
+    at: Callable[[str], tuple[str, ...]],
+) -> UseDns:
+    """fail2ban's ``usedns`` ("yes", "warn", "no"); our older ``use_dns = true|false`` still
+    reads as "yes"|"no". The jail's table ``t`` first, then [defaults] ``d``, each as
+    written; one table may not set both. Neither anywhere: "warn", fail2ban's default (the
+    shipped config says "no")."""
+    for table in (t, d):
+        if "usedns" in table and "use_dns" in table:
+            raise r.error(at("usedns"), "set usedns or the older use_dns, not both")
+        if "usedns" in table:
+            value = r.choice(table["usedns"], at("usedns"), ("yes", "warn", "no", "raw"))
+            if value == "raw":
+                why = (
+                    "usedns = 'raw' bans a host name as text, which an nftables set cannot "
+                    "hold; use 'yes' or 'warn' (resolve it) or 'no' (ignore names)"
+                )
+                raise r.error(at("usedns"), why)
+            return cast(UseDns, value)
+        if "use_dns" in table:
+            use_dns = r.typed(table["use_dns"], at("use_dns"), bool, "true or false")
+            return "yes" if use_dns else "no"
+    return cast(UseDns, BUILTIN_POLICY["usedns"])
 
 
 def _regexes(
@@ -178,6 +211,7 @@ def _regexes(
     filter_dir = r.typed(p["filter_dir"], at("filter_dir"), str, "a directory")
     prefregex: str | None = None
     match_on: MatchOn = "msg"
+    maxlines = 1
     datepattern: str | None = None
     try:
         source = resolve_filter(
@@ -187,7 +221,8 @@ def _regexes(
         )
         if isinstance(source, F2bFilter):
             source.compile(allow_dns=use_dns)
-            prefregex, match_on, datepattern = source.prefregex, "line", source.own_dates
+            prefregex, match_on, maxlines = source.prefregex, "line", source.maxlines
+            datepattern = source.own_dates
         else:
             datepattern = source.datepattern
     except FilterError as e:
@@ -198,6 +233,7 @@ def _regexes(
         source.programs if programs is None else programs,
         prefregex,
         match_on,
+        maxlines,
         datepattern,
     )
 

@@ -20,6 +20,7 @@ POLICY_KEYS = {
     "max_tracked",
     "ipv6_prefix",
     "use_dns",
+    "usedns",
     "ports",
     "protocol",
     "filter_dir",

@@ -38,6 +38,10 @@ OnStop = Literal["keep", "flush"]
 NotifyAction = Literal["mail", "mail-whois", "mail-whois-lines"]
 StartTLS = Literal["required", "optional", "off"]
 MatchOn = Literal["msg", "line"]
+# fail2ban's usedns: what a <HOST> that is a name does. "yes" resolves it and bans its
+# addresses, "warn" the same with a warning logged, "no" ignores names ("raw" is refused: it
+# bans the name as text, which a kernel set cannot hold).
+UseDns = Literal["yes", "warn", "no"]
 Backend = Literal["sqlite", "postgresql"]
 LogLevelName = Literal["debug", "info", "warning", "error"]
 
@@ -138,6 +142,8 @@ class JailConf:
     # and that it reads the traditional ``host app[pid]: msg`` line, not the MSG alone.
     prefregex: str | None = None
     match_on: MatchOn = "msg"
+    maxlines: int = 1  # a fail2ban filter's: lines a failregex may span (rules/multiline.py)
+    usedns: UseDns = "no"  # use_dns is True for "yes" and "warn"
     # A `found` log line for each failure counted (fail2ban's "Found ADDR"), within a budget.
     log_found: bool = False
     # The filter's own datepattern (rules/dates.py): the date cut from the text before matching.

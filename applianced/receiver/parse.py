@@ -182,6 +182,7 @@ def parse_routed(
     sender: str | None = None,
     transport: str | None = None,
     received_at: float = 0.0,
+    gate_other_shapes: bool = True,
 ) -> SyslogMessage | Dropped:
     """:func:`parse`, behind the routing gate that builds nothing for a message of the common
     shape that no jail can match: its program no jail reads, or it holds none of the byte
@@ -192,13 +193,18 @@ def parse_routed(
     for none), HOPELESS when its traditional line (" host app[pid]: msg", which holds the MSG
     and is what a fail2ban filter reads) holds none of the literals: that line is built from
     the fields and need not be in the frame, so only a frame without any literal is dropped,
-    and only once its line is found to hold none either."""
+    and only once its line is found to hold none either. ``gate_other_shapes=False`` returns
+    a message of another shape ungated: ``test-filter`` reads a line without a host name
+    field (``pop3-login: Info: ...``) as a program's own log line, not by the word the parser
+    took for its program."""
     data = data.rstrip(_TRAILING)
     stamp = (sender, transport, received_at)
     m = _COMMON.match(data)
     if m is None:
         data = escape_controls(data)
         message = _parse_any(data.decode("utf-8", "replace"), reference, stamp)
+        if not gate_other_shapes:
+            return message
         app = message.app_name
         needles = gate(app.encode() if app else b"")
         if needles is None:

@@ -50,13 +50,14 @@ class Offence:
 
 @dataclass(frozen=True, slots=True)
 class Lookup:
-    """A failure whose ``<HOST>`` was a hostname (jails with ``use_dns`` only): the service
+    """A failure whose ``<HOST>`` was a hostname (jails whose ``usedns`` is not "no"): the service
     resolves it off the hot path and counts the failure for each address it finds."""
 
     jail: str
     host: str
     line: str
     at: float
+    warn: bool = False  # usedns = "warn": log that a name was resolved for a ban
 
 
 @dataclass(frozen=True, slots=True)

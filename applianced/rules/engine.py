@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from applianced.rules.decision import Found, IPAddress, Lookup, Offence
+from applianced.rules.filters import Outcome
 from applianced.rules.jail import Jail
 from applianced.rules.message import SyslogMessage
 
@@ -101,9 +102,9 @@ class Engine:
         return ()
 
     def feed(self, message: SyslogMessage, now: float) -> list[Offence | Lookup | Found]:
-        """Offences caused by ``message`` received at ``now`` (POSIX seconds), hostnames
-        to resolve for jails with ``use_dns``, and for jails with ``log_found`` each failure
-        counted (before the offence it completes)."""
+        """Offences caused by ``message`` received at ``now`` (POSIX seconds), hostnames to
+        resolve for jails whose ``usedns`` is not "no", and for jails with ``log_found`` each
+        failure counted (before the offence it completes)."""
         out: list[Offence | Lookup | Found] = []
         line = evidence = None  # built once per message, and only when a jail needs them
         reached = matched = False
@@ -113,7 +114,13 @@ class Engine:
                 continue
             reached = True
             filt = jail.filter
-            if filt.on_line:
+            if jail.lines is not None:  # multi-line: the lines before count too
+                line = line or " " + message.line
+                source = (message.sender, message.app_name, message.procid)
+                outcome, match, _ = jail.lines.feed(source, line, now)
+                if outcome is not Outcome.MATCHED:
+                    continue
+            elif filt.on_line:
                 # A fail2ban filter reads the line as fail2ban leaves it once the date is cut
                 # off: " host app[pid]: msg" (leading space included); ours read the MSG alone.
                 line = line or " " + message.line
@@ -126,7 +133,8 @@ class Engine:
             matched = True
             evidence = evidence or _evidence(message)
             if match.address is None:
-                out.append(Lookup(jail.name, match.host, evidence, now))
+                warn = jail.conf.usedns == "warn"
+                out.append(Lookup(jail.name, match.host, evidence, now, warn))
                 continue
             if jail.conf.log_found and not jail.ignores(match.address):
                 out.append(Found(jail.name, match.address, message.sender or "file", message.line))

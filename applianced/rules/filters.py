@@ -16,7 +16,10 @@ traditional ``host app[pid]: msg`` line for fail2ban filters (``on_line``), or t
 part of it when a ``prefregex`` is set. Filters whose regexes all compile under RE2 run there
 (``rules/regex.py``), the others under ``re``, every text cut at ``MAX_TEXT``. A message is a
 failure when some failregex matches, with a capture that is a valid address, and no ignoreregex
-matches. Failregexes are tried in order; the first one that matches decides the address.
+matches. Failregexes are tried in order; the first one that matches decides the address: of
+several host tags in it, the one that took part; without one, the prefregex's. ``maxlines`` and
+``<F-MLFID>`` filters (``multiline``) are matched through ``rules/multiline.py``, which keeps
+the lines before.
 """
 
 from __future__ import annotations
@@ -87,8 +90,9 @@ class Filter:
     """A compiled set of failregexes and ignoreregexes (see the module docstring for semantics).
 
     Raises FilterError, naming the filter, the regex (``failregex #N``, 1-based) and the reason,
-    when a regex is invalid or a failregex lacks exactly one ``<HOST>``/``<ADDR>``/``<IP4>``/
-    ``<IP6>`` tag.
+    when a regex is invalid or a failregex has no host tag (``<HOST>``, ``<ADDR>``, ``<IP4>``,
+    ``<F-IP4>``...) while neither a host tag in ``prefregex`` nor ``<F-MLFID>`` (multi-line,
+    ``rules/multiline.py``) can give it an address.
 
     ``literals`` holds, for each failregex, a substring every match of it contains (see
     :func:`required_literal`); it is empty when some failregex has no such literal of at least
@@ -116,6 +120,7 @@ class Filter:
         "_fail",
         "_ignore",
         "_pref",
+        "_pref_reader",
         "allow_dns",
         "dates",
         "engine",
@@ -123,6 +128,8 @@ class Filter:
         "ignoreregex",
         "literals",
         "max_text",
+        "maxlines",
+        "mlfid",
         "name",
         "needles",
         "on_line",
@@ -140,6 +147,7 @@ class Filter:
         on_line: bool = False,
         engine: str = "auto",
         max_text: int = MAX_TEXT,
+        maxlines: int = 1,
         dates: DateFinder | None = None,
     ) -> None:
         if isinstance(failregex, str) or isinstance(ignoreregex, str):
@@ -149,8 +157,15 @@ class Filter:
         self.on_line = on_line
         self.prefregex = prefregex
         self.max_text = max_text
+        self.maxlines = maxlines
+        self._pref: Pattern | None = None
+        # The prefregex's captures when it has a host tag or an <F-MLFID>: a failregex without
+        # a host tag then takes the prefix's address, or the multi-line state's (multiline.py).
+        self._pref_reader: Reader | None = None
+        if prefregex is not None:
+            self._pref, self._pref_reader = self._compile_pref(prefregex)
+        self.mlfid = self._pref is not None and "mlfid" in self._pref.groupindex
         self.dates = dates
-        self._pref: Pattern | None = None if prefregex is None else self._compile_pref(prefregex)
         self.failregex: tuple[str, ...] = tuple(failregex)
         self.ignoreregex: tuple[str, ...] = tuple(ignoreregex)
         if not self.failregex:
@@ -158,9 +173,10 @@ class Filter:
         fail: list[tuple[str, Pattern, Reader]] = []
         for number, regex in enumerate(self.failregex, start=1):
             expansion = self._expand("failregex", number, regex)
-            if expansion.host_tags != 1:
-                raise self._error("failregex", number, regex, host_tag_problem(expansion))
             compiled = self._re_compile("failregex", number, regex, expansion)
+            self.mlfid = self.mlfid or "mlfid" in compiled.groupindex
+            if not expansion.host_tags and self._pref_reader is None and not self.mlfid:
+                raise self._error("failregex", number, regex, host_tag_problem())
             literal = required_literal(expansion.text)
             fail.append((literal, compiled, reader_of(compiled, expansion, self.allow_dns)))
         self._fail = tuple(fail)
@@ -179,12 +195,18 @@ class Filter:
         )
         # The literals as UTF-8, for a gate that tests a message before decoding it: a literal
         # is in the decoded text only if these bytes are in the message (a U+FFFD in the text
-        # may stand for any invalid bytes, so a literal holding one gives no such test).
+        # may stand for any invalid bytes, so a literal holding one gives no such test). Empty
+        # with maxlines > 1: a line without them may be the first of a multi-line failure.
         self.needles: tuple[bytes, ...] = (
             tuple(lit.encode() for lit in self.literals)
-            if not any("\ufffd" in lit for lit in self.literals)
+            if maxlines == 1 and not any("\ufffd" in lit for lit in self.literals)
             else ()
         )
+
+    @property
+    def multiline(self) -> bool:
+        """Whether a line's outcome depends on lines before it (``rules/multiline.py``)."""
+        return self.maxlines > 1 or self.mlfid
 
     def __repr__(self) -> str:
         return (
@@ -204,6 +226,7 @@ class Filter:
                     break
             else:
                 return None
+        pm = None
         if self.dates is not None:  # a datepattern: the date in the text cut, as fail2ban does
             text = self.dates.cut(text)
         if self._pref is not None:  # only fail2ban filters have one: after the prefilter
@@ -211,12 +234,13 @@ class Filter:
             if pm is None:
                 return None
             text = pm.group("content") or ""
+        pref = self._pref_reader
         for literal, regex, reader in self._fail:
             if literal in text:
                 m = regex.search(text)
                 if m is not None:
-                    found = _read(reader, m)
-                    if found is not None:
+                    found = _read(reader, m) if pref is None else _with_prefix(pref, pm, reader, m)
+                    if found is not None and found.host:
                         # As in examine: a hit counts only with a valid address; then NOFAIL.
                         if reader.nofail and any(m.group(i) is not None for i in reader.nofail):
                             return None
@@ -231,15 +255,19 @@ class Filter:
     def examine(
         self, text: str, *, prefilter: bool = False
     ) -> tuple[Outcome, Match | None, int | None]:
-        """Outcome, match and 0-based index of the failregex that hit, for ``test-filter``.
+        """Outcome, match and 0-based index of the failregex that hit, for ``test-filter``
+        and the multi-line state (``rules/multiline.py``).
 
         For IGNORED the match and index are those of the failregex that an ignoreregex
         overrode, or of a ``<F-NOFAIL>`` hit. Runs each regex on its own without the prefilter,
         so it doubles as the reference for :meth:`match`; ``prefilter=True`` skips the
-        regexes whose required literal is not in the text (same outcome, less work).
+        regexes whose required literal is not in the text (same outcome, less work). In a
+        filter with ``<F-MLFID>`` a hit without an address is returned too, its ``host``
+        empty: the multi-line state may know the address from an earlier line.
         """
         if len(text) > self.max_text:
             text = text[: self.max_text]
+        pm = None
         if self.dates is not None:
             text = self.dates.cut(text)
         if self._pref is not None:
@@ -247,14 +275,17 @@ class Filter:
             if pm is None:
                 return Outcome.MISSED, None, None
             text = pm.group("content") or ""
+        pref = self._pref_reader
         for index, (literal, regex, reader) in enumerate(self._fail):
             if prefilter and literal not in text:
                 continue
             m = regex.search(text)
-            found = None if m is None else _read(reader, m)
-            if found is None:
+            if m is None:
                 continue
-            if m is not None and any(m.group(i) is not None for i in reader.nofail):
+            found = _read(reader, m) if pref is None else _with_prefix(pref, pm, reader, m)
+            if found is None or not (found.host or self.mlfid):
+                continue
+            if any(m.group(i) is not None for i in reader.nofail):
                 return Outcome.IGNORED, found, index
             if any(
                 rx.search(text) is not None
@@ -288,21 +319,19 @@ class Filter:
 
     def _compile_ignore(self, number: int, regex: str) -> tuple[str, Pattern]:
         expansion = self._expand("ignoreregex", number, regex)
-        if expansion.host_tags > 1:
-            raise self._error("ignoreregex", number, regex, host_tag_problem(expansion))
         compiled = self._re_compile("ignoreregex", number, regex, expansion)
         return required_literal(expansion.text), compiled
 
-    def _compile_pref(self, regex: str) -> re.Pattern[str]:
+    def _compile_pref(self, regex: str) -> tuple[re.Pattern[str], Reader | None]:
+        """The prefregex, and its captures' Reader when it has a host tag or an <F-MLFID>."""
         expansion = self._expand("prefregex", 1, regex)
-        if expansion.host_tags:
-            why = "a host tag in prefregex is not supported; capture the address in failregex"
-            raise self._error("prefregex", 1, regex, why)
         compiled = self._re_compile("prefregex", 1, regex, expansion)
         if "content" not in compiled.groupindex:
             why = "has no <F-CONTENT>...</F-CONTENT> for the failregexes to examine"
             raise self._error("prefregex", 1, regex, why)
-        return compiled
+        if not expansion.host_tags and "mlfid" not in compiled.groupindex:
+            return compiled, None
+        return compiled, reader_of(compiled, expansion, self.allow_dns)
 
     def _expand(self, kind: str, number: int, regex: str) -> Expansion:
         if not isinstance(regex, str):
@@ -329,27 +358,63 @@ class Filter:
 
 
 def _read(reader: Reader, m: MatchLike) -> Match | None:
-    """The Match for a regex hit, or None when the capture is not a valid address/hostname."""
-    host = m.group(reader.host)
-    if host is None:  # e.g. "a <HOST>|b" matched by its branch without the tag
-        return None
+    """The Match for a regex hit, or None when the capture is not a valid address/hostname.
+    A hit where no host tag took part (``a <HOST>|b``, or a regex without one) is a Match
+    whose ``host`` is empty: a failure only with an address from elsewhere (prefregex,
+    multi-line state)."""
+    for spec in reader.hosts:
+        host = m.group(spec[0])
+        if host is not None:
+            _, dns, prefix_group = spec
+            break
+    else:
+        return Match("", None, _user(reader, m), _fields(reader, m))
     address = _parse_address(host)
-    if address is None and not (reader.dns and _is_hostname(host)):
+    if address is None and not (dns and _is_hostname(host)):
         return None
     prefix = None
-    if reader.prefix is not None and (plen := m.group(reader.prefix)) is not None:
+    if prefix_group is not None and (plen := m.group(prefix_group)) is not None:
         prefix = int(plen)
         if address is not None and address.version == 4 and ":" in host:
             prefix -= 96  # ::ffff:203.0.113.0/120 is 203.0.113.0/24
         if address is None or not 0 <= prefix <= address.max_prefixlen:
             return None
-    user = None if reader.user is None else m.group(reader.user)
-    fields: Mapping[str, str] = _NO_FIELDS
-    if reader.fields:
-        found = {name: v for name, i in reader.fields if (v := m.group(i)) is not None}
-        if found:
-            fields = MappingProxyType(found)
-    return Match(host, address, user, fields, prefix)
+    return Match(host, address, _user(reader, m), _fields(reader, m), prefix)
+
+
+def _user(reader: Reader, m: MatchLike) -> str | None:
+    for i in reader.user:
+        if (user := m.group(i)) is not None:
+            return user
+    return None
+
+
+def _fields(reader: Reader, m: MatchLike) -> Mapping[str, str]:
+    if not reader.fields:
+        return _NO_FIELDS
+    found: dict[str, str] = {}
+    for name, i in reader.fields:
+        if name not in found and (v := m.group(i)) is not None:
+            found[name] = v
+    return MappingProxyType(found) if found else _NO_FIELDS
+
+
+def _with_prefix(pref: Reader, pm: MatchLike | None, reader: Reader, m: MatchLike) -> Match | None:
+    """A failregex hit under a prefregex with captures: the failregex's address, else the
+    prefix's; the failregex's user and fields over the prefix's."""
+    inner = _read(reader, m)
+    outer = None if pm is None else _read(pref, pm)
+    if inner is None or outer is None:
+        return inner if outer is None and pm is None else None
+    base = inner if inner.host else outer
+    fields = {**outer.fields, **inner.fields}
+    return Match(
+        base.host,
+        base.address,
+        inner.user if inner.user is not None else outer.user,
+        MappingProxyType(fields) if fields else _NO_FIELDS,
+        base.prefix,
+    )
 
 
 # Parsing is most of a hit's cost: ipaddress takes 2 us for IPv4 and up to 7 us for IPv6, while
@@ -370,6 +435,3 @@ def _is_hostname(text: str) -> bool:
     # A name whose last label is all digits is a mangled address (999.1.1.1), not a host.
     last = text.rstrip(".").rsplit(".", 1)[-1]
     return bool(last) and not last.isdigit()
-
-
-# --- the prefilter literal ------------------------------------------------------------------------

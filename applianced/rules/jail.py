@@ -29,6 +29,7 @@ from applianced.rules.addresses import host_only, network_of
 from applianced.rules.dates import date_finder
 from applianced.rules.decision import BanDecision, BanKind, IPAddress, IPNetwork, Offence
 from applianced.rules.filters import Filter
+from applianced.rules.multiline import MultiLine
 from applianced.units import MAX_BAN_SECONDS
 
 __all__ = [
@@ -61,6 +62,7 @@ def jail_filter(conf: JailConf, *, engine: str = "auto") -> Filter:
         prefregex=conf.prefregex,
         on_line=conf.match_on == "line",
         engine=engine,
+        maxlines=conf.maxlines,
         dates=None if conf.datepattern is None else date_finder(conf.datepattern),
     )
 
@@ -159,6 +161,8 @@ class Jail:
         self._ghosts: OrderedDict[_Key, tuple[float, ...]] = OrderedDict()
         self.reads_program = ProgramSelector(conf.programs)
         self._senders: dict[str, bool] = {}
+        # A multi-line filter's state (buffers, connections), per sender, program and pid.
+        self.lines = MultiLine(filter) if filter.multiline else None
 
     @property
     def name(self) -> str:

@@ -70,6 +70,7 @@ SET_CASES: dict[str, tuple[str, str, str, str | None]] = {
     "max_tracked": ("sshd", "5000", "max_tracked = 5000", None),
     "ipv6_prefix": ("sshd", "56", "ipv6_prefix = 56", None),
     "use_dns": ("sshd", "true", "use_dns = true", None),
+    "usedns": ("sshd", "warn", 'usedns = "warn"', None),
     "log_found": ("sshd", "true", "log_found = true", None),
     "filter_dir": ("sshd", "/nonexistent/filter.d", 'filter_dir = "/nonexistent/filter.d"', None),
     "hook": ("sshd", "forward", 'hook = "forward"', None),
@@ -434,6 +435,21 @@ def test_whitelist_knows_an_ipv4_mapped_spelling_is_the_ipv4_address(conf: Path)
     assert not edit.whitelist(conf, "sshd", "::ffff:203.0.113.7", add=True).changed
     edit.whitelist(conf, "sshd", "::ffff:203.0.113.7/128", add=False)
     assert diff(SHIPPED, conf.read_text()) == ([], ["ignoreip = []\n"])
+
+
+def test_setting_usedns_replaces_the_older_use_dns(conf: Path) -> None:
+    """`jail set sshd usedns warn` on a jail that says use_dns drops use_dns (both in one
+    table are refused), and the other way round."""
+
+    def sshd_table() -> str:
+        return conf.read_text().split("[jails.sshd]")[1].split("\n[")[0]
+
+    edit.jail_set(conf, "sshd", "use_dns", "true")
+    result = edit.jail_set(conf, "sshd", "usedns", "warn")
+    assert 'usedns = "warn"' in sshd_table() and "use_dns" not in sshd_table()
+    assert result.config is not None and result.config.jail("sshd").usedns == "warn"
+    edit.jail_set(conf, "sshd", "use_dns", "false")
+    assert "usedns" not in sshd_table() and "use_dns = false" in sshd_table()
 
 
 # A file as operators write them: no blank lines, the jail's table last, no [defaults].

@@ -249,11 +249,11 @@ def test_what_has_no_counterpart_is_reported_in_the_jails_comment(tmp_path: Path
 
 
 def test_a_jail_whose_filter_does_not_load_is_left_out_with_why(tmp_path: Path) -> None:
-    """Two host tags in one regex are refused by our loader: that jail only is left out."""
+    """A filter our loader refuses (a maxlines above 100): that jail only is left out."""
     root = tree(
         tmp_path,
         {
-            "filter.d/twice.conf": "[Definition]\nfailregex = from <HOST> to <HOST>\n",
+            "filter.d/twice.conf": "[Definition]\nfailregex = from <HOST>\nmaxlines = 500\n",
             "jail.conf": "[demo]\nenabled = true\nfilter = demo\n"
             "[twice]\nenabled = true\nfilter = twice\n"
             "[gone]\nenabled = true\nfilter = nosuch\n"

@@ -101,3 +101,41 @@ def test_the_longest_ban_the_kernel_takes_is_accepted(tmp_path: Path) -> None:
 def test_durations_and_factors_are_finite_numbers(tmp_path: Path, setting: str) -> None:
     e = error_of(MINIMAL + setting + "\n", tmp_path)
     assert e.line == MINIMAL.count("\n") + setting.count("\n") + 1, str(e)
+
+
+@pytest.mark.parametrize(
+    ("extra", "usedns", "use_dns"),
+    [
+        ("", "warn", True),  # fail2ban's default
+        ('usedns = "yes"\n', "yes", True),
+        ('usedns = "warn"\n', "warn", True),
+        ('usedns = "no"\n', "no", False),
+        ("use_dns = true\n", "yes", True),  # the older key still works
+        ("use_dns = false\n", "no", False),
+    ],
+)
+def test_usedns_takes_fail2bans_values(
+    tmp_path: Path, extra: str, usedns: str, use_dns: bool
+) -> None:
+    jail = parse_config(MINIMAL + extra, tmp_path / "a.toml").jails[0]
+    assert (jail.usedns, jail.use_dns) == (usedns, use_dns)
+
+
+def test_usedns_in_defaults_is_inherited_and_the_jail_wins(tmp_path: Path) -> None:
+    text = MINIMAL.replace("[jails.sshd]", '[defaults]\nusedns = "warn"\n\n[jails.sshd]')
+    assert parse_config(text, tmp_path / "a.toml").jails[0].usedns == "warn"
+    jail = parse_config(text + "use_dns = false\n", tmp_path / "a.toml").jails[0]
+    assert jail.usedns == "no"
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        ('usedns = "raw"\n', "cannot hold"),
+        ('usedns = "maybe"\n', "usedns"),
+        ('usedns = "yes"\nuse_dns = true\n', "not both"),
+    ],
+)
+def test_usedns_errors_say_what_to_do(tmp_path: Path, extra: str, words: str) -> None:
+    e = error_of(MINIMAL + extra, tmp_path)
+    assert words in str(e) and "usedns" in e.key

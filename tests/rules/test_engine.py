@@ -6,10 +6,10 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from ipaddress import ip_address, ip_network
 
-from applianced.rules.decision import Found, Offence
+from applianced.rules.decision import Found, Lookup, Offence
 from applianced.rules.engine import Engine, split_evidence
 from applianced.rules.filters import Filter
-from applianced.rules.jail import Jail
+from applianced.rules.jail import Jail, jail_filter
 from tests.helpers import SSHD_REGEX, jail_conf, message, ssh_failure
 
 
@@ -30,6 +30,38 @@ def test_evidence_keeps_each_message_s_own_utc_offset() -> None:
         "2026-11-22T09:00:00+00:00",
         "2026-11-22T10:00:00+01:00",
     ]
+
+
+def test_a_multi_line_jail_buffers_per_sender_program_and_pid() -> None:
+    """A maxlines filter (a fail2ban one: it reads " host app[pid]: msg") sees the lines of
+    one (sender, program, pid) together, never another sender's or pid's."""
+    conf = jail_conf(
+        failregex=(r"^\s*\S+ sshd\[\d+\]: begin\n\s*\S+ sshd\[\d+\]: failed from <HOST>$",),
+        match_on="line",
+        maxlines=2,
+        maxretry=1,
+    )
+    jail = Jail(conf, jail_filter(conf))
+    engine = Engine([jail])
+    assert engine.gate(b"sshd") == ()  # every line of the program reaches the buffer
+    feed = [
+        ("begin", "192.0.2.250", "1"),
+        ("failed from 192.0.2.1", "192.0.2.251", "1"),  # another sender: no begin there
+        ("failed from 192.0.2.2", "192.0.2.250", "2"),  # another pid
+        ("failed from 192.0.2.3", "192.0.2.250", "1"),
+    ]
+    got = []
+    for text, sender, pid in feed:
+        m = replace(message(text, sender=sender), procid=pid)
+        got.extend(str(o.address) for o in engine.feed(m, 10.0) if isinstance(o, Offence))
+    assert got == ["192.0.2.3"]
+
+
+def test_a_name_in_a_usedns_warn_jail_is_a_lookup_that_warns() -> None:
+    conf = jail_conf(use_dns=True, usedns="warn")
+    engine = Engine([Jail(conf, jail_filter(conf))])
+    (lookup,) = engine.feed(message(ssh_failure("mx.example.org")), 0.0)
+    assert isinstance(lookup, Lookup) and lookup.warn and lookup.host == "mx.example.org"
 
 
 def test_a_log_found_jail_reports_each_counted_failure_before_its_offence() -> None:

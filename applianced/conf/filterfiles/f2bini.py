@@ -161,6 +161,9 @@ class Resolver:
         self.path = path
         self.options = dict(options)
         self.used: set[str] = set()
+        # The section whose value is being resolved: its %(known/name)s is that section's
+        # earlier value ([lt_journal] of asterisk.conf over common.conf's).
+        self._within = [section]
 
     def entry(self, name: str, section: str | None = None) -> Entry | None:
         section = section or self.section
@@ -169,7 +172,7 @@ class Resolver:
             if section == "known":  # the value before the one in force: an earlier file's,
                 found = [  # or else the one of a section below (Definition -> DEFAULT)
                     e
-                    for sec in ("Init", self.section, "DEFAULT")
+                    for sec in ("Init", self._within[-1], "DEFAULT")
                     if (e := self.s.sections.get(sec, {}).get(name)) is not None
                 ]
                 if not found:
@@ -177,7 +180,8 @@ class Resolver:
                 return found[0].previous or (found[1] if len(found) > 1 else None)
             got = self.s.sections.get(section, {}).get(name)
             return got or self.s.sections.get("DEFAULT", {}).get(name)
-        for sec in ("Init", section, "DEFAULT"):
+        # In another section's value (lt_journal/...), a name not set there is ``section``'s.
+        for sec in dict.fromkeys(("Init", self._within[-1], section, "DEFAULT")):
             got = self.s.sections.get(sec, {}).get(name)
             if got is not None:
                 return got
@@ -200,7 +204,12 @@ class Resolver:
             raise FilterError(f"{self.path}: {name!r} refers to itself (a substitution loop)")
         self.used.add(name.rpartition("/")[2])
         text, path, line = self.raw(name)
-        return self.expand(text, path, line, depth + 1)
+        section = name.partition("/")[0] if "/" in name else self._within[-1]
+        self._within.append(self._within[-1] if section == "known" else section)
+        try:
+            return self.expand(text, path, line, depth + 1)
+        finally:
+            self._within.pop()
 
     def expand(self, text: str, path: Path, line: int, depth: int = 0) -> str:
         def percent(m: re.Match[str]) -> str:

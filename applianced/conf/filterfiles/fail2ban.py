@@ -11,10 +11,11 @@ Called by the config loader (a jail's ``filter`` that is a path, or a name with
 ``filter_dir``) and by ``appliancectl test-filter``. Reads files, nothing else: no logging, no
 DNS; compiling and matching is ``rules/filters.py``'s.
 
-What fail2ban filters use that applianced does not do is a FilterError naming the file, the
-line and the feature (multi-line matching: ``maxlines`` > 1, ``<SKIPLINES>``; a host tag in
-``prefregex``), never a silent mismatch. Failregexes without a host tag, which in fail2ban only
-count through multi-line tracking by ``<F-MLFID>``, are left out with a note.
+Multi-line filters (``maxlines`` > 1 with ``<SKIPLINES>``, ``<F-MLFID>``) compile to a Filter
+whose multi-line state ``rules/multiline.py`` keeps. What fail2ban filters use that applianced
+does not do is a FilterError naming the file, the line and the feature, never a silent
+mismatch. Failregexes without a host tag in a filter where no prefregex host or
+``<F-MLFID>`` can give them an address are left out with a note.
 
 ``datepattern`` is read and checked here (a FilterError names its file and line) and applied by
 ``rules/dates.py``: a filter whose pattern is fail2ban's default has its date cut by the syslog
@@ -49,9 +50,10 @@ _ARG = re.compile(
     r"""\s*(?P<key>[\w-]+)\s*=\s*(?P<value>"[^"]*"|'[^']*'|[^,]*?)\s*(?:,|$)""", re.DOTALL
 )
 _MID_FLAGS = re.compile(r"(?<!\\)\(\?(?P<flags>[aiLmsux]+)\)")
-_UNSUPPORTED_TAGS = {
-    "SKIPLINES": "multi-line matching (<SKIPLINES>)",
-}
+# <SKIPLINES>: the rest of the line, then any whole lines, of the buffered maxlines; captured,
+# so that a failure leaves the lines it skipped in the buffer (rules/multiline.py).
+_SKIPLINES = r"<F-SKIPLINES>\n?(?:[^\n]*\n)*?</F-SKIPLINES>"
+MAX_LINES = 100  # a maxlines above this is refused: every buffered line is searched again
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,7 @@ class F2bFilter:
     files: tuple[Path, ...]
     where: tuple[tuple[Path, int], ...] = field(default=())
     prefregex_where: tuple[Path, int] | None = None
+    maxlines: int = 1
 
     @property
     def own_dates(self) -> str | None:
@@ -89,6 +92,7 @@ class F2bFilter:
                 name=self.name,
                 prefregex=self.prefregex,
                 on_line=True,
+                maxlines=self.maxlines,
                 dates=None if self.own_dates is None else date_finder(self.own_dates),
             )
         except FilterError as exc:
@@ -107,6 +111,8 @@ class F2bFilter:
             tries.append((at, {"ignoreregex": [rx]}))
         for at, kw in tries:
             fail = kw.get("failregex", ["<HOST>"])
+            if "failregex" in kw and self.prefregex is not None:
+                kw["prefregex"] = self.prefregex  # a failregex may take its host from it
             ignore = kw.get("ignoreregex", [])
             pref = kw.get("prefregex")
             try:
@@ -189,11 +195,19 @@ def load_fail2ban_filter(path: Path, options: Mapping[str, str] | None = None) -
         sections.read(local)
     if "Definition" not in sections.sections:
         raise FilterError(f"{path}: no [Definition] section; is this a fail2ban filter?")
-    r = Resolver(sections, options or {}, path)
+    options = dict(options or {})
     notes: list[str] = []
-    _check_maxlines(r, path)
+    if options.get("logtype") == "rfc5424":
+        # The daemon and test-filter hand every filter the traditional line, whatever the wire
+        # format: an RFC 5424 message too ("<38>1 ... host app 57915 - - msg" is read as
+        # "host app[57915]: msg"), so the file form of __prefix_line is the one that fits.
+        options["logtype"] = "file"
+        notes.append("logtype=rfc5424 read as file: filters see 'host app[pid]: msg' lines")
+    r = Resolver(sections, options, path)
+    maxlines = _maxlines(r, path)
     prefregex, pref_where = _prefregex(r)
-    fail = _failregexes(r, notes)
+    hostless_ok = prefregex is not None and (_has_host_tag(prefregex) or "<F-MLFID>" in prefregex)
+    fail = _failregexes(r, notes, hostless_ok)
     if not fail:
         raise FilterError(f"{path}: no failregex with a host tag (<HOST>, <ADDR>, ...)")
     ignore = [Located(_fix_regex(x), x.path, x.line) for x in r.lines("ignoreregex")]
@@ -213,23 +227,20 @@ def load_fail2ban_filter(path: Path, options: Mapping[str, str] | None = None) -
         files=tuple(sections.files),
         where=tuple((x.path, x.line) for x in (*fail, *ignore)),
         prefregex_where=pref_where,
+        maxlines=maxlines,
     )
 
 
-def _check_maxlines(r: Resolver, path: Path) -> None:
-    """Refuse multi-line matching: each syslog message is matched on its own."""
+def _maxlines(r: Resolver, path: Path) -> int:
+    """The lines a multi-line failregex may span (1 when not set)."""
     maxlines = r.entry("maxlines")
     if "maxlines" not in r.options and maxlines is None:
-        return
+        return 1
     value = r.value("maxlines").strip()
     at = f"{maxlines.path}:{maxlines.line}" if maxlines else str(path)
-    if not value.isdigit():
-        raise FilterError(f"{at}: maxlines = {value!r} is not a number")
-    if int(value) > 1:
-        raise FilterError(
-            f"{at}: maxlines = {value}: multi-line matching is not supported by applianced "
-            "(each syslog message is matched on its own)"
-        )
+    if not value.isdigit() or not 1 <= int(value) <= MAX_LINES:
+        raise FilterError(f"{at}: maxlines = {value!r}: give a number of lines, 1 to {MAX_LINES}")
+    return int(value)
 
 
 def _prefregex(r: Resolver) -> tuple[str | None, tuple[Path, int] | None]:
@@ -241,24 +252,19 @@ def _prefregex(r: Resolver) -> tuple[str | None, tuple[Path, int] | None]:
         second = pref_lines[1]
         raise FilterError(f"{second.path}:{second.line}: prefregex must be one regex, not several")
     first = pref_lines[0]
-    prefregex = _fix_regex(first)
-    if _has_host_tag(prefregex):
-        raise FilterError(
-            f"{first.path}:{first.line}: a host tag in prefregex (the "
-            "address taken from the prefix) is not supported by applianced"
-        )
-    return prefregex, (first.path, first.line)
+    return _fix_regex(first), (first.path, first.line)
 
 
-def _failregexes(r: Resolver, notes: list[str]) -> list[Located]:
-    """The failregexes with a host tag; those without one are left out with a note."""
+def _failregexes(r: Resolver, notes: list[str], hostless_ok: bool) -> list[Located]:
+    """The failregexes; those without a host tag are left out with a note unless the
+    prefregex gives them an address (its host tag, or the multi-line state by <F-MLFID>)."""
     fail: list[Located] = []
     for located in r.lines("failregex"):
         rx = _fix_regex(located)
-        if not _has_host_tag(rx):
+        if not (hostless_ok or _has_host_tag(rx) or "<F-MLFID>" in rx):
             notes.append(
                 f"{located.path}:{located.line}: failregex without a host tag left out "
-                f"(fail2ban needs multi-line tracking by <F-MLFID> for it): {located.text}"
+                f"(no prefregex host or <F-MLFID> can give it an address): {located.text}"
             )
             continue
         fail.append(Located(rx, located.path, located.line))
@@ -271,8 +277,6 @@ def _datepattern(r: Resolver) -> str | None:
     if not r.known("datepattern"):
         return None
     datepattern = r.value("datepattern").strip() or None
-    if is_default_pattern(datepattern):
-        return datepattern
     try:
         date_finder(datepattern)
     except FilterError as e:
@@ -281,8 +285,7 @@ def _datepattern(r: Resolver) -> str | None:
     return datepattern
 
 
-_HOST_TAG = re.compile(r"<(?:HOST|ADDR|IP4|IP6|CIDR|SUBNET|DNS)>")
-_UPPER_TAG = re.compile(r"<(?P<tag>[A-Z][A-Z0-9_]*)>")
+_HOST_TAG = re.compile(r"<(?:HOST|ADDR|IP4|IP6|CIDR|SUBNET|DNS|F-IP4|F-IP6|F-ADDR|F-DNS)>")
 
 
 def _has_host_tag(regex: str) -> bool:
@@ -290,17 +293,10 @@ def _has_host_tag(regex: str) -> bool:
 
 
 def _fix_regex(located: Located) -> str:
-    """Refuse unsupported tags; move a global flag such as ``(?i)`` written mid-pattern to the
-    start, which is what it meant to the Pythons fail2ban filters were written for (3.11
+    """Substitute ``<SKIPLINES>``; move a global flag such as ``(?i)`` written mid-pattern to
+    the start, which is what it meant to the Pythons fail2ban filters were written for (3.11
     refuses it)."""
-    rx = located.text
-    for m in _UPPER_TAG.finditer(rx):
-        feature = _UNSUPPORTED_TAGS.get(m.group("tag"))
-        if feature is not None:
-            raise FilterError(
-                f"{located.path}:{located.line}: {feature} is not supported by applianced "
-                "(each syslog message is matched on its own)"
-            )
+    rx = located.text.replace("<SKIPLINES>", _SKIPLINES)
     flags = ""
     for m in _MID_FLAGS.finditer(rx):
         if m.start() > 0:

@@ -45,7 +45,12 @@ def test_no_false_positives(results: list[Result]) -> None:
 
 
 def test_every_mail_and_auth_case(results: list[Result]) -> None:
-    short = [r for r in results if r.name in MAIL_AND_AUTH and (r.ok < r.cases or r.load_error)]
+    """Every case, but those where applianced differs on purpose (conformance.ON_PURPOSE)."""
+    short = [
+        r
+        for r in results
+        if r.name in MAIL_AND_AUTH and (r.ok + r.on_purpose < r.cases or r.load_error)
+    ]
     assert not short, _report("every case of the mail and auth filters", results, short)
 
 
