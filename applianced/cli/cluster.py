@@ -12,12 +12,12 @@ from typing import Any
 import psycopg
 
 from applianced.cli.client import EXIT_DOWN, EXIT_REFUSED, EXIT_USAGE, CliError
+from applianced.cli.offline import load
 from applianced.cli.output import out
 from applianced.cluster import postgres
-from applianced.conf.load import load_config
 from applianced.conf.paths import config_path
 from applianced.conf.schema import Config, StateConf
-from applianced.errors import ApplianceError, ConfigError, ConfigErrors
+from applianced.errors import ApplianceError
 from applianced.units import format_duration
 
 __all__ = ["FORGET_AFTER", "cmd_cluster", "try_database"]
@@ -88,13 +88,7 @@ def try_database(state: StateConf) -> str:
 
 
 def _cluster_config(args: argparse.Namespace) -> Config:
-    path = config_path(args.config)
-    try:
-        config = load_config(path)
-    except ConfigErrors as e:
-        raise CliError.config(e, f"{len(e.errors)} errors in {path}:\n{e}") from None
-    except ConfigError as e:
-        raise CliError.config(e) from None
+    config = load(config_path(args.config))
     if config.state.backend != "postgresql":
         raise CliError("[state] backend is not \"postgresql\": this appliance is not in a cluster",
                        EXIT_USAGE)  # fmt: skip

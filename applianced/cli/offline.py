@@ -10,6 +10,7 @@ import json
 import sys
 from datetime import UTC, datetime
 from ipaddress import ip_address
+from pathlib import Path
 from typing import Any
 
 from applianced.cli.client import CliError
@@ -20,17 +21,22 @@ from applianced.conf.schema import Config
 from applianced.errors import ApplianceError, ConfigError, ConfigErrors
 from applianced.receiver.parse import message_fields, parse
 
-__all__ = ["cmd_check", "cmd_parse"]
+__all__ = ["cmd_check", "cmd_parse", "load"]
 
 
-def cmd_check(args: argparse.Namespace) -> None:
-    path = config_path(args.config)
+def load(path: Path) -> Config:
+    """The config file at ``path`` loaded, its mistakes (every one) as a CliError."""
     try:
-        config = load_config(path)
+        return load_config(path)
     except ConfigErrors as e:
         raise CliError.config(e, f"{len(e.errors)} errors in {path}:\n{e}") from None
     except ConfigError as e:
         raise CliError.config(e) from None
+
+
+def cmd_check(args: argparse.Namespace) -> None:
+    path = config_path(args.config)
+    config = load(path)
     summary = {
         "config": str(path),
         "listeners": [f"{c.transport}/{c.address}:{c.port}" for c in config.listeners],
