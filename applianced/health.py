@@ -36,3 +36,5 @@ class Health:
     dns_dropped: int = 0
     bouncer_pulls: int = 0  # decision stream requests answered (decisions/server.py)
     bouncer_refused: int = 0  # ... refused: a missing or wrong X-Api-Key
+    # Decision stream connections closed at once (over its caps) or requests with a body
+    bouncer_connections_refused: int = 0

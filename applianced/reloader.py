@@ -83,8 +83,9 @@ class Reloader:
         for key in ("state_dir", "control_socket", "lines_per_ban"):
             if getattr(old, key) != getattr(new, key):
                 log.warn("[daemon] {key} changed: it applies at the next start", key=key)
-        if old.state != new.state:
-            log.warn("[state] changed: it applies at the next start")
+        for table in ("state", "metrics", "decisions"):  # bound or opened at start only
+            if getattr(old, table) != getattr(new, table):
+                log.warn("[{table}] changed: it applies at the next start", table=table)
         log.info(
             "reloaded {path}: {jails}; listeners opened {opened}, closed {closed}, "
             "updated {updated}",

@@ -156,12 +156,7 @@ def make_service(
             conf, appliance.receive, stats, reactor, appliance.engine.gate, senders
         ),
     )
-    supervisor = Supervisor(
-        SdNotifier.from_environ(),
-        reactor,
-        lambda: status_line(len(appliance.engine.jails), len(appliance.active), stats.received),
-        watchdog=watchdog_interval(),
-    )
+    supervisor = _supervisor(appliance, stats, reactor)
     reload = Reloader(
         config,
         appliance,
@@ -170,27 +165,15 @@ def make_service(
         then=(lambda new: levels.set(new.log_level)) if levels is not None else None,
     )
     decisions = _decisions(config, appliance, reactor)
-    control = UNIXServer(
-        str(config.control_socket),
-        ControlFactory(
-            Dispatcher(
-                appliance,
-                reload,
-                in_thread=deferToThread,
-                bouncers=decisions.bouncers if decisions is not None else None,
-            )
-        ),
-        mode=0o660,
-        wantPID=False,
-        reactor=reactor,
-    )
+    bouncers = decisions.bouncers if decisions is not None else None
+    dispatcher = Dispatcher(appliance, reload, in_thread=deferToThread, bouncers=bouncers)
     top = MultiService()
     # The pipeline's order: bans restored (and the cluster's adopted) before any listener opens.
     for child in (
         ApplianceService(appliance),
         replicator,
         listeners,
-        control,
+        _control(config, dispatcher, reactor),
         _metrics(config, appliance, reactor),
         decisions,
         SystemdService(supervisor, reactor, reload),
@@ -198,6 +181,27 @@ def make_service(
         if child is not None:
             child.setServiceParent(top)
     return top, appliance
+
+
+def _supervisor(appliance: Appliance, stats: ReceiverStats, reactor: Any) -> Supervisor:
+    """systemd's notifications: ready, reloading, the STATUS= line, the watchdog."""
+    return Supervisor(
+        SdNotifier.from_environ(),
+        reactor,
+        lambda: status_line(len(appliance.engine.jails), len(appliance.active), stats.received),
+        watchdog=watchdog_interval(),
+    )
+
+
+def _control(config: Config, dispatcher: Dispatcher, reactor: Any) -> UNIXServer:
+    """The control socket appliancectl talks to (group-writable: the applianced group)."""
+    return UNIXServer(
+        str(config.control_socket),
+        ControlFactory(dispatcher),
+        mode=0o660,
+        wantPID=False,
+        reactor=reactor,
+    )
 
 
 def _replicator(
@@ -230,13 +234,10 @@ def _metrics(config: Config, appliance: Appliance, reactor: Any) -> Service | No
     from applianced.metrics import KernelElements, MetricsService, make_registry
 
     # Its own registry, read at scrape time from the appliance's stats; the kernel's sets
-    # listed in a worker thread first, as status does.
-    kernel = KernelElements(appliance.enforcer)
+    # listed in a worker thread first, as status does (a recent listing reused).
+    kernel = KernelElements(appliance.enforcer, reactor, deferToThread)
     return MetricsService(
-        config.metrics,
-        make_registry(appliance, kernel=kernel),
-        reactor,
-        before=lambda: deferToThread(kernel.read),
+        config.metrics, make_registry(appliance, kernel=kernel), reactor, before=kernel.refresh
     )
 
 
@@ -386,12 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"applianced: configuration error: {e}", file=sys.stderr)
         return 2
     except CannotListenError as e:
-        print(
-            f"applianced: cannot listen on {e.interface or '*'}:{e.port}: {e.socketError}. "
-            "Is another syslog daemon on that port? Ports below 1024 need root or "
-            "CAP_NET_BIND_SERVICE.",
-            file=sys.stderr,
-        )
+        print(f"applianced: {_cannot_listen(config, e)}", file=sys.stderr)
         return 1
     except ApplianceError as e:
         print(f"applianced: {e}", file=sys.stderr)
@@ -401,11 +397,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         "applianced {version} running: {jails}, listening on {listeners}, control socket {socket}",
         version=__version__,
         jails=plural(len(config.enabled_jails), "jail"),
-        listeners=", ".join(f"{c.transport}/{c.address}:{c.port}" for c in config.listeners),
+        listeners=", ".join(_endpoints(config)),
         socket=str(config.control_socket),
     )
     reactor.run()
     return 0
+
+
+def _endpoints(config: Config) -> list[str]:
+    """What the running line names: the listeners, the metrics and the decision stream."""
+    ends = [f"{c.transport}/{c.address}:{c.port}" for c in config.listeners]
+    if config.metrics.enabled:
+        ends.append(f"metrics http://{_host(config.metrics.address)}:{config.metrics.port}/metrics")
+    if (d := config.decisions) is not None:
+        scheme = "http" if d.tls is None else "https"
+        ends.append(f"decision stream {scheme}://{_host(d.address)}:{d.port}/")
+    return ends
+
+
+def _cannot_listen(config: Config, e: CannotListenError) -> str:
+    """A port the daemon could not bind, named with what it is for."""
+    port = int(e.port)
+    if config.decisions is not None and port == config.decisions.port:
+        what, held = "the decision stream, [decisions]", "another program"
+    elif config.metrics.enabled and port == config.metrics.port:
+        what, held = "the metrics, [metrics]", "another program"
+    else:
+        what, held = "a syslog listener", "another syslog daemon"
+    return (
+        f"cannot listen on {e.interface or '*'}:{port} ({what}): {e.socketError}. Is {held} "
+        f"on that port (`ss -ltnup 'sport = :{port}'`)? Ports below 1024 need root or "
+        "CAP_NET_BIND_SERVICE."
+    )
+
+
+def _host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
 
 
 def _install_signals(reactor: Any, reload: Reload) -> None:

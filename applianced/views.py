@@ -223,7 +223,11 @@ def status(
             "silent": [sender_json(x) for x in s.senders if x.silent_since is not None],
         },
         "cluster": s.cluster,
-        "decisions": {"pulls": h.bouncer_pulls, "refused": h.bouncer_refused},
+        "decisions": {
+            "pulls": h.bouncer_pulls,
+            "refused": h.bouncer_refused,
+            "connections_refused": h.bouncer_connections_refused,
+        },
         "totals": {
             "bans": h.bans_total,
             "unbans": h.unbans_total,

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 
@@ -31,6 +31,7 @@ from applianced.enforcement.notify import Notifier
 from applianced.errors import ConfigError, EnforcementError
 from applianced.latency import BAN_LATENCY_BUCKETS, LatencyHistogram
 from applianced.metrics import (
+    LISTING_MAX_AGE,
     KernelElements,
     MetricsResource,
     MetricsService,
@@ -42,6 +43,7 @@ from applianced.rules.decision import Ban
 from applianced.service import make_service
 from applianced.store.sqlite import SqliteOffenderStore
 from applianced.testing import MemoryEnforcer
+from applianced.weblimits import MAX_PER_ADDRESS
 from tests.helpers import config, jail_conf, message, ssh_failure
 
 T0 = 1_800_000_000.0
@@ -277,30 +279,59 @@ class Sets(MemoryEnforcer):
 
 def test_kernel_elements_per_set_are_read_before_each_scrape(tmp_path: Path) -> None:
     """The resource waits for the listing (in a thread in the daemon) and then answers with
-    one sample per set; a failed listing is a 500 that says why."""
+    one sample per set and the listing's age; a failed listing is a 500 that says why."""
     app, _, _ = start(tmp_path)
     enforcer = Sets({"sshd_v4": 2, "sshd_bl_v4": 1})
-    kernel = KernelElements(enforcer)
-    reading = Deferred[None]()
-    resource = MetricsResource(make_registry(app, process=False, kernel=kernel), lambda: reading)
+    listings: list[Deferred[tuple[dict[str, int], float]]] = []
+    clock = Clock()
+    kernel = KernelElements(enforcer, clock, lambda f: listings.append(Deferred()) or listings[-1])
+    resource = MetricsResource(make_registry(app, process=False, kernel=kernel), kernel.refresh)
     request = DummyRequest([b""])
     assert resource.render_GET(request) == NOT_DONE_YET  # type: ignore[arg-type]
     assert not request.finished
-    kernel.read()
-    reading.callback(None)
+    clock.advance(2)
+    listings[0].callback((enforcer.set_counts(), 0.001))
     text = b"".join(request.written).decode()
     assert 'applianced_kernel_elements{set="sshd_v4"} 2.0' in text
     assert 'applianced_kernel_elements{set="sshd_bl_v4"} 1.0' in text
+    assert "applianced_kernel_elements_age_seconds 0.0" in text
+    clock.advance(1)  # older than 50 times 1 ms: listed again, and this one fails
     enforcer.answer = {}
+    kernel.in_thread = maybeDeferred
     request = DummyRequest([b""])
-    resource = MetricsResource(
-        make_registry(app, kernel=kernel), lambda: maybeDeferred(kernel.read)
-    )
+    resource = MetricsResource(make_registry(app, kernel=kernel), kernel.refresh)
     resource.render_GET(request)  # type: ignore[arg-type]
     assert request.responseCode == 500
     assert b"cannot read the kernel's sets: netlink: Operation not permitted" in b"".join(
         request.written
     )
+
+
+def test_a_costly_listing_is_reused_and_shared_by_the_scrapes_meanwhile() -> None:
+    """A listing that cost 0.9 s of CPU (100,000 elements) serves the scrapes of the next 45 s
+    (2% of a core), scrapes during a listing wait for that one, and none is older than
+    LISTING_MAX_AGE; a cheap one is listed again at each scrape."""
+    clock = Clock()
+    listings: list[Deferred[tuple[dict[str, int], float]]] = []
+    kernel = KernelElements(
+        Sets({"a": 1}), clock, lambda f: listings.append(Deferred()) or listings[-1]
+    )
+    first, second = kernel.refresh(), kernel.refresh()
+    assert len(listings) == 1 and not first.called
+    listings[0].callback(({"a": 100_000}, 0.9))
+    assert first.called and second.called and kernel.counts == {"a": 100_000}
+    clock.advance(44.9)
+    assert kernel.refresh().called and len(listings) == 1
+    clock.advance(0.1)
+    assert not kernel.refresh().called and len(listings) == 2
+    listings[1].callback(({"a": 5}, 10.0))  # a million elements: capped
+    clock.advance(LISTING_MAX_AGE)
+    kernel.refresh()
+    assert len(listings) == 3
+    listings[2].callback(({"a": 5}, 0.0001))
+    clock.advance(0.01)
+    kernel.refresh()
+    assert len(listings) == 4
 
 
 def test_latency_buckets_include_their_bound_and_clamp_negatives() -> None:
@@ -356,12 +387,33 @@ def test_service_listens_on_the_configured_address_only(tmp_path: Path) -> None:
     registry = CollectorRegistry()
     service = MetricsService(MetricsConf(True, "127.0.0.1", 9515), registry, reactor)
     service.startService()
-    [(port, site, _, interface)] = reactor.tcpServers
+    [(port, factory, _, interface)] = reactor.tcpServers
     assert (port, interface) == (9515, "127.0.0.1")
-    root = site.resource  # type: ignore[attr-defined]
+    root = factory.wrappedFactory.resource  # type: ignore[attr-defined]
     assert isinstance(root.getStaticEntity(b"metrics"), MetricsResource)
     service.stopService()
     assert service.port is None
+
+
+def test_the_endpoint_refuses_a_body_and_caps_connections() -> None:
+    """As the decision stream (weblimits.py): a request body is refused with 413 before it is
+    read (twisted.web spooled any size to a temporary file), and one address holds at most
+    MAX_PER_ADDRESS connections."""
+    reactor = MemoryReactorClock()  # type: ignore[no-untyped-call]
+    service = MetricsService(MetricsConf(True, "127.0.0.1", 9515), CollectorRegistry(), reactor)
+    service.startService()
+    [(_, factory, _, _)] = reactor.tcpServers
+    peer = IPv4Address("TCP", "127.0.0.1", 40000)
+    held = []
+    for _ in range(MAX_PER_ADDRESS):
+        protocol = factory.buildProtocol(peer)
+        transport = StringTransport(peerAddress=peer)
+        protocol.makeConnection(transport)
+        held.append(transport)
+    assert factory.buildProtocol(peer) is None
+    protocol.dataReceived(b"GET /metrics HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999\r\n\r\n")
+    assert held[-1].value().startswith(b"HTTP/1.1 413 Content Too Large\r\n")
+    assert held[-1].disconnecting
 
 
 def _service_names(tmp_path: Path, conf: Config) -> list[str]:

@@ -3,15 +3,17 @@ a time. Driven with fake listeners and a fake appliance; the daemon's tests relo
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import CannotListenError
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 from applianced import reloader
-from applianced.conf.schema import Config
+from applianced.conf.schema import Config, DecisionsConf, MetricsConf
 from applianced.errors import ApplianceError, ConfigError
 from applianced.reloader import Reloader
 from tests.helpers import config, jail_conf
@@ -124,3 +126,23 @@ def test_then_is_told_the_new_config_once_it_applies(
     reload().addErrback(lambda f: None)
     refused.errback(CannotListenError("127.0.0.1", 1, OSError("in use")))
     assert told == [new]
+
+
+def test_a_changed_metrics_or_decisions_table_says_it_waits_for_a_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both endpoints are bound at start: a reload that changes them says so (it said nothing,
+    and the old port went on answering)."""
+    old = config(tmp_path)
+    new = replace(
+        old, metrics=MetricsConf(enabled=True, port=9600), decisions=DecisionsConf(port=8443)
+    )
+    monkeypatch.setattr(reloader, "load_config", lambda path: new)
+    reload = Reloader(old, FakeAppliance(), FakeListeners())  # type: ignore[arg-type]
+    with capturedLogs() as events:
+        reload()
+    warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+    assert warnings == [
+        "[metrics] changed: it applies at the next start",
+        "[decisions] changed: it applies at the next start",
+    ]

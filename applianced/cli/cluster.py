@@ -11,8 +11,8 @@ from typing import Any
 
 import psycopg
 
-from applianced.cli import configfile
 from applianced.cli.client import EXIT_DOWN, EXIT_REFUSED, EXIT_USAGE, CliError
+from applianced.cli.offline import load
 from applianced.cli.output import out
 from applianced.cluster import postgres
 from applianced.conf.paths import config_path
@@ -88,8 +88,7 @@ def try_database(state: StateConf) -> str:
 
 
 def _cluster_config(args: argparse.Namespace) -> Config:
-    path = config_path(args.config)
-    config = configfile.load(path)
+    config = load(config_path(args.config))
     if config.state.backend != "postgresql":
         raise CliError("[state] backend is not \"postgresql\": this appliance is not in a cluster",
                        EXIT_USAGE)  # fmt: skip

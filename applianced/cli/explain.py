@@ -16,8 +16,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from applianced.cli import configfile
 from applianced.cli.client import EXIT_USAGE, CliError, request
+from applianced.cli.offline import load
 from applianced.cli.output import out
 from applianced.conf.paths import config_path
 from applianced.errors import ApplianceError
@@ -50,7 +50,7 @@ def _frame(line: str | None) -> str:
 
 def _offline(frame: str, args: argparse.Namespace) -> dict[str, Any]:
     path = config_path(args.config)
-    config = configfile.load(path)
+    config = load(path)
     senders = [n for n in config.allowed_senders if n.prefixlen > 0]
     jails = [Jail(conf, jail_filter(conf), senders) for conf in config.enabled_jails]
     data = frame.encode()

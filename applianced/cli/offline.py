@@ -10,21 +10,33 @@ import json
 import sys
 from datetime import UTC, datetime
 from ipaddress import ip_address
+from pathlib import Path
 from typing import Any
 
-from applianced.cli import configfile
+from applianced.cli.client import CliError
 from applianced.cli.output import out
+from applianced.conf.load import load_config
 from applianced.conf.paths import config_path
 from applianced.conf.schema import Config
-from applianced.errors import ApplianceError
+from applianced.errors import ApplianceError, ConfigError, ConfigErrors
 from applianced.receiver.parse import message_fields, parse
 
-__all__ = ["cmd_check", "cmd_parse"]
+__all__ = ["cmd_check", "cmd_parse", "load"]
+
+
+def load(path: Path) -> Config:
+    """The config file at ``path`` loaded, its mistakes (every one) as a CliError."""
+    try:
+        return load_config(path)
+    except ConfigErrors as e:
+        raise CliError.config(e, f"{len(e.errors)} errors in {path}:\n{e}") from None
+    except ConfigError as e:
+        raise CliError.config(e) from None
 
 
 def cmd_check(args: argparse.Namespace) -> None:
     path = config_path(args.config)
-    config = configfile.load(path)
+    config = load(path)
     summary = {
         "config": str(path),
         "listeners": [f"{c.transport}/{c.address}:{c.port}" for c in config.listeners],

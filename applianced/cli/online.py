@@ -155,12 +155,19 @@ def _silence_cell(x: dict[str, Any]) -> str:
 
 
 def _decisions_lines(d: dict[str, Any] | None) -> list[str]:
-    if not d or not (d["pulls"] or d["refused"]):
+    limited = (d or {}).get("connections_refused", 0)
+    if not d or not (d["pulls"] or d["refused"] or limited):
         return []
-    return [
-        f"decision stream: {d['pulls']} bouncer pulls answered, {d['refused']} refused "
-        "(a missing or wrong key; `appliancectl bouncer list`)"
+    lines = [
+        f"decision stream: {plural(d['pulls'], 'bouncer pull')} answered, {d['refused']} "
+        "refused (a missing or wrong key; `appliancectl bouncer list`)"
     ]
+    if limited:
+        what = plural(limited, "connection or request", "connections or requests")
+        lines.append(
+            f"decision stream limits: {what} refused (connections over its caps, request bodies)"
+        )
+    return lines
 
 
 def _cluster_lines(c: dict[str, Any] | None) -> list[str]:

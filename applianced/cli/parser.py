@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         "$APPLIANCED_CONFIG, /etc/applianced/appliance.toml, the shipped one)",
     )
     p.add_argument("--socket", type=Path, default=None, help="control socket (overrides config)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     def verb(name: str, help: str, example: str) -> argparse.ArgumentParser:
@@ -70,8 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
             epilog=f"example:\n  {example}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        v.add_argument("--json", action="store_true", help="machine-readable output")
         # Accepted after the verb too (`appliancectl check --config F`).
+        v.add_argument(
+            "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
+        )
         v.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="config file")
         v.add_argument("--socket", type=Path, default=argparse.SUPPRESS, help="control socket")
         return v

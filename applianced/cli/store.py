@@ -10,8 +10,8 @@ import socket
 from datetime import UTC, datetime
 from typing import Any
 
-from applianced.cli import configfile
 from applianced.cli.client import EXIT_REFUSED, CliError
+from applianced.cli.offline import load
 from applianced.cli.output import out
 from applianced.conf.paths import config_path
 from applianced.errors import StoreError
@@ -22,7 +22,7 @@ __all__ = ["cmd_store"]
 
 
 def cmd_store(args: argparse.Namespace) -> None:
-    config = configfile.load(config_path(args.config))
+    config = load(config_path(args.config))
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(str(config.control_socket))

@@ -30,6 +30,7 @@ from applianced.conf.files import locked, write_atomic
 from applianced.conf.filterfiles.native import shipped_filter_names
 from applianced.conf.jailkeys import JAIL_OPTIONS, POLICY_KEYS
 from applianced.conf.load import parse_config
+from applianced.conf.paths import read_config
 from applianced.conf.schema import Config
 from applianced.errors import ApplianceError, ConfigError
 from applianced.rules.addresses import parse_network
@@ -305,18 +306,15 @@ def _edit(path: Path, change: Callable[[TOMLDocument, EditResult], None]) -> Edi
     real = Path(path).resolve()  # a symlinked config: edit its target, keep the link
     result = EditResult(path)
     with locked(real.parent):
-        try:
-            text = real.read_bytes().decode("utf-8")
-        except FileNotFoundError:
-            raise ConfigError(path, "", "file not found; pass --config PATH") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(path, "", f"cannot read the file: {e}") from None
+        text = read_config(real, Path(path))
         try:
             doc = tomlkit.parse(text)
         except TOMLKitError as e:
             raise ConfigError(path, "", f"not valid TOML: {e}") from None
         change(doc, result)
         new_text = doc.as_string()
+        if "\r\n" in text:  # a Windows editor's file: the lines tomlkit adds end in LF alone
+            new_text = new_text.replace("\r\n", "\n").replace("\n", "\r\n")
         # The loader sees exactly what would be written; a refusal leaves the file alone.
         try:
             result.config = parse_config(new_text, Path(path))

@@ -6,14 +6,14 @@ at (``appliancectl check`` says what is wrong). Called by ``cli/edits.py``.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from applianced.conf.jailconf import BUILTIN_POLICY
 from applianced.conf.jailkeys import JAIL_OPTIONS, POLICY_KEYS
-from applianced.errors import ApplianceError, ConfigError
+from applianced.conf.paths import read_toml
+from applianced.errors import ApplianceError
 
 __all__ = ["JailValue", "NoSuchJailError", "jail_values"]
 
@@ -33,14 +33,7 @@ class JailValue:
 
 def jail_values(path: Path, jail: str) -> dict[str, JailValue]:
     """Every option of jail ``jail`` in the file at ``path``, in JAIL_OPTIONS' order."""
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(path, "", "file not found; pass --config PATH") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(path, "", f"cannot read the file: {e}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(path, "", f"not valid TOML: {e}") from None
+    raw = read_toml(path)
     jails = _table(raw, "jails")
     own = _table(jails, jail)
     if jail not in jails:

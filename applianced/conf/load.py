@@ -22,7 +22,12 @@ from typing import Any, get_args
 
 from applianced.conf.jailconf import read_jail, read_policy
 from applianced.conf.listenerconf import read_listeners
-from applianced.conf.paths import DEFAULT_CONFIG, DEFAULT_CONTROL_SOCKET
+from applianced.conf.paths import (
+    DEFAULT_CONFIG,
+    DEFAULT_CONTROL_SOCKET,
+    DEFAULT_STATE_DIR,
+    read_config,
+)
 from applianced.conf.schema import Config, EnforcementConf, LogLevelName
 from applianced.conf.tables import read_decisions, read_metrics, read_notify, read_state
 from applianced.conf.tomlread import Mistakes, TomlReader, duration_or_zero, get
@@ -49,13 +54,7 @@ _ENFORCEMENT = {"priority", "on_stop", "reconcile_interval"}
 def load_config(path: Path | str) -> Config:
     """Read and validate the configuration file at ``path``."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(path, "", "file not found; pass --config PATH") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(path, "", f"cannot read the file: {e}") from None
-    return parse_config(text, path)
+    return parse_config(read_config(path), path)
 
 
 def parse_config(text: str, path: Path) -> Config:
@@ -125,9 +124,7 @@ def _daemon(r: TomlReader, raw: Mapping[str, Any]) -> dict[str, Any]:
     kept per ban, the log level."""
     daemon = r.table(raw, ("daemon",), _DAEMON)
     return {
-        "state_dir": r.path_of(
-            daemon.get("state_dir", "/var/lib/applianced"), ("daemon", "state_dir")
-        ),
+        "state_dir": r.path_of(daemon.get("state_dir", DEFAULT_STATE_DIR), ("daemon", "state_dir")),
         "control_socket": r.path_of(
             daemon.get("control_socket", DEFAULT_CONTROL_SOCKET), ("daemon", "control_socket")
         ),

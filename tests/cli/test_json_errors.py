@@ -78,3 +78,16 @@ def test_edit_refusals(capsys: pytest.CaptureFixture[str], conf: Path) -> None:
     assert code == 2 and e["code"] == "config_invalid" and e["key"] == "jails.sshd.maxretry"
     assert e["line"] == conf.read_text().splitlines().index("maxretry = 3") + 1
     assert e["message"].startswith("refused, nothing written: ")
+
+
+def test_json_before_the_verb_as_config_and_socket_are(
+    capsys: pytest.CaptureFixture[str], conf: Path
+) -> None:
+    """`appliancectl --json VERB` as `appliancectl --config F VERB`: it was refused as an
+    unrecognized argument (the help lists the options before VERB)."""
+    code = main(["--json", "--config", str(conf), "check"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert json.loads(out)["config"] == str(conf)
+    code = main(["--json", "check", "--config", str(conf)])
+    assert code == 0 and json.loads(capsys.readouterr().out)["config"] == str(conf)

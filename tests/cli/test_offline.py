@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
+from applianced.bouncers import read_keys
 from applianced.cli import main
 
 DATA = Path(__file__).parents[1] / "data"
@@ -318,7 +320,9 @@ def test_bouncer_add_list_remove_without_the_daemon(
     path = tmp_path / "appliance.toml"
     path.write_text(MINIMAL_STATE.format(state=tmp_path) + '\n[decisions]\naddress = "127.0.0.1"\n')
     code, out, _ = run(capsys, "--config", str(path), "bouncer", "add", "mx1")
-    assert code == 0 and "api_url: http://THIS-APPLIANCE:8080/" in out
+    # On loopback the bouncer runs on this host: the URL it was shown named no host it could
+    # reach (THIS-APPLIANCE).
+    assert code == 0 and "api_url: http://127.0.0.1:8080/" in out
     key = out.split("api_key: ")[1].strip()
     assert key not in (tmp_path / "bouncers.json").read_text()
     code, out, _ = run(capsys, "--config", str(path), "bouncer", "list", "--json")
@@ -326,16 +330,36 @@ def test_bouncer_add_list_remove_without_the_daemon(
     assert (listed["name"], listed["last_pull"]) == ("mx1", None)
     code, out, _ = run(capsys, "--config", str(path), "bouncer", "list")
     assert "mx1" in out and "not running" in out
+    assert re.search(r"\b\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\b", out)  # added, as last pulls
     code, _, err = run(capsys, "--config", str(path), "bouncer", "add", "mx1")
     assert code == 1 and "bouncer 'mx1' exists" in err
     code, _, err = run(capsys, "--config", str(path), "bouncer", "remove")
     assert code == 2 and "needs a NAME" in err
+    code, _, err = run(capsys, "--config", str(path), "bouncer", "list", "mx1")
+    assert code == 2 and "bouncer list takes no NAME" in err  # it was ignored
     assert run(capsys, "--config", str(path), "bouncer", "remove", "mx1")[0] == 0
     code, out, _ = run(capsys, "--config", str(path), "bouncer", "list", "--json")
     assert json.loads(out) == []
     path.write_text(MINIMAL_STATE.format(state=tmp_path / "missing"))
     code, _, err = run(capsys, "--config", str(path), "bouncer", "add", "mx1")
     assert code == 1 and f"cannot open {tmp_path / 'missing'}" in err
+
+
+def test_bouncer_keys_stay_manageable_with_a_broken_config(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """One mistake in the file (the daemon runs on the config it loaded): add, list and
+    remove read the state directory alone, as status finds the socket (they were refused
+    with the file's errors)."""
+    path = tmp_path / "appliance.toml"
+    path.write_text(MINIMAL_STATE.format(state=tmp_path) + '\n[defaults]\nmaxretry = "3"\n')
+    code, out, err = run(capsys, "--config", str(path), "bouncer", "add", "mx1")
+    assert code == 0, err
+    assert "api_key" not in out and "has mistakes (`appliancectl check` lists them)" in out
+    code, out, _ = run(capsys, "--config", str(path), "bouncer", "list", "--json")
+    assert code == 0 and [b["name"] for b in json.loads(out)] == ["mx1"]
+    assert run(capsys, "--config", str(path), "bouncer", "remove", "mx1")[0] == 0
+    assert read_keys(tmp_path) == {}
 
 
 MINIMAL_STATE = """\

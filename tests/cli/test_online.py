@@ -175,3 +175,22 @@ def test_explain_asks_the_running_daemon_and_prints_its_walk(
     }
     assert "jail sshd: failure" in out and "jail postfix: unread" in out
     assert "=> a failure for sshd" in out
+
+
+def test_status_shows_the_stream_s_pulls_and_refusals_in_their_number(
+    control_socket: Path,
+    answer: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """One pull is '1 bouncer pull' (it read '1 bouncer pulls'), and the connections and
+    request bodies refused at the server's limits are shown (they were only a metric)."""
+    app, _ = appliance(tmp_path)
+    app.health.bouncer_pulls = 1
+    app.health.bouncer_connections_refused = 2
+    out = run(capsys, answer, views.status(app), "--socket", str(control_socket), "status")
+    assert (
+        "decision stream: 1 bouncer pull answered, 0 refused (a missing or wrong key; "
+        "`appliancectl bouncer list`)\ndecision stream limits: 2 connections or requests "
+        "refused (connections over its caps, request bodies)\n"
+    ) in out

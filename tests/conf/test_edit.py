@@ -120,6 +120,26 @@ def test_setting_the_same_value_writes_nothing(conf: Path) -> None:
     assert conf.stat().st_ino == before.st_ino and conf.read_text() == SHIPPED
 
 
+def test_a_crlf_file_keeps_crlf_and_a_bom_is_refused_with_what_to_do(conf: Path) -> None:
+    """A file saved by a Windows editor: CRLF line ends stay CRLF on the lines an edit adds
+    (the new line ended in LF alone), and a byte order mark is named (tomllib said "Empty key
+    at line 1 col 0") by the edit and by the loader alike."""
+    tight = '[[listeners]]\ntransport = "udp"\n[jails.sshd]\nfilter = "sshd"\nports = [22]\n'
+    conf.write_bytes(tight.replace("\n", "\r\n").encode())
+    edit.jail_set(conf, "sshd", "maxretry", "5")
+    lines = conf.read_bytes().split(b"\n")
+    assert lines[-1] == b"" and all(line.endswith(b"\r") for line in lines[:-1])
+    assert b"maxretry = 5\r" in lines
+    conf.write_bytes(b"\xef\xbb\xbf" + SHIPPED.encode())
+    for attempt in (
+        lambda: edit.jail_set(conf, "sshd", "maxretry", "4"),
+        lambda: load_config(conf),
+    ):
+        with pytest.raises(ConfigError, match="starts with a byte order mark") as e:
+            attempt()
+        assert "save it as UTF-8 without one" in str(e.value)
+
+
 def test_an_existing_sub_key_is_set_in_place(conf: Path) -> None:
     """A second `bantime_increment.factor` edits the dotted key it added, not a new one."""
     edit.jail_set(conf, "sshd", "bantime_increment.factor", "3")

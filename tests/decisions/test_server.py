@@ -12,8 +12,11 @@ from typing import Any
 import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import LogLevel, capturedLogs, formatEvent
+from twisted.python.failure import Failure
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 
@@ -26,6 +29,7 @@ from applianced.decisions.server import DecisionService
 from applianced.metrics import make_registry
 from applianced.store.sqlite import SqliteOffenderStore
 from applianced.testing import MemoryEnforcer
+from applianced.weblimits import MAX_CONNECTIONS, MAX_PER_ADDRESS
 from tests.helpers import config
 
 T0 = 1_800_000_000.0
@@ -76,10 +80,52 @@ def test_a_missing_or_wrong_key_is_refused_with_403_and_counted(app: Appliance) 
     other = request([b"nope"], "wrong")
     assert get(s, other) == {"message": "not found"} and other.responseCode == 404
     status = views.status(app)
-    assert status["decisions"] == {"pulls": 0, "refused": 4}
+    assert status["decisions"] == {"pulls": 0, "refused": 4, "connections_refused": 0}
     registry = make_registry(app)
     assert registry.get_sample_value("applianced_bouncer_refused_total") == 4
     assert registry.get_sample_value("applianced_bouncer_pulls_total") == 0
+
+
+def test_refusals_are_logged_with_the_address_at_most_once_a_minute(app: Appliance) -> None:
+    """A bouncer with a removed or mistyped key: the operator reads where it pulls from and
+    what it is (it was only counted); a storm of them writes one line a minute."""
+    s = service(app)
+    add_bouncer(app.config.state_dir, "mx1")
+    clock: Any = app.clock
+    with capturedLogs() as events:
+        for _ in range(5):
+            get(s, request([b"stream"], "0" * 64))
+        clock.advance(59)
+        get(s, request([b"stream"], None))
+        clock.advance(1)
+        r = request([b"stream"], "nope")
+        r.requestHeaders.setRawHeaders(b"User-Agent", [b"evil\x1b[2J"])  # controls escaped
+        get(s, r)
+    lines = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+    assert lines == [
+        "decision stream: refused a request from 198.51.100.25 "
+        "(crowdsec-firewall-bouncer/v0.0.25): its X-Api-Key is missing or not a registered "
+        "bouncer's (1 refused since start; this line at most once a minute); "
+        "`appliancectl bouncer list` shows the registered ones, `bouncer add NAME` makes a key",
+        "decision stream: refused a request from 198.51.100.25 "
+        "(evil\\x1b[2J): its X-Api-Key is missing or not a registered "
+        "bouncer's (7 refused since start; this line at most once a minute); "
+        "`appliancectl bouncer list` shows the registered ones, `bouncer add NAME` makes a key",
+    ]
+
+
+def test_an_unreadable_keys_file_is_logged_once_a_minute_as_an_error(app: Appliance) -> None:
+    """Every bouncer is refused while the file is broken: one error line a minute says why
+    (it was one line a pull, beside the refusal's)."""
+    s = service(app)
+    (app.config.state_dir / "bouncers.json").write_text("{not json")
+    with capturedLogs() as events:
+        for _ in range(3):
+            get(s, request([b"stream"], "0" * 64))
+    lines = [(e["log_level"], formatEvent(e)) for e in events]
+    assert len(lines) == 1 and lines[0][0] == LogLevel.error
+    assert "bouncers.json is not a bouncer keys file; move it away" in lines[0][1]
+    assert app.health.bouncer_refused == 3
 
 
 def test_the_stream_and_the_query_for_a_registered_bouncer(app: Appliance) -> None:
@@ -102,7 +148,7 @@ def test_the_stream_and_the_query_for_a_registered_bouncer(app: Appliance) -> No
     head = request([b"stream"], key)
     assert s.resource.render_HEAD(head) == b""  # type: ignore[arg-type]
     assert head.responseCode is None  # left at 200
-    assert views.status(app)["decisions"] == {"pulls": 4, "refused": 0}
+    assert views.status(app)["decisions"] == {"pulls": 4, "refused": 0, "connections_refused": 0}
 
 
 def test_bouncer_list_shows_the_last_pull_and_forgets_removed_bouncers(app: Appliance) -> None:
@@ -124,6 +170,8 @@ def test_bouncer_list_shows_the_last_pull_and_forgets_removed_bouncers(app: Appl
         ],
     }
     remove_bouncer(app.config.state_dir, "mx1")
+    revoked = request([b"stream"], key)  # the next pull, without a reload: refused
+    assert get(s, revoked) == {"message": "access forbidden"} and revoked.responseCode == 403
     assert [b["name"] for b in s.bouncers()] == ["mx2"]
     assert Dispatcher(app).handle({"verb": "bouncers"}) == {"ok": True, "result": None}
 
@@ -163,3 +211,77 @@ def test_a_full_answer_is_built_by_in_thread_and_written_when_ready(app: Applian
     assert r.finished
     assert get(s, request([b"stream"], key)) == {"new": None, "deleted": None}
     assert len(built) == 1
+    # GET /v1/decisions without ip or range is every ban too: built there as well (it was
+    # built on the reactor, about 1.5 s at 100,000 bans); with ip, inline.
+    every = request([], key)
+    assert s.resource.render_GET(every) == NOT_DONE_YET  # type: ignore[arg-type]
+    assert len(built) == 2
+    built[1].callback(None)
+    assert [d["value"] for d in json.loads(every.written[0])] == ["192.0.2.1"]
+    assert [d["value"] for d in get(s, request([], key, {"ip": ["192.0.2.1"]}))] == ["192.0.2.1"]
+    assert len(built) == 2
+
+
+def connect(factory: Any, host: str) -> tuple[Any, StringTransport]:
+    """A connection from ``host`` to ``factory``, over a StringTransport."""
+    peer = IPv4Address("TCP", host, 40000)
+    protocol = factory.buildProtocol(peer)
+    transport = StringTransport(peerAddress=peer)
+    if protocol is not None:
+        protocol.makeConnection(transport)
+    return protocol, transport
+
+
+def test_a_request_body_is_refused_with_413_before_it_is_stored(app: Appliance) -> None:
+    """Bouncers send no body: a long or chunked one is refused at its headers, unread and
+    unrendered (twisted.web spooled 300 MB from a client without a key to a temporary file);
+    a request without a body is answered as before."""
+    s = service(app)
+    key = add_bouncer(app.config.state_dir, "mx1")
+    head = f"GET /v1/decisions/stream?startup=true HTTP/1.1\r\nHost: a\r\nX-Api-Key: {key}\r\n"
+    for framing in (f"Content-Length: {300 << 20}\r\n\r\n", "Transfer-Encoding: chunked\r\n\r\n"):
+        protocol, transport = connect(s.factory(), "198.51.100.25")
+        protocol.dataReceived((head + framing).encode() + b"A" * 65536)
+        assert transport.value().startswith(b"HTTP/1.1 413 Content Too Large\r\n")
+        assert b"refused above 4096 bytes" in transport.value()
+        assert transport.disconnecting
+    assert app.health.bouncer_pulls == 0
+    assert app.health.bouncer_connections_refused == 2
+    protocol, transport = connect(s.factory(), "198.51.100.25")
+    protocol.dataReceived((head + "Content-Length: 0\r\n\r\n").encode())
+    assert transport.value().startswith(b"HTTP/1.1 200 OK\r\n")
+    assert app.health.bouncer_pulls == 1
+
+
+def test_connections_past_the_caps_are_closed_at_once(app: Appliance) -> None:
+    """At most MAX_PER_ADDRESS connections from one address and MAX_CONNECTIONS in all: a
+    flood of idle ones (no key needed to open them) cannot take every descriptor."""
+    factory = service(app).factory()
+    held = [connect(factory, "198.51.100.25")[0] for _ in range(MAX_PER_ADDRESS)]
+    assert factory.buildProtocol(IPv4Address("TCP", "198.51.100.25", 1)) is None
+    held[0].connectionLost(Failure(ConnectionDone()))
+    held[0] = connect(factory, "198.51.100.25")[0]
+    assert held[0] is not None
+    others = [
+        connect(factory, f"203.0.113.{i // MAX_PER_ADDRESS}")[0]
+        for i in range(MAX_CONNECTIONS - MAX_PER_ADDRESS)
+    ]
+    assert None not in others
+    assert factory.buildProtocol(IPv4Address("TCP", "192.0.2.1", 1)) is None
+    registry = make_registry(app, process=False)
+    assert registry.get_sample_value("applianced_bouncer_connections_refused_total") == 2
+    for p in held:
+        p.connectionLost(Failure(ConnectionDone()))
+    assert connect(factory, "192.0.2.1")[0] is not None
+
+
+def test_unknown_keys_keep_no_state(app: Appliance) -> None:
+    """A thousand distinct wrong keys are counted and leave nothing behind: no last pull, no
+    place in the change log (memory does not grow with an attacker's keys)."""
+    s = service(app)
+    add_bouncer(app.config.state_dir, "mx1")
+    with capturedLogs():
+        for i in range(1000):
+            get(s, request([b"stream"], f"{i:064x}", {"startup": ["true"]}))
+    assert app.health.bouncer_refused == 1000
+    assert s.seen == {} and s.stream._places == {}

@@ -75,6 +75,11 @@ def test_a_runs_log_holds_our_lines_only(tmp_path: Path, ns: str) -> None:
     lines = d.output.splitlines()
     assert all(re.match(r"<[2-7]>(\[applianced[.a-z]*\] |\t)", line) for line in lines), lines
     assert not [line for line in lines if any(c in line for c in CHATTER)]
+    (running,) = [line for line in lines if " running: " in line]
+    assert running.endswith(
+        f"listening on udp/127.0.0.1:{PORT}, tcp/127.0.0.1:{PORT}, metrics "
+        f"http://127.0.0.1:9515/metrics, control socket {d.socket}"
+    ), running
     sasl = "warning: unknown[203.0.113.7]: SASL LOGIN authentication failed: UGFzc3dvcmQ6"
     found = [line for line in lines if line.startswith("<6>[applianced.found] ")]
     assert len(found) == 3

@@ -287,6 +287,26 @@ def test_unprivileged_user_with_the_units_capabilities_bans_in_the_kernel(staged
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def test_the_staged_config_is_readable_by_the_service_user_once_set_up(
+    staged: Path, tmp_path: Path
+) -> None:
+    """Copied to a root where systemd-sysusers and systemd-tmpfiles --create then run (as a
+    package's postinst, or the next boot), /etc/applianced/appliance.toml is root:applianced
+    0640: the unit's User=applianced reads it. Staged, it is root:root 0640 (the group does
+    not exist yet), which the daemon could not read."""
+    root = tmp_path / "root"
+    shutil.copytree(staged, root, symlinks=True)
+    lib = root / "usr/local/lib"
+    run("systemd-sysusers", f"--root={root}", str(lib / "sysusers.d/applianced.conf"))
+    run("systemd-tmpfiles", f"--root={root}", "--create", str(lib / "tmpfiles.d/applianced.conf"))
+    group = next(
+        line.split(":") for line in (root / "etc/group").read_text().splitlines()
+        if line.startswith("applianced:")
+    )  # fmt: skip
+    conf = (root / "etc/applianced/appliance.toml").stat()
+    assert (conf.st_uid, conf.st_gid, conf.st_mode & 0o777) == (0, int(group[2]), 0o640)
+
+
 def test_dev_install_stages_everything_and_keeps_an_existing_config(staged: Path) -> None:
     """`./dev install` with DESTDIR: venv, links, unit, sysusers, tmpfiles and the default
     config land where expected, the venv with runtime dependencies only; a second install
