@@ -47,6 +47,7 @@ class StoreWrites:
         self._pending: deque[tuple[Callable[[], object], int]] = deque()
         self._retry_call: IDelayedCall | None = None
         self._retry_delay = RETRY_FIRST
+        self._stopped = False
 
     def record(self, decisions: Sequence[BanDecision], share: bool = True) -> None:
         if decisions:
@@ -61,6 +62,7 @@ class StoreWrites:
         (the next start adopts the kernel's bans the store lacks)."""
         if self._retry_call is not None and self._retry_call.active():
             self._retry_call.cancel()
+        self._stopped = True  # a refusal now schedules no retry
         if self._pending and not self._drain():
             log.error(
                 "{rows} rows were never written to the offenders store; the next start adopts "
@@ -112,6 +114,8 @@ class StoreWrites:
                 error=str(error),
             )
         self._bound()
+        if self._stopped:
+            return
         if self._retry_call is None or not self._retry_call.active():
             self._retry_call = self._clock.callLater(self._retry_delay, self._drain)
             self._retry_delay = min(self._retry_delay * 2, RETRY_MAX)

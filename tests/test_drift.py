@@ -163,6 +163,20 @@ def test_waiting_rows_are_counted_and_bounded(tmp_path: Path) -> None:
     assert len(store.active_bans(clock.seconds())) == 5
 
 
+def test_a_stop_while_the_store_refuses_leaves_no_retry_behind(tmp_path: Path) -> None:
+    """The last try at stop fails too: the rows are reported lost (the next start adopts their
+    bans), and no retry is scheduled on a stopped appliance's clock."""
+    app, clock, _ = start(tmp_path)
+    app.store = store = MemoryStore()
+    app._writes._store = store  # type: ignore[attr-defined]
+    store.fail = StoreError("disk full")
+    attack(app, clock, "203.0.113.7")
+    with capturedLogs() as logs:
+        app.stop()
+    assert any("never written to the offenders store" in formatEvent(e) for e in logs)
+    assert clock.getDelayedCalls() == []
+
+
 # -- the periodic reconcile ----------------------------------------------------------------------
 
 
