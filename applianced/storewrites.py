@@ -75,10 +75,15 @@ class StoreWrites:
             self._retry_call.cancel()
         self._stopped = True  # a refusal now schedules no retry
         if self._pending and not self._drain():
+            lifted = sum(rows for _, rows, droppable in self._pending if not droppable)
             log.error(
                 "{rows} rows were never written to the offenders store; the next start adopts "
-                "their bans from the kernel",
+                "their bans from the kernel{undone}",
                 rows=self._health.store_pending,
+                undone=f", and restores {lifted} bans unbanned or flushed meanwhile: unban "
+                "them again"
+                if lifted
+                else "",
             )
 
     def _write(self, write: Callable[[], object], rows: int, droppable: bool) -> None:

@@ -193,9 +193,15 @@ def test_a_stop_while_the_store_refuses_leaves_no_retry_behind(tmp_path: Path) -
     app._writes._store = store  # type: ignore[attr-defined]
     store.fail = StoreError("disk full")
     attack(app, clock, "203.0.113.7")
+    attack(app, clock, "203.0.113.8")
+    views.unban(app, "203.0.113.8")
     with capturedLogs() as logs:
         app.stop()
-    assert any("never written to the offenders store" in formatEvent(e) for e in logs)
+    said = [formatEvent(e) for e in logs if "never written" in formatEvent(e)]
+    assert said == [
+        "3 rows were never written to the offenders store; the next start adopts their bans "
+        "from the kernel, and restores 1 bans unbanned or flushed meanwhile: unban them again"
+    ]
     assert clock.getDelayedCalls() == []
 
 
