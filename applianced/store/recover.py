@@ -56,14 +56,21 @@ def recover(path: Path, stamp: str) -> Recovered:
     for suffix in ("", "-wal", "-shm"):
         if Path(f"{path}{suffix}").exists():
             Path(f"{path}{suffix}").rename(f"{aside}{suffix}")
-    SqliteOffenderStore(path).close()  # the new store, empty, at the latest schema
-    old = sqlite3.connect(f"file:{aside}?mode=ro", uri=True)
-    new = sqlite3.connect(path, isolation_level=None)
     try:
-        return _copy(old, new, aside)
-    finally:
-        old.close()
-        new.close()
+        SqliteOffenderStore(path).close()  # the new store, empty, at the latest schema
+        old = sqlite3.connect(f"file:{aside}?mode=ro", uri=True)
+        new = sqlite3.connect(path, isolation_level=None)
+        try:
+            return _copy(old, new, aside)
+        finally:
+            old.close()
+            new.close()
+    except (StoreError, sqlite3.Error) as e:
+        raise StoreError(
+            f"{e}; the damaged store is {aside} (kept): once that is fixed, remove the new "
+            f"{path.name} if there is one, move it back to {path.name} and run `appliancectl "
+            "store recover` again"
+        ) from None
 
 
 def _copy(old: sqlite3.Connection, new: sqlite3.Connection, aside: Path) -> Recovered:

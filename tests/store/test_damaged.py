@@ -18,6 +18,7 @@ from applianced.rules.decision import BanDecision, BanKind
 from applianced.store.recover import recover
 from applianced.store.sqlite import SqliteOffenderStore
 
+ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_800_000_000.0
 PAGE = 4096
 
@@ -150,6 +151,42 @@ def test_a_store_that_cannot_open_on_a_full_disk_says_the_disk_is_full(tmp_path:
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     assert "the disk is full" in done.stdout and "free space on" in done.stdout, done.stdout
+
+
+RECOVER_FULL = """
+import sys
+from pathlib import Path
+from applianced.errors import StoreError
+from applianced.store.recover import recover
+from tests.store.test_damaged import _filled
+directory = Path(sys.argv[1])
+_filled(directory / "offenders.sqlite", 100)
+with open(directory / "filler", "wb", buffering=0) as f:
+    try:
+        while True:
+            f.write(bytes(4096))
+    except OSError:
+        pass
+try:
+    recover(directory / "offenders.sqlite", "20261207T000000Z")
+except StoreError as e:
+    print(e)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (a tmpfs in a mount namespace)")
+def test_store_recover_on_a_full_disk_says_where_the_damaged_file_went(tmp_path: Path) -> None:
+    """The damaged file is moved aside, then the new store cannot be made (a full 256 KiB
+    tmpfs): the error says where the damaged file is and how to try again."""
+    mount = 'mount -t tmpfs -o size=256k tmpfs "$1" && exec "$2" -c "$3" "$1"'
+    done = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", mount, "sh",
+         str(tmp_path), sys.executable, RECOVER_FULL],
+        capture_output=True, text=True, timeout=60, check=True, cwd=ROOT,
+    )  # fmt: skip
+    assert "the disk is full" in done.stdout, done.stdout + done.stderr
+    assert "offenders.sqlite.damaged-20261207T000000Z (kept)" in done.stdout
+    assert "move it back to offenders.sqlite" in done.stdout
 
 
 def test_store_recover_says_when_the_file_could_not_be_read_at_all(
