@@ -35,7 +35,7 @@ class Tried:
 class JailWalk:
     """One jail's way with the message: ``verdict`` is "unread" (its programs or senders do
     not take it), "no literal", "missed", "ignored", "never ban", "lookup" (a hostname, for
-    use_dns), "no address" (a multi-line filter's hit whose address an earlier line names) or
+    usedns), "no address" (a multi-line filter's hit whose address an earlier line names) or
     "failure"; ``steps`` say it in words, in order."""
 
     jail: str
@@ -148,7 +148,7 @@ def _examine(jail: Jail, text: str, steps: list[str]) -> JailWalk:
         return walk("no address", "it took no address: a failure only for the address an "
                     "earlier line of its connection (<F-MLFID>) named", **found)  # fmt: skip
     if match.address is None:
-        return walk("lookup", f"{match.host!r} is a hostname: the daemon resolves it (use_dns)",
+        return walk("lookup", f"{match.host!r} is a hostname: the daemon resolves it (usedns)",
                     **found)  # fmt: skip
     if jail.ignores(match.address):
         network = next(str(n) for n in jail.never_ban if match.address in n)
