@@ -5,30 +5,45 @@ a second (the names are the log lines', an attacker's to make up), the rest coun
 
 The Appliance keeps a ``HostLookups`` when it was given a resolver and hands it each
 ``Lookup`` the engine returns; ``found`` counts the failure for every address. ``service.py``
-passes ``resolve``, which asks the system's resolver in a worker thread.
+passes a ``SystemResolver``, which asks the system's resolver in threads of its own: a lookup
+stuck on a DNS server that never answers (an attacker's, for a name of its choosing) holds
+none of the reactor's threads, which the control socket, the decision stream and the
+reconcile use.
 """
 
 from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.threads import deferToThread
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
 
 from applianced.health import Health
 from applianced.logs import LogBudget
 from applianced.rules.addresses import parse_address
 from applianced.rules.decision import IPAddress, Lookup
 
-__all__ = ["FAILED_PER_SECOND", "MAX_LOOKUPS", "HostLookups", "Resolver", "resolve"]
+__all__ = [
+    "DNS_POOL",
+    "DNS_THREADS",
+    "FAILED_PER_SECOND",
+    "MAX_LOOKUPS",
+    "HostLookups",
+    "Resolver",
+    "SystemResolver",
+]
 
 log = Logger()
 
 MAX_LOOKUPS = 64  # hostname lookups in flight at once; more are dropped
+DNS_THREADS = 16  # threads of the lookups' own pool; the rest of the 64 wait for one
+DNS_POOL = "applianced-dns"  # the pool's name, its threads' prefix
 FAILED_PER_SECOND = 10  # "cannot resolve" lines a second; the rest are counted in one line
 MAX_WARNED = 1024  # (jail, name) pairs warned of once each (usedns = warn); then forgotten
 
@@ -102,11 +117,21 @@ def _log_unresolved(count: int) -> None:
     )
 
 
-def resolve(host: str) -> Deferred[Sequence[IPAddress]]:
-    """The addresses of ``host``, looked up in a thread so the reactor never waits on DNS."""
+class SystemResolver:
+    """The system resolver in a thread pool of its own (``DNS_THREADS``), started when the
+    reactor runs and stopped at its shutdown; a ``Resolver``."""
 
-    def lookup() -> Sequence[IPAddress]:
-        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-        return list(dict.fromkeys(parse_address(str(info[4][0])) for info in infos))
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+        self._pool = ThreadPool(0, DNS_THREADS, DNS_POOL)
+        reactor.callWhenRunning(self._pool.start)
+        reactor.addSystemEventTrigger("during", "shutdown", self._pool.stop)
 
-    return deferToThread(lookup)
+    def __call__(self, host: str) -> Deferred[Sequence[IPAddress]]:
+        """The addresses of ``host``; the reactor never waits on DNS."""
+        return deferToThreadPool(self._reactor, self._pool, _addresses, host)
+
+
+def _addresses(host: str) -> Sequence[IPAddress]:
+    infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    return list(dict.fromkeys(parse_address(str(info[4][0])) for info in infos))

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import socket
+import threading
+from collections.abc import Callable, Sequence
 from ipaddress import ip_address
 
+import pytest
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
 
 from applianced.health import Health
-from applianced.hostnames import FAILED_PER_SECOND, HostLookups
+from applianced.hostnames import DNS_POOL, FAILED_PER_SECOND, HostLookups, SystemResolver
 from applianced.rules.decision import IPAddress, Lookup
+from tests.netns import wait_until
 
 
 def lookup(host: str) -> Lookup:
@@ -90,3 +94,54 @@ def test_a_storm_of_names_that_do_not_resolve_logs_within_a_budget() -> None:
         "(dns_failed counts them all)"
     )
     assert health.dns_failed == 500
+
+
+def test_lookups_run_in_a_pool_of_their_own_started_and_stopped_with_the_reactor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A lookup stuck on a DNS server that never answers must hold none of the reactor's
+    threads (the control socket, the decision stream and the reconcile use them): the
+    resolver's threads are its own, and the reactor's shutdown stops them."""
+    ran_in: list[str] = []
+
+    def getaddrinfo(host: str, *args: object, **kwargs: object) -> list[tuple[object, ...]]:
+        ran_in.append(threading.current_thread().name)
+        return [(0, 0, 0, "", ("192.0.2.5", 0)), (0, 0, 0, "", ("::ffff:192.0.2.5", 0))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    reactor = _Reactor()
+    resolver = SystemResolver(reactor)
+    found: list[Sequence[IPAddress]] = []
+    try:
+        resolver("mx.example.org").addCallback(found.append)
+        wait_until(lambda: bool(reactor.from_threads), 10, "the lookup's result from its thread")
+    finally:
+        reactor.shutdown()  # the pool's threads joined, whatever happened
+    for call in reactor.from_threads:
+        call()
+    assert found == [[ip_address("192.0.2.5")]]
+    assert len(ran_in) == 1 and DNS_POOL in ran_in[0]
+    assert not any(DNS_POOL in t.name for t in threading.enumerate())
+
+
+class _Reactor:
+    """What SystemResolver asks of the reactor: running at once, the shutdown's triggers kept,
+    calls from threads queued for the test to run."""
+
+    def __init__(self) -> None:
+        self.from_threads: list[Callable[[], object]] = []
+        self._shutdown: list[Callable[[], object]] = []
+
+    def callWhenRunning(self, f: Callable[[], object]) -> None:
+        f()
+
+    def addSystemEventTrigger(self, phase: str, event: str, f: Callable[[], object]) -> None:
+        assert (phase, event) == ("during", "shutdown")
+        self._shutdown.append(f)
+
+    def callFromThread(self, f: Callable[..., object], *args: object) -> None:
+        self.from_threads.append(lambda: f(*args))
+
+    def shutdown(self) -> None:
+        for f in self._shutdown:
+            f()
