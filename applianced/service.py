@@ -231,7 +231,8 @@ def _metrics(config: Config, appliance: Appliance, reactor: Any) -> Service | No
     if not config.metrics.enabled:
         return None
     # Imported here: prometheus-client and twisted.web cost start-up time otherwise.
-    from applianced.metrics import KernelElements, MetricsService, make_registry
+    from applianced.kernelelements import KernelElements
+    from applianced.metrics import MetricsService, make_registry
 
     # Its own registry, read at scrape time from the appliance's stats; the kernel's sets
     # listed in a worker thread first, as status does (a recent listing reused).
