@@ -3,7 +3,7 @@
 The Appliance creates one and hands it to its enforcement batcher and its hostname lookups,
 which write it too, as does the decision stream's server (``decisions/server.py``, its
 pulls); ``Appliance.stats()`` copies them into the read-only snapshot that the control
-socket's ``status`` and ``metrics.py`` read.
+socket's ``status`` and ``metricfamilies.py`` read.
 """
 
 from __future__ import annotations

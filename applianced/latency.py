@@ -1,9 +1,9 @@
 """The ban latency histogram: the one figure the appliance measures that no counter holds.
 
 ``Appliance`` feeds it once per kernel batch (plain ints, a ``bisect`` per ban, no lock: the
-reactor thread is the only writer); ``metrics.py`` reads it when Prometheus scrapes. Kept apart
-from ``metrics.py`` so that the daemon imports prometheus-client and twisted.web only when
-``[metrics]`` is enabled.
+reactor thread is the only writer); ``metricfamilies.py`` reads it when Prometheus scrapes.
+Kept apart from the metrics modules so that the daemon imports prometheus-client and
+twisted.web only when ``[metrics]`` is enabled.
 """
 
 from __future__ import annotations

@@ -148,22 +148,9 @@ def make_service(
         in_thread=deferToThread,
         senders=senders,
     )
-    listeners = Listeners(
-        config.listeners,
-        # The engine's routing gate: a message no jail can match is counted and dropped unparsed.
-        # The engine lives as long as the process (a reload swaps its jails, not the engine).
-        lambda conf: ListenerService(
-            conf, appliance.receive, stats, reactor, appliance.engine.gate, senders
-        ),
-    )
+    listeners = _listeners(config, appliance, stats, senders, reactor)
     supervisor = _supervisor(appliance, stats, reactor)
-    reload = Reloader(
-        config,
-        appliance,
-        listeners,
-        around=supervisor.reload,
-        then=(lambda new: levels.set(new.log_level)) if levels is not None else None,
-    )
+    reload = _reloader(config, appliance, listeners, supervisor, levels)
     decisions = _decisions(config, appliance, reactor)
     bouncers = decisions.bouncers if decisions is not None else None
     dispatcher = Dispatcher(appliance, reload, in_thread=deferToThread, bouncers=bouncers)
@@ -181,6 +168,38 @@ def make_service(
         if child is not None:
             child.setServiceParent(top)
     return top, appliance
+
+
+def _listeners(
+    config: Config, appliance: Appliance, stats: ReceiverStats, senders: SenderBook, reactor: Any
+) -> Listeners:
+    """The syslog listeners, each message through the engine's routing gate: one no jail can
+    match is counted and dropped unparsed. The engine lives as long as the process (a reload
+    swaps its jails, not the engine)."""
+    return Listeners(
+        config.listeners,
+        lambda conf: ListenerService(
+            conf, appliance.receive, stats, reactor, appliance.engine.gate, senders
+        ),
+    )
+
+
+def _reloader(
+    config: Config,
+    appliance: Appliance,
+    listeners: Listeners,
+    supervisor: Supervisor,
+    levels: LevelFilter | None,
+) -> Reloader:
+    """The one reload (SIGHUP, ``appliancectl reload``), inside systemd's RELOADING=1 and
+    READY=1; the log's level set to the new file's ``log_level`` unless ``levels`` is None."""
+    return Reloader(
+        config,
+        appliance,
+        listeners,
+        around=supervisor.reload,
+        then=(lambda new: levels.set(new.log_level)) if levels is not None else None,
+    )
 
 
 def _supervisor(appliance: Appliance, stats: ReceiverStats, reactor: Any) -> Supervisor:
@@ -231,7 +250,8 @@ def _metrics(config: Config, appliance: Appliance, reactor: Any) -> Service | No
     if not config.metrics.enabled:
         return None
     # Imported here: prometheus-client and twisted.web cost start-up time otherwise.
-    from applianced.metrics import KernelElements, MetricsService, make_registry
+    from applianced.kernelelements import KernelElements
+    from applianced.metrics import MetricsService, make_registry
 
     # Its own registry, read at scrape time from the appliance's stats; the kernel's sets
     # listed in a worker thread first, as status does (a recent listing reused).

@@ -2,7 +2,7 @@
 
 ``Appliance.stats()`` builds one from its counters (the receiver's, each jail's, the health
 counters, bans by kind, the ban latency) at the moment of a request or a scrape; the control
-views and ``metrics.py`` read it and never the Appliance's internals. Copies, so a reader
+views and ``metricfamilies.py`` read it and never the Appliance's internals. Copies, so a reader
 holds figures of one instant while the reactor keeps counting.
 """
 

@@ -17,12 +17,14 @@ from typing import Any
 
 from applianced.appliance import Appliance, RequestError
 from applianced.errors import StoreError
+from applianced.health import Health
 from applianced.receiver.parse import message_fields, parse, shape
 from applianced.receiver.senders import Sender
 from applianced.rules import addresses
 from applianced.rules import explain as explaining
 from applianced.rules.addresses import network_of
 from applianced.rules.decision import Ban, IPAddress, IPNetwork
+from applianced.stats import JailFigures
 
 __all__ = [
     "STATUS_BANS",
@@ -174,21 +176,7 @@ def status(
     counts = dict(appliance.enforcer.counts() if counts is None else counts)
     s = appliance.stats()
     per_jail = {
-        name: {
-            "programs": list(j.programs),
-            "maxretry": j.maxretry,
-            "findtime": j.findtime,
-            "bantime": j.bantime,
-            "tracked": j.tracked,
-            "matched": j.matched,
-            "ignored": j.ignored,
-            "offences": j.offences,
-            "evicted": j.evicted,
-            "unmatched": dict(j.unmatched),
-            "banned": j.banned,
-            "blacklisted": j.blacklisted,
-            "kernel_elements": counts.get(name, 0),
-        }
+        name: _jail_status(j, counts.get(name, 0))
         for name, j in s.jails.items()
         if jail is None or name == jail
     }
@@ -200,22 +188,7 @@ def status(
         "backend": s.backend,
         "jails": per_jail,
         "receiver": asdict(s.receiver),
-        "health": {
-            "store_errors": h.store_errors,
-            "store_failing": h.store_failing,
-            "store_pending": h.store_pending,
-            "store_dropped": h.store_dropped,
-            "recovered": h.recovered,
-            "reconcile_repairs": h.reconcile_repairs,
-            "reconcile_missing": h.reconcile_missing,
-            "reconcile_unknown": h.reconcile_unknown,
-            "enforcement_errors": h.enforcement_errors,
-            "unapplied": h.unapplied,
-            "refused_elements": h.refused_elements,
-            "last_error": h.last_error,
-            "dns_failed": h.dns_failed,
-            "dns_dropped": h.dns_dropped,
-        },
+        "health": _health_status(h),
         "notify": s.notify,
         "senders": {
             "tracked": len(s.senders),
@@ -234,6 +207,45 @@ def status(
             "expired": h.expired_total,
             "batches": h.batches,
         },
+    }
+
+
+def _jail_status(j: JailFigures, kernel_elements: int) -> dict[str, Any]:
+    """One jail's entry in ``status``: its policy, its counts, its bans and kernel elements."""
+    return {
+        "programs": list(j.programs),
+        "maxretry": j.maxretry,
+        "findtime": j.findtime,
+        "bantime": j.bantime,
+        "tracked": j.tracked,
+        "matched": j.matched,
+        "ignored": j.ignored,
+        "offences": j.offences,
+        "evicted": j.evicted,
+        "unmatched": dict(j.unmatched),
+        "banned": j.banned,
+        "blacklisted": j.blacklisted,
+        "kernel_elements": kernel_elements,
+    }
+
+
+def _health_status(h: Health) -> dict[str, Any]:
+    """``status``'s health: the store's, the kernel's, the reconciles', DNS lookups."""
+    return {
+        "store_errors": h.store_errors,
+        "store_failing": h.store_failing,
+        "store_pending": h.store_pending,
+        "store_dropped": h.store_dropped,
+        "recovered": h.recovered,
+        "reconcile_repairs": h.reconcile_repairs,
+        "reconcile_missing": h.reconcile_missing,
+        "reconcile_unknown": h.reconcile_unknown,
+        "enforcement_errors": h.enforcement_errors,
+        "unapplied": h.unapplied,
+        "refused_elements": h.refused_elements,
+        "last_error": h.last_error,
+        "dns_failed": h.dns_failed,
+        "dns_dropped": h.dns_dropped,
     }
 
 

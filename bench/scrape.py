@@ -1,5 +1,5 @@
-"""The kernel listing behind a metrics scrape (``metrics.KernelElements``), run INSIDE a network
-namespace that ``bench/__main__.py`` creates: 100,000 bans in nftables, then a minute of
+"""The kernel listing behind a metrics scrape (``kernelelements.KernelElements``), run INSIDE a
+network namespace that ``bench/__main__.py`` creates: 100,000 bans in nftables, then a minute of
 scrapes every 15 s on an injected clock. Prints one JSON object:
 
 - listing_cpu_s: the CPU seconds of one listing of the 100,000 elements (median of 5);
@@ -22,7 +22,7 @@ from twisted.internet.task import Clock
 
 from applianced.enforcement.base import JailRules, Restored
 from applianced.enforcement.nftables import NftablesEnforcer
-from applianced.metrics import KernelElements
+from applianced.kernelelements import KernelElements
 from bench.kernel import address, config
 
 BANS = 100_000

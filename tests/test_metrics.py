@@ -29,14 +29,9 @@ from applianced.conf.schema import Config, ListenerConf, MetricsConf, NotifyConf
 from applianced.enforcement.mailer import DeliveryError, Mailer
 from applianced.enforcement.notify import Notifier
 from applianced.errors import ConfigError, EnforcementError
+from applianced.kernelelements import LISTING_MAX_AGE, KernelElements
 from applianced.latency import BAN_LATENCY_BUCKETS, LatencyHistogram
-from applianced.metrics import (
-    LISTING_MAX_AGE,
-    KernelElements,
-    MetricsResource,
-    MetricsService,
-    make_registry,
-)
+from applianced.metrics import MetricsResource, MetricsService, make_registry
 from applianced.receiver.streams import SyslogTCPFactory
 from applianced.receiver.udp import SyslogUDP
 from applianced.rules.decision import Ban

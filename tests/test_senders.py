@@ -23,7 +23,8 @@ from applianced.conf.schema import Config, ListenerConf, NotifyConf
 from applianced.enforcement.base import Silence
 from applianced.enforcement.mails import build_return_mail, build_silence_mail
 from applianced.errors import ConfigError
-from applianced.metrics import METRIC_SENDERS, make_registry
+from applianced.metricfamilies import METRIC_SENDERS
+from applianced.metrics import make_registry
 from applianced.receiver.edge import Edge, ReceiverStats
 from applianced.receiver.senders import MAX_OTHERS, SenderBook
 from applianced.receiver.udp import SyslogUDP

@@ -83,7 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     _ban_verbs(verb)
     _list_verbs(verb)
     _edit_verbs(verb)
-    _offline_verbs(verb)
+    _notify_verb(verb)
+    _tls_verb(verb)
+    _bouncer_verb(verb)
+    _state_verbs(verb)
+    _line_verbs(verb)
+    _test_filter_verb(verb)
+    _import_verb(verb)
     return p
 
 
@@ -220,8 +226,8 @@ def _edit_verbs(verb: _Verb) -> None:
     v.set_defaults(fn="edits:cmd_general")
 
 
-def _offline_verbs(verb: _Verb) -> None:
-    """notify test, then the verbs that need no daemon."""
+def _notify_verb(verb: _Verb) -> None:
+    """notify test (and its --preview, offline)."""
     v = verb(
         "notify",
         "ban mails: `notify test` sends a test mail the configured way and shows the outcome; "
@@ -238,8 +244,11 @@ def _offline_verbs(verb: _Verb) -> None:
         "--jail", help="with --preview: the jail whose mail (default: the first that mails)"
     )
     v.set_defaults(fn="online:cmd_notify")
-    _tls_verb(verb)
-    _bouncer_verb(verb)
+
+
+def _state_verbs(verb: _Verb) -> None:
+    """What needs no daemon but the store, the config or the cluster's database: store recover,
+    check, cluster forget."""
     v = verb(
         "store",
         "`store recover`: with applianced stopped, move a damaged offenders store aside (kept) "
@@ -268,6 +277,10 @@ def _offline_verbs(verb: _Verb) -> None:
     v.add_argument("node", help="the node's name ([state] node on it)")
     v.add_argument("--force", action="store_true", help="even if it sent a heartbeat lately")
     v.set_defaults(fn="cluster:cmd_cluster")
+
+
+def _line_verbs(verb: _Verb) -> None:
+    """What a line does: parse (offline), explain (the daemon's jails, or a config's offline)."""
     v = verb(
         "parse",
         "parse syslog messages from stdin, one per line (offline)",
@@ -284,6 +297,10 @@ def _offline_verbs(verb: _Verb) -> None:
     )
     v.add_argument("line", nargs="?", help="the line or frame (default, or -: read stdin)")
     v.set_defaults(fn="explain:cmd_explain")
+
+
+def _test_filter_verb(verb: _Verb) -> None:
+    """test-filter: a filter over a log, as fail2ban-regex does (offline)."""
     v = verb(
         "test-filter",
         "run a shipped filter, a config jail, a fail2ban .conf or an inline failregex over a log "
@@ -324,6 +341,10 @@ def _offline_verbs(verb: _Verb) -> None:
         help="list every ignored line, numbered (without it: listed when 20 or fewer)",
     )
     v.set_defaults(fn="testfilter:cmd_test_filter")
+
+
+def _import_verb(verb: _Verb) -> None:
+    """import-fail2ban: a config from a fail2ban tree (offline)."""
     v = verb(
         "import-fail2ban",
         "write a config from a fail2ban tree's enabled jails (jail.conf, jail.d/, jail.local): "

@@ -7,13 +7,13 @@ other keys), validates the WHOLE resulting text with the real loader (``parse_co
 then writes it: atomically (a temp file in the same directory, fsync, ``os.replace``) with the
 original's mode and owner (``conf/files.py``). A value the loader refuses raises its
 ``ConfigError`` (file, line, key) and nothing is written. Edits of one file are serialised with
-a lock on its directory (``conf/files.py``).
+a lock on its directory (``conf/files.py``). The keys are set and removed in the document by
+``conf/tomledit.py``; ``general``'s marks on a jail's ``enabled`` line are ``conf/generalmarks.py``.
 Telling the daemon to reload is the caller's job (``cli/edits.py``). No reactor, no logging here.
 """
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,18 +21,28 @@ from pathlib import Path
 from typing import Any
 
 import tomlkit
-from tomlkit.container import Container, OutOfOrderTableProxy
+from tomlkit.container import OutOfOrderTableProxy
 from tomlkit.exceptions import TOMLKitError
-from tomlkit.items import Array, Comment, InlineTable, Item, Table, Whitespace
+from tomlkit.items import Array, InlineTable, Table
 from tomlkit.toml_document import TOMLDocument
 
 from applianced.conf.files import locked, write_atomic
 from applianced.conf.filterfiles.native import shipped_filter_names
+from applianced.conf.generalmarks import disable_marked, enable_marked, general_mark
 from applianced.conf.jailkeys import JAIL_OPTIONS, POLICY_KEYS
 from applianced.conf.load import parse_config
 from applianced.conf.paths import read_config
 from applianced.conf.schema import Config
-from applianced.errors import ApplianceError, ConfigError
+from applianced.conf.tomledit import (
+    Change,
+    EditError,
+    first_changed_line,
+    is_dotted,
+    keep_comment_column,
+    remove_key,
+    set_key,
+)
+from applianced.errors import ConfigError
 from applianced.rules.addresses import parse_network
 
 __all__ = [
@@ -60,10 +70,6 @@ _DURATIONS = {
 }
 _FLOATS = {"bantime_increment.factor"}
 _BOOLS = {"enabled", "use_dns", "log_found", "bantime_increment.enabled"}
-# The comment of an ``enabled = false`` line that ``general disable`` wrote; ``general enable``
-# undoes exactly those lines.
-GENERAL_MARK = "# appliancectl general disable"
-_WAS_TRUE = " (was true)"
 _LISTS = {"ports", "ignoreip", "senders", "notify", "programs"}  # VALUE: a comma list
 _REGEXES = {"failregex", "ignoreregex"}  # VALUE: one regex (a TOML array for several)
 _STRINGS = {"filter", "filter_dir", "protocol", "hook", "verdict", "usedns"}
@@ -75,20 +81,6 @@ _UNSETTABLE = {o for o in JAIL_OPTIONS if o.partition(".")[0] in POLICY_KEYS} | 
 
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
-
-
-class EditError(ApplianceError):
-    """An edit that cannot be made (unknown jail or option, address not listed...)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    """One value changed in the file: ``table`` is dotted (``jails.sshd``, ``defaults``)."""
-
-    table: str
-    key: str
-    old: Any
-    new: Any
 
 
 @dataclass(slots=True)
@@ -125,7 +117,7 @@ def jail_set(path: Path, jail: str, option: str, value: str) -> EditResult:
         if sub:
             inc = table.get(head)
             if isinstance(inc, Table | InlineTable):
-                _set(inc, sub, parsed, result, f"jails.{jail}.{head}")
+                set_key(inc, sub, parsed, result.changes, f"jails.{jail}.{head}")
                 return
             if inc is not None:
                 raise EditError(f"jails.{jail}.{head} in {path} is not a table; fix it by hand")
@@ -135,13 +127,15 @@ def jail_set(path: Path, jail: str, option: str, value: str) -> EditResult:
                 table[head] = nested
                 result.changes.append(Change(f"jails.{jail}", option, None, parsed))
                 return
-            _set(table, tomlkit.key([head, sub]), parsed, result, f"jails.{jail}", option)
+            set_key(
+                table, tomlkit.key([head, sub]), parsed, result.changes, f"jails.{jail}", option
+            )
             return
         older = _REPLACES.get(option)
         if older is not None and older in table:
             result.changes.append(Change(f"jails.{jail}", older, table[older], None))
             del table[older]
-        _set(table, option, parsed, result, f"jails.{jail}")
+        set_key(table, option, parsed, result.changes, f"jails.{jail}")
 
     return _edit(path, change)
 
@@ -161,16 +155,16 @@ def jail_unset(path: Path, jail: str, option: str) -> EditResult:
         table = _jail_table(doc, jail, path)
         head, _, sub = option.partition(".")
         if not sub:
-            _remove(table, option, result, f"jails.{jail}")
+            remove_key(table, option, result.changes, f"jails.{jail}")
             return
         inc = table.get(head)
         if not isinstance(inc, Table | InlineTable | OutOfOrderTableProxy) or sub not in inc:
             return
-        if len(inc) == 1 and _is_dotted(table, head):  # bantime_increment.factor = 3: the line
+        if len(inc) == 1 and is_dotted(table, head):  # bantime_increment.factor = 3: the line
             result.changes.append(Change(f"jails.{jail}", option, inc.unwrap()[sub], None))
             del table[head]
             return
-        _remove(inc, sub, result, f"jails.{jail}.{head}")
+        remove_key(inc, sub, result.changes, f"jails.{jail}.{head}")
 
     return _edit(path, change)
 
@@ -189,7 +183,7 @@ def jail_enable(path: Path, jail: str, enabled: bool) -> EditResult:
             doc["jails"][jail] = new
             result.created = jail
             return
-        _set_enabled(_jail_table(doc, jail, path), jail, enabled, result)
+        _set_enabled(_jail_table(doc, jail, path), jail, enabled, result.changes)
 
     return _edit(path, change)
 
@@ -207,16 +201,16 @@ def general_enable(path: Path, enabled: bool) -> EditResult:
         tables = {name: _jail_table(doc, name, path) for name in jails}
         if not enabled:
             for name, table in tables.items():
-                _general_disable(table, name, result)
+                disable_marked(table, name, result.changes)
             return
-        marked = [n for n, t in tables.items() if _general_mark(t) is not None]
+        marked = [n for n, t in tables.items() if general_mark(t) is not None]
         if not marked:
             raise EditError(
                 f"no jail of {path} was disabled by `appliancectl general disable`; enable "
                 "jails one at a time with `appliancectl jail enable NAME`"
             )
         for name in marked:
-            _general_enable(tables[name], name, result)
+            enable_marked(tables[name], name, result.changes)
 
     return _edit(path, change)
 
@@ -249,7 +243,7 @@ def whitelist(path: Path, jail: str | None, address: str, add: bool) -> EditResu
         if not add and not same:
             raise EditError(f"{address} is not in {where}.ignoreip of {path}")
         if not isinstance(current, Array):
-            _set(table, "ignoreip", [address.strip()], result, where, "ignoreip")
+            set_key(table, "ignoreip", [address.strip()], result.changes, where, "ignoreip")
             return
         # Changed in place, so a hand-written multi-line list keeps its comments.
         before = current.as_string()
@@ -259,7 +253,7 @@ def whitelist(path: Path, jail: str | None, address: str, add: bool) -> EditResu
             for i in reversed(same):
                 del current[i]
         if "\n" not in before:
-            _keep_comment_column(current, len(before))
+            keep_comment_column(current, len(before))
         result.changes.append(Change(where, "ignoreip", entries, current.unwrap()))
 
     return _edit(path, change)
@@ -323,7 +317,7 @@ def _edit(path: Path, change: Callable[[TOMLDocument, EditResult], None]) -> Edi
                 raise
             # The loader could not place the key (a dotted key, a missing table): point at
             # the line this edit changed.
-            line = _first_changed_line(text, new_text)
+            line = first_changed_line(text, new_text)
             raise ConfigError(e.path, e.key, e.message, line) from None
         if new_text == text:
             result.changes.clear()
@@ -352,162 +346,15 @@ def _jail_table(doc: TOMLDocument, jail: str, path: Path) -> Any:
     raise EditError(f"no jail {jail!r} in {path} (jails: {names}){hint}")
 
 
-def _set_enabled(table: Any, jail: str, enabled: bool, result: EditResult) -> None:
-    if enabled and _general_mark(table) is not None:
-        _general_enable(table, jail, result)  # the operator's choice now, not general's
+def _set_enabled(table: Any, jail: str, enabled: bool, changes: list[Change]) -> None:
+    if enabled and general_mark(table) is not None:
+        enable_marked(table, jail, changes)  # the operator's choice now, not general's
         if "enabled" not in table:
             return
     if "enabled" in table:
-        _set(table, "enabled", enabled, result, f"jails.{jail}")
+        set_key(table, "enabled", enabled, changes, f"jails.{jail}")
     elif not enabled:  # absent means enabled; `enabled = false` goes first, as in the examples
-        _set(table, "enabled", False, result, f"jails.{jail}", first=True)
-
-
-def _general_mark(table: Any) -> str | None:
-    """What follows ``GENERAL_MARK`` in the comment of the jail's ``enabled = false`` line
-    ("" when general disable added the line), or None when the line has no mark."""
-    table = _concrete(table)
-    if "enabled" not in table:
-        return None
-    item = table.item("enabled")
-    comment: str = item.trivia.comment
-    if item.unwrap() is not False or not comment.startswith(GENERAL_MARK):
-        return None
-    return comment[len(GENERAL_MARK) :]
-
-
-def _general_disable(table: Any, jail: str, result: EditResult) -> None:
-    """``enabled = false`` marked with ``GENERAL_MARK``: a line added, or a ``true`` one
-    changed (its comment kept after the mark)."""
-    table = _concrete(table)
-    if isinstance(table, InlineTable):  # no comment fits inside one: no mark to undo
-        raise EditError(
-            f"jail {jail} is an inline table (jails.{jail} = {{ ... }}), which cannot carry the "
-            f"mark `general enable` reads; write it as a [jails.{jail}] table, or disable "
-            "jails one at a time with `appliancectl jail disable NAME`"
-        )
-    if "enabled" not in table:
-        _set(table, "enabled", False, result, f"jails.{jail}", first=True)
-        _mark(table.item("enabled"), GENERAL_MARK)
-    elif table["enabled"] is True or table.item("enabled").unwrap() is True:
-        item = table.item("enabled")
-        old = item.trivia.comment.removeprefix("#").strip()
-        _set(table, "enabled", False, result, f"jails.{jail}")
-        _mark(table.item("enabled"), GENERAL_MARK + _WAS_TRUE + (f"; {old}" if old else ""))
-
-
-def _mark(item: Item, comment: str) -> None:
-    item.trivia.comment_ws = item.trivia.comment_ws or "  "
-    item.trivia.comment = comment
-
-
-def _general_enable(table: Any, jail: str, result: EditResult) -> None:
-    """Undo ``_general_disable``: the added line removed, the changed one back to ``true``
-    with its own comment."""
-    table = _concrete(table)
-    rest = _general_mark(table)
-    if rest is None:
-        return
-    if not rest.startswith(_WAS_TRUE):
-        table.remove("enabled")
-        result.changes.append(Change(f"jails.{jail}", "enabled", False, None))
-        return
-    old = rest.removeprefix(_WAS_TRUE).removeprefix("; ")
-    _set(table, "enabled", True, result, f"jails.{jail}")
-    item = table.item("enabled")
-    item.trivia.comment = f"# {old}" if old else ""
-    if not old:
-        item.trivia.comment_ws = ""
-
-
-def _set(
-    table: Any,
-    key: str | Any,
-    value: Any,
-    result: EditResult,
-    where: str,
-    name: str | None = None,
-    first: bool = False,
-) -> None:
-    """Set ``table[key]`` keeping the line's comment (and its column when it can); a new key
-    goes after the table's last key, before any trailing comment or blank lines."""
-    table = _concrete(table)
-    label = name or str(key)
-    old_item = table.get(key) if isinstance(key, str) else None
-    old = old_item.unwrap() if isinstance(old_item, Item) else old_item
-    if old_item is not None:
-        if old == value and type(old) is type(value):
-            return
-        before = len(table.item(key).as_string())
-        table[key] = value
-        _keep_comment_column(table.item(key), before)
-    else:
-        container = table.value if isinstance(table, Table) else None
-        at = 0 if first or container is None else _after_last_key(container)
-        if container is not None and at < len(container.body):
-            container._insert_at(at, key, value)
-        else:  # an inline table, or the table's end (tomlkit inserts only before an item)
-            table[key] = value
-    result.changes.append(Change(where, label, old, value))
-
-
-def _remove(table: Any, key: str, result: EditResult, where: str) -> None:
-    """Delete ``table[key]`` and its line; absent: nothing to do."""
-    table = _concrete(table)
-    if key not in table:
-        return
-    item = table.get(key)
-    result.changes.append(
-        Change(where, key, item.unwrap() if isinstance(item, Item) else item, None)
-    )
-    del table[key]
-
-
-def _concrete(table: Any) -> Any:
-    """The part of an out-of-order table (``[jails.a.bantime_increment]`` before
-    ``[jails.a]``) that holds its own keys; any other table as it is."""
-    if not isinstance(table, OutOfOrderTableProxy):
-        return table
-    parts: list[Table] = table._tables
-    return next((t for t in parts if not t.is_super_table()), parts[0])
-
-
-def _is_dotted(table: Any, key: str) -> bool:
-    """Whether ``key`` is written as dotted keys (``key.sub = ...``) rather than a table."""
-    container = table.value if isinstance(table, Table) else None
-    return isinstance(container, Container) and any(
-        k is not None and k.key == key and k.is_dotted() for k, _ in container.body
-    )
-
-
-def _after_last_key(container: Container) -> int:
-    """The body index just after the last key/value of the table itself (not of sub-tables),
-    so a new key does not land below a comment that introduces the next table."""
-    index = 0
-    for i, (k, item) in enumerate(container.body):
-        if isinstance(item, Table):
-            break
-        if k is not None and not isinstance(item, Whitespace | Comment):
-            index = i + 1
-    return index
-
-
-def _first_changed_line(before: str, after: str) -> int | None:
-    old, new = before.splitlines(), after.splitlines()
-    for tag, _, _, j1, _ in difflib.SequenceMatcher(None, old, new, autojunk=False).get_opcodes():
-        if tag != "equal":
-            return j1 + 1 if j1 < len(new) else None
-    return None
-
-
-def _keep_comment_column(item: Item, before: int) -> None:
-    """A longer or shorter value must not push the line's comment out of its column."""
-    trivia = item.trivia
-    if not trivia.comment or not trivia.comment_ws:
-        return
-    grow = len(item.as_string()) - before
-    width = len(trivia.comment_ws.expandtabs())
-    trivia.comment_ws = " " * max(1, width - grow)
+        set_key(table, "enabled", False, changes, f"jails.{jail}", first=True)
 
 
 def _same_network(entry: Any, network: Any) -> bool:

@@ -170,16 +170,7 @@ class Filter:
         self.ignoreregex: tuple[str, ...] = tuple(ignoreregex)
         if not self.failregex:
             raise FilterError(f"{self._who()}: no failregex; a filter needs at least one")
-        fail: list[tuple[str, Pattern, Reader]] = []
-        for number, regex in enumerate(self.failregex, start=1):
-            expansion = self._expand("failregex", number, regex)
-            compiled = self._re_compile("failregex", number, regex, expansion)
-            self.mlfid = self.mlfid or "mlfid" in compiled.groupindex
-            if not expansion.host_tags and self._pref_reader is None and not self.mlfid:
-                raise self._error("failregex", number, regex, host_tag_problem())
-            literal = required_literal(expansion.text)
-            fail.append((literal, compiled, reader_of(compiled, expansion, self.allow_dns)))
-        self._fail = tuple(fail)
+        self._fail = self._compile_fail()
         # Each ignoreregex with its required literal ("" when none): a failure's text without
         # the literal cannot match it, and most failures are no exception.
         self._ignore: tuple[tuple[str, Pattern], ...] = tuple(
@@ -189,7 +180,7 @@ class Filter:
         if engine not in ("auto", "re"):
             raise ValueError(f"engine is 'auto' or 're', not {engine!r}")
         self.engine = "re2" if engine == "auto" and self._use_re2() else "re"
-        lits = tuple(literal for literal, _, _ in fail)
+        lits = tuple(literal for literal, _, _ in self._fail)
         self.literals: tuple[str, ...] = (
             lits if all(len(lit) >= MIN_LITERAL for lit in lits) else ()
         )
@@ -202,6 +193,21 @@ class Filter:
             if maxlines == 1 and not any("\ufffd" in lit for lit in self.literals)
             else ()
         )
+
+    def _compile_fail(self) -> tuple[tuple[str, Pattern, Reader], ...]:
+        """Each failregex with its required literal and its reader. One with an <F-MLFID>
+        makes the filter multi-line; one without a host tag is refused unless the prefregex
+        or the multi-line state gives the address."""
+        fail: list[tuple[str, Pattern, Reader]] = []
+        for number, regex in enumerate(self.failregex, start=1):
+            expansion = self._expand("failregex", number, regex)
+            compiled = self._re_compile("failregex", number, regex, expansion)
+            self.mlfid = self.mlfid or "mlfid" in compiled.groupindex
+            if not expansion.host_tags and self._pref_reader is None and not self.mlfid:
+                raise self._error("failregex", number, regex, host_tag_problem())
+            literal = required_literal(expansion.text)
+            fail.append((literal, compiled, reader_of(compiled, expansion, self.allow_dns)))
+        return tuple(fail)
 
     @property
     def multiline(self) -> bool:

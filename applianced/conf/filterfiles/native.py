@@ -13,6 +13,7 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from applianced.errors import FilterError
 from applianced.rules.dates import date_finder
@@ -97,16 +98,7 @@ def load_filter_def(path: Path) -> FilterDef:
     :meth:`FilterDef.compile`.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise FilterError(f"{path}: cannot read filter file: {exc}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        where = _TOML_WHERE.search(str(exc))
-        at = f":{where.group('line')}" if where else ""
-        raise FilterError(f"{path}{at}: not valid TOML: {exc}") from None
+    text, data = _read(path)
 
     def fail(key: str, message: str) -> FilterError:
         line = _line_of(text, key)
@@ -150,6 +142,21 @@ def load_filter_def(path: Path) -> FilterDef:
         path=path,
         datepattern=datepattern,
     )
+
+
+def _read(path: Path) -> tuple[str, dict[str, Any]]:
+    """The filter file's text and its TOML; FilterError naming the file (and the line of a TOML
+    error) when it cannot be read or parsed."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FilterError(f"{path}: cannot read filter file: {exc}") from None
+    try:
+        return text, tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        where = _TOML_WHERE.search(str(exc))
+        at = f":{where.group('line')}" if where else ""
+        raise FilterError(f"{path}{at}: not valid TOML: {exc}") from None
 
 
 def _strings(value: object, key: str, fail: Callable[[str, str], FilterError]) -> tuple[str, ...]:
