@@ -107,7 +107,7 @@ class Appliance:
         self.batcher = Batcher(enforcer, clock, self.health, self._wanted)
         self._writes = StoreWrites(store, clock, self.health)
         self._lookups = (
-            None if resolver is None else HostLookups(resolver, self.health, self._found)
+            None if resolver is None else HostLookups(resolver, self.health, self._found, clock)
         )
         # Copied by stats() for status and the metrics: new bans per (jail, kind); the time from
         # the deciding message to the kernel, one sample per ban, fed once per batch.
@@ -197,6 +197,8 @@ class Appliance:
         self._writes.stop()
         self._lines.close()
         self._found_lines.close()
+        if self._lookups is not None:
+            self._lookups.close()
         if self.config.enforcement.on_stop == "flush":
             self.enforcer.flush()
             log.info(

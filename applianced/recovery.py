@@ -40,14 +40,32 @@ def unaccounted(
     now: float,
 ) -> tuple[list[BanDecision], int]:
     """``(recovered, stale)``: a decision for each element of a jail and network that no active
-    row holds, unless ``last_ends`` (the store's) says its ban ended after the element was
+    row holds (one inside a row's prefix is a piece the interval set holds for nested prefix
+    bans: held), unless ``last_ends`` (the store's) says its ban ended after the element was
     placed (``stale`` counts those; a permanent element's placement is unknown, so any end
     makes it stale)."""
     known = {(r[0], r[1]) for r in rows}
+    # The prefix lengths of the rows' networks that are not single addresses, by jail and
+    # version: an element inside one of them is a piece of nested prefix bans, accounted for.
+    lengths: dict[tuple[str, int], set[int]] = {}
+    for jail, net, *_ in rows:
+        length = int(net.rpartition("/")[2])
+        version = 6 if ":" in net else 4
+        if length < (128 if version == 6 else 32):
+            lengths.setdefault((jail, version), set()).add(length)
     lacking: dict[tuple[str, IPNetwork], Element] = {}
     for e in elements:
-        if (e.jail, e.network) not in known and (e.expires_at is None or e.expires_at > now):
-            lacking.setdefault((e.jail, ip_network(e.network)), e)
+        if (e.jail, e.network) in known or (e.expires_at is not None and e.expires_at <= now):
+            continue
+        network = ip_network(e.network)
+        inside = lengths.get((e.jail, network.version), ())
+        if any(
+            (e.jail, str(network.supernet(new_prefix=n))) in known
+            for n in inside
+            if n < network.prefixlen
+        ):
+            continue
+        lacking.setdefault((e.jail, network), e)
     ended = last_ends(list(lacking))
     recovered = []
     for (jail, network), e in lacking.items():

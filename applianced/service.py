@@ -41,7 +41,7 @@ from applianced.enforcement.memory import MemoryEnforcer
 from applianced.enforcement.notify import Notifier
 from applianced.enforcement.whois import WhoisClient, tcp_query
 from applianced.errors import ApplianceError, ConfigError
-from applianced.hostnames import resolve
+from applianced.hostnames import SystemResolver
 from applianced.logs import FORMATS, LEVELS, LevelFilter, log_observer
 from applianced.receiver.edge import ReceiverStats
 from applianced.receiver.listeners import Listeners, ListenerService
@@ -138,7 +138,7 @@ def make_service(
         reactor,
         own_addresses,
         stats,
-        resolver=resolve,
+        resolver=SystemResolver(reactor),
         notifier=make_notifier(config, reactor),
         engine=Engine(
             on_failure=replicator.share if replicator and share else None,

@@ -106,8 +106,7 @@ class SilenceWatch:
         if self.notifier is not None:
             self.notifier.sender_returned(_silence(sender), now)
         sender.silent_since = None
-        if self._call is None:
-            self.schedule()
+        self.schedule()  # its deadline may come before the one the timer waits for
 
     def stop(self) -> None:
         if self._call is not None and self._call.active():

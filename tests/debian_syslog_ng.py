@@ -1,4 +1,4 @@
-"""Fetch Debian's syslog-ng (``apt-get download syslog-ng-core``, unpacked with ``dpkg -x``) into
+"""Fetch Debian's syslog-ng (``apt-get download syslog-ng-core``, ``tests/debian_packages.py``) into
 ``.cache/syslog-ng-deb`` (gitignored), for tests/e2e/test_forwarders.py, with the libraries it
 needs that are not installed (``libivykis0``, ``libnet1``, ``libwrap0``, ``libpcre3`` on a
 machine with rsyslog).
@@ -11,14 +11,13 @@ pointing into the cache (``SyslogNg.env``, ``SyslogNg.argv``).
 
 from __future__ import annotations
 
-import fcntl
 import os
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.debian_packages import ROOT, FetchError, fetch
+
 CACHE = ROOT / ".cache" / "syslog-ng-deb"
 PACKAGE = "syslog-ng-core"
 # The shared libraries syslog-ng-core links that a Debian machine with rsyslog may lack, by
@@ -31,11 +30,6 @@ LIBRARIES = {
 }
 
 __all__ = ["FetchError", "SyslogNg", "syslog_ng"]
-
-
-class FetchError(Exception):
-    """syslog-ng could not be fetched (not root, no apt-get, offline) or lacks a library;
-    says why."""
 
 
 @dataclass(frozen=True)
@@ -65,17 +59,14 @@ class SyslogNg:
 
 
 def syslog_ng() -> SyslogNg:
-    """syslog-ng from Debian's package, downloaded and unpacked once (under a lock: the
-    suite's workers may ask at once)."""
-    CACHE.parent.mkdir(parents=True, exist_ok=True)
-    with (CACHE.parent / "syslog-ng.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        found = _unpacked()
-        if found is None:
-            _fetch()
-            found = _unpacked()
-        if found is None:
-            raise FetchError(f"{PACKAGE} unpacked into {CACHE} but its syslog-ng is missing")
+    """syslog-ng from Debian's package, downloaded and unpacked once; a FetchError when it
+    cannot be, or lacks a library."""
+    known = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
+    packages = [PACKAGE, *(pkg for lib, pkg in LIBRARIES.items() if lib not in known)]
+    fetch(packages, CACHE, lambda: _unpacked() is not None)
+    found = _unpacked()
+    if found is None:
+        raise FetchError(f"{PACKAGE} unpacked into {CACHE} but its syslog-ng is missing")
     missing = _missing_libraries(found)
     if missing:
         raise FetchError(f"syslog-ng cannot load {', '.join(missing)} (ldd)")
@@ -90,29 +81,6 @@ def _unpacked() -> SyslogNg | None:
     dirs = [CACHE / "usr/lib/syslog-ng", CACHE / "usr/lib/x86_64-linux-gnu"]
     dirs.append(CACHE / "lib/x86_64-linux-gnu")
     return SyslogNg(binary, modules[-1], ":".join(str(d) for d in dirs))
-
-
-def _fetch() -> None:
-    if os.geteuid() != 0 or shutil.which("apt-get") is None or shutil.which("dpkg") is None:
-        raise FetchError(f"needs root with apt-get and dpkg to fetch Debian's {PACKAGE}")
-    known = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
-    packages = [PACKAGE, *(pkg for lib, pkg in LIBRARIES.items() if lib not in known)]
-    download = CACHE.parent / "deb"
-    download.mkdir(parents=True, exist_ok=True)
-    for attempt in ([], ["apt-get", "update", "-qq"]):
-        if attempt:
-            subprocess.run(attempt, capture_output=True, timeout=300)
-        got = subprocess.run(
-            ["apt-get", "download", "-q", *packages], cwd=download, capture_output=True, timeout=300
-        )
-        debs = [sorted(download.glob(f"{pkg}_*.deb")) for pkg in packages]
-        if got.returncode == 0 and all(debs):
-            break
-    else:
-        why = got.stderr.decode()[-300:]
-        raise FetchError(f"apt-get download {' '.join(packages)} failed (offline?): {why}")
-    for versions in debs:
-        subprocess.run(["dpkg", "-x", str(versions[-1]), str(CACHE)], check=True, timeout=120)
 
 
 def _missing_libraries(found: SyslogNg) -> list[str]:

@@ -163,6 +163,48 @@ def test_waiting_rows_are_counted_and_bounded(tmp_path: Path) -> None:
     assert len(store.active_bans(clock.seconds())) == 5
 
 
+def test_an_unban_waiting_for_the_store_is_never_dropped_by_the_bound(tmp_path: Path) -> None:
+    """Past the bound the oldest waiting rows are dropped: a ban's row is adopted from the
+    kernel at the next start, an expiry's end is redone by it, but an unban's end dropped
+    would bring the ban back at the next start. The unban waits; bans past it are dropped."""
+    app, clock, _ = start(tmp_path)
+    app._writes._limit = 5  # type: ignore[attr-defined]
+    store = MemoryStore()
+    app.store = store
+    app._writes._store = store  # type: ignore[attr-defined]
+    attack(app, clock, "203.0.113.200")
+    assert ip_network("203.0.113.200/32") in {b.network for b in store.active_bans(T0 + 60)}
+    store.fail = StoreError("disk full")
+    views.unban(app, "203.0.113.200")
+    for i in range(8):
+        attack(app, clock, f"203.0.113.{i}")
+    assert views.status(app)["health"]["store_dropped"] > 0
+    store.fail = None
+    clock.advance(2)
+    active = {b.network for b in store.active_bans(clock.seconds())}
+    assert ip_network("203.0.113.200/32") not in active
+
+
+def test_a_stop_while_the_store_refuses_leaves_no_retry_behind(tmp_path: Path) -> None:
+    """The last try at stop fails too: the rows are reported lost (the next start adopts their
+    bans), and no retry is scheduled on a stopped appliance's clock."""
+    app, clock, _ = start(tmp_path)
+    app.store = store = MemoryStore()
+    app._writes._store = store  # type: ignore[attr-defined]
+    store.fail = StoreError("disk full")
+    attack(app, clock, "203.0.113.7")
+    attack(app, clock, "203.0.113.8")
+    views.unban(app, "203.0.113.8")
+    with capturedLogs() as logs:
+        app.stop()
+    said = [formatEvent(e) for e in logs if "never written" in formatEvent(e)]
+    assert said == [
+        "3 rows were never written to the offenders store; the next start adopts their bans "
+        "from the kernel, and restores 1 bans unbanned or flushed meanwhile: unban them again"
+    ]
+    assert clock.getDelayedCalls() == []
+
+
 # -- the periodic reconcile ----------------------------------------------------------------------
 
 

@@ -29,6 +29,7 @@ from applianced.receiver.edge import Edge, ReceiverStats
 from applianced.receiver.senders import MAX_OTHERS, SenderBook
 from applianced.receiver.udp import SyslogUDP
 from applianced.rules.engine import Engine
+from applianced.silence import SilenceWatch
 from applianced.testing import MemoryEnforcer, MemoryStore, RecordingNotifier
 from tests.enforcement.test_notify import make as make_notifier
 from tests.helpers import config
@@ -226,6 +227,31 @@ def test_silence_alarm_then_return_on_a_clock(tmp_path: Path) -> None:
         assert f'applianced_sender_silent{{sender="{MX}"}} 0.0' in scrape(registry)
         rig.clock.advance(SILENCE)  # silent again from its last message: a new alarm
         assert [kind for kind, _, _ in rig.notifier.silences] == ["silent", "returned", "silent"]
+
+
+def test_a_returned_sender_is_alarmed_on_its_own_deadline_not_a_later_ones() -> None:
+    """Two watched senders, one for 60 s and one for an hour: the first goes silent, comes
+    back, then goes silent again; its second alarm comes 60 s after its return, not at the
+    hour the timer had moved to while it was silent."""
+    clock = Clock()
+    book = SenderBook()
+    notifier = RecordingNotifier()
+    watch = SilenceWatch(clock, book, notifier)
+    watch.watch({MX: 60.0, OTHER_MX: 3600.0})
+    anyone = replace(LISTENER, allowed_senders=(ip_network("0.0.0.0/0"),), sender_silence=())
+    edge = Edge(anyone, lambda m: None, ReceiverStats(), clock, None, book)
+    edge.deliver(UNREAD, MX)
+    edge.deliver(UNREAD, OTHER_MX)
+    clock.advance(60)
+    assert [(k, s.sender) for k, s, _ in notifier.silences] == [("silent", MX)]
+    clock.advance(40)
+    edge.deliver(UNREAD, MX)  # back at 100 s
+    clock.advance(61)
+    assert [(k, s.sender) for k, s, _ in notifier.silences] == [
+        ("silent", MX),
+        ("returned", MX),
+        ("silent", MX),
+    ]
 
 
 def test_a_watched_sender_that_never_sends_is_alarmed_after_its_silence(tmp_path: Path) -> None:

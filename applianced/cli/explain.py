@@ -17,10 +17,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from applianced.cli.client import EXIT_USAGE, CliError, request
+from applianced.cli.offline import load
 from applianced.cli.output import out
-from applianced.conf.load import load_config
 from applianced.conf.paths import config_path
-from applianced.errors import ApplianceError, ConfigError, ConfigErrors
+from applianced.errors import ApplianceError
 from applianced.receiver.parse import message_fields, parse, shape
 from applianced.rules.explain import explain
 from applianced.rules.jail import Jail, jail_filter
@@ -50,12 +50,7 @@ def _frame(line: str | None) -> str:
 
 def _offline(frame: str, args: argparse.Namespace) -> dict[str, Any]:
     path = config_path(args.config)
-    try:
-        config = load_config(path)
-    except ConfigErrors as e:
-        raise CliError.config(e, f"{len(e.errors)} errors in {path}:\n{e}") from None
-    except ConfigError as e:
-        raise CliError.config(e) from None
+    config = load(path)
     senders = [n for n in config.allowed_senders if n.prefixlen > 0]
     jails = [Jail(conf, jail_filter(conf), senders) for conf in config.enabled_jails]
     data = frame.encode()

@@ -8,12 +8,13 @@ from __future__ import annotations
 import argparse
 import socket
 from datetime import UTC, datetime
+from typing import Any
 
-from applianced.cli.client import EXIT_REFUSED, EXIT_USAGE, CliError
+from applianced.cli.client import EXIT_REFUSED, CliError
+from applianced.cli.offline import load
 from applianced.cli.output import out
-from applianced.conf.load import load_config
 from applianced.conf.paths import config_path
-from applianced.errors import ConfigError, StoreError
+from applianced.errors import StoreError
 from applianced.store.recover import recover
 from applianced.store.sqlite import STORE_FILE
 
@@ -21,10 +22,7 @@ __all__ = ["cmd_store"]
 
 
 def cmd_store(args: argparse.Namespace) -> None:
-    try:
-        config = load_config(config_path(args.config))
-    except ConfigError as e:
-        raise CliError(str(e), EXIT_USAGE) from None
+    config = load(config_path(args.config))
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(str(config.control_socket))
@@ -50,14 +48,21 @@ def cmd_store(args: argparse.Namespace) -> None:
         "active": done.active,
         "lines": done.lines,
         "unreadable": done.unreadable,
+        "unreadable_tables": list(done.unreadable_tables),
     }
-    out(
-        args,
-        report,
-        lambda r: print(
-            f"moved the damaged store to {r['damaged_file']} (kept); the new {r['store']} holds "
-            f"{r['bans']} bans ({r['active']} active) and {r['lines']} sets of matched lines; "
-            f"{r['unreadable']} rows could not be read. Start applianced: it adopts the "
-            "bans the kernel holds and the new store lacks (its log says how many)"
-        ),
+    out(args, report, _summary)
+
+
+def _summary(r: dict[str, Any]) -> None:
+    lost = (
+        f"SQLite could not read its tables {', '.join(r['unreadable_tables'])} at all "
+        "(is it a SQLite file?)"
+        if r["unreadable_tables"]
+        else f"{r['unreadable']} bans could not be read"
+    )
+    print(
+        f"moved the damaged store to {r['damaged_file']} (kept); the new {r['store']} holds "
+        f"{r['bans']} bans ({r['active']} active) and {r['lines']} sets of matched lines; "
+        f"{lost}. Start applianced: it adopts the bans the kernel holds and the new store "
+        "lacks (its log says how many)"
     )

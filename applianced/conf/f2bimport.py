@@ -334,12 +334,13 @@ def _sources(v: Mapping[str, Value], jail: ImportedJail) -> None:
             f"ignorecommand = {v['ignorecommand'].text}: no command runs here; use ignoreip"
         )
     usedns = v.get("usedns")
-    if usedns is not None and usedns.text.lower() == "yes":
-        jail.set("use_dns", True, usedns)
-    elif usedns is not None and usedns.text.lower() == "warn":
+    if usedns is not None and usedns.text.lower() in ("yes", "warn", "no"):
+        jail.set("usedns", usedns.text.lower(), usedns)
+    elif usedns is not None:
+        jail.set("usedns", "no", usedns)
         jail.not_carried.append(
-            "usedns = warn: <HOST> matches addresses only (use_dns = false); "
-            "set use_dns = true to resolve host names"
+            f"usedns = {usedns.text}: a host name cannot be banned as text here; "
+            '<HOST> matches addresses only (usedns = "no")'
         )
 
 

@@ -119,7 +119,7 @@ class Engine:
                 source = (message.sender, message.app_name, message.procid)
                 outcome, match, _ = jail.lines.feed(source, line, now)
                 if outcome is not Outcome.MATCHED:
-                    continue
+                    match = None
             elif filt.on_line:
                 # A fail2ban filter reads the line as fail2ban leaves it once the date is cut
                 # off: " host app[pid]: msg" (leading space included); ours read the MSG alone.

@@ -35,7 +35,8 @@ class Tried:
 class JailWalk:
     """One jail's way with the message: ``verdict`` is "unread" (its programs or senders do
     not take it), "no literal", "missed", "ignored", "never ban", "lookup" (a hostname, for
-    use_dns) or "failure"; ``steps`` say it in words, in order."""
+    usedns), "no address" (a multi-line filter's hit whose address an earlier line names) or
+    "failure"; ``steps`` say it in words, in order."""
 
     jail: str
     verdict: str
@@ -75,6 +76,12 @@ def _summary(message: SyslogMessage, walks: tuple[JailWalk, ...]) -> str:
     failures = [w.jail for w in read if w.verdict in ("failure", "lookup")]
     if failures:
         return f"a failure for {', '.join(failures)}"
+    partial = [w.jail for w in read if w.verdict == "no address"]
+    if partial:
+        return (
+            f"read by {', '.join(partial)}, a failure only with the address an earlier line "
+            "named (explain reads one line)"
+        )
     spared = [w.jail for w in read if w.verdict == "never ban"]
     if spared:
         return f"a failure of an address {', '.join(spared)} never bans: counted as ignored"
@@ -119,6 +126,11 @@ def _examine(jail: Jail, text: str, steps: list[str]) -> JailWalk:
             f"the text holds none of the prefilter literals {shown} (a message that no jail "
             "reading it finds a literal in is dropped at the gate: gated_no_literal)",
         )
+    if filt.multiline:
+        steps.append(
+            "a multi-line filter: explain reads this line alone; the daemon reads it with the "
+            "lines before it from the same sender, program and pid"
+        )
     outcome, match, index = filt.examine(text)
     tried = _failregexes(filt, index)
     if outcome is Outcome.MISSED or match is None or index is None:
@@ -132,8 +144,11 @@ def _examine(jail: Jail, text: str, steps: list[str]) -> JailWalk:
         hit = next((t for t in ignored if t.result == "matched"), None)
         why = "its <F-NOFAIL> group" if hit is None else f"ignoreregex #{hit.number}"
         return walk("ignored", f"{why} matched: not a failure", ignoreregex=ignored, **found)
+    if not match.host:
+        return walk("no address", "it took no address: a failure only for the address an "
+                    "earlier line of its connection (<F-MLFID>) named", **found)  # fmt: skip
     if match.address is None:
-        return walk("lookup", f"{match.host!r} is a hostname: the daemon resolves it (use_dns)",
+        return walk("lookup", f"{match.host!r} is a hostname: the daemon resolves it (usedns)",
                     **found)  # fmt: skip
     if jail.ignores(match.address):
         network = next(str(n) for n in jail.never_ban if match.address in n)

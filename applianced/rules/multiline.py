@@ -21,8 +21,8 @@ Semantics (fail2ban 1.0.2's, as its documentation and behaviour show them):
   ``<F-MLFFORGET>`` (a disconnect) forgets the connection after this line.
 - A source or connection unseen for ``max_age`` seconds is forgotten, and at most
   ``max_sources`` of each are kept (the least recently seen go first); a buffer holds at most
-  ``maxlines`` lines and ``Filter.max_text`` characters (the newest), a connection two user
-  names.
+  ``maxlines`` lines and ``Filter.max_text`` characters (the newest; a longer line is held
+  cut to that), a connection two user names.
 """
 
 from __future__ import annotations
@@ -77,7 +77,9 @@ class MultiLine:
         self._expire(now)
         if self.filter.maxlines > 1:
             _, lines = self._buffers.pop(source, (now, []))
-            lines.append(text)
+            # A regex reads no more than max_text characters; a longer line is held cut to
+            # that, or 4096 sources of 1 MiB messages would hold 4 GiB.
+            lines.append(text[: self.filter.max_text])
             del lines[: -self.filter.maxlines]
             # A regex sees the first max_text characters of a text: keep the newest lines
             # within that, so the line just come is never cut off (and a buffer's size bound).

@@ -31,13 +31,18 @@ _BAN_COLUMNS = (
 
 @dataclass(frozen=True, slots=True)
 class Recovered:
-    """What ``recover`` did: where the damaged file went, what it copied, what it skipped."""
+    """What ``recover`` did: where the damaged file went, what it copied, what it lost.
+    ``unreadable``: the bans not copied (bans are never deleted, so every id up to the largest
+    is one: those SQLite refused and those a damaged page lost without an error);
+    ``unreadable_tables``: the tables SQLite could not read at all (every one of them when
+    the file is no database)."""
 
     aside: Path
     bans: int
     active: int
     lines: int
-    unreadable: int  # row ids in the damaged file that could not be read
+    unreadable: int
+    unreadable_tables: tuple[str, ...] = ()
 
 
 def recover(path: Path, stamp: str) -> Recovered:
@@ -51,22 +56,32 @@ def recover(path: Path, stamp: str) -> Recovered:
     for suffix in ("", "-wal", "-shm"):
         if Path(f"{path}{suffix}").exists():
             Path(f"{path}{suffix}").rename(f"{aside}{suffix}")
-    SqliteOffenderStore(path).close()  # the new store, empty, at the latest schema
-    old = sqlite3.connect(f"file:{aside}?mode=ro", uri=True)
-    new = sqlite3.connect(path, isolation_level=None)
     try:
-        return _copy(old, new, aside)
-    finally:
-        old.close()
-        new.close()
+        SqliteOffenderStore(path).close()  # the new store, empty, at the latest schema
+        old = sqlite3.connect(f"file:{aside}?mode=ro", uri=True)
+        new = sqlite3.connect(path, isolation_level=None)
+        try:
+            return _copy(old, new, aside)
+        finally:
+            old.close()
+            new.close()
+    except (StoreError, sqlite3.Error) as e:
+        raise StoreError(
+            f"{e}; the damaged store is {aside} (kept): once that is fixed, remove the new "
+            f"{path.name} if there is one, move it back to {path.name} and run `appliancectl "
+            "store recover` again"
+        ) from None
 
 
 def _copy(old: sqlite3.Connection, new: sqlite3.Connection, aside: Path) -> Recovered:
-    bans, skipped = _readable(old, "bans", "id", _BAN_COLUMNS)
+    bans, top = _readable(old, "bans", "id", _BAN_COLUMNS)
     ids = {row[0] for row in bans}
-    lines, skipped_lines = _readable(old, "ban_lines", "ban_id", "ban_id, lines")
-    outbox, _ = _readable(old, "outbox", "seq", "seq, op, ban")
-    cluster = _one(old, "SELECT store, cursor FROM cluster")
+    lines, lines_top = _readable(old, "ban_lines", "ban_id", "ban_id, lines")
+    outbox, outbox_top = _readable(old, "outbox", "seq", "seq, op, ban")
+    try:
+        cluster, cluster_read = old.execute("SELECT store, cursor FROM cluster").fetchone(), True
+    except sqlite3.Error:
+        cluster, cluster_read = None, False
     new.execute("BEGIN IMMEDIATE")
     # In id order, as written: a ban's superseding trigger sees the bans it supersedes.
     new.executemany(
@@ -83,48 +98,49 @@ def _copy(old: sqlite3.Connection, new: sqlite3.Connection, aside: Path) -> Reco
         new.execute("UPDATE cluster SET store = ?, cursor = ?", cluster)
     new.execute("COMMIT")
     active = sum(1 for r in bans if r[10] is None)
-    return Recovered(aside, len(bans), active, len(lines), skipped + skipped_lines)
-
-
-def _one(conn: sqlite3.Connection, sql: str) -> Any:
-    try:
-        return conn.execute(sql).fetchone()
-    except sqlite3.Error:
-        return None
+    tables = zip(
+        ("bans", "ban_lines", "outbox", "cluster"),
+        (top, lines_top, outbox_top, 0 if cluster_read else None),
+        strict=True,
+    )
+    return Recovered(
+        aside,
+        len(bans),
+        active,
+        len(lines),
+        max(0, (top or 0) - len(bans)),
+        tuple(name for name, t in tables if t is None),
+    )
 
 
 def _readable(
     conn: sqlite3.Connection, table: str, key: str, columns: str
-) -> tuple[list[tuple[Any, ...]], int]:
-    """The rows of ``table`` SQLite can read, in ``key`` order, and how many ids it could not
-    (none at all when even the table's largest key is unreadable)."""
-    top = _one(conn, f"SELECT max({key}) FROM {table}")
-    if top is None or top[0] is None:
-        return [], 0
+) -> tuple[list[tuple[Any, ...]], int | None]:
+    """The rows of ``table`` SQLite can read, in ``key`` order, and the largest key (0 when
+    the table is empty, None when SQLite cannot read the table at all)."""
+    try:
+        top = conn.execute(f"SELECT max({key}) FROM {table}").fetchone()[0] or 0
+    except sqlite3.Error:
+        return [], None
     sql = f"SELECT {columns} FROM {table} WHERE {key} BETWEEN ? AND ? ORDER BY {key}"
 
     def read(low: int, high: int) -> list[tuple[Any, ...]]:
         return list(conn.execute(sql, (low, high)))
 
     rows: list[tuple[Any, ...]] = []
-    skipped = 0
-    for low in range(1, int(top[0]) + 1, _CHUNK):
-        found, lost = _split(read, low, min(low + _CHUNK - 1, int(top[0])))
-        rows += found
-        skipped += lost
-    return rows, skipped
+    for low in range(1, int(top) + 1, _CHUNK):
+        rows += _split(read, low, min(low + _CHUNK - 1, int(top)))
+    return rows, int(top)
 
 
 def _split(
     read: Callable[[int, int], Iterable[tuple[Any, ...]]], low: int, high: int
-) -> tuple[list[tuple[Any, ...]], int]:
+) -> list[tuple[Any, ...]]:
     """``read(low, high)``; when SQLite refuses, its halves, down to single ids skipped."""
     try:
-        return list(read(low, high)), 0
+        return list(read(low, high))
     except sqlite3.Error:
         if low == high:
-            return [], 1
+            return []
     mid = (low + high) // 2
-    left, lost_left = _split(read, low, mid)
-    right, lost_right = _split(read, mid + 1, high)
-    return left + right, lost_left + lost_right
+    return _split(read, low, mid) + _split(read, mid + 1, high)

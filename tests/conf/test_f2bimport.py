@@ -228,21 +228,32 @@ def test_action_mwl_is_a_mail_with_lines_and_fills_notify(tmp_path: Path) -> Non
     assert j is not None and j.notify == ("mail-whois-lines",)
 
 
-def test_usedns_yes_is_use_dns(tmp_path: Path) -> None:
-    jail, config = one_jail(tmp_path, "usedns = yes\n")
-    assert jail.keys["use_dns"] is True and jail.not_carried == []
+@pytest.mark.parametrize("usedns", ["yes", "warn", "no"])
+def test_usedns_is_carried_as_it_is(tmp_path: Path, usedns: str) -> None:
+    """fail2ban's three values mean here what they meant there: a jail with usedns = no must
+    not come out resolving host names (our default is fail2ban's "warn")."""
+    jail, config = one_jail(tmp_path, f"usedns = {usedns}\n")
+    assert jail.keys["usedns"] == usedns and jail.not_carried == []
     j = config.jail("demo")
-    assert j is not None and j.use_dns
+    assert j is not None and j.usedns == usedns
+
+
+def test_usedns_raw_matches_addresses_only_and_says_so(tmp_path: Path) -> None:
+    jail, config = one_jail(tmp_path, "usedns = raw\n")
+    assert jail.keys["usedns"] == "no"
+    assert any("usedns = raw" in note for note in jail.not_carried)
+    j = config.jail("demo")
+    assert j is not None and j.usedns == "no"
 
 
 def test_what_has_no_counterpart_is_reported_in_the_jails_comment(tmp_path: Path) -> None:
     jail, _ = one_jail(
         tmp_path,
         "ignorecommand = /usr/local/bin/trusted <ip>\nbackend = systemd\n"
-        "journalmatch = _SYSTEMD_UNIT=sshd.service\nusedns = warn\n",
+        "journalmatch = _SYSTEMD_UNIT=sshd.service\n",
     )
     notes = " ".join(jail.not_carried)
-    for what in ("ignorecommand", "backend = systemd", "journalmatch", "usedns = warn"):
+    for what in ("ignorecommand", "backend = systemd", "journalmatch"):
         assert what in notes
     result = import_tree(tmp_path / "f2b", tmp_path / "x.toml")
     assert "# not carried: ignorecommand = /usr/local/bin/trusted <ip>" in result.text
@@ -296,6 +307,32 @@ def test_parse_actions() -> None:
         ("b", {}),
         ("c", {"z": "q]"}),
     ]
+
+
+def test_options_added_to_an_action_are_its_own() -> None:
+    """Debian's nsd, asterisk, named-refused: ``%(default/action_)s[name=..., protocol=...]``
+    expands to ``banaction[port=..., protocol=...][name=..., protocol="udp"]``: one action
+    whose later options win, not a second action without a name."""
+    assert parse_actions('m[port="53", protocol="tcp"][name=nsd-udp, protocol="udp"]') == [
+        ("m", {"port": "53", "protocol": "udp", "name": "nsd-udp"}),
+    ]
+
+
+def test_debians_nsd_jail_closes_both_protocols_with_nothing_reported(tmp_path: Path) -> None:
+    default = (
+        "banaction = iptables-multiport\nprotocol = tcp\nchain = INPUT\n"
+        'action_ = %(banaction)s[port="%(port)s", protocol="%(protocol)s", chain="%(chain)s"]\n'
+        "action = %(action_)s\n"
+    )
+    jail, _ = one_jail(
+        tmp_path,
+        "port = 53\n"
+        'action_ = %(default/action_)s[name=%(__name__)s-tcp, protocol="tcp"]\n'
+        '          %(default/action_)s[name=%(__name__)s-udp, protocol="udp"]\n',
+        default=default,
+    )
+    assert jail.keys["ports"] == [53] and jail.keys["protocol"] == "both"
+    assert jail.not_carried == []
 
 
 def test_the_mailcleaner_tree(tmp_path: Path) -> None:
@@ -365,6 +402,19 @@ def debian_tree() -> Path:
         return fetch_debian_filter_d().parent
     except FetchError as e:
         pytest.skip(str(e))
+
+
+def test_every_debian_jail_enabled_imports_and_loads(tmp_path: Path, debian_tree: Path) -> None:
+    """All of Debian's stock jails enabled in [DEFAULT]: each imports and loads, and the one
+    value not carried is apache-fakegooglebot's ignorecommand (README, Moving from fail2ban)."""
+    root = tmp_path / "fail2ban"
+    shutil.copytree(debian_tree, root)
+    (root / "jail.local").write_text("[DEFAULT]\nenabled = true\n")
+    result, config = imported(root, tmp_path)
+    assert result.skipped == {} and len(config.enabled_jails) == len(result.jails) == 91
+    notes = {j.name: j.not_carried for j in result.jails if j.not_carried}
+    assert list(notes) == ["apache-fakegooglebot"]
+    assert notes["apache-fakegooglebot"][0].startswith("ignorecommand:")
 
 
 def test_debians_stock_jail_conf_with_a_jail_local(tmp_path: Path, debian_tree: Path) -> None:

@@ -343,3 +343,29 @@ def test_a_full_state_directory_keeps_bans_enforced_and_writes_them_later(
     d.start()  # the store holds them all now: nothing to adopt
     assert len(d.ctl("banned")) == 320 and d.ctl("status")["health"]["recovered"] == 0
     d.stop()
+
+
+def test_nested_prefix_bans_are_not_adopted_again_at_the_next_start(
+    tmp_path: Path, ns: str
+) -> None:
+    """A /48 banned and a /56 inside it that outlasts it: the kernel's interval set holds
+    disjoint pieces, the /56 and the /48's range around it (read back as a /52, a /51 ...). A
+    restart finds each piece inside a ban of the store and adopts nothing: the store's two
+    bans stay the only ones (it adopted 8 pieces as bans of their own, which an unban of the
+    /48 would have left in place)."""
+    d = start(tmp_path, ns)
+    d.ctl("ban", "burst", "2001:db8:7::/48")
+    d.ctl("ban", "burst", "2001:db8:7:100::/56", "--for", "2h")  # outlasts the /48: its own piece
+    before = kernel(ns)
+    assert len(before) == 3  # the /56, and the /48 on either side of it
+    d.stop()
+    assert d.proc is not None and d.proc.wait(timeout=30) == 0
+    d.start()
+    assert kernel(ns).keys() == before.keys()
+    assert sorted(b["address"] for b in d.ctl("banned")) == [
+        "2001:db8:7:100::/56",
+        "2001:db8:7::/48",
+    ]
+    assert d.ctl("status")["health"]["recovered"] == 0
+    assert "were in the kernel but not in the offenders store" not in d.output
+    d.stop()

@@ -112,6 +112,20 @@ def test_a_message_that_reaches_a_jail_and_matches_nothing_is_counted_per_progra
     assert (stats.matched, stats.ignored) == (1, 1)
 
 
+def test_a_multi_line_jail_counts_its_misses_as_unmatched_too() -> None:
+    """A line a multi-line jail reads and finds no failure in (nor one completed by the lines
+    before it) is unmatched there, as in a single-line jail."""
+    filt = Filter(
+        [r"=INFO REPORT====\n[^\n]*: Failed authentication for \S+ from <HOST>$"], maxlines=2
+    )
+    engine = Engine([Jail(jail_conf(), filt)])
+    engine.feed(message("=INFO REPORT===="), 1.0)
+    engine.feed(message("Failed authentication for x from 203.0.113.7"), 2.0)
+    engine.feed(message("something else"), 3.0)
+    stats = engine.jails["sshd"].stats
+    assert stats.unmatched == {"sshd": 2} and stats.matched == 1
+
+
 def test_a_jail_reading_every_program_counts_its_misses_under_star() -> None:
     engine = Engine([Jail(jail_conf(programs=()), Filter(SSHD_REGEX))])
     engine.feed(message("a", app="x"), 1.0)

@@ -128,3 +128,23 @@ def test_as_json_is_plain_data() -> None:
         "result": "matched",
     }
     assert data["summary"] == "a failure for sshd" and data["shape"] == "RFC 3164"
+
+
+def test_a_multi_line_hit_without_an_address_needs_the_lines_before_it() -> None:
+    """sshd's "Too many authentication failures" names no address: the daemon counts it only
+    for the address an earlier line of the connection named. Explain reads one line: it says
+    so, and calls it no failure, not a hostname to resolve."""
+    filt = Filter(
+        [r"^Disconnecting: Too many authentication failures(?: for <F-USER>\S+</F-USER>)?"],
+        prefregex=r"^<F-MLFID> \S+ sshd\[\d+\]: </F-MLFID><F-CONTENT>.+</F-CONTENT>$",
+        on_line=True,
+    )
+    jail = Jail(jail_conf(), filt)
+    walk = _walk(message("Disconnecting: Too many authentication failures for root"), jail)
+    (sshd,) = walk.jails
+    assert sshd.verdict == "no address"
+    assert "an earlier line of its connection" in sshd.steps[-1]
+    assert walk.summary == (
+        "read by sshd, a failure only with the address an earlier line named "
+        "(explain reads one line)"
+    )

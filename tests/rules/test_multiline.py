@@ -4,6 +4,8 @@ report, sshd's connection whose address comes first and failure later)."""
 
 from __future__ import annotations
 
+import tracemalloc
+
 from applianced.rules.filters import Filter, Outcome
 from applianced.rules.multiline import MultiLine
 
@@ -212,3 +214,23 @@ def test_a_failure_before_the_address_counts_on_the_line_that_names_it() -> None
             (None, "h sshd[4]: Received disconnect from 192.0.2.34: 11: Bye"),
         ],
     ) == [None, None, "192.0.2.34", None]
+
+
+def test_a_long_line_is_held_no_longer_than_a_regex_reads() -> None:
+    """A regex sees the first ``max_text`` characters: a buffer holds no more of a line, so a
+    flood of long lines from many sources (pids) costs sources x max_text, not x the line."""
+    ml = MultiLine(TWO_LINES)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for pid in range(200):
+            ml.feed(pid, "=INFO REPORT====" + "x" * (1 << 16), 0.0)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert ml.size == (200, 0)
+    assert held < 200 * (TWO_LINES.max_text + 1024)
+    # What the regex reads is unchanged: the header's line still completes a failure.
+    assert hosts(ml, [(7, "I: Failed authentication for x from 192.0.2.1")]) == [None]
+    ml.feed(8, "=INFO REPORT====", 0.0)
+    assert hosts(ml, [(8, "I: Failed authentication for x from 192.0.2.1")]) == ["192.0.2.1"]

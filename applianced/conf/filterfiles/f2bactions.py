@@ -72,7 +72,9 @@ MAIL_ACTIONS = {
 
 
 def parse_actions(text: str) -> list[tuple[str, dict[str, str]]]:
-    """``name[key=value, key="v,w"] other`` -> [(name, {key: value}), (other, {})]."""
+    """``name[key=value, key="v,w"] other`` -> [(name, {key: value}), (other, {})]. Options
+    added in brackets right after (``name[a=1][a=2, b=3]``, what ``%(action_)s[...]`` expands
+    to) are the same action's, the later winning, as in fail2ban."""
     out: list[tuple[str, dict[str, str]]] = []
     i, n = 0, len(text)
     while i < n:
@@ -84,8 +86,9 @@ def parse_actions(text: str) -> list[tuple[str, dict[str, str]]]:
             i += 1
         name = text[start:i]
         params: dict[str, str] = {}
-        if i < n and text[i] == "[":
-            i, params = _params(text, i + 1)
+        while i < n and text[i] == "[":
+            i, more = _params(text, i + 1)
+            params.update(more)
         out.append((name, params))
     return out
 
