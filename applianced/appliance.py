@@ -145,7 +145,10 @@ class Appliance:
         self._install_jails(self.config)
         rows = restorable(self.store, self.engine.jails, now, self._writes.end)
         elements = self.enforcer.elements(now)
-        recovered = adopted_rows(elements, rows, self.store.last_ends, self._writes.record, now)
+        never_ban = {name: jail.never_ban for name, jail in self.engine.jails.items()}
+        recovered = adopted_rows(
+            elements, rows, self.store.last_ends, self._writes.record, now, never_ban
+        )
         self.health.recovered += len(recovered)
         active = self._restore([*rows, *recovered], now)
         log.info(

@@ -119,6 +119,24 @@ def test_a_kernel_element_whose_ban_the_store_ended_is_not_adopted(tmp_path: Pat
     assert enforcer.bans == {} and app2.active == {} and app2.health.recovered == 0
 
 
+def test_a_kernel_element_over_an_ignored_address_is_removed_not_adopted(
+    tmp_path: Path,
+) -> None:
+    """An element the store lacks over the jail's ignoreip (put there by hand, or before the
+    address was protected) is removed at start, with a warning, never adopted as a ban."""
+    enforcer = MemoryEnforcer()
+    _kernel_ban(enforcer, "sshd", "192.0.2.10/32", T0 - 50, T0 + 50)
+    kept = _kernel_ban(enforcer, "sshd", "203.0.113.7/32", T0 - 50, T0 + 50)
+    conf = config(tmp_path, jail_conf(ignoreip=(ip_network("192.0.2.0/28"),)))
+    with capturedLogs() as events:
+        app, _, _ = start(tmp_path, conf, enforcer=enforcer)
+    assert set(enforcer.bans) == {("sshd", kept.network)}
+    assert [b.network for b in app.store.active_bans(T0)] == [kept.network]
+    assert app.health.recovered == 1
+    warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+    assert any("1 kernel element the store lacks covers addresses" in w for w in warnings)
+
+
 # -- a store that cannot be written ---------------------------------------------------------------
 
 

@@ -24,13 +24,13 @@ def nothing_ended(
 
 
 def adopted(elements: list[Element], rows: list[BanRow]) -> list[tuple[str, str]]:
-    recovered, _ = unaccounted(elements, rows, nothing_ended, NOW)
+    recovered, _, _ = unaccounted(elements, rows, nothing_ended, NOW, {})
     return [(d.jail, str(d.network)) for d in recovered]
 
 
 def test_an_element_the_store_lacks_is_adopted_with_the_kernels_times() -> None:
     elements = [Element("sshd", "203.0.113.7/32", NOW + 600, NOW - 3000)]
-    (decision,), stale = unaccounted(elements, [], nothing_ended, NOW)
+    (decision,), stale, _ = unaccounted(elements, [], nothing_ended, NOW, {})
     assert stale == 0
     assert (decision.jail, decision.network) == ("sshd", ip_network("203.0.113.7/32"))
     assert decision.at == NOW - 3000 and decision.duration == 3600
@@ -38,8 +38,8 @@ def test_an_element_the_store_lacks_is_adopted_with_the_kernels_times() -> None:
 
 
 def test_a_permanent_element_is_adopted_on_the_blacklist() -> None:
-    (decision,), _ = unaccounted(
-        [Element("sshd", "203.0.113.7/32", None, None)], [], nothing_ended, NOW
+    (decision,), _, _ = unaccounted(
+        [Element("sshd", "203.0.113.7/32", None, None)], [], nothing_ended, NOW, {}
     )
     assert decision.kind is BanKind.BLACKLIST and decision.duration is None
 
@@ -77,5 +77,20 @@ def test_an_element_whose_ban_the_store_ended_after_it_was_placed_is_stale() -> 
         Element("sshd", "203.0.113.7/32", NOW + 600, NOW - 60),  # ended after: stale
         Element("sshd", "203.0.113.8/32", NOW + 600, NOW - 5),  # placed after the end
     ]
-    recovered, stale = unaccounted(elements, [], ended, NOW)
+    recovered, stale, _ = unaccounted(elements, [], ended, NOW, {})
     assert [str(d.network) for d in recovered] == ["203.0.113.8/32"] and stale == 1
+
+
+def test_an_element_over_an_address_never_to_ban_is_not_adopted() -> None:
+    """An element the store lacks that covers the jail's ignoreip, an allowed sender or the
+    appliance's own address (put there by hand, or before the config protected it) is left
+    to the restore, which removes it; another jail's protection does not count."""
+    elements = [
+        Element("sshd", "192.0.2.10/32", NOW + 600, NOW - 60),
+        Element("sshd", "198.51.100.0/24", NOW + 600, NOW - 60),
+        Element("dovecot", "192.0.2.10/32", NOW + 600, NOW - 60),
+    ]
+    never_ban = {"sshd": [ip_network("192.0.2.0/28"), ip_network("198.51.100.5/32")]}
+    recovered, stale, protected = unaccounted(elements, [], nothing_ended, NOW, never_ban)
+    assert [(d.jail, str(d.network)) for d in recovered] == [("dovecot", "192.0.2.10/32")]
+    assert (stale, protected) == (0, 2)
