@@ -23,6 +23,7 @@ from applianced.store.sqlite import SqliteOffenderStore
 __all__ = ["Recovered", "recover"]
 
 _CHUNK = 1000  # row ids read per query
+_MAX_CHUNKS = 1_000_000  # a bound on the walk over a damaged table: a billion ids
 _BAN_COLUMNS = (
     "id, jail, network, version, first, last, started_at, expires_at, kind, count, ended_at,"
     " end_reason, uid, node, sender"
@@ -74,10 +75,10 @@ def recover(path: Path, stamp: str) -> Recovered:
 
 
 def _copy(old: sqlite3.Connection, new: sqlite3.Connection, aside: Path) -> Recovered:
-    bans, top = _readable(old, "bans", "id", _BAN_COLUMNS)
+    bans, walked = _readable(old, "bans", "id", _BAN_COLUMNS)
     ids = {row[0] for row in bans}
-    lines, lines_top = _readable(old, "ban_lines", "ban_id", "ban_id, lines")
-    outbox, outbox_top = _readable(old, "outbox", "seq", "seq, op, ban")
+    lines, lines_walked = _readable(old, "ban_lines", "ban_id", "ban_id, lines")
+    outbox, outbox_walked = _readable(old, "outbox", "seq", "seq, op, ban")
     try:
         cluster, cluster_read = old.execute("SELECT store, cursor FROM cluster").fetchone(), True
     except sqlite3.Error:
@@ -100,7 +101,7 @@ def _copy(old: sqlite3.Connection, new: sqlite3.Connection, aside: Path) -> Reco
     active = sum(1 for r in bans if r[10] is None)
     tables = zip(
         ("bans", "ban_lines", "outbox", "cluster"),
-        (top, lines_top, outbox_top, 0 if cluster_read else None),
+        (walked, lines_walked, outbox_walked, 0 if cluster_read else None),
         strict=True,
     )
     return Recovered(
@@ -108,7 +109,7 @@ def _copy(old: sqlite3.Connection, new: sqlite3.Connection, aside: Path) -> Reco
         len(bans),
         active,
         len(lines),
-        max(0, (top or 0) - len(bans)),
+        max(0, (walked or 0) - len(bans)),
         tuple(name for name, t in tables if t is None),
     )
 
@@ -116,21 +117,38 @@ def _copy(old: sqlite3.Connection, new: sqlite3.Connection, aside: Path) -> Reco
 def _readable(
     conn: sqlite3.Connection, table: str, key: str, columns: str
 ) -> tuple[list[tuple[Any, ...]], int | None]:
-    """The rows of ``table`` SQLite can read, in ``key`` order, and the largest key (0 when
-    the table is empty, None when SQLite cannot read the table at all)."""
+    """The rows of ``table`` SQLite can read, in ``key`` order, and how many keys the walk
+    covered, up to the largest (0 when the table is empty, None when SQLite cannot read the
+    table at all)."""
     try:
         top = conn.execute(f"SELECT max({key}) FROM {table}").fetchone()[0] or 0
     except sqlite3.Error:
         return [], None
     sql = f"SELECT {columns} FROM {table} WHERE {key} BETWEEN ? AND ? ORDER BY {key}"
+    after = f"SELECT min({key}) FROM {table} WHERE {key} > ?"
 
     def read(low: int, high: int) -> list[tuple[Any, ...]]:
         return list(conn.execute(sql, (low, high)))
 
     rows: list[tuple[Any, ...]] = []
-    for low in range(1, int(top) + 1, _CHUNK):
-        rows += _split(read, low, min(low + _CHUNK - 1, int(top)))
-    return rows, int(top)
+    low, top, walked = 1, int(top), 0
+    # Chunk by chunk, jumping the gaps between ids (a damaged page may report a huge largest
+    # id: walking every chunk up to it would not end); at most _MAX_CHUNKS chunks. ``walked``
+    # counts the ids of the chunks read, the jumped gaps left out.
+    for _ in range(_MAX_CHUNKS):
+        if low > top:
+            break
+        high = min(low + _CHUNK - 1, top)
+        rows += _split(read, low, high)
+        walked += high - low + 1
+        try:
+            following = conn.execute(after, (high,)).fetchone()[0]
+        except sqlite3.Error:
+            following = high + 1
+        if following is None:
+            break
+        low = int(following)
+    return rows, walked
 
 
 def _split(

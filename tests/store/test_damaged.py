@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import sqlite3
 import subprocess
 import sys
 from ipaddress import ip_network
@@ -204,3 +205,19 @@ def test_store_recover_says_when_the_file_could_not_be_read_at_all(
     said = capsys.readouterr().out
     assert "holds 0 bans" in said
     assert "SQLite could not read its tables bans, ban_lines, outbox, cluster at all" in said
+
+
+@pytest.mark.timeout(60)
+def test_recover_jumps_the_gap_to_a_huge_row_id(tmp_path: Path) -> None:
+    """A damaged page may report a huge largest id: the walk jumps the gap between ids
+    rather than read every chunk up to it (which would never end), and copies every ban."""
+    path = tmp_path / "offenders.sqlite"
+    _filled(path, bans=10)
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("UPDATE ban_lines SET ban_id = ? WHERE ban_id = 10", (1 << 62,))
+        conn.execute("UPDATE bans SET id = ? WHERE id = 10", (1 << 62,))
+    conn.close()
+    done = recover(path, "20261207T000000Z")
+    assert done.bans == 10 and done.unreadable < 1000  # ids 10 to 1000 count, not the gap
+    assert len(SqliteOffenderStore(path).active_bans(T0)) == 10
