@@ -33,6 +33,7 @@ __all__ = [
     "DNS_POOL",
     "DNS_THREADS",
     "FAILED_PER_SECOND",
+    "MAX_ADDRESSES",
     "MAX_LOOKUPS",
     "HostLookups",
     "Resolver",
@@ -42,6 +43,7 @@ __all__ = [
 log = Logger()
 
 MAX_LOOKUPS = 64  # hostname lookups in flight at once; more are dropped
+MAX_ADDRESSES = 16  # addresses of one name that a failure counts against
 DNS_THREADS = 16  # threads of the lookups' own pool; the rest of the 64 wait for one
 DNS_POOL = "applianced-dns"  # the pool's name, its threads' prefix
 FAILED_PER_SECOND = 10  # "cannot resolve" lines a second; the rest are counted in one line
@@ -133,5 +135,8 @@ class SystemResolver:
 
 
 def _addresses(host: str) -> Sequence[IPAddress]:
+    """The name's addresses, the first ``MAX_ADDRESSES`` (the name and its records are the
+    log line's author's to choose: one line may not fail a whole network's worth)."""
     infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    return list(dict.fromkeys(parse_address(str(info[4][0])) for info in infos))
+    found = dict.fromkeys(parse_address(str(info[4][0])) for info in infos)
+    return list(found)[:MAX_ADDRESSES]

@@ -12,6 +12,7 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
 
+from applianced import hostnames
 from applianced.health import Health
 from applianced.hostnames import DNS_POOL, FAILED_PER_SECOND, HostLookups, SystemResolver
 from applianced.rules.decision import IPAddress, Lookup
@@ -145,3 +146,17 @@ class _Reactor:
     def shutdown(self) -> None:
         for f in self._shutdown:
             f()
+
+
+def test_a_name_fails_at_most_max_addresses_of_its_addresses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A name's records are its owner's to choose: a hundred of them count a failure against
+    the first MAX_ADDRESSES only."""
+    records = [
+        (socket.AF_INET, socket.SOCK_STREAM, 6, "", (f"198.51.100.{i}", 0)) for i in range(100)
+    ]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: records)
+    found = hostnames._addresses("many.example")
+    assert len(found) == hostnames.MAX_ADDRESSES
+    assert str(found[0]) == "198.51.100.0"
