@@ -2,7 +2,8 @@
 
 It owns the life of a ban: offences from the engine become decisions (the policy needs the
 repeat count, read from the store), decisions of one reactor turn go to the enforcer as one
-batch, then to the store in one transaction; expiries are recorded and lifted;
+batch, then to the store in one transaction (``storewrites.py`` keeps the rows a full store
+refuses); expiries are recorded and lifted;
 manual bans, unbans and the blacklist go through the same path. Its collaborators each own one
 job: the book of active bans (``bans.py``), the batcher that sends them to the kernel and
 retries (``enforcement/batcher.py``), the expiry timer (``expiry.py``), which of the
@@ -12,6 +13,11 @@ hostname lookups (``hostnames.py``); the operator's views (``views.py``) and the
 
 ``service.make_service`` builds and wires it; tests drive it directly with a ``task.Clock``
 and the fakes of ``applianced.testing`` (or a temporary SQLite store).
+
+Over 500 lines and kept whole: each method is one step of a ban's life or one operator act on
+the same book, store writes (``storewrites.py``) and enforcer; what a start adopts is decided
+in ``recovery.py``, the kernel's check in ``reconcile.py``. The start could move to
+``restore.py``.
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ then the control socket, then systemd's side (READY=1, the watchdog, STATUS=) an
 handler; they stop in reverse order. Every collaborator is passed to its constructor here;
 nothing is patched after construction. ``main`` parses the command line, sets up logging to
 stderr (journald takes it from there) and stops the services on SIGTERM.
+
+Over 400 lines and kept together: it is the one place that knows every part (a small builder
+per part, called by ``make_service``), with ``main``, the command line that starts it.
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ out with the reason. The result is checked as ``appliancectl check`` checks a fi
 Called by ``cli/importf2b.py`` (``appliancectl import-fail2ban``); the tree is read by
 ``filterfiles/f2bjails.py``, its action lines and ports by ``filterfiles/f2bactions.py``; reads
 files, writes none.
+
+Over 400 lines: one small function per jail option carried; reading the tree and the action
+lines are modules of their own.
 """
 
 from __future__ import annotations

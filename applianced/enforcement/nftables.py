@@ -19,6 +19,9 @@ built by ``nftlayout.py`` (the table's layout is described there), the libnftabl
 typed in ``libnft.py``.
 
 Times are POSIX seconds; element timeouts are whole seconds, at least 1.
+
+Over 400 lines and kept whole: its one job is the table's transactions and their split when
+refused; the layout, the prefix pieces and the library calls are already modules of their own.
 """
 
 from __future__ import annotations

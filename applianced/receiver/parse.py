@@ -14,6 +14,9 @@ field is built, so that no field and no filter sees a raw LF, CR, NUL or other c
 filter's ``.*`` or ``$`` cannot stop at one planted in text an attacker controls (the routing
 gate reads a raw header only when it holds none). The daemon and ``appliancectl test-filter``
 both read messages through here, so both see the same text.
+
+Over 400 lines and kept whole: the grammars share the escaping, the timestamps and the common
+shape's pattern; the framing (RFC 6587) is ``framing.py``'s.
 """
 
 from __future__ import annotations

@@ -15,6 +15,9 @@ Called by ``rules/filters.py`` (a filter with a ``datepattern`` cuts the date be
 ``rules/jail.py`` (builds the finder of a jail's pattern), ``conf/filterfiles/`` (checks a
 pattern when a filter file is read) and ``cli/testfilter.py`` (dates of plain log files).
 Pure: no I/O; the time found is for display, windows run on the time of receipt.
+
+Over 400 lines, most of them the table of fail2ban's default forms and the ``%``-codes they
+are written in, which belong together.
 """
 
 from __future__ import annotations

@@ -20,6 +20,10 @@ matches. Failregexes are tried in order; the first one that matches decides the 
 several host tags in it, the one that took part; without one, the prefregex's. ``maxlines`` and
 ``<F-MLFID>`` filters (``multiline``) are matched through ``rules/multiline.py``, which keeps
 the lines before.
+
+Over 400 lines and kept whole: compiling and matching share the Filter's state (the compiled
+sets, the prefilter, each regex's tag reader); tags, literals, the regex engine, dates and
+multi-line state are modules of their own.
 """
 
 from __future__ import annotations

@@ -23,6 +23,9 @@ appliances' changes idempotently by uid together with the cluster log's cursor.
 
 Units: times are POSIX seconds (UTC, floats) from the injected clock. Networks are stored as
 ``str(network)`` (canonical), jails by name. A write returns only once it is durable.
+
+Over 400 lines: every call of the one database behind its two interfaces; the SQL text is in
+``store/queries.py``, the schema in ``store/migrations.py``.
 """
 
 from __future__ import annotations
